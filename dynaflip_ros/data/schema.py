@@ -1,0 +1,74 @@
+"""The recorded-episode schema: one LeRobotDataset v3.0 layout for sim and (later) teleop demos.
+
+Frames are recorded at `RECORD_FPS` (the policy rate). One dataset row per frame:
+
+| key                        | dtype   | shape          | meaning                                             |
+|----------------------------|---------|----------------|-----------------------------------------------------|
+| observation.image          | image   | (H, W, 3)      | fixed camera RGB, uint8 (PNG inside parquet)       |
+| observation.state          | float32 | (7,)           | 6 joint positions (rad) + gripper 0 open..1 closed  |
+| action                     | float32 | (7,)           | joint position target (rad) + gripper command       |
+| observation.point_tracks   | float32 | (N_TRACK, 3)   | ground-truth 3D points on the manipulated object,   |
+|                            |         |                | camera optical frame, metres (same points each frame)|
+| observation.phase          | int64   | (1,)           | expert phase index into PHASES (-1 when unknown)    |
+| task (LeRobot built-in)    | str     |                | "Pick the red cube into the sink"                   |
+
+The language of a transition (METHOD.md §1) is built from `task` and `observation.phase`
+(`phase_description`).
+"""
+from __future__ import annotations
+
+RECORD_FPS = 10
+N_TRACK = 32
+STATE_DIM = 7
+ACTION_DIM = 7
+
+IMAGE_KEY = "observation.image"
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+TRACKS_KEY = "observation.point_tracks"
+PHASE_KEY = "observation.phase"
+
+# Phases of a pick-into-sink episode, in order (the scripted expert reports them; teleop -> -1).
+PHASES: tuple[str, ...] = ("approach", "descend", "grasp", "lift", "carry", "release", "retreat")
+
+_PHASE_TEMPLATES = {
+    "approach": "move the gripper above the {obj}",
+    "descend": "lower the gripper onto the {obj}",
+    "grasp": "close the gripper on the {obj}",
+    "lift": "lift the {obj} off the table",
+    "carry": "carry the {obj} over the sink",
+    "release": "open the gripper and drop the {obj} into the sink",
+    "retreat": "move the gripper away from the sink",
+}
+
+
+def features(image_hw: tuple[int, int]) -> dict:
+    """LeRobotDataset `features` dict for this schema (image size (H, W))."""
+    h, w = image_hw
+    return {
+        IMAGE_KEY: {"dtype": "image", "shape": (h, w, 3), "names": ["height", "width", "channels"]},
+        STATE_KEY: {
+            "dtype": "float32",
+            "shape": (STATE_DIM,),
+            "names": ["shoulder_pan", "shoulder_lift", "elbow", "wrist_1", "wrist_2", "wrist_3", "gripper"],
+        },
+        ACTION_KEY: {
+            "dtype": "float32",
+            "shape": (ACTION_DIM,),
+            "names": ["shoulder_pan", "shoulder_lift", "elbow", "wrist_1", "wrist_2", "wrist_3", "gripper"],
+        },
+        TRACKS_KEY: {"dtype": "float32", "shape": (N_TRACK, 3), "names": ["point", "xyz"]},
+        PHASE_KEY: {"dtype": "int64", "shape": (1,), "names": ["phase"]},
+    }
+
+
+def phase_description(task: str, phase: int, object_name: str | None = None) -> str:
+    """Language for a transition: the phase sentence when the phase is known, else the task.
+
+    `object_name` defaults to what follows "Pick the " in the task string.
+    """
+    if phase < 0 or phase >= len(PHASES):
+        return task
+    if object_name is None:
+        object_name = task.removeprefix("Pick the ").split(" into")[0]
+    return _PHASE_TEMPLATES[PHASES[phase]].format(obj=object_name)

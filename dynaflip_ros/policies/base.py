@@ -1,0 +1,43 @@
+"""The policy interface: observation in, timestamped action chunk out (DESIGN.md, "Timing")."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PolicyObservation:
+    """embedding: (D,) float32 image embedding of the frame; state: (7,) float32 joint positions
+    (rad) + gripper (0 open..1 closed); stamp_s: capture time of the image (s)."""
+
+    embedding: np.ndarray
+    state: np.ndarray
+    stamp_s: float
+
+
+@dataclass(frozen=True)
+class ActionChunk:
+    """actions: (H, 7) joint targets (rad) + gripper command; action i is due at
+    t0_s + i * dt_s (same clock as the observation stamp)."""
+
+    actions: np.ndarray
+    t0_s: float
+    dt_s: float
+
+    def times_s(self) -> np.ndarray:
+        return self.t0_s + self.dt_s * np.arange(len(self.actions))
+
+
+class EncoderMismatchError(RuntimeError):
+    """The policy was trained on embeddings of a different encoder (sha256 differs)."""
+
+
+@runtime_checkable
+class Policy(Protocol):
+    encoder_sha256: str
+
+    def reset(self) -> None: ...
+
+    def predict_action_chunk(self, obs: PolicyObservation) -> ActionChunk: ...

@@ -1,0 +1,1 @@
+"""dynaflip_ros.ros.nodes."""
