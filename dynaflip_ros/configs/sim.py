@@ -1,0 +1,154 @@
+"""Parameters of the simulated Pick-into-Sink cell (MuJoCo) and of its scripted expert.
+
+Frames: the MuJoCo world frame IS the UR `base` frame (DH base, HARDWARE.md §1.7); the table top
+is the plane z = 0 and the robot base sits on it at the origin. Lengths in metres, angles in
+radians unless the name says `_deg`. Defaults follow HARDWARE.md (UR3 CB3 §1, camera placement §4).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+# Names of the graspable objects, in the order of `SimConfig.objects` default; the instruction is
+# "Pick the <name> into the sink".
+ALL_OBJECT_NAMES: tuple[str, ...] = ("red cube", "green cylinder", "blue bar", "yellow ball")
+
+# A flange-down "ready" configuration above the work area (rad), UR joint order.
+DEFAULT_HOME_Q_RAD: tuple[float, ...] = (
+    1.9075, -2.3552, 1.8802, -1.0958, -1.5708, 0.0,
+)
+
+
+def _check_range(name: str, lo_hi: tuple[float, float]) -> None:
+    if len(lo_hi) != 2 or not all(math.isfinite(v) for v in lo_hi) or lo_hi[0] > lo_hi[1]:
+        raise ValueError(f"{name} must be a finite (low, high) pair with low <= high, got {lo_hi!r}")
+
+
+@dataclass
+class ExpertConfig:
+    """Scripted pick-into-sink expert (sim/expert.py): Cartesian waypoints + mink IK.
+
+    Heights are TCP heights above the table top (z of the UR base frame, m). Durations in s.
+    """
+
+    approach_height_m: float = 0.08      # TCP height above the object's grasp point before descending
+    lift_height_m: float = 0.15          # TCP z after lifting (must clear the sink rim with the object)
+    release_height_m: float = 0.14       # TCP z over the basin when the gripper opens
+    retreat_height_m: float = 0.18       # TCP z after the release
+    max_tcp_speed_m_s: float = 0.35      # Cartesian speed cap used to time each segment
+    min_segment_s: float = 0.5           # shortest move segment
+    grasp_close_s: float = 0.6           # dwell while the fingers close
+    release_open_s: float = 0.5          # dwell while the fingers open
+    grasp_depth_m: float = 0.0           # extra descent below the object's grasp height (m)
+    control_rate_hz: float = 10.0        # rate of emitted actions (policy rate, data/schema.py)
+    ik_max_iters: int = 60               # mink iterations per waypoint
+    ik_tol_m: float = 1e-4               # position tolerance of a converged IK solution
+    ik_tol_rad: float = 1e-3             # orientation tolerance
+    max_joint_speed_fraction: float = 0.4  # planned joint speeds stay below this fraction of the limits
+
+    def __post_init__(self) -> None:
+        for name in ("approach_height_m", "lift_height_m", "release_height_m", "retreat_height_m",
+                     "max_tcp_speed_m_s", "min_segment_s", "grasp_close_s", "release_open_s",
+                     "control_rate_hz", "ik_tol_m", "ik_tol_rad"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"ExpertConfig.{name} must be finite and > 0, got {v!r}")
+        if not (0 < self.max_joint_speed_fraction <= 1):
+            raise ValueError("ExpertConfig.max_joint_speed_fraction must be in (0, 1]")
+        if self.ik_max_iters < 1:
+            raise ValueError("ExpertConfig.ik_max_iters must be >= 1")
+        if not (math.isfinite(self.grasp_depth_m) and 0 <= self.grasp_depth_m < 0.05):
+            raise ValueError("ExpertConfig.grasp_depth_m must be in [0, 0.05)")
+
+
+@dataclass
+class SimConfig:
+    """The MuJoCo Pick-into-Sink cell (sim/cell.py, sim/pick_into_sink.py).
+
+    Attributes (main ones):
+        image_hw: rendered image (height, width) in pixels.
+        seed: default episode seed when `reset()` gets none.
+        timestep_s: physics step (DESIGN: 0.002 s).
+        camera_*: the fixed RGB-D camera looks at `camera_target_m` from `camera_range_m` away,
+            `camera_tilt_deg` below horizontal, from azimuth `camera_azimuth_deg` (0 = camera on
+            the +x side of the target looking towards -x); fovy like a D435 colour stream.
+        objects: names of the objects built into the cell (subset of ALL_OBJECT_NAMES).
+        object_region_x_m / _y_m: where the target object's centre is sampled (UR base frame).
+        object_yaw_range_rad: yaw sampling range.
+        sink_center_xy_m, sink_inner_size_m (x, y), sink_wall_height_m: the basin on the table.
+        tcp_offset_m: flange (tool0) -> TCP distance along tool0 z (between the fingertips).
+        gripper_max_force_n: finger actuator force limit (grip force per finger).
+        success_max_speed_m_s: the object counts as resting below this speed.
+    """
+
+    image_hw: tuple[int, int] = (224, 224)
+    seed: int = 0
+    timestep_s: float = 0.002
+    camera_fovy_deg: float = 42.7
+    camera_target_m: tuple[float, float, float] = (0.17, 0.0, 0.04)
+    camera_range_m: float = 0.8
+    camera_tilt_deg: float = 55.0
+    camera_azimuth_deg: float = 0.0
+    camera_znear_m: float = 0.05
+    camera_zfar_m: float = 5.0
+    shadows: bool = False
+    reflections: bool = False
+    objects: tuple[str, ...] = ALL_OBJECT_NAMES
+    object_region_x_m: tuple[float, float] = (0.20, 0.34)
+    object_region_y_m: tuple[float, float] = (-0.20, -0.04)
+    object_yaw_range_rad: tuple[float, float] = (-math.pi, math.pi)
+    sink_center_xy_m: tuple[float, float] = (0.20, 0.16)
+    sink_inner_size_m: tuple[float, float] = (0.16, 0.16)
+    sink_wall_height_m: float = 0.07
+    tcp_offset_m: float = 0.15
+    gripper_max_force_n: float = 20.0
+    home_q_rad: tuple[float, ...] = DEFAULT_HOME_Q_RAD
+    settle_s: float = 0.1
+    success_max_speed_m_s: float = 0.05
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
+
+    def __post_init__(self) -> None:
+        if (len(self.image_hw) != 2 or not all(isinstance(v, int) for v in self.image_hw)
+                or min(self.image_hw) < 16 or max(self.image_hw) > 4096):
+            raise ValueError(f"SimConfig.image_hw must be two ints in [16, 4096], got {self.image_hw!r}")
+        self.image_hw = tuple(self.image_hw)
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"SimConfig.seed must be an int >= 0, got {self.seed!r}")
+        if not (0 < self.timestep_s <= 0.01):
+            raise ValueError(f"SimConfig.timestep_s must be in (0, 0.01], got {self.timestep_s!r}")
+        if not (10.0 <= self.camera_fovy_deg <= 120.0):
+            raise ValueError("SimConfig.camera_fovy_deg must be in [10, 120]")
+        if not (0.2 <= self.camera_range_m <= 3.0):
+            raise ValueError("SimConfig.camera_range_m must be in [0.2, 3]")
+        if not (5.0 <= self.camera_tilt_deg <= 90.0):
+            raise ValueError("SimConfig.camera_tilt_deg must be in [5, 90]")
+        if len(self.camera_target_m) != 3:
+            raise ValueError("SimConfig.camera_target_m must be (x, y, z)")
+        if not (0 < self.camera_znear_m < self.camera_zfar_m):
+            raise ValueError("SimConfig needs 0 < camera_znear_m < camera_zfar_m")
+        unknown = [o for o in self.objects if o not in ALL_OBJECT_NAMES]
+        if unknown or not self.objects or len(set(self.objects)) != len(self.objects):
+            raise ValueError(f"SimConfig.objects must be distinct names from {ALL_OBJECT_NAMES}, got {self.objects!r}")
+        self.objects = tuple(self.objects)
+        _check_range("object_region_x_m", self.object_region_x_m)
+        _check_range("object_region_y_m", self.object_region_y_m)
+        _check_range("object_yaw_range_rad", self.object_yaw_range_rad)
+        if len(self.sink_center_xy_m) != 2 or len(self.sink_inner_size_m) != 2:
+            raise ValueError("SimConfig.sink_center_xy_m and sink_inner_size_m must be (x, y) pairs")
+        if min(self.sink_inner_size_m) < 0.1:
+            raise ValueError("SimConfig.sink_inner_size_m must be >= 0.1 m on each side")
+        if not (0.03 <= self.sink_wall_height_m <= 0.2):
+            raise ValueError("SimConfig.sink_wall_height_m must be in [0.03, 0.2]")
+        if not (0.05 <= self.tcp_offset_m <= 0.3):
+            raise ValueError("SimConfig.tcp_offset_m must be in [0.05, 0.3]")
+        if not (1.0 <= self.gripper_max_force_n <= 235.0):
+            raise ValueError("SimConfig.gripper_max_force_n must be in [1, 235] N (2F-85 range)")
+        if len(self.home_q_rad) != 6 or not all(math.isfinite(v) for v in self.home_q_rad):
+            raise ValueError("SimConfig.home_q_rad must be 6 finite joint angles (rad)")
+        self.home_q_rad = tuple(float(v) for v in self.home_q_rad)
+        if not (0 <= self.settle_s <= 2.0):
+            raise ValueError("SimConfig.settle_s must be in [0, 2]")
+        if not (self.success_max_speed_m_s > 0):
+            raise ValueError("SimConfig.success_max_speed_m_s must be > 0")
+        if isinstance(self.expert, dict):
+            self.expert = ExpertConfig(**self.expert)

@@ -1,0 +1,163 @@
+"""`SimArm`: the MuJoCo UR3 of `sim.pick_into_sink.PickIntoSinkEnv` behind the `robot.arm.Arm` protocol.
+
+servoJ semantics like the UR controller: `servo_joint(q, dt_s)` makes the joint position targets
+move linearly from the previous target to q over dt_s of simulation time (the env applies the
+interpolated target before every physics step), with the matching velocity feed-forward, so a
+125 Hz stream is tracked without lag. The arm is position-servoed by MuJoCo actuators (kp + kv,
+torque-clamped to the UR3 limits, gravity-compensated links; `sim/cell.py`).
+
+Never command a `SimArm` directly: wrap it in `robot.safety.SafeArm` (DESIGN.md, "Safety model").
+Thread-safe through the env's lock. Clock: `stamp_s` is simulation time (`env.sim_time_s`).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dynaflip_ros.robot.arm import N_JOINTS, ArmNotConnectedError, ArmState
+from dynaflip_ros.robot.kinematics import rotation_to_quat_wxyz
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv
+
+
+class SimArm:
+    """MuJoCo UR3 + parallel gripper (implements `robot.arm.Arm`).
+
+    Args:
+        env: the `PickIntoSinkEnv` that owns model and data (created by the env itself:
+            use `env.arm`).
+    """
+
+    def __init__(self, env: "PickIntoSinkEnv") -> None:
+        self._env = env
+        m = env.model
+        import mujoco
+
+        self._qadr = np.array([m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n)]
+                               for n in env.joint_names])  # (6,)
+        self._dadr = np.array([m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n)]
+                               for n in env.joint_names])  # (6,)
+        self._pos_act = np.array(env.arm_position_actuators)  # (6,)
+        self._vel_act = np.array(env.arm_velocity_actuators)  # (6,)
+        self._finger_qadr = np.array(env.finger_qpos_adr)  # (2,)
+        self._finger_act = np.array(env.finger_actuators)  # (2,)
+        self._finger_stroke = float(env.finger_stroke_m)
+        self._tcp_site = env.tcp_site_id
+        self._connected = False
+        self._gripper_cmd = 0.0
+        self.hold(np.asarray(env.config.home_q_rad))
+
+    # ------------------------------------------------------------------ Arm protocol
+    def connect(self) -> None:
+        """Mark connected and hold the measured pose (no motion)."""
+        with self._env.lock:
+            self._connected = True
+            self.hold(self._q())
+
+    def state(self) -> ArmState:
+        """Measured state from MuJoCo: q, dq (6,), TCP pose (7,) in the UR base frame, gripper
+        closure 0..1 measured from the finger positions; extra["gripper_command"] is the command.
+
+        Raises ArmNotConnectedError before connect().
+        """
+        if not self._connected:
+            raise ArmNotConnectedError("SimArm.state() before connect()")
+        return self.read_state()
+
+    def read_state(self) -> ArmState:
+        """Like `state()` but also before connect() (for the env's own bookkeeping)."""
+        env = self._env
+        with env.lock:
+            d = env.data
+            xmat = d.site_xmat[self._tcp_site].reshape(3, 3)
+            tcp = np.concatenate([d.site_xpos[self._tcp_site], rotation_to_quat_wxyz(xmat)])
+            fingers = d.qpos[self._finger_qadr]  # (2,)
+            return ArmState(
+                q=d.qpos[self._qadr].copy(),
+                dq=d.qvel[self._dadr].copy(),
+                tcp_pose=tcp,
+                gripper=float(np.clip(fingers.mean() / self._finger_stroke, 0.0, 1.0)),
+                stamp_s=float(d.time),
+                protective_stop=False,
+                extra={"gripper_command": self._gripper_cmd},
+            )
+
+    def servo_joint(self, q: np.ndarray, dt_s: float) -> None:
+        """Move the joint targets linearly to q (6,) rad over dt_s (> 0) seconds of sim time.
+
+        Raises ArmNotConnectedError before connect(), ValueError on a bad shape/value (the
+        SafeArm in front of it checks limits, workspace and speed).
+        """
+        if not self._connected:
+            raise ArmNotConnectedError("SimArm.servo_joint() before connect()")
+        q = np.asarray(q, dtype=float)
+        if q.shape != (N_JOINTS,) or not np.all(np.isfinite(q)):
+            raise ValueError(f"q must be finite (6,), got {q!r}")
+        if not (np.isfinite(dt_s) and dt_s > 0):
+            raise ValueError(f"dt_s must be finite and > 0, got {dt_s!r}")
+        with self._env.lock:
+            t = float(self._env.data.time)
+            self._q_from = self._target_at(t)
+            self._q_to = q.copy()
+            self._t0 = t
+            self._dt = float(dt_s)
+
+    def set_gripper(self, closed_fraction: float) -> None:
+        """Command the fingers: 0 = fully open (85 mm), 1 = fully closed. Raises ValueError
+        outside [0, 1] and ArmNotConnectedError before connect()."""
+        if not self._connected:
+            raise ArmNotConnectedError("SimArm.set_gripper() before connect()")
+        g = float(closed_fraction)
+        if not (np.isfinite(g) and 0.0 <= g <= 1.0):
+            raise ValueError(f"gripper command must be in [0, 1], got {closed_fraction!r}")
+        with self._env.lock:
+            self._gripper_cmd = g
+            self._env.data.ctrl[self._finger_act] = g * self._finger_stroke
+
+    def stop(self) -> None:
+        """servoStop: hold the measured joint positions."""
+        with self._env.lock:
+            self.hold(self._q())
+
+    def disconnect(self) -> None:
+        """Stop and disconnect; idempotent."""
+        with self._env.lock:
+            if self._connected:
+                self.hold(self._q())
+            self._connected = False
+
+    # ------------------------------------------------------------------ env hooks
+    def hold(self, q: np.ndarray) -> None:
+        """Hold joint targets at q (6,) rad (reset, stop); not a motion command."""
+        q = np.asarray(q, dtype=float).copy()
+        self._q_from = q
+        self._q_to = q.copy()
+        self._t0 = float(self._env.data.time)
+        self._dt = 1.0
+        self._apply(self._t0)
+
+    def reset_gripper(self, closed_fraction: float = 0.0) -> None:
+        """Set the gripper command without the connection check (env reset)."""
+        self._gripper_cmd = float(closed_fraction)
+        self._env.data.ctrl[self._finger_act] = self._gripper_cmd * self._finger_stroke
+
+    def pre_step(self) -> None:
+        """Called by the env before every physics step: write the interpolated servo target."""
+        self._apply(float(self._env.data.time))
+
+    def _target_at(self, t: float) -> np.ndarray:
+        w = min(max((t - self._t0) / self._dt, 0.0), 1.0)
+        return self._q_from + w * (self._q_to - self._q_from)  # (6,)
+
+    def _apply(self, t: float) -> None:
+        d = self._env.data
+        d.ctrl[self._pos_act] = self._target_at(t)
+        if t < self._t0 + self._dt:
+            d.ctrl[self._vel_act] = (self._q_to - self._q_from) / self._dt
+        else:
+            d.ctrl[self._vel_act] = 0.0
+
+    def _q(self) -> np.ndarray:
+        return self._env.data.qpos[self._qadr].copy()

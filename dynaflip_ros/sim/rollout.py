@@ -1,0 +1,183 @@
+"""Synchronous (offline) sim runner: the same arm pipeline as the robot, with physics in lockstep.
+
+    10 Hz action / action chunk -> ActionChunkInterpolator -> ServoLoop.tick at 125 Hz
+        -> SafeArm (clock = simulation time) -> SimArm -> MuJoCo, 4 physics steps per tick
+
+Every arm motion goes through `robot.safety.SafeArm` (DESIGN.md, "Safety model"). Time is the
+simulation clock (`env.sim_time_s`), so runs are deterministic and as fast as the CPU allows.
+`run_expert_episode` is what the recorder uses: at 10 Hz it asks the expert for an action,
+calls `on_frame(frame, state, action, phase, point_tracks)` BEFORE applying it, then advances
+0.1 s.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from dynaflip_ros.cameras.base import Frame
+from dynaflip_ros.configs.safety import SafetyConfig
+from dynaflip_ros.robot.arm import ArmState
+from dynaflip_ros.sim.pick_into_sink import EpisodeInfo, PickIntoSinkEnv
+
+OnFrame = Callable[[Frame, ArmState, np.ndarray, int, np.ndarray], None]
+
+
+@dataclass
+class EpisodeResult:
+    """Outcome of `SimRunner.run_expert_episode`.
+
+    success: `env.success()` at the end; duration_s: simulated episode length, s; steps: 10 Hz
+    control steps (= frames passed to on_frame); physics_steps: MuJoCo steps; wall_time_s: real
+    time spent; info: the episode; safety: SafeArm counters (`robot.safety.SafetyStats`);
+    servo: ServoLoop counters (`robot.servo_loop.ServoLoopStats`).
+    """
+
+    success: bool
+    duration_s: float
+    steps: int
+    physics_steps: int
+    wall_time_s: float
+    info: EpisodeInfo
+    safety: object
+    servo: object
+
+
+class SimRunner:
+    """Lock-step runner of `PickIntoSinkEnv` through SafeArm + interpolator + servo loop.
+
+    Args:
+        env: the env (its arm is wrapped in a fresh SafeArm at every `reset`).
+        safety_config: `configs.safety.SafetyConfig` (default: SafetyConfig()).
+        control_rate_hz: servo loop rate (125 Hz = CB3); 1 / rate must be a whole number of
+            physics timesteps.
+    Raises ValueError when the servo period is not a multiple of the physics timestep.
+    """
+
+    def __init__(self, env: PickIntoSinkEnv, safety_config: SafetyConfig | None = None,
+                 control_rate_hz: float = 125.0) -> None:
+        self.env = env
+        self.safety_config = safety_config if safety_config is not None else SafetyConfig()
+        if not (math.isfinite(control_rate_hz) and control_rate_hz > 0):
+            raise ValueError(f"control_rate_hz must be > 0, got {control_rate_hz!r}")
+        self.control_rate_hz = float(control_rate_hz)
+        self.period_s = 1.0 / self.control_rate_hz
+        substeps = self.period_s / env.timestep_s
+        if abs(substeps - round(substeps)) > 1e-6 or round(substeps) < 1:
+            raise ValueError(f"servo period {self.period_s} s is not a whole number of physics steps "
+                             f"({env.timestep_s} s)")
+        self.substeps = int(round(substeps))
+        self.safe = None
+        self.interp = None
+        self.loop = None
+        self.info: EpisodeInfo | None = None
+        self._sched_s = env.sim_time_s
+        self.physics_steps = 0
+
+    # ------------------------------------------------------------------ episode control
+    def reset(self, seed: int | None = None, object_name: str | None = None,
+              distractors: int | Sequence[str] = 0) -> EpisodeInfo:
+        """Reset the env and build a fresh SafeArm (sim clock) + interpolator + servo loop."""
+        from dynaflip_ros.robot.interpolation import ActionChunkInterpolator
+        from dynaflip_ros.robot.safety import SafeArm
+        from dynaflip_ros.robot.servo_loop import ServoLoop
+
+        env = self.env
+        self.info = env.reset(seed=seed, object_name=object_name, distractors=distractors)
+
+        def clock() -> float:
+            return env.sim_time_s
+
+        self.safe = SafeArm(env.arm, self.safety_config, clock=clock)
+        self.safe.connect()
+        st = self.safe.state()
+        self.interp = ActionChunkInterpolator(n_dims=7)
+        self.interp.reset(np.concatenate([st.q, [st.extra.get("gripper_command", st.gripper)]]))
+        self.loop = ServoLoop(self.safe, self.interp, rate_hz=self.control_rate_hz, clock=clock)
+        self._sched_s = env.sim_time_s
+        self.physics_steps = 0
+        return self.info
+
+    @property
+    def now_s(self) -> float:
+        """Simulation time, seconds."""
+        return self.env.sim_time_s
+
+    def _require_reset(self) -> None:
+        if self.loop is None:
+            raise RuntimeError("SimRunner.reset() must be called first")
+
+    def apply_chunk(self, times_s: np.ndarray, targets: np.ndarray) -> int:
+        """Queue an action chunk: times_s (H,) on the sim clock, targets (H, 7) (joints rad +
+        gripper 0..1). Returns the number of actions kept (ValueError on bad shapes)."""
+        self._require_reset()
+        return self.interp.add_chunk(np.asarray(times_s, dtype=float), np.asarray(targets, dtype=float),
+                                     self.now_s)
+
+    def apply_action(self, action: np.ndarray, due_s: float | None = None) -> int:
+        """Queue one (7,) action due at `due_s` (default: one 10 Hz period after the schedule)."""
+        self._require_reset()
+        a = np.asarray(action, dtype=float)
+        if a.shape != (7,):
+            raise ValueError(f"action must have shape (7,), got {a.shape}")
+        due = self._sched_s + 0.1 if due_s is None else float(due_s)
+        return self.apply_chunk(np.array([due]), a[None, :])
+
+    def advance(self, duration_s: float) -> int:
+        """Run servo ticks + physics for duration_s of sim time (on a drift-free schedule: ticks
+        run until the scheduled end time is reached). Returns the number of ticks run."""
+        self._require_reset()
+        if not (math.isfinite(duration_s) and duration_s >= 0):
+            raise ValueError(f"duration_s must be finite and >= 0, got {duration_s!r}")
+        env = self.env
+        self._sched_s += duration_s
+        ticks = 0
+        with env.lock:
+            while env.sim_time_s < self._sched_s - 1e-9:
+                self.loop.tick(env.sim_time_s)
+                self.physics_steps += env.step(self.period_s)
+                ticks += 1
+        return ticks
+
+    # ------------------------------------------------------------------ expert episodes
+    def run_expert_episode(self, expert, on_frame: OnFrame | None = None, max_duration_s: float = 15.0,
+                           settle_s: float = 0.3) -> EpisodeResult:
+        """Run the scripted expert on the current episode (call `reset` first).
+
+        At each 10 Hz step: state = SafeArm.state(); (action (7,), phase) = expert.act(state, t);
+        on_frame(frame, state, action, phase, point_tracks (32, 3)) if given (renders the camera);
+        the action is queued (due 0.1 s later) and the sim advances 0.1 s. Stops when the plan
+        is done or after max_duration_s, then lets the scene settle for settle_s (not recorded)
+        before checking `env.success()`.
+        """
+        self._require_reset()
+        env = self.env
+        wall0 = time.perf_counter()
+        expert.reset(env, self.info)
+        dt = 1.0 / expert.cfg.control_rate_hz
+        t_start = self._sched_s
+        steps = 0
+        while True:
+            t = self._sched_s
+            state = self.safe.state()
+            action, phase = expert.act(state, t)
+            if on_frame is not None:
+                frame = env.camera.read()
+                on_frame(frame, state, action, int(phase), env.point_tracks())
+            self.apply_action(action, due_s=t + dt)
+            self.advance(dt)
+            steps += 1
+            if expert.done(t + dt) or self._sched_s - t_start >= max_duration_s - 1e-9:
+                break
+        duration = self._sched_s - t_start
+        n_settle = int(round(settle_s / dt))
+        for _ in range(n_settle):  # keep streaming the final target (no watchdog stop)
+            self.apply_action(action, due_s=self._sched_s + dt)
+            self.advance(dt)
+        return EpisodeResult(
+            success=env.success(), duration_s=duration, steps=steps, physics_steps=self.physics_steps,
+            wall_time_s=time.perf_counter() - wall0, info=self.info, safety=self.safe.stats,
+            servo=self.loop.stats)
