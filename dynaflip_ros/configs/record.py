@@ -1,0 +1,49 @@
+"""Parameters of `dynaflip record` (data/recorder.py): where and how demonstrations are recorded.
+
+YAML: `config/record.yaml` (loaded with `configs.io.load_yaml(RecordConfig, path)`); command-line
+flags of `dynaflip record` override it. The recording rate is fixed by the dataset schema
+(`data.schema.RECORD_FPS`, the policy rate) and is not a parameter.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class RecordConfig:
+    """Recording of sim (scripted expert) demonstrations into a LeRobotDataset v3.0.
+
+    Attributes:
+        repo_id: LeRobot repo id stored with the dataset (local only, never pushed).
+        episodes: expert episodes to attempt (seeds seed .. seed + episodes - 1).
+        seed: environment seed of the first attempt.
+        image_hw: rendered / recorded image (height, width), px.
+        only_success: discard episodes the expert fails (else keep them with success false).
+        max_episode_s: simulated-time cap of one expert episode, s.
+    """
+
+    repo_id: str = "local/pick_into_sink"
+    episodes: int = 10
+    seed: int = 0
+    image_hw: tuple[int, int] = (224, 224)
+    only_success: bool = True
+    max_episode_s: float = 15.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.repo_id, str) or self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
+            raise ValueError(f"RecordConfig.repo_id must look like 'owner/name', got {self.repo_id!r}")
+        if isinstance(self.episodes, bool) or not isinstance(self.episodes, int) or self.episodes < 1:
+            raise ValueError(f"RecordConfig.episodes must be an int >= 1, got {self.episodes!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"RecordConfig.seed must be an int >= 0, got {self.seed!r}")
+        hw = tuple(self.image_hw)
+        if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in hw) or not (
+            16 <= min(hw) and max(hw) <= 4096
+        ):
+            raise ValueError(f"RecordConfig.image_hw must be two ints in [16, 4096], got {self.image_hw!r}")
+        self.image_hw = hw
+        if not isinstance(self.only_success, bool):
+            raise ValueError(f"RecordConfig.only_success must be a bool, got {self.only_success!r}")
+        if not (isinstance(self.max_episode_s, (int, float)) and math.isfinite(self.max_episode_s) and self.max_episode_s > 0):
+            raise ValueError(f"RecordConfig.max_episode_s must be finite and > 0, got {self.max_episode_s!r}")
