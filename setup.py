@@ -11,6 +11,14 @@ def _files(pattern: str) -> list[str]:
     return [p for p in glob(pattern, recursive=True) if os.path.isfile(p)]
 
 
+def _tree(top: str) -> list[tuple[str, list[str]]]:
+    """data_files entries installing every file below `top` under share/<pkg>/<top>/..."""
+    entries: dict[str, list[str]] = {}
+    for p in _files(top + "/**/*"):
+        entries.setdefault(os.path.join("share", package_name, os.path.dirname(p)), []).append(p)
+    return sorted(entries.items())
+
+
 setup(
     name=package_name,
     version="0.1.0",
@@ -21,7 +29,7 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", _files("launch/*.launch.py")),
         ("share/" + package_name + "/config", _files("config/*.yaml")),
-        ("share/" + package_name + "/models", _files("models/*")),
+        *_tree("models"),
         ("share/" + package_name + "/calibration", _files("calibration/*.yaml")),
     ],
     install_requires=["setuptools"],

@@ -16,6 +16,7 @@ VERBS: dict[str, str] = {
     "train-encoder": "dynaflip_ros.encoder.cli",
     "export": "dynaflip_ros.export.cli",
     "train-policy": "dynaflip_ros.policies.cli",
+    "eval": "dynaflip_ros.eval.cli",
     "launch": "dynaflip_ros.ros.launch_cli",
 }
 
@@ -24,6 +25,7 @@ EPILOG = """examples:
   dynaflip train-encoder --dataset outputs/demos --out outputs/encoder
   dynaflip export --encoder outputs/encoder --out models/encoder
   dynaflip train-policy --dataset outputs/demos --encoder models/encoder --out models/policy
+  dynaflip eval --sim --encoder models/encoder --policy models/policy --episodes 20
   dynaflip launch pick_into_sink --sim --episodes 20
 """
 

@@ -1,0 +1,167 @@
+"""Policy parameters: a diffusion policy on frozen encoder embeddings (DESIGN.md, "policies/").
+
+The policy is LeRobot 0.4.4's `DiffusionPolicy` (Chi et al., "Diffusion Policy", RSS 2023,
+https://huggingface.co/papers/2303.04137) with no vision backbone: the per-frame image embedding
+f(o_t) of the frozen encoder enters as `observation.environment_state` (FeatureType.ENV) next to
+the required `observation.state` (7,). `DiffusionModelConfig` holds the fields that are mapped onto
+`lerobot.policies.diffusion.configuration_diffusion.DiffusionConfig`; `PolicyTrainConfig` holds the
+optimisation parameters. YAML: `config/policy.yaml` with sections `model:` and `train:`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+NORMALIZATION_MODES = ("IDENTITY", "MEAN_STD", "MIN_MAX")
+NOISE_SCHEDULERS = ("DDPM", "DDIM")
+PREDICTION_TYPES = ("epsilon", "sample")
+ACTION_FRAMES = ("absolute", "relative")
+
+
+@dataclass
+class DiffusionModelConfig:
+    """Diffusion policy architecture and sampling (CPU defaults: ~1.8-2.6 M parameters, 7-11 MB).
+
+    n_obs_steps: observations in the conditioning window (current + n_obs_steps-1 past frames at
+        1/fps spacing). horizon: actions the UNet denoises, counted from the FIRST observation of
+        the window (LeRobot convention). n_action_steps: actions returned per chunk, starting at the
+        CURRENT observation (index n_obs_steps-1 of the horizon); at most horizon - n_obs_steps + 1.
+    down_dims: channels per UNet level (horizon must be divisible by 2**len(down_dims)).
+    embedding_normalization / state_normalization / action_normalization: LeRobot
+        NormalizationMode names for FeatureType ENV / STATE / ACTION. MIN_MAX actions + clip_sample
+        keep sampled actions inside the range seen in training.
+    num_inference_steps: DDIM (or DDPM) denoising steps per chunk at inference.
+    prediction_type: "sample" (the UNet predicts the clean action chunk) or "epsilon" (the noise,
+        LeRobot's default). On the synthetic reaching test (tests/test_policy_diffusion.py, 2-core
+        CPU budgets of a few hundred to a few thousand steps) "sample" beat the hold-still baseline
+        after 200 steps while "epsilon" was still worse than it after 400, so "sample" is the default.
+    action_frame: what the diffusion model predicts. "absolute": the 7-D action as recorded.
+        "relative": joint targets minus the CURRENT measured joint positions (gripper stays
+        absolute); converted back to absolute targets before they leave the policy, so the
+        ActionChunk contract (absolute rad + gripper) is the same either way. Relative targets
+        spare the small UNet from having to copy the state through FiLM and learn much faster.
+    max_obs_gap_s: at inference, an observation more than this after the previous one means the
+        history is stale (e.g. a stalled camera): the window is refilled with the new observation,
+        as at episode start.
+    """
+
+    n_obs_steps: int = 2
+    horizon: int = 16
+    n_action_steps: int = 8
+    down_dims: tuple[int, ...] = (64, 128)
+    kernel_size: int = 5
+    n_groups: int = 8
+    diffusion_step_embed_dim: int = 64
+    use_film_scale_modulation: bool = True
+    noise_scheduler_type: str = "DDIM"
+    num_train_timesteps: int = 100
+    num_inference_steps: int = 10
+    beta_schedule: str = "squaredcos_cap_v2"
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    prediction_type: str = "sample"
+    clip_sample: bool = True
+    clip_sample_range: float = 1.0
+    do_mask_loss_for_padding: bool = False
+    embedding_normalization: str = "MEAN_STD"
+    state_normalization: str = "MIN_MAX"
+    action_normalization: str = "MIN_MAX"
+    action_frame: str = "relative"
+    max_obs_gap_s: float = 0.25
+
+    def __post_init__(self) -> None:
+        self.down_dims = tuple(int(d) for d in self.down_dims)
+        if self.n_obs_steps < 1:
+            raise ValueError(f"n_obs_steps must be >= 1, got {self.n_obs_steps}")
+        if self.horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
+            raise ValueError(
+                f"n_action_steps must be in [1, horizon - n_obs_steps + 1 = "
+                f"{self.horizon - self.n_obs_steps + 1}], got {self.n_action_steps}"
+            )
+        if not self.down_dims or any(d < 1 for d in self.down_dims):
+            raise ValueError(f"down_dims must be non-empty positive ints, got {self.down_dims}")
+        if self.horizon % (2 ** len(self.down_dims)) != 0:
+            raise ValueError(
+                f"horizon {self.horizon} must be a multiple of 2**len(down_dims) = {2 ** len(self.down_dims)}"
+            )
+        if any(d % self.n_groups for d in self.down_dims):
+            raise ValueError(f"every down_dims entry must be divisible by n_groups={self.n_groups}")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd int, got {self.kernel_size}")
+        if self.diffusion_step_embed_dim < 4 or self.diffusion_step_embed_dim % 2:
+            raise ValueError(f"diffusion_step_embed_dim must be even and >= 4, got {self.diffusion_step_embed_dim}")
+        if self.noise_scheduler_type not in NOISE_SCHEDULERS:
+            raise ValueError(f"noise_scheduler_type must be one of {NOISE_SCHEDULERS}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}")
+        if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
+            raise ValueError(
+                f"num_inference_steps must be in [1, num_train_timesteps={self.num_train_timesteps}]"
+            )
+        if not 0.0 < self.beta_start < self.beta_end < 1.0:
+            raise ValueError("need 0 < beta_start < beta_end < 1")
+        if self.clip_sample_range <= 0:
+            raise ValueError("clip_sample_range must be > 0")
+        for name in ("embedding_normalization", "state_normalization", "action_normalization"):
+            if getattr(self, name) not in NORMALIZATION_MODES:
+                raise ValueError(f"{name} must be one of {NORMALIZATION_MODES}, got {getattr(self, name)!r}")
+        if self.action_frame not in ACTION_FRAMES:
+            raise ValueError(f"action_frame must be one of {ACTION_FRAMES}, got {self.action_frame!r}")
+        if self.max_obs_gap_s <= 0:
+            raise ValueError("max_obs_gap_s must be > 0")
+
+    @property
+    def drop_n_last_frames(self) -> int:
+        """Frames at each episode end not used as training anchors (LeRobot/Chi et al. default)."""
+        return max(0, self.horizon - self.n_action_steps - self.n_obs_steps + 1)
+
+
+@dataclass
+class PolicyTrainConfig:
+    """Behaviour-cloning optimisation (Adam + cosine schedule with warmup, as LeRobot's preset).
+
+    val_fraction: share of episodes held out (split by episode, never by frame) for the
+    validation loss and the sampled-chunk action error. embed_batch_size: images per encoder call
+    when precomputing embeddings. num_threads: torch intra-op threads (2-core machines).
+    """
+
+    steps: int = 5000
+    batch_size: int = 64
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.95, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 1e-6
+    warmup_steps: int = 200
+    grad_clip_norm: float = 10.0
+    seed: int = 0
+    val_fraction: float = 0.1
+    eval_every_steps: int = 500
+    eval_max_samples: int = 256
+    log_every_steps: int = 50
+    embed_batch_size: int = 32
+    num_threads: int = 2
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be >= 1")
+        if self.lr <= 0 or self.eps <= 0 or self.weight_decay < 0:
+            raise ValueError("need lr > 0, eps > 0, weight_decay >= 0")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two values in [0, 1), got {self.betas}")
+        if self.warmup_steps < 0 or self.grad_clip_norm <= 0:
+            raise ValueError("need warmup_steps >= 0 and grad_clip_norm > 0")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        for name in ("eval_every_steps", "eval_max_samples", "log_every_steps", "embed_batch_size", "num_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+
+@dataclass
+class PolicyConfig:
+    """Everything `dynaflip train-policy` needs besides paths: model + training."""
+
+    model: DiffusionModelConfig = field(default_factory=DiffusionModelConfig)
+    train: PolicyTrainConfig = field(default_factory=PolicyTrainConfig)

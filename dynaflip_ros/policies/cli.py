@@ -1,0 +1,100 @@
+"""`dynaflip train-policy`: train the diffusion policy on frozen-encoder embeddings of a dataset."""
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """Train a diffusion policy (LeRobot DiffusionPolicy, no vision backbone) on the embeddings
+of a frozen, exported encoder. Every frame of the LeRobotDataset is embedded once (cached by
+encoder sha256 + dataset fingerprint), then the policy learns (embedding, state) history ->
+action chunk. The checkpoint records the encoder's sha256 and refuses any other encoder."""
+
+EPILOG = """examples:
+  dynaflip train-policy --dataset outputs/demos --encoder models/encoder --out models/policy
+  dynaflip train-policy --dataset outputs/demos --encoder models/encoder --out /tmp/policy \\
+      --steps 500 --batch-size 32 --seed 1
+  dynaflip train-policy --dataset outputs/demos --encoder models/encoder --out models/policy \\
+      --config config/policy.yaml --backend torch --cache-dir outputs/cache/embeddings
+
+outputs in --out: model.safetensors + config.json (LeRobot), policy_{pre,post}processor.json +
+normaliser stats (.safetensors), policy.json (config, encoder sha256 + manifest, train info),
+train_log.jsonl (one JSON object per log / eval event)."""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-policy",
+        help="train the diffusion policy on encoder embeddings",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--dataset", required=True, help="LeRobotDataset v3 root (dynaflip record --out)")
+    p.add_argument("--encoder", required=True, help="exported encoder directory (manifest.json + model)")
+    p.add_argument("--out", required=True, help="output policy directory")
+    p.add_argument("--config", default=None, help="policy YAML (sections model:, train:); default: built-in defaults")
+    p.add_argument("--steps", type=int, default=None, help="training steps (overrides the config)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (overrides the config)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (overrides the config)")
+    p.add_argument(
+        "--backend",
+        default="onnxruntime",
+        choices=("onnxruntime", "torch", "tensorrt", "auto"),
+        help="encoder backend used to embed the dataset (default: onnxruntime)",
+    )
+    p.add_argument("--cache-dir", default=None, help="embedding cache (default: ~/.cache/dynaflip_ros/embeddings)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import dataclasses
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from dynaflip_ros.configs.io import ConfigError, load_yaml
+    from dynaflip_ros.configs.policy import PolicyConfig
+    from dynaflip_ros.policies.train import train_policy_from_dataset
+
+    try:
+        config = load_yaml(PolicyConfig, args.config) if args.config else PolicyConfig()
+        overrides = {
+            k: v
+            for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("seed", args.seed))
+            if v is not None
+        }
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"train-policy: bad config: {e}", file=sys.stderr)
+        return 2
+    for flag, path in (("--dataset", args.dataset), ("--encoder", args.encoder)):
+        if not Path(path).is_dir():
+            print(f"train-policy: {flag} {path} is not a directory", file=sys.stderr)
+            return 2
+    info = train_policy_from_dataset(
+        args.dataset,
+        args.encoder,
+        args.out,
+        config,
+        backend=args.backend,
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
+    )
+    summary = {
+        k: info.get(k)
+        for k in (
+            "num_parameters",
+            "checkpoint_bytes",
+            "steps",
+            "final_loss",
+            "final_eval",
+            "train_time_s",
+            "s_per_step",
+            "embedding_time_s",
+        )
+    }
+    print(json.dumps(summary, indent=2))
+    print(f"policy written to {args.out}")
+    return 0

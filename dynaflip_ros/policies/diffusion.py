@@ -1,0 +1,420 @@
+"""Diffusion policy on frozen encoder embeddings: LeRobot 0.4.4 `DiffusionPolicy` behind `Policy`.
+
+Model: Chi et al., "Diffusion Policy" (RSS 2023), LeRobot implementation
+(`lerobot.policies.diffusion.modeling_diffusion`): a 1-D conditional UNet denoises a chunk of
+`horizon` actions, FiLM-conditioned on the last `n_obs_steps` observations. There is no vision
+backbone: the frame embedding f(o_t) (D,) enters as `observation.environment_state`
+(FeatureType.ENV) next to `observation.state` (7,). Normalisation is LeRobot's pre/post processor
+pipeline (`make_pre_post_processors(cfg, dataset_stats=...)`).
+
+Action indexing (LeRobot `DiffusionPolicy.select_action`): the denoised horizon starts at the
+OLDEST observation of the window, so horizon index n_obs_steps-1 is the action for the CURRENT
+observation. `predict_action_chunk` returns horizon[n_obs_steps-1 : n_obs_steps-1+n_action_steps],
+i.e. n_action_steps actions. A recorded action is the joint target the arm must reach one period
+after its frame (the expert's target for t + 1/fps; `sim.rollout.SimRunner.run_expert_episode`),
+so action i is due at obs.stamp_s + (i + 1) / fps: the chunk's t0_s is obs.stamp_s + 1/fps. (Set
+n_action_steps = horizon - n_obs_steps + 1 to get every predicted future action.)
+
+Checkpoint directory (`save` / `load`), safetensors + JSON only:
+  model.safetensors, config.json                      LeRobot `save_pretrained` of the policy
+  policy_preprocessor.json + *_normalizer_processor.safetensors    normalisation stats (LeRobot)
+  policy_postprocessor.json + *_unnormalizer_processor.safetensors
+  policy.json        this module's config, embedding dim, fps, the encoder's weights_sha256 and
+                     manifest, train info, and the sha256 of every file above.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynaflip_ros.configs.io import from_dict, to_dict
+from dynaflip_ros.configs.policy import DiffusionModelConfig
+from dynaflip_ros.data import schema
+from dynaflip_ros.encoder.manifest import EncoderManifest, sha256_file
+from dynaflip_ros.policies.base import ActionChunk, EncoderMismatchError, PolicyObservation
+
+POLICY_JSON = "policy.json"
+FORMAT_VERSION = 1
+POLICY_TYPE = "lerobot_diffusion_on_embeddings"
+OBS_STATE = "observation.state"
+OBS_EMBEDDING = "observation.environment_state"
+ACTION = "action"
+_PROCESSOR_PREFIXES = ("policy_preprocessor", "policy_postprocessor")
+
+
+def import_lerobot() -> None:
+    """Apply the torchvision shim (ENVIRONMENT.md gotcha 1) before anything imports lerobot."""
+    from dynaflip_ros._compat import torchvision_shim
+
+    torchvision_shim.apply()
+
+
+def make_lerobot_config(model: DiffusionModelConfig, embedding_dim: int):
+    """DiffusionModelConfig + embedding dim D -> `lerobot...DiffusionConfig` (CPU, no images).
+
+    Inputs: observation.state (STATE, (7,)) and observation.environment_state (ENV, (D,));
+    output: action (ACTION, (7,)). Raises ValueError on D < 1.
+    """
+    if int(embedding_dim) < 1:
+        raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+    import_lerobot()
+    from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
+    from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
+
+    return DiffusionConfig(
+        input_features={
+            OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(schema.STATE_DIM,)),
+            OBS_EMBEDDING: PolicyFeature(type=FeatureType.ENV, shape=(int(embedding_dim),)),
+        },
+        output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(schema.ACTION_DIM,))},
+        normalization_mapping={
+            "STATE": NormalizationMode(model.state_normalization),
+            "ENV": NormalizationMode(model.embedding_normalization),
+            "ACTION": NormalizationMode(model.action_normalization),
+        },
+        device="cpu",
+        n_obs_steps=model.n_obs_steps,
+        horizon=model.horizon,
+        n_action_steps=model.n_action_steps,
+        drop_n_last_frames=model.drop_n_last_frames,
+        down_dims=tuple(model.down_dims),
+        kernel_size=model.kernel_size,
+        n_groups=model.n_groups,
+        diffusion_step_embed_dim=model.diffusion_step_embed_dim,
+        use_film_scale_modulation=model.use_film_scale_modulation,
+        noise_scheduler_type=model.noise_scheduler_type,
+        num_train_timesteps=model.num_train_timesteps,
+        num_inference_steps=model.num_inference_steps,
+        beta_schedule=model.beta_schedule,
+        beta_start=model.beta_start,
+        beta_end=model.beta_end,
+        prediction_type=model.prediction_type,
+        clip_sample=model.clip_sample,
+        clip_sample_range=model.clip_sample_range,
+        do_mask_loss_for_padding=model.do_mask_loss_for_padding,
+        push_to_hub=False,
+    )
+
+
+N_JOINTS = 6  # action/state dims 0..5 are joint positions (rad); dim 6 is the gripper
+
+
+def to_model_frame(actions: np.ndarray, current_state: np.ndarray, action_frame: str) -> np.ndarray:
+    """Absolute actions (..., H, 7) -> what the model predicts (DiffusionModelConfig.action_frame).
+
+    current_state: (..., 7) measured state at the current observation. "relative" subtracts the
+    current joint positions from the 6 joint targets; the gripper command stays absolute.
+    """
+    out = np.array(actions, dtype=np.float32, copy=True)
+    if action_frame == "relative":
+        out[..., :N_JOINTS] -= np.asarray(current_state, np.float32)[..., None, :N_JOINTS]
+    elif action_frame != "absolute":
+        raise ValueError(f"unknown action_frame {action_frame!r}")
+    return out
+
+
+def from_model_frame(actions: np.ndarray, current_state: np.ndarray, action_frame: str) -> np.ndarray:
+    """Inverse of `to_model_frame`: model-frame actions (..., H, 7) -> absolute actions."""
+    out = np.array(actions, dtype=np.float32, copy=True)
+    if action_frame == "relative":
+        out[..., :N_JOINTS] += np.asarray(current_state, np.float32)[..., None, :N_JOINTS]
+    elif action_frame != "absolute":
+        raise ValueError(f"unknown action_frame {action_frame!r}")
+    return out
+
+
+def stats_to_torch(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{feature: {stat: array}} -> same with float32 torch tensors (what LeRobot normalisers take)."""
+    import torch
+
+    return {k: {s: torch.as_tensor(np.asarray(v, np.float32)) for s, v in d.items()} for k, d in stats.items()}
+
+
+class DiffusionPolicyRunner:
+    """`policies.base.Policy` backed by a LeRobot DiffusionPolicy on (embedding, state) inputs.
+
+    Keeps the last n_obs_steps normalised observations (LeRobot `populate_queues` semantics: the
+    first observation after `reset()` fills the whole window). With `seed` set, the diffusion
+    noise comes from a private generator re-seeded by `reset()`, so a rollout is reproducible and
+    two runners with the same weights and seed return identical chunks; with seed None the global
+    torch RNG is used. Thread-safe (one lock around history + sampling).
+
+    Build with `DiffusionPolicyRunner.create(...)` (fresh weights, for training) or `.load(dir, ...)`.
+    """
+
+    def __init__(
+        self,
+        policy,
+        preprocessor,
+        postprocessor,
+        model_config: DiffusionModelConfig,
+        embedding_dim: int,
+        fps: float,
+        encoder_manifest: dict[str, Any],
+        train_info: dict[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        if "weights_sha256" not in encoder_manifest:
+            raise ValueError("encoder_manifest must contain weights_sha256")
+        self.policy = policy
+        self.preprocessor = preprocessor
+        self.postprocessor = postprocessor
+        self.model_config = model_config
+        self.embedding_dim = int(embedding_dim)
+        self.fps = float(fps)
+        self.encoder_manifest = dict(encoder_manifest)
+        self.encoder_sha256: str = str(encoder_manifest["weights_sha256"])
+        self.train_info: dict[str, Any] = dict(train_info or {})
+        self.seed = seed
+        self._lock = threading.Lock()
+        self._generator = None
+        self._history: dict[str, deque] = {}
+        self._stamps: deque = deque()
+        self.stale_history_resets = 0
+        self.reset()
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        model_config: DiffusionModelConfig,
+        embedding_dim: int,
+        stats: dict[str, dict[str, Any]],
+        fps: float,
+        encoder_manifest: EncoderManifest | dict[str, Any],
+        seed: int | None = None,
+    ) -> DiffusionPolicyRunner:
+        """Freshly initialised policy. stats: {"observation.state" | "observation.environment_state" |
+        "action": {"mean","std","min","max": (F,) arrays}} from the training data (action stats in
+        the model's action frame, see `to_model_frame`)."""
+        import_lerobot()
+        from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+        from lerobot.policies.factory import make_pre_post_processors
+
+        missing = {OBS_STATE, OBS_EMBEDDING, ACTION} - set(stats)
+        if missing:
+            raise ValueError(f"stats lack {sorted(missing)}")
+        cfg = make_lerobot_config(model_config, embedding_dim)
+        policy = DiffusionPolicy(cfg)
+        pre, post = make_pre_post_processors(cfg, dataset_stats=stats_to_torch(stats))
+        manifest = asdict(encoder_manifest) if isinstance(encoder_manifest, EncoderManifest) else encoder_manifest
+        return cls(policy, pre, post, model_config, embedding_dim, fps, manifest, seed=seed)
+
+    @property
+    def dt_s(self) -> float:
+        """Spacing of the actions in a chunk (s) = 1 / dataset fps."""
+        return 1.0 / self.fps
+
+    @property
+    def num_parameters(self) -> int:
+        return int(sum(p.numel() for p in self.policy.parameters()))
+
+    # ---- Policy protocol ------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> None:
+        """Clear the observation history (episode start); re-seed the noise generator if seeded."""
+        import torch
+
+        if seed is not None:
+            self.seed = int(seed)
+        n = self.model_config.n_obs_steps
+        with self._lock:
+            self._history = {OBS_STATE: deque(maxlen=n), OBS_EMBEDDING: deque(maxlen=n)}
+            self._stamps: deque = deque(maxlen=n)  # capture stamps (s) of the window entries
+            self._generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+
+    def observe(self, obs: PolicyObservation) -> None:
+        """Add an observation to the history without sampling (call at every frame when chunks are
+        requested less often than the 1/fps training spacing). Raises ValueError on bad input."""
+        batch = self._normalise(obs)
+        with self._lock:
+            self._push(batch, float(obs.stamp_s))
+
+    def predict_action_chunk(self, obs: PolicyObservation) -> ActionChunk:
+        """Observe `obs` and sample a chunk: actions (n_action_steps, 7) (rad + gripper 0..1),
+        t0_s = obs.stamp_s + 1/fps (a recorded action is the target one period after its frame),
+        dt_s = 1/fps. Raises ValueError on a wrong shape, NaN/inf input, or a
+        stamp older than the previous observation."""
+        import torch
+
+        batch = self._normalise(obs)
+        with self._lock:
+            self._push(batch, float(obs.stamp_s))
+            window = {k: torch.stack(list(q), dim=1) for k, q in self._history.items()}  # (1, n_obs, F)
+            with torch.inference_mode():
+                actions = self._sample(window)  # (1, n_action_steps, 7) normalised
+                actions = self.postprocessor(actions)  # (1, n_action_steps, 7) rad / gripper
+        out = actions[0].detach().cpu().numpy().astype(np.float32)  # (n_action_steps, 7) model frame
+        out = from_model_frame(out, np.asarray(obs.state, np.float32), self.model_config.action_frame)
+        if not np.all(np.isfinite(out)):
+            raise RuntimeError("policy produced non-finite actions")
+        return ActionChunk(actions=out, t0_s=float(obs.stamp_s) + self.dt_s, dt_s=self.dt_s)
+
+    # ---- internals ----------------------------------------------------------------------------
+    def _normalise(self, obs: PolicyObservation) -> dict:
+        import torch
+
+        emb = np.asarray(obs.embedding)
+        state = np.asarray(obs.state)
+        if emb.shape != (self.embedding_dim,):
+            raise ValueError(f"embedding must have shape ({self.embedding_dim},), got {emb.shape}")
+        if state.shape != (schema.STATE_DIM,):
+            raise ValueError(f"state must have shape ({schema.STATE_DIM},), got {state.shape}")
+        if not np.issubdtype(emb.dtype, np.floating) or not np.issubdtype(state.dtype, np.floating):
+            raise ValueError(f"embedding/state must be floating point, got {emb.dtype}/{state.dtype}")
+        if not np.all(np.isfinite(emb)):
+            raise ValueError("embedding contains NaN or inf")
+        if not np.all(np.isfinite(state)):
+            raise ValueError("state contains NaN or inf")
+        if not np.isfinite(obs.stamp_s):
+            raise ValueError(f"stamp_s must be finite, got {obs.stamp_s}")
+        raw = {
+            OBS_STATE: torch.from_numpy(state.astype(np.float32)),  # (7,)
+            OBS_EMBEDDING: torch.from_numpy(emb.astype(np.float32)),  # (D,)
+        }
+        with torch.inference_mode():
+            out = self.preprocessor(raw)
+        return {OBS_STATE: out[OBS_STATE], OBS_EMBEDDING: out[OBS_EMBEDDING]}  # (1, 7), (1, D)
+
+    def _push(self, batch: dict, stamp_s: float) -> None:
+        from lerobot.policies.utils import populate_queues
+
+        stamps = self._stamps
+        if stamps:
+            last = stamps[-1]
+            if stamp_s < last:
+                raise ValueError(f"observation stamp {stamp_s} is older than the previous one ({last})")
+            if stamp_s == last:  # the same frame again: replace it, don't shift the window
+                for q in (*self._history.values(), stamps):
+                    q.pop()
+                if stamps and all(s == stamp_s for s in stamps):  # window was copies of this frame
+                    for q in (*self._history.values(), stamps):
+                        q.clear()
+            elif stamp_s - last > self.model_config.max_obs_gap_s:  # stale window: restart it
+                for q in (*self._history.values(), stamps):
+                    q.clear()
+                self.stale_history_resets += 1
+        populate_queues(self._history, batch)
+        while len(stamps) < stamps.maxlen - 1:  # first frame fills the window (LeRobot semantics)
+            stamps.append(stamp_s)
+        stamps.append(stamp_s)
+
+    def _sample(self, window: dict):
+        """Denoise one chunk; returns the n_action_steps actions from the current step (normalised)."""
+        import torch
+
+        if self._generator is None:
+            return self.policy.diffusion.generate_actions(window)
+        call_seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
+        with torch.random.fork_rng(devices=[]):  # reproducible, global RNG untouched
+            torch.manual_seed(call_seed)
+            return self.policy.diffusion.generate_actions(window)
+
+    # ---- persistence --------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write the checkpoint directory (see module docstring). Returns the directory."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.policy.save_pretrained(directory)
+        self.preprocessor.save_pretrained(directory)
+        self.postprocessor.save_pretrained(directory)
+        files = sorted(  # what LeRobot's save_pretrained wrote (not e.g. train_log.jsonl next to it)
+            p.name
+            for p in directory.iterdir()
+            if p.is_file()
+            and (p.name in ("model.safetensors", "config.json") or p.name.startswith(_PROCESSOR_PREFIXES))
+        )
+        import lerobot
+
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "policy_type": POLICY_TYPE,
+            "lerobot_version": lerobot.__version__,
+            "model": to_dict(self.model_config),
+            "embedding_dim": self.embedding_dim,
+            "state_dim": schema.STATE_DIM,
+            "action_dim": schema.ACTION_DIM,
+            "fps": self.fps,
+            "num_parameters": self.num_parameters,
+            "action_indexing": (
+                "chunk = horizon[n_obs_steps-1 : n_obs_steps-1+n_action_steps]; action i due at obs stamp + (i+1)/fps"
+            ),
+            "encoder": {"weights_sha256": self.encoder_sha256, "manifest": self.encoder_manifest},
+            "train": self.train_info,
+            "files_sha256": {name: sha256_file(directory / name) for name in files},
+        }
+        (directory / POLICY_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return directory
+
+    @staticmethod
+    def read_metadata(directory: str | Path) -> dict[str, Any]:
+        """policy.json of a checkpoint. Raises FileNotFoundError / ValueError (bad format)."""
+        path = Path(directory) / POLICY_JSON
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found (not a policy checkpoint directory)")
+        meta = json.loads(path.read_text())
+        if meta.get("format_version") != FORMAT_VERSION or meta.get("policy_type") != POLICY_TYPE:
+            raise ValueError(
+                f"{path}: unsupported policy format {meta.get('policy_type')!r} v{meta.get('format_version')}"
+            )
+        return meta
+
+    @classmethod
+    def load(
+        cls, directory: str | Path, *, encoder_sha256: str | None, seed: int | None = None
+    ) -> DiffusionPolicyRunner:
+        """Load a checkpoint written by `save`.
+
+        encoder_sha256: weights_sha256 of the encoder that will produce the embeddings; raises
+        EncoderMismatchError when it differs from the one the policy was trained on (pass None
+        only to inspect a checkpoint without running it on an encoder). Raises FileNotFoundError
+        on missing files and ValueError when a file's sha256 differs from policy.json (corrupt or
+        partially copied checkpoint).
+        """
+        directory = Path(directory)
+        meta = cls.read_metadata(directory)
+        trained_on = meta["encoder"]["weights_sha256"]
+        if encoder_sha256 is not None and encoder_sha256 != trained_on:
+            raise EncoderMismatchError(
+                f"policy {directory} was trained on embeddings of encoder {trained_on[:16]}..., "
+                f"but the running encoder is {encoder_sha256[:16]}...; retrain the policy "
+                f"(dynaflip train-policy) or deploy the matching encoder"
+            )
+        for name, digest in meta["files_sha256"].items():
+            path = directory / name
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} missing from the policy checkpoint")
+            if sha256_file(path) != digest:
+                raise ValueError(f"{path}: sha256 differs from {POLICY_JSON} (corrupt or mixed checkpoint)")
+
+        import_lerobot()
+        import torch
+        from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+        from lerobot.policies.factory import make_pre_post_processors
+        from safetensors.torch import load_model
+
+        model_config = from_dict(DiffusionModelConfig, meta["model"], f"{directory / POLICY_JSON}:model")
+        cfg = make_lerobot_config(model_config, meta["embedding_dim"])
+        policy = DiffusionPolicy(cfg)
+        load_model(policy, str(directory / "model.safetensors"), strict=True, device="cpu")
+        policy.eval()
+        with torch.inference_mode():
+            pre, post = make_pre_post_processors(cfg, pretrained_path=str(directory))
+        return cls(
+            policy,
+            pre,
+            post,
+            model_config,
+            meta["embedding_dim"],
+            meta["fps"],
+            meta["encoder"]["manifest"] or {"weights_sha256": trained_on},
+            train_info=meta.get("train"),
+            seed=seed,
+        )
