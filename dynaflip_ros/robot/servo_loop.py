@@ -325,7 +325,9 @@ class ServoLoop:
         command in force (not the measured closure: a gripper holding an object reads < 1, and
         anchoring there would open it on the next segment)."""
         st = self.safe.state()
-        g = self.safe.last_gripper_command
+        # The arm's own report of the command in force wins (a sim reset reopens the gripper);
+        # else the last command we sent; else the measured closure.
+        g = st.extra.get("gripper_command", self.safe.last_gripper_command)
         if g is None:
             g = float(np.clip(st.gripper, 0.0, 1.0)) if np.isfinite(st.gripper) else 0.0
         self.interp.reset(np.concatenate([np.asarray(st.q, dtype=float), [g]]))

@@ -1,0 +1,177 @@
+"""Parameters of the ROS 2 nodes of the Pick-into-Sink graph (ROS-free dataclasses).
+
+One dataclass per node; `ros/params.py` declares each field as a ROS parameter (nested
+dataclasses become dotted names, e.g. `safety.speed_scale`) and loads the node's parameters
+back into the dataclass, so validation lives here in `__post_init__`. Default values of the
+deployed graph: `config/pick_into_sink.yaml` (one `<node_name>: ros__parameters:` section per
+node). Node names: sim_cell, camera, ur3_driver (these three share the `sim_cell_node` process
+in simulation), encoder, policy, episode_manager.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from dynaflip_ros.configs.safety import SafetyConfig
+from dynaflip_ros.configs.sim import SimConfig
+
+CAMERA_BACKENDS: tuple[str, ...] = ("sim", "realsense")
+ARM_BACKENDS: tuple[str, ...] = ("sim", "ur_rtde")
+ENCODER_BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "tensorrt", "torch")
+
+
+def _positive(owner: str, name: str, value: float, upper: float = math.inf) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= upper):
+        raise ValueError(f"{owner}.{name} must be a number in (0, {upper}], got {value!r}")
+
+
+@dataclass
+class SimCellNodeConfig:
+    """Node `sim_cell`: owns the MuJoCo world (`sim.pick_into_sink.PickIntoSinkEnv`) shared by
+    the `camera` and `ur3_driver` nodes of the same process, advances physics in real time and
+    serves /episode/command -> /episode/status.
+
+    sim: the cell (configs/sim.py). status_rate_hz: /episode/status publish rate.
+    """
+
+    sim: SimConfig = field(default_factory=SimConfig)
+    status_rate_hz: float = 5.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sim, dict):
+            self.sim = SimConfig(**self.sim)
+        _positive("SimCellNodeConfig", "status_rate_hz", self.status_rate_hz, 100.0)
+
+
+@dataclass
+class CameraNodeConfig:
+    """Node `camera`: publishes /camera/color/image_raw (rgb8) + camera_info.
+
+    backend: "sim" (only inside sim_cell_node: the MuJoCo world is shared with the arm) or
+        "realsense" (real cell, issue 3). rate_hz: capture/publish rate (the policy rate, 10 Hz).
+    frame_id: the optical frame of the colour image (OpenCV convention, REP 103 `_optical_frame`).
+    """
+
+    backend: str = "sim"
+    rate_hz: float = 10.0
+    frame_id: str = "camera_color_optical_frame"
+
+    def __post_init__(self) -> None:
+        if self.backend not in CAMERA_BACKENDS:
+            raise ValueError(f"CameraNodeConfig.backend must be one of {CAMERA_BACKENDS}, got {self.backend!r}")
+        _positive("CameraNodeConfig", "rate_hz", self.rate_hz, 120.0)
+        if not self.frame_id:
+            raise ValueError("CameraNodeConfig.frame_id must not be empty")
+
+
+@dataclass
+class Ur3DriverNodeConfig:
+    """Node `ur3_driver`: action chunks -> interpolator -> servo loop -> SafeArm -> arm.
+
+    backend: "sim" (inside sim_cell_node) or "ur_rtde" (real UR3, issue 3).
+    servo_rate_hz: servo loop rate (125 Hz on a CB3 controller, 500 Hz e-Series).
+    joint_state_rate_hz: /joint_states publish rate. status_rate_hz: /ur3_driver/status rate.
+    max_chunk_age_s: an action chunk whose header stamp (the observation's capture time) is
+        older than this on arrival is dropped (counted as stale).
+    safety: limits enforced by `robot.safety.SafeArm` (configs/safety.py).
+    """
+
+    backend: str = "sim"
+    servo_rate_hz: float = 125.0
+    joint_state_rate_hz: float = 125.0
+    status_rate_hz: float = 2.0
+    max_chunk_age_s: float = 1.0
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.safety, dict):
+            self.safety = SafetyConfig(**self.safety)
+        if self.backend not in ARM_BACKENDS:
+            raise ValueError(f"Ur3DriverNodeConfig.backend must be one of {ARM_BACKENDS}, got {self.backend!r}")
+        _positive("Ur3DriverNodeConfig", "servo_rate_hz", self.servo_rate_hz, 1000.0)
+        _positive("Ur3DriverNodeConfig", "joint_state_rate_hz", self.joint_state_rate_hz, 1000.0)
+        _positive("Ur3DriverNodeConfig", "status_rate_hz", self.status_rate_hz, 100.0)
+        _positive("Ur3DriverNodeConfig", "max_chunk_age_s", self.max_chunk_age_s, 10.0)
+
+
+@dataclass
+class EncoderNodeConfig:
+    """Node `encoder`: image -> embedding f(o_t) (sensor_msgs/Image 32FC1, source stamp).
+
+    model_dir: encoder artifact dir (manifest.json, encoder.onnx, ...); relative paths resolve
+        against the working directory, then the package share / checkout (`resources.py`).
+    backend: "auto" (tensorrt if available, else onnxruntime, else torch), "onnxruntime",
+        "tensorrt" or "torch" (`inference.factory.load_encoder_backend`).
+    num_threads: CPU threads of the ONNX Runtime / torch backends (1: the graph's processes
+        share the CPU; see PolicyNodeConfig).
+    """
+
+    model_dir: str = "models/encoder"
+    backend: str = "auto"
+    num_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.model_dir:
+            raise ValueError("EncoderNodeConfig.model_dir must not be empty")
+        if self.backend not in ENCODER_BACKENDS:
+            raise ValueError(f"EncoderNodeConfig.backend must be one of {ENCODER_BACKENDS}, got {self.backend!r}")
+        if isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or not 1 <= self.num_threads <= 64:
+            raise ValueError(f"EncoderNodeConfig.num_threads must be an int in [1, 64], got {self.num_threads!r}")
+
+
+@dataclass
+class PolicyNodeConfig:
+    """Node `policy`: (embedding, joint state) -> action chunk (JointTrajectory) at <= 10 Hz.
+
+    model_dir: policy artifact dir (`policies.diffusion.DiffusionPolicyRunner.load`).
+    n_action_steps: replan once this many actions of the current chunk are due (0: the
+        policy's own `n_action_steps`); between replans observations only feed the policy's
+        observation history.
+    max_observation_age_s: embeddings older than this on arrival (ROS clock) are skipped.
+    max_joint_state_age_s: no /joint_states newer than this -> no action (the arm is silent).
+    num_threads: torch intra-op threads for inference on the CPU. 1 by default: with the sim,
+        encoder and policy processes sharing a 2-core CPU, a 2-thread torch pool is ~10x slower
+        (measured 0.5-1.0 s vs 60-80 ms per 10-step DDIM chunk of the default 1.4 M-parameter policy).
+    """
+
+    model_dir: str = "models/policy"
+    n_action_steps: int = 0
+    max_observation_age_s: float = 0.5
+    max_joint_state_age_s: float = 0.5
+    num_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.model_dir:
+            raise ValueError("PolicyNodeConfig.model_dir must not be empty")
+        if isinstance(self.n_action_steps, bool) or not isinstance(self.n_action_steps, int) or self.n_action_steps < 0:
+            raise ValueError(f"PolicyNodeConfig.n_action_steps must be an int >= 0, got {self.n_action_steps!r}")
+        _positive("PolicyNodeConfig", "max_observation_age_s", self.max_observation_age_s, 10.0)
+        _positive("PolicyNodeConfig", "max_joint_state_age_s", self.max_joint_state_age_s, 10.0)
+        if isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or not 1 <= self.num_threads <= 64:
+            raise ValueError(f"PolicyNodeConfig.num_threads must be an int in [1, 64], got {self.num_threads!r}")
+
+
+@dataclass
+class EpisodeManagerNodeConfig:
+    """Node `episode_manager`: runs `episodes` episodes and reports success and latency.
+
+    episodes: number of episodes; seed: seed of episode 0 (episode i uses seed + i);
+    object_name: target object ("" = drawn from the seed); episode_timeout_s: wall-clock limit
+    per episode; startup_timeout_s: how long to wait for the graph (sim cell, encoder, policy);
+    results_path: results JSON ("" = outputs/ros_eval/pick_into_sink_<UTC time>.json).
+    """
+
+    episodes: int = 20
+    seed: int = 100_000
+    object_name: str = ""
+    episode_timeout_s: float = 20.0
+    startup_timeout_s: float = 120.0
+    results_path: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("episodes", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "episodes" else 0):
+                raise ValueError(f"EpisodeManagerNodeConfig.{name} must be an int >= {1 if name == 'episodes' else 0}, got {v!r}")
+        _positive("EpisodeManagerNodeConfig", "episode_timeout_s", self.episode_timeout_s, 3600.0)
+        _positive("EpisodeManagerNodeConfig", "startup_timeout_s", self.startup_timeout_s, 3600.0)

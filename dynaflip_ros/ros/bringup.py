@@ -1,0 +1,239 @@
+"""Bring up the Pick-into-Sink node graph as OS processes, without the `ros2` CLI / launch.
+
+This mirrors `launch/pick_into_sink.launch.py` (same executables, same node names, same params
+file) for machines without a ROS 2 install (rclpy from PyPI has no `ros2 launch`). Every node
+process runs `python -m dynaflip_ros.ros.nodes.<module> --ros-args --params-file <file>
+[--params-file <overrides>]`; overrides are written to a temporary params file with one section
+per node (a plain `-p name:=value` would reach every node of a multi-node process).
+
+`run_graph` starts the processes, streams their merged stdout/stderr line by line with a
+`[process]` prefix, waits for the main process (the episode manager), then tears everything down:
+SIGINT to each process group, SIGTERM after `grace_s`, SIGKILL after another `grace_s`. It
+returns the main process' exit code, or 1 if another process died before the main one finished.
+
+ROS-free (subprocess + YAML only), so it can be tested and imported anywhere.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+import yaml
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One node process of the graph.
+
+    name: log prefix; executable: the setup.py console script (what the launch file names);
+    module: `python -m` module that the console script points at; node_names: the ROS nodes
+    the process hosts (each has a section in the params file).
+    """
+
+    name: str
+    executable: str
+    module: str
+    node_names: tuple[str, ...]
+
+
+SIM_CELL = ProcessSpec("sim_cell", "sim_cell_node", "dynaflip_ros.ros.nodes.sim_cell",
+                       ("sim_cell", "camera", "ur3_driver"))
+CAMERA = ProcessSpec("camera", "camera_node", "dynaflip_ros.ros.nodes.camera", ("camera",))
+UR3_DRIVER = ProcessSpec("ur3_driver", "ur3_driver_node", "dynaflip_ros.ros.nodes.ur3_driver", ("ur3_driver",))
+ENCODER = ProcessSpec("encoder", "encoder_node", "dynaflip_ros.ros.nodes.encoder", ("encoder",))
+POLICY = ProcessSpec("policy", "policy_node", "dynaflip_ros.ros.nodes.policy", ("policy",))
+EPISODE_MANAGER = ProcessSpec("episode_manager", "episode_manager_node", "dynaflip_ros.ros.nodes.episode_manager",
+                              ("episode_manager",))
+ALL_PROCESSES: tuple[ProcessSpec, ...] = (SIM_CELL, CAMERA, UR3_DRIVER, ENCODER, POLICY, EPISODE_MANAGER)
+
+
+def pick_into_sink_processes(use_sim: bool) -> list[ProcessSpec]:
+    """The processes of launch/pick_into_sink.launch.py: sim -> sim_cell_node + encoder + policy +
+    episode manager; real -> camera_node + ur3_driver_node + encoder + policy (no episode manager:
+    real-cell episodes are operator-driven)."""
+    if use_sim:
+        return [SIM_CELL, ENCODER, POLICY, EPISODE_MANAGER]
+    return [CAMERA, UR3_DRIVER, ENCODER, POLICY]
+
+
+def write_overrides(overrides: dict[str, dict[str, Any]], path: str | Path) -> Path:
+    """Write {node_name: {param: value}} as a ROS 2 params file ({node: {ros__parameters: ...}})."""
+    doc = {node: {"ros__parameters": dict(params)} for node, params in overrides.items() if params}
+    path = Path(path)
+    path.write_text(yaml.safe_dump(doc, sort_keys=True))
+    return path
+
+
+def node_command(spec: ProcessSpec, params_files: list[str | Path], python: str = sys.executable,
+                 extra_ros_args: list[str] | None = None) -> list[str]:
+    """argv of one node process: python -m <module> --ros-args --params-file F ... [extra]."""
+    cmd = [python, "-m", spec.module, "--ros-args"]
+    for f in params_files:
+        cmd += ["--params-file", str(f)]
+    return cmd + list(extra_ros_args or [])
+
+
+@dataclass
+class _Running:
+    spec: ProcessSpec
+    proc: subprocess.Popen
+    reader: threading.Thread
+    exit_code: int | None = None
+    killed_with: str = ""
+
+
+@dataclass
+class GraphResult:
+    """Outcome of `run_graph`: exit code, which process failed (if any), exit codes by process."""
+
+    exit_code: int
+    failed: str = ""
+    exit_codes: dict[str, int | None] = field(default_factory=dict)
+    escalations: dict[str, str] = field(default_factory=dict)
+
+
+class _LineSink:
+    """Thread-safe prefixed line writer."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+        self.width = 0
+
+    def write(self, prefix: str, line: str) -> None:
+        with self._lock:
+            self._out.write(f"[{prefix:<{self.width}}] {line}")
+            if not line.endswith("\n"):
+                self._out.write("\n")
+            self._out.flush()
+
+
+def _pump(stream, sink: _LineSink, prefix: str) -> None:
+    for raw in iter(stream.readline, b""):
+        sink.write(prefix, raw.decode("utf-8", errors="replace"))
+    stream.close()
+
+
+def _signal_group(r: _Running, sig: int) -> None:
+    """Send `sig` to the process group of a process we started (it leads its own session)."""
+    if r.proc.poll() is not None:
+        return
+    try:
+        os.killpg(r.proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def run_graph(
+    specs: list[ProcessSpec],
+    params_files: list[str | Path],
+    main: str | None,
+    env: dict[str, str] | None = None,
+    out: TextIO | None = None,
+    grace_s: float = 5.0,
+    timeout_s: float | None = None,
+    start_delay_s: float = 0.0,
+    poll_s: float = 0.1,
+    on_started: Callable[[dict[str, int]], None] | None = None,
+) -> GraphResult:
+    """Start `specs`, stream their logs, wait for process `main`, tear everything down.
+
+    Args:
+        specs: processes to start, in order. params_files: `--params-file` arguments (later wins).
+        main: name of the process whose exit ends the run (its exit code is returned); None: run
+            until interrupted (exit code 130) or until any process exits (exit code 1).
+        env: environment of the children (default: os.environ); PYTHONUNBUFFERED=1 is added.
+        out: where prefixed log lines go (default sys.stdout).
+        grace_s: SIGINT -> SIGTERM -> SIGKILL escalation delay at teardown.
+        timeout_s: wall-clock limit of the whole run (None: none) -> exit code 124.
+        start_delay_s: pause between process starts.
+        on_started: callback with {name: pid} once every process is started.
+    Returns GraphResult (exit_code: main's code; 1 if another process died first; 124 on
+    timeout; 130 on KeyboardInterrupt).
+    Raises ValueError if `main` is not one of `specs`.
+    """
+    if main is not None and main not in {s.name for s in specs}:
+        raise ValueError(f"main process {main!r} is not among {[s.name for s in specs]}")
+    sink = _LineSink(out or sys.stdout)
+    sink.width = max(len(s.name) for s in specs)
+    child_env = dict(os.environ if env is None else env)
+    child_env["PYTHONUNBUFFERED"] = "1"
+    child_env.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
+    running: dict[str, _Running] = {}
+    result = GraphResult(exit_code=0)
+    t_start = time.monotonic()
+    try:
+        for spec in specs:
+            proc = subprocess.Popen(
+                node_command(spec, params_files), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=child_env, start_new_session=True,
+            )
+            reader = threading.Thread(target=_pump, args=(proc.stdout, sink, spec.name), daemon=True)
+            reader.start()
+            running[spec.name] = _Running(spec, proc, reader)
+            if start_delay_s:
+                time.sleep(start_delay_s)
+        if on_started is not None:
+            on_started({n: r.proc.pid for n, r in running.items()})
+        while True:
+            main_rc = running[main].proc.poll() if main is not None else None
+            if main_rc is not None:
+                result.exit_code = main_rc
+                break
+            dead = [(n, r.proc.poll()) for n, r in running.items() if n != main and r.proc.poll() is not None]
+            if dead:
+                name, rc = dead[0]
+                sink.write("bringup", f"process {name} exited with code {rc}"
+                           f"{f' before {main} finished' if main else ''}; stopping the graph")
+                result.exit_code, result.failed = 1, name
+                break
+            if timeout_s is not None and time.monotonic() - t_start > timeout_s:
+                sink.write("bringup", f"timeout after {timeout_s:g} s; stopping the graph")
+                result.exit_code, result.failed = 124, main or ""
+                break
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        sink.write("bringup", "interrupted; stopping the graph")
+        result.exit_code = 130
+    finally:
+        _teardown(running, grace_s, sink)
+        result.exit_codes = {n: r.proc.returncode for n, r in running.items()}
+        result.escalations = {n: r.killed_with for n, r in running.items() if r.killed_with}
+    return result
+
+
+def _teardown(running: dict[str, _Running], grace_s: float, sink: _LineSink) -> None:
+    """SIGINT all live processes, then SIGTERM / SIGKILL the ones still alive after grace_s."""
+    for sig, label in ((signal.SIGINT, ""), (signal.SIGTERM, "SIGTERM"), (signal.SIGKILL, "SIGKILL")):
+        alive = [r for r in running.values() if r.proc.poll() is None]
+        if not alive:
+            break
+        if label:
+            sink.write("bringup", f"{label} -> {[r.spec.name for r in alive]}")
+        for r in alive:
+            if label:
+                r.killed_with = label
+            _signal_group(r, sig)
+        deadline = time.monotonic() + grace_s
+        for r in alive:
+            try:
+                r.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+    for r in running.values():
+        r.reader.join(timeout=2.0)
+
+
+def make_overrides_file(overrides: dict[str, dict[str, Any]]) -> Path:
+    """Write `overrides` to a fresh temporary params file; the caller deletes it."""
+    fd, name = tempfile.mkstemp(prefix="dynaflip_overrides_", suffix=".yaml")
+    os.close(fd)
+    return write_overrides(overrides, name)

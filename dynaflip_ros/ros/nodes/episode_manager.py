@@ -1,0 +1,271 @@
+"""Node `episode_manager`: runs N closed-loop episodes through the graph and reports.
+
+Sequence: wait for the graph (a /episode/status from the sim cell, /dynaflip/encoder_info,
+/dynaflip/policy_info with ready=true; a policy that refuses its encoder ends the run at once),
+then for each episode i: publish {"cmd": "reset", "episode": i, "seed": seed + i[, "object"]}
+on /episode/command (repeated until the sim cell reports that episode running), wait until
+/episode/status reports success or `episode_timeout_s` passes, record the episode; finally
+publish {"cmd": "stop"}, print the summary (success rate k/N, per-stage latency p50/p95 in ms
+from /dynaflip/latency), write the results JSON and exit (0 = run completed, whatever the
+success rate; 2 = the graph never came up / a node refused to run).
+
+Subscribed: /episode/status, /dynaflip/latency (EVENT_QOS), /dynaflip/encoder_info,
+            /dynaflip/policy_info (LATCHED_QOS). Published: /episode/command (EVENT_QOS).
+Parameters: configs.ros.EpisodeManagerNodeConfig (section `episode_manager:`).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import String
+
+from dynaflip_ros.configs.io import to_dict
+from dynaflip_ros.configs.ros import EpisodeManagerNodeConfig
+from dynaflip_ros.ros.params import load_node_config, node_kwargs
+from dynaflip_ros.ros.qos import (
+    ENCODER_INFO_TOPIC, EPISODE_COMMAND_TOPIC, EPISODE_STATUS_TOPIC, EVENT_QOS, LATCHED_QOS, LATENCY_TOPIC,
+    POLICY_INFO_TOPIC,
+)
+from dynaflip_ros.ros.results import (
+    RESULTS_FORMAT, counter_delta, default_results_path, format_summary, latency_summary,
+)
+from dynaflip_ros.ros.runtime import fail_startup, from_json_msg, safe_publish, spin_until_shutdown, to_json_msg
+
+class GraphNotReadyError(RuntimeError):
+    """The graph did not come up within startup_timeout_s, or a node refused to run."""
+
+
+class ShutdownRequested(RuntimeError):
+    """rclpy was shut down (SIGINT / SIGTERM) while the episodes were running."""
+
+
+class EpisodeManagerNode(Node):
+    """Collects status / latency / provenance; `run()` (in its own thread) drives the episodes."""
+
+    def __init__(self, node_name: str = "episode_manager", echo: Callable[[str], None] | None = None) -> None:
+        super().__init__(node_name, **node_kwargs())
+        self.config = load_node_config(self, EpisodeManagerNodeConfig)
+        self._echo = echo or (lambda line: print(line, flush=True))
+        self._cond = threading.Condition()
+        self._status: dict[str, Any] | None = None
+        self._encoder_info: dict[str, Any] | None = None
+        self._policy_info: dict[str, Any] | None = None
+        self._latency: dict[str, list[float]] = defaultdict(list)  # this episode
+        self._cmd_pub = self.create_publisher(String, EPISODE_COMMAND_TOPIC, EVENT_QOS)
+        self.create_subscription(String, EPISODE_STATUS_TOPIC, self._on_status, EVENT_QOS)
+        self.create_subscription(String, LATENCY_TOPIC, self._on_latency, EVENT_QOS)
+        self.create_subscription(String, ENCODER_INFO_TOPIC, self._on_encoder_info, LATCHED_QOS)
+        self.create_subscription(String, POLICY_INFO_TOPIC, self._on_policy_info, LATCHED_QOS)
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_status(self, msg: String) -> None:
+        try:
+            st = from_json_msg(msg)
+        except ValueError:
+            return
+        with self._cond:
+            self._status = st
+            self._cond.notify_all()
+
+    def _on_latency(self, msg: String) -> None:
+        try:
+            rec = from_json_msg(msg)
+            stage, ms = str(rec["stage"]), float(rec["ms"])
+        except (ValueError, KeyError, TypeError):
+            return
+        with self._cond:
+            self._latency[stage].append(ms)
+
+    def _on_encoder_info(self, msg: String) -> None:
+        try:
+            info = from_json_msg(msg)
+        except ValueError:
+            return
+        with self._cond:
+            self._encoder_info = info
+            self._cond.notify_all()
+
+    def _on_policy_info(self, msg: String) -> None:
+        try:
+            info = from_json_msg(msg)
+        except ValueError:
+            return
+        with self._cond:
+            self._policy_info = info
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ helpers
+    def _send(self, cmd: dict[str, Any]) -> None:
+        safe_publish(self, self._cmd_pub, to_json_msg(cmd), "episode command")
+
+    def _wait(self, predicate: Callable[[], Any], timeout_s: float) -> Any:
+        """Wait (condition variable, notified by callbacks) until predicate() is truthy."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                if not rclpy.ok():
+                    raise ShutdownRequested("shutdown requested")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return value
+                self._cond.wait(min(left, 0.2))
+
+    def wait_for_graph(self) -> None:
+        """Block until the sim cell, encoder and policy are up. Raises GraphNotReadyError."""
+        self._echo(f"[episode_manager] waiting for the graph (up to {self.config.startup_timeout_s:g} s) ...")
+
+        def ready() -> bool:
+            pi = self._policy_info
+            if pi is not None and not pi.get("ready") and pi.get("error"):
+                return True  # refused: stop waiting, report below
+            return self._status is not None and self._encoder_info is not None and bool(pi and pi.get("ready"))
+
+        self._wait(ready, self.config.startup_timeout_s)
+        with self._cond:
+            pi, st, ei = self._policy_info, self._status, self._encoder_info
+        if pi is not None and not pi.get("ready") and pi.get("error"):
+            raise GraphNotReadyError(f"the policy node refuses to run: {pi['error']}")
+        missing = [name for name, v in ((EPISODE_STATUS_TOPIC + " (sim_cell)", st), (ENCODER_INFO_TOPIC, ei),
+                                        (POLICY_INFO_TOPIC + " ready", pi and pi.get("ready"))) if not v]
+        if missing:
+            raise GraphNotReadyError(f"graph not ready after {self.config.startup_timeout_s:g} s: no {missing}")
+
+    def run_episode(self, i: int) -> dict[str, Any]:
+        """Reset into episode i, wait for success or timeout; returns the episode record."""
+        cfg = self.config
+        cmd: dict[str, Any] = {"cmd": "reset", "episode": i, "seed": cfg.seed + i,
+                               "stamp_s": self.get_clock().now().nanoseconds * 1e-9}
+        if cfg.object_name:
+            cmd["object"] = cfg.object_name
+
+        def started() -> dict | None:
+            st = self._status
+            return st if st and st.get("episode") == i and st.get("state") == "running" else None
+
+        status = None
+        for _attempt in range(10):  # resend until acknowledged (a subscriber may still be matching)
+            self._send(cmd)
+            status = self._wait(started, 2.0)
+            if status:
+                break
+        if not status:
+            raise GraphNotReadyError(f"the sim cell did not acknowledge the reset of episode {i}")
+        with self._cond:
+            self._latency = defaultdict(list)
+        t0 = time.monotonic()
+
+        def finished() -> dict | None:
+            st = self._status
+            return st if st and st.get("episode") == i and st.get("success") else None
+
+        final = self._wait(finished, cfg.episode_timeout_s)
+        duration_s = time.monotonic() - t0
+        with self._cond:
+            last = final or self._status or status
+            latency = {k: list(v) for k, v in self._latency.items()}
+        return {
+            "episode": i, "seed": cfg.seed + i, "object": last.get("object"),
+            "instruction": last.get("instruction"), "success": bool(final),
+            "timed_out": not final, "duration_s": duration_s, "sim_time_s": last.get("episode_sim_time_s"),
+            "success_time_s": last.get("success_time_s"),
+            # the driver's counters are cumulative: keep this episode's share
+            "safety": counter_delta(status.get("safety"), last.get("safety")),
+            "driver": counter_delta(status.get("driver"), last.get("driver")),
+            "realtime_factor": (last.get("realtime") or {}).get("recent_real_time_factor"),
+            "latency": latency_summary(latency), "_latency_samples": latency,
+        }
+
+    def run(self) -> dict[str, Any]:
+        """Run every episode; returns the results dict (also written to results_path)."""
+        cfg = self.config
+        self.wait_for_graph()
+        with self._cond:
+            encoder_info, policy_info = dict(self._encoder_info), dict(self._policy_info)
+        self._echo(f"[episode_manager] graph up: encoder {encoder_info.get('architecture')} "
+                   f"sha256 {str(encoder_info.get('weights_sha256'))[:12]} ({encoder_info.get('backend')}), "
+                   f"policy {policy_info.get('model_dir')}")
+        episodes, all_latency = [], defaultdict(list)
+        for i in range(cfg.episodes):
+            rec = self.run_episode(i)
+            for stage, v in rec.pop("_latency_samples").items():
+                all_latency[stage].extend(v)
+            episodes.append(rec)
+            k = sum(e["success"] for e in episodes)
+            self._echo(
+                f"[episode_manager] episode {i + 1}/{cfg.episodes} seed={rec['seed']} object={rec['object']!r}: "
+                f"{'SUCCESS' if rec['success'] else 'timeout'} after {rec['duration_s']:.1f} s "
+                f"(sim {rec['sim_time_s'] if rec['sim_time_s'] is not None else float('nan'):.1f} s); "
+                f"running success {k}/{i + 1}")
+        self._send({"cmd": "stop"})
+        n_ok = sum(e["success"] for e in episodes)
+        path = Path(cfg.results_path) if cfg.results_path else default_results_path()
+        results = {
+            "format": RESULTS_FORMAT,
+            "mode": "sim",
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "config": to_dict(cfg),
+            "encoder": encoder_info,
+            "policy": policy_info,
+            "summary": {
+                "episodes": len(episodes), "successes": n_ok, "success_rate": n_ok / max(1, len(episodes)),
+                "mean_duration_s": float(np.mean([e["duration_s"] for e in episodes])) if episodes else 0.0,
+            },
+            "latency": latency_summary(all_latency),
+            "episodes": episodes,
+            "results_path": str(path),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`episode_manager_node`: spins in a thread, runs the episodes in the main thread."""
+    rclpy.init(args=sys.argv if argv is None else argv)
+    try:
+        node = EpisodeManagerNode()
+    except Exception as e:  # noqa: BLE001
+        return fail_startup("episode_manager", e)
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+
+    spinner = threading.Thread(target=spin_until_shutdown, args=(executor,), name="episode_manager_spin", daemon=True)
+    spinner.start()
+    rc = 0
+    try:
+        results = node.run()
+        print(format_summary(results), flush=True)
+    except GraphNotReadyError as e:
+        print(f"[episode_manager] FAILED: {e}", file=sys.stderr, flush=True)
+        rc = 2
+    except (KeyboardInterrupt, ShutdownRequested):
+        print("[episode_manager] interrupted", file=sys.stderr, flush=True)
+        rc = 130
+    finally:
+        try:
+            node._send({"cmd": "stop"})
+        except Exception:  # noqa: BLE001 - best effort during shutdown
+            pass
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        spinner.join(timeout=2.0)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+"""Node `policy`: (embedding, joint state) -> timestamped action chunk (DESIGN.md, "Timing").
+
+Driven by embedding arrivals (10 Hz, one per camera frame): every observation enters the
+policy's observation history (`DiffusionPolicyRunner.observe`); a new chunk is sampled
+(`predict_action_chunk`) when
+
+- there is no chunk yet in this episode, or
+- the current chunk is used up: its last action is due before this observation's stamp plus
+  the expected capture-to-driver latency plus one action period (so the driver never runs dry), or
+- `n_action_steps` actions of the current chunk are due (0 = only the rule above).
+
+The chunk is published as a JointTrajectory: header.stamp = the observation's image stamp,
+point i at time_from_start = i * dt (the runner's chunk starts at the observation).
+
+Encoder skew guard (DESIGN.md, "Artifacts"): the policy is loaded only after
+/dynaflip/encoder_info arrives, with that encoder's weights_sha256; a policy trained on another
+encoder raises EncoderMismatchError -> the node logs the error, publishes
+/dynaflip/policy_info {"ready": false, "error": ...} and never publishes an action.
+
+The node acts only during an episode: a reset command on /episode/command ({"cmd": "reset",
+"episode": i, "stamp_s": t}) resets the policy and stops acting; the first /episode/status of
+episode i in state "running" whose `reset_stamp_s` >= t re-enables it, and observations stamped
+before `reset_stamp_s` are ignored. Duplicated resets are idempotent (as in the sim cell).
+
+Subscribed: /dynaflip/embedding (IMAGE_QOS), /joint_states (STATE_QOS),
+            /dynaflip/encoder_info (LATCHED_QOS), /episode/command, /episode/status (EVENT_QOS)
+Published:  /dynaflip/action_chunk trajectory_msgs/JointTrajectory (COMMAND_QOS),
+            /dynaflip/policy_info std_msgs/String JSON (LATCHED_QOS),
+            /dynaflip/latency stages "embedding_transport", "policy" (EVENT_QOS)
+Parameters: configs.ros.PolicyNodeConfig (section `policy:`).
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from collections import deque
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+
+from dynaflip_ros.configs.ros import PolicyNodeConfig
+from dynaflip_ros.policies.base import ActionChunk, EncoderMismatchError, PolicyObservation
+from dynaflip_ros.resources import resolve_path
+from dynaflip_ros.ros.conversions import (
+    action_chunk_to_trajectory, image_to_embedding, stamp_to_s, state_vector_from_joint_state,
+)
+from dynaflip_ros.ros.params import load_node_config, node_kwargs
+from dynaflip_ros.ros.qos import (
+    ACTION_CHUNK_TOPIC, COMMAND_QOS, EMBEDDING_TOPIC, ENCODER_INFO_TOPIC, EPISODE_COMMAND_TOPIC,
+    EPISODE_STATUS_TOPIC, EVENT_QOS, IMAGE_QOS, JOINT_STATES_TOPIC, LATCHED_QOS, POLICY_INFO_TOPIC, STATE_QOS,
+)
+from dynaflip_ros.ros.runtime import (
+    LatencyReporter, Stopwatch, fail_startup, from_json_msg, ros_now_s, safe_publish, spin_nodes, to_json_msg,
+)
+
+
+def _preimport() -> None:
+    """Import the policy runtime (torch, LeRobot) ahead of the first load."""
+    try:
+        from dynaflip_ros.policies import diffusion
+
+        diffusion.import_lerobot()
+        import lerobot.policies.diffusion.modeling_diffusion  # noqa: F401
+        import lerobot.policies.factory  # noqa: F401
+    except Exception:  # noqa: BLE001 - the real load reports any import error
+        pass
+
+
+class ReplanSchedule:
+    """When to sample a new chunk (pure logic, ROS-free; see the module docstring).
+
+    Args:
+        dt_s: action spacing of the policy's chunks (1 / fps).
+        n_action_steps: replan after this many actions of a chunk are due; 0 disables the rule.
+        latency_ema: smoothing of the measured observation-to-publish latency (0..1, weight of
+            the newest sample).
+    """
+
+    def __init__(self, dt_s: float, n_action_steps: int = 0, latency_ema: float = 0.2) -> None:
+        if not dt_s > 0:
+            raise ValueError(f"dt_s must be > 0, got {dt_s}")
+        if n_action_steps < 0:
+            raise ValueError(f"n_action_steps must be >= 0, got {n_action_steps}")
+        self.dt_s = float(dt_s)
+        self.n_action_steps = int(n_action_steps)
+        self.latency_ema = float(latency_ema)
+        self.expected_latency_s = 0.0
+        self._chunk: ActionChunk | None = None
+
+    def reset(self) -> None:
+        """Episode start: the next observation replans."""
+        self._chunk = None
+
+    def due(self, stamp_s: float) -> bool:
+        """Whether the observation stamped `stamp_s` must produce a new chunk."""
+        c = self._chunk
+        if c is None:
+            return True
+        last_due_s = c.t0_s + (len(c.actions) - 1) * c.dt_s
+        if stamp_s + self.expected_latency_s + self.dt_s >= last_due_s:
+            return True
+        return self.n_action_steps > 0 and stamp_s >= c.t0_s + (self.n_action_steps - 0.5) * c.dt_s
+
+    def chunk_sent(self, chunk: ActionChunk, latency_s: float) -> None:
+        """Record a published chunk and the observation-stamp-to-publish latency it took."""
+        self._chunk = chunk
+        if self.expected_latency_s == 0.0:
+            self.expected_latency_s = float(latency_s)
+        else:
+            a = self.latency_ema
+            self.expected_latency_s = (1 - a) * self.expected_latency_s + a * float(latency_s)
+
+
+class PolicyNode(Node):
+    """Runs a `DiffusionPolicyRunner` on embeddings + joint states. Raises ConfigError on bad
+    parameters and FileNotFoundError when `model_dir` does not exist."""
+
+    def __init__(self, node_name: str = "policy") -> None:
+        super().__init__(node_name, **node_kwargs())
+        self.config = load_node_config(self, PolicyNodeConfig)
+        self.model_dir = resolve_path(self.config.model_dir)
+        self.policy = None  # DiffusionPolicyRunner once the encoder is known
+        self.schedule: ReplanSchedule | None = None
+        self.refused_reason = ""
+        self.chunks_published = 0
+        self.observations = 0
+        self.skipped = {"inactive": 0, "stale": 0, "no_joint_state": 0, "error": 0}
+        self._lock = threading.Lock()
+        self._active = False
+        self._episode: int | None = None
+        self._pending: tuple[int, float] | None = None  # (episode, command stamp) awaiting the sim cell
+        self._min_stamp_s = 0.0
+        self._last_stamp_s = -1.0
+        # Recent joint states (header stamp s, receipt s, (7,)): the observation pairs the image with
+        # the joint state stamped nearest to the image's capture, as in training (recorded frames
+        # pair image and state of the same instant), not with whatever arrived last.
+        self._joint_states: deque[tuple[float, float, np.ndarray]] = deque(maxlen=128)
+        self._latency = LatencyReporter(self)
+        self._chunk_pub = self.create_publisher(JointTrajectory, ACTION_CHUNK_TOPIC, COMMAND_QOS)
+        self._info_pub = self.create_publisher(String, POLICY_INFO_TOPIC, LATCHED_QOS)
+        self._publish_info(ready=False, error="", waiting_for="encoder_info")
+        self.create_subscription(String, ENCODER_INFO_TOPIC, self._on_encoder_info, LATCHED_QOS)
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, STATE_QOS)
+        self.create_subscription(String, EPISODE_COMMAND_TOPIC, self._on_episode_command, EVENT_QOS)
+        self.create_subscription(String, EPISODE_STATUS_TOPIC, self._on_episode_status, EVENT_QOS)
+        self.create_subscription(Image, EMBEDDING_TOPIC, self._on_embedding, IMAGE_QOS)
+        # Import torch + LeRobot (seconds) while the encoder starts; the load itself waits for
+        # the encoder's sha256 and for this thread (concurrent imports of torch / the torchvision
+        # shim from two threads are not safe).
+        self._preload = threading.Thread(target=_preimport, name="policy_preimport", daemon=True)
+        self._preload.start()
+        self.get_logger().info(f"policy: {self.model_dir}; waiting for {ENCODER_INFO_TOPIC}")
+
+    # ------------------------------------------------------------------ model
+    def _publish_info(self, ready: bool, error: str, **extra) -> None:
+        info = {"ready": ready, "error": error, "model_dir": str(self.model_dir), **extra}
+        if self.policy is not None:
+            info.update(encoder_sha256=self.policy.encoder_sha256, fps=self.policy.fps,
+                        embedding_dim=self.policy.embedding_dim,
+                        n_obs_steps=self.policy.model_config.n_obs_steps,
+                        chunk_len=self.policy.model_config.n_action_steps)
+        safe_publish(self, self._info_pub, to_json_msg(info), "policy_info")
+
+    def _on_encoder_info(self, msg: String) -> None:
+        try:
+            sha = str(from_json_msg(msg)["weights_sha256"])
+        except (ValueError, KeyError) as e:
+            self.get_logger().error(f"malformed {ENCODER_INFO_TOPIC}: {e}")
+            return
+        with self._lock:
+            if self.policy is not None:
+                if sha != self.policy.encoder_sha256:
+                    self._refuse(EncoderMismatchError(
+                        f"the encoder changed to {sha[:16]}... but the policy was trained on "
+                        f"{self.policy.encoder_sha256[:16]}..."))
+                return
+            if self.refused_reason:
+                return
+            self._load(sha)
+
+    def _load(self, encoder_sha256: str) -> None:
+        self._preload.join()  # never import torch / LeRobot from two threads at once
+        from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
+
+        import torch
+
+        torch.set_num_threads(self.config.num_threads)
+        try:
+            policy = DiffusionPolicyRunner.load(self.model_dir, encoder_sha256=encoder_sha256)
+        except EncoderMismatchError as e:
+            self._refuse(e)
+            return
+        except (FileNotFoundError, ValueError) as e:
+            self._refuse(e)
+            return
+        with Stopwatch() as warm:  # the first inference calls are several times slower (allocations)
+            for i in range(2):
+                policy.predict_action_chunk(PolicyObservation(
+                    embedding=np.zeros(policy.embedding_dim, np.float32), state=np.zeros(7, np.float32),
+                    stamp_s=0.1 * i))
+        policy.reset()
+        self.policy = policy
+        self.schedule = ReplanSchedule(policy.dt_s, self.config.n_action_steps)
+        self._publish_info(ready=True, error="")
+        self.get_logger().info(
+            f"policy loaded: encoder sha256 {encoder_sha256[:12]} matches; chunk of "
+            f"{policy.model_config.n_action_steps} actions at {policy.dt_s:g} s -> {ACTION_CHUNK_TOPIC} "
+            f"(warm-up {warm.elapsed_s * 1e3:.0f} ms)")
+
+    def _refuse(self, err: Exception) -> None:
+        self.policy = None
+        self.refused_reason = f"{type(err).__name__}: {err}"
+        self.get_logger().error(f"policy refuses to run, publishing nothing: {self.refused_reason}")
+        self._publish_info(ready=False, error=self.refused_reason)
+
+    # ------------------------------------------------------------------ episode gating
+    def _on_episode_command(self, msg: String) -> None:
+        try:
+            cmd = from_json_msg(msg)
+        except ValueError as e:
+            self.get_logger().error(str(e))
+            return
+        with self._lock:
+            kind, ep = cmd.get("cmd"), cmd.get("episode")
+            if kind == "stop":
+                self._pending = None
+                self._deactivate()
+            elif kind == "reset":
+                if self._active and ep == self._episode:
+                    return  # a duplicate reset of the running episode (the sim cell ignores it too)
+                if self._pending is not None and self._pending[0] == ep:
+                    return  # a re-sent reset while waiting for the sim cell to acknowledge
+                self._pending = (ep, float(cmd.get("stamp_s") or 0.0))
+                self._deactivate()
+
+    def _on_episode_status(self, msg: String) -> None:
+        try:
+            st = from_json_msg(msg)
+        except ValueError:
+            return
+        with self._lock:
+            ep, reset_stamp_s = st.get("episode"), float(st.get("reset_stamp_s") or 0.0)
+            if st.get("state") != "running":
+                if ep == self._episode:
+                    self._deactivate()
+                return
+            if self._active and ep == self._episode:
+                return
+            if self._pending is not None:
+                # the episode that was asked for, reset after the command was sent (a status of
+                # an older episode with the same number does not qualify)
+                start = ep == self._pending[0] and reset_stamp_s >= self._pending[1]
+            else:
+                start = ep is not None and ep != self._episode  # this node missed the reset command
+            if start:
+                self._pending = None
+                self._episode = ep
+                self._min_stamp_s = reset_stamp_s
+                self._last_stamp_s = -1.0
+                self._deactivate()
+                self._active = True
+
+    def _deactivate(self) -> None:
+        """Stop acting and clear the policy's observation history and replan schedule."""
+        self._active = False
+        if self.policy is not None:
+            self.policy.reset()
+        if self.schedule is not None:
+            self.schedule.reset()
+
+    # ------------------------------------------------------------------ data path
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            x = state_vector_from_joint_state(msg)  # (7,)
+        except ValueError as e:
+            self.get_logger().error(f"bad {JOINT_STATES_TOPIC}: {e}", throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self._joint_states.append((stamp_to_s(msg.header.stamp), ros_now_s(self), x))
+
+    def _joint_state_near(self, stamp_s: float) -> np.ndarray | None:
+        """(7,) joint state whose header stamp is nearest to `stamp_s` (call with the lock held)."""
+        if not self._joint_states:
+            return None
+        return min(self._joint_states, key=lambda e: abs(e[0] - stamp_s))[2]
+
+    def _on_embedding(self, msg: Image) -> None:
+        now_s = ros_now_s(self)
+        stamp_s = stamp_to_s(msg.header.stamp)
+        self._latency.report("embedding_transport", now_s - stamp_s, stamp_s)
+        with self._lock:
+            if self.policy is None or not self._active or stamp_s < self._min_stamp_s or stamp_s <= self._last_stamp_s:
+                self.skipped["inactive"] += 1
+                return
+            if now_s - stamp_s > self.config.max_observation_age_s:
+                self.skipped["stale"] += 1
+                return
+            js = self._joint_state_near(stamp_s)
+            if js is None or now_s - self._joint_states[-1][1] > self.config.max_joint_state_age_s:
+                self.skipped["no_joint_state"] += 1
+                self.get_logger().warning(f"no fresh {JOINT_STATES_TOPIC}: no action", throttle_duration_sec=2.0)
+                return
+            try:
+                obs = PolicyObservation(embedding=image_to_embedding(msg), state=js, stamp_s=stamp_s)
+                self._last_stamp_s = stamp_s
+                self.observations += 1
+                if not self.schedule.due(stamp_s):
+                    self.policy.observe(obs)
+                    return
+                with Stopwatch() as sw:
+                    chunk = self.policy.predict_action_chunk(obs)  # (n_action_steps, 7) from stamp_s
+                traj = action_chunk_to_trajectory(chunk, stamp_s=stamp_s)
+            except (ValueError, RuntimeError) as e:
+                self.skipped["error"] += 1
+                self.get_logger().error(f"policy step failed: {e}", throttle_duration_sec=2.0)
+                return
+            if safe_publish(self, self._chunk_pub, traj, "action chunk"):
+                self.chunks_published += 1
+                self.schedule.chunk_sent(chunk, ros_now_s(self) - stamp_s)
+        self._latency.report("policy", sw.elapsed_s, stamp_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`policy_node`."""
+    rclpy.init(args=sys.argv if argv is None else argv)
+    try:
+        node = PolicyNode()
+    except Exception as e:  # noqa: BLE001 - config / model errors end the process clearly
+        return fail_startup("policy", e)
+    return spin_nodes([node], num_threads=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""`sim_cell_node`: the simulated Pick-into-Sink cell as ONE process hosting three nodes.
+
+The MuJoCo world lives in one process (`sim.pick_into_sink.PickIntoSinkEnv` owns model + data),
+shared by:
+
+- node `sim_cell` (this module): owns the env, advances physics in real time
+  (`sim.realtime.RealtimeSimStepper`, 125 control periods per simulated second, each one
+  `ServoLoop.tick` + 4 physics steps of 0.002 s under `env.lock`) and serves episodes;
+- node `camera` (`nodes/camera.py`) reading `env.camera` (depth rendering off: not published);
+- node `ur3_driver` (`nodes/ur3_driver.py`) driving `env.arm` through SafeArm; its servo loop is
+  ticked by the stepper on the simulation clock.
+
+Episode control with standard types only (no custom .srv can be built here):
+  /episode/command  std_msgs/String JSON, e.g. {"cmd": "reset", "episode": 0, "seed": 3,
+                    "object": "red cube"} (object optional) or {"cmd": "stop"}      EVENT_QOS
+  /episode/status   std_msgs/String JSON at status_rate_hz and right after every command:
+                    {episode, seed, object, instruction, state ("idle"|"running"), success,
+                     success_time_s, sim_time_s, episode_sim_time_s, episode_wall_time_s,
+                     reset_stamp_s (ROS time when the reset finished), realtime {...},
+                     safety {...}, driver {...}}                                      EVENT_QOS
+A reset holds the arm, resets the world (`env.reset(seed, object)`), re-anchors the driver
+(interpolator + SafeArm rate limiter at the measured pose) and ignores action chunks stamped
+before the reset. A repeated reset of the current episode only re-sends the status (idempotent).
+Parameters: configs.ros.SimCellNodeConfig (section `sim_cell:`), plus the `camera:` and
+`ur3_driver:` sections for the other two nodes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import time
+
+import rclpy
+from rclpy.node import Node
+from std_msgs.msg import String
+
+from dynaflip_ros.configs.ros import SimCellNodeConfig
+from dynaflip_ros.ros.nodes.camera import CameraNode
+from dynaflip_ros.ros.nodes.ur3_driver import Ur3DriverNode
+from dynaflip_ros.ros.params import load_node_config, node_kwargs
+from dynaflip_ros.ros.qos import EPISODE_COMMAND_TOPIC, EPISODE_STATUS_TOPIC, EVENT_QOS
+from dynaflip_ros.ros.runtime import fail_startup, from_json_msg, ros_now_s, safe_publish, spin_nodes, to_json_msg
+
+
+class SimCellNode(Node):
+    """Owns `PickIntoSinkEnv` and its real-time stepper; serves /episode/command.
+
+    Construction builds the MuJoCo world (raises ConfigError / ValueError on bad parameters).
+    Call `attach(driver)` with the `ur3_driver` node built on `self.env.arm`, then `start()`.
+    """
+
+    def __init__(self, node_name: str = "sim_cell") -> None:
+        super().__init__(node_name, **node_kwargs())
+        self.config = load_node_config(self, SimCellNodeConfig)
+        from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv
+        from dynaflip_ros.sim.realtime import RealtimeSimStepper
+
+        self.env = PickIntoSinkEnv(self.config.sim)
+        self.env.camera.depth_enabled = False  # only colour is published; halves the render time
+        self._stepper_cls = RealtimeSimStepper
+        self.stepper = None
+        self.driver: Ur3DriverNode | None = None
+        self._lock = threading.Lock()
+        self._state = "idle"
+        self._episode: int | None = None
+        self._seed: int | None = None
+        self._success_time_s: float | None = None
+        self._reset_stamp_s = 0.0
+        self._episode_wall_t0 = time.monotonic()
+        self._status_pub = self.create_publisher(String, EPISODE_STATUS_TOPIC, EVENT_QOS)
+        self.create_subscription(String, EPISODE_COMMAND_TOPIC, self._on_command, EVENT_QOS)
+        # Status from a plain thread, not an executor timer: under a 2-core load the 125 Hz
+        # joint-state timer and the camera starved this timer for whole episodes (the episode
+        # manager then saw no success and timed out). rclpy publishers are thread-safe.
+        self._status_stop = threading.Event()
+        self._status_thread = threading.Thread(target=self._status_loop, name="episode_status", daemon=True)
+        self._status_thread.start()
+
+    def _status_loop(self) -> None:
+        period_s = 1.0 / self.config.status_rate_hz
+        while not self._status_stop.wait(period_s):
+            try:
+                self._publish_status()
+            except Exception as e:  # noqa: BLE001 - keep publishing; a status must never kill the cell
+                self.get_logger().error(f"episode status failed: {e}", throttle_duration_sec=5.0)
+
+    def attach(self, driver: Ur3DriverNode) -> None:
+        """Let the stepper tick `driver.loop` in lockstep with physics (driver rate = stepper rate)."""
+        self.driver = driver
+        self.stepper = self._stepper_cls(self.env, rate_hz=driver.config.servo_rate_hz, on_tick=driver.loop.tick)
+
+    def start(self) -> None:
+        """Start real-time physics. Raises RuntimeError if no driver is attached."""
+        if self.stepper is None:
+            raise RuntimeError("SimCellNode.attach(driver) must be called before start()")
+        self.stepper.start()
+        info = self.env.episode
+        self.get_logger().info(
+            f"sim cell up: {self.config.sim.image_hw[1]}x{self.config.sim.image_hw[0]} camera, physics "
+            f"{self.env.timestep_s * 1e3:g} ms, servo ticks {self.driver.config.servo_rate_hz:g} Hz of sim time; "
+            f"idle at seed {info.seed} ({info.object_name}); waiting for {EPISODE_COMMAND_TOPIC}")
+
+    # ------------------------------------------------------------------ episodes
+    def _on_command(self, msg: String) -> None:
+        try:
+            cmd = from_json_msg(msg)
+            kind = cmd.get("cmd")
+            if kind == "reset":
+                self.reset_episode(int(cmd["episode"]), int(cmd.get("seed", cmd["episode"])), cmd.get("object"))
+            elif kind == "stop":
+                self.stop_episode()
+            else:
+                raise ValueError(f"unknown command {kind!r} (reset | stop)")
+        except (ValueError, KeyError, TypeError) as e:
+            self.get_logger().error(f"bad {EPISODE_COMMAND_TOPIC} {msg.data[:200]!r}: {e}")
+            return
+        self._publish_status()
+
+    def reset_episode(self, episode: int, seed: int, object_name: str | None = None) -> None:
+        """Start `episode` with `seed` (idempotent for the running episode). Raises ValueError on
+        an unknown object or a negative seed."""
+        with self._lock:
+            if self._state == "running" and self._episode == episode and self._seed == seed:
+                return
+        env, driver = self.env, self.driver
+        with env.lock:  # lock order: env.lock, then the driver's SafeArm lock
+            driver.hold()
+            info = env.reset(seed=seed, object_name=object_name or None)
+            reset_stamp_s = ros_now_s(self)
+            driver.reanchor(min_chunk_stamp_s=reset_stamp_s)
+        with self._lock:
+            self._episode, self._seed, self._state = episode, seed, "running"
+            self._success_time_s = None
+            self._reset_stamp_s = reset_stamp_s
+            self._episode_wall_t0 = time.monotonic()
+        self.get_logger().info(f"episode {episode}: seed {seed}, {info.instruction!r}")
+
+    def stop_episode(self) -> None:
+        """End the current episode: the arm holds (the watchdog stops it)."""
+        if self.driver is not None:
+            self.driver.hold()
+        with self._lock:
+            self._state = "idle"
+
+    def status(self) -> dict:
+        """The /episode/status record (see the module docstring)."""
+        env = self.env
+        with env.lock:
+            info = env.episode
+            sim_time_s = env.sim_time_s
+            success_now = env.success()
+        with self._lock:
+            if self._state == "running" and success_now and self._success_time_s is None:
+                self._success_time_s = sim_time_s - info.start_time_s
+            st = {
+                "episode": self._episode, "seed": info.seed, "object": info.object_name,
+                "instruction": info.instruction, "state": self._state,
+                "success": self._success_time_s is not None, "success_time_s": self._success_time_s,
+                "sim_time_s": sim_time_s, "episode_sim_time_s": sim_time_s - info.start_time_s,
+                "episode_wall_time_s": time.monotonic() - self._episode_wall_t0,
+                "reset_stamp_s": self._reset_stamp_s,
+            }
+        if self.stepper is not None:
+            st["realtime"] = dataclasses.asdict(self.stepper.stats)
+        if self.driver is not None:
+            drv = self.driver.status()
+            st["safety"], st["driver"] = drv.pop("safety"), drv
+        return st
+
+    def _publish_status(self) -> None:
+        safe_publish(self, self._status_pub, to_json_msg(self.status()), "episode status")
+
+    def close(self) -> None:
+        """Stop physics (idempotent); the driver and camera close separately, the env last."""
+        self._status_stop.set()
+        self._status_thread.join(timeout=2.0)
+        if self.stepper is not None:
+            self.stepper.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`sim_cell_node`: nodes sim_cell + camera + ur3_driver sharing one PickIntoSinkEnv."""
+    rclpy.init(args=sys.argv if argv is None else argv)
+    nodes = []
+    try:
+        sim = SimCellNode()
+        nodes.append(sim)
+        env = sim.env
+        camera = CameraNode(camera=env.camera)
+        nodes.append(camera)
+        driver = Ur3DriverNode(arm=env.arm, clock=lambda: env.sim_time_s, servo_thread=False)
+        nodes.append(driver)
+        for n, backend in ((camera, camera.config.backend), (driver, driver.config.backend)):
+            if backend != "sim":
+                raise ValueError(f"node '{n.get_name()}' has backend {backend!r}; inside sim_cell_node it must be 'sim'")
+        sim.attach(driver)
+        sim.start()
+    except Exception as e:  # noqa: BLE001 - config / MuJoCo / GL errors end the process clearly
+        if nodes:
+            nodes[0].env.close()
+        return fail_startup("sim_cell", e)
+    # Close order: physics first (no more servo ticks), then the arm, the camera, the renderer.
+    return spin_nodes(nodes, closers=[sim.close, driver.close, camera.close, env.close], num_threads=3)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

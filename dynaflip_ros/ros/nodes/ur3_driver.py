@@ -1,0 +1,237 @@
+"""Node `ur3_driver`: action chunks -> ActionChunkInterpolator -> ServoLoop (125 Hz) -> SafeArm -> arm.
+
+The driver owns safety (DESIGN.md, "Safety model"): every target goes through
+`robot.safety.SafeArm`. Action-chunk times arrive on the ROS clock (header.stamp = the
+observation's capture time, `time_from_start` per point); on arrival they are shifted onto the
+servo loop's clock with the offset measured at that instant, then queued (actions already due
+are dropped; a new segment starts from the last commanded target; the latest chunk wins).
+
+Real cell (`ur3_driver_node`, backend `ur_rtde`, issue 3): the servo loop runs in its own thread
+on the monotonic clock. Simulation (inside `sim_cell_node` with `PickIntoSinkEnv.arm`): the
+servo loop has no thread of its own; `sim.realtime.RealtimeSimStepper` calls `loop.tick` every
+1/125 s of simulation time, in lockstep with physics (4 physics steps per tick, exactly the
+pipeline of `sim.rollout.SimRunner` that recorded the demonstrations), and the loop, SafeArm's
+watchdog and the chunk times run on the simulation clock.
+
+Subscribed:  /dynaflip/action_chunk  trajectory_msgs/JointTrajectory (UR joints + "gripper")  COMMAND_QOS
+Published:   /joint_states           sensor_msgs/JointState at joint_state_rate_hz             STATE_QOS
+             /ur3_driver/status      std_msgs/String JSON: safety, servo-loop, chunk counters  EVENT_QOS
+             /dynaflip/latency       {"stage": "command", "ms": capture -> chunk received}     EVENT_QOS
+Parameters: configs.ros.Ur3DriverNodeConfig (section `ur3_driver:`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+import threading
+import time
+from typing import Callable
+
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+
+from dynaflip_ros.configs.ros import Ur3DriverNodeConfig
+from dynaflip_ros.robot.arm import Arm
+from dynaflip_ros.robot.interpolation import ActionChunkInterpolator
+from dynaflip_ros.robot.safety import SafeArm
+from dynaflip_ros.robot.servo_loop import ServoLoop
+from dynaflip_ros.ros.conversions import joint_state_from_arm_state, stamp_to_s, trajectory_to_times_targets
+from dynaflip_ros.ros.params import load_node_config, node_kwargs
+from dynaflip_ros.ros.qos import (
+    ACTION_CHUNK_TOPIC, COMMAND_QOS, DRIVER_STATUS_TOPIC, EVENT_QOS, JOINT_STATES_TOPIC, STATE_QOS,
+)
+from dynaflip_ros.ros.runtime import (
+    BackendUnavailableError, LatencyReporter, fail_startup, ros_now_s, safe_publish, spin_nodes, to_json_msg,
+)
+
+# Real-cell arm backends: backend name -> (module, class), imported only when chosen.
+REAL_ARM_BACKENDS: dict[str, tuple[str, str]] = {
+    "ur_rtde": ("dynaflip_ros.robot.ur_rtde_arm", "URRtdeArm"),
+}
+
+
+def make_arm(backend: str) -> Arm:
+    """Open a real-cell arm backend by name.
+
+    Raises BackendUnavailableError for "sim" (run `sim_cell_node`) and for a backend whose
+    module or dependency is missing (the message names it).
+    """
+    if backend == "sim":
+        raise BackendUnavailableError(
+            "arm backend 'sim' runs only inside sim_cell_node (the simulated arm and camera share one "
+            "MuJoCo world); start `sim_cell_node` (or `dynaflip launch pick_into_sink --sim`)")
+    if backend not in REAL_ARM_BACKENDS:
+        raise BackendUnavailableError(f"unknown arm backend {backend!r}; known: {['sim', *REAL_ARM_BACKENDS]}")
+    module_name, class_name = REAL_ARM_BACKENDS[backend]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise BackendUnavailableError(
+            f"arm backend {backend!r} is not available: module {e.name!r} is missing "
+            f"(needs {module_name}.{class_name}; the real-cell backends arrive with issue 3)") from e
+    return getattr(module, class_name)()
+
+
+@dataclasses.dataclass
+class ChunkStats:
+    """Action-chunk counters of the driver: received, queued (>= 1 future action), stale (all
+    actions due or too old), before_reset (stamped before the last re-anchor), invalid."""
+
+    received: int = 0
+    queued: int = 0
+    stale: int = 0
+    before_reset: int = 0
+    invalid: int = 0
+
+
+class Ur3DriverNode(Node):
+    """Streams the latest action chunk to `arm` through SafeArm at `servo_rate_hz`.
+
+    Args:
+        arm: the Arm to drive (the sim cell passes `env.arm`); None -> the `backend`
+            parameter's real arm (`make_arm`).
+        clock: the servo loop's clock in seconds (monotonic for a real arm; the simulation
+            clock when an external stepper ticks the loop).
+        servo_thread: run the servo loop in its own thread (real arm); False -> the caller
+            calls `self.loop.tick(now_s)` at servo_rate_hz (simulation stepper).
+    Raises ConfigError, BackendUnavailableError, or ArmError from connecting the arm.
+    """
+
+    def __init__(self, arm: Arm | None = None, node_name: str = "ur3_driver",
+                 clock: Callable[[], float] = time.monotonic, servo_thread: bool = True) -> None:
+        super().__init__(node_name, **node_kwargs())
+        self.config = load_node_config(self, Ur3DriverNodeConfig)
+        if arm is None:
+            arm = make_arm(self.config.backend)
+        self._loop_clock = clock
+        self.safe = SafeArm(arm, self.config.safety, clock=clock)
+        self.safe.connect()
+        self.interp = ActionChunkInterpolator(n_dims=7)
+        self.loop = ServoLoop(self.safe, self.interp, rate_hz=self.config.servo_rate_hz, clock=clock)
+        self.chunk_stats = ChunkStats()
+        self._stats_lock = threading.Lock()
+        self._min_chunk_stamp_s = 0.0  # chunks stamped before the last re-anchor are ignored
+        self.loop.reanchor()
+        self._latency = LatencyReporter(self)
+        self._js_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, STATE_QOS)
+        self._status_pub = self.create_publisher(String, DRIVER_STATUS_TOPIC, EVENT_QOS)
+        self.create_subscription(JointTrajectory, ACTION_CHUNK_TOPIC, self._on_chunk, COMMAND_QOS,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self._js_timer = self.create_timer(1.0 / self.config.joint_state_rate_hz, self._publish_joint_state,
+                                           callback_group=MutuallyExclusiveCallbackGroup())
+        self._status_timer = self.create_timer(1.0 / self.config.status_rate_hz, self._publish_status)
+        if servo_thread:
+            self.loop.start()
+        self.get_logger().info(
+            f"ur3_driver: {type(arm).__name__} behind SafeArm, servo loop {self.config.servo_rate_hz:g} Hz "
+            f"({'own thread' if servo_thread else 'ticked by the sim stepper'}), "
+            f"{ACTION_CHUNK_TOPIC} -> arm, {JOINT_STATES_TOPIC} at {self.config.joint_state_rate_hz:g} Hz")
+
+    # ------------------------------------------------------------------ commands
+    def _on_chunk(self, msg: JointTrajectory) -> None:
+        recv_ros_s = ros_now_s(self)
+        recv_clock_s = self._loop_clock()
+        stamp_s = stamp_to_s(msg.header.stamp)
+        with self._stats_lock:
+            self.chunk_stats.received += 1
+            min_stamp_s = self._min_chunk_stamp_s
+        if stamp_s < min_stamp_s:
+            with self._stats_lock:
+                self.chunk_stats.before_reset += 1
+            return
+        age_s = recv_ros_s - stamp_s
+        self._latency.report("command", age_s, stamp_s)
+        try:
+            times_s, targets = trajectory_to_times_targets(msg)  # (H,), (H, 7)
+        except ValueError as e:
+            with self._stats_lock:
+                self.chunk_stats.invalid += 1
+            self.get_logger().error(f"invalid action chunk dropped: {e}", throttle_duration_sec=2.0)
+            return
+        if age_s > self.config.max_chunk_age_s:
+            with self._stats_lock:
+                self.chunk_stats.stale += 1
+            self.get_logger().warning(
+                f"action chunk {age_s * 1e3:.0f} ms old (> {self.config.max_chunk_age_s * 1e3:.0f} ms): dropped",
+                throttle_duration_sec=2.0)
+            return
+        times_loop_s = times_s - recv_ros_s + recv_clock_s  # ROS clock -> servo-loop clock
+        kept = self.interp.add_chunk(times_loop_s, targets, now_s=self._loop_clock())
+        with self._stats_lock:
+            if kept:
+                self.chunk_stats.queued += 1
+            else:
+                self.chunk_stats.stale += 1
+
+    def hold(self) -> None:
+        """Drop queued actions and anchor at the measured pose: the servo loop holds and the
+        watchdog stops the arm."""
+        self.loop.reanchor()
+
+    def reanchor(self, min_chunk_stamp_s: float) -> None:
+        """After the arm was moved outside the driver (sim reset): drop queued actions, anchor the
+        interpolator and SafeArm's rate limiter to the measured pose, and ignore chunks stamped
+        before `min_chunk_stamp_s` (ROS clock; observations of the previous episode).
+        In simulation call it with `env.lock` held (lock order: env.lock, then SafeArm's)."""
+        with self._stats_lock:
+            self._min_chunk_stamp_s = float(min_chunk_stamp_s)
+        self.safe.stop()  # SafeArm re-anchors its rate limiter at the measured pose on the next command
+        self.loop.reanchor()  # drop queued actions; anchor at measured joints + gripper command
+
+    # ------------------------------------------------------------------ state / status
+    def _publish_joint_state(self) -> None:
+        try:
+            st = self.safe.state()
+        except Exception as e:  # noqa: BLE001 - a lost arm connection must be visible, not fatal here
+            self.get_logger().error(f"arm state read failed: {e}", throttle_duration_sec=2.0)
+            return
+        safe_publish(self, self._js_pub, joint_state_from_arm_state(st, ros_now_s(self)), "joint_states")
+
+    def status(self) -> dict:
+        """Counters of SafeArm, the servo loop, the interpolator and the chunk subscriber."""
+        loop = self.loop.stats
+        with self._stats_lock:
+            chunks = dataclasses.asdict(self.chunk_stats)
+        return {
+            "safety": dataclasses.asdict(self.safe.stats),
+            "halted": self.safe.halted,
+            "servo": {
+                "rate_hz": self.loop.rate_hz, "ticks": loop.ticks, "commands_sent": loop.commands_sent,
+                "holds": loop.holds, "safety_rejections": loop.safety_rejections,
+                "rejections_by_reason": loop.rejections_by_reason, "errors": loop.errors,
+                "overruns": loop.overruns, "period_mean_ms": loop.period_mean_s * 1e3,
+                "jitter_p99_ms": loop.jitter_p99_s * 1e3, "jitter_max_ms": loop.jitter_max_s * 1e3,
+            },
+            "interpolator": {"chunks_added": self.interp.chunks_added, "stale_chunks": self.interp.stale_chunks,
+                             "dropped_actions": self.interp.dropped_actions},
+            "chunks": chunks,
+        }
+
+    def _publish_status(self) -> None:
+        safe_publish(self, self._status_pub, to_json_msg(self.status()), "driver status")
+
+    def close(self) -> None:
+        """Stop the servo loop and the arm (servoStop), then disconnect (idempotent)."""
+        self._js_timer.cancel()
+        self._status_timer.cancel()
+        self.loop.stop(stop_arm=True)
+        self.safe.disconnect()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`ur3_driver_node` (real cell): the `ur3_driver` node standalone."""
+    rclpy.init(args=sys.argv if argv is None else argv)
+    try:
+        node = Ur3DriverNode()
+    except Exception as e:  # noqa: BLE001 - config, backend or connection errors end the process clearly
+        return fail_startup("ur3_driver", e)
+    return spin_nodes([node], closers=[node.close], num_threads=3)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Shared plumbing of the node executables: spinning, shutdown, JSON topics, latency records.
+
+Spinning follows the measured advice of ENVIRONMENT.md (gotcha 3): `executor.spin()` (never a
+`spin_once` loop, which starves timers). SIGINT/SIGTERM are handled by rclpy's signal handler
+(rclpy >= Humble shuts the context down; spin then raises ExternalShutdownException), after which
+every node's `close()` runs (servo loop stopped, arm stopped, renderer closed).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from typing import Any, Callable, Iterable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import String
+
+from dynaflip_ros.ros.qos import EVENT_QOS, LATENCY_TOPIC
+from dynaflip_ros.ros.results import LATENCY_STAGES
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested camera / arm backend cannot be used in this process or installation."""
+
+
+def ros_now_s(node: Node) -> float:
+    """The node's ROS clock (system time unless use_sim_time) in float seconds."""
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+def to_json_msg(data: dict[str, Any]) -> String:
+    """dict -> std_msgs/String with compact JSON (NaN/inf written as null)."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if hasattr(v, "item") and callable(v.item):  # numpy scalar
+            return clean(v.item())
+        return v
+
+    return String(data=json.dumps(clean(data), separators=(",", ":"), allow_nan=False))
+
+
+def from_json_msg(msg: String) -> dict[str, Any]:
+    """std_msgs/String JSON -> dict. Raises ValueError on invalid JSON or a non-object."""
+    try:
+        d = json.loads(msg.data)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"invalid JSON on a String topic: {e}: {msg.data[:200]!r}") from e
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+    return d
+
+
+def safe_publish(node: Node, publisher, msg, what: str) -> bool:
+    """publisher.publish(msg), logging (throttled) instead of raising.
+
+    Publishing can raise under flood or during shutdown (ENVIRONMENT.md, gotcha 3); a failed
+    publish must not kill a timer or the servo loop. Returns True on success.
+    """
+    try:
+        publisher.publish(msg)
+        return True
+    except Exception as e:  # noqa: BLE001 - rclpy raises several types (RCLError, InvalidHandle)
+        if rclpy.ok():
+            node.get_logger().warning(f"publishing {what} failed: {type(e).__name__}: {e}",
+                                      throttle_duration_sec=5.0)
+        return False
+
+
+class LatencyReporter:
+    """Publishes per-stage latency records on /dynaflip/latency (std_msgs/String JSON).
+
+    Record: {"node": name, "stage": one of LATENCY_STAGES, "ms": float, "stamp_s": image stamp}.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._pub = node.create_publisher(String, LATENCY_TOPIC, EVENT_QOS)
+
+    def report(self, stage: str, seconds: float, stamp_s: float | None = None) -> None:
+        if stage not in LATENCY_STAGES:
+            raise ValueError(f"unknown latency stage {stage!r}; one of {LATENCY_STAGES}")
+        rec = {"node": self._node.get_name(), "stage": stage, "ms": round(seconds * 1e3, 3)}
+        if stamp_s is not None:
+            rec["stamp_s"] = stamp_s
+        safe_publish(self._node, self._pub, to_json_msg(rec), "latency")
+
+
+class Stopwatch:
+    """`with Stopwatch() as sw: ...; sw.elapsed_s` (perf_counter)."""
+
+    def __enter__(self) -> "Stopwatch":
+        self._t0 = time.perf_counter()
+        self.elapsed_s = float("nan")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.elapsed_s = time.perf_counter() - self._t0
+
+
+def spin_until_shutdown(executor) -> None:
+    """executor.spin() until rclpy shuts down (SIGINT/SIGTERM). A shutdown that races the wait
+    set surfaces as RCLError("context is not valid"): treated as a normal shutdown; any error
+    while the context is still valid is re-raised."""
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:  # noqa: BLE001 - see docstring
+        if rclpy.ok():
+            raise
+
+
+def spin_nodes(nodes: Iterable[Node], closers: Iterable[Callable[[], None]] = (), num_threads: int = 2) -> int:
+    """Spin `nodes` (MultiThreadedExecutor; SingleThreadedExecutor for num_threads=1) until
+    shutdown (SIGINT/SIGTERM), then run
+    `closers` (in order), destroy the nodes and shut rclpy down. Returns the exit code (0)."""
+    nodes = list(nodes)
+    executor = SingleThreadedExecutor() if num_threads == 1 else MultiThreadedExecutor(num_threads=num_threads)
+    for n in nodes:
+        executor.add_node(n)
+    try:
+        spin_until_shutdown(executor)
+    finally:
+        for close in closers:
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001 - every closer must run
+                print(f"error while closing: {type(e).__name__}: {e}", file=sys.stderr)
+        executor.shutdown(timeout_sec=1.0)
+        for n in nodes:
+            n.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def fail_startup(what: str, err: BaseException) -> int:
+    """Print a startup failure (config error, missing model/backend) and shut rclpy down; 2."""
+    print(f"[{what}] startup failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+    rclpy.try_shutdown()
+    return 2

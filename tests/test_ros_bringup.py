@@ -1,0 +1,160 @@
+"""Process orchestration of `dynaflip launch` (dynaflip_ros/ros/bringup.py) with stand-in processes.
+
+The stand-ins are tiny Python modules (no ROS) that print, exit with a given code, or ignore
+SIGINT, so the start / log-prefix / teardown-escalation / failure logic is tested in seconds.
+"""
+import io
+import os
+import sys
+import textwrap
+import time
+
+import pytest
+import yaml
+
+from dynaflip_ros.ros import bringup
+from dynaflip_ros.ros.launch_cli import build_overrides, register
+
+STANDINS = {
+    # prints its argv, then waits for SIGINT and exits 0
+    "standin_server": """
+        import signal, sys, time
+        print("server up", " ".join(sys.argv[1:]), flush=True)
+        signal.signal(signal.SIGINT, lambda *a: (print("server got SIGINT", flush=True), sys.exit(0)))
+        while True:
+            time.sleep(0.05)
+    """,
+    # ignores SIGINT: must be escalated to SIGTERM
+    "standin_stubborn": """
+        import signal, time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("stubborn up", flush=True)
+        while True:
+            time.sleep(0.05)
+    """,
+    # the main process: works briefly, prints a summary, exits with STANDIN_RC
+    "standin_main": """
+        import os, time
+        time.sleep(0.5)
+        print("summary: success 1/1", flush=True)
+        raise SystemExit(int(os.environ.get("STANDIN_RC", "0")))
+    """,
+    # dies right away with code 3
+    "standin_crash": """
+        print("crashing", flush=True)
+        raise SystemExit(3)
+    """,
+}
+
+
+@pytest.fixture()
+def standin_env(tmp_path):
+    for name, src in STANDINS.items():
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(src))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def spec(name):
+    return bringup.ProcessSpec(name, name, name, (name,))
+
+
+def test_main_exit_code_prefixes_and_clean_teardown(standin_env, tmp_path):
+    out = io.StringIO()
+    params = tmp_path / "p.yaml"
+    params.write_text("{}\n")
+    t0 = time.monotonic()
+    res = bringup.run_graph([spec("standin_server"), spec("standin_main")], [params], main="standin_main",
+                            env=standin_env, out=out, grace_s=3.0)
+    log = out.getvalue()
+    assert res.exit_code == 0 and res.failed == ""
+    assert "[standin_main  ] summary: success 1/1" in log
+    # the params file reached the node as ROS arguments
+    assert f"[standin_server] server up --ros-args --params-file {params}" in log
+    assert "server got SIGINT" in log  # SIGINT first, no escalation needed
+    assert res.escalations == {} and res.exit_codes["standin_server"] == 0
+    assert time.monotonic() - t0 < 3.0
+
+
+def test_main_failure_code_is_returned(standin_env, tmp_path):
+    standin_env["STANDIN_RC"] = "2"
+    res = bringup.run_graph([spec("standin_main")], [], main="standin_main", env=standin_env, out=io.StringIO())
+    assert res.exit_code == 2
+
+
+def test_dead_node_stops_the_graph_with_failure(standin_env):
+    out = io.StringIO()
+    res = bringup.run_graph([spec("standin_crash"), spec("standin_server"), spec("standin_main")], [],
+                            main="standin_main", env=standin_env, out=out, grace_s=2.0)
+    assert res.exit_code == 1 and res.failed == "standin_crash"
+    assert res.exit_codes["standin_crash"] == 3
+    assert "process standin_crash exited with code 3" in out.getvalue()
+    assert res.exit_codes["standin_server"] is not None  # torn down
+
+
+def test_sigint_ignoring_process_is_escalated(standin_env):
+    out = io.StringIO()
+    t0 = time.monotonic()
+    res = bringup.run_graph([spec("standin_stubborn"), spec("standin_main")], [], main="standin_main",
+                            env=standin_env, out=out, grace_s=0.5)
+    assert res.exit_code == 0
+    assert res.escalations == {"standin_stubborn": "SIGTERM"}
+    assert res.exit_codes["standin_stubborn"] == -15
+    assert time.monotonic() - t0 < 5.0
+
+
+def test_timeout(standin_env):
+    res = bringup.run_graph([spec("standin_server")], [], main="standin_server", env=standin_env,
+                            out=io.StringIO(), timeout_s=0.5, grace_s=2.0)
+    assert res.exit_code == 124
+
+
+def test_unknown_main_is_rejected():
+    with pytest.raises(ValueError, match="not among"):
+        bringup.run_graph([spec("a")], [], main="b")
+
+
+def test_node_command_and_overrides_file(tmp_path):
+    cmd = bringup.node_command(bringup.ENCODER, ["a.yaml", tmp_path / "b.yaml"], python="py")
+    assert cmd == ["py", "-m", "dynaflip_ros.ros.nodes.encoder", "--ros-args", "--params-file", "a.yaml",
+                   "--params-file", str(tmp_path / "b.yaml")]
+    f = bringup.write_overrides({"encoder": {"backend": "onnxruntime"}, "policy": {}}, tmp_path / "o.yaml")
+    assert yaml.safe_load(f.read_text()) == {"encoder": {"ros__parameters": {"backend": "onnxruntime"}}}
+
+
+def test_launch_cli_overrides_per_node():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["launch", "pick_into_sink", "--sim", "--episodes", "3", "--seed", "7",
+                              "--encoder-dir", "/m/enc", "--encoder-backend", "onnxruntime",
+                              "--episode-timeout-s", "12.5"])
+    ov = build_overrides(args, "/tmp/r.json")
+    assert ov == {"encoder": {"model_dir": "/m/enc", "backend": "onnxruntime"},
+                  "episode_manager": {"results_path": "/tmp/r.json", "episodes": 3, "seed": 7,
+                                      "episode_timeout_s": 12.5}}
+    args = parser.parse_args(["launch", "pick_into_sink", "--real"])
+    ov = build_overrides(args, "/tmp/r.json")
+    assert args.use_sim is False and "episode_manager" not in ov
+    assert ov == {"camera": {"backend": "realsense"}, "ur3_driver": {"backend": "ur_rtde"}}
+
+
+def test_launch_cli_fails_clearly_without_models(tmp_path, capsys):
+    from dynaflip_ros.cli import main
+
+    rc = main(["launch", "pick_into_sink", "--sim", "--encoder-dir", str(tmp_path / "nope"),
+               "--policy-dir", str(tmp_path)])
+    assert rc == 2
+    assert "encoder model not found" in capsys.readouterr().err
+
+
+def test_launch_cli_module_imports_only_argparse():
+    import subprocess
+
+    code = ("import sys; import dynaflip_ros.ros.launch_cli; "
+            "bad = [m for m in ('rclpy', 'yaml', 'numpy', 'torch', 'mujoco') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,218 @@
+"""ROS node logic in one process: parameters -> config dataclasses, the policy's replan
+schedule, and the sim cell (sim_cell + ur3_driver nodes on a real PickIntoSinkEnv): episode
+commands, action chunks through SafeArm into the MuJoCo arm, stale-chunk rejection."""
+import itertools
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from dynaflip_ros.configs.io import ConfigError  # noqa: E402
+from dynaflip_ros.configs.ros import EncoderNodeConfig, Ur3DriverNodeConfig  # noqa: E402
+from dynaflip_ros.policies.base import ActionChunk  # noqa: E402
+from dynaflip_ros.ros import conversions as cv  # noqa: E402
+from dynaflip_ros.ros.nodes.policy import ReplanSchedule  # noqa: E402
+from dynaflip_ros.ros.params import load_node_config, node_kwargs  # noqa: E402
+from dynaflip_ros.ros.qos import (  # noqa: E402
+    ACTION_CHUNK_TOPIC, COMMAND_QOS, EPISODE_COMMAND_TOPIC, EPISODE_STATUS_TOPIC, EVENT_QOS,
+)
+
+_domains = itertools.count()
+
+
+@pytest.fixture()
+def ros_context(monkeypatch, tmp_path):
+    """A fresh rclpy context on a private ROS_DOMAIN_ID (localhost discovery, conftest.py)."""
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(1 + (os.getpid() * 7 + next(_domains)) % 100))
+    contexts = []
+
+    def make(params: dict | None = None):
+        args = ["test"]
+        if params:
+            f = tmp_path / f"params_{len(contexts)}.yaml"
+            f.write_text(json.dumps({n: {"ros__parameters": p} for n, p in params.items()}))  # JSON is YAML
+            args += ["--ros-args", "--params-file", str(f)]
+        rclpy.init(args=args)
+        contexts.append(True)
+
+    yield make
+    rclpy.try_shutdown()
+
+
+def test_params_load_defaults_overrides_and_reject_unknown(ros_context):
+    ros_context({"ur3_driver": {"servo_rate_hz": 125, "safety": {"speed_scale": 0.25,
+                                                                  "joint_limits_rad": [-3, 3] * 6}},
+                 "encoder": {"backend": "onnxruntime", "modle_dir": "typo"}})
+    n = Node("ur3_driver", **node_kwargs())
+    cfg = load_node_config(n, Ur3DriverNodeConfig)
+    assert cfg.servo_rate_hz == 125.0 and isinstance(cfg.servo_rate_hz, float)  # YAML int -> float field
+    assert cfg.safety.speed_scale == 0.25 and cfg.safety.joint_limits_rad == ((-3.0, 3.0),) * 6
+    assert cfg.joint_state_rate_hz == 125.0  # default
+    # every field is declared, so `ros2 param list` shows the full config
+    assert n.has_parameter("safety.watchdog_timeout_s") and n.has_parameter("status_rate_hz")
+    n.destroy_node()
+    e = Node("encoder", **node_kwargs())
+    with pytest.raises(ConfigError, match="modle_dir"):
+        load_node_config(e, EncoderNodeConfig)
+    e.destroy_node()
+
+
+def test_params_invalid_value_is_a_config_error(ros_context):
+    ros_context({"ur3_driver": {"safety": {"speed_scale": 2.0}}, "camera": {"backend": "kinect"}})
+    n = Node("ur3_driver", **node_kwargs())
+    with pytest.raises(ConfigError, match="speed_scale"):
+        load_node_config(n, Ur3DriverNodeConfig)
+    n.destroy_node()
+    from dynaflip_ros.configs.ros import CameraNodeConfig
+
+    c = Node("camera", **node_kwargs())
+    with pytest.raises(ConfigError, match="backend"):
+        load_node_config(c, CameraNodeConfig)
+    c.destroy_node()
+
+
+def test_replan_schedule():
+    s = ReplanSchedule(dt_s=0.1, n_action_steps=0)
+    assert s.due(10.0)  # no chunk yet
+    chunk = ActionChunk(actions=np.zeros((8, 7), np.float32), t0_s=10.0, dt_s=0.1)  # last action due 10.7
+    s.chunk_sent(chunk, latency_s=0.05)
+    assert s.expected_latency_s == pytest.approx(0.05)
+    assert not s.due(10.1) and not s.due(10.5)
+    assert s.due(10.6)  # 10.6 + 0.05 + 0.1 >= 10.7: the next chunk must be out before this one runs dry
+    s.chunk_sent(chunk, latency_s=0.30)  # latency EMA grows -> replans earlier
+    assert s.expected_latency_s == pytest.approx(0.8 * 0.05 + 0.2 * 0.30)
+    s3 = ReplanSchedule(dt_s=0.1, n_action_steps=3)
+    s3.chunk_sent(chunk, latency_s=0.0)
+    assert not s3.due(10.2) and s3.due(10.3)  # every 3 actions
+    s3.reset()
+    assert s3.due(10.0)
+    with pytest.raises(ValueError):
+        ReplanSchedule(dt_s=0.0)
+
+
+def _wait(pred, timeout_s):
+    t_end = time.monotonic() + timeout_s
+    while time.monotonic() < t_end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    return pred()
+
+
+@pytest.mark.slow
+def test_sim_cell_episode_and_action_chunks_through_safe_arm(ros_context):
+    from dynaflip_ros.ros.nodes.sim_cell import SimCellNode
+    from dynaflip_ros.ros.nodes.ur3_driver import Ur3DriverNode
+
+    ros_context({"sim_cell": {"status_rate_hz": 20.0, "sim": {"image_hw": [64, 64]}},
+                 "ur3_driver": {"joint_state_rate_hz": 50.0}})
+    sim = SimCellNode()
+    env = sim.env
+    driver = Ur3DriverNode(arm=env.arm, clock=lambda: env.sim_time_s, servo_thread=False)
+    sim.attach(driver)
+    probe = Node("probe")
+    statuses = []
+    probe.create_subscription(String, EPISODE_STATUS_TOPIC, lambda m: statuses.append(json.loads(m.data)), EVENT_QOS)
+    cmd_pub = probe.create_publisher(String, EPISODE_COMMAND_TOPIC, EVENT_QOS)
+    chunk_pub = probe.create_publisher(cv.JointTrajectory, ACTION_CHUNK_TOPIC, COMMAND_QOS)
+    ex = MultiThreadedExecutor(num_threads=3)
+    for n in (sim, driver, probe):
+        ex.add_node(n)
+    spinner = threading.Thread(target=ex.spin, daemon=True)
+    spinner.start()
+    try:
+        sim.start()
+        assert _wait(lambda: cmd_pub.get_subscription_count() > 0 and chunk_pub.get_subscription_count() > 0, 5.0)
+        cmd_pub.publish(String(data=json.dumps({"cmd": "reset", "episode": 4, "seed": 11})))
+        running = _wait(lambda: [s for s in statuses if s["episode"] == 4 and s["state"] == "running"], 5.0)
+        assert running, statuses[-3:]
+        st = running[0]
+        assert st["seed"] == 11 and st["instruction"].startswith("Pick the ") and st["success"] is False
+        reset_stamp_s = st["reset_stamp_s"]
+
+        # A chunk stamped before the reset (an observation of the previous episode) is ignored.
+        q0 = np.asarray(env.arm.state().q)
+        old = ActionChunk(np.tile(np.r_[q0 + 0.3, 0.0], (5, 1)), t0_s=reset_stamp_s - 0.5, dt_s=0.1)
+        chunk_pub.publish(cv.action_chunk_to_trajectory(old))
+        assert _wait(lambda: driver.chunk_stats.before_reset == 1, 3.0)
+
+        # A fresh chunk moving shoulder_pan by +0.15 rad over 1 s is followed through SafeArm.
+        now_s = probe.get_clock().now().nanoseconds * 1e-9
+        target = np.r_[q0, 0.0]
+        target[0] += 0.15
+        ramp = np.linspace(np.r_[q0, 0.0], target, 11)  # (11, 7)
+        chunk_pub.publish(cv.action_chunk_to_trajectory(ActionChunk(ramp, t0_s=now_s, dt_s=0.1)))
+        assert _wait(lambda: driver.chunk_stats.queued == 1, 3.0)
+        moved = _wait(lambda: abs(env.arm.state().q[0] - target[0]) < 0.02, 6.0)
+        assert moved, f"q0 {env.arm.state().q[0]:.4f} did not reach {target[0]:.4f}"
+        s = driver.safe.stats
+        assert s.accepted > 50 and s.rejected == 0
+        status = _wait(lambda: statuses[-1] if statuses[-1]["safety"]["accepted"] > 0 else None, 2.0)
+        assert status and status["driver"]["chunks"]["queued"] == 1
+        assert status["realtime"]["real_time_factor"] > 0.3
+
+        # A repeated reset of the running episode is idempotent (no second world reset).
+        n_reanchors = driver.safe.stats.reanchors
+        cmd_pub.publish(String(data=json.dumps({"cmd": "reset", "episode": 4, "seed": 11})))
+        time.sleep(0.3)
+        assert driver.safe.stats.reanchors == n_reanchors
+        cmd_pub.publish(String(data=json.dumps({"cmd": "stop"})))
+        assert _wait(lambda: statuses[-1]["state"] == "idle", 3.0)
+    finally:
+        sim.close()
+        driver.close()
+        env.close()
+        ex.shutdown(timeout_sec=1.0)
+        for n in (sim, driver, probe):
+            n.destroy_node()
+
+
+def test_policy_episode_gating(ros_context, tmp_path):
+    """The policy acts only inside a running episode acknowledged after its reset command;
+    duplicated commands and stale statuses of an older episode with the same number are ignored."""
+    from dynaflip_ros.ros.nodes.policy import PolicyNode
+
+    ros_context({"policy": {"model_dir": str(tmp_path)}})
+    node = PolicyNode()
+
+    def cmd(**c):
+        node._on_episode_command(String(data=json.dumps(c)))
+
+    def status(**s):
+        node._on_episode_status(String(data=json.dumps(s)))
+
+    try:
+        assert node._active is False
+        status(episode=0, state="running", reset_stamp_s=5.0)  # late start: joins the running episode
+        assert node._active and node._min_stamp_s == 5.0
+        cmd(cmd="reset", episode=0, stamp_s=6.0)  # duplicate reset of the running episode: ignored
+        assert node._active
+        cmd(cmd="reset", episode=1, stamp_s=10.0)
+        assert not node._active
+        status(episode=0, state="running", reset_stamp_s=5.0)  # old status still in flight
+        status(episode=1, state="running", reset_stamp_s=9.0)  # episode 1 of an older run
+        assert not node._active
+        cmd(cmd="reset", episode=1, stamp_s=10.5)  # re-sent command keeps the first stamp
+        status(episode=1, state="running", reset_stamp_s=10.2)
+        assert node._active and node._episode == 1 and node._min_stamp_s == 10.2
+        status(episode=1, state="idle", reset_stamp_s=10.2)
+        assert not node._active
+        status(episode=1, state="running", reset_stamp_s=10.2)  # a stopped episode does not restart
+        assert not node._active
+        cmd(cmd="reset", episode=0, stamp_s=20.0)  # a new run reuses episode numbers
+        status(episode=0, state="running", reset_stamp_s=20.1)
+        assert node._active and node._episode == 0
+        cmd(cmd="stop")
+        assert not node._active
+    finally:
+        node.destroy_node()
