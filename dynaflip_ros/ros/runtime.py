@@ -7,6 +7,8 @@ every node's `close()` runs (servo loop stopped, arm stopped, renderer closed).
 """
 from __future__ import annotations
 
+import importlib
+
 import json
 import math
 import sys
@@ -18,12 +20,33 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, Si
 from rclpy.node import Node
 from std_msgs.msg import String
 
+from dynaflip_ros.export.artifact import BackendUnavailableError  # noqa: F401 - re-exported
 from dynaflip_ros.ros.qos import EVENT_QOS, LATENCY_TOPIC
 from dynaflip_ros.ros.results import LATENCY_STAGES
 
 
-class BackendUnavailableError(RuntimeError):
-    """The requested camera / arm backend cannot be used in this process or installation."""
+def load_real_backend(kind: str, backend: str, registry: dict[str, tuple[str, str]]):
+    """Instantiate a real-cell `kind` ("camera" / "arm") backend named `backend` from
+    `registry` {name: (module, class)}.
+
+    Raises BackendUnavailableError for "sim" (the sim camera and arm share one MuJoCo world: run
+    `sim_cell_node`), for an unknown name, and for a backend whose module or dependency is
+    missing (the message names the missing module).
+    """
+    if backend == "sim":
+        raise BackendUnavailableError(
+            f"{kind} backend 'sim' runs only inside sim_cell_node (the simulated camera and arm share "
+            "one MuJoCo world); start `sim_cell_node` (or `dynaflip launch pick_into_sink --sim`)")
+    if backend not in registry:
+        raise BackendUnavailableError(f"unknown {kind} backend {backend!r}; known: {['sim', *registry]}")
+    module_name, class_name = registry[backend]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise BackendUnavailableError(
+            f"{kind} backend {backend!r} is not available: module {e.name!r} is missing "
+            f"(needs {module_name}.{class_name}; the real-cell backends arrive with issue 3)") from e
+    return getattr(module, class_name)()
 
 
 def ros_now_s(node: Node) -> float:

@@ -13,7 +13,6 @@ Parameters: configs.ros.CameraNodeConfig (section `camera:` of config/pick_into_
 """
 from __future__ import annotations
 
-import importlib
 import sys
 
 import rclpy
@@ -27,7 +26,7 @@ from dynaflip_ros.ros.conversions import camera_info_from_intrinsics, rgb_to_ima
 from dynaflip_ros.ros.params import load_node_config, node_kwargs
 from dynaflip_ros.ros.qos import CAMERA_INFO_TOPIC, IMAGE_QOS, IMAGE_TOPIC
 from dynaflip_ros.ros.runtime import (
-    BackendUnavailableError, LatencyReporter, Stopwatch, fail_startup, ros_now_s, safe_publish, spin_nodes,
+    LatencyReporter, load_real_backend, Stopwatch, fail_startup, ros_now_s, safe_publish, spin_nodes,
 )
 
 # Real-cell camera backends: backend name -> (module, class). The module is imported only when
@@ -38,26 +37,9 @@ REAL_CAMERA_BACKENDS: dict[str, tuple[str, str]] = {
 
 
 def make_camera(backend: str) -> Camera:
-    """Open a real-cell camera backend by name.
-
-    Raises BackendUnavailableError for "sim" (the sim camera shares the MuJoCo world with the
-    arm: run `sim_cell_node`) and for a backend whose module or dependency is missing (the
-    message names the missing module).
-    """
-    if backend == "sim":
-        raise BackendUnavailableError(
-            "camera backend 'sim' runs only inside sim_cell_node (the simulated camera and arm share "
-            "one MuJoCo world); start `sim_cell_node` (or `dynaflip launch pick_into_sink --sim`)")
-    if backend not in REAL_CAMERA_BACKENDS:
-        raise BackendUnavailableError(f"unknown camera backend {backend!r}; known: {['sim', *REAL_CAMERA_BACKENDS]}")
-    module_name, class_name = REAL_CAMERA_BACKENDS[backend]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise BackendUnavailableError(
-            f"camera backend {backend!r} is not available: module {e.name!r} is missing "
-            f"(needs {module_name}.{class_name}; the real-cell backends arrive with issue 3)") from e
-    return getattr(module, class_name)()
+    """Open a real-cell camera backend by name (`runtime.load_real_backend`; BackendUnavailableError
+    for "sim", an unknown name, or a missing module)."""
+    return load_real_backend("camera", backend, REAL_CAMERA_BACKENDS)
 
 
 class CameraNode(Node):

@@ -22,7 +22,6 @@ Parameters: configs.ros.Ur3DriverNodeConfig (section `ur3_driver:`).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import sys
 import threading
 import time
@@ -46,7 +45,7 @@ from dynaflip_ros.ros.qos import (
     ACTION_CHUNK_TOPIC, COMMAND_QOS, DRIVER_STATUS_TOPIC, EVENT_QOS, JOINT_STATES_TOPIC, STATE_QOS,
 )
 from dynaflip_ros.ros.runtime import (
-    BackendUnavailableError, LatencyReporter, fail_startup, ros_now_s, safe_publish, spin_nodes, to_json_msg,
+    LatencyReporter, load_real_backend, fail_startup, ros_now_s, safe_publish, spin_nodes, to_json_msg,
 )
 
 # Real-cell arm backends: backend name -> (module, class), imported only when chosen.
@@ -56,25 +55,9 @@ REAL_ARM_BACKENDS: dict[str, tuple[str, str]] = {
 
 
 def make_arm(backend: str) -> Arm:
-    """Open a real-cell arm backend by name.
-
-    Raises BackendUnavailableError for "sim" (run `sim_cell_node`) and for a backend whose
-    module or dependency is missing (the message names it).
-    """
-    if backend == "sim":
-        raise BackendUnavailableError(
-            "arm backend 'sim' runs only inside sim_cell_node (the simulated arm and camera share one "
-            "MuJoCo world); start `sim_cell_node` (or `dynaflip launch pick_into_sink --sim`)")
-    if backend not in REAL_ARM_BACKENDS:
-        raise BackendUnavailableError(f"unknown arm backend {backend!r}; known: {['sim', *REAL_ARM_BACKENDS]}")
-    module_name, class_name = REAL_ARM_BACKENDS[backend]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise BackendUnavailableError(
-            f"arm backend {backend!r} is not available: module {e.name!r} is missing "
-            f"(needs {module_name}.{class_name}; the real-cell backends arrive with issue 3)") from e
-    return getattr(module, class_name)()
+    """Open a real-cell arm backend by name (`runtime.load_real_backend`; BackendUnavailableError
+    for "sim", an unknown name, or a missing module)."""
+    return load_real_backend("arm", backend, REAL_ARM_BACKENDS)
 
 
 @dataclasses.dataclass
