@@ -139,7 +139,12 @@ class SimCellNode(Node):
     def stop_episode(self) -> None:
         """End the current episode: the arm holds (the watchdog stops it)."""
         if self.driver is not None:
-            self.driver.hold()
+            # Lock order, as in reset_episode and the physics stepper: env.lock, then the servo
+            # loop's tick lock, then SafeArm's. hold() re-anchors at the measured pose, which
+            # reads MuJoCo under env.lock: taking env.lock first avoids a lock-order deadlock
+            # with the stepper (which ticks the servo loop while holding env.lock).
+            with self.env.lock:
+                self.driver.hold()
         with self._lock:
             self._state = "idle"
 
