@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 class RealtimeStats:
     """ticks: control periods stepped; sim_elapsed_s / wall_elapsed_s since start();
     real_time_factor: sim_elapsed / wall_elapsed since start; recent_real_time_factor: the same
-    over the last ~2 s; dropped_s: sim time given up to the catch-up cap; lag_s: how far the sim
+    over the last ~2 s; dropped_s: sim time given up to the catch-up cap; skipped_ahead_s: sim
+    time that ran ahead of the wall clock outside the stepper (followed, not waited for); lag_s: how far the sim
     trails its wall-clock target right now; tick_errors: exceptions raised by on_tick."""
 
     ticks: int = 0
@@ -35,6 +36,7 @@ class RealtimeStats:
     real_time_factor: float = float("nan")
     recent_real_time_factor: float = float("nan")
     dropped_s: float = 0.0
+    skipped_ahead_s: float = 0.0
     lag_s: float = 0.0
     tick_errors: int = 0
 
@@ -127,6 +129,7 @@ class RealtimeSimStepper:
         sim_start = env.sim_time_s
         sim_anchor = sim_start  # sim time that corresponds to wall0 (moved back on drops)
         dropped = 0.0
+        ahead = 0.0
         while not self._stop.is_set():
             now = self._clock()
             lag = sim_anchor + self.real_time_factor * (now - wall0) - env.sim_time_s
@@ -135,6 +138,13 @@ class RealtimeSimStepper:
                 sim_anchor -= excess
                 dropped += excess
                 lag = self.max_catchup_s
+            if lag < -self.max_catchup_s:
+                # sim time ran ahead of the wall clock (physics advanced outside the stepper, e.g.
+                # an env.reset that settles objects): follow from here instead of pausing the
+                # whole sim until the wall clock catches up.
+                sim_anchor -= lag
+                ahead += -lag
+                lag = 0.0
             if lag < self.period_s:
                 # Ahead of (or level with) the wall clock: sleep until the next period is due.
                 wait = (self.period_s - lag) / self.real_time_factor
@@ -159,6 +169,7 @@ class RealtimeSimStepper:
                 st.wall_elapsed_s = wall - wall0
                 st.real_time_factor = st.sim_elapsed_s / st.wall_elapsed_s if st.wall_elapsed_s > 0 else float("nan")
                 st.dropped_s = dropped
+                st.skipped_ahead_s = ahead
                 st.lag_s = sim_anchor + self.real_time_factor * (wall - wall0) - sim
                 self._window.append((wall, sim))
                 while self._window and wall - self._window[0][0] > 2.0:
