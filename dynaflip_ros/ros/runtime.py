@@ -165,6 +165,19 @@ def spin_nodes(nodes: Iterable[Node], closers: Iterable[Callable[[], None]] = ()
     return 0
 
 
+def run_node(name: str, make_node: Callable[[], Node], argv: list[str] | None = None,
+             num_threads: int = 2, close: bool = False) -> int:
+    """The `main` of a one-node executable: rclpy.init, build the node (a startup error ends the
+    process with `fail_startup`), spin until shutdown; `close=True` calls node.close() on exit.
+    Returns the exit code."""
+    rclpy.init(args=sys.argv if argv is None else argv)
+    try:
+        node = make_node()
+    except Exception as e:  # noqa: BLE001 - config, model, backend or device errors end the process clearly
+        return fail_startup(name, e)
+    return spin_nodes([node], closers=[node.close] if close else [], num_threads=num_threads)
+
+
 def fail_startup(what: str, err: BaseException) -> int:
     """Print a startup failure (config error, missing model/backend) and shut rclpy down; 2."""
     print(f"[{what}] startup failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
@@ -26,7 +25,8 @@ from dynaflip_ros.ros.conversions import camera_info_from_intrinsics, rgb_to_ima
 from dynaflip_ros.ros.params import load_node_config, node_kwargs
 from dynaflip_ros.ros.qos import CAMERA_INFO_TOPIC, IMAGE_QOS, IMAGE_TOPIC
 from dynaflip_ros.ros.runtime import (
-    LatencyReporter, load_real_backend, Stopwatch, fail_startup, ros_now_s, safe_publish, spin_nodes,
+    run_node,
+    LatencyReporter, load_real_backend, Stopwatch, ros_now_s, safe_publish,
 )
 
 # Real-cell camera backends: backend name -> (module, class). The module is imported only when
@@ -97,12 +97,7 @@ class CameraNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """`camera_node` (real cell): the `camera` node standalone."""
-    rclpy.init(args=sys.argv if argv is None else argv)
-    try:
-        node = CameraNode()
-    except Exception as e:  # noqa: BLE001 - config, backend or device errors end the process clearly
-        return fail_startup("camera", e)
-    return spin_nodes([node], closers=[node.close])
+    return run_node("camera", CameraNode, argv, close=True)
 
 
 if __name__ == "__main__":

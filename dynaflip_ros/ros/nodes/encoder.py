@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
@@ -31,7 +30,8 @@ from dynaflip_ros.ros.conversions import embedding_to_image, image_to_rgb, stamp
 from dynaflip_ros.ros.params import load_node_config, node_kwargs
 from dynaflip_ros.ros.qos import EMBEDDING_TOPIC, ENCODER_INFO_TOPIC, IMAGE_QOS, IMAGE_TOPIC, LATCHED_QOS
 from dynaflip_ros.ros.runtime import (
-    LatencyReporter, Stopwatch, fail_startup, ros_now_s, safe_publish, spin_nodes, to_json_msg,
+    run_node,
+    LatencyReporter, Stopwatch, ros_now_s, safe_publish, to_json_msg,
 )
 
 
@@ -106,12 +106,7 @@ class EncoderNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """`encoder_node`."""
-    rclpy.init(args=sys.argv if argv is None else argv)
-    try:
-        node = EncoderNode()
-    except Exception as e:  # noqa: BLE001 - config / model errors end the process clearly
-        return fail_startup("encoder", e)
-    return spin_nodes([node], num_threads=1)
+    return run_node("encoder", EncoderNode, argv, num_threads=1)
 
 
 if __name__ == "__main__":

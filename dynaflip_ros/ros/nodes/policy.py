@@ -36,7 +36,6 @@ import threading
 from collections import deque
 
 import numpy as np
-import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
@@ -54,7 +53,8 @@ from dynaflip_ros.ros.qos import (
     EPISODE_STATUS_TOPIC, EVENT_QOS, IMAGE_QOS, JOINT_STATES_TOPIC, LATCHED_QOS, POLICY_INFO_TOPIC, STATE_QOS,
 )
 from dynaflip_ros.ros.runtime import (
-    LatencyReporter, Stopwatch, fail_startup, from_json_msg, ros_now_s, safe_publish, spin_nodes, to_json_msg,
+    run_node,
+    LatencyReporter, Stopwatch, from_json_msg, ros_now_s, safe_publish, to_json_msg,
 )
 
 
@@ -326,12 +326,7 @@ class PolicyNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """`policy_node`."""
-    rclpy.init(args=sys.argv if argv is None else argv)
-    try:
-        node = PolicyNode()
-    except Exception as e:  # noqa: BLE001 - config / model errors end the process clearly
-        return fail_startup("policy", e)
-    return spin_nodes([node], num_threads=1)
+    return run_node("policy", PolicyNode, argv, num_threads=1)
 
 
 if __name__ == "__main__":

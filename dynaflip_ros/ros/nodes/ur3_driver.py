@@ -27,7 +27,6 @@ import threading
 import time
 from typing import Callable
 
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -45,7 +44,8 @@ from dynaflip_ros.ros.qos import (
     ACTION_CHUNK_TOPIC, COMMAND_QOS, DRIVER_STATUS_TOPIC, EVENT_QOS, JOINT_STATES_TOPIC, STATE_QOS,
 )
 from dynaflip_ros.ros.runtime import (
-    LatencyReporter, load_real_backend, fail_startup, ros_now_s, safe_publish, spin_nodes, to_json_msg,
+    run_node,
+    LatencyReporter, load_real_backend, ros_now_s, safe_publish, to_json_msg,
 )
 
 # Real-cell arm backends: backend name -> (module, class), imported only when chosen.
@@ -208,12 +208,7 @@ class Ur3DriverNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """`ur3_driver_node` (real cell): the `ur3_driver` node standalone."""
-    rclpy.init(args=sys.argv if argv is None else argv)
-    try:
-        node = Ur3DriverNode()
-    except Exception as e:  # noqa: BLE001 - config, backend or connection errors end the process clearly
-        return fail_startup("ur3_driver", e)
-    return spin_nodes([node], closers=[node.close], num_threads=3)
+    return run_node("ur3_driver", Ur3DriverNode, argv, num_threads=3, close=True)
 
 
 if __name__ == "__main__":
