@@ -294,3 +294,52 @@ def test_public_reanchor_drops_queue_and_anchors_at_measured_pose():
     loop.reanchor()
     assert interp.n_queued == 0
     np.testing.assert_allclose(interp.last_target, np.concatenate([Q_READY - 0.02, [0.0]]))
+
+
+def test_speed_scaling_slows_the_trajectory_timeline_and_never_jumps():
+    """Speed slider awareness: at scale 0.5 the chunk is followed at half speed; at 0 the target
+    freezes; when the slider returns the arm continues from where it is (no catch-up jump)."""
+    arm = RecordingArm()
+    safe = SafeArm(arm, SafetyConfig(watchdog_timeout_s=1.0), clock=lambda: now[0])
+    safe.connect()
+    interp = ActionChunkInterpolator(n_dims=7)
+    scale = [1.0]
+    now = [0.0]
+    loop = ServoLoop(safe, interp, rate_hz=125.0, clock=lambda: now[0], speed_scaling=lambda: scale[0])
+    loop.reanchor()
+    # 1 s chunk moving joint 0 by +0.2 rad, linear in time.
+    times = np.linspace(0.0, 1.0, 11)[1:]
+    targets = np.tile(np.concatenate([Q_READY, [0.0]]), (10, 1))
+    targets[:, 0] += 0.2 * times
+    interp.add_chunk(loop.to_trajectory_time(times), targets, now_s=loop.to_trajectory_time(0.0))
+
+    def run(duration_s: float) -> None:
+        for _ in range(int(round(duration_s * 125))):
+            now[0] += PERIOD_S
+            loop.tick()
+
+    run(0.2)  # full speed: 0.2 s of the chunk
+    q_a = arm.q[0] - Q_READY[0]
+    assert q_a == pytest.approx(0.04, abs=3e-3)
+    scale[0] = 0.5
+    run(0.4)  # half speed: another 0.2 s of the chunk
+    assert arm.q[0] - Q_READY[0] == pytest.approx(0.08, abs=3e-3)
+    assert loop.trajectory_lag_s == pytest.approx(0.2, abs=2 * PERIOD_S)
+    scale[0] = 0.0
+    q_frozen = arm.q[0]
+    run(0.5)
+    assert arm.q[0] == pytest.approx(q_frozen, abs=1e-9)
+    scale[0] = 1.0
+    steps = []
+    for _ in range(25):
+        prev = arm.q[0]
+        now[0] += PERIOD_S
+        loop.tick()
+        steps.append(abs(arm.q[0] - prev))
+    # Continues at the chunk's own speed (0.2 rad/s -> 1.6 mrad per tick), no jump.
+    assert max(steps) < 0.2 * PERIOD_S * 1.5
+    # NaN / unreadable scaling freezes the timeline (safe side).
+    scale[0] = float("nan")
+    q_before = arm.q[0]
+    run(0.1)
+    assert arm.q[0] == pytest.approx(q_before, abs=1e-9)

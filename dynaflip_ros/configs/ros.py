@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from dynaflip_ros.configs.realsense import RealSenseConfig
+from dynaflip_ros.configs.robot import URRtdeConfig
 from dynaflip_ros.configs.safety import SafetyConfig
 from dynaflip_ros.configs.sim import SimConfig
 
@@ -50,13 +52,18 @@ class CameraNodeConfig:
     backend: "sim" (only inside sim_cell_node: the MuJoCo world is shared with the arm) or
         "realsense" (real cell, issue 3). rate_hz: capture/publish rate (the policy rate, 10 Hz).
     frame_id: the optical frame of the colour image (OpenCV convention, REP 103 `_optical_frame`).
+    realsense: the RealSense D4xx backend (configs/realsense.py; ROS params `realsense.*`), used
+        when backend == "realsense".
     """
 
     backend: str = "sim"
     rate_hz: float = 10.0
     frame_id: str = "camera_color_optical_frame"
+    realsense: RealSenseConfig = field(default_factory=RealSenseConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.realsense, dict):
+            self.realsense = RealSenseConfig(**self.realsense)
         if self.backend not in CAMERA_BACKENDS:
             raise ValueError(f"CameraNodeConfig.backend must be one of {CAMERA_BACKENDS}, got {self.backend!r}")
         _positive("CameraNodeConfig", "rate_hz", self.rate_hz, 120.0)
@@ -74,6 +81,7 @@ class Ur3DriverNodeConfig:
     max_chunk_age_s: an action chunk whose header stamp (the observation's capture time) is
         older than this on arrival is dropped (counted as stale).
     safety: limits enforced by `robot.safety.SafeArm` (configs/safety.py).
+    ur_rtde: connection / servoj settings of the real arm (configs/robot.py; backend ur_rtde).
     """
 
     backend: str = "sim"
@@ -82,10 +90,13 @@ class Ur3DriverNodeConfig:
     status_rate_hz: float = 2.0
     max_chunk_age_s: float = 1.0
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    ur_rtde: URRtdeConfig = field(default_factory=URRtdeConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.safety, dict):
             self.safety = SafetyConfig(**self.safety)
+        if isinstance(self.ur_rtde, dict):
+            self.ur_rtde = URRtdeConfig(**self.ur_rtde)
         if self.backend not in ARM_BACKENDS:
             raise ValueError(f"Ur3DriverNodeConfig.backend must be one of {ARM_BACKENDS}, got {self.backend!r}")
         _positive("Ur3DriverNodeConfig", "servo_rate_hz", self.servo_rate_hz, 1000.0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -80,6 +81,12 @@ class ServoLoop:
         gripper_deadband: a gripper command is forwarded only when it differs from the last one
             sent by more than this (avoids flooding a socket gripper at the servo rate).
         check_protective_stop: read the arm state each tick and halt on a protective stop.
+        speed_scaling: optional callable returning the controller's speed scaling 0..1 (speed
+            slider x safety scaling, `URRtdeArm.speed_scaling`). The action-chunk timeline is
+            then followed in *trajectory time*, which advances at that rate: with the slider at
+            50 % the chunk is executed at half speed, at 0 % the target freezes, and when the
+            slider comes back the arm continues from where it is instead of jumping to where the
+            wall clock says it should be. Map chunk times with `to_trajectory_time()`.
     """
 
     def __init__(
@@ -93,6 +100,7 @@ class ServoLoop:
         max_consecutive_errors: int = 5,
         gripper_deadband: float = 1e-3,
         check_protective_stop: bool = True,
+        speed_scaling: Callable[[], float] | None = None,
     ) -> None:
         if not isinstance(safe_arm, SafeArm):
             raise TypeError(f"safe_arm must be a robot.safety.SafeArm, got {type(safe_arm).__name__}")
@@ -119,6 +127,10 @@ class ServoLoop:
         self.max_consecutive_errors = max_consecutive_errors
         self.gripper_deadband = float(gripper_deadband)
         self.check_protective_stop = bool(check_protective_stop)
+        self.speed_scaling = speed_scaling
+        self._traj_lag_s = 0.0  # loop clock - trajectory clock (grows while speed scaling < 1)
+        self._last_tick_now: float | None = None
+        self._last_scale = 1.0
         self._lock = threading.Lock()  # guards stats
         self._tick_lock = threading.Lock()  # one tick at a time (thread vs. synchronous rearm)
         self._stats = ServoLoopStats()
@@ -161,13 +173,35 @@ class ServoLoop:
             self._durations.append(duration)
         return sent
 
+    def to_trajectory_time(self, t_s):
+        """Loop-clock time(s) -> trajectory time (what the interpolator is sampled at). Equal to
+        the input unless `speed_scaling` slowed the timeline down. Works on floats and arrays."""
+        return t_s - self._traj_lag_s
+
+    @property
+    def trajectory_lag_s(self) -> float:
+        """How far the trajectory timeline is behind the loop clock (speed scaling < 1), s."""
+        return self._traj_lag_s
+
+    def _advance_trajectory_clock(self, now: float) -> float:
+        if self.speed_scaling is not None and self._last_tick_now is not None:
+            try:
+                scale = float(self.speed_scaling())
+            except Exception:  # noqa: BLE001 - unreadable scaling: freeze the timeline (safe side)
+                scale = 0.0
+            scale = min(max(scale, 0.0), 1.0) if math.isfinite(scale) else 0.0
+            self._last_scale = scale
+            self._traj_lag_s += (1.0 - scale) * max(0.0, now - self._last_tick_now)
+        self._last_tick_now = now
+        return now - self._traj_lag_s
+
     def _tick_locked(self, now: float) -> np.ndarray | None:
         # Protective stop first, so no command is sent to an arm that has just stopped.
         if self.check_protective_stop and self.safe.check_protective_stop():
             with self._lock:
                 self._stats.protective_stops += 1
             self._reanchor_interp()
-        target = self.interp.sample(now)
+        target = self.interp.sample(self._advance_trajectory_clock(now))
         sent = None
         if target is None:
             with self._lock:

@@ -25,9 +25,10 @@ from dynaflip_ros.ros.qos import EVENT_QOS, LATENCY_TOPIC
 from dynaflip_ros.ros.results import LATENCY_STAGES
 
 
-def load_real_backend(kind: str, backend: str, registry: dict[str, tuple[str, str]]):
+def load_real_backend(kind: str, backend: str, registry: dict[str, tuple[str, str]], config: Any = None):
     """Instantiate a real-cell `kind` ("camera" / "arm") backend named `backend` from
-    `registry` {name: (module, class)}.
+    `registry` {name: (module, class)} as `cls(config)` (the backend's config dataclass, e.g.
+    `configs.robot.URRtdeConfig`), or `cls()` when config is None.
 
     Raises BackendUnavailableError for "sim" (the sim camera and arm share one MuJoCo world: run
     `sim_cell_node`), for an unknown name, and for a backend whose module or dependency is
@@ -46,7 +47,8 @@ def load_real_backend(kind: str, backend: str, registry: dict[str, tuple[str, st
         raise BackendUnavailableError(
             f"{kind} backend {backend!r} is not available: module {e.name!r} is missing "
             f"(needs {module_name}.{class_name}; the real-cell backends arrive with issue 3)") from e
-    return getattr(module, class_name)()
+    cls = getattr(module, class_name)
+    return cls() if config is None else cls(config)
 
 
 def ros_now_s(node: Node) -> float:

@@ -17,6 +17,12 @@ Subscribed:  /dynaflip/action_chunk  trajectory_msgs/JointTrajectory (UR joints 
 Published:   /joint_states           sensor_msgs/JointState at joint_state_rate_hz             STATE_QOS
              /ur3_driver/status      std_msgs/String JSON: safety, servo-loop, chunk counters  EVENT_QOS
              /dynaflip/latency       {"stage": "command", "ms": capture -> chunk received}     EVENT_QOS
+Services:    /ur3_driver/rearm       std_srvs/Trigger: after a protective / emergency stop or a
+                                     stopped control program, the driver holds (no streaming,
+                                     queued actions dropped) until this is called: clears the
+                                     stop on the controller (`URRtdeArm.rearm`; reconnects a
+                                     lost worker), re-anchors SafeArm and the interpolator at the
+                                     measured pose and ignores chunks planned before the re-arm.
 Parameters: configs.ros.Ur3DriverNodeConfig (section `ur3_driver:`).
 """
 from __future__ import annotations
@@ -31,10 +37,11 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from dynaflip_ros.configs.ros import Ur3DriverNodeConfig
-from dynaflip_ros.robot.arm import Arm
+from dynaflip_ros.robot.arm import Arm, ArmError
 from dynaflip_ros.robot.interpolation import ActionChunkInterpolator
 from dynaflip_ros.robot.safety import SafeArm
 from dynaflip_ros.robot.servo_loop import ServoLoop
@@ -54,10 +61,11 @@ REAL_ARM_BACKENDS: dict[str, tuple[str, str]] = {
 }
 
 
-def make_arm(backend: str) -> Arm:
-    """Open a real-cell arm backend by name (`runtime.load_real_backend`; BackendUnavailableError
-    for "sim", an unknown name, or a missing module)."""
-    return load_real_backend("arm", backend, REAL_ARM_BACKENDS)
+def make_arm(config: Ur3DriverNodeConfig) -> Arm:
+    """Open the real-cell arm backend `config.backend` with its settings (`config.ur_rtde`)
+    (`runtime.load_real_backend`; BackendUnavailableError for "sim", an unknown name, or a
+    missing module)."""
+    return load_real_backend("arm", config.backend, REAL_ARM_BACKENDS, config.ur_rtde)
 
 
 @dataclasses.dataclass
@@ -90,12 +98,21 @@ class Ur3DriverNode(Node):
         super().__init__(node_name, **node_kwargs())
         self.config = load_node_config(self, Ur3DriverNodeConfig)
         if arm is None:
-            arm = make_arm(self.config.backend)
+            arm = make_arm(self.config)
+            rate = self.config.ur_rtde.controller_rate_hz
+            if abs(rate - self.config.servo_rate_hz) > 1e-6:
+                self.get_logger().warning(
+                    f"servo_rate_hz {self.config.servo_rate_hz:g} differs from the {self.config.ur_rtde.ur_type} "
+                    f"controller rate {rate:g} Hz: servoJ targets will be {'bunched' if self.config.servo_rate_hz > rate else 'held'}")
+        self.arm = arm
         self._loop_clock = clock
         self.safe = SafeArm(arm, self.config.safety, clock=clock)
         self.safe.connect()
         self.interp = ActionChunkInterpolator(n_dims=7)
-        self.loop = ServoLoop(self.safe, self.interp, rate_hz=self.config.servo_rate_hz, clock=clock)
+        # A real controller reports its speed slider / scaling: follow chunks in scaled time.
+        speed_scaling = (lambda: arm.speed_scaling) if hasattr(arm, "speed_scaling") else None
+        self.loop = ServoLoop(self.safe, self.interp, rate_hz=self.config.servo_rate_hz, clock=clock,
+                              speed_scaling=speed_scaling)
         self.chunk_stats = ChunkStats()
         self._stats_lock = threading.Lock()
         self._min_chunk_stamp_s = 0.0  # chunks stamped before the last re-anchor are ignored
@@ -108,6 +125,7 @@ class Ur3DriverNode(Node):
         self._js_timer = self.create_timer(1.0 / self.config.joint_state_rate_hz, self._publish_joint_state,
                                            callback_group=MutuallyExclusiveCallbackGroup())
         self._status_timer = self.create_timer(1.0 / self.config.status_rate_hz, self._publish_status)
+        self.create_service(Trigger, "~/rearm", self._on_rearm, callback_group=MutuallyExclusiveCallbackGroup())
         if servo_thread:
             self.loop.start()
         self.get_logger().info(
@@ -143,8 +161,10 @@ class Ur3DriverNode(Node):
                 f"action chunk {age_s * 1e3:.0f} ms old (> {self.config.max_chunk_age_s * 1e3:.0f} ms): dropped",
                 throttle_duration_sec=2.0)
             return
-        times_loop_s = times_s - recv_ros_s + recv_clock_s  # ROS clock -> servo-loop clock
-        kept = self.interp.add_chunk(times_loop_s, targets, now_s=self._loop_clock())
+        # ROS clock -> servo-loop clock -> trajectory time (slower than the loop clock while the
+        # controller's speed slider / scaling is below 1).
+        times_traj_s = self.loop.to_trajectory_time(times_s - recv_ros_s + recv_clock_s)
+        kept = self.interp.add_chunk(times_traj_s, targets, now_s=self.loop.to_trajectory_time(self._loop_clock()))
         with self._stats_lock:
             if kept:
                 self.chunk_stats.queued += 1
@@ -166,6 +186,31 @@ class Ur3DriverNode(Node):
         self.safe.stop()  # SafeArm re-anchors its rate limiter at the measured pose on the next command
         self.loop.reanchor()  # drop queued actions; anchor at measured joints + gripper command
 
+    def rearm(self) -> str:
+        """Clear a stop on the arm (reconnecting a dead RTDE worker first) and re-anchor SafeArm
+        and the interpolator at the measured pose; chunks planned before now are ignored.
+        Returns a status text; raises ArmError (or SafetyViolation) when the arm is not ready."""
+        arm = self.arm
+        if hasattr(arm, "connected") and hasattr(arm, "reconnect") and not arm.connected:
+            arm.reconnect()
+        if hasattr(arm, "rearm"):
+            arm.rearm()
+        with self._stats_lock:
+            self._min_chunk_stamp_s = ros_now_s(self)
+        self.loop.rearm()
+        return f"re-armed at q={[round(float(v), 4) for v in self.safe.state().q]}"
+
+    def _on_rearm(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        try:
+            response.message = self.rearm()
+            response.success = True
+            self.get_logger().info(f"rearm: {response.message}")
+        except (ArmError, RuntimeError) as e:
+            response.success = False
+            response.message = f"{type(e).__name__}: {e}"
+            self.get_logger().error(f"rearm refused: {response.message}")
+        return response
+
     # ------------------------------------------------------------------ state / status
     def _publish_joint_state(self) -> None:
         try:
@@ -183,6 +228,8 @@ class Ur3DriverNode(Node):
         return {
             "safety": dataclasses.asdict(self.safe.stats),
             "halted": self.safe.halted,
+            "halt_reason": self.safe.halt_reason,
+            "trajectory_lag_s": self.loop.trajectory_lag_s,
             "servo": {
                 "rate_hz": self.loop.rate_hz, "ticks": loop.ticks, "commands_sent": loop.commands_sent,
                 "holds": loop.holds, "safety_rejections": loop.safety_rejections,
