@@ -18,6 +18,7 @@ VERBS: dict[str, str] = {
     "train-policy": "dynaflip_ros.policies.cli",
     "eval": "dynaflip_ros.eval.cli",
     "launch": "dynaflip_ros.ros.launch_cli",
+    "fault-inject": "dynaflip_ros.eval.fault_cli",
 }
 
 EPILOG = """examples:
@@ -27,6 +28,7 @@ EPILOG = """examples:
   dynaflip train-policy --dataset outputs/demos --encoder models/encoder --out models/policy
   dynaflip eval --sim --encoder models/encoder --policy models/policy --episodes 20
   dynaflip launch pick_into_sink --sim --episodes 20
+  dynaflip fault-inject
 """
 
 

@@ -39,7 +39,9 @@ class URRtdeConfig:
         so it runs in a worker process that is killed when this expires.
     controller_watchdog_hz: minimum command rate the controller's RTDE watchdog
         (`RTDEControlInterface.setWatchdog`) enforces; below it the controller stops the program
-        by itself (a second line of defence behind SafeArm's watchdog). 0 disables it.
+        by itself (the last line of defence: the RTDE worker died). Keep 1/controller_watchdog_hz
+        above worker_stale_command_s + 10 ms so a frozen node ends in a servoStop, not a stopped
+        program. 0 disables it.
     worker_stale_command_s: the worker process stops the arm (servoStop) when it receives no
         servo target or keep-alive for this long (the node process froze or died).
     state_timeout_s: `state()` raises ArmError when the worker's last RTDE sample is older.
@@ -57,8 +59,8 @@ class URRtdeConfig:
     servo_lookahead_s: float = 0.1
     servo_gain: float = 300.0
     connect_timeout_s: float = 10.0
-    controller_watchdog_hz: float = 10.0
-    worker_stale_command_s: float = 0.1
+    controller_watchdog_hz: float = 12.5
+    worker_stale_command_s: float = 0.04
     state_timeout_s: float = 0.5
     command_timeout_s: float = 5.0
     gripper: str = "robotiq_urcap"
@@ -84,6 +86,9 @@ class URRtdeConfig:
         _number_in(owner, "worker_stale_command_s", self.worker_stale_command_s, 0.01, 1.0)
         _number_in(owner, "state_timeout_s", self.state_timeout_s, 0.01, 10.0)
         _number_in(owner, "command_timeout_s", self.command_timeout_s, 0.1, 60.0)
+        if self.controller_watchdog_hz > 0 and 1.0 / self.controller_watchdog_hz < self.worker_stale_command_s + 0.01:
+            raise ValueError(f"{owner}: 1 / controller_watchdog_hz ({1.0 / self.controller_watchdog_hz:.3f} s) must exceed "
+                             f"worker_stale_command_s + 0.01 s ({self.worker_stale_command_s + 0.01:.3f} s)")
         if self.gripper not in GRIPPERS:
             raise ValueError(f"{owner}.gripper must be one of {GRIPPERS}, got {self.gripper!r}")
         for name in ("gripper_port", "gripper_speed", "gripper_force", "rt_priority"):

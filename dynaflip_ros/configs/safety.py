@@ -73,7 +73,7 @@ class SafetyConfig:
     workspace_min_m: tuple[float, float, float] = (-0.5, -0.5, -0.05)
     workspace_max_m: tuple[float, float, float] = (0.5, 0.5, 0.6)
     tcp_offset_m: float = 0.15
-    watchdog_timeout_s: float = 0.1
+    watchdog_timeout_s: float = 0.05
     max_command_dt_s: float = 0.1
     gripper_range: tuple[float, float] = (0.0, 1.0)
 

@@ -66,6 +66,7 @@ def evaluate_in_sim(
     replan_steps: Optional[int] = None,
     sim_config=None,
     on_episode: Optional[Callable[[EpisodeOutcome], None]] = None,
+    on_chunk: Optional[Callable[[int, float, np.ndarray, np.ndarray], None]] = None,
 ) -> EvalSummary:
     """Run `n_episodes` closed-loop episodes (seeds seed, seed+1, ...) and return the summary.
 
@@ -73,6 +74,8 @@ def evaluate_in_sim(
     `policies.diffusion.DiffusionPolicyRunner` (needs `observe`, `predict_action_chunk`, `reset`).
     replan_steps: 10 Hz steps between chunk requests (default: the chunk length).
     Seeds default to 10 000+ so evaluation never reuses the recording seeds (0..N).
+    on_chunk(episode, obs_stamp_s, times_s (H,), actions (H, 7)): called with every action chunk
+        (times relative to the episode start; e.g. to replay a policy's chunks on another arm).
     Raises ValueError for n_episodes < 1.
     """
     from dynaflip_ros.configs.sim import SimConfig
@@ -108,6 +111,8 @@ def evaluate_in_sim(
                     summary.policy_ms.append(1e3 * (time.perf_counter() - t_pol))
                     len_chunk = len(chunk.actions)
                     runner.apply_chunk(chunk.times_s(), chunk.actions)
+                    if on_chunk is not None:
+                        on_chunk(ep, obs.stamp_s - t0, np.asarray(chunk.times_s()) - t0, np.asarray(chunk.actions))
                     since_plan = 0
                 else:
                     policy.observe(obs)

@@ -47,6 +47,7 @@ class SimArm:
         self._tcp_site = env.tcp_site_id
         self._connected = False
         self._gripper_cmd = 0.0
+        self._protective_stop = False
         self.hold(np.asarray(env.config.home_q_rad))
 
     # ------------------------------------------------------------------ Arm protocol
@@ -80,7 +81,7 @@ class SimArm:
                 tcp_pose=tcp,
                 gripper=float(np.clip(fingers.mean() / self._finger_stroke, 0.0, 1.0)),
                 stamp_s=float(d.time),
-                protective_stop=False,
+                protective_stop=self._protective_stop,
                 extra={"gripper_command": self._gripper_cmd},
             )
 
@@ -98,6 +99,8 @@ class SimArm:
         if not (np.isfinite(dt_s) and dt_s > 0):
             raise ValueError(f"dt_s must be finite and > 0, got {dt_s!r}")
         with self._env.lock:
+            if self._protective_stop:
+                return  # like a UR controller in a protective stop: targets are ignored
             t = float(self._env.data.time)
             self._q_from = self._target_at(t)
             self._q_to = q.copy()
@@ -127,6 +130,22 @@ class SimArm:
             if self._connected:
                 self.hold(self._q())
             self._connected = False
+
+    # ------------------------------------------------------------------ fault injection
+    def inject_protective_stop(self) -> None:
+        """Simulate a protective stop (a collision, the pendant's safety system): the arm holds
+        where it is, servo targets are ignored and `state().protective_stop` is True until
+        `rearm()` (the dashboard's "unlock protective stop" of a real controller)."""
+        with self._env.lock:
+            self._protective_stop = True
+            self.hold(self._q())
+
+    def rearm(self) -> None:
+        """Release a simulated protective stop (the arm keeps holding its measured pose)."""
+        with self._env.lock:
+            if self._protective_stop:
+                self._protective_stop = False
+                self.hold(self._q())
 
     # ------------------------------------------------------------------ env hooks
     def hold(self, q: np.ndarray) -> None:

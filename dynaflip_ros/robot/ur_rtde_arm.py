@@ -259,7 +259,7 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
     last_msg_s = time.monotonic()
     last_write_s = time.monotonic()
     kick_period_s = 0.5 / config.controller_watchdog_hz if config.controller_watchdog_hz > 0 else math.inf
-    poll_s = min(config.worker_stale_command_s / 4.0, kick_period_s, 0.02)
+    poll_s = min(config.worker_stale_command_s / 4.0, kick_period_s, 0.01)
 
     def servo_stop() -> None:
         nonlocal streaming, last_write_s
@@ -585,10 +585,14 @@ class URRtdeArm:
         self._send(("keepalive",))
 
     def set_gripper(self, closed_fraction: float) -> None:
-        """Gripper closure 0 (open) .. 1 (closed); non-blocking. Raises ArmError without a
-        gripper or after a gripper failure."""
+        """Gripper closure 0 (open) .. 1 (closed); non-blocking. With gripper "none" the command
+        is recorded (extra["gripper_command"]) and ignored (warned once). Raises ArmError after
+        a gripper failure (socket lost)."""
         if self._gripper is None:
-            raise ArmError("no gripper configured (URRtdeConfig.gripper = 'none')")
+            if self._gripper_cmd is None:
+                log.warning("URRtdeArm: no gripper configured (URRtdeConfig.gripper = 'none'): gripper commands are ignored")
+            self._gripper_cmd = float(closed_fraction)
+            return
         try:
             self._gripper.command(closed_fraction)
         except GripperError as e:
