@@ -19,6 +19,8 @@ VERBS: dict[str, str] = {
     "eval": "dynaflip_ros.eval.cli",
     "launch": "dynaflip_ros.ros.launch_cli",
     "fault-inject": "dynaflip_ros.eval.fault_cli",
+    "calibrate": "dynaflip_ros.calibration.cli",
+    "ur-loopback": "dynaflip_ros.sim.ur_loopback.cli",
 }
 
 EPILOG = """examples:
@@ -29,6 +31,7 @@ EPILOG = """examples:
   dynaflip eval --sim --encoder models/encoder --policy models/policy --episodes 20
   dynaflip launch pick_into_sink --sim --episodes 20
   dynaflip fault-inject
+  dynaflip calibrate hand-eye --mode eye-to-hand --sim
 """
 
 

@@ -71,8 +71,8 @@ def test_only_success_discards_failed_expert_episodes(tmp_path):
 
 def test_cli_record(tmp_path, capsys):
     out = tmp_path / "demos"
-    assert main(["record", "--out", str(out)]) == 2  # no --sim: teleop recording not available
-    assert "real-cell work" in capsys.readouterr().err
+    assert main(["record", "--out", str(out)]) == 2  # neither --sim nor --teleop
+    assert "--teleop DEVICE" in capsys.readouterr().err
     assert not out.exists()
 
     argv = ["record", "--sim", "--episodes", "1", "--seed", "1", "--image-size", "48x64", "--out", str(out),

@@ -255,12 +255,13 @@ def test_watchdog_stops_once_after_timeout():
     safe, arm, clock = make()
     assert not safe.check_watchdog()  # idle (no stream yet): nothing to stop
     safe.servo_joint(Q_READY + 0.001, 0.008)
-    clock.t = 0.05
+    timeout = safe.config.watchdog_timeout_s
+    clock.t = timeout / 2
     assert not safe.check_watchdog()
-    clock.t = 0.1  # exactly the timeout: still fresh
+    clock.t = timeout  # exactly the timeout: still fresh
     assert not safe.check_watchdog()
     assert arm.stops == 0
-    clock.t = 0.1 + 1e-6
+    clock.t = timeout + 1e-6
     assert safe.check_watchdog()
     assert arm.stops == 1 and safe.stats.watchdog_stops == 1
     clock.t = 5.0

@@ -105,16 +105,16 @@ class FakePeer:
 def test_probe_refused_port_fails_fast():
     t0 = time.monotonic()
     with pytest.raises(ArmError, match="nothing listens"):
-        probe_controller("127.0.0.61", timeout_s=2.0)
+        probe_controller("127.0.1.61", timeout_s=2.0)
     assert time.monotonic() - t0 < 1.0
 
 
 def test_probe_silent_peer_times_out_with_a_clear_error():
-    peer = FakePeer("127.0.0.62", "silent")
+    peer = FakePeer("127.0.1.62", "silent")
     try:
         t0 = time.monotonic()
         with pytest.raises(ArmError, match="did not answer the RTDE protocol"):
-            probe_controller("127.0.0.62", timeout_s=0.5)
+            probe_controller("127.0.1.62", timeout_s=0.5)
         assert time.monotonic() - t0 < 1.5
     finally:
         peer.close()
@@ -124,7 +124,7 @@ def test_connect_to_half_speaking_peer_kills_the_hung_worker():
     """The probe passes (version reply + dashboard greeting), then ur_rtde blocks inside its
     constructor: URRtdeArm.connect must return an ArmError after connect_timeout_s, kill the
     worker, and keep this process responsive throughout (a ticker thread keeps running)."""
-    peer = FakePeer("127.0.0.63", "version_only")
+    peer = FakePeer("127.0.1.63", "version_only")
     ticks = []
     stop = threading.Event()
 
@@ -134,7 +134,7 @@ def test_connect_to_half_speaking_peer_kills_the_hung_worker():
             time.sleep(0.01)
 
     threading.Thread(target=ticker, daemon=True).start()
-    arm = URRtdeArm(URRtdeConfig(robot_ip="127.0.0.63", connect_timeout_s=3.0, gripper="none"))
+    arm = URRtdeArm(URRtdeConfig(robot_ip="127.0.1.63", connect_timeout_s=3.0, gripper="none"))
     try:
         t0 = time.monotonic()
         with pytest.raises(ArmError, match="did not connect"):

@@ -10,6 +10,9 @@ import textwrap
 import time
 
 import pytest
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 import yaml
 
 from dynaflip_ros.ros import bringup
@@ -135,10 +138,19 @@ def test_launch_cli_overrides_per_node():
     assert ov == {"encoder": {"model_dir": "/m/enc", "backend": "onnxruntime"},
                   "episode_manager": {"results_path": "/tmp/r.json", "episodes": 3, "seed": 7,
                                       "episode_timeout_s": 12.5}}
+    from dynaflip_ros.ros.launch_args import LaunchArgumentError, read_params_file
+
+    real_doc = read_params_file(ROOT / "config" / "real_cell.yaml")
     args = parser.parse_args(["launch", "pick_into_sink", "--real"])
-    ov = build_overrides(args, "/tmp/r.json")
+    with pytest.raises(LaunchArgumentError, match="no UR controller address"):
+        build_overrides(args, "/tmp/r.json", real_doc)
+    args = parser.parse_args(["launch", "pick_into_sink", "--real", "--robot-ip", "192.168.1.102", "--ur-type",
+                              "e-series", "--camera-serial", "012345678901"])
+    ov = build_overrides(args, "/tmp/r.json", real_doc)
     assert args.use_sim is False and "episode_manager" not in ov
-    assert ov == {"camera": {"backend": "realsense"}, "ur3_driver": {"backend": "ur_rtde"}}
+    assert ov["ur3_driver"]["backend"] == "ur_rtde" and ov["camera"]["backend"] == "realsense"
+    assert ov["ur3_driver"]["ur_rtde.robot_ip"] == "192.168.1.102" and ov["ur3_driver"]["servo_rate_hz"] == 500.0
+    assert ov["camera"]["realsense.serial"] == "012345678901"
 
 
 def test_launch_cli_fails_clearly_without_models(tmp_path, capsys):

@@ -1,23 +1,29 @@
-"""Static checks of launch/pick_into_sink.launch.py and config/pick_into_sink.yaml.
+"""Static checks of every launch/*.launch.py and of config/pick_into_sink.yaml.
 
-`launch` / `launch_ros` are not installable here (ENVIRONMENT.md), so the launch file is compiled
-and inspected by AST: every executable it names must be a setup.py console script pointing at an
-importable `main`, its processes must match `ros/bringup.py` (what `dynaflip launch` starts), and
-the params file must have exactly one section per node name, each loadable into that node's
-config dataclass through real rclpy parameters.
+`launch` / `launch_ros` are not installable here (ENVIRONMENT.md), so the launch files are
+compiled and inspected by AST (tests/launch_static.py): every executable they name must be a
+setup.py console script pointing at an importable `main`, every argument must be declared with
+a description, includes must pass what the included file requires, the sim and real graphs must
+start the processes of `ros/bringup.py` (what `dynaflip launch` starts), and the sim params file
+must load into each node's config dataclass through real rclpy parameters.
 """
 import ast
 import importlib
-from pathlib import Path
+import importlib.util
+import inspect
 
+import launch_static as ls
 import pytest
 import yaml
 
 from dynaflip_ros.ros import bringup
 
-ROOT = Path(__file__).resolve().parents[1]
-LAUNCH = ROOT / "launch" / "pick_into_sink.launch.py"
+ROOT = ls.ROOT
 PARAMS = ROOT / "config" / "pick_into_sink.yaml"
+LAUNCH_FILES = ls.launch_files()
+LAUNCH_IDS = [p.name for p in LAUNCH_FILES]
+# Executables written in parallel by other work items: checked once their module exists.
+PENDING_MODULES = {"dynaflip_ros.ros.nodes.teleop_recorder"}
 
 
 def console_scripts() -> dict[str, str]:
@@ -32,73 +38,135 @@ def console_scripts() -> dict[str, str]:
     raise AssertionError("setup.py has no console_scripts")
 
 
-def launch_nodes() -> list[dict]:
-    """Every `Node(...)` call in the launch file: executable, name, condition kind, parameters source."""
-    tree = ast.parse(LAUNCH.read_text())
-    constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
-                 and isinstance(n.value, ast.Constant) for t in n.targets if isinstance(t, ast.Name)}
-
-    def value(node):
-        return constants.get(node.id) if isinstance(node, ast.Name) else ast.literal_eval(node)
-
-    nodes = []
-    for call in ast.walk(tree):
-        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "Node":
-            kw = {k.arg: k.value for k in call.keywords}
-            cond = kw.get("condition")
-            nodes.append({
-                "package": value(kw["package"]) if "package" in kw else None,
-                "executable": ast.literal_eval(kw["executable"]),
-                "name": ast.literal_eval(kw["name"]) if "name" in kw else None,
-                "condition": cond.func.id if isinstance(cond, ast.Call) else None,
-                "params": ast.unparse(kw["parameters"]) if "parameters" in kw else "",
-            })
-    return nodes
+def test_launch_dir_has_the_expected_files():
+    assert {"pick_into_sink.launch.py", "real_cell.launch.py", "encoder_policy.launch.py",
+            "record_teleop.launch.py"} <= set(LAUNCH_IDS)
 
 
-def test_launch_file_compiles_and_defines_generate_launch_description():
-    src = LAUNCH.read_text()
-    compile(src, str(LAUNCH), "exec")
-    tree = ast.parse(src)
-    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
-    assert {"LaunchDescription", "DeclareLaunchArgument", "IfCondition", "UnlessCondition", "Node"} <= imported
-    declared = {ast.literal_eval(c.args[0]) for c in ast.walk(tree)
-                if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "DeclareLaunchArgument"}
-    assert {"use_sim", "episodes", "params_file", "encoder_model_dir", "policy_model_dir"} <= declared
-    used = {ast.literal_eval(c.args[0]) for c in ast.walk(tree)
-            if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "LaunchConfiguration"}
-    assert used <= declared, f"LaunchConfiguration of undeclared arguments {used - declared}"
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=LAUNCH_IDS)
+def test_launch_file_compiles_and_defines_generate_launch_description(path):
+    src = path.read_text()
+    compile(src, str(path), "exec")
+    lf = ls.parse(path)
+    fn = [n for n in lf.tree.body if isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description"]
+    assert fn and not fn[0].args.args, "generate_launch_description() must take no arguments"
+    assert ast.get_docstring(lf.tree), "launch file needs a docstring with a usage example"
+    assert "ros2 launch dynaflip_ros " + path.name in ast.get_docstring(lf.tree)
+    # imports: launch / launch_ros (Jazzy API names) and ROS-free dynaflip_ros helpers only
+    for module, names in lf.imports.items():
+        top = module.split(".")[0]
+        assert top in {"launch", "launch_ros", "dynaflip_ros"}, f"{path.name} imports {module}"
+        if top == "dynaflip_ros":  # must exist and be importable without ROS (ros2 launch's interpreter)
+            mod = importlib.import_module(module)
+            for name in names:
+                assert hasattr(mod, name), f"{module} has no {name}"
 
 
-def test_launch_executables_exist_as_console_scripts():
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=LAUNCH_IDS)
+def test_launch_arguments_are_declared_once_with_descriptions(path):
+    lf = ls.parse(path)
+    names = [a.name for a in lf.arguments]
+    assert len(names) == len(set(names)), f"duplicate DeclareLaunchArgument in {path.name}"
+    for a in lf.arguments:
+        assert a.description.strip(), f"{path.name}: argument {a.name} has no description"
+        if a.choices is not None and a.has_default and a.default is not None and "*" not in a.choices:
+            assert a.default in a.choices, f"{path.name}: default of {a.name} not among its choices"
+    used = lf.configurations
+    assert used <= lf.declared, f"{path.name}: LaunchConfiguration of undeclared arguments {used - lf.declared}"
+    assert lf.declared <= used, f"{path.name}: declared but unused arguments {lf.declared - used}"
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=LAUNCH_IDS)
+def test_launch_executables_exist_as_console_scripts(path):
     scripts = console_scripts()
-    nodes = launch_nodes()
-    assert nodes
-    for n in nodes:
-        assert n["package"] == "dynaflip_ros"
-        assert n["executable"] in scripts, f"{n['executable']} is not a console script of setup.py"
-        module, func = scripts[n["executable"]].split(":")
-        assert callable(getattr(importlib.import_module(module), func)), scripts[n["executable"]]
-        assert "params_file" in n["params"], f"{n['executable']} does not get the params file"
+    lf = ls.parse(path)
+    for n in lf.nodes:
+        assert n.package == "dynaflip_ros"
+        assert n.executable in scripts, f"{n.executable} is not a console script of setup.py"
+        module, func = scripts[n.executable].split(":")
+        assert "params_file" in n.parameters, f"{n.executable} does not get the params file"
+        if module in PENDING_MODULES and importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not written yet (parallel work item)")
+        assert callable(getattr(importlib.import_module(module), func)), scripts[n.executable]
 
 
-def test_launch_matches_bringup_processes():
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=LAUNCH_IDS)
+def test_includes_exist_and_get_their_required_arguments(path):
+    """IncludeLaunchDescription raises "missing required argument" for an argument without a
+    default that the include's own launch_arguments do not pass (the parent's configurations do
+    not count), unless that declaration is conditional."""
+    lf = ls.parse(path)
+    for inc in lf.includes:
+        target = ls.LAUNCH_DIR / inc.target
+        assert target.is_file(), f"{path.name} includes missing {inc.target}"
+        child = ls.parse(target)
+        required = {a.name for a in child.arguments if not a.has_default and a.condition is None}
+        assert required <= set(inc.launch_arguments), f"{path.name} -> {inc.target}: not passed {required - set(inc.launch_arguments)}"
+        assert set(inc.launch_arguments) <= child.declared, f"{path.name} passes undeclared arguments to {inc.target}"
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=LAUNCH_IDS)
+def test_share_paths_exist_in_the_checkout(path):
+    """Every FindPackageShare-relative path a launch file uses exists in the repository
+    (tests/test_ros_launch_package.py checks that setup.py installs it)."""
+    for rel in ls.parse(path).share_paths:
+        assert (ROOT / rel).exists(), f"{path.name} refers to share/dynaflip_ros/{rel}, missing in the checkout"
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=LAUNCH_IDS)
+def test_launch_helper_calls_match_their_signatures(path):
+    """Keyword arguments that OpaqueFunctions pass to dynaflip_ros helpers exist in the helper."""
+    lf = ls.parse(path)
+    helpers = {name: getattr(importlib.import_module(m), name) for m, names in lf.imports.items()
+               if m.startswith("dynaflip_ros") for name in names if callable(getattr(importlib.import_module(m), name))}
+    for call in lf.calls:
+        fn = helpers.get(getattr(call.func, "id", ""))
+        if fn is None or not inspect.isfunction(fn):
+            continue
+        params = inspect.signature(fn).parameters
+        for k in call.keywords:
+            assert k.arg in params, f"{path.name}: {fn.__name__}() has no parameter {k.arg}"
+
+
+def test_each_node_list_lives_in_one_file():
+    """No executable is started from two launch files (the sim/real branches share the
+    encoder_policy include instead of duplicating node lists)."""
+    seen: dict[str, str] = {}
+    for path in LAUNCH_FILES:
+        for n in ls.parse(path).nodes:
+            assert n.executable not in seen, f"{n.executable} in {seen.get(n.executable)} and {path.name}"
+            seen[n.executable] = path.name
+
+
+@pytest.mark.parametrize("use_sim", [True, False], ids=["sim", "real"])
+def test_pick_into_sink_graph_matches_bringup_processes(use_sim):
     scripts = console_scripts()
-    nodes = launch_nodes()
-    sim = {n["executable"] for n in nodes if n["condition"] in ("IfCondition", None)}
-    real = {n["executable"] for n in nodes if n["condition"] in ("UnlessCondition", None)}
-    assert sim == {s.executable for s in bringup.pick_into_sink_processes(use_sim=True)}
-    assert real == {s.executable for s in bringup.pick_into_sink_processes(use_sim=False)}
+    nodes = [n for _, n in ls.graph("pick_into_sink.launch.py", use_sim)]
+    assert sorted(n.executable for n in nodes) == sorted(
+        s.executable for s in bringup.pick_into_sink_processes(use_sim=use_sim))
     for spec in bringup.ALL_PROCESSES:  # bringup runs `python -m module` = the console script's module
         assert scripts[spec.executable].split(":")[0] == spec.module
     # a multi-node process must not be renamed (a __node remap would rename every node in it)
     for n in nodes:
-        spec = next(s for s in bringup.ALL_PROCESSES if s.executable == n["executable"])
+        spec = next(s for s in bringup.ALL_PROCESSES if s.executable == n.executable)
         if len(spec.node_names) > 1:
-            assert n["name"] is None
+            assert n.name is None
         else:
-            assert n["name"] == spec.node_names[0]
+            assert n.name == spec.node_names[0]
+
+
+def test_real_cell_launch_is_the_real_branch_and_stops_with_its_hardware_nodes():
+    real = ls.graph("real_cell.launch.py")
+    assert [n.executable for _, n in real] == [n.executable for _, n in ls.graph("pick_into_sink.launch.py", False)]
+    hardware = {n.executable: n for f, n in real if f == "real_cell.launch.py"}
+    assert set(hardware) == {"camera_node", "ur3_driver_node"}
+    for n in hardware.values():
+        assert "Shutdown(" in n.on_exit, f"{n.executable} exiting must end the launch"
+    # the real branch must not inherit the sim params file (its declaration is sim-only)
+    pis = ls.parse(ls.LAUNCH_DIR / "pick_into_sink.launch.py")
+    params_decl = next(a for a in pis.arguments if a.name == "params_file")
+    assert params_decl.condition == "if:use_sim"
+    assert next(i for i in pis.includes if i.target == "real_cell.launch.py").launch_arguments == []
 
 
 def test_params_file_sections_match_node_names():

@@ -59,7 +59,7 @@ class URRtdeConfig:
     servo_lookahead_s: float = 0.1
     servo_gain: float = 300.0
     connect_timeout_s: float = 10.0
-    controller_watchdog_hz: float = 12.5
+    controller_watchdog_hz: float = 10.0
     worker_stale_command_s: float = 0.04
     state_timeout_s: float = 0.5
     command_timeout_s: float = 5.0

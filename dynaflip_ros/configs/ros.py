@@ -82,6 +82,8 @@ class Ur3DriverNodeConfig:
         older than this on arrival is dropped (counted as stale).
     safety: limits enforced by `robot.safety.SafeArm` (configs/safety.py).
     ur_rtde: connection / servoj settings of the real arm (configs/robot.py; backend ur_rtde).
+    command_lead_s: the servo loop samples action chunks this far ahead (s) to compensate the
+        controller's servoj filter delay (`ServoLoop.command_lead_s`); 0 in simulation.
     """
 
     backend: str = "sim"
@@ -91,6 +93,7 @@ class Ur3DriverNodeConfig:
     max_chunk_age_s: float = 1.0
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     ur_rtde: URRtdeConfig = field(default_factory=URRtdeConfig)
+    command_lead_s: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.safety, dict):
@@ -103,6 +106,9 @@ class Ur3DriverNodeConfig:
         _positive("Ur3DriverNodeConfig", "joint_state_rate_hz", self.joint_state_rate_hz, 1000.0)
         _positive("Ur3DriverNodeConfig", "status_rate_hz", self.status_rate_hz, 100.0)
         _positive("Ur3DriverNodeConfig", "max_chunk_age_s", self.max_chunk_age_s, 10.0)
+        if isinstance(self.command_lead_s, bool) or not isinstance(self.command_lead_s, (int, float)) \
+                or not 0.0 <= self.command_lead_s <= 0.5:
+            raise ValueError(f"Ur3DriverNodeConfig.command_lead_s must be in [0, 0.5] s, got {self.command_lead_s!r}")
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """`dynaflip record`: record demonstrations into a local LeRobotDataset v3.0 (data/recorder.py).
 
-Thin: the work lives in `data.recorder.record_sim_episodes`. Module level imports only argparse
-(the `dynaflip` dispatcher imports every verb module to build --help).
+Thin: the work lives in `data.recorder.record_sim_episodes` (--sim, scripted expert) and
+`teleop.record.run_teleop` (--teleop DEVICE, sim or real arm). Module level imports only
+argparse (the `dynaflip` dispatcher imports every verb module to build --help).
 """
 from __future__ import annotations
 
@@ -15,12 +16,26 @@ EPILOG = """examples:
   dynaflip record --sim --episodes 5 --image-size 128 --keep-failed --out /tmp/demos
   dynaflip record --sim --out outputs/demos --config config/record.yaml
 
+teleoperated demonstrations (same dataset schema; `dynaflip train-policy` fine-tunes on them):
+  dynaflip record --teleop keyboard --sim --out outputs/teleop_demos --episodes 5
+      drive the MuJoCo UR3 from this terminal in real time (key map printed at start:
+      w/s a/d r/f move, u/o i/k j/l rotate, c/v gripper, b start, n save, x discard, z re-record, Q quit)
+  dynaflip record --teleop replay:tests/data/teleop_replay.jsonl --sim --out /tmp/replayed
+      replay a recorded command file in lock-step simulation (deterministic; --realtime for wall time)
+  dynaflip record --teleop spacemouse --robot-ip 192.168.1.10 --ur-type cb3 \
+        --camera realsense --camera-serial 123456789012 --out outputs/real_demos --rosbag \
+        --task "Pick the red cube into the sink" --operator alice --note "new sink position"
+  dynaflip record --teleop freedrive --robot-ip 192.168.1.10 --out outputs/kinesthetic --task "..."
+      kinesthetic demos: the arm is in UR freedrive (teach mode), keyboard keys start/stop episodes
+
 output: LeRobotDataset v3.0 at --out (PNG images inside parquet), per-episode metadata in
   meta/dynaflip_episodes.jsonl (seed, object, success, source, demonstrator). Each episode is
   committed when it ends: a killed run loses at most the episode in progress; --resume repairs
   and continues it. Prints a JSON summary.
-exit codes: 0 ok, 1 recording failed, 2 usage error (also: no --sim, since teleop recording on
-  the real arm is not available yet; --out holds a dataset and --resume is missing).
+  Teleop episodes also store device, camera settings, code / model provenance and loop timing
+  (slow ticks) in that file's "extra"; --rosbag writes a raw MCAP log next to --out.
+exit codes: 0 ok, 1 recording failed (device / arm / camera missing), 2 usage error (neither
+  --sim nor --teleop; --out holds a dataset and --resume is missing), 130 interrupted.
 """
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -43,12 +58,13 @@ def _image_hw(text: str) -> tuple[int, int]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "record",
-        help="record demonstrations (sim scripted expert) into a LeRobotDataset",
+        help="record demonstrations (sim scripted expert or teleop, sim or real UR3) into a LeRobotDataset",
         description=(
             "Record pick-into-sink demonstrations into a local LeRobotDataset v3.0 at 10 Hz: camera "
             "RGB, joint state + gripper, joint-target action, expert phase and 3D point tracks of the "
-            "object. --sim runs the MuJoCo cell with the scripted expert (through SafeArm); "
-            "teleoperated recording on the real UR3 arrives with the real-cell work."
+            "object. --sim alone runs the MuJoCo cell with the scripted expert (through SafeArm). "
+            "--teleop DEVICE records teleoperated demos on the sim (--sim) or the real UR3 "
+            "(--robot-ip), everything moving through SafeArm."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -64,6 +80,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repo-id", default=None, help="LeRobot repo id stored with the dataset (default local/pick_into_sink)")
     p.add_argument("--config", default=None, help="RecordConfig YAML (e.g. config/record.yaml); flags override it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t = p.add_argument_group("teleoperation (--teleop)")
+    t.add_argument("--teleop", default=None, metavar="DEVICE",
+                   help="keyboard | gamepad | spacemouse | freedrive | replay:FILE (JSON-lines command file)")
+    t.add_argument("--robot-ip", default=None, help="real UR3 controller address (ur_rtde); instead of --sim")
+    t.add_argument("--ur-type", choices=("cb3", "e-series"), default=None, help="controller generation (default cb3)")
+    t.add_argument("--camera", choices=("realsense", "sim"), default=None,
+                   help="camera (real cell: realsense, the default; --sim: the sim camera)")
+    t.add_argument("--camera-serial", default=None, help="RealSense serial ('' = the only device)")
+    t.add_argument("--task", default=None, help="instruction stored with each episode (sim default: the scene's)")
+    t.add_argument("--rosbag", action="store_true", help="also write a raw rosbag2 MCAP log of the session")
+    t.add_argument("--rosbag-dir", default=None, help="bag directory (default <out>_rosbag/session_<UTC>)")
+    t.add_argument("--realtime", action="store_true", help="replay in real time instead of lock-step (sim)")
+    t.add_argument("--command-rate-hz", type=float, default=50.0,
+                   help="teleop command rate, a multiple of 10 Hz (default 50); the servo loop runs at 125/500 Hz")
+    t.add_argument("--operator", default=None, help="operator name (episode metadata)")
+    t.add_argument("--note", default=None, help="operator note (episode metadata)")
+    t.add_argument("--encoder", default=None, help="encoder model dir whose manifest sha256 is logged (provenance)")
+    t.add_argument("--policy", default=None, help="policy model dir whose manifest sha256 is logged (provenance)")
     p.set_defaults(func=run)
 
 
@@ -72,10 +106,14 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    if not args.sim:
+    if args.teleop:
+        from dynaflip_ros.teleop.record import run_teleop
+
+        return run_teleop(args)
+    if args.robot_ip or not args.sim:
         print(
-            "dynaflip record: only --sim is available. Teleoperated recording on the real UR3 arrives "
-            "with the real-cell work (issue 3); nothing was recorded.",
+            "dynaflip record: choose --sim (scripted expert in MuJoCo) or --teleop DEVICE with --sim or "
+            "--robot-ip IP (teleoperated demos); nothing was recorded.",
             file=sys.stderr,
         )
         return EXIT_USAGE

@@ -33,8 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("--commands", type=int, default=10_000, help="fuzzed commands per target (default 10000)")
     p.add_argument("--ur-type", choices=["cb3", "e-series"], default="e-series",
                    help="controller generation of the loopback controller (125 / 500 Hz; default e-series)")
-    p.add_argument("--host", default="127.0.0.41",
-                   help="first loopback IP for the loopback controllers (default 127.0.0.41)")
+    p.add_argument("--host", default="127.0.2.41",
+                   help="first loopback IP for the loopback controllers (default 127.0.2.41)")
     p.add_argument("--safety-config", default="", help="SafetyConfig YAML (default: config/safety.yaml values)")
     p.add_argument("--json", default="", help="also write the figures as JSON here")
     p.set_defaults(func=run)

@@ -95,7 +95,7 @@ def fuzz_command(rng: np.random.Generator, current_q: np.ndarray, period_s: floa
 
 
 def limit_violations(commands: np.ndarray, dts: np.ndarray, refs: np.ndarray, cfg: SafetyConfig,
-                     tol: float = 1e-9) -> np.ndarray:
+                     tol: float = 1e-9, alt_refs: np.ndarray | None = None) -> np.ndarray:
     """Which forwarded commands break a limit (bool (N,)).
 
     Args:
@@ -104,8 +104,12 @@ def limit_violations(commands: np.ndarray, dts: np.ndarray, refs: np.ndarray, cf
         refs: (N, 6) the pose each step is measured from (the previous command, or the measured
             pose after a stop), rad.
         cfg: the SafetyConfig the arm must respect.
+        alt_refs: optional (N, 6) second admissible reference: the last measured pose read before
+            the command (SafeArm re-anchors there when the stream went stale, i.e. no accepted
+            command for longer than the watchdog timeout, without an explicit stop).
     A command violates when it is non-finite, outside the joint limits, puts the TCP outside the
-    workspace box, or steps faster than `joint_speed_limit_rad_s` over min(dt, max_command_dt_s).
+    workspace box, or steps faster than `joint_speed_limit_rad_s` over min(dt, max_command_dt_s)
+    from its reference (from both references when alt_refs is given).
     """
     commands = np.asarray(commands, dtype=float).reshape(-1, 6)
     bad = ~np.all(np.isfinite(commands), axis=1)
@@ -120,8 +124,11 @@ def limit_violations(commands: np.ndarray, dts: np.ndarray, refs: np.ndarray, cf
             bad[i] = True
     speed = np.asarray(cfg.joint_speed_limit_rad_s)
     max_step = speed[None, :] * np.minimum(np.asarray(dts, dtype=float), cfg.max_command_dt_s)[:, None]
-    bad |= np.any(np.abs(commands - np.asarray(refs, dtype=float).reshape(-1, 6)) > max_step * (1 + 1e-9) + tol, axis=1)
-    return bad
+    too_fast = np.any(np.abs(commands - np.asarray(refs, dtype=float).reshape(-1, 6)) > max_step * (1 + 1e-9) + tol, axis=1)
+    if alt_refs is not None:
+        alt = np.asarray(alt_refs, dtype=float).reshape(-1, 6)
+        too_fast &= np.any(np.abs(commands - alt) > max_step * (1 + 1e-9) + tol, axis=1)
+    return bad | too_fast
 
 
 class ArmTap:
@@ -135,6 +142,7 @@ class ArmTap:
         self.commands: list[np.ndarray] = []
         self.dts: list[float] = []
         self.refs: list[np.ndarray] = []
+        self.measured_refs: list[np.ndarray] = []
         self.command_times: list[float] = []
         self.stop_times: list[float] = []
         self._ref: np.ndarray | None = None
@@ -159,6 +167,8 @@ class ArmTap:
         self.commands.append(q)
         self.dts.append(float(dt_s))
         self.refs.append(np.asarray(ref, dtype=float).copy())
+        self.measured_refs.append(np.asarray(self._last_measured if self._last_measured is not None else ref,
+                                             dtype=float).copy())
         self.command_times.append(self._clock())
         self._ref = q
         self._after_stop = False
@@ -171,7 +181,8 @@ class ArmTap:
     def violations(self, cfg: SafetyConfig) -> int:
         if not self.commands:
             return 0
-        return int(limit_violations(np.array(self.commands), np.array(self.dts), np.array(self.refs), cfg).sum())
+        return int(limit_violations(np.array(self.commands), np.array(self.dts), np.array(self.refs), cfg,
+                                    alt_refs=np.array(self.measured_refs)).sum())
 
 
 def _p99(values: Iterable[float]) -> float:
@@ -477,7 +488,7 @@ def _speed_peak_ratio(trace: dict) -> float:
 
 
 def rtde_fuzz(n_commands: int = 10_000, safety: SafetyConfig | None = None, ur_type: str = "e-series",
-              host: str = "127.0.0.41", seed: int = 1) -> list[Figure]:
+              host: str = "127.0.2.41", seed: int = 1) -> list[Figure]:
     """10,000 fuzzed commands through SafeArm -> URRtdeArm -> ur_rtde -> loopback controller at
     the controller rate (real time). Checked at the controller: every servoJ target it received
     (its trace) must be finite, inside the joint limits and the workspace box; the measured joint
@@ -542,7 +553,7 @@ def _stream_sine(bench: _RtdeBench, duration_s: float, joint: int = 0, amp_rad: 
 
 
 def rtde_stale_command(trials: int = 10, safety: SafetyConfig | None = None, ur_type: str = "e-series",
-                       host: str = "127.0.0.42") -> list[Figure]:
+                       host: str = "127.0.2.42") -> list[Figure]:
     """Three ways commands go stale while the arm moves, timed at the controller (host
     monotonic clock, same machine): (1) the action stream ends (policy died): SafeArm's watchdog
     -> servoStop; (2) the node freezes (servo loop stops, nothing reaches the worker): the
@@ -617,7 +628,7 @@ def rtde_stale_command(trials: int = 10, safety: SafetyConfig | None = None, ur_
 
 
 def rtde_protective_stop(trials: int = 3, safety: SafetyConfig | None = None, ur_type: str = "e-series",
-                         host: str = "127.0.0.43") -> list[Figure]:
+                         host: str = "127.0.2.43") -> list[Figure]:
     """A protective stop injected at the controller mid-motion while chunks keep arriving: the
     arm must not move (controller trace) and no servoJ may reach the controller until the
     re-arm (`URRtdeArm.rearm`: dashboard unlock + script re-upload, then ServoLoop.rearm); the
@@ -671,7 +682,7 @@ def rtde_protective_stop(trials: int = 3, safety: SafetyConfig | None = None, ur
 
 
 def rtde_silent_peer(safety: SafetyConfig | None = None, ur_type: str = "e-series",
-                     host: str = "127.0.0.44") -> list[Figure]:
+                     host: str = "127.0.2.44") -> list[Figure]:
     """A peer that accepts TCP but never speaks RTDE (the case where ur_rtde blocks forever with
     the GIL held): URRtdeArm.connect must fail with ArmError within its timeout while this
     process stays responsive."""
@@ -718,7 +729,7 @@ def rtde_silent_peer(safety: SafetyConfig | None = None, ur_type: str = "e-serie
 
 
 def rtde_speed_slider(safety: SafetyConfig | None = None, ur_type: str = "e-series",
-                      host: str = "127.0.0.45") -> list[Figure]:
+                      host: str = "127.0.2.45") -> list[Figure]:
     """The pendant's speed slider goes to 0 mid-motion and back to 100 %: the arm must stop
     following (the chunk timeline freezes) and resume from where it is, without catching up."""
     cfg = safety or SafetyConfig()

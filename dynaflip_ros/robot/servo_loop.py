@@ -87,6 +87,10 @@ class ServoLoop:
             50 % the chunk is executed at half speed, at 0 % the target freezes, and when the
             slider comes back the arm continues from where it is instead of jumping to where the
             wall clock says it should be. Map chunk times with `to_trajectory_time()`.
+        command_lead_s: sample the chunk this far ahead of now (s, >= 0): compensates the delay
+            of the controller's servo filter (servoj's lookahead_time makes a UR lag its targets
+            by roughly that much), so the arm reaches each action near its time stamp. 0 for
+            the simulated arm (no filter); measure it with benchmarks/bench_rtde_tracking.py.
     """
 
     def __init__(
@@ -101,6 +105,7 @@ class ServoLoop:
         gripper_deadband: float = 1e-3,
         check_protective_stop: bool = True,
         speed_scaling: Callable[[], float] | None = None,
+        command_lead_s: float = 0.0,
     ) -> None:
         if not isinstance(safe_arm, SafeArm):
             raise TypeError(f"safe_arm must be a robot.safety.SafeArm, got {type(safe_arm).__name__}")
@@ -128,6 +133,9 @@ class ServoLoop:
         self.gripper_deadband = float(gripper_deadband)
         self.check_protective_stop = bool(check_protective_stop)
         self.speed_scaling = speed_scaling
+        if not (math.isfinite(command_lead_s) and 0.0 <= command_lead_s <= 0.5):
+            raise ValueError(f"command_lead_s must be in [0, 0.5] s, got {command_lead_s!r}")
+        self.command_lead_s = float(command_lead_s)
         self._traj_lag_s = 0.0  # loop clock - trajectory clock (grows while speed scaling < 1)
         self._last_tick_now: float | None = None
         self._last_scale = 1.0
@@ -201,7 +209,7 @@ class ServoLoop:
             with self._lock:
                 self._stats.protective_stops += 1
             self._reanchor_interp()
-        target = self.interp.sample(self._advance_trajectory_clock(now))
+        target = self.interp.sample(self._advance_trajectory_clock(now) + self.command_lead_s)
         sent = None
         if target is None:
             with self._lock:

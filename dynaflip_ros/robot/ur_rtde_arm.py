@@ -73,7 +73,7 @@ _F = {name: i for i, name in enumerate((
     "host_time_s", "controller_time_s", "speed_scaling", "robot_mode", "safety_mode",
     "safety_status_bits", "runtime_state", "robot_status_bits", "rtde_receive_connected",
     "rtde_control_connected", "streaming", "freedrive", "servo_sent", "servo_refused",
-    "stale_stops", "watchdog_kicks", "state_errors", "servo_errors",
+    "stale_stops", "watchdog_kicks", "state_errors", "servo_errors", "servo_call_max_ms",
 ))}
 _Q, _QD, _TCP, _TQ = (len(_F) + 6 * k for k in range(4))
 _N_SLOTS = len(_F) + 24
@@ -173,14 +173,24 @@ class _SharedState:
             self.data[i:i + len(vec)] = list(vec)
         self.seq.value += 1
 
-    def read(self) -> np.ndarray:
-        for _ in range(1000):
+    def read(self, timeout_s: float = 0.1) -> np.ndarray:
+        """A consistent copy of all slots; retries while a write is in progress (the writer may
+        be preempted mid-update on a loaded machine). Raises ArmError after timeout_s."""
+        deadline = None
+        n = 0
+        while True:
             s1 = self.seq.value
-            if s1 % 2:
-                continue
-            snap = np.frombuffer(self.data, dtype=np.float64).copy()
-            if self.seq.value == s1:
-                return snap
+            if s1 % 2 == 0:
+                snap = np.frombuffer(self.data, dtype=np.float64).copy()
+                if self.seq.value == s1:
+                    return snap
+            n += 1
+            if n > 100:
+                if deadline is None:
+                    deadline = time.monotonic() + timeout_s
+                elif time.monotonic() > deadline:
+                    break
+                time.sleep(0.0002)
         raise ArmError("could not read a consistent RTDE state snapshot (writer stuck mid-update)")
 
 
@@ -201,9 +211,9 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
             shared.write({_F[k]: float(v) for k, v in kv.items()})
 
     try:
-        rtde_r = rtde_receive.RTDEReceiveInterface(host, rate_hz, RECEIVE_VARIABLES)
+        rtde_r = rtde_receive.RTDEReceiveInterface(host, rate_hz, RECEIVE_VARIABLES, False, False, config.rt_priority)
         flags = rtde_control.RTDEControlInterface.Flags.FLAG_UPLOAD_SCRIPT
-        rtde_c = rtde_control.RTDEControlInterface(host, rate_hz, flags)
+        rtde_c = rtde_control.RTDEControlInterface(host, rate_hz, flags, 50002, config.rt_priority)
         dash = DashboardClient(host)
         dash.connect(2000)
         if config.controller_watchdog_hz > 0:
@@ -218,17 +228,23 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
     def state_loop() -> None:
         period = 1.0 / rate_hz
         t_next = time.monotonic()
+        prev_ts, seen_host_s = None, 0.0
         while not stop_event.is_set():
             try:
+                # ur_rtde's getters keep returning the last package when the stream stops, so a
+                # sample counts as new only when the controller's timestamp advanced.
+                ts = rtde_r.getTimestamp()
+                if ts != prev_ts:
+                    prev_ts, seen_host_s = ts, time.monotonic()
                 sm, bits = rtde_r.getSafetyMode(), rtde_r.getSafetyStatusBits()
                 rs, rm = rtde_r.getRuntimeState(), rtde_r.getRobotMode()
-                if is_stopped(sm, bits, rs, rm):
-                    stopped_flag.set()
+                if is_stopped(sm, bits, rs, rm) or time.monotonic() - seen_host_s > config.state_timeout_s:
+                    stopped_flag.set()  # stopped, or blind (no fresh RTDE data): do not stream
                 else:
                     stopped_flag.clear()
                 with write_lock:
                     shared.write(
-                        {_F["host_time_s"]: time.monotonic(), _F["controller_time_s"]: rtde_r.getTimestamp(),
+                        {_F["host_time_s"]: seen_host_s, _F["controller_time_s"]: ts,
                          _F["speed_scaling"]: rtde_r.getSpeedScalingCombined(), _F["robot_mode"]: rm,
                          _F["safety_mode"]: sm, _F["safety_status_bits"]: bits, _F["runtime_state"]: rs,
                          _F["robot_status_bits"]: rtde_r.getRobotStatus(),
@@ -330,6 +346,7 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
                         counters["watchdog_kicks"] += 1
                     except Exception:  # noqa: BLE001
                         counters["servo_errors"] += 1
+                    publish(watchdog_kicks=counters["watchdog_kicks"], servo_errors=counters["servo_errors"])
                     last_write_s = now
                 continue
             try:
@@ -345,10 +362,15 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
                     counters["servo_refused"] += 1
                     publish(servo_refused=counters["servo_refused"], streaming=0.0)
                     continue
+                t_call = time.monotonic()
                 try:
                     ok = rtde_c.servoJ(list(q), 0.0, 0.0, float(dt_s), config.servo_lookahead_s, config.servo_gain)
                 except Exception:  # noqa: BLE001
                     ok = False
+                call_ms = (time.monotonic() - t_call) * 1e3
+                if call_ms > counters.setdefault("servo_call_max_ms", 0.0):
+                    counters["servo_call_max_ms"] = call_ms
+                    publish(servo_call_max_ms=call_ms)
                 last_write_s = now
                 if ok:
                     streaming = True
@@ -558,6 +580,7 @@ class URRtdeArm:
                 "gripper_command": self._gripper_cmd,
                 "counters": {k: int(s[_F[k]]) for k in ("servo_sent", "servo_refused", "stale_stops",
                                                           "watchdog_kicks", "state_errors", "servo_errors")},
+                "servo_call_max_ms": float(s[_F["servo_call_max_ms"]]),
             },
         )
 

@@ -65,11 +65,11 @@ def pick_into_sink_processes(use_sim: bool) -> list[ProcessSpec]:
 
 
 def write_overrides(overrides: dict[str, dict[str, Any]], path: str | Path) -> Path:
-    """Write {node_name: {param: value}} as a ROS 2 params file ({node: {ros__parameters: ...}})."""
-    doc = {node: {"ros__parameters": dict(params)} for node, params in overrides.items() if params}
-    path = Path(path)
-    path.write_text(yaml.safe_dump(doc, sort_keys=True))
-    return path
+    """Write {node_name: {param: value}} as a ROS 2 params file ({node: {ros__parameters: ...}});
+    strings are quoted so rcl keeps them strings (`launch_args.write_overrides_file`)."""
+    from dynaflip_ros.ros.launch_args import write_overrides_file
+
+    return write_overrides_file(overrides, path)
 
 
 def node_command(spec: ProcessSpec, params_files: list[str | Path], python: str = sys.executable,
@@ -234,6 +234,6 @@ def _teardown(running: dict[str, _Running], grace_s: float, sink: _LineSink) -> 
 
 def make_overrides_file(overrides: dict[str, dict[str, Any]]) -> Path:
     """Write `overrides` to a fresh temporary params file; the caller deletes it."""
-    fd, name = tempfile.mkstemp(prefix="dynaflip_overrides_", suffix=".yaml")
-    os.close(fd)
-    return write_overrides(overrides, name)
+    from dynaflip_ros.ros.launch_args import write_overrides_file
+
+    return write_overrides_file(overrides)

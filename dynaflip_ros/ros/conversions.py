@@ -8,6 +8,7 @@ Standard message types only (no custom interfaces can be built here; DESIGN.md "
 | rgb uint8 (H, W, 3)                          | sensor_msgs/Image "rgb8" (also reads "bgr8")    |
 | embedding float32 (D,)                       | sensor_msgs/Image "32FC1", height 1, width D    |
 | cameras.base.CameraIntrinsics                | sensor_msgs/CameraInfo (plumb_bob)              |
+| depth float32 (H, W) m, 0 = no data          | sensor_msgs/Image "32FC1" m, NaN = no data (REP 118); also reads "16UC1" mm |
 | robot.arm.ArmState / state vector (7,)       | sensor_msgs/JointState (UR joints + gripper)    |
 | policies.base.ActionChunk                    | trajectory_msgs/JointTrajectory                 |
 
@@ -163,6 +164,74 @@ def intrinsics_from_camera_info(msg: CameraInfo) -> CameraIntrinsics:
         width=int(msg.width), height=int(msg.height), fx=float(k[0, 0]), fy=float(k[1, 1]),
         cx=float(k[0, 2]), cy=float(k[1, 2]), distortion=d,
     )
+
+
+# Distortion models sensor_msgs/CameraInfo defines (sensor_msgs/distortion_models.hpp) with the
+# number of coefficients each takes.
+CAMERA_INFO_DISTORTION_MODELS: dict[str, tuple[int, ...]] = {
+    "plumb_bob": (5,), "rational_polynomial": (8,), "equidistant": (4,),
+}
+
+
+def camera_info_with_model(intr: CameraIntrinsics, stamp_s: float, frame_id: str,
+                           distortion_model: str) -> CameraInfo:
+    """`camera_info_from_intrinsics` with an explicit distortion_model (e.g. a RealSense camera's
+    `RealSenseCamera.distortion_model`: "plumb_bob" for the Brown-Conrady variants of D4xx).
+
+    Raises ValueError for a model CameraInfo does not define or a coefficient count that does not
+    fit it (plumb_bob 5, rational_polynomial 8, equidistant 4).
+    """
+    if distortion_model not in CAMERA_INFO_DISTORTION_MODELS:
+        raise ValueError(f"unknown distortion model {distortion_model!r}; one of {sorted(CAMERA_INFO_DISTORTION_MODELS)}")
+    n = len(intr.distortion)
+    if n not in CAMERA_INFO_DISTORTION_MODELS[distortion_model]:
+        raise ValueError(f"{distortion_model} takes {CAMERA_INFO_DISTORTION_MODELS[distortion_model]} coefficients, got {n}")
+    msg = camera_info_from_intrinsics(intr, stamp_s, frame_id)
+    msg.distortion_model = distortion_model
+    return msg
+
+
+def depth_to_image(depth_m: np.ndarray, stamp_s: float, frame_id: str) -> Image:
+    """float32 (H, W) depth in metres (0 = no data, the core convention) -> sensor_msgs/Image
+    "32FC1" in metres with NaN for no data (REP 118: float depth in m, NaN = invalid).
+
+    Raises ValueError on a non-2-D array or negative depth.
+    """
+    d = np.asarray(depth_m, dtype=np.float32)
+    if d.ndim != 2 or d.size == 0:
+        raise ValueError(f"expected (H, W) depth, got shape {d.shape}")
+    if np.any(d < 0):
+        raise ValueError("depth must be >= 0 m (0 = no data)")
+    d = np.where(d > 0, d, np.float32(np.nan)).astype(np.float32)  # (H, W)
+    h, w = d.shape
+    msg = Image(header=make_header(stamp_s, frame_id), height=h, width=w, encoding="32FC1")
+    msg.is_bigendian = int(sys.byteorder == "big")
+    msg.step = 4 * w
+    msg.data = np.ascontiguousarray(d).tobytes()
+    return msg
+
+
+def image_to_depth(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image "32FC1" (m) or "16UC1" (mm, realsense-ros) -> float32 (H, W) metres with
+    0 = no data (NaN / inf / 0 of REP 118 become 0). Honours `step` and `is_bigendian`.
+
+    Raises ValueError on another encoding or a data size that does not match height * step.
+    """
+    if msg.encoding not in ("32FC1", "16UC1"):
+        raise ValueError(f"expected a 32FC1 or 16UC1 depth image, got encoding {msg.encoding!r}")
+    size = 4 if msg.encoding == "32FC1" else 2
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    buf = np.frombuffer(msg.data, dtype=np.uint8)
+    if step < size * w or buf.size != h * step:
+        raise ValueError(f"depth data size {buf.size} != height {h} * step {step} (width {w})")
+    rows = buf.reshape(h, step)[:, : size * w].copy()
+    end = ">" if msg.is_bigendian else "<"
+    if msg.encoding == "32FC1":
+        d = rows.view(np.dtype(end + "f4")).reshape(h, w).astype(np.float32)
+        d[~np.isfinite(d) | (d < 0)] = 0.0
+    else:
+        d = rows.view(np.dtype(end + "u2")).reshape(h, w).astype(np.float32) * np.float32(1e-3)
+    return d  # (H, W)
 
 
 # ----------------------------------------------------------------------------- joints

@@ -18,7 +18,11 @@ EPILOG = """examples:
   dynaflip launch pick_into_sink --sim --episodes 5 --seed 100 --encoder-backend onnxruntime
   dynaflip launch pick_into_sink --sim --encoder-dir outputs/encoder_onnx --policy-dir outputs/policy
   dynaflip launch pick_into_sink --sim --params-file my_params.yaml --results outputs/run.json
-  dynaflip launch pick_into_sink --real          # real cell: camera_node + ur3_driver_node (issue 3)
+  dynaflip launch pick_into_sink --real --robot-ip 192.168.1.102 --ur-type cb3
+  dynaflip launch pick_into_sink --real --robot-ip 192.168.1.102 --ur-type e-series \
+      --camera-serial 012345678901 --gripper none --params-file my_cell.yaml
+--real uses config/real_cell.yaml unless --params-file is given; the hardware options override it
+(launch/real_cell.launch.py takes the same arguments: ros/launch_args.py maps both).
 
 On a full ROS 2 install the same graph is:
   ros2 launch dynaflip_ros pick_into_sink.launch.py use_sim:=true episodes:=20
@@ -39,6 +43,12 @@ def register(subparsers) -> None:
                       help="MuJoCo cell in one sim_cell_node process (default)")
     mode.add_argument("--real", dest="use_sim", action="store_false",
                       help="real cell: camera_node + ur3_driver_node (runs until Ctrl-C)")
+    p.add_argument("--robot-ip", default="", help="--real: UR controller address (default: params file)")
+    p.add_argument("--ur-type", default="", choices=["", "cb3", "e-series"],
+                   help="--real: controller generation, sets the 125 / 500 Hz servo rate (default: params file)")
+    p.add_argument("--camera-serial", default="", help="--real: RealSense serial (default: params file / the only one)")
+    p.add_argument("--gripper", default="", choices=["", "robotiq_urcap", "none"],
+                   help="--real: gripper backend (default: params file)")
     p.add_argument("--episodes", type=int, help="episodes to run (default: params file, 20)")
     p.add_argument("--seed", type=int, help="seed of episode 0; episode i uses seed + i")
     p.add_argument("--object", dest="object_name", help='target object, e.g. "red cube" (default: from the seed)')
@@ -55,8 +65,10 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def build_overrides(args: argparse.Namespace, results_path: str) -> dict[str, dict]:
-    """Per-node parameter overrides from the command line ({node_name: {param: value}})."""
+def build_overrides(args: argparse.Namespace, results_path: str, params_doc: dict | None = None) -> dict[str, dict]:
+    """Per-node parameter overrides from the command line ({node_name: {param: value}}).
+    --real: the hardware options over `params_doc` (`ros.launch_args.real_cell_overrides`,
+    which validates them; LaunchArgumentError)."""
     enc: dict = {}
     if args.encoder_dir:
         enc["model_dir"] = args.encoder_dir
@@ -71,9 +83,11 @@ def build_overrides(args: argparse.Namespace, results_path: str) -> dict[str, di
     out = {"encoder": enc, "policy": pol}
     if args.use_sim:
         out["episode_manager"] = em
-    else:  # the params file's backends are the sim ones (as in the launch file's real branch)
-        out["camera"] = {"backend": "realsense"}
-        out["ur3_driver"] = {"backend": "ur_rtde"}
+    else:
+        from dynaflip_ros.ros.launch_args import real_cell_overrides
+
+        out.update(real_cell_overrides(params_doc or {}, robot_ip=args.robot_ip, ur_type=args.ur_type,
+                                       gripper=args.gripper, camera_serial=args.camera_serial))
     return {k: v for k, v in out.items() if v}
 
 
@@ -90,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     from dynaflip_ros.ros.results import default_results_path, format_summary
 
     try:
-        params = resources.resolve_path(args.params_file) if args.params_file else resources.params_file(args.graph)
+        params = (resources.resolve_path(args.params_file) if args.params_file
+                  else resources.params_file(args.graph if args.use_sim else "real_cell"))
     except FileNotFoundError as e:
         print(f"dynaflip launch: {e}", file=sys.stderr)
         return 2
@@ -110,7 +125,14 @@ def run(args: argparse.Namespace) -> int:
     if args.domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(args.domain_id)
     specs = bringup.pick_into_sink_processes(args.use_sim)
-    overrides = bringup.make_overrides_file(build_overrides(args, str(results_path)))
+    from dynaflip_ros.ros.launch_args import LaunchArgumentError
+
+    try:
+        node_overrides = build_overrides(args, str(results_path), sections)
+    except LaunchArgumentError as e:
+        print(f"dynaflip launch: {e}", file=sys.stderr)
+        return 2
+    overrides = bringup.make_overrides_file(node_overrides)
     print(f"dynaflip launch {args.graph} ({'sim' if args.use_sim else 'real'}): "
           f"{[s.executable for s in specs]} with {params}", flush=True)
     try:

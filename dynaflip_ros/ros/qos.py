@@ -14,6 +14,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 # ---- topics (remap with --ros-args -r old:=new)
 IMAGE_TOPIC = "/camera/color/image_raw"            # sensor_msgs/Image rgb8
 CAMERA_INFO_TOPIC = "/camera/color/camera_info"    # sensor_msgs/CameraInfo
+DEPTH_TOPIC = "/camera/aligned_depth_to_color/image_raw"  # sensor_msgs/Image 32FC1 m (REP 118)
+DEPTH_INFO_TOPIC = "/camera/aligned_depth_to_color/camera_info"  # = colour CameraInfo
 EMBEDDING_TOPIC = "/dynaflip/embedding"            # sensor_msgs/Image 32FC1, 1 x D, image stamp
 ENCODER_INFO_TOPIC = "/dynaflip/encoder_info"      # std_msgs/String JSON (latched)
 POLICY_INFO_TOPIC = "/dynaflip/policy_info"        # std_msgs/String JSON (latched)

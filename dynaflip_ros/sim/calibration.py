@@ -52,6 +52,10 @@ def load_calibration(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     import yaml
 
     cal = yaml.safe_load(Path(path).read_text())
+    parent = cal["extrinsics"].get("parent_frame", "base")
+    if parent != "base":  # e.g. an eye-in-hand result (camera on tool0): not a T_base_optical
+        raise ValueError(f"{path}: extrinsics.parent_frame is {parent!r}, not 'base'; read it with "
+                         "dynaflip_ros.calibration.results.load_cell_calibration")
     c = cal["camera"]
     k = np.array([[c["fx"], 0.0, c["cx"]], [0.0, c["fy"], c["cy"]], [0.0, 0.0, 1.0]])
     t = np.asarray(cal["extrinsics"]["matrix"], dtype=float)

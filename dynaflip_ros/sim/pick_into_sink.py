@@ -75,7 +75,7 @@ class PickIntoSinkEnv:
 
         self._mj = mujoco
         self.config = config if config is not None else SimConfig()
-        self.model = cell.build_model(self.config)
+        self.model = self._build_model()
         self.data = mujoco.MjData(self.model)
         self.lock = threading.RLock()
         m = self.model
@@ -110,6 +110,11 @@ class PickIntoSinkEnv:
         self.episode: EpisodeInfo | None = None
         self._closed = False
         self.reset(self.config.seed)
+
+    def _build_model(self):
+        """Compile the cell's `mujoco.MjModel` from `self.config` (hook: subclasses may extend the
+        MJCF, e.g. `calibration.sim_scene` adds a ChArUco board and a wrist camera)."""
+        return cell.build_model(self.config)
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int | None = None, object_name: str | None = None,

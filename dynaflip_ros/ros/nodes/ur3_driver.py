@@ -112,7 +112,7 @@ class Ur3DriverNode(Node):
         # A real controller reports its speed slider / scaling: follow chunks in scaled time.
         speed_scaling = (lambda: arm.speed_scaling) if hasattr(arm, "speed_scaling") else None
         self.loop = ServoLoop(self.safe, self.interp, rate_hz=self.config.servo_rate_hz, clock=clock,
-                              speed_scaling=speed_scaling)
+                              speed_scaling=speed_scaling, command_lead_s=self.config.command_lead_s)
         self.chunk_stats = ChunkStats()
         self._stats_lock = threading.Lock()
         self._min_chunk_stamp_s = 0.0  # chunks stamped before the last re-anchor are ignored

@@ -1,0 +1,310 @@
+"""Hardware launch arguments of the real-cell launch files -> node parameter overrides (ROS-free).
+
+`launch/real_cell.launch.py` and `launch/record_teleop.launch.py` (`teleop_overrides`: the
+recorder's flat robot_ip / ur_type / camera_serial / device / out) resolve their hardware
+arguments here, inside an OpaqueFunction, so the mapping is one tested function instead of a
+web of launch substitutions (launch / launch_ros cannot be installed on the development
+machines, ENVIRONMENT.md; this module needs only PyYAML and the config dataclasses):
+
+  robot_ip      -> <arm node>.ur_rtde.robot_ip        "" = keep the params file's value
+  ur_type       -> <arm node>.ur_rtde.ur_type         "" = keep the params file's value
+  gripper       -> <arm node>.ur_rtde.gripper         "" = keep the params file's value
+  servo_rate_hz -> <arm node>.servo_rate_hz           "auto" = the controller rate of the
+                   effective ur_type (125 Hz CB3, 500 Hz e-Series; HARDWARE.md §1.6,
+                   configs/robot.py CONTROLLER_RATE_HZ); a number = that rate (<= the controller's)
+  camera_serial -> <camera node>.realsense.serial     "" = keep the params file's value
+                   ("" there too = the only connected RealSense)
+  ur_type also  -> <arm node>.safety.robot_model      cb3 -> ur3_cb3, e-series -> ur3e (the
+                   kinematics of SafeArm's workspace check must be the arm's), whenever
+                   ur_type is given or the params file sets no robot_model; a params-file
+                   robot_model that does not match the params-file ur_type is an error
+  and the backends: <arm node>.backend = "ur_rtde", <camera node>.backend = "realsense".
+
+"Effective" = launch argument, else the params file, else the dataclass default. The effective
+arm and camera settings are validated with their dataclasses (`configs.robot.URRtdeConfig`,
+`configs.realsense.RealSenseConfig`), so a bad argument or params-file value fails when the
+launch starts, with the dataclass' message, before any process touches the hardware. An empty
+effective robot_ip is an error: the arm could not be reached.
+
+ROS 2 params files (`<node>: ros__parameters: {...}`) are read as rcl reads them: sections
+`/**` (every node), `<node>` and `/<node>` apply in that order (later wins); nested maps and
+dotted keys (`ur_rtde: {ur_type: cb3}` == `ur_rtde.ur_type: cb3`) are equivalent.
+Source: ROS 2 docs, "Passing ROS arguments to nodes via the command-line" (parameter files,
+wildcards) and launch_ros `Node(parameters=[file, {...}])` (later entries override earlier ones).
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dynaflip_ros.configs.io import ConfigError, from_dict
+from dynaflip_ros.configs.robot import CONTROLLER_RATE_HZ, URRtdeConfig
+
+# UR controller generation -> `configs.safety.ROBOT_MODELS` key (SafeArm's kinematic model).
+UR_TYPE_ROBOT_MODEL: dict[str, str] = {"cb3": "ur3_cb3", "e-series": "ur3e"}
+ARM_BACKEND = "ur_rtde"
+CAMERA_BACKEND = "realsense"
+AUTO = "auto"
+
+
+class LaunchArgumentError(ValueError):
+    """A launch argument (or the params-file value it falls back to) is missing or invalid."""
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """Parse a ROS 2 params file. Raises LaunchArgumentError if it is missing or not a mapping."""
+    p = Path(path)
+    if not p.is_file():
+        raise LaunchArgumentError(f"params file {p} does not exist")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise LaunchArgumentError(f"params file {p} is not valid YAML: {e}") from e
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise LaunchArgumentError(f"params file {p}: expected a mapping of node sections, got {type(doc).__name__}")
+    return doc
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def node_parameters(doc: dict[str, Any], node_name: str) -> dict[str, Any]:
+    """Dotted parameter name -> value that `doc` gives node `node_name` (sections `/**`, then
+    `node_name`, then `/node_name`; later wins). Raises LaunchArgumentError on a section without
+    a `ros__parameters` mapping."""
+    out: dict[str, Any] = {}
+    for key in ("/**", node_name, "/" + node_name):
+        if key not in doc:
+            continue
+        section = doc[key]
+        params = section.get("ros__parameters") if isinstance(section, dict) else None
+        if not isinstance(params, dict):
+            raise LaunchArgumentError(f"params file section {key!r} has no 'ros__parameters' mapping")
+        out.update(_flatten(params))
+    return out
+
+
+def _sub(params: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The entries of flat `params` below `prefix.` (prefix stripped)."""
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in params.items() if k.startswith(prefix + ".")}
+
+
+def _effective(cls: type, file_values: dict[str, Any], overrides: dict[str, Any], where: str):
+    """Build `cls` from its defaults <- params-file values <- overrides (validated)."""
+    merged = dict(file_values)
+    merged.update(overrides)
+    try:
+        return from_dict(cls, merged, where)
+    except ConfigError as e:
+        raise LaunchArgumentError(str(e)) from e
+
+
+def parse_servo_rate_hz(value: str, controller_rate_hz: float) -> float:
+    """`servo_rate_hz` argument -> Hz: "auto"/"" = the controller rate, else a number in
+    (0, controller rate]. Raises LaunchArgumentError otherwise."""
+    text = str(value).strip()
+    if text in ("", AUTO):
+        return float(controller_rate_hz)
+    try:
+        rate = float(text)
+    except ValueError as e:
+        raise LaunchArgumentError(f"servo_rate_hz must be 'auto' or a number in Hz, got {value!r}") from e
+    if not math.isfinite(rate) or not 0.0 < rate <= controller_rate_hz:
+        raise LaunchArgumentError(
+            f"servo_rate_hz must be in (0, {controller_rate_hz:g}] Hz (the controller rate), got {value!r}")
+    return rate
+
+
+def arm_overrides(file_params: dict[str, Any], *, robot_ip: str = "", ur_type: str = "", gripper: str = "",
+                  servo_rate_hz: str | None = AUTO, node_name: str = "ur3_driver",
+                  ur_rtde_prefix: str = "ur_rtde", servo_rate_param: str | None = "servo_rate_hz",
+                  backend_param: str | None = "backend",
+                  safety_prefix: str | None = "safety") -> tuple[dict[str, Any], URRtdeConfig]:
+    """Parameter overrides of the node that owns the arm, and the effective URRtdeConfig.
+
+    Args:
+        file_params: that node's flat parameters from the params file (`node_parameters`).
+        robot_ip, ur_type, gripper: launch arguments ("" = keep the params file's value).
+        servo_rate_hz: launch argument ("auto" = the effective ur_type's controller rate);
+            ignored when servo_rate_param is None (the node has no such parameter).
+        node_name: for messages. ur_rtde_prefix / safety_prefix: where URRtdeConfig / SafetyConfig
+            are nested in the node's config (safety_prefix None: the node has no SafetyConfig).
+            servo_rate_param / backend_param: the node's parameter names (None: absent).
+    Returns ({dotted parameter: value}, effective URRtdeConfig).
+    Raises LaunchArgumentError on an invalid value or an empty effective robot_ip.
+    """
+    given = {k: v.strip() for k, v in (("robot_ip", robot_ip), ("ur_type", ur_type), ("gripper", gripper))
+             if v is not None and v.strip()}
+    cfg = _effective(URRtdeConfig, _sub(file_params, ur_rtde_prefix), given,
+                     f"{node_name}.{ur_rtde_prefix} (launch arguments over the params file)")
+    if not cfg.robot_ip:
+        raise LaunchArgumentError(
+            f"no UR controller address: pass robot_ip:=<address> or set {node_name}.{ur_rtde_prefix}.robot_ip "
+            "in the params file")
+    overrides: dict[str, Any] = {f"{ur_rtde_prefix}.{k}": v for k, v in given.items()}
+    if safety_prefix is not None:
+        model = UR_TYPE_ROBOT_MODEL[cfg.ur_type]
+        file_model = file_params.get(f"{safety_prefix}.robot_model")
+        if "ur_type" in given or file_model is None:
+            overrides[f"{safety_prefix}.robot_model"] = model
+        elif file_model is not None and file_model != model:
+            raise LaunchArgumentError(
+                f"{node_name}: {ur_rtde_prefix}.ur_type {cfg.ur_type!r} needs {safety_prefix}.robot_model {model!r}, "
+                f"the params file has {file_model!r} (pass ur_type:=... to set both)")
+    if backend_param is not None:
+        overrides[backend_param] = ARM_BACKEND
+    if servo_rate_param is not None:
+        overrides[servo_rate_param] = parse_servo_rate_hz(
+            AUTO if servo_rate_hz is None else servo_rate_hz, CONTROLLER_RATE_HZ[cfg.ur_type])
+    return overrides, cfg
+
+
+def camera_overrides(file_params: dict[str, Any], *, camera_serial: str = "", node_name: str = "camera",
+                     realsense_prefix: str = "realsense", backend_param: str | None = "backend"):
+    """Parameter overrides of the camera node, and the effective RealSenseConfig.
+
+    camera_serial: launch argument ("" = keep the params file's value). RealSense serial numbers
+    are digit strings with possible leading zeros: the override stays a str (the launch file
+    passes it with ParameterValue(value_type=str), never as a YAML number).
+    Returns ({dotted parameter: value}, effective RealSenseConfig). Raises LaunchArgumentError.
+    """
+    from dynaflip_ros.configs.realsense import RealSenseConfig  # lazily: arm-only users need not have it
+
+    given = {"serial": camera_serial.strip()} if camera_serial and camera_serial.strip() else {}
+    file_values = _sub(file_params, realsense_prefix)
+    if isinstance(file_values.get("serial"), int):
+        raise LaunchArgumentError(
+            f"{node_name}.{realsense_prefix}.serial is a YAML number in the params file; quote it "
+            f"(serial: \"{file_values['serial']}\") so leading zeros survive")
+    cfg = _effective(RealSenseConfig, file_values, given,
+                     f"{node_name}.{realsense_prefix} (launch arguments over the params file)")
+    overrides: dict[str, Any] = {f"{realsense_prefix}.{k}": v for k, v in given.items()}
+    if backend_param is not None:
+        overrides[backend_param] = CAMERA_BACKEND
+    return overrides, cfg
+
+
+def real_cell_overrides(params_doc: dict[str, Any], *, robot_ip: str = "", ur_type: str = "", gripper: str = "",
+                        servo_rate_hz: str = AUTO, camera_serial: str = "") -> dict[str, dict[str, Any]]:
+    """{node name: parameter overrides} of launch/real_cell.launch.py's hardware nodes
+    (`ur3_driver`, `camera`) from its launch arguments over `params_doc` (`read_params_file`).
+    Raises LaunchArgumentError."""
+    arm, _ = arm_overrides(node_parameters(params_doc, "ur3_driver"), robot_ip=robot_ip, ur_type=ur_type,
+                           gripper=gripper, servo_rate_hz=servo_rate_hz)
+    cam, _ = camera_overrides(node_parameters(params_doc, "camera"), camera_serial=camera_serial)
+    return {"ur3_driver": arm, "camera": cam}
+
+
+# Teleop devices that can run under `ros2 launch` (launched processes get no terminal on stdin,
+# so the keyboard device cannot read keys there: use `ros2 run` / `dynaflip record` for it).
+LAUNCHABLE_TELEOP_DEVICES: tuple[str, ...] = ("gamepad", "spacemouse", "freedrive")
+
+
+def teleop_overrides(params_doc: dict[str, Any], *, use_sim: bool = False, robot_ip: str = "", ur_type: str = "",
+                     camera_serial: str = "", device: str = "", out: str = "",
+                     node_name: str = "teleop_recorder") -> dict[str, Any]:
+    """Parameter overrides of launch/record_teleop.launch.py's `teleop_recorder` node
+    (`teleop.config.TeleopRecorderNodeConfig`: flat robot_ip / ur_type / camera_serial / device /
+    out / sim) from its launch arguments over `params_doc` ("" = keep the params file's value).
+
+    The effective node config is built (so its own checks run: device name, ur_type, robot_ip
+    required on the real cell), then on the real cell the arm and camera settings are checked
+    with URRtdeConfig / RealSenseConfig. Raises LaunchArgumentError: missing `out`, a keyboard
+    device (no terminal under ros2 launch), or any invalid value.
+    """
+    from dynaflip_ros.configs.realsense import RealSenseConfig
+    from dynaflip_ros.teleop.config import TeleopRecorderNodeConfig
+
+    given: dict[str, Any] = {k: v.strip() for k, v in (("robot_ip", robot_ip), ("ur_type", ur_type),
+                                                       ("camera_serial", camera_serial), ("device", device),
+                                                       ("out", out)) if v is not None and v.strip()}
+    given["sim"] = bool(use_sim)
+    file_params = node_parameters(params_doc, node_name)
+    if isinstance(file_params.get("camera_serial"), int):
+        raise LaunchArgumentError(f"{node_name}.camera_serial is a YAML number in the params file; quote it")
+    cfg = _effective(TeleopRecorderNodeConfig, file_params, given, f"{node_name} (launch arguments over the params file)")
+    if not cfg.out:
+        raise LaunchArgumentError("no dataset directory: pass out:=<dir> (e.g. outputs/demos_real)")
+    if cfg.device == "keyboard":
+        raise LaunchArgumentError(
+            "device 'keyboard' needs a terminal, which ros2 launch does not give its processes; use "
+            f"one of {LAUNCHABLE_TELEOP_DEVICES}, or `ros2 run dynaflip_ros teleop_recorder_node --ros-args "
+            "-p device:=keyboard ...` / `dynaflip record --teleop keyboard`")
+    if not cfg.sim:
+        _effective(URRtdeConfig, {}, {"robot_ip": cfg.robot_ip, "ur_type": cfg.ur_type}, f"{node_name} arm")
+        _effective(RealSenseConfig, {}, {"serial": cfg.camera_serial, "enable_depth": False}, f"{node_name} camera")
+    return given
+
+
+class _Quoted(str):
+    """A string value that is written double-quoted (see `write_overrides_file`)."""
+
+
+class _OverridesDumper(yaml.SafeDumper):
+    pass
+
+
+_OverridesDumper.add_representer(
+    _Quoted, lambda dumper, data: dumper.represent_scalar("tag:yaml.org,2002:str", str(data), style='"'))
+
+
+def write_overrides_file(overrides: dict[str, dict[str, Any]], path: str | Path | None = None) -> Path:
+    """Write {node name: {dotted parameter: value}} as a ROS 2 params file and return its path
+    (a fresh temporary file when `path` is None; the launch files pass it after params_file).
+
+    String values are written double-quoted: rcl's YAML parser types a plain scalar itself
+    (`012345678901` becomes a double: strtol base 0 stops at the 8, strtod accepts it), while
+    PyYAML writes that string unquoted because it is not a YAML 1.1 number. launch_ros builds
+    the file for a Node's parameters dict with PyYAML, so a serial number or an address passed
+    that way could change type; a quoted scalar is always a string for rcl.
+    """
+    doc = {node: {"ros__parameters": {k: _Quoted(v) if isinstance(v, str) else v for k, v in params.items()}}
+           for node, params in overrides.items() if params}
+    if path is None:
+        fd, name = tempfile.mkstemp(prefix="dynaflip_launch_overrides_", suffix=".yaml")
+        os.close(fd)
+        path = name
+    path = Path(path)
+    path.write_text(yaml.dump(doc, Dumper=_OverridesDumper, sort_keys=True, default_flow_style=False))
+    return path
+
+
+def describe(overrides: dict[str, dict[str, Any]]) -> str:
+    """One log line per node: `node: name=value, ...` (for the launch log)."""
+    return "\n".join(f"{node}: " + ", ".join(f"{k}={v!r}" for k, v in sorted(params.items()))
+                     for node, params in overrides.items())
+
+
+__all__ = [
+    "ARM_BACKEND",
+    "AUTO",
+    "CAMERA_BACKEND",
+    "LAUNCHABLE_TELEOP_DEVICES",
+    "UR_TYPE_ROBOT_MODEL",
+    "LaunchArgumentError",
+    "arm_overrides",
+    "camera_overrides",
+    "describe",
+    "node_parameters",
+    "parse_servo_rate_hz",
+    "read_params_file",
+    "real_cell_overrides",
+    "teleop_overrides",
+    "write_overrides_file",
+]

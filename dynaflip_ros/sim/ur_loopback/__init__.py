@@ -1,0 +1,21 @@
+"""Loopback UR controller: a URSim substitute (no Docker) that the real ur_rtde 1.6.5 client
+(RTDEReceiveInterface, RTDEControlInterface, RTDEIOInterface, DashboardClient) and a Robotiq
+URCap client drive, backed by the project's MuJoCo UR3 cell.
+
+    from dynaflip_ros.sim.ur_loopback import LoopbackURController
+    with LoopbackURController(host="127.0.0.2", ur_version=(5, 11, 1, 108318)) as ctrl:
+        ...  # rtde_control.RTDEControlInterface("127.0.0.2") etc.
+        ctrl.inject("protective_stop"); ctrl.snapshot(); ctrl.trace()
+
+CLI: `python -m dynaflip_ros.sim.ur_loopback --host 127.0.0.1 --ur-version 5.11.1.108318`.
+Spec: ../shared/notes/RTDE.md (protocol), HARDWARE.md §1 (UR3), §2.3 (Robotiq URCap socket).
+Importing this package does not import MuJoCo (the controller process does).
+"""
+from dynaflip_ros.sim.ur_loopback.controller import (
+    DEFAULT_Q0_RAD,
+    DEFAULT_UR_VERSION,
+    INJECT_KINDS,
+    LoopbackURController,
+)
+
+__all__ = ["DEFAULT_Q0_RAD", "DEFAULT_UR_VERSION", "INJECT_KINDS", "LoopbackURController"]

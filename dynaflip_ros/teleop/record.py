@@ -1,0 +1,320 @@
+"""`dynaflip record --teleop ...`: build arm / camera / device / recorder and run a TeleopSession.
+
+Sim (`--sim`): the MuJoCo pick-into-sink cell; its camera renders the frames. A replay device
+runs in lock-step (`LockstepSimDriver`: deterministic, faster than real time, the replay file's
+times are simulation seconds); a human device runs in real time (`RealtimeSimDriver`);
+`--realtime` forces real time for a replay too. Real (`--robot-ip`): `URRtdeArm` (ur_rtde) with
+the servo loop at the controller rate (125 Hz CB3 / 500 Hz e-Series) and a RealSense camera
+whose frames are centre-cropped to the dataset's aspect ratio and area-resized to --image-size.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynaflip_ros.cameras.base import Frame
+from dynaflip_ros.teleop.session import SessionConfig, TeleopSession
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def fit_image(rgb: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """(H0, W0, 3) uint8 -> (H, W, 3) uint8: centre crop to the aspect ratio of image_hw, then
+    area resize (OpenCV INTER_AREA). Identity when the size already matches."""
+    h, w = image_hw
+    h0, w0 = rgb.shape[:2]
+    if (h0, w0) == (h, w):
+        return rgb
+    import cv2
+
+    target = w / h
+    if w0 / h0 > target:  # too wide: crop width
+        cw = int(round(h0 * target))
+        x0 = (w0 - cw) // 2
+        rgb = rgb[:, x0:x0 + cw]
+    else:
+        ch = int(round(w0 / target))
+        y0 = (h0 - ch) // 2
+        rgb = rgb[y0:y0 + ch]
+    return np.ascontiguousarray(cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA))
+
+
+class FittedCamera:
+    """Wraps a Camera so its frames have the dataset's image size (`fit_image`); depth and
+    intrinsics are dropped (the dataset stores RGB only). `settings()` reports the wrapped
+    camera's settings plus the preprocessing."""
+
+    def __init__(self, camera: Any, image_hw: tuple[int, int]) -> None:
+        self.camera = camera
+        self.image_hw = tuple(image_hw)
+
+    def connect(self) -> None:
+        self.camera.connect()
+
+    def read(self) -> Frame:
+        f = self.camera.read()
+        return Frame(rgb=fit_image(f.rgb, self.image_hw), depth=None, intrinsics=f.intrinsics,
+                     stamp_s=f.stamp_s, frame_id=f.frame_id, sequence=f.sequence)
+
+    def disconnect(self) -> None:
+        self.camera.disconnect()
+
+    def settings(self) -> dict:
+        from dynaflip_ros.teleop.provenance import camera_settings
+
+        return {"wrapped": camera_settings(self.camera),
+                "preprocessing": f"centre crop to {self.image_hw[1]}:{self.image_hw[0]} aspect, INTER_AREA resize "
+                                 f"to {self.image_hw[0]}x{self.image_hw[1]} (HxW)"}
+
+
+def make_real_arm(robot_ip: str, ur_type: str):
+    """URRtdeArm(URRtdeConfig(robot_ip, ur_type)); ImportError names what is missing."""
+    from dynaflip_ros.configs.robot import URRtdeConfig
+    from dynaflip_ros.robot.ur_rtde_arm import URRtdeArm
+
+    return URRtdeArm(URRtdeConfig(robot_ip=robot_ip, ur_type=ur_type))
+
+
+def make_realsense(serial: str):
+    from dynaflip_ros.cameras.realsense import RealSenseCamera
+    from dynaflip_ros.configs.realsense import RealSenseConfig
+
+    return RealSenseCamera(RealSenseConfig(serial=serial or "", enable_depth=False))
+
+
+def default_bag_dir(out: Path) -> Path:
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return out.parent / f"{out.name}_rosbag" / f"session_{stamp}"
+
+
+def _sigterm_to_interrupt() -> None:
+    """SIGTERM -> KeyboardInterrupt in the main thread, so `finally` blocks run (terminal
+    restored, arm stopped, episode in progress dropped)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@dataclass
+class TeleopOptions:
+    """What a teleop recording session is built from (CLI flags / ROS parameters).
+
+    device: "keyboard" | "gamepad" | "spacemouse" | "freedrive" | "replay:FILE";
+    sim: MuJoCo cell (True) or the real UR3 at robot_ip (ur_type "cb3" | "e-series");
+    camera_serial: RealSense serial ("" = the only device); out: dataset directory;
+    image_hw: recorded image (H, W); realtime: run a replay in real time (sim);
+    keyboard_events: add the keyboard for episode events to gamepad / spacemouse / freedrive
+    (None = when stdin is a terminal); replay_quit_at_end: a replay ends the session at its end;
+    rosbag_dir: raw MCAP log directory ("" = none); encoder / policy: model dirs for provenance.
+    """
+
+    device: str
+    out: str
+    sim: bool = True
+    robot_ip: str = ""
+    ur_type: str = "cb3"
+    camera_serial: str = ""
+    image_hw: tuple[int, int] = (224, 224)
+    resume: bool = False
+    repo_id: str = ""
+    realtime: bool = False
+    keyboard_events: bool | None = None
+    replay_quit_at_end: bool = True
+    rosbag_dir: str = ""
+    encoder: str = ""
+    policy: str = ""
+    operator: str = ""
+    note: str = ""
+    session: SessionConfig = field(default_factory=SessionConfig)
+
+
+class SessionResources:
+    """Everything a teleop session holds: env (sim), driver, camera, device, bag, recorder and
+    the `TeleopSession`. Build with `open_session`; `close()` releases all of it (idempotent,
+    every closer runs)."""
+
+    def __init__(self) -> None:
+        self.env = self.driver = self.camera = self.device = self.bag = self.recorder = self.session = None
+        self.real_camera = False
+
+    def close(self) -> None:
+        closers = [
+            ("recorder", lambda: self.recorder.close()),
+            ("driver", lambda: self.driver.close()),
+            ("rosbag", lambda: self.bag.close()),
+            ("camera", lambda: self.camera.disconnect() if self.real_camera else None),
+            ("arm", lambda: self.driver.safe.disconnect() if self.env is None else None),
+            ("sim", lambda: self.env.close()),
+        ]
+        for name, fn in closers:
+            if getattr(self, {"arm": "driver", "sim": "env", "rosbag": "bag"}.get(name, name), None) is None:
+                continue
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - every closer must run
+                log.error("closing the %s failed: %s: %s", name, type(e).__name__, e)
+        self.recorder = self.driver = self.bag = self.camera = self.env = None
+
+
+def open_session(opts: TeleopOptions, echo=None) -> SessionResources:
+    """Build env/arm, camera, device, optional bag and the recorder for `opts`.
+
+    Raises ValueError (bad options), DeviceError is raised later by `session.run()` when the
+    device cannot open, ImportError / ArmError / CameraError when a real backend is missing
+    or unreachable, FileExistsError / DatasetSchemaError from the recorder. Partially built
+    resources are released before raising.
+    """
+    from dynaflip_ros.configs.safety import SafetyConfig
+    from dynaflip_ros.data import dataset_io, schema
+    from dynaflip_ros.data.recorder import EpisodeRecorder
+    from dynaflip_ros.teleop.devices import make_device
+    from dynaflip_ros.teleop.provenance import camera_settings, session_provenance
+
+    if opts.device == "freedrive" and opts.sim:
+        raise ValueError("freedrive moves the real arm by hand; the sim arm has no freedrive "
+                         "(use keyboard, gamepad, spacemouse or replay:FILE with the sim)")
+    if not opts.sim and not opts.robot_ip:
+        raise ValueError("the real cell needs robot_ip")
+    image_hw = (int(opts.image_hw[0]), int(opts.image_hw[1]))
+    provenance = session_provenance(opts.encoder or None, opts.policy or None, opts.operator, opts.note)
+    is_replay = opts.device.startswith("replay:")
+    res = SessionResources()
+    try:
+        if opts.sim:
+            import dynaflip_ros.sim  # noqa: F401 - picks the headless GL backend first
+            from dynaflip_ros.configs.sim import SimConfig
+            from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv
+            from dynaflip_ros.teleop.drivers import LockstepSimDriver, RealtimeSimDriver
+
+            res.env = PickIntoSinkEnv(SimConfig(image_hw=image_hw))
+            safety = SafetyConfig()
+            if is_replay and not opts.realtime:
+                res.driver = LockstepSimDriver(res.env, safety)
+            else:
+                res.driver = RealtimeSimDriver(res.env, safety)
+            res.camera = res.env.camera
+            cam_settings = camera_settings(res.camera, res.env)
+        else:
+            from dynaflip_ros.teleop.drivers import RealArmDriver
+
+            arm = make_real_arm(opts.robot_ip, opts.ur_type)
+            safety = SafetyConfig(robot_model="ur3e" if opts.ur_type == "e-series" else "ur3_cb3")
+            res.camera = FittedCamera(make_realsense(opts.camera_serial), image_hw)
+            res.camera.connect()
+            res.real_camera = True
+            res.driver = RealArmDriver(arm, safety, servo_rate_hz=arm.config.controller_rate_hz)
+            cam_settings = camera_settings(res.camera)
+        dev_opts = {"quit_at_end": opts.replay_quit_at_end} if is_replay else {}
+        res.device = make_device(opts.device, arm=res.driver.raw_arm, clock=res.driver.now_s,
+                                 keyboard_events=False if is_replay else opts.keyboard_events, **dev_opts)
+        if opts.rosbag_dir:
+            from dynaflip_ros.teleop.rosbag_log import SessionBag
+
+            res.bag = SessionBag(opts.rosbag_dir)
+        res.recorder = EpisodeRecorder(opts.out, image_hw, fps=schema.RECORD_FPS,
+                                       repo_id=opts.repo_id or dataset_io.DEFAULT_REPO_ID, resume=opts.resume)
+        res.session = TeleopSession(res.recorder, res.driver, res.device, res.camera, opts.session,
+                                    episode_extra={"provenance": provenance, "camera": cam_settings},
+                                    bag=res.bag, echo=echo)
+    except BaseException:
+        res.close()
+        raise
+    return res
+
+
+def run_teleop(args) -> int:
+    """The teleop branch of `dynaflip record` (argparse namespace of data/cli.py)."""
+    from dynaflip_ros.data import dataset_io
+    from dynaflip_ros.data.recorder import DatasetSchemaError
+    from dynaflip_ros.teleop.devices import KEY_HELP, CombinedDevice, DeviceError, KeyboardDevice
+
+    if bool(args.sim) == bool(args.robot_ip):
+        print("dynaflip record: --teleop needs exactly one of --sim or --robot-ip IP", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.out:
+        print("dynaflip record: --out DIR is required", file=sys.stderr)
+        return EXIT_USAGE
+    if args.sim and args.camera not in (None, "sim"):
+        print("dynaflip record: --sim records the sim camera; --camera is for the real cell", file=sys.stderr)
+        return EXIT_USAGE
+    if args.teleop == "freedrive" and args.sim:
+        print("dynaflip record: freedrive moves the real arm by hand; the sim arm has no freedrive "
+              "(use keyboard, gamepad, spacemouse or replay:FILE with --sim)", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.sim and args.camera == "sim":
+        print("dynaflip record: the real cell records a RealSense (--camera realsense)", file=sys.stderr)
+        return EXIT_USAGE
+    out = Path(args.out)
+    if not args.resume and (dataset_io.is_dataset_dir(out) or (out / dataset_io.COMMIT_PATH).exists()):
+        print(f"dynaflip record: {out} already holds a dataset; pass --resume to append to it", file=sys.stderr)
+        return EXIT_USAGE
+    if dataset_io.foreign_entries(out) and not dataset_io.is_dataset_dir(out):
+        print(f"dynaflip record: {out} is not empty and holds no dataset; choose another --out", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        session_cfg = SessionConfig(task=args.task or SessionConfig.task, task_override=bool(args.task),
+                                    episodes=int(args.episodes or 0), command_rate_hz=float(args.command_rate_hz),
+                                    max_episode_s=float(args.max_episode_s or 300.0), seed=int(args.seed or 0),
+                                    source="sim" if args.sim else "real")
+        opts = TeleopOptions(
+            device=args.teleop, out=str(out), sim=bool(args.sim), robot_ip=args.robot_ip or "",
+            ur_type=args.ur_type or "cb3", camera_serial=args.camera_serial or "",
+            image_hw=tuple(args.image_size) if args.image_size else (224, 224), resume=bool(args.resume),
+            repo_id=args.repo_id or "", realtime=bool(args.realtime),
+            rosbag_dir=(args.rosbag_dir or str(default_bag_dir(out))) if args.rosbag else "",
+            encoder=args.encoder or "", policy=args.policy or "", operator=args.operator or "",
+            note=args.note or "", session=session_cfg)
+    except ValueError as e:
+        print(f"dynaflip record: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+    _sigterm_to_interrupt()
+    res = None
+    try:
+        res = open_session(opts, echo=lambda line: print(line, flush=True))
+        dev = res.device
+        if isinstance(dev, KeyboardDevice) or (isinstance(dev, CombinedDevice) and any(
+                isinstance(d, KeyboardDevice) for d in dev.devices)):
+            print(KEY_HELP, flush=True)
+        if res.bag is not None:
+            print(f"raw session log (rosbag2 MCAP): {res.bag.path}", flush=True)
+        summary = res.session.run()
+        result = {"saved_episodes": summary.saved, "discarded": summary.discarded,
+                  "frames_saved": summary.frames_saved, "slow_ticks": summary.slow_ticks,
+                  "record_ticks": summary.record_ticks, "ended_by": summary.ended_by, "wall_s": summary.wall_s,
+                  "dataset_episodes": res.recorder.num_episodes, "dataset_frames": res.recorder.num_frames,
+                  "root": str(out), "driver": res.driver.kind,
+                  "rosbag": str(res.bag.path) if res.bag is not None else None}
+    except (DeviceError, ImportError) as e:
+        print(f"dynaflip record: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except (DatasetSchemaError, FileNotFoundError) as e:
+        print(f"dynaflip record: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("dynaflip record: interrupted; saved episodes are kept, the one in progress was dropped",
+              file=sys.stderr)
+        return 130
+    except (dataset_io.DatasetCorruptError, OSError, RuntimeError, ValueError) as e:
+        print(f"dynaflip record: recording failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if res is not None:
+            res.close()
+    print(json.dumps(result, indent=2))
+    return EXIT_OK

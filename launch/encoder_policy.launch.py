@@ -1,0 +1,47 @@
+"""The learned half of the Pick-into-Sink graph: encoder_node + policy_node (ROS 2 Jazzy).
+
+Included by pick_into_sink.launch.py (use_sim:=true) and real_cell.launch.py, which pass
+params_file; it declares the model arguments once for both graphs (arguments given on the
+`ros2 launch` command line reach included files). On its own it runs the two nodes against
+whatever publishes /camera/color/image_raw and /joint_states, e.g. a rosbag2 replay:
+
+  ros2 launch dynaflip_ros encoder_policy.launch.py \
+      params_file:=$(ros2 pkg prefix dynaflip_ros)/share/dynaflip_ros/config/real_cell.yaml
+
+  encoder_node (encoder): /camera/color/image_raw -> /dynaflip/embedding
+  policy_node  (policy):  /dynaflip/embedding + /joint_states -> /dynaflip/action_chunk
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+PACKAGE = "dynaflip_ros"
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = FindPackageShare(PACKAGE)
+    params_file = LaunchConfiguration("params_file")
+    arguments = [
+        DeclareLaunchArgument("params_file",
+                              description="ROS 2 params file with `encoder:` and `policy:` sections "
+                                          "(config/pick_into_sink.yaml or config/real_cell.yaml)"),
+        DeclareLaunchArgument("encoder_model_dir", default_value=PathJoinSubstitution([share, "models", "encoder"]),
+                              description="encoder artifact dir (manifest.json, encoder.onnx, ...)"),
+        DeclareLaunchArgument("encoder_backend", default_value="auto",
+                              choices=["auto", "onnxruntime", "tensorrt", "torch"],
+                              description="encoder inference backend (auto: tensorrt, else onnxruntime, else torch)"),
+        DeclareLaunchArgument("policy_model_dir", default_value=PathJoinSubstitution([share, "models", "policy"]),
+                              description="policy checkpoint dir (must name the encoder's sha256)"),
+    ]
+    encoder = Node(
+        package=PACKAGE, executable="encoder_node", name="encoder", output="screen",
+        parameters=[params_file, {"model_dir": LaunchConfiguration("encoder_model_dir"),
+                                  "backend": LaunchConfiguration("encoder_backend")}],
+    )
+    policy = Node(
+        package=PACKAGE, executable="policy_node", name="policy", output="screen",
+        parameters=[params_file, {"model_dir": LaunchConfiguration("policy_model_dir")}],
+    )
+    return LaunchDescription(arguments + [encoder, policy])
