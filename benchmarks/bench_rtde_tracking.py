@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--leads-ms", nargs="+", type=float, default=[0.0, 100.0],
                    help="servo-loop command lead(s) to compare (default 0 and 100 ms = servoj lookahead)")
     p.add_argument("--host", default="127.0.3.1", help="first loopback IP for the controllers")
+    p.add_argument("--rt-priority", type=int, default=0,
+                   help="SCHED_FIFO priority of the servo loop + RTDE worker (0 = normal; needs root/CAP_SYS_NICE)")
     p.add_argument("--json", default="", help="also write the reports as JSON")
     args = p.parse_args(argv)
 
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             i += 1
             print(f"replaying on the loopback {ur_type} controller at {host} (command lead {lead_ms:g} ms) ...", flush=True)
             rep = replay_on_loopback(trace, ur_type=ur_type, host=host, latency_s=args.latency_ms / 1e3,
-                                     command_lead_s=lead_ms / 1e3)
+                                     command_lead_s=lead_ms / 1e3, rt_priority=args.rt_priority)
             print("\n".join(rep.lines()), flush=True)
             events = [e for e in rep.extra["controller_events"] if "started" not in e]
             if events:

@@ -206,7 +206,7 @@ def test_settings_provenance(recording, played):
     assert s["depth_scale_m"] == pytest.approx(0.001)
     fixed = s["fixed_settings"]
     assert fixed["auto_exposure"] is False and fixed["auto_white_balance"] is False
-    assert fixed["exposure_us"] == 15600.0 and fixed["exposure_units_100us"] == 156.0
+    assert fixed["exposure_us"] == 15600.0 and fixed["exposure_device_units"] == 156.0 and fixed["exposure_unit_us"] == 100.0
     assert fixed["white_balance_k"] == 4600.0 and fixed["gain"] == 64.0 and fixed["power_line_frequency"] == 1.0
     assert s["settings_problems"] == []
     assert s["options"]["color"]["Exposure"] == 156.0
@@ -258,6 +258,74 @@ def test_fixed_settings_write_path_on_software_sensors():
     assert "gain = 64 is outside the device range [0, 16]" in text
     assert "exposure is read-only" in text and "exposure reads back 156, expected 83" in text
     assert "does not support option white_balance" in text
+
+
+def _software_d4xx(usb="3.2", d405=False, color_fps=(30,), exposure_range=(1, 10000, 1, 156)):
+    """A librealsense software device shaped like a D435 (RGB sensor + stereo module) or a D405
+    (colour streamed by the stereo module, exposure in us)."""
+    from dynaflip_ros.cameras.realsense_playback import _add_option, _rs_intrinsics, d435_color_intrinsics
+
+    dev = rs.software_device()
+    dev.register_info(rs.camera_info.serial_number, "000000000405" if d405 else "000000000435")
+    dev.register_info(rs.camera_info.usb_type_descriptor, usb)
+    stereo = dev.add_sensor("Stereo Module")
+    rgb = stereo if d405 else dev.add_sensor("RGB Camera")
+    uid = 0
+    for sensor, stream, fmt, bpp, fps_list in ((stereo, rs.stream.depth, rs.format.z16, 2, (15, 30)),
+                                                (rgb, rs.stream.color, rs.format.rgb8, 3, color_fps)):
+        for fps in fps_list:
+            vs = rs.video_stream()
+            vs.type, vs.index, vs.uid, vs.width, vs.height, vs.fps, vs.bpp, vs.fmt = stream, 0, uid, 640, 480, fps, bpp, fmt
+            vs.intrinsics = _rs_intrinsics(d435_color_intrinsics(640, 480), rs.distortion.brown_conrady)
+            sensor.add_video_stream(vs)
+            uid += 1
+    _add_option(stereo, rs.option.enable_auto_exposure, 0, 1, 1, 1, 1)
+    _add_option(stereo, rs.option.exposure, 1, 200000, 1, 8500, 8500)
+    _add_option(rgb, rs.option.enable_auto_white_balance, 0, 1, 1, 1, 1)
+    _add_option(rgb, rs.option.white_balance, 2800, 6500, 10, 4600, 4600)
+    _add_option(rgb, rs.option.gain, 0, 128, 1, 64, 64)
+    _add_option(rgb, rs.option.power_line_frequency, 0, 3, 1, 3, 3)
+    if not d405:
+        _add_option(rgb, rs.option.enable_auto_exposure, 0, 1, 1, 1, 1)
+        _add_option(rgb, rs.option.exposure, *exposure_range, exposure_range[3])
+    return dev, rgb, stereo
+
+
+def test_live_configure_path_on_software_devices():
+    """configure_fixed_settings (what connect() runs on a live device) and check_live_modes on
+    librealsense software devices shaped like a D435 and a D405."""
+    from dynaflip_ros.cameras.realsense import check_live_modes, configure_fixed_settings
+
+    cfg = RealSenseConfig(exposure_us=8300, white_balance_k=3500, gain=20, power_line_frequency="60hz",
+                          depth_exposure_us=5000)
+    dev, rgb, stereo = _software_d4xx()
+    check_live_modes(rs, dev, cfg)
+    readback, problems, unit_us = configure_fixed_settings(rs, dev, cfg, write=True)
+    assert problems == [] and unit_us == 100.0
+    assert rgb.get_option(rs.option.exposure) == 83.0  # 100 us units on the RGB sensor
+    assert rgb.get_option(rs.option.enable_auto_exposure) == 0.0
+    assert rgb.get_option(rs.option.enable_auto_white_balance) == 0.0
+    assert readback["color"]["white_balance"] == 3500.0 and readback["color"]["power_line_frequency"] == 2.0
+    assert stereo.get_option(rs.option.exposure) == 5000.0 and stereo.get_option(rs.option.enable_auto_exposure) == 0.0
+    # D405: colour from the stereo module, whose exposure is in us
+    dev5, rgb5, stereo5 = _software_d4xx(d405=True)
+    readback, problems, unit_us = configure_fixed_settings(rs, dev5, cfg, write=True)
+    assert unit_us == 1.0 and stereo5.get_option(rs.option.exposure) == 8300.0
+    assert problems == ["colour and depth share one imager (D405): depth_exposure_us 5000 cannot differ from "
+                        "exposure_us 8300"]
+    # a device whose RGB exposure range is narrower than the request refuses it: strict -> CameraError
+    dev_n, _, _ = _software_d4xx(exposure_range=(1, 50, 1, 20))
+    _, problems, _ = configure_fixed_settings(rs, dev_n, cfg, write=True)
+    assert problems == ["colour option exposure = 83 is outside the device range [1, 50]",
+                        "colour option exposure reads back 20, expected 83"]
+    cam = RealSenseCamera(cfg)
+    with pytest.raises(CameraError, match="fixed settings not applied.*outside the device range"):
+        cam._report_problems(problems, live=True)
+    # USB 2: the 30 fps colour mode is missing -> the error names USB 2 and lists what is offered
+    dev2, _, _ = _software_d4xx(usb="2.1", color_fps=(6, 15))
+    with pytest.raises(CameraError, match=r"color mode 640x480 @ 30 fps RGB8 is not offered.*USB 2.1.*"
+                                          r"offered: 640x480@6, 640x480@15"):
+        check_live_modes(rs, dev2, cfg)
 
 
 def test_realtime_playback_returns_newest_frames(tmp_path):

@@ -22,7 +22,7 @@ from dynaflip_ros.cameras.base import CameraIntrinsics  # noqa: E402
 from dynaflip_ros.cameras.realsense_playback import synthetic_rgb, write_synthetic_recording  # noqa: E402
 from dynaflip_ros.ros import conversions as cv  # noqa: E402
 from dynaflip_ros.ros.qos import (  # noqa: E402
-    CAMERA_INFO_TOPIC, DEPTH_INFO_TOPIC, DEPTH_TOPIC, IMAGE_QOS, IMAGE_TOPIC,
+    CAMERA_INFO_TOPIC, DEPTH_INFO_TOPIC, DEPTH_TOPIC, IMAGE_TOPIC,
 )
 
 _domains = itertools.count()
@@ -167,3 +167,47 @@ def test_camera_node_main_reports_missing_device(ros_context, tmp_path, capsys):
     assert rc == 2
     assert "CameraError" in err and ("no RealSense device connected" in err or "not found" in err), err
     assert sys.modules["dynaflip_ros.cameras.realsense"]  # the backend module was loaded by name
+
+
+def test_camera_node_sim_style_camera_keeps_ros_clock_stamps_and_no_depth(ros_context):
+    """A camera whose stamps are not host monotonic (the sim camera: sim time) is stamped with
+    the ROS clock at capture, and the sim backend publishes no depth topic."""
+    from dynaflip_ros.cameras.base import Frame
+    from dynaflip_ros.ros.nodes.camera import CameraNode
+
+    intr = CameraIntrinsics(8, 6, 10.0, 10.0, 3.5, 2.5)
+
+    class SimTimeCamera:  # Camera protocol, stamps in "sim time" (1.5 s)
+        def connect(self):
+            pass
+
+        def read(self):
+            return Frame(rgb=np.full((6, 8, 3), 7, np.uint8), depth=np.ones((6, 8), np.float32),
+                         intrinsics=intr, stamp_s=1.5)
+
+        def disconnect(self):
+            pass
+
+    ros_context({"camera": {"rate_hz": 50.0}})
+    node = CameraNode(camera=SimTimeCamera())
+    assert node.config.backend == "sim" and node.count_publishers(DEPTH_TOPIC) == 0
+    probe = Node("probe")
+    images, infos = [], []
+    probe.create_subscription(Image, IMAGE_TOPIC, images.append, 10)
+    probe.create_subscription(CameraInfo, CAMERA_INFO_TOPIC, infos.append, 10)
+    ex = MultiThreadedExecutor(num_threads=2)
+    ex.add_node(probe)
+    ex.add_node(node)
+    spinner = threading.Thread(target=ex.spin, daemon=True)
+    t0 = time.time()
+    spinner.start()
+    try:
+        assert _wait(lambda: images and infos, 5.0)
+    finally:
+        node.close()
+        ex.shutdown(timeout_sec=1.0)
+        probe.destroy_node()
+        node.destroy_node()
+    stamp = cv.stamp_to_s(images[0].header.stamp)
+    assert t0 - 0.01 <= stamp <= time.time()  # ROS clock, not the 1.5 s sim stamp
+    assert infos[0].distortion_model == "plumb_bob" and node.depth_published == 0

@@ -102,15 +102,15 @@ def test_keyboard_session_in_a_pty_real_time_sim(tmp_path):
     out = tmp_path / "kb"
     proc = subprocess.Popen([sys.executable, "-m", "dynaflip_ros.cli", "record", "--teleop", "keyboard", "--sim",
                              "--out", str(out), "--image-size", "32", "--episodes", "1"],
-                            cwd=REPO, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        text = ""
+        raw = b""
         t_end = time.monotonic() + 90
-        while "Q / Ctrl-D quit" not in text and time.monotonic() < t_end:  # key map printed: device about to open
-            r, _, _ = select.select([proc.stdout], [], [], 0.5)
+        while b"Q / Ctrl-D quit" not in raw and time.monotonic() < t_end and proc.poll() is None:
+            r, _, _ = select.select([proc.stdout], [], [], 0.5)  # key map printed: device about to open
             if r:
-                text += proc.stdout.readline()
-        assert "Q / Ctrl-D quit" in text, text + proc.stderr.read()
+                raw += os.read(proc.stdout.fileno(), 65536)
+        assert b"Q / Ctrl-D quit" in raw, raw
         time.sleep(1.0)  # env + renderer up, terminal in cbreak mode
         os.write(master, b"b")
         for _ in range(8):  # hold "r" (up) with auto-repeat-like presses for ~0.8 s
@@ -119,7 +119,8 @@ def test_keyboard_session_in_a_pty_real_time_sim(tmp_path):
         os.write(master, b"c")
         time.sleep(0.3)
         os.write(master, b"n")  # save -> --episodes 1 reached -> exit
-        stdout, stderr = proc.communicate(timeout=60)
+        rest, err = proc.communicate(timeout=60)
+        stdout, stderr = (raw + rest).decode(), err.decode()
     finally:
         if proc.poll() is None:
             proc.kill()

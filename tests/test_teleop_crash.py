@@ -55,11 +55,11 @@ def test_sigkill_mid_episode_loses_only_that_episode(tmp_path):
     assert proc.returncode == -signal.SIGKILL
 
     report = dataset_io.recover(out)
-    assert report.committed_episodes == 2 and report.committed_frames == 3 + 4
+    assert report.committed_episodes == 2 and report.committed_frames == 3 + 3
     assert report.removed_temp_images
     ds = dataset_io.open_dataset(out)
-    assert ds.num_episodes == 2 and len(ds) == 7
-    assert [r["length"] for r in dataset_io.read_episode_records(out)] == [3, 4]
+    assert ds.num_episodes == 2 and len(ds) == 6
+    assert [r["length"] for r in dataset_io.read_episode_records(out)] == [3, 3]
 
     short = write_replay(tmp_path / "short.jsonl", [ReplayStep(0.0, events=("start",)),
                                                     ReplayStep(0.2, events=("stop", "quit"))])

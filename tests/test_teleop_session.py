@@ -52,7 +52,9 @@ def test_replay_drives_the_sim_through_safearm_and_records_the_expert_schema(env
              ReplayStep(1.8, twist=(0,) * 6, events=("stop",))]
     s, summary, driver = run_session(env, root, steps, extra={"provenance": {"note": "test"}})
     assert summary.saved == [0, 1] and summary.discarded == 0 and summary.ended_by == "quit"
-    assert summary.frames_saved == 12 + 5
+    # episode 1: the scene reset after saving episode 0 settles physics for 0.1 s of sim time (the
+    # replay's clock), and the schedule is re-based after it: ticks 1.4 .. 1.7 s -> 4 frames
+    assert summary.frames_saved == 12 + 4
     st = driver.safe.stats
     assert st.accepted > 100 and st.rejected == 0  # every target went through SafeArm
 
@@ -104,14 +106,15 @@ def test_discard_and_rerecord_semantics(env, tmp_path):
         ReplayStep(0.4, events=("discard",)),         # A dropped -> new scene 1
         ReplayStep(0.5, events=("rerecord",)),        # idle: = start (scene 1)
         ReplayStep(0.7, events=("rerecord",)),        # drop, same scene 1, begin again
-        ReplayStep(1.0, events=("stop",)),            # saved: episode 0, 3 frames, seed 1
+        ReplayStep(1.0, events=("stop",)),            # saved: episode 0, seed 1, frames at 0.8 and 0.9 s
+                                                      # (each scene reset settles 0.1 s of sim time)
         ReplayStep(1.1, events=("start",)),           # scene 2
         ReplayStep(1.4, events=("quit",)),            # in progress: dropped
     ]
     s, summary, _ = run_session(env, root, steps)
     assert summary.saved == [0] and summary.discarded == 3 and summary.ended_by == "quit"
     recs = dataset_io.read_episode_records(root)
-    assert len(recs) == 1 and recs[0]["seed"] == 1 and recs[0]["length"] == 3
+    assert len(recs) == 1 and recs[0]["seed"] == 1 and recs[0]["length"] == 2
     assert not (root / "images").exists() or not any((root / "images").rglob("*.png"))
 
 

@@ -1,8 +1,14 @@
 """`RealSenseCamera`: an Intel RealSense D4xx (D435/D435i/D415/D405) as a `cameras.base.Camera`.
 
-Live device or recorded file (`RealSenseConfig.playback_path`, played back through
-`rs.config.enable_device_from_file`; `cameras/realsense_playback.py` writes synthetic ones, which
-is how CI runs the real librealsense pipeline without hardware). Facts used: HARDWARE.md §3.
+Live device or recorded file (`RealSenseConfig.playback_path`; `cameras/realsense_playback.py`
+writes synthetic D435 recordings, which is how CI runs librealsense without hardware). Facts
+used: HARDWARE.md §3. Sources of frames:
+- live device, and real-time playback (`playback_realtime`): `rs.pipeline` (for a file through
+  `rs.config.enable_device_from_file`) started with a frameset callback;
+- non-real-time playback (default for files): the recording is loaded as a playback device
+  (`rs.context().load_device`) whose sensors are started directly, in non-real-time mode from
+  the first frame, colour and depth paired by capture time (`_FileReader`; measured: the
+  pipeline on a file loses its first frames in some runs, which a deterministic test cannot have).
 
 Pipeline (HARDWARE.md §3.8): colour RGB8 + depth Z16 at the same fps -> one
 `rs.align(rs.stream.color)` block -> `Frame.rgb` (H, W, 3) uint8 and `Frame.depth` (H, W)
@@ -37,7 +43,7 @@ delivers (`dropped_frames`, `dropped_depth_frames`).
 Reading: a live camera (and real-time playback) delivers framesets to a callback that keeps
 only the newest one; `read()` returns the newest frame not returned before (a 10 Hz reader of a
 30 fps stream gets fresh frames, skipped frames are not "dropped"). Non-real-time playback reads
-every recorded frame in order, one per `read()` (deterministic).
+every recorded frame in order, one per `read()` (deterministic). Counters restart at connect().
 """
 from __future__ import annotations
 
@@ -229,6 +235,83 @@ def _device_infos(rs, dev) -> dict[str, str]:
     return out
 
 
+def usb_type(rs, dev) -> str:
+    """The device's USB type descriptor ("3.2", "2.1", ...; "" when not reported)."""
+    return dev.get_info(rs.camera_info.usb_type_descriptor) if dev.supports(rs.camera_info.usb_type_descriptor) else ""
+
+
+def check_live_modes(rs, dev, config: RealSenseConfig) -> None:
+    """Raise CameraError unless `dev` offers colour RGB8 (width, height, fps) and, with depth,
+    depth Z16 `config.depth_mode()` at fps. The message lists the offered modes and names USB 2
+    when the device is connected over it (USB 2 exposes a small subset, HARDWARE.md §3.2)."""
+    usb = usb_type(rs, dev)
+    wanted = [(rs.stream.color, rs.format.rgb8, (config.width, config.height))]
+    if config.enable_depth:
+        wanted.append((rs.stream.depth, rs.format.z16, config.depth_mode()))
+    offered: dict[Any, set] = {}
+    for sensor in dev.query_sensors():
+        for p in sensor.get_stream_profiles():
+            if p.is_video_stream_profile():
+                v = p.as_video_stream_profile()
+                offered.setdefault((p.stream_type(), p.format()), set()).add((v.width(), v.height(), p.fps()))
+    for stream, fmt, (w, h) in wanted:
+        modes = offered.get((stream, fmt), set())
+        if (w, h, config.fps) not in modes:
+            listing = ", ".join(f"{a}x{b}@{f}" for a, b, f in sorted(modes)) or "none"
+            usb_note = (f"; the device is connected over USB {usb}, which offers only a small subset of modes "
+                        "(use a USB 3 port and cable)") if usb.startswith("2") else ""
+            raise CameraError(f"RealSense {_enum_name(stream)} mode {w}x{h} @ {config.fps} fps "
+                              f"{_enum_name(fmt).upper()} is not offered by this device{usb_note}; offered: {listing}")
+    if usb.startswith("2"):
+        log.warning("RealSense connected over USB %s: bandwidth is limited (use USB 3)", usb)
+
+
+def stream_sensors(rs, dev):
+    """(colour sensor, depth sensor or None): the sensors whose profiles stream colour / depth
+    (on a D405 both are the stereo module: colour comes from the depth imager, HARDWARE.md §3.1)."""
+    color = depth = None
+    for s in dev.query_sensors():
+        streams = {p.stream_type() for p in s.get_stream_profiles()}
+        if color is None and rs.stream.color in streams:
+            color = s
+        if depth is None and rs.stream.depth in streams:
+            depth = s
+    if color is None:
+        raise CameraError("the RealSense device has no colour sensor")
+    return color, depth
+
+
+def configure_fixed_settings(rs, dev, config: RealSenseConfig, write: bool
+                             ) -> tuple[dict[str, dict[str, float]], list[str], float]:
+    """Write (live: `write`) and read back the fixed colour / depth settings of `dev`.
+
+    Returns ({"color": {option: read-back}, "depth": {...}}, problems, colour exposure unit in us).
+    The colour exposure is written in the RGB sensor's 100 us units (HARDWARE.md §3.7); when the
+    colour stream comes from the depth sensor (D405) that sensor's exposure is in us, so
+    exposure_us is written as is, and a different depth_exposure_us is reported as a problem.
+    """
+    color, depth = stream_sensors(rs, dev)
+    targets = fixed_setting_targets(config)
+    shared = rs.stream.depth in {p.stream_type() for p in color.get_stream_profiles()}  # D405
+    unit_us = 1.0 if shared else 100.0
+    if shared:
+        targets["color"] = [(n, float(config.exposure_us)) if n == "exposure" else (n, v) for n, v in targets["color"]]
+        targets["depth"] = []
+    readback, problems = apply_fixed_settings(color, targets["color"], write, "colour")
+    out = {"color": readback, "depth": {}}
+    if shared and config.depth_exposure_us and config.depth_exposure_us != config.exposure_us:
+        problems.append(f"colour and depth share one imager (D405): depth_exposure_us {config.depth_exposure_us:g} "
+                        f"cannot differ from exposure_us {config.exposure_us:g}")
+    if targets["depth"]:
+        if depth is None:
+            problems.append("no depth sensor for depth_exposure_us")
+        else:
+            rb, p = apply_fixed_settings(depth, targets["depth"], write, "depth")
+            out["depth"] = rb
+            problems += p
+    return out, problems, unit_us
+
+
 # ============================================================================ file reader
 class _FileReader:
     """Non-real-time playback of a recording, every frame in file order (deterministic).
@@ -284,16 +367,23 @@ class _FileReader:
         self._composed = rs.frame_queue(2, True)
         self._composer.start(self._composed)
         self.unpaired = 0
+        self._resumed_at = math.inf
 
     def start(self) -> None:
+        """Open and start the sensors while the playback is paused (measured: otherwise the
+        playback starts with the first sensor and the other one misses its first frames)."""
         by_sensor: dict[int, tuple[Any, list]] = {}
         for key, prof in self.profiles.items():
             sensor = self._sensor_of[key]
             by_sensor.setdefault(id(sensor), (sensor, []))[1].append((key, prof))
         for sensor, items in by_sensor.values():
             sensor.open([prof for _, prof in items])
+        self.playback.pause()
+        for sensor, items in by_sensor.values():
             sensor.start(self._make_callback({prof.stream_type(): key for key, prof in items}))
             self._started.append(sensor)
+        self.playback.resume()
+        self._resumed_at = time.monotonic()
 
     def _make_callback(self, key_of_stream: dict):
         def on_frame(frame) -> None:
@@ -321,7 +411,8 @@ class _FileReader:
                 return self._queues[key].get(timeout=0.05)
             except queue.Empty:
                 pass
-            if self.playback.current_status() == rs.playback_status.stopped and self._queues[key].empty():
+            if (self.playback.current_status() == rs.playback_status.stopped and self._queues[key].empty()
+                    and time.monotonic() - self._resumed_at > 0.2):
                 return None
             if mono() > deadline:
                 raise CameraError(f"no frame from RealSense recording {self._cfg.playback_path} within "
@@ -408,8 +499,9 @@ class RealSenseCamera:
         self._settings: dict[str, Any] = {}
         self._clock: DeviceClockMapper | None = None
         self._connected = False
+        self._connected_at = -math.inf
         self._reader: _FileReader | None = None
-        self._latest: tuple[Any, float] | None = None  # (frameset, arrival monotonic s)
+        self._latest: tuple[Any, float, int] | None = None  # (frameset, arrival monotonic s, colour no.)
         self._last_color_seen: int | None = None
         self._last_depth_seen: int | None = None
         self._last_returned: int | None = None
@@ -417,6 +509,7 @@ class RealSenseCamera:
         self._playback = None
         self._readback: dict[str, dict[str, float]] = {}
         self._problems: list[str] = []
+        self._exposure_unit_us = 100.0
         self.dropped_frames = 0
         self.dropped_depth_frames = 0
         self.unpaired_framesets = 0
@@ -460,6 +553,8 @@ class RealSenseCamera:
         with self._lock:
             self._latest = None
             self._last_color_seen = self._last_depth_seen = self._last_returned = None
+            self.dropped_frames = self.dropped_depth_frames = self.unpaired_framesets = self.frames_read = 0
+            self.last_frame_info = None
         if self.is_playback:
             path = Path(cfg.playback_path).expanduser()
             if not path.is_file():
@@ -472,7 +567,7 @@ class RealSenseCamera:
         else:
             dev = self._find_device(rs)
             device_serial = dev.get_info(rs.camera_info.serial_number)
-            self._check_live_modes(rs, dev)
+            check_live_modes(rs, dev, cfg)
             depth_size = cfg.depth_mode()
             rs_cfg.enable_device(device_serial)
             problems = self._configure(rs, dev, write=True)
@@ -509,6 +604,7 @@ class RealSenseCamera:
         with self._lock:
             self._pipeline = pipeline
             self._connected = True
+            self._connected_at = self._mono()
         log.info("RealSense %s (%s) streaming colour %dx%d @ %d fps%s", self._device_info.get("name", "?"),
                  cfg.playback_path or device_serial, cfg.width, cfg.height, cfg.fps,
                  f" + depth {depth_size[0]}x{depth_size[1]}" if cfg.enable_depth else "")
@@ -608,57 +704,8 @@ class RealSenseCamera:
                 return d
         raise CameraError(f"RealSense serial {self.config.serial!r} not found; connected: {serials}")
 
-    def _usb_type(self, rs, dev) -> str:
-        return dev.get_info(rs.camera_info.usb_type_descriptor) if dev.supports(rs.camera_info.usb_type_descriptor) else ""
-
-    def _check_live_modes(self, rs, dev) -> None:
-        cfg = self.config
-        usb = self._usb_type(rs, dev)
-        wanted = [(rs.stream.color, rs.format.rgb8, (cfg.width, cfg.height))]
-        if cfg.enable_depth:
-            wanted.append((rs.stream.depth, rs.format.z16, cfg.depth_mode()))
-        offered: dict[Any, set] = {}
-        for sensor in dev.query_sensors():
-            for p in sensor.get_stream_profiles():
-                if p.is_video_stream_profile():
-                    v = p.as_video_stream_profile()
-                    offered.setdefault((p.stream_type(), p.format()), set()).add((v.width(), v.height(), p.fps()))
-        for stream, fmt, (w, h) in wanted:
-            modes = offered.get((stream, fmt), set())
-            if (w, h, cfg.fps) not in modes:
-                listing = ", ".join(f"{a}x{b}@{f}" for a, b, f in sorted(modes)) or "none"
-                usb_note = (f"; the device is connected over USB {usb}, which offers only a small subset of modes "
-                            "(use a USB 3 port and cable)") if usb.startswith("2") else ""
-                raise CameraError(f"RealSense {_enum_name(stream)} mode {w}x{h} @ {cfg.fps} fps "
-                                  f"{_enum_name(fmt).upper()} is not offered by this device{usb_note}; offered: {listing}")
-        if usb.startswith("2"):
-            log.warning("RealSense connected over USB %s: bandwidth is limited (use USB 3)", usb)
-
-    def _sensors(self, rs, dev):
-        """(colour sensor, depth sensor or None): the sensors that stream colour / depth."""
-        color = depth = None
-        for s in dev.query_sensors():
-            streams = {p.stream_type() for p in s.get_stream_profiles()}
-            if color is None and rs.stream.color in streams:
-                color = s
-            if depth is None and rs.stream.depth in streams:
-                depth = s
-        if color is None:
-            raise CameraError("the RealSense device has no colour sensor")
-        return color, depth
-
     def _configure(self, rs, dev, write: bool) -> list[str]:
-        color, depth = self._sensors(rs, dev)
-        targets = fixed_setting_targets(self.config)
-        readback, problems = apply_fixed_settings(color, targets["color"], write, "colour")
-        self._readback = {"color": readback, "depth": {}}
-        if targets["depth"]:
-            if depth is None:
-                problems.append("no depth sensor for depth_exposure_us")
-            else:
-                rb, p = apply_fixed_settings(depth, targets["depth"], write, "depth")
-                self._readback["depth"] = rb
-                problems += p
+        self._readback, problems, self._exposure_unit_us = configure_fixed_settings(rs, dev, self.config, write)
         self._problems = problems
         return problems
 
@@ -705,11 +752,11 @@ class RealSenseCamera:
         return (f"RealSense recording {cfg.playback_path} cannot play {want} @ {cfg.fps} fps ({err}); "
                 f"it holds: {recorded}")
 
-    def _read_stream_facts(self, rs, streams: dict[str, Any], dev) -> None:
+    def _read_stream_facts(self, rs, profiles: dict[str, Any], dev) -> None:
         """Intrinsics, extrinsics, depth scale, device info and options -> self._settings.
-        streams: {"color": video_stream_profile, "depth": ... (with depth)}."""
+        profiles: {"color": video_stream_profile, "depth": ... (with depth)}."""
         cfg = self.config
-        cp = streams["color"]
+        cp = profiles["color"]
         ci = cp.get_intrinsics()
         self.rs_distortion_model = _enum_name(ci.model)
         coeffs = tuple(float(c) for c in ci.coeffs)
@@ -717,13 +764,13 @@ class RealSenseCamera:
                                             cx=float(ci.ppx), cy=float(ci.ppy), distortion=coeffs)
         streams = {"color": {"width": cp.width(), "height": cp.height(), "fps": cp.fps(),
                              "format": _enum_name(cp.format())}}
-        color_sensor, depth_sensor = self._sensors(rs, dev)
+        color_sensor, depth_sensor = stream_sensors(rs, dev)
         depth_info = extr = None
         if cfg.enable_depth:
             if depth_sensor is None or not depth_sensor.is_depth_sensor():
                 raise CameraError("the RealSense device has no depth sensor (set enable_depth=False)")
             self.depth_scale_m = float(depth_sensor.as_depth_sensor().get_depth_scale())
-            dp = streams["depth"]
+            dp = profiles["depth"]
             depth_info = _intrinsics_dict(dp.get_intrinsics())
             streams["depth"] = {"width": dp.width(), "height": dp.height(), "fps": dp.fps(),
                                 "format": _enum_name(dp.format())}
@@ -736,8 +783,9 @@ class RealSenseCamera:
         fixed = {
             "auto_exposure": bool(color_rb.get("enable_auto_exposure", math.nan)),
             "auto_white_balance": bool(color_rb.get("enable_auto_white_balance", math.nan)),
-            "exposure_units_100us": color_rb.get("exposure"),
-            "exposure_us": None if "exposure" not in color_rb else color_rb["exposure"] * 100.0,
+            "exposure_device_units": color_rb.get("exposure"),
+            "exposure_unit_us": self._exposure_unit_us,
+            "exposure_us": None if "exposure" not in color_rb else color_rb["exposure"] * self._exposure_unit_us,
             "white_balance_k": color_rb.get("white_balance"),
             "gain": color_rb.get("gain"),
             "power_line_frequency": color_rb.get("power_line_frequency"),
@@ -835,7 +883,9 @@ class RealSenseCamera:
                     self._last_returned = cn
                     return fs, arrival
                 remaining = deadline - self._mono()
-                if remaining <= 0 or (self._playback is not None and self._playback_stopped()):
+                ended = (self._playback is not None and self._mono() - self._connected_at > 1.0
+                         and self._playback_stopped())
+                if remaining <= 0 or ended:
                     raise CameraError(self._timeout_text())
                 self._lock.wait(min(remaining, 0.1))
 

@@ -252,7 +252,7 @@ def write_synthetic_recording(
         path.unlink()
     if start_time_ms is None:
         start_time_ms = time.time() * 1e3
-    skip = set(int(n) for n in skip_frame_numbers)
+    skip = {int(n) for n in skip_frame_numbers}
     numbers = tuple(n for n in range(n_frames) if n not in skip)
     stamps = tuple(start_time_ms + n * 1000.0 / fps for n in numbers)
 

@@ -203,6 +203,19 @@ class _Bench:
     def q(self) -> np.ndarray:
         raise NotImplementedError
 
+    def fuzz_once(self, rng: np.random.Generator, joint_limits_rad: np.ndarray) -> str:
+        """Send one fuzzed command (`fuzz_command` around the last forwarded target) through
+        SafeArm; a refusal is expected and swallowed. Returns the fuzz kind."""
+        from dynaflip_ros.robot.safety import SafetyViolation
+
+        cur = self.tap.commands[-1] if self.tap.commands else self.q()
+        kind, q, dt = fuzz_command(rng, cur, self.period_s, joint_limits_rad)
+        try:
+            self.safe.servo_joint(q, dt)
+        except SafetyViolation:
+            pass
+        return kind
+
     def sine_chunk(self, duration_s: float, amp_rad: float = 0.15, freq_hz: float = 0.5,
                    joint: int = 0) -> None:
         """Queue a smooth joint-`joint` sine (waypoints every 20 ms) starting at the current target."""
@@ -269,15 +282,8 @@ def sim_fuzz(n_commands: int = 10_000, seed: int = 0, safety: SafetyConfig | Non
     peak_ratio = 0.0
     q_min, q_max = np.full(6, np.inf), np.full(6, -np.inf)
     try:
-        from dynaflip_ros.robot.safety import SafetyViolation
-
         for i in range(n_commands):
-            cur = bench.tap.commands[-1] if bench.tap.commands else bench.q()
-            _, q, dt = fuzz_command(rng, cur, bench.period_s, limits)
-            try:
-                bench.safe.servo_joint(q, dt)
-            except SafetyViolation:
-                pass
+            bench.fuzz_once(rng, limits)
             bench.step(tick=False)
             if i % 500 == 499:  # pause: let the watchdog stop the stream now and then
                 for _ in range(int(round(2 * cfg.watchdog_timeout_s / bench.period_s))):
@@ -497,18 +503,11 @@ def rtde_fuzz(n_commands: int = 10_000, safety: SafetyConfig | None = None, ur_t
     bench = _RtdeBench(cfg, host, ur_type)
     rng = np.random.default_rng(seed)
     limits = np.array(cfg.joint_limits_rad)
-    from dynaflip_ros.robot.safety import SafetyViolation
-
     try:
         bench.ctrl.trace(clear=True)
         t_next = time.monotonic()
         for i in range(n_commands):
-            cur = bench.tap.commands[-1] if bench.tap.commands else bench.q()
-            _, q, dt = fuzz_command(rng, cur, bench.period_s, limits)
-            try:
-                bench.safe.servo_joint(q, dt)
-            except SafetyViolation:
-                pass
+            bench.fuzz_once(rng, limits)
             bench.safe.check_watchdog()
             t_next += bench.period_s
             delay = t_next - time.monotonic()

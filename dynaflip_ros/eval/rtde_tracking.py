@@ -10,10 +10,13 @@
    their observation (the graph's measured image-to-chunk latency) and start from the last
    commanded target, as in the ur3_driver node.
 3. Figures, measured on the controller's trace (what the simulated joints did, host clock):
-   tracking error between the joint targets the servo loop sent and the joints the controller
-   measured (RMS, p95, max over joints; raw and after removing the best constant lag, which is
-   the servoj lookahead filter's delay), the servo loop's tick jitter and period, and the
-   fraction of controller cycles that received a fresh servoJ target.
+   - tracking error against the policy's plan: measured joints at t vs the chunk's interpolated
+     target for t (max over joints: RMS, p95, max). The servo loop sends the target for
+     t + command_lead_s at t, so the plan is the sent targets shifted by the lead;
+   - the lag of the measured joints behind the sent servoJ targets (the servoj lookahead
+     filter's delay: best constant shift) and the error left after removing it;
+   - the servo loop's tick period, jitter and overruns, and the fraction of controller cycles
+     that received a fresh servoJ target.
 """
 from __future__ import annotations
 
@@ -100,10 +103,10 @@ class TrackingReport:
     def lines(self) -> list[str]:
         return [
             f"[{self.ur_type}, {self.rate_hz:.0f} Hz, command lead {self.command_lead_s * 1e3:.0f} ms] {self.chunks} chunks, {self.commands} servoJ targets over {self.duration_s:.1f} s",
-            f"  tracking error (max over joints): RMS {self.rms_error_rad * 1e3:.2f} mrad, p95 {self.p95_error_rad * 1e3:.2f} mrad, "
-            f"max {self.max_error_rad * 1e3:.2f} mrad",
-            f"  after removing the best constant lag ({self.lag_ms:.1f} ms): RMS {self.rms_error_lag_comp_rad * 1e3:.2f} mrad, "
-            f"p95 {self.p95_error_lag_comp_rad * 1e3:.2f} mrad",
+            f"  tracking error vs the policy's plan (max over joints): RMS {self.rms_error_rad * 1e3:.2f} mrad, "
+            f"p95 {self.p95_error_rad * 1e3:.2f} mrad, max {self.max_error_rad * 1e3:.2f} mrad",
+            f"  lag behind the sent servoJ targets {self.lag_ms:.1f} ms; error without it: RMS "
+            f"{self.rms_error_lag_comp_rad * 1e3:.2f} mrad, p95 {self.p95_error_lag_comp_rad * 1e3:.2f} mrad",
             f"  servo loop: period {self.loop_period_mean_ms:.3f} +- {self.loop_period_std_ms:.3f} ms, jitter p99 "
             f"{self.loop_jitter_p99_ms:.3f} ms, overruns {self.loop_overruns}; controller cycles with a fresh target "
             f"{100 * self.fresh_target_fraction:.1f} %; safety rejections {self.safety_rejections}",
@@ -126,9 +129,12 @@ def _tracking_errors(t_ref: np.ndarray, q_ref: np.ndarray, t_meas: np.ndarray, q
 
 def replay_on_loopback(trace: PolicyTrace, ur_type: str = "e-series", host: str = "127.0.3.1",
                        latency_s: float = 0.05, max_duration_s: float | None = None,
-                       with_gripper: bool = True, command_lead_s: float = 0.0) -> TrackingReport:
+                       with_gripper: bool = True, command_lead_s: float = 0.0,
+                       rt_priority: int = 0) -> TrackingReport:
     """Replay `trace` through the production driver path against a loopback controller (see the
-    module docstring). Raises RuntimeError / ArmError when the controller or ur_rtde fail."""
+    module docstring). rt_priority > 0: SCHED_FIFO for the servo-loop thread and the RTDE worker
+    (as `config/real_cell.yaml` asks on the robot PC). Raises RuntimeError / ArmError when the
+    controller or ur_rtde fail."""
     from dynaflip_ros.configs.robot import URRtdeConfig
     from dynaflip_ros.configs.safety import SafetyConfig
     from dynaflip_ros.eval.fault_inject import LOOPBACK_VERSIONS, ArmTap
@@ -144,7 +150,7 @@ def replay_on_loopback(trace: PolicyTrace, ur_type: str = "e-series", host: str 
     ctrl = LoopbackURController(host=host, ur_version=LOOPBACK_VERSIONS[ur_type], q0=tuple(trace.q0),
                                 with_gripper=with_gripper)
     ctrl.start(timeout_s=30.0)
-    arm = URRtdeArm(URRtdeConfig(robot_ip=host, ur_type=ur_type,
+    arm = URRtdeArm(URRtdeConfig(robot_ip=host, ur_type=ur_type, rt_priority=rt_priority,
                                  gripper="robotiq_urcap" if with_gripper else "none"))
     loop = None
     try:
@@ -166,7 +172,7 @@ def replay_on_loopback(trace: PolicyTrace, ur_type: str = "e-series", host: str 
             end_s = min(end_s, max_duration_s)
         ctrl.trace(clear=True)
         n_cmd0 = len(tap.commands)
-        loop.start()
+        loop.start(rt_priority=rt_priority)
         t0 = time.monotonic() + 0.1
         n_chunks = 0
         for c in trace.chunks:
@@ -202,8 +208,8 @@ def replay_on_loopback(trace: PolicyTrace, ur_type: str = "e-series", host: str 
     rms = [float(np.sqrt(np.mean(e ** 2))) if (e := _tracking_errors(t_ref, q_ref, t_meas, q_meas, lag)).size else math.inf
            for lag in lags]
     best = float(lags[int(np.argmin(rms))])
-    e0 = _tracking_errors(t_ref, q_ref, t_meas, q_meas, 0.0)
-    e1 = _tracking_errors(t_ref, q_ref, t_meas, q_meas, best)
+    e0 = _tracking_errors(t_ref + command_lead_s, q_ref, t_meas, q_meas, 0.0)  # vs the plan
+    e1 = _tracking_errors(t_ref, q_ref, t_meas, q_meas, best)  # vs the sent targets, lag removed
     cq = ctrl_trace["commanded_q"]
     in_span = (t_meas >= t_ref[0]) & (t_meas <= t_ref[-1])
     fresh = np.r_[False, np.any(np.diff(np.nan_to_num(cq, nan=1e9), axis=0) != 0, axis=1)]
@@ -217,7 +223,7 @@ def replay_on_loopback(trace: PolicyTrace, ur_type: str = "e-series", host: str 
         loop_jitter_p99_ms=stats.jitter_p99_s * 1e3, loop_overruns=stats.overruns,
         fresh_target_fraction=float(fresh[in_span].mean()) if np.any(in_span) else 0.0,
         safety_rejections=int(rejections),
-        extra={"controller_events": events, "command_lead_s": command_lead_s,
+        extra={"controller_events": events, "command_lead_s": command_lead_s, "rt_priority": rt_priority,
                "controller_lateness_max_ms": ctrl_stats.get("lateness_max_ms"),
                "controller_cpu_fraction": ctrl_stats.get("cpu_fraction")},
     )

@@ -253,10 +253,17 @@ class ServoLoop:
             self._reanchor_interp()
 
     # ------------------------------------------------------------------ thread mode
-    def start(self) -> None:
-        """Run `tick` at rate_hz in a daemon thread. Raises RuntimeError if already running."""
+    def start(self, rt_priority: int = 0) -> None:
+        """Run `tick` at rate_hz in a daemon thread. Raises RuntimeError if already running.
+
+        rt_priority > 0 asks for SCHED_FIFO at that priority for the loop thread (Linux; needs
+        CAP_SYS_NICE or an rtprio ulimit, see docker/compose.yaml); refused -> a warning and
+        normal scheduling."""
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("ServoLoop already running")
+        if not isinstance(rt_priority, int) or not 0 <= rt_priority <= 99:
+            raise ValueError(f"rt_priority must be an int in [0, 99], got {rt_priority!r}")
+        self._rt_priority = rt_priority
         self._stop_event.clear()
         self._thread = threading.Thread(target=self._run, name="servo_loop", daemon=True)
         self._thread.start()
@@ -299,6 +306,13 @@ class ServoLoop:
         return s
 
     def _run(self) -> None:
+        if getattr(self, "_rt_priority", 0) > 0:
+            import os
+
+            try:  # pid 0 = the calling thread on Linux
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self._rt_priority))
+            except (AttributeError, OSError) as e:
+                log.warning("servo loop: SCHED_FIFO %d refused (%s); normal scheduling", self._rt_priority, e)
         period = self.period_s
         t0 = self._clock()
         k = 0

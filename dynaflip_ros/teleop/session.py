@@ -180,6 +180,7 @@ class TeleopSession:
         self.last_message = ""
         self._carry_events: list[TeleopEvent] = []
         self._halt_reported = False
+        self._rebase = False
 
     # ------------------------------------------------------------------ external control
     def request(self, event: TeleopEvent | str, timeout_s: float = 5.0) -> tuple[bool, str]:
@@ -232,6 +233,10 @@ class TeleopSession:
                 if k % self.ticks_per_record == 0:
                     if self._record_tick(deadline, now, lateness, events):
                         break
+                    if self._rebase:  # a sim scene reset advanced the clock: re-base the schedule
+                        self._rebase = False
+                        now = drv.now_s()
+                        t0 = now - k * self.cmd_period_s
                 elif events:  # keep device events for the next record tick
                     self._carry_events.extend(events)
                 self._command_tick(now, cmd.twist)
@@ -274,6 +279,7 @@ class TeleopSession:
             self._scene_seed = self.config.seed + self._scene_index
             self._scene_index += 1
         self._scene_info = drv.reset_scene(self._scene_seed)
+        self._rebase = True
         if not self.config.task_override:
             self._task = self._scene_info.instruction
         if self._q_target is not None:

@@ -127,7 +127,7 @@ class Ur3DriverNode(Node):
         self._status_timer = self.create_timer(1.0 / self.config.status_rate_hz, self._publish_status)
         self.create_service(Trigger, "~/rearm", self._on_rearm, callback_group=MutuallyExclusiveCallbackGroup())
         if servo_thread:
-            self.loop.start()
+            self.loop.start(rt_priority=self.config.ur_rtde.rt_priority if self.config.backend == "ur_rtde" else 0)
         self.get_logger().info(
             f"ur3_driver: {type(arm).__name__} behind SafeArm, servo loop {self.config.servo_rate_hz:g} Hz "
             f"({'own thread' if servo_thread else 'ticked by the sim stepper'}), "
