@@ -11,8 +11,8 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), "dynaflip_ros needs Python 3.11 (ROS 2 wheels, lerobot 0.4.4)"'
 
 # 1. Debian packages: OSMesa (MuJoCo CPU rendering fallback), libusb (pyrealsense2), ffmpeg
-#    (lerobot video decode), libegl1 (MuJoCo EGL).
-deb_pkgs=(libosmesa6 libegl1 libgl1 libusb-1.0-0 ffmpeg)
+#    (lerobot video decode), libegl1 (MuJoCo EGL), hidapi (SpaceMouse teleop).
+deb_pkgs=(libosmesa6 libegl1 libgl1 libusb-1.0-0 ffmpeg libhidapi-hidraw0 libhidapi-libusb0)
 missing=()
 for p in "${deb_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -344,3 +344,33 @@ def test_speed_scaling_slows_the_trajectory_timeline_and_never_jumps():
     q_before = arm.q[0]
     run(0.1)
     assert arm.q[0] == pytest.approx(q_before, abs=1e-9)
+
+
+def test_end_hold_keeps_the_last_target_then_goes_quiet():
+    """end_hold_s: a finished chunk's last target is re-sent for that long (a lagging UR settles
+    on it), then nothing is sent and the watchdog stops the arm; a stop clears the hold."""
+    arm = RecordingArm()
+    now = [0.0]
+    safe = SafeArm(arm, SafetyConfig(), clock=lambda: now[0])
+    safe.connect()
+    interp = ActionChunkInterpolator(n_dims=7)
+    loop = ServoLoop(safe, interp, rate_hz=125.0, clock=lambda: now[0], end_hold_s=0.2)
+    loop.reanchor()
+    times = np.array([0.1, 0.2])
+    targets = np.tile(np.concatenate([Q_READY, [0.0]]), (2, 1))
+    targets[:, 0] += [0.01, 0.02]
+    interp.add_chunk(times, targets, now_s=0.0)
+    sent_times = []
+    while now[0] < 0.8:
+        now[0] = round(now[0] + PERIOD_S, 9)
+        if loop.tick() is not None:
+            sent_times.append(now[0])
+    # Targets until the chunk end (0.2 s) + the 0.2 s hold, then quiet; the watchdog stopped once.
+    assert sent_times[-1] == pytest.approx(0.4, abs=2 * PERIOD_S)
+    assert arm.commands[-1][0][0] == pytest.approx(Q_READY[0] + 0.02)
+    assert len(arm.stops) == 1 and arm.stops[0] is not None
+    n = len(arm.commands)
+    loop.tick()  # after the stop nothing is held
+    assert len(arm.commands) == n
+    with pytest.raises(ValueError):
+        ServoLoop(safe, interp, end_hold_s=-1.0)

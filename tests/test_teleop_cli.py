@@ -32,6 +32,8 @@ def test_help_shows_teleop_examples(capsys):
     (["--teleop", "keyboard", "--sim", "--camera", "realsense", "--out", "X"], "--camera is for the real cell"),
     (["--teleop", "keyboard", "--sim"], "--out DIR is required"),
     (["--robot-ip", "10.0.0.2", "--out", "X"], "--teleop DEVICE"),
+    (["--teleop", "keyboard", "--sim", "--out", "X", "--safety-config", "/nonexistent/safety.yaml"], "--safety-config"),
+    (["--teleop", "keyboard", "--sim", "--out", "X", "--command-rate-hz", "33"], "multiple of 10"),
 ])
 def test_usage_errors(tmp_path, capsys, argv, match):
     argv = [str(tmp_path / a) if a == "X" else a for a in argv]
@@ -134,10 +136,9 @@ def test_keyboard_session_in_a_pty_real_time_sim(tmp_path):
     assert summary["saved_episodes"] == [0] and summary["driver"] == "sim-realtime"
     assert 8 <= summary["frames_saved"] <= 20
     ds = dataset_io.open_dataset(out)
-    import numpy as np
 
-    from dynaflip_ros.robot.kinematics import forward_kinematics
     from dynaflip_ros.configs.safety import SafetyConfig
+    from dynaflip_ros.robot.kinematics import forward_kinematics
 
     cfg = SafetyConfig()
     z = [forward_kinematics(ds[i]["observation.state"].numpy()[:6].astype(float), cfg.dh, cfg.tool_transform)[2, 3]

@@ -11,9 +11,24 @@ import numpy as np
 import pytest
 
 from dynaflip_ros.teleop.devices import (
-    CombinedDevice, DeviceError, FreedriveDevice, GamepadDevice, GamepadMapping, KeyboardDevice, ReplayDevice,
-    ReplayStep, SpaceMouseDevice, TeleopCommand, TeleopEvent, apply_deadzone, load_replay, make_device,
-    map_gamepad, parse_keys, rotate_twist_about_z, write_replay,
+    CombinedDevice,
+    DeviceError,
+    FreedriveDevice,
+    GamepadDevice,
+    GamepadMapping,
+    KeyboardDevice,
+    ReplayDevice,
+    ReplayStep,
+    SpaceMouseDevice,
+    TeleopCommand,
+    TeleopEvent,
+    apply_deadzone,
+    load_replay,
+    make_device,
+    map_gamepad,
+    parse_keys,
+    rotate_twist_about_z,
+    write_replay,
 )
 
 
@@ -78,10 +93,9 @@ def test_keyboard_from_a_pty(pty_pair):
 def test_keyboard_restores_the_terminal_when_the_session_crashes(pty_pair):
     master, slave = pty_pair
     before = termios.tcgetattr(slave)
-    with pytest.raises(RuntimeError, match="boom"):
-        with KeyboardDevice(fd=slave):
-            assert termios.tcgetattr(slave) != before
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), KeyboardDevice(fd=slave):
+        assert termios.tcgetattr(slave) != before
+        raise RuntimeError("boom")
     assert termios.tcgetattr(slave) == before
 
 

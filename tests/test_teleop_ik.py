@@ -6,7 +6,12 @@ import pytest
 
 from dynaflip_ros.configs.safety import SafetyConfig
 from dynaflip_ros.robot.kinematics import (
-    UR3_CB3_DH, UR3E_DH, forward_kinematics, geometric_jacobian, inverse_kinematics, rotation_error_vector,
+    UR3_CB3_DH,
+    UR3E_DH,
+    forward_kinematics,
+    geometric_jacobian,
+    inverse_kinematics,
+    rotation_error_vector,
     rotation_from_vector,
 )
 from dynaflip_ros.teleop.twist import TwistToJointTarget

@@ -7,18 +7,23 @@ import pytest
 
 pytest.importorskip("rtde_control", reason="ur_rtde (PyPI ur-rtde 1.6.5) not installed")
 
-from dynaflip_ros.cameras.base import CameraIntrinsics, Frame  # noqa: E402
-from dynaflip_ros.configs.robot import URRtdeConfig  # noqa: E402
-from dynaflip_ros.configs.safety import SafetyConfig  # noqa: E402
-from dynaflip_ros.data import dataset_io, schema  # noqa: E402
-from dynaflip_ros.data.recorder import EpisodeRecorder  # noqa: E402
-from dynaflip_ros.robot.ur_rtde_arm import URRtdeArm  # noqa: E402
-from dynaflip_ros.sim.ur_loopback import LoopbackURController  # noqa: E402
-from dynaflip_ros.teleop.devices import CombinedDevice, FreedriveDevice, ReplayDevice, ReplayStep  # noqa: E402
-from dynaflip_ros.teleop.drivers import RealArmDriver  # noqa: E402
-from dynaflip_ros.teleop.provenance import camera_settings  # noqa: E402
-from dynaflip_ros.teleop.record import FittedCamera, fit_image  # noqa: E402
-from dynaflip_ros.teleop.session import SessionConfig, TeleopSession  # noqa: E402
+from dynaflip_ros.cameras.base import CameraIntrinsics, Frame
+from dynaflip_ros.configs.robot import URRtdeConfig
+from dynaflip_ros.configs.safety import SafetyConfig
+from dynaflip_ros.data import dataset_io, schema
+from dynaflip_ros.data.recorder import EpisodeRecorder
+from dynaflip_ros.robot.ur_rtde_arm import URRtdeArm
+from dynaflip_ros.sim.ur_loopback import LoopbackURController
+from dynaflip_ros.teleop.devices import (
+    CombinedDevice,
+    FreedriveDevice,
+    ReplayDevice,
+    ReplayStep,
+)
+from dynaflip_ros.teleop.drivers import RealArmDriver
+from dynaflip_ros.teleop.provenance import camera_settings
+from dynaflip_ros.teleop.record import FittedCamera, fit_image
+from dynaflip_ros.teleop.session import SessionConfig, TeleopSession
 
 HOST = "127.0.0.61"
 HW = (32, 32)

@@ -10,14 +10,14 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
-from dynaflip_ros.data import dataset_io  # noqa: E402
-from dynaflip_ros.ros.qos import EVENT_QOS  # noqa: E402
-from dynaflip_ros.teleop.devices import ReplayStep, write_replay  # noqa: E402
+from dynaflip_ros.data import dataset_io
+from dynaflip_ros.ros.qos import EVENT_QOS
+from dynaflip_ros.teleop.devices import ReplayStep, write_replay
 
 _domains = itertools.count()
 

@@ -4,8 +4,14 @@ import pytest
 
 pytest.importorskip("rosbags")
 
-from dynaflip_ros.teleop.rosbag_log import (  # noqa: E402
-    TOPIC_EVENTS, TOPIC_IMAGE, TOPIC_JOINT_STATES, TOPIC_JOINT_TARGET, TOPIC_TWIST, SessionBag, read_bag,
+from dynaflip_ros.teleop.rosbag_log import (
+    TOPIC_EVENTS,
+    TOPIC_IMAGE,
+    TOPIC_JOINT_STATES,
+    TOPIC_JOINT_TARGET,
+    TOPIC_TWIST,
+    SessionBag,
+    read_bag,
 )
 
 

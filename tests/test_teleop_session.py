@@ -66,7 +66,7 @@ def test_replay_drives_the_sim_through_safearm_and_records_the_expert_schema(env
     for k in ("features", "fps", "codebase_version", "robot_type"):
         assert info_t[k] == info_e[k], k
     ds, ds_e = dataset_io.open_dataset(root), dataset_io.open_dataset(expert_root)
-    assert ds.num_episodes == 2 and len(ds) == 17
+    assert ds.num_episodes == 2 and len(ds) == 16
     assert set(ds[0]) == set(ds_e[0])
     for key in ds_e[0]:
         if hasattr(ds_e[0][key], "shape"):

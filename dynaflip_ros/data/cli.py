@@ -22,8 +22,8 @@ teleoperated demonstrations (same dataset schema; `dynaflip train-policy` fine-t
       w/s a/d r/f move, u/o i/k j/l rotate, c/v gripper, b start, n save, x discard, z re-record, Q quit)
   dynaflip record --teleop replay:tests/data/teleop_replay.jsonl --sim --out /tmp/replayed
       replay a recorded command file in lock-step simulation (deterministic; --realtime for wall time)
-  dynaflip record --teleop spacemouse --robot-ip 192.168.1.10 --ur-type cb3 \
-        --camera realsense --camera-serial 123456789012 --out outputs/real_demos --rosbag \
+  dynaflip record --teleop spacemouse --robot-ip 192.168.1.10 --ur-type cb3 \\
+        --camera realsense --camera-serial 123456789012 --out outputs/real_demos --rosbag \\
         --task "Pick the red cube into the sink" --operator alice --note "new sink position"
   dynaflip record --teleop freedrive --robot-ip 192.168.1.10 --out outputs/kinesthetic --task "..."
       kinesthetic demos: the arm is in UR freedrive (teach mode), keyboard keys start/stop episodes
@@ -71,12 +71,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--sim", action="store_true", help="record the MuJoCo cell with the scripted expert")
     p.add_argument("--out", default=None, help="dataset directory (created; see --resume); required with --sim")
-    p.add_argument("--episodes", type=int, default=None, help="expert episodes to attempt (default 10)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the first attempt; attempt i uses seed+i (default 0)")
+    p.add_argument("--episodes", type=int, default=None, help="expert episodes to attempt (default 10); --teleop: saved episodes before exiting (default: until quit)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first attempt; attempt i uses seed+i (default 0); --teleop --sim: first scene seed")
     p.add_argument("--image-size", type=_image_hw, default=None, metavar="N|HxW", help="image size (default 224)")
     p.add_argument("--resume", action="store_true", help="append to the dataset at --out (repairs a killed run)")
     p.add_argument("--keep-failed", action="store_true", help="keep failed expert episodes (success=false)")
-    p.add_argument("--max-episode-s", type=float, default=None, help="simulated-time cap per episode (default 15)")
+    p.add_argument("--max-episode-s", type=float, default=None, help="simulated-time cap per episode (default 15); --teleop: episodes are saved at this length (default 300)")
     p.add_argument("--repo-id", default=None, help="LeRobot repo id stored with the dataset (default local/pick_into_sink)")
     p.add_argument("--config", default=None, help="RecordConfig YAML (e.g. config/record.yaml); flags override it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -94,6 +94,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--realtime", action="store_true", help="replay in real time instead of lock-step (sim)")
     t.add_argument("--command-rate-hz", type=float, default=50.0,
                    help="teleop command rate, a multiple of 10 Hz (default 50); the servo loop runs at 125/500 Hz")
+    t.add_argument("--safety-config", default=None, metavar="YAML",
+                   help="SafeArm limits (configs.safety.SafetyConfig YAML, e.g. config/safety.yaml); default: built-in")
     t.add_argument("--operator", default=None, help="operator name (episode metadata)")
     t.add_argument("--note", default=None, help="operator note (episode metadata)")
     t.add_argument("--encoder", default=None, help="encoder model dir whose manifest sha256 is logged (provenance)")

@@ -453,7 +453,8 @@ class _RtdeBench(_Bench):
             self.safe.connect()
             self.interp = ActionChunkInterpolator(n_dims=7)
             self.loop = ServoLoop(self.safe, self.interp, rate_hz=self.rtde_cfg.controller_rate_hz,
-                                  speed_scaling=lambda: self.arm.speed_scaling)
+                                  speed_scaling=lambda: self.arm.speed_scaling,
+                                  end_hold_s=self.rtde_cfg.servo_lookahead_s)  # as ur3_driver (lead 0)
             self.loop.reanchor()
         except BaseException:
             self.close()

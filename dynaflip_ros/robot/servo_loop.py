@@ -87,6 +87,10 @@ class ServoLoop:
             50 % the chunk is executed at half speed, at 0 % the target freezes, and when the
             slider comes back the arm continues from where it is instead of jumping to where the
             wall clock says it should be. Map chunk times with `to_trajectory_time()`.
+        end_hold_s: when the chunk runs out, keep sending its last target for this long (s)
+            before going quiet (after which the watchdog stops the arm): an arm that lags its
+            targets (UR servoj's lookahead filter) then settles on the chunk's final waypoint
+            instead of being stopped short of it. 0 for the simulated arm.
         command_lead_s: sample the chunk this far ahead of now (s, >= 0): compensates the delay
             of the controller's servo filter (servoj's lookahead_time makes a UR lag its targets
             by roughly that much), so the arm reaches each action near its time stamp. 0 for
@@ -106,6 +110,7 @@ class ServoLoop:
         check_protective_stop: bool = True,
         speed_scaling: Callable[[], float] | None = None,
         command_lead_s: float = 0.0,
+        end_hold_s: float = 0.0,
     ) -> None:
         if not isinstance(safe_arm, SafeArm):
             raise TypeError(f"safe_arm must be a robot.safety.SafeArm, got {type(safe_arm).__name__}")
@@ -136,6 +141,11 @@ class ServoLoop:
         if not (math.isfinite(command_lead_s) and 0.0 <= command_lead_s <= 0.5):
             raise ValueError(f"command_lead_s must be in [0, 0.5] s, got {command_lead_s!r}")
         self.command_lead_s = float(command_lead_s)
+        if not (math.isfinite(end_hold_s) and 0.0 <= end_hold_s <= 1.0):
+            raise ValueError(f"end_hold_s must be in [0, 1] s, got {end_hold_s!r}")
+        self.end_hold_s = float(end_hold_s)
+        self._held_target: np.ndarray | None = None  # last sampled target and when (loop clock)
+        self._held_since_s = 0.0
         self._traj_lag_s = 0.0  # loop clock - trajectory clock (grows while speed scaling < 1)
         self._last_tick_now: float | None = None
         self._last_scale = 1.0
@@ -210,6 +220,10 @@ class ServoLoop:
                 self._stats.protective_stops += 1
             self._reanchor_interp()
         target = self.interp.sample(self._advance_trajectory_clock(now) + self.command_lead_s)
+        if target is not None:
+            self._held_target, self._held_since_s = target, now
+        elif self._held_target is not None and now - self._held_since_s <= self.end_hold_s:
+            target = self._held_target  # let a lagging arm settle on the final waypoint
         sent = None
         if target is None:
             with self._lock:
@@ -388,3 +402,4 @@ class ServoLoop:
             g = float(np.clip(st.gripper, 0.0, 1.0)) if np.isfinite(st.gripper) else 0.0
         self.interp.reset(np.concatenate([np.asarray(st.q, dtype=float), [g]]))
         self._last_gripper = None
+        self._held_target = None

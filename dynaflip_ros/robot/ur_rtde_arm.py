@@ -196,10 +196,15 @@ class _SharedState:
 
 def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None:  # pragma: no cover - runs in a child
     """Entry point of the RTDE worker process (see the module docstring)."""
+    import signal
+
     import rtde_control
     import rtde_receive
     from dashboard_client import DashboardClient
 
+    # Ctrl-C in a terminal reaches the whole process group: the node decides when the worker
+    # stops (a "close" request, or the pipe closing when the node dies), never a stray SIGINT.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     config = URRtdeConfig(**cfg)
     host, rate_hz = config.robot_ip, config.controller_rate_hz
     write_lock = threading.Lock()

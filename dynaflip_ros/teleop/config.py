@@ -6,9 +6,10 @@ ROS parameters are these fields (`ros/params.py`), e.g.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dynaflip_ros.configs.robot import UR_TYPES
+from dynaflip_ros.configs.safety import SafetyConfig
 
 DEVICES = ("keyboard", "gamepad", "spacemouse", "freedrive")
 
@@ -28,6 +29,8 @@ class TeleopRecorderNodeConfig:
         seed: first sim scene seed; operator / note: episode metadata.
         status_rate_hz: /teleop_recorder/status publish rate.
         exit_when_done: shut the node down when the session ends (quit / episodes reached).
+        safety: the SafeArm limits (`configs.safety.SafetyConfig`, params `safety.*`); on the real
+            cell its robot_model is set from ur_type (cb3 -> "ur3_cb3", e-series -> "ur3e").
     """
 
     device: str = "gamepad"
@@ -49,6 +52,7 @@ class TeleopRecorderNodeConfig:
     note: str = ""
     status_rate_hz: float = 2.0
     exit_when_done: bool = True
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def __post_init__(self) -> None:
         if not (self.device in DEVICES or (self.device.startswith("replay:") and len(self.device) > 7)):

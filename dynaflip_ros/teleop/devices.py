@@ -37,10 +37,11 @@ import math
 import os
 import select
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -132,7 +133,7 @@ class TeleopDevice:
         """JSON-serialisable settings of the device (stored with every episode)."""
         return {"name": self.name}
 
-    def __enter__(self) -> "TeleopDevice":
+    def __enter__(self) -> TeleopDevice:
         self.open()
         return self
 
@@ -532,7 +533,7 @@ class SpaceMouseDevice(TeleopDevice):
                               "and read access to /dev/hidraw*, e.g. a udev rule for vendor 256f / 046d)")
         try:
             self._dev = pyspacemouse.open(axis_convention=pyspacemouse.AxisConvention.HID_Z_UP)
-        except Exception as e:  # noqa: BLE001 - HID open failures come as several types
+        except Exception as e:
             raise DeviceError(f"cannot open SpaceMouse {devices[0]!r}: {type(e).__name__}: {e}") from e
 
     def read(self) -> TeleopCommand:

@@ -9,6 +9,7 @@ whose frames are centre-cropped to the dataset's aspect ratio and area-resized t
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -94,7 +95,7 @@ def make_realsense(serial: str):
 
 
 def default_bag_dir(out: Path) -> Path:
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return out.parent / f"{out.name}_rosbag" / f"session_{stamp}"
 
 
@@ -104,7 +105,7 @@ def _sigterm_to_interrupt() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
 
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
@@ -120,7 +121,9 @@ class TeleopOptions:
     image_hw: recorded image (H, W); realtime: run a replay in real time (sim);
     keyboard_events: add the keyboard for episode events to gamepad / spacemouse / freedrive
     (None = when stdin is a terminal); replay_quit_at_end: a replay ends the session at its end;
-    rosbag_dir: raw MCAP log directory ("" = none); encoder / policy: model dirs for provenance.
+    rosbag_dir: raw MCAP log directory ("" = none); encoder / policy: model dirs for provenance;
+    safety: SafeArm limits (`configs.safety.SafetyConfig`; None = defaults); on the real cell its
+    robot_model is set from ur_type.
     """
 
     device: str
@@ -141,6 +144,7 @@ class TeleopOptions:
     operator: str = ""
     note: str = ""
     session: SessionConfig = field(default_factory=SessionConfig)
+    safety: Any = None  # configs.safety.SafetyConfig; None = defaults (robot_model from ur_type)
 
 
 class SessionResources:
@@ -202,7 +206,7 @@ def open_session(opts: TeleopOptions, echo=None) -> SessionResources:
             from dynaflip_ros.teleop.drivers import LockstepSimDriver, RealtimeSimDriver
 
             res.env = PickIntoSinkEnv(SimConfig(image_hw=image_hw))
-            safety = SafetyConfig()
+            safety = opts.safety if opts.safety is not None else SafetyConfig()
             if is_replay and not opts.realtime:
                 res.driver = LockstepSimDriver(res.env, safety)
             else:
@@ -212,8 +216,12 @@ def open_session(opts: TeleopOptions, echo=None) -> SessionResources:
         else:
             from dynaflip_ros.teleop.drivers import RealArmDriver
 
+            model = "ur3e" if opts.ur_type == "e-series" else "ur3_cb3"
+            safety = opts.safety if opts.safety is not None else SafetyConfig()
+            if safety.robot_model != model:  # the kinematic model follows the controller generation
+                log.info("safety robot_model %s -> %s (ur_type %s)", safety.robot_model, model, opts.ur_type)
+                safety = dataclasses.replace(safety, robot_model=model)
             arm = make_real_arm(opts.robot_ip, opts.ur_type)
-            safety = SafetyConfig(robot_model="ur3e" if opts.ur_type == "e-series" else "ur3_cb3")
             res.camera = FittedCamera(make_realsense(opts.camera_serial), image_hw)
             res.camera.connect()
             res.real_camera = True
@@ -241,7 +249,12 @@ def run_teleop(args) -> int:
     """The teleop branch of `dynaflip record` (argparse namespace of data/cli.py)."""
     from dynaflip_ros.data import dataset_io
     from dynaflip_ros.data.recorder import DatasetSchemaError
-    from dynaflip_ros.teleop.devices import KEY_HELP, CombinedDevice, DeviceError, KeyboardDevice
+    from dynaflip_ros.teleop.devices import (
+        KEY_HELP,
+        CombinedDevice,
+        DeviceError,
+        KeyboardDevice,
+    )
 
     if bool(args.sim) == bool(args.robot_ip):
         print("dynaflip record: --teleop needs exactly one of --sim or --robot-ip IP", file=sys.stderr)
@@ -267,6 +280,15 @@ def run_teleop(args) -> int:
         print(f"dynaflip record: {out} is not empty and holds no dataset; choose another --out", file=sys.stderr)
         return EXIT_USAGE
     try:
+        safety = None
+        if args.safety_config:
+            from dynaflip_ros.configs.io import ConfigError, load_yaml
+            from dynaflip_ros.configs.safety import SafetyConfig
+
+            try:
+                safety = load_yaml(SafetyConfig, args.safety_config)
+            except (ConfigError, OSError) as e:
+                raise ValueError(f"--safety-config: {e}") from e
         session_cfg = SessionConfig(task=args.task or SessionConfig.task, task_override=bool(args.task),
                                     episodes=int(args.episodes or 0), command_rate_hz=float(args.command_rate_hz),
                                     max_episode_s=float(args.max_episode_s or 300.0), seed=int(args.seed or 0),
@@ -278,7 +300,7 @@ def run_teleop(args) -> int:
             repo_id=args.repo_id or "", realtime=bool(args.realtime),
             rosbag_dir=(args.rosbag_dir or str(default_bag_dir(out))) if args.rosbag else "",
             encoder=args.encoder or "", policy=args.policy or "", operator=args.operator or "",
-            note=args.note or "", session=session_cfg)
+            note=args.note or "", session=session_cfg, safety=safety)
     except ValueError as e:
         print(f"dynaflip record: {e}", file=sys.stderr)
         return EXIT_USAGE

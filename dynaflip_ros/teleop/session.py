@@ -33,6 +33,7 @@ reset (next seed) after every save / discard. A session ends after `episodes` sa
 on quit, or on an error (the open episode is dropped; saved ones stay). A process crash
 (SIGKILL included) loses at most the episode in progress (`EpisodeRecorder`).
 
+Sim scene resets settle physics (0.1 s of sim time); the tick schedule is re-based after one.
 Slow loop: a record tick that starts more than `slow_tick_tolerance` x period late is counted
 (`slow_ticks`, `max_lateness_s` in the episode's metadata) and logged (at most every 5 s).
 """
@@ -44,8 +45,9 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -24,7 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from dynaflip_ros.configs.safety import SafetyConfig
-from dynaflip_ros.robot.kinematics import forward_kinematics, inverse_kinematics, rotation_from_vector
+from dynaflip_ros.robot.kinematics import (
+    forward_kinematics,
+    inverse_kinematics,
+    rotation_from_vector,
+)
 
 
 @dataclass

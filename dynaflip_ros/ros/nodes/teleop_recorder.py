@@ -57,7 +57,7 @@ class TeleopRecorderNode(Node):
             device=cfg.device, out=cfg.out, sim=cfg.sim, robot_ip=cfg.robot_ip, ur_type=cfg.ur_type,
             camera_serial=cfg.camera_serial, image_hw=cfg.image_hw, resume=cfg.resume, realtime=cfg.realtime,
             keyboard_events=False, replay_quit_at_end=False, rosbag_dir=cfg.rosbag_dir,
-            operator=cfg.operator, note=cfg.note, session=session_cfg)
+            operator=cfg.operator, note=cfg.note, session=session_cfg, safety=cfg.safety)
         self.resources: SessionResources = open_session(opts, echo=lambda line: self.get_logger().info(line))
         self.session = self.resources.session
         self.summary = None
@@ -99,7 +99,7 @@ class TeleopRecorderNode(Node):
                 rclpy.try_shutdown(context=self.context)
 
     def _make_handler(self, event: TeleopEvent):
-        def handle(request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:  # noqa: ARG001
+        def handle(request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
             if self._ended.is_set():
                 response.success, response.message = False, "the session has ended"
                 return response
