@@ -12,7 +12,7 @@ from dynaflip_ros.robot.kinematics import (
     geometric_jacobian,
     inverse_kinematics,
     rotation_error_vector,
-    rotation_from_vector,
+    rotvec_to_matrix,
 )
 from dynaflip_ros.teleop.twist import TwistToJointTarget
 
@@ -84,9 +84,9 @@ def test_rotation_vector_round_trip_including_near_pi():
     for angle in (1e-8, 0.3, 2.0, np.pi - 1e-7):
         axis = rng.normal(size=3)
         w = axis / np.linalg.norm(axis) * angle
-        r = rotation_from_vector(w)
+        r = rotvec_to_matrix(w)
         back = rotation_error_vector(r, np.eye(3))
-        np.testing.assert_allclose(rotation_from_vector(back), r, atol=1e-6)
+        np.testing.assert_allclose(rotvec_to_matrix(back), r, atol=1e-6)
 
 
 HOME = np.array([1.9, -2.35, 1.88, -1.1, -1.5708, 0.0])

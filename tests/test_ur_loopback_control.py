@@ -15,8 +15,8 @@ import pytest
 
 from dynaflip_ros.sim.ur_loopback import LoopbackURController
 from dynaflip_ros.sim.ur_loopback.arm_model import (
-    matrix_from_rotvec,
-    rotvec_from_matrix,
+    rotvec_to_matrix,
+    matrix_to_rotvec,
 )
 
 rtde_control = pytest.importorskip("rtde_control", reason="ur_rtde (PyPI ur-rtde 1.6.5) not installed")
@@ -238,8 +238,8 @@ def test_async_movej_stopj_and_speedl(ctrl, clients):
     p3 = np.asarray(r.getActualTCPPose())
     d = p3 - p0
     assert d[2] > 0.01 and np.abs(d[:2]).max() < 0.05 * d[2]
-    rel = matrix_from_rotvec(p0[3:]).T @ matrix_from_rotvec(p3[3:])   # orientation kept
-    assert np.linalg.norm(rotvec_from_matrix(rel)) < 2e-3
+    rel = rotvec_to_matrix(p0[3:]).T @ rotvec_to_matrix(p3[3:])   # orientation kept
+    assert np.linalg.norm(matrix_to_rotvec(rel)) < 2e-3
     assert c.moveJ(q0.tolist(), 1.0, 2.0)
 
 

@@ -78,7 +78,7 @@ def test_rotvec_and_ik_roundtrip():
     q = np.array([0.3, -1.2, 1.4, -1.6, -1.5, 0.2])
     pose = arm_model.tcp_pose(q)
     t = forward_kinematics(q)
-    np.testing.assert_allclose(arm_model.pose_to_transform(pose), t, atol=1e-12)
+    np.testing.assert_allclose(arm_model.transform_from_ur_pose(pose), t, atol=1e-12)
     q_ik = arm_model.inverse_kinematics(pose, q + 0.05)
     assert q_ik is not None
     np.testing.assert_allclose(arm_model.tcp_pose(q_ik), pose, atol=1e-6)

@@ -14,7 +14,7 @@ import pytest
 
 from dynaflip_ros.robot.kinematics import forward_kinematics
 from dynaflip_ros.sim.ur_loopback import DEFAULT_Q0_RAD, LoopbackURController
-from dynaflip_ros.sim.ur_loopback.arm_model import rotvec_from_matrix
+from dynaflip_ros.sim.ur_loopback.arm_model import matrix_to_rotvec
 
 rtde_receive = pytest.importorskip("rtde_receive", reason="ur_rtde (PyPI ur-rtde 1.6.5) not installed")
 import dashboard_client
@@ -60,7 +60,7 @@ def test_receive_getters_and_rate(request, which, rate_hz):
         t = forward_kinematics(q)
         pose = np.asarray(r.getActualTCPPose())
         np.testing.assert_allclose(pose[:3], t[:3, 3], atol=1e-6)
-        np.testing.assert_allclose(pose[3:], rotvec_from_matrix(t[:3, :3]), atol=1e-6)
+        np.testing.assert_allclose(pose[3:], matrix_to_rotvec(t[:3, :3]), atol=1e-6)
         assert r.getRobotMode() == 7 and r.getSafetyMode() == 1
         assert r.getSafetyStatusBits() == 1 and not r.isProtectiveStopped() and not r.isEmergencyStopped()
         assert r.getRuntimeState() == 1                 # no program yet

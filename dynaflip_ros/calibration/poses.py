@@ -15,11 +15,10 @@ import numpy as np
 
 from dynaflip_ros.calibration.transforms import (
     invert,
-    matrix_to_rotvec,
     rotation_angle_deg,
 )
 from dynaflip_ros.configs.safety import SafetyConfig
-from dynaflip_ros.robot.kinematics import DHParams, forward_kinematics
+from dynaflip_ros.robot.kinematics import DHParams, forward_kinematics, inverse_kinematics
 
 # Default per-joint perturbation half-ranges (rad): shoulder/elbow small (keeps the board in
 # view and in the workspace), wrists larger (orientation diversity).
@@ -27,34 +26,16 @@ DEFAULT_PERTURBATION_RAD: tuple[float, ...] = (0.10, 0.10, 0.10, 0.30, 0.30, 0.4
 
 
 def solve_ik(t_target: np.ndarray, q_init: np.ndarray, dh: DHParams, tool: np.ndarray | None = None,
-             max_iters: int = 300, tol_m: float = 1e-6, tol_rad: float = 1e-6, damping: float = 1e-3) -> np.ndarray:
-    """Joints (6,) rad whose flange (or TCP with `tool` (4, 4)) reaches `t_target` (4, 4) in `base`.
-
-    Damped least squares (Levenberg-Marquardt) on the pose error [position m; rotation vector rad]
-    with a numerical Jacobian, from `q_init`. Raises ValueError if it does not converge.
-    """
-    q = np.asarray(q_init, dtype=float).copy()
-
-    def err(qq):
-        t = forward_kinematics(qq, dh, tool)
-        e_r = t[:3, :3] @ matrix_to_rotvec(t[:3, :3].T @ t_target[:3, :3])  # world-frame rotation error
-        return np.concatenate([t_target[:3, 3] - t[:3, 3], e_r])
-
-    for _ in range(max_iters):
-        e = err(q)
-        if np.linalg.norm(e[:3]) < tol_m and np.linalg.norm(e[3:]) < tol_rad:
-            return q
-        jac = np.zeros((6, 6))
-        h = 1e-6
-        for j in range(6):
-            dq = np.zeros(6)
-            dq[j] = h
-            jac[:, j] = (e - err(q + dq)) / h
-        step = np.linalg.solve(jac.T @ jac + damping * np.eye(6), jac.T @ e)
-        q = q + step
-    e = err(q)
-    raise ValueError(f"IK did not converge: residual {np.linalg.norm(e[:3]) * 1000:.2f} mm, "
-                     f"{np.degrees(np.linalg.norm(e[3:])):.3f} deg")
+             max_iters: int = 300, tol_m: float = 1e-6, tol_rad: float = 1e-6) -> np.ndarray:
+    """Joints (6,) rad whose flange (or TCP with `tool` (4, 4)) reaches `t_target` (4, 4) in `base`,
+    from `q_init` (`robot.kinematics.inverse_kinematics`, damped least squares).
+    Raises ValueError if it does not converge."""
+    res = inverse_kinematics(np.asarray(t_target, dtype=float), np.asarray(q_init, dtype=float), dh, tool,
+                             max_iterations=max_iters, tol_position_m=tol_m, tol_rotation_rad=tol_rad)
+    if not res.converged:
+        raise ValueError(f"IK did not converge: residual {res.position_error_m * 1000:.2f} mm, "
+                         f"{np.degrees(res.rotation_error_rad):.3f} deg")
+    return res.q
 
 
 def look_at_rotation(z_axis: np.ndarray, up_hint: tuple[float, float, float] = (0.0, 0.0, 1.0)) -> np.ndarray:

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from dynaflip_ros.robot.kinematics import rotation_to_quat_wxyz
+from dynaflip_ros.robot.kinematics import (  # noqa: F401 - re-exported for the calibration modules
+    matrix_to_rotvec,
+    rotation_to_quat_wxyz,
+    rotvec_to_matrix,
+    transform_from_ur_pose,
+)
 
 
 def make_transform(r: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -79,41 +84,6 @@ def transform_from_pose7(pose: np.ndarray) -> np.ndarray:
 def pose7_from_transform(t: np.ndarray) -> np.ndarray:
     """(4, 4) -> (7,) x, y, z (m), qw, qx, qy, qz (w >= 0)."""
     return np.concatenate([t[:3, 3], rotation_to_quat_wxyz(t[:3, :3])])
-
-
-def rotvec_to_matrix(rv: np.ndarray) -> np.ndarray:
-    """(3,) rotation vector (rad) -> (3, 3) rotation (Rodrigues)."""
-    rv = np.asarray(rv, dtype=float).reshape(3)
-    th = float(np.linalg.norm(rv))
-    if th < 1e-12:
-        return np.eye(3)
-    k = rv / th
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(th) * kx + (1 - np.cos(th)) * kx @ kx
-
-
-def matrix_to_rotvec(r: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation -> (3,) rotation vector (rad), angle in [0, pi]."""
-    r = np.asarray(r, dtype=float)
-    th = np.radians(rotation_angle_deg(r))
-    if th < 1e-9:
-        return np.zeros(3)
-    if np.pi - th < 1e-6:  # near pi: axis from the symmetric part
-        m = (r + np.eye(3)) / 2
-        axis = np.sqrt(np.clip(np.diag(m), 0, None))
-        i = int(np.argmax(axis))
-        axis = m[:, i] / np.sqrt(m[i, i])
-        return axis / np.linalg.norm(axis) * th
-    w = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]]) / (2 * np.sin(th))
-    return w * th
-
-
-def transform_from_ur_pose(pose: np.ndarray) -> np.ndarray:
-    """UR pose (6,) x, y, z (m), rx, ry, rz (rotation vector, rad) in `base` -> (4, 4)."""
-    p = np.asarray(pose, dtype=float)
-    if p.shape != (6,):
-        raise ValueError(f"UR pose must be (6,), got shape {p.shape}")
-    return make_transform(rotvec_to_matrix(p[3:]), p[:3])
 
 
 def mean_transform(ts: np.ndarray) -> np.ndarray:

@@ -130,19 +130,17 @@ def geometric_jacobian(q: np.ndarray, dh: DHParams = UR3_CB3_DH, tool: np.ndarra
     return jac
 
 
-def rotation_error_vector(r_target: np.ndarray, r_current: np.ndarray) -> np.ndarray:
-    """(3,) rotation vector (axis * angle, rad, base frame) taking r_current to r_target.
-
-    log(R_target R_current^T); the angle is in [0, pi]. Used as the orientation error of IK.
-    """
-    r = np.asarray(r_target, dtype=float) @ np.asarray(r_current, dtype=float).T
+def matrix_to_rotvec(r: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation -> (3,) rotation vector (axis * angle, rad, angle in [0, pi]): the
+    orientation part of a UR pose (x, y, z, rx, ry, rz)."""
+    r = np.asarray(r, dtype=float)
     cos_a = float(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0))
     angle = float(np.arccos(cos_a))
     w = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
     if angle < 1e-9:
         return 0.5 * w  # first order: skew part
     if np.pi - angle < 1e-6:
-        # near pi the skew part vanishes: axis from the symmetric part
+        # near pi the skew part vanishes: axis from the symmetric part (R = 2 n n^T - I)
         b = (r + np.eye(3)) / 2.0
         axis = b[:, int(np.argmax(np.diag(b)))]
         axis = axis / np.linalg.norm(axis)
@@ -150,15 +148,48 @@ def rotation_error_vector(r_target: np.ndarray, r_current: np.ndarray) -> np.nda
     return w * (angle / (2.0 * np.sin(angle)))
 
 
-def rotation_from_vector(w: np.ndarray) -> np.ndarray:
+def rotvec_to_matrix(w: np.ndarray) -> np.ndarray:
     """(3, 3) rotation exp([w]x) of a rotation vector w (3,) rad (Rodrigues' formula)."""
-    w = np.asarray(w, dtype=float)
+    w = np.asarray(w, dtype=float).reshape(3)
     angle = float(np.linalg.norm(w))
     if angle < 1e-12:
         return np.eye(3)
     k = w / angle
     kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
     return np.eye(3) + np.sin(angle) * kx + (1.0 - np.cos(angle)) * (kx @ kx)
+
+
+def rotvec_to_quat_wxyz(w: np.ndarray) -> np.ndarray:
+    """UR rotation vector (3,) rad -> unit quaternion (4,) w, x, y, z."""
+    w = np.asarray(w, dtype=float).reshape(3)
+    angle = float(np.linalg.norm(w))
+    if angle < 1e-12:
+        return np.array([1.0, 0.0, 0.0, 0.0])
+    return np.concatenate([[np.cos(angle / 2.0)], w / angle * np.sin(angle / 2.0)])
+
+
+def transform_from_ur_pose(pose: np.ndarray) -> np.ndarray:
+    """UR pose (6,) x, y, z (m), rx, ry, rz (rotation vector, rad) -> (4, 4) transform.
+    Raises ValueError for a shape other than (6,)."""
+    p = np.asarray(pose, dtype=float)
+    if p.shape != (6,):
+        raise ValueError(f"UR pose must be (6,), got shape {p.shape}")
+    t = np.eye(4)
+    t[:3, :3] = rotvec_to_matrix(p[3:])
+    t[:3, 3] = p[:3]
+    return t
+
+
+def ur_pose_from_transform(t: np.ndarray) -> np.ndarray:
+    """(4, 4) transform -> UR pose (6,) x, y, z (m), rx, ry, rz (rotation vector, rad)."""
+    t = np.asarray(t, dtype=float)
+    return np.concatenate([t[:3, 3], matrix_to_rotvec(t[:3, :3])])
+
+
+def rotation_error_vector(r_target: np.ndarray, r_current: np.ndarray) -> np.ndarray:
+    """(3,) rotation vector (axis * angle, rad, base frame) taking r_current to r_target:
+    log(R_target R_current^T), angle in [0, pi]. The orientation error of IK."""
+    return matrix_to_rotvec(np.asarray(r_target, dtype=float) @ np.asarray(r_current, dtype=float).T)
 
 
 _DLS_EPS = 0.04  # smallest singular value of J below which IK damps its steps

@@ -48,6 +48,7 @@ import numpy as np
 from dynaflip_ros.configs.robot import URRtdeConfig
 from dynaflip_ros.robot.arm import N_JOINTS, ArmError, ArmNotConnectedError, ArmState
 from dynaflip_ros.robot.gripper import Gripper, GripperError, RobotiqURCapGripper
+from dynaflip_ros.robot.kinematics import rotvec_to_quat_wxyz
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +84,6 @@ RECEIVE_VARIABLES = [
     "timestamp", "actual_q", "actual_qd", "actual_TCP_pose", "target_q", "robot_mode", "safety_mode",
     "safety_status_bits", "runtime_state", "robot_status_bits", "speed_scaling", "target_speed_fraction",
 ]
-
-
-def rotvec_to_quat_wxyz(rv: np.ndarray) -> np.ndarray:
-    """UR axis-angle rotation vector (3,) rad -> unit quaternion (4,) w, x, y, z."""
-    rv = np.asarray(rv, dtype=float)
-    angle = float(np.linalg.norm(rv))
-    if angle < 1e-12:
-        return np.array([1.0, 0.0, 0.0, 0.0])
-    axis = rv / angle
-    return np.concatenate([[math.cos(angle / 2.0)], axis * math.sin(angle / 2.0)])
 
 
 def is_stopped(safety_mode: int, safety_status_bits: int, runtime_state: int, robot_mode: int) -> bool:

@@ -27,7 +27,7 @@ from dynaflip_ros.configs.safety import SafetyConfig
 from dynaflip_ros.robot.kinematics import (
     forward_kinematics,
     inverse_kinematics,
-    rotation_from_vector,
+    rotvec_to_matrix,
 )
 
 
@@ -137,7 +137,7 @@ class TwistToJointTarget:
         if np.any(p_box != p):
             self.stats.workspace_clamps += 1
         pose[:3, 3] = p_box
-        pose[:3, :3] = rotation_from_vector(w * dt_s) @ pose[:3, :3]
+        pose[:3, :3] = rotvec_to_matrix(w * dt_s) @ pose[:3, :3]
         res = inverse_kinematics(pose, self._q, self._dh, self._tool, joint_limits_rad=self._limits,
                                  max_iterations=20, tol_position_m=2e-4, tol_rotation_rad=2e-3)
         jump = float(np.max(np.abs(res.q - self._q)))

@@ -24,58 +24,22 @@ import math
 
 import numpy as np
 
-from dynaflip_ros.robot.kinematics import (
+from dynaflip_ros.robot.kinematics import (  # noqa: F401 - rotation helpers re-exported for the controller
+    matrix_to_rotvec,
+    rotvec_to_matrix,
+    transform_from_ur_pose,
+    ur_pose_from_transform,
     UR3_CB3_DH,
     UR3_JOINT_LIMITS_RAD,
     UR3_MAX_JOINT_SPEED_RAD_S,
     forward_kinematics,
 )
+from dynaflip_ros.robot.kinematics import inverse_kinematics as kin_inverse_kinematics
 
 N = 6
 HOLD, SERVO, SPEED, MOVE, STOP, TEACH = "hold", "servo", "speed", "move", "stop", "teach"
 MOVE_ARRIVE_TOL_RAD = 2e-3      # a synchronous move is "done" when |actual - goal| < this ...
 MOVE_SETTLE_TIMEOUT_S = 0.5     # ... or this long after the trajectory ended
-
-
-def rotvec_from_matrix(r: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation matrix -> (3,) rotation vector (axis * angle, rad), UR pose convention."""
-    c = (np.trace(r) - 1.0) / 2.0
-    c = min(1.0, max(-1.0, c))
-    ang = math.acos(c)
-    if ang < 1e-9:
-        return np.zeros(3)
-    if ang > math.pi - 1e-6:
-        # axis from the symmetric part: R = 2 n n^T - I
-        m = (r + np.eye(3)) / 2.0
-        i = int(np.argmax(np.diag(m)))
-        n = m[:, i] / math.sqrt(max(m[i, i], 1e-12))
-        return n / np.linalg.norm(n) * ang
-    w = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]]) / (2.0 * math.sin(ang))
-    return w * ang
-
-
-def matrix_from_rotvec(v: np.ndarray) -> np.ndarray:
-    """(3,) rotation vector -> (3, 3) rotation matrix (Rodrigues)."""
-    v = np.asarray(v, dtype=float)
-    ang = float(np.linalg.norm(v))
-    if ang < 1e-12:
-        return np.eye(3)
-    k = v / ang
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + math.sin(ang) * kx + (1 - math.cos(ang)) * kx @ kx
-
-
-def pose_to_transform(p) -> np.ndarray:
-    """UR pose (6,) x, y, z (m), rx, ry, rz (rotation vector) -> (4, 4)."""
-    t = np.eye(4)
-    t[:3, :3] = matrix_from_rotvec(np.asarray(p[3:6], dtype=float))
-    t[:3, 3] = np.asarray(p[:3], dtype=float)
-    return t
-
-
-def transform_to_pose(t: np.ndarray) -> np.ndarray:
-    """(4, 4) -> UR pose (6,)."""
-    return np.concatenate([t[:3, 3], rotvec_from_matrix(t[:3, :3])])
 
 
 _DH_ROWS = tuple(zip(UR3_CB3_DH.a, UR3_CB3_DH.d,
@@ -119,39 +83,19 @@ def tcp_pose(q: np.ndarray, tcp_offset: np.ndarray | None = None) -> np.ndarray:
         raise ValueError(f"q must be finite (6,), got {q!r}")
     t = dh_frames(q.tolist())[-1]
     if tcp_offset is not None and np.any(np.asarray(tcp_offset) != 0):
-        t = t @ pose_to_transform(tcp_offset)
-    return transform_to_pose(t)
+        t = t @ transform_from_ur_pose(tcp_offset)
+    return ur_pose_from_transform(t)
 
 
 def inverse_kinematics(pose, q_near: np.ndarray, tcp_offset=None, max_iters: int = 200,
                        tol_pos_m: float = 1e-6, tol_rot_rad: float = 1e-6) -> np.ndarray | None:
-    """Numerical IK (damped least squares on the DH FK, numeric Jacobian) from `q_near` (6,).
-
-    Returns (6,) rad within the joint limits, or None when it does not converge."""
-    target = pose_to_transform(pose)
-    q = np.asarray(q_near, dtype=float).copy()
-    tool = pose_to_transform(tcp_offset) if tcp_offset is not None and np.any(np.asarray(tcp_offset) != 0) else None
-
-    def err(qq):
-        t = forward_kinematics(qq, UR3_CB3_DH, tool)
-        e_p = target[:3, 3] - t[:3, 3]
-        e_r = rotvec_from_matrix(target[:3, :3] @ t[:3, :3].T)
-        return np.concatenate([e_p, e_r])
-
-    lam = 1e-3
-    for _ in range(max_iters):
-        e = err(q)
-        if np.linalg.norm(e[:3]) < tol_pos_m and np.linalg.norm(e[3:]) < tol_rot_rad:
-            return q if np.all((q >= UR3_JOINT_LIMITS_RAD[:, 0]) & (q <= UR3_JOINT_LIMITS_RAD[:, 1])) else None
-        jac = np.zeros((6, 6))
-        h = 1e-6
-        for i in range(6):
-            dq = np.zeros(6)
-            dq[i] = h
-            jac[:, i] = -(err(q + dq) - e) / h
-        step = np.linalg.solve(jac.T @ jac + lam * np.eye(6), jac.T @ e)
-        q = q + step
-    return None
+    """IK of a UR pose (6,) from `q_near` (6,) on the CB3 DH model (`robot.kinematics.
+    inverse_kinematics`, damped least squares). Returns (6,) rad within the joint limits, or
+    None when it does not converge (the controller then reports no solution)."""
+    tool = transform_from_ur_pose(tcp_offset) if tcp_offset is not None and np.any(np.asarray(tcp_offset) != 0) else None
+    res = kin_inverse_kinematics(transform_from_ur_pose(pose), np.asarray(q_near, dtype=float), UR3_CB3_DH, tool,
+                                 max_iterations=max_iters, tol_position_m=tol_pos_m, tol_rotation_rad=tol_rot_rad)
+    return res.q if res.converged else None
 
 
 class JointMotion:

@@ -199,15 +199,15 @@ class ControllerCore:
         """(6, 6) numeric geometric Jacobian of the TCP (linear m/rad; angular via rotation
         vector differences) at q."""
         p0 = arm_model.tcp_pose(q, self.tcp_offset)
-        t0 = arm_model.pose_to_transform(p0)
+        t0 = arm_model.transform_from_ur_pose(p0)
         jac = np.zeros((6, 6))
         h = 1e-6
         for i in range(6):
             dq = np.array(q, dtype=float)
             dq[i] += h
-            t1 = arm_model.pose_to_transform(arm_model.tcp_pose(dq, self.tcp_offset))
+            t1 = arm_model.transform_from_ur_pose(arm_model.tcp_pose(dq, self.tcp_offset))
             jac[:3, i] = (t1[:3, 3] - t0[:3, 3]) / h
-            jac[3:, i] = arm_model.rotvec_from_matrix(t1[:3, :3] @ t0[:3, :3].T) / h
+            jac[3:, i] = arm_model.matrix_to_rotvec(t1[:3, :3] @ t0[:3, :3].T) / h
         return jac
 
     # ------------------------------------------------------------------ program control
@@ -413,13 +413,13 @@ class ControllerCore:
         arm, mot = self.arm, self.motion
         q, qd = arm.q, arm.qd
         frames = arm_model.dh_frames(q.tolist())
-        tool = arm_model.pose_to_transform(self.tcp_offset) if np.any(self.tcp_offset) else np.eye(4)
+        tool = arm_model.transform_from_ur_pose(self.tcp_offset) if np.any(self.tcp_offset) else np.eye(4)
         t_tcp = frames[-1] @ tool
-        tcp = arm_model.transform_to_pose(t_tcp)
+        tcp = arm_model.ur_pose_from_transform(t_tcp)
         dt = self.period_s
         lin = (tcp[:3] - self._prev_tcp[:3]) / dt
-        r_prev = arm_model.matrix_from_rotvec(self._prev_tcp[3:])
-        ang = arm_model.rotvec_from_matrix(t_tcp[:3, :3] @ r_prev.T) / dt
+        r_prev = arm_model.rotvec_to_matrix(self._prev_tcp[3:])
+        ang = arm_model.matrix_to_rotvec(t_tcp[:3, :3] @ r_prev.T) / dt
         self._prev_tcp = tcp
         tcp_speed = np.concatenate([lin, ang])
         target_tcp = arm_model.tcp_pose(mot.q_ref, self.tcp_offset)

@@ -327,8 +327,8 @@ class ScriptEmulator:
                       and np.all(q <= UR3_JOINT_LIMITS_RAD[:, 1]))
             core.out_int[o + 1] = 1 if ok else 0
         elif cmd == 39:   # poseTrans(p_from, p_from_to)
-            t = arm_model.pose_to_transform(self._d(0, 6)) @ arm_model.pose_to_transform(self._d(6, 6))
-            self._out_vec(arm_model.transform_to_pose(t))
+            t = arm_model.transform_from_ur_pose(self._d(0, 6)) @ arm_model.transform_from_ur_pose(self._d(6, 6))
+            self._out_vec(arm_model.ur_pose_from_transform(t))
         elif cmd == 43:
             self._out_vec(arm_model.tcp_pose(core.arm.q, core.tcp_offset))
         elif cmd == 44:
