@@ -145,11 +145,9 @@ def run(args: argparse.Namespace) -> int:
     from dynaflip_ros.data import dataset_io
 
     out = Path(args.out)
-    if not args.resume and (dataset_io.is_dataset_dir(out) or (out / dataset_io.COMMIT_PATH).exists()):
-        print(f"dynaflip record: {out} already holds a dataset; pass --resume to append to it", file=sys.stderr)
-        return EXIT_USAGE
-    if dataset_io.foreign_entries(out) and not dataset_io.is_dataset_dir(out):
-        print(f"dynaflip record: {out} is not empty and holds no dataset; choose another --out", file=sys.stderr)
+    problem = dataset_io.output_dir_problem(out, args.resume)
+    if problem:
+        print(f"dynaflip record: {problem}", file=sys.stderr)
         return EXIT_USAGE
 
     from dynaflip_ros.data.recorder import DatasetSchemaError, record_sim_episodes

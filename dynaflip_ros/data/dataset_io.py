@@ -392,6 +392,17 @@ def is_dataset_dir(root: str | Path) -> bool:
     return (Path(root) / "meta" / "info.json").exists()
 
 
+def output_dir_problem(out: Path, resume: bool) -> str:
+    """Why `out` cannot take a new recording ("" when it can): it already holds a dataset (or a
+    commit record) and `resume` is False, or it holds other files and no dataset."""
+    out = Path(out)
+    if not resume and (is_dataset_dir(out) or (out / COMMIT_PATH).exists()):
+        return f"{out} already holds a dataset; pass --resume to append to it"
+    if foreign_entries(out) and not is_dataset_dir(out):
+        return f"{out} is not empty and holds no dataset; choose another --out"
+    return ""
+
+
 def foreign_entries(root: str | Path) -> list[str]:
     """Entries directly under `root` that are not part of a dataset written by this module."""
     root = Path(root)
