@@ -109,7 +109,8 @@ class TrackingReport:
             f"{self.rms_error_lag_comp_rad * 1e3:.2f} mrad, p95 {self.p95_error_lag_comp_rad * 1e3:.2f} mrad",
             f"  servo loop: period {self.loop_period_mean_ms:.3f} +- {self.loop_period_std_ms:.3f} ms, jitter p99 "
             f"{self.loop_jitter_p99_ms:.3f} ms, overruns {self.loop_overruns}; controller cycles with a fresh target "
-            f"{100 * self.fresh_target_fraction:.1f} %; safety rejections {self.safety_rejections}",
+            f"{100 * self.fresh_target_fraction:.1f} %; safety rejections {self.safety_rejections}; worker "
+            f"stale-command stops {self.extra.get('worker_counters', {}).get('stale_stops', 'n/a')}",
         ]
 
     def to_dict(self) -> dict:
@@ -195,6 +196,7 @@ def replay_on_loopback(trace: PolicyTrace, ur_type: str = "e-series", host: str 
         events, ctrl_stats = snap["events"], snap.get("stats", {})
         stats = loop.stats
         rejections = safe.stats.rejected
+        worker = arm.state().extra["counters"]
     finally:
         if loop is not None and loop.running:
             loop.stop(stop_arm=True)
@@ -224,6 +226,7 @@ def replay_on_loopback(trace: PolicyTrace, ur_type: str = "e-series", host: str 
         fresh_target_fraction=float(fresh[in_span].mean()) if np.any(in_span) else 0.0,
         safety_rejections=int(rejections),
         extra={"controller_events": events, "command_lead_s": command_lead_s, "rt_priority": rt_priority,
+               "worker_counters": worker, "loop_tick_max_ms": stats.tick_duration_max_s * 1e3,
                "controller_lateness_max_ms": ctrl_stats.get("lateness_max_ms"),
                "controller_cpu_fraction": ctrl_stats.get("cpu_fraction")},
     )

@@ -149,12 +149,16 @@ def probe_controller(host: str, timeout_s: float) -> None:
 
 # ---------------------------------------------------------------------------- worker
 class _SharedState:
-    """Seqlock-protected float64 slots in shared memory: one writer (the worker's state
-    thread, plus counters from its main thread under `write_lock`), any number of readers."""
+    """float64 slots in shared memory. The RTDE state slots (`write`) are seqlock-protected and
+    written by one thread only (the worker's state thread); counter / flag slots (`set`) are
+    single aligned doubles, each with one writer, stored without the lock. Readers never block
+    the writers, and the worker's servo thread never waits for the state thread (no priority
+    inversion)."""
 
     def __init__(self, ctx: Any) -> None:
         self.seq = ctx.Value(ctypes.c_uint64, 0, lock=False)
         self.data = ctx.Array(ctypes.c_double, _N_SLOTS, lock=False)
+        self._last_good: np.ndarray | None = None  # per reader process
 
     def write(self, updates: dict[int, float] | None = None, vectors: dict[int, Any] | None = None) -> None:
         self.seq.value += 1  # odd: write in progress
@@ -164,25 +168,31 @@ class _SharedState:
             self.data[i:i + len(vec)] = list(vec)
         self.seq.value += 1
 
+    def set(self, **kv: float) -> None:
+        for k, v in kv.items():
+            self.data[_F[k]] = float(v)
+
     def read(self, timeout_s: float = 0.1) -> np.ndarray:
-        """A consistent copy of all slots; retries while a write is in progress (the writer may
-        be preempted mid-update on a loaded machine). Raises ArmError after timeout_s."""
-        deadline = None
+        """A consistent copy of all slots. While a write is in progress (the writer may be
+        preempted mid-update) it spins briefly, then returns the last consistent copy it read
+        (its host_time_s tells the caller how old it is) rather than blocking the servo loop;
+        without any earlier copy it retries up to timeout_s. Raises ArmError after that."""
+        deadline = time.monotonic() + timeout_s
         n = 0
         while True:
             s1 = self.seq.value
             if s1 % 2 == 0:
                 snap = np.frombuffer(self.data, dtype=np.float64).copy()
                 if self.seq.value == s1:
+                    self._last_good = snap
                     return snap
             n += 1
-            if n > 100:
-                if deadline is None:
-                    deadline = time.monotonic() + timeout_s
-                elif time.monotonic() > deadline:
-                    break
+            if n >= 200:
+                if self._last_good is not None:
+                    return self._last_good.copy()
+                if time.monotonic() > deadline:
+                    raise ArmError("could not read a consistent RTDE state snapshot (writer stuck mid-update)")
                 time.sleep(0.0002)
-        raise ArmError("could not read a consistent RTDE state snapshot (writer stuck mid-update)")
 
 
 def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None:  # pragma: no cover - runs in a child
@@ -198,13 +208,10 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     config = URRtdeConfig(**cfg)
     host, rate_hz = config.robot_ip, config.controller_rate_hz
-    write_lock = threading.Lock()
     counters = {k: 0.0 for k in ("servo_sent", "servo_refused", "stale_stops", "watchdog_kicks",
                                  "state_errors", "servo_errors")}
 
-    def publish(**kv: float) -> None:
-        with write_lock:
-            shared.write({_F[k]: float(v) for k, v in kv.items()})
+    publish = shared.set  # counters and flags: one writer per slot, no lock
 
     try:
         rtde_r = rtde_receive.RTDEReceiveInterface(host, rate_hz, RECEIVE_VARIABLES, False, False, config.rt_priority)
@@ -238,16 +245,15 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
                     stopped_flag.set()  # stopped, or blind (no fresh RTDE data): do not stream
                 else:
                     stopped_flag.clear()
-                with write_lock:
-                    shared.write(
-                        {_F["host_time_s"]: seen_host_s, _F["controller_time_s"]: ts,
-                         _F["speed_scaling"]: rtde_r.getSpeedScalingCombined(), _F["robot_mode"]: rm,
-                         _F["safety_mode"]: sm, _F["safety_status_bits"]: bits, _F["runtime_state"]: rs,
-                         _F["robot_status_bits"]: rtde_r.getRobotStatus(),
-                         _F["rtde_receive_connected"]: float(rtde_r.isConnected()),
-                         _F["rtde_control_connected"]: float(rtde_c.isConnected())},
-                        {_Q: rtde_r.getActualQ(), _QD: rtde_r.getActualQd(), _TCP: rtde_r.getActualTCPPose(),
-                         _TQ: rtde_r.getTargetQ()})
+                # The only writer of the seqlocked state slots (getters run before the write).
+                shared.write(
+                    {_F["host_time_s"]: seen_host_s, _F["controller_time_s"]: ts,
+                     _F["speed_scaling"]: rtde_r.getSpeedScalingCombined(), _F["robot_mode"]: rm,
+                     _F["safety_mode"]: sm, _F["safety_status_bits"]: bits, _F["runtime_state"]: rs,
+                     _F["robot_status_bits"]: rtde_r.getRobotStatus(),
+                     _F["rtde_receive_connected"]: float(rtde_r.isConnected())},
+                    {_Q: rtde_r.getActualQ(), _QD: rtde_r.getActualQd(), _TCP: rtde_r.getActualTCPPose(),
+                     _TQ: rtde_r.getTargetQ()})
             except Exception:  # noqa: BLE001 - counted; the parent sees the state age grow
                 counters["state_errors"] += 1
                 publish(state_errors=counters["state_errors"])
@@ -258,12 +264,12 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
             else:
                 t_next = time.monotonic()
 
-    threading.Thread(target=state_loop, name="rtde_state", daemon=True).start()
-    if config.rt_priority > 0:
+    if config.rt_priority > 0:  # before the state thread starts: it inherits the policy
         try:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(config.rt_priority))
         except (PermissionError, OSError) as e:
             log.warning("RTDE worker: SCHED_FIFO %d refused (%s); running with normal priority", config.rt_priority, e)
+    threading.Thread(target=state_loop, name="rtde_state", daemon=True).start()
     conn.send(("ready", {"rate_hz": rate_hz, "pid": os.getpid()}))
 
     streaming = False
@@ -332,6 +338,7 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
             if not has_msg:
                 if not parent_alive():
                     break
+                publish(rtde_control_connected=float(rtde_c.isConnected()))  # rtde_c: this thread only
                 if streaming and now - last_msg_s > config.worker_stale_command_s:
                     servo_stop()
                     counters["stale_stops"] += 1
