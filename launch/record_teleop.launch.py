@@ -47,6 +47,8 @@ def _recorder(context, *args, **kwargs):
         device=LaunchConfiguration("device").perform(context),
         out=LaunchConfiguration("out").perform(context),
     )
+    # camera / arm settings of the recording = the cell's deployment settings (same params file)
+    overrides["cell_params_file"] = params_file
     # a params file after params_file, strings quoted (launch_args.write_overrides_file)
     overrides_file = str(write_overrides_file({"teleop_recorder": overrides}))
     recorder = Node(

@@ -145,3 +145,28 @@ def test_keyboard_session_in_a_pty_real_time_sim(tmp_path):
          for i in range(len(ds))]
     assert z[-1] - z[0] > 0.02  # moved up ~0.05 m/s for ~0.8 s
     assert ds[len(ds) - 1]["action"].numpy()[6] == 1.0  # "c" closed the gripper
+
+
+def test_real_cell_hardware_comes_from_the_cell_params_file(tmp_path):
+    """Teleop demos on the real cell use the deployment's camera settings (experiment
+    conditions) and servoj settings from the cell's params file; flags override the address."""
+    import yaml
+
+    from dynaflip_ros.teleop.record import real_cell_hardware
+
+    root = Path(__file__).resolve().parents[1]
+    doc = yaml.safe_load((root / "config" / "real_cell.yaml").read_text())
+    doc["camera"]["ros__parameters"]["realsense"]["exposure_us"] = 20000.0
+    doc["ur3_driver"]["ros__parameters"]["ur_rtde"]["servo_lookahead_s"] = 0.05
+    cell = tmp_path / "cell.yaml"
+    cell.write_text(yaml.safe_dump(doc))
+    arm, cam = real_cell_hardware(str(cell), "10.0.0.7", "e-series", "012345678901")
+    assert arm.robot_ip == "10.0.0.7" and arm.ur_type == "e-series" and arm.servo_lookahead_s == 0.05
+    assert cam.exposure_us == 20000.0 and cam.serial == "012345678901" and cam.enable_depth is False
+    pkg = yaml.safe_load((root / "config" / "real_cell.yaml").read_text())
+    arm, cam = real_cell_hardware("", "10.0.0.7", "", "")  # default: the package's config/real_cell.yaml
+    assert cam.exposure_us == pkg["camera"]["ros__parameters"]["realsense"]["exposure_us"]
+    doc["camera"]["ros__parameters"]["realsense"]["exposure_us"] = 123.0  # not a multiple of 100 us
+    cell.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ValueError, match="exposure"):
+        real_cell_hardware(str(cell), "10.0.0.7", "", "")

@@ -85,6 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="keyboard | gamepad | spacemouse | freedrive | replay:FILE (JSON-lines command file)")
     t.add_argument("--robot-ip", default=None, help="real UR3 controller address (ur_rtde); instead of --sim")
     t.add_argument("--ur-type", choices=("cb3", "e-series"), default=None, help="controller generation (default cb3)")
+    t.add_argument("--cell-config", default=None,
+                   help="real cell params file whose camera.realsense / ur3_driver.ur_rtde sections set the camera "
+                        "(exposure, white balance: as deployed) and arm (default config/real_cell.yaml)")
     t.add_argument("--camera", choices=("realsense", "sim"), default=None,
                    help="camera (real cell: realsense, the default; --sim: the sim camera)")
     t.add_argument("--camera-serial", default=None, help="RealSense serial ('' = the only device)")

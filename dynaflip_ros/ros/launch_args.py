@@ -99,13 +99,13 @@ def node_parameters(doc: dict[str, Any], node_name: str) -> dict[str, Any]:
     return out
 
 
-def _sub(params: dict[str, Any], prefix: str) -> dict[str, Any]:
+def sub_parameters(params: dict[str, Any], prefix: str) -> dict[str, Any]:
     """The entries of flat `params` below `prefix.` (prefix stripped)."""
     n = len(prefix) + 1
     return {k[n:]: v for k, v in params.items() if k.startswith(prefix + ".")}
 
 
-def _effective(cls: type, file_values: dict[str, Any], overrides: dict[str, Any], where: str):
+def effective_config(cls: type, file_values: dict[str, Any], overrides: dict[str, Any], where: str):
     """Build `cls` from its defaults <- params-file values <- overrides (validated)."""
     merged = dict(file_values)
     merged.update(overrides)
@@ -151,7 +151,7 @@ def arm_overrides(file_params: dict[str, Any], *, robot_ip: str = "", ur_type: s
     """
     given = {k: v.strip() for k, v in (("robot_ip", robot_ip), ("ur_type", ur_type), ("gripper", gripper))
              if v is not None and v.strip()}
-    cfg = _effective(URRtdeConfig, _sub(file_params, ur_rtde_prefix), given,
+    cfg = effective_config(URRtdeConfig, sub_parameters(file_params, ur_rtde_prefix), given,
                      f"{node_name}.{ur_rtde_prefix} (launch arguments over the params file)")
     if not cfg.robot_ip:
         raise LaunchArgumentError(
@@ -187,12 +187,12 @@ def camera_overrides(file_params: dict[str, Any], *, camera_serial: str = "", no
     from dynaflip_ros.configs.realsense import RealSenseConfig  # lazily: arm-only users need not have it
 
     given = {"serial": camera_serial.strip()} if camera_serial and camera_serial.strip() else {}
-    file_values = _sub(file_params, realsense_prefix)
+    file_values = sub_parameters(file_params, realsense_prefix)
     if isinstance(file_values.get("serial"), int):
         raise LaunchArgumentError(
             f"{node_name}.{realsense_prefix}.serial is a YAML number in the params file; quote it "
             f"(serial: \"{file_values['serial']}\") so leading zeros survive")
-    cfg = _effective(RealSenseConfig, file_values, given,
+    cfg = effective_config(RealSenseConfig, file_values, given,
                      f"{node_name}.{realsense_prefix} (launch arguments over the params file)")
     overrides: dict[str, Any] = {f"{realsense_prefix}.{k}": v for k, v in given.items()}
     if backend_param is not None:
@@ -238,7 +238,7 @@ def teleop_overrides(params_doc: dict[str, Any], *, use_sim: bool = False, robot
     file_params = node_parameters(params_doc, node_name)
     if isinstance(file_params.get("camera_serial"), int):
         raise LaunchArgumentError(f"{node_name}.camera_serial is a YAML number in the params file; quote it")
-    cfg = _effective(TeleopRecorderNodeConfig, file_params, given, f"{node_name} (launch arguments over the params file)")
+    cfg = effective_config(TeleopRecorderNodeConfig, file_params, given, f"{node_name} (launch arguments over the params file)")
     if not cfg.out:
         raise LaunchArgumentError("no dataset directory: pass out:=<dir> (e.g. outputs/demos_real)")
     if cfg.device == "keyboard":
@@ -247,8 +247,8 @@ def teleop_overrides(params_doc: dict[str, Any], *, use_sim: bool = False, robot
             f"one of {LAUNCHABLE_TELEOP_DEVICES}, or `ros2 run dynaflip_ros teleop_recorder_node --ros-args "
             "-p device:=keyboard ...` / `dynaflip record --teleop keyboard`")
     if not cfg.sim:
-        _effective(URRtdeConfig, {}, {"robot_ip": cfg.robot_ip, "ur_type": cfg.ur_type}, f"{node_name} arm")
-        _effective(RealSenseConfig, {}, {"serial": cfg.camera_serial, "enable_depth": False}, f"{node_name} camera")
+        effective_config(URRtdeConfig, {}, {"robot_ip": cfg.robot_ip, "ur_type": cfg.ur_type}, f"{node_name} arm")
+        effective_config(RealSenseConfig, {}, {"serial": cfg.camera_serial, "enable_depth": False}, f"{node_name} camera")
     return given
 
 

@@ -31,6 +31,10 @@ class TeleopRecorderNodeConfig:
         exit_when_done: shut the node down when the session ends (quit / episodes reached).
         safety: the SafeArm limits (`configs.safety.SafetyConfig`, params `safety.*`); on the real
             cell its robot_model is set from ur_type (cb3 -> "ur3_cb3", e-series -> "ur3e").
+        cell_params_file: the real cell's params file whose `camera.realsense` and
+            `ur3_driver.ur_rtde` sections configure camera and arm, so demos are recorded with
+            the deployment's camera settings ("" = the package's config/real_cell.yaml;
+            record_teleop.launch.py passes its params_file).
     """
 
     device: str = "gamepad"
@@ -53,6 +57,7 @@ class TeleopRecorderNodeConfig:
     status_rate_hz: float = 2.0
     exit_when_done: bool = True
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    cell_params_file: str = ""
 
     def __post_init__(self) -> None:
         if not (self.device in DEVICES or (self.device.startswith("replay:") and len(self.device) > 7)):

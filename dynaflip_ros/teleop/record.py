@@ -79,19 +79,53 @@ class FittedCamera:
                                  f"to {self.image_hw[0]}x{self.image_hw[1]} (HxW)"}
 
 
-def make_real_arm(robot_ip: str, ur_type: str):
-    """URRtdeArm(URRtdeConfig(robot_ip, ur_type)); ImportError names what is missing."""
+def real_cell_hardware(cell_params: str, robot_ip: str, ur_type: str, camera_serial: str):
+    """(URRtdeConfig, RealSenseConfig) of the real cell: the `ur3_driver.ur_rtde` and
+    `camera.realsense` sections of the ROS params file `cell_params` ("" = the package's
+    config/real_cell.yaml; none found = dataclass defaults), with robot_ip / ur_type /
+    camera_serial overriding when given. Demos are thereby recorded with the deployment's camera
+    settings (exposure, white balance, gain: experiment conditions) and servoj settings.
+    Raises ValueError on a missing file or an invalid value."""
+    from dynaflip_ros.configs.realsense import RealSenseConfig
     from dynaflip_ros.configs.robot import URRtdeConfig
+    from dynaflip_ros.ros.launch_args import LaunchArgumentError, effective_config, sub_parameters, node_parameters, read_params_file
+
+    doc: dict = {}
+    if cell_params:
+        path = Path(cell_params)
+    else:
+        from dynaflip_ros import resources
+
+        try:
+            path = resources.params_file("real_cell")
+        except FileNotFoundError:
+            path = None
+    try:
+        if path is not None:
+            doc = read_params_file(path)
+        arm_over = {k: v for k, v in (("robot_ip", robot_ip), ("ur_type", ur_type)) if v}
+        arm = effective_config(URRtdeConfig, sub_parameters(node_parameters(doc, "ur3_driver"), "ur_rtde"), arm_over,
+                         f"ur3_driver.ur_rtde of {path}")
+        cam_over = {"enable_depth": False, **({"serial": camera_serial} if camera_serial else {})}
+        cam = effective_config(RealSenseConfig, sub_parameters(node_parameters(doc, "camera"), "realsense"), cam_over,
+                         f"camera.realsense of {path}")
+    except LaunchArgumentError as e:
+        raise ValueError(str(e)) from e
+    return arm, cam
+
+
+def make_real_arm(config):
+    """URRtdeArm(config: URRtdeConfig); ImportError names what is missing."""
     from dynaflip_ros.robot.ur_rtde_arm import URRtdeArm
 
-    return URRtdeArm(URRtdeConfig(robot_ip=robot_ip, ur_type=ur_type))
+    return URRtdeArm(config)
 
 
-def make_realsense(serial: str):
+def make_realsense(config):
+    """RealSenseCamera(config: RealSenseConfig); ImportError names what is missing."""
     from dynaflip_ros.cameras.realsense import RealSenseCamera
-    from dynaflip_ros.configs.realsense import RealSenseConfig
 
-    return RealSenseCamera(RealSenseConfig(serial=serial or "", enable_depth=False))
+    return RealSenseCamera(config)
 
 
 def default_bag_dir(out: Path) -> Path:
@@ -124,6 +158,8 @@ class TeleopOptions:
     rosbag_dir: raw MCAP log directory ("" = none); encoder / policy: model dirs for provenance;
     safety: SafeArm limits (`configs.safety.SafetyConfig`; None = defaults); on the real cell its
     robot_model is set from ur_type.
+    cell_params: the real cell's ROS params file whose `camera.realsense` and `ur3_driver.ur_rtde`
+    sections configure camera and arm (`real_cell_hardware`; "" = config/real_cell.yaml).
     """
 
     device: str
@@ -145,6 +181,7 @@ class TeleopOptions:
     note: str = ""
     session: SessionConfig = field(default_factory=SessionConfig)
     safety: Any = None  # configs.safety.SafetyConfig; None = defaults (robot_model from ur_type)
+    cell_params: str = ""
 
 
 class SessionResources:
@@ -221,8 +258,9 @@ def open_session(opts: TeleopOptions, echo=None) -> SessionResources:
             if safety.robot_model != model:  # the kinematic model follows the controller generation
                 log.info("safety robot_model %s -> %s (ur_type %s)", safety.robot_model, model, opts.ur_type)
                 safety = dataclasses.replace(safety, robot_model=model)
-            arm = make_real_arm(opts.robot_ip, opts.ur_type)
-            res.camera = FittedCamera(make_realsense(opts.camera_serial), image_hw)
+            arm_cfg, cam_cfg = real_cell_hardware(opts.cell_params, opts.robot_ip, opts.ur_type, opts.camera_serial)
+            arm = make_real_arm(arm_cfg)
+            res.camera = FittedCamera(make_realsense(cam_cfg), image_hw)
             res.camera.connect()
             res.real_camera = True
             res.driver = RealArmDriver(arm, safety, servo_rate_hz=arm.config.controller_rate_hz)
@@ -298,7 +336,7 @@ def run_teleop(args) -> int:
             repo_id=args.repo_id or "", realtime=bool(args.realtime),
             rosbag_dir=(args.rosbag_dir or str(default_bag_dir(out))) if args.rosbag else "",
             encoder=args.encoder or "", policy=args.policy or "", operator=args.operator or "",
-            note=args.note or "", session=session_cfg, safety=safety)
+            note=args.note or "", session=session_cfg, safety=safety, cell_params=args.cell_config or "")
     except ValueError as e:
         print(f"dynaflip record: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -57,7 +57,8 @@ class TeleopRecorderNode(Node):
             device=cfg.device, out=cfg.out, sim=cfg.sim, robot_ip=cfg.robot_ip, ur_type=cfg.ur_type,
             camera_serial=cfg.camera_serial, image_hw=cfg.image_hw, resume=cfg.resume, realtime=cfg.realtime,
             keyboard_events=False, replay_quit_at_end=False, rosbag_dir=cfg.rosbag_dir,
-            operator=cfg.operator, note=cfg.note, session=session_cfg, safety=cfg.safety)
+            operator=cfg.operator, note=cfg.note, session=session_cfg, safety=cfg.safety,
+            cell_params=cfg.cell_params_file)
         self.resources: SessionResources = open_session(opts, echo=lambda line: self.get_logger().info(line))
         self.session = self.resources.session
         self.summary = None
