@@ -50,7 +50,7 @@ class CameraNodeConfig:
     """Node `camera`: publishes /camera/color/image_raw (rgb8) + camera_info.
 
     backend: "sim" (only inside sim_cell_node: the MuJoCo world is shared with the arm) or
-        "realsense" (real cell, issue 3). rate_hz: capture/publish rate (the policy rate, 10 Hz).
+        "realsense" (real cell, `cameras.realsense`). rate_hz: capture/publish rate (the policy rate, 10 Hz).
     frame_id: the optical frame of the colour image (OpenCV convention, REP 103 `_optical_frame`).
     realsense: the RealSense D4xx backend (configs/realsense.py; ROS params `realsense.*`), used
         when backend == "realsense".
@@ -75,7 +75,7 @@ class CameraNodeConfig:
 class Ur3DriverNodeConfig:
     """Node `ur3_driver`: action chunks -> interpolator -> servo loop -> SafeArm -> arm.
 
-    backend: "sim" (inside sim_cell_node) or "ur_rtde" (real UR3, issue 3).
+    backend: "sim" (inside sim_cell_node) or "ur_rtde" (real UR3, `robot.ur_rtde_arm`).
     servo_rate_hz: servo loop rate (125 Hz on a CB3 controller, 500 Hz e-Series).
     joint_state_rate_hz: /joint_states publish rate. status_rate_hz: /ur3_driver/status rate.
     max_chunk_age_s: an action chunk whose header stamp (the observation's capture time) is

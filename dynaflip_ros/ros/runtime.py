@@ -46,7 +46,7 @@ def load_real_backend(kind: str, backend: str, registry: dict[str, tuple[str, st
     except ModuleNotFoundError as e:
         raise BackendUnavailableError(
             f"{kind} backend {backend!r} is not available: module {e.name!r} is missing "
-            f"(needs {module_name}.{class_name}; the real-cell backends arrive with issue 3)") from e
+            f"(needs {module_name}.{class_name}; install the requirements with ./scripts/setup_env.sh)") from e
     cls = getattr(module, class_name)
     return cls() if config is None else cls(config)
 

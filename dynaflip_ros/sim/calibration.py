@@ -4,7 +4,7 @@ The sim camera's intrinsics and extrinsics are exact (the MJCF defines them), so
 `calibration/sim_cell.yaml` is generated from the env rather than estimated; a test keeps the
 committed file equal to the env. Frames: `base` = UR base frame (DH base, what RTDE reports),
 `camera_color_optical_frame` = OpenCV optical frame (+x right, +y down, +z forward). Units: metres,
-pixels. Real cells get the same keys from hand-eye calibration (issue 3).
+pixels. Real cells get the same keys from hand-eye calibration (`dynaflip calibrate hand-eye`).
 """
 from __future__ import annotations
 

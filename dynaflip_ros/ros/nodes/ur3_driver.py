@@ -6,7 +6,7 @@ observation's capture time, `time_from_start` per point); on arrival they are sh
 servo loop's clock with the offset measured at that instant, then queued (actions already due
 are dropped; a new segment starts from the last commanded target; the latest chunk wins).
 
-Real cell (`ur3_driver_node`, backend `ur_rtde`, issue 3): the servo loop runs in its own thread
+Real cell (`ur3_driver_node`, backend `ur_rtde`, `robot.ur_rtde_arm.URRtdeArm`): the servo loop runs in its own thread
 on the monotonic clock. Simulation (inside `sim_cell_node` with `PickIntoSinkEnv.arm`): the
 servo loop has no thread of its own; `sim.realtime.RealtimeSimStepper` calls `loop.tick` every
 1/125 s of simulation time, in lockstep with physics (4 physics steps per tick, exactly the
