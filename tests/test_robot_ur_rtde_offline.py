@@ -155,3 +155,14 @@ def test_connect_to_half_speaking_peer_kills_the_hung_worker():
 def test_connect_requires_an_ip():
     with pytest.raises(ArmError, match="robot_ip is empty"):
         URRtdeArm(URRtdeConfig(gripper="none")).connect()
+
+
+def test_driver_config_keeps_the_worker_stop_behind_the_safearm_watchdog():
+    """A node resuming after a stall must re-anchor (SafeArm stale stream) whenever the worker
+    has stopped the arm meanwhile: worker_stale_command_s >= SafeArm watchdog_timeout_s."""
+    from dynaflip_ros.configs.ros import Ur3DriverNodeConfig
+
+    Ur3DriverNodeConfig(backend="ur_rtde", ur_rtde={"robot_ip": "10.0.0.2"})  # defaults are consistent
+    with pytest.raises(ValueError, match="worker_stale_command_s"):
+        Ur3DriverNodeConfig(backend="ur_rtde", ur_rtde={"robot_ip": "10.0.0.2", "worker_stale_command_s": 0.03})
+    Ur3DriverNodeConfig(backend="sim", ur_rtde={"worker_stale_command_s": 0.03})  # not used by the sim arm

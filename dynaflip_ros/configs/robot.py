@@ -43,7 +43,10 @@ class URRtdeConfig:
         above worker_stale_command_s + 10 ms so a frozen node ends in a servoStop, not a stopped
         program. 0 disables it.
     worker_stale_command_s: the worker process stops the arm (servoStop) when it receives no
-        servo target or keep-alive for this long (the node process froze or died).
+        servo target or keep-alive for this long (the node process froze or died). Keep it >=
+        SafeArm's watchdog_timeout_s: a node that resumes after a stall that long then finds its
+        stream stale and re-anchors at the measured pose, instead of resuming toward targets
+        the stopped arm fell behind (checked by `configs.ros.Ur3DriverNodeConfig`).
     state_timeout_s: `state()` raises ArmError when the worker's last RTDE sample is older.
     command_timeout_s: limit for blocking requests to the worker (stop, re-arm, freedrive).
     gripper: "robotiq_urcap" (Robotiq 2F over the URCap socket, HARDWARE.md §2.3) or "none".
@@ -60,7 +63,7 @@ class URRtdeConfig:
     servo_gain: float = 300.0
     connect_timeout_s: float = 10.0
     controller_watchdog_hz: float = 10.0
-    worker_stale_command_s: float = 0.04
+    worker_stale_command_s: float = 0.06
     state_timeout_s: float = 0.5
     command_timeout_s: float = 5.0
     gripper: str = "robotiq_urcap"

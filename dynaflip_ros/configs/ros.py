@@ -106,6 +106,11 @@ class Ur3DriverNodeConfig:
         _positive("Ur3DriverNodeConfig", "joint_state_rate_hz", self.joint_state_rate_hz, 1000.0)
         _positive("Ur3DriverNodeConfig", "status_rate_hz", self.status_rate_hz, 100.0)
         _positive("Ur3DriverNodeConfig", "max_chunk_age_s", self.max_chunk_age_s, 10.0)
+        if self.backend == "ur_rtde" and self.ur_rtde.worker_stale_command_s < self.safety.watchdog_timeout_s:
+            raise ValueError(
+                f"Ur3DriverNodeConfig: ur_rtde.worker_stale_command_s ({self.ur_rtde.worker_stale_command_s} s) must be "
+                f">= safety.watchdog_timeout_s ({self.safety.watchdog_timeout_s} s), so a node resuming after a stall "
+                "re-anchors at the measured pose instead of chasing targets the stopped arm fell behind")
         if isinstance(self.command_lead_s, bool) or not isinstance(self.command_lead_s, (int, float)) \
                 or not 0.0 <= self.command_lead_s <= 0.5:
             raise ValueError(f"Ur3DriverNodeConfig.command_lead_s must be in [0, 0.5] s, got {self.command_lead_s!r}")

@@ -8,6 +8,7 @@ EPILOG = """examples:
   dynaflip fault-inject --target sim          # MuJoCo arm only (lock-step, ~10 s)
   dynaflip fault-inject --target rtde --ur-type cb3 --json outputs/fault_inject.json
   dynaflip fault-inject --scenarios fuzz,protective_stop
+  dynaflip fault-inject --target rtde --rt-priority 50   # on the robot PC, SCHED_FIFO as deployed
 
 Prints one line per figure, e.g.
   [ok  ]  sim  limit violations: 0 / 10000 commands (...)   (bound: 0)
@@ -35,6 +36,9 @@ def register(subparsers) -> None:
                    help="controller generation of the loopback controller (125 / 500 Hz; default e-series)")
     p.add_argument("--host", default="127.0.2.41",
                    help="first loopback IP for the loopback controllers (default 127.0.2.41)")
+    p.add_argument("--rt-priority", type=int, default=0,
+                   help="SCHED_FIFO priority of the servo thread and RTDE worker in the rtde scenarios, as "
+                        "config/real_cell.yaml sets on the robot PC (default 0: normal scheduling; needs CAP_SYS_NICE)")
     p.add_argument("--safety-config", default="", help="SafetyConfig YAML (default: config/safety.yaml values)")
     p.add_argument("--json", default="", help="also write the figures as JSON here")
     p.set_defaults(func=run)
@@ -86,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
             if name == "fuzz":
                 kwargs["n_commands"] = args.commands
             if target == "rtde":
-                kwargs.update(ur_type=args.ur_type, host=fi.loopback_host(args.host, len(figures)))
+                kwargs.update(ur_type=args.ur_type, host=fi.loopback_host(args.host, len(figures)),
+                              rt_priority=args.rt_priority)
             print(f"--- {target}: {name} ...", flush=True)
             t_s = time.monotonic()
             try:

@@ -463,6 +463,10 @@ class _RtdeBench(_Bench):
     def now(self) -> float:
         return time.monotonic()
 
+    def start_loop(self) -> None:
+        """Start the servo thread (SCHED_FIFO at the config's rt_priority, as on the robot PC)."""
+        self.loop.start(rt_priority=self.rtde_cfg.rt_priority)
+
     def q(self) -> np.ndarray:
         return np.asarray(self.arm.state().q, dtype=float)
 
@@ -495,13 +499,13 @@ def _speed_peak_ratio(trace: dict) -> float:
 
 
 def rtde_fuzz(n_commands: int = 10_000, safety: SafetyConfig | None = None, ur_type: str = "e-series",
-              host: str = "127.0.2.41", seed: int = 1) -> list[Figure]:
+              host: str = "127.0.2.41", seed: int = 1, rt_priority: int = 0) -> list[Figure]:
     """10,000 fuzzed commands through SafeArm -> URRtdeArm -> ur_rtde -> loopback controller at
     the controller rate (real time). Checked at the controller: every servoJ target it received
     (its trace) must be finite, inside the joint limits and the workspace box; the measured joint
     speed must stay under the datasheet; plus the exact step check on what reached URRtdeArm."""
     cfg = safety or SafetyConfig()
-    bench = _RtdeBench(cfg, host, ur_type)
+    bench = _RtdeBench(cfg, host, ur_type, rt_priority=rt_priority)
     rng = np.random.default_rng(seed)
     limits = np.array(cfg.joint_limits_rad)
     try:
@@ -553,7 +557,7 @@ def _stream_sine(bench: _RtdeBench, duration_s: float, joint: int = 0, amp_rad: 
 
 
 def rtde_stale_command(trials: int = 10, safety: SafetyConfig | None = None, ur_type: str = "e-series",
-                       host: str = "127.0.2.42") -> list[Figure]:
+                       host: str = "127.0.2.42", rt_priority: int = 0) -> list[Figure]:
     """Three ways commands go stale while the arm moves, timed at the controller (host
     monotonic clock, same machine): (1) the action stream ends (policy died): SafeArm's watchdog
     -> servoStop; (2) the node freezes (servo loop stops, nothing reaches the worker): the
@@ -562,9 +566,9 @@ def rtde_stale_command(trials: int = 10, safety: SafetyConfig | None = None, ur_
     servoing (its servo target cleared or the program stopped)."""
     cfg = safety or SafetyConfig()
     out: dict[str, list[float]] = {"stream": [], "frozen": [], "dead": []}
-    bench = _RtdeBench(cfg, host, ur_type)
+    bench = _RtdeBench(cfg, host, ur_type, rt_priority=rt_priority)
     try:
-        bench.loop.start()
+        bench.start_loop()
         for k in range(trials):
             kind = "stream" if k < trials - 3 else "frozen"
             if bench.safe.halted:  # e.g. the controller watchdog stopped the program
@@ -591,7 +595,7 @@ def rtde_stale_command(trials: int = 10, safety: SafetyConfig | None = None, ur_
             out[kind].append((t_stop - t_last) * 1e3 if math.isfinite(t_stop) else math.inf)
             bench.interp.reset(None)
             if not bench.loop.running:
-                bench.loop.start()
+                bench.start_loop()
             time.sleep(0.1)
             bench.loop.reanchor()
         # (3) the worker dies mid-motion.
@@ -628,16 +632,16 @@ def rtde_stale_command(trials: int = 10, safety: SafetyConfig | None = None, ur_
 
 
 def rtde_protective_stop(trials: int = 3, safety: SafetyConfig | None = None, ur_type: str = "e-series",
-                         host: str = "127.0.2.43") -> list[Figure]:
+                         host: str = "127.0.2.43", rt_priority: int = 0) -> list[Figure]:
     """A protective stop injected at the controller mid-motion while chunks keep arriving: the
     arm must not move (controller trace) and no servoJ may reach the controller until the
     re-arm (`URRtdeArm.rearm`: dashboard unlock + script re-upload, then ServoLoop.rearm); the
     first target after the re-arm must be the measured pose (no jump)."""
     cfg = safety or SafetyConfig()
-    bench = _RtdeBench(cfg, host, ur_type)
+    bench = _RtdeBench(cfg, host, ur_type, rt_priority=rt_priority)
     motion, reached, jumps, servoj_while_stopped, rearm_s = [], 0, [], 0, []
     try:
-        bench.loop.start()
+        bench.start_loop()
         for k in range(trials):
             _stream_sine(bench, 3.0, joint=k % 3, amp_rad=0.25, freq_hz=0.6)
             time.sleep(0.4)
@@ -682,10 +686,11 @@ def rtde_protective_stop(trials: int = 3, safety: SafetyConfig | None = None, ur
 
 
 def rtde_silent_peer(safety: SafetyConfig | None = None, ur_type: str = "e-series",
-                     host: str = "127.0.2.44") -> list[Figure]:
+                     host: str = "127.0.2.44", rt_priority: int = 0) -> list[Figure]:
     """A peer that accepts TCP but never speaks RTDE (the case where ur_rtde blocks forever with
     the GIL held): URRtdeArm.connect must fail with ArmError within its timeout while this
     process stays responsive."""
+    del rt_priority  # uniform scenario signature; no servo loop runs here
     from dynaflip_ros.configs.robot import URRtdeConfig
     from dynaflip_ros.robot.arm import ArmError
     from dynaflip_ros.robot.ur_rtde_arm import URRtdeArm
@@ -729,13 +734,13 @@ def rtde_silent_peer(safety: SafetyConfig | None = None, ur_type: str = "e-serie
 
 
 def rtde_speed_slider(safety: SafetyConfig | None = None, ur_type: str = "e-series",
-                      host: str = "127.0.2.45") -> list[Figure]:
+                      host: str = "127.0.2.45", rt_priority: int = 0) -> list[Figure]:
     """The pendant's speed slider goes to 0 mid-motion and back to 100 %: the arm must stop
     following (the chunk timeline freezes) and resume from where it is, without catching up."""
     cfg = safety or SafetyConfig()
-    bench = _RtdeBench(cfg, host, ur_type)
+    bench = _RtdeBench(cfg, host, ur_type, rt_priority=rt_priority)
     try:
-        bench.loop.start()
+        bench.start_loop()
         _stream_sine(bench, 4.0, joint=0, amp_rad=0.25, freq_hz=0.4)
         time.sleep(0.8)
         bench.ctrl.trace(clear=True)

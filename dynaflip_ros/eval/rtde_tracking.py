@@ -173,6 +173,10 @@ def replay_on_loopback(trace: PolicyTrace, ur_type: str = "e-series", host: str 
             end_s = min(end_s, max_duration_s)
         ctrl.trace(clear=True)
         n_cmd0 = len(tap.commands)
+        import gc
+
+        gc.collect()
+        gc.freeze()  # this process holds torch/lerobot heaps: keep full GC passes out of the servo timing
         loop.start(rt_priority=rt_priority)
         t0 = time.monotonic() + 0.1
         n_chunks = 0

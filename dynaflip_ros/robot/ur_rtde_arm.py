@@ -74,7 +74,7 @@ _F = {name: i for i, name in enumerate((
     "host_time_s", "controller_time_s", "speed_scaling", "robot_mode", "safety_mode",
     "safety_status_bits", "runtime_state", "robot_status_bits", "rtde_receive_connected",
     "rtde_control_connected", "streaming", "freedrive", "servo_sent", "servo_refused",
-    "stale_stops", "watchdog_kicks", "state_errors", "servo_errors", "servo_call_max_ms",
+    "stale_stops", "watchdog_kicks", "state_errors", "servo_errors", "servo_call_max_ms", "stop_call_max_ms",
 ))}
 _Q, _QD, _TCP, _TQ = (len(_F) + 6 * k for k in range(4))
 _N_SLOTS = len(_F) + 24
@@ -282,11 +282,14 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
     def servo_stop() -> None:
         nonlocal streaming, last_write_s
         if streaming:
+            t_call = time.monotonic()
             try:
                 rtde_c.servoStop(10.0)
             except Exception:  # noqa: BLE001
                 counters["servo_errors"] += 1
             last_write_s = time.monotonic()
+            counters["stop_call_max_ms"] = max(counters.get("stop_call_max_ms", 0.0), (last_write_s - t_call) * 1e3)
+            publish(stop_call_max_ms=counters["stop_call_max_ms"])
         streaming = False
 
     def rearm() -> str:
@@ -584,6 +587,7 @@ class URRtdeArm:
                 "counters": {k: int(s[_F[k]]) for k in ("servo_sent", "servo_refused", "stale_stops",
                                                           "watchdog_kicks", "state_errors", "servo_errors")},
                 "servo_call_max_ms": float(s[_F["servo_call_max_ms"]]),
+                "stop_call_max_ms": float(s[_F["stop_call_max_ms"]]),
             },
         )
 
