@@ -38,7 +38,10 @@ def cell(request):
     version = (5, 11, 1, 108318) if ur_type == "e-series" else (3, 15, 7, 106331)
     ctrl = LoopbackURController(host=host, ur_version=version, with_gripper=gripper)
     ctrl.start(timeout_s=30.0)
-    arm = URRtdeArm(URRtdeConfig(robot_ip=host, ur_type=ur_type, gripper="robotiq_urcap" if gripper else "none"))
+    # A 2 Hz controller watchdog: still exercised (worker death below), but a CI machine that
+    # deschedules the worker for 100 ms cannot stop the program in the middle of a functional test.
+    arm = URRtdeArm(URRtdeConfig(robot_ip=host, ur_type=ur_type, gripper="robotiq_urcap" if gripper else "none",
+                                 controller_watchdog_hz=2.0))
     try:
         arm.connect()
         yield ctrl, arm
