@@ -20,7 +20,9 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from dynaflip_ros.policies.base import ActionChunk  # noqa: E402
 from dynaflip_ros.ros import conversions as cv  # noqa: E402
-from dynaflip_ros.ros.qos import ACTION_CHUNK_TOPIC, COMMAND_QOS  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from dynaflip_ros.ros.qos import ACTION_CHUNK_TOPIC, COMMAND_QOS, EPISODE_STATUS_TOPIC, EVENT_QOS  # noqa: E402
 from dynaflip_ros.sim.ur_loopback import LoopbackURController  # noqa: E402
 
 _domains = itertools.count()
@@ -57,11 +59,25 @@ def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path):
         probe = Node("probe")
         chunk_pub = probe.create_publisher(cv.JointTrajectory, ACTION_CHUNK_TOPIC, COMMAND_QOS)
         rearm = probe.create_client(Trigger, "/ur3_driver/rearm")
+        start = probe.create_client(Trigger, "/ur3_driver/start_episode")
+        stop = probe.create_client(Trigger, "/ur3_driver/stop_episode")
+        statuses = []
+        probe.create_subscription(String, EPISODE_STATUS_TOPIC, lambda m: statuses.append(json.loads(m.data)), EVENT_QOS)
         ex = MultiThreadedExecutor(num_threads=4)
         for n in (driver, probe):
             ex.add_node(n)
         threading.Thread(target=ex.spin, daemon=True).start()
-        assert _wait(lambda: chunk_pub.get_subscription_count() > 0 and rearm.service_is_ready(), 5.0)
+        assert _wait(lambda: chunk_pub.get_subscription_count() > 0 and rearm.service_is_ready()
+                     and start.service_is_ready() and stop.service_is_ready(), 5.0)
+
+        def call(client):
+            fut = client.call_async(Trigger.Request())
+            assert _wait(lambda: fut.done(), 10.0)
+            return fut.result()
+
+        # The operator starts an episode: /episode/status says running (the policy node's gate).
+        assert call(start).success
+        assert _wait(lambda: statuses and statuses[-1]["state"] == "running" and statuses[-1]["episode"] == 0, 3.0)
 
         def send_ramp(dq0: float, gripper: float) -> np.ndarray:
             q = np.asarray(driver.safe.state().q)
@@ -81,6 +97,10 @@ def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path):
         time.sleep(0.3)
         ctrl.inject("protective_stop")
         assert _wait(lambda: driver.safe.halted, 2.0)
+        # The stop ended the episode; a new one is refused until the re-arm.
+        assert _wait(lambda: statuses[-1]["state"] == "idle" and statuses[-1]["halted"], 3.0)
+        refused = call(start)
+        assert not refused.success and "rearm" in refused.message
         time.sleep(0.2)
         q_stop = np.asarray(ctrl.snapshot()["actual_q"])
         n_servoj = ctrl.snapshot()["n_servoj"]
@@ -103,6 +123,8 @@ def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path):
         assert np.max(np.abs(np.asarray(ctrl.snapshot()["actual_q"]) - q_now)[1:]) < 1e-2  # only joint 0 moved
         st = driver.status()
         assert st["safety"]["protective_stops"] >= 1 and st["halt_reason"] == ""
+        assert call(start).success and call(stop).message == "episode 1 stopped"
+        assert _wait(lambda: statuses[-1]["state"] == "idle" and statuses[-1]["episode"] == 1, 3.0)
 
         # While an emergency stop is active the service refuses (and says why).
         ctrl.inject("emergency_stop")

@@ -120,6 +120,30 @@ def _pump(stream, sink: _LineSink, prefix: str) -> None:
     stream.close()
 
 
+def _sigterm_as_interrupt():
+    """SIGTERM -> KeyboardInterrupt while the graph runs (main thread only), so a terminated
+    launcher still tears its node processes down. Returns the previous handler (None when not
+    in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Node processes get SIGTERM when the launcher dies, even by SIGKILL (Linux
+    prctl(PR_SET_PDEATHSIG)); elsewhere nothing happens."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _signal_group(r: _Running, sig: int) -> None:
     """Send `sig` to the process group of a process we started (it leads its own session)."""
     if r.proc.poll() is not None:
@@ -168,11 +192,12 @@ def run_graph(
     running: dict[str, _Running] = {}
     result = GraphResult(exit_code=0)
     t_start = time.monotonic()
+    previous_sigterm = _sigterm_as_interrupt()
     try:
         for spec in specs:
             proc = subprocess.Popen(
                 node_command(spec, params_files), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env=child_env, start_new_session=True,
+                stdin=subprocess.DEVNULL, env=child_env, start_new_session=True, preexec_fn=_die_with_parent,
             )
             reader = threading.Thread(target=_pump, args=(proc.stdout, sink, spec.name), daemon=True)
             reader.start()
@@ -203,6 +228,8 @@ def run_graph(
         result.exit_code = 130
     finally:
         _teardown(running, grace_s, sink)
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         result.exit_codes = {n: r.proc.returncode for n, r in running.items()}
         result.escalations = {n: r.killed_with for n, r in running.items() if r.killed_with}
     return result

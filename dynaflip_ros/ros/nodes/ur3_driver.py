@@ -17,7 +17,17 @@ Subscribed:  /dynaflip/action_chunk  trajectory_msgs/JointTrajectory (UR joints 
 Published:   /joint_states           sensor_msgs/JointState at joint_state_rate_hz             STATE_QOS
              /ur3_driver/status      std_msgs/String JSON: safety, servo-loop, chunk counters  EVENT_QOS
              /dynaflip/latency       {"stage": "command", "ms": capture -> chunk received}     EVENT_QOS
-Services:    /ur3_driver/rearm       std_srvs/Trigger: after a protective / emergency stop or a
+Real cell only (backend != sim; in simulation the sim_cell node runs the episodes):
+             /episode/status         std_msgs/String JSON {"episode", "state": "running"|"idle",
+                                     "reset_stamp_s", "halted", "source": "ur3_driver"}: the
+                                     policy node acts only while an episode is running
+Services:    /ur3_driver/start_episode  std_srvs/Trigger (real cell): the operator starts an
+                                     episode (refused while halted); queued actions are dropped
+                                     and chunks planned before the start are ignored
+             /ur3_driver/stop_episode   std_srvs/Trigger (real cell): the policy stops acting, the
+                                     arm holds where it is (the watchdog then stops it); a
+                                     protective stop also ends the episode
+             /ur3_driver/rearm       std_srvs/Trigger: after a protective / emergency stop or a
                                      stopped control program, the driver holds (no streaming,
                                      queued actions dropped) until this is called: clears the
                                      stop on the controller (`URRtdeArm.rearm`; reconnects a
@@ -49,7 +59,8 @@ from dynaflip_ros.robot.servo_loop import ServoLoop
 from dynaflip_ros.ros.conversions import joint_state_from_arm_state, stamp_to_s, trajectory_to_times_targets
 from dynaflip_ros.ros.params import load_node_config, node_kwargs
 from dynaflip_ros.ros.qos import (
-    ACTION_CHUNK_TOPIC, COMMAND_QOS, DRIVER_STATUS_TOPIC, EVENT_QOS, JOINT_STATES_TOPIC, STATE_QOS,
+    ACTION_CHUNK_TOPIC, COMMAND_QOS, DRIVER_STATUS_TOPIC, EPISODE_STATUS_TOPIC, EVENT_QOS, JOINT_STATES_TOPIC,
+    STATE_QOS,
 )
 from dynaflip_ros.ros.runtime import (
     run_node,
@@ -132,6 +143,19 @@ class Ur3DriverNode(Node):
                                            callback_group=MutuallyExclusiveCallbackGroup())
         self._status_timer = self.create_timer(1.0 / self.config.status_rate_hz, self._publish_status)
         self.create_service(Trigger, "~/rearm", self._on_rearm, callback_group=MutuallyExclusiveCallbackGroup())
+        # Real cell: the operator runs episodes (the sim_cell node does it in simulation).
+        self._episode = -1
+        self._episode_running = False
+        self._episode_reset_stamp_s = 0.0
+        self._episode_lock = threading.Lock()
+        self._episode_pub = None
+        if self.config.backend != "sim":
+            self._episode_pub = self.create_publisher(String, EPISODE_STATUS_TOPIC, EVENT_QOS)
+            group = MutuallyExclusiveCallbackGroup()
+            self.create_service(Trigger, "~/start_episode", self._on_start_episode, callback_group=group)
+            self.create_service(Trigger, "~/stop_episode", self._on_stop_episode, callback_group=group)
+            self._episode_timer = self.create_timer(1.0 / self.config.status_rate_hz, self._publish_episode_status,
+                                                    callback_group=group)
         if servo_thread:
             # Everything allocated so far (modules, rclpy, configs) moves to the permanent GC
             # generation: full collections then stay short and do not stall the servo thread
@@ -210,6 +234,59 @@ class Ur3DriverNode(Node):
             self._min_chunk_stamp_s = ros_now_s(self)
         self.loop.rearm()
         return f"re-armed at q={[round(float(v), 4) for v in self.safe.state().q]}"
+
+    # ------------------------------------------------------------------ episodes (real cell)
+    def start_episode(self) -> str:
+        """Start an episode: drop queued actions, ignore chunks planned before now, let the
+        policy act. Raises RuntimeError while SafeArm is halted (re-arm first)."""
+        if self.safe.halted:
+            raise RuntimeError(f"arm halted ({self.safe.halt_reason}): call /ur3_driver/rearm first")
+        now_s = ros_now_s(self)
+        self.reanchor(min_chunk_stamp_s=now_s)
+        with self._episode_lock:
+            self._episode += 1
+            self._episode_running = True
+            self._episode_reset_stamp_s = now_s
+            episode = self._episode
+        self._publish_episode_status()
+        return f"episode {episode} started"
+
+    def stop_episode(self) -> str:
+        """End the running episode: the policy stops acting and the arm holds (queued actions
+        dropped); returns a status text (also when no episode was running)."""
+        with self._episode_lock:
+            was_running, self._episode_running = self._episode_running, False
+            episode = self._episode
+        self.hold()
+        self._publish_episode_status()
+        return f"episode {episode} stopped" if was_running else "no episode was running"
+
+    def _publish_episode_status(self) -> None:
+        if self._episode_pub is None:
+            return
+        halted = self.safe.halted
+        with self._episode_lock:
+            if self._episode_running and halted:  # a protective stop ends the episode
+                self._episode_running = False
+                self.get_logger().warning(f"episode {self._episode} ended: arm halted ({self.safe.halt_reason})")
+            status = {"episode": self._episode, "state": "running" if self._episode_running else "idle",
+                      "reset_stamp_s": self._episode_reset_stamp_s, "halted": halted, "source": "ur3_driver"}
+        safe_publish(self, self._episode_pub, to_json_msg(status), "episode status")
+
+    def _on_start_episode(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        try:
+            response.message = self.start_episode()
+            response.success = True
+        except RuntimeError as e:
+            response.success, response.message = False, str(e)
+        self.get_logger().info(f"start_episode: {response.message}")
+        return response
+
+    def _on_stop_episode(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.message = self.stop_episode()
+        response.success = True
+        self.get_logger().info(f"stop_episode: {response.message}")
+        return response
 
     def _on_rearm(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         try:
