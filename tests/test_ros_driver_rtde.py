@@ -70,15 +70,6 @@ def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path):
         assert _wait(lambda: chunk_pub.get_subscription_count() > 0 and rearm.service_is_ready()
                      and start.service_is_ready() and stop.service_is_ready(), 5.0)
 
-        def call(client):
-            fut = client.call_async(Trigger.Request())
-            assert _wait(lambda: fut.done(), 10.0)
-            return fut.result()
-
-        # The operator starts an episode: /episode/status says running (the policy node's gate).
-        assert call(start).success
-        assert _wait(lambda: statuses and statuses[-1]["state"] == "running" and statuses[-1]["episode"] == 0, 3.0)
-
         def send_ramp(dq0: float, gripper: float) -> np.ndarray:
             q = np.asarray(driver.safe.state().q)
             start, goal = np.r_[q, 0.0], np.r_[q, gripper]
@@ -86,6 +77,20 @@ def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path):
             now_s = probe.get_clock().now().nanoseconds * 1e-9
             chunk_pub.publish(cv.action_chunk_to_trajectory(ActionChunk(np.linspace(start, goal, 11), t0_s=now_s, dt_s=0.1)))
             return goal
+
+        def call(client):
+            fut = client.call_async(Trigger.Request())
+            assert _wait(lambda: fut.done(), 10.0)
+            return fut.result()
+
+        # Before an episode the driver refuses chunks: nothing moves after launch.
+        send_ramp(0.15, 1.0)
+        assert _wait(lambda: driver.chunk_stats.outside_episode == 1, 3.0)
+        time.sleep(0.3)
+        assert ctrl.snapshot()["n_servoj"] == 0
+        # The operator starts an episode: /episode/status says running (the policy node's gate).
+        assert call(start).success
+        assert _wait(lambda: statuses and statuses[-1]["state"] == "running" and statuses[-1]["episode"] == 0, 3.0)
 
         goal = send_ramp(0.15, 1.0)
         assert _wait(lambda: abs(ctrl.snapshot()["actual_q"][0] - goal[0]) < 0.01, 6.0), ctrl.snapshot()["actual_q"]
@@ -117,13 +122,14 @@ def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path):
         assert not driver.safe.halted and ctrl.snapshot()["runtime_state"] == 2
         q_now = np.asarray(driver.safe.state().q)
         n_cmd = driver.safe.stats.accepted
+        assert call(start).message == "episode 1 started"  # the stop ended episode 0
         goal = send_ramp(0.1, 0.0)
         assert _wait(lambda: abs(ctrl.snapshot()["actual_q"][0] - goal[0]) < 0.01, 6.0)
         assert driver.safe.stats.accepted > n_cmd
         assert np.max(np.abs(np.asarray(ctrl.snapshot()["actual_q"]) - q_now)[1:]) < 1e-2  # only joint 0 moved
         st = driver.status()
         assert st["safety"]["protective_stops"] >= 1 and st["halt_reason"] == ""
-        assert call(start).success and call(stop).message == "episode 1 stopped"
+        assert call(stop).message == "episode 1 stopped"
         assert _wait(lambda: statuses[-1]["state"] == "idle" and statuses[-1]["episode"] == 1, 3.0)
 
         # While an emergency stop is active the service refuses (and says why).

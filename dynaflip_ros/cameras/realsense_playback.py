@@ -316,6 +316,7 @@ def write_synthetic_recording(
             s.open(p)
             s.start(lambda f: None)
         depth_raw = scene.depth_raw(depth_intr) if enable_depth else None
+        t_pace0 = time.monotonic()
         for n, t_ms in zip(numbers, stamps):
             if enable_depth:
                 depth_sensor.set_metadata(rs.frame_metadata_value.frame_counter, n)
@@ -334,8 +335,8 @@ def write_synthetic_recording(
             f.timestamp, f.domain, f.frame_number = t_ms, domains[timestamp_domain], n
             f.profile = color_profile.as_video_stream_profile()
             color_sensor.on_video_frame(f)
-            if pace_s > 0:
-                time.sleep(pace_s)
+            if pace_s > 0:  # absolute deadlines: the record times keep the frame spacing (no drift)
+                time.sleep(max(0.0, t_pace0 + (n - numbers[0] + 1) * pace_s - time.monotonic()))
         for s, _ in sensors:
             s.stop()
             s.close()

@@ -83,13 +83,15 @@ def make_arm(config: Ur3DriverNodeConfig) -> Arm:
 @dataclasses.dataclass
 class ChunkStats:
     """Action-chunk counters of the driver: received, queued (>= 1 future action), stale (all
-    actions due or too old), before_reset (stamped before the last re-anchor), invalid."""
+    actions due or too old), before_reset (stamped before the last re-anchor), invalid,
+    outside_episode (real cell: no episode running, the chunk is refused)."""
 
     received: int = 0
     queued: int = 0
     stale: int = 0
     before_reset: int = 0
     invalid: int = 0
+    outside_episode: int = 0
 
 
 class Ur3DriverNode(Node):
@@ -176,6 +178,14 @@ class Ur3DriverNode(Node):
         with self._stats_lock:
             self.chunk_stats.received += 1
             min_stamp_s = self._min_chunk_stamp_s
+        if self._episode_pub is not None and not self._episode_running:
+            # Real cell: the arm follows chunks only inside an operator-started episode (the policy
+            # gates itself on /episode/status too; this also stops any other publisher).
+            with self._stats_lock:
+                self.chunk_stats.outside_episode += 1
+            self.get_logger().warning("action chunk refused: no episode running (/ur3_driver/start_episode)",
+                                      throttle_duration_sec=5.0)
+            return
         if stamp_s < min_stamp_s:
             with self._stats_lock:
                 self.chunk_stats.before_reset += 1
