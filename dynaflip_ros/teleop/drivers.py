@@ -107,6 +107,16 @@ class _SimDriverBase(_ServoDriverBase):
             self.loop.reanchor()
         return info
 
+    # Lock order env.lock -> servo loop (the real-time stepper ticks the loop holding env.lock):
+    # re-anchoring without env.lock deadlocks against it.
+    def reanchor(self) -> None:
+        with self.env.lock:
+            super().reanchor()
+
+    def hold(self) -> None:
+        with self.env.lock:
+            super().hold()
+
     def success(self) -> bool:
         return bool(self.env.success())
 
