@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default="", help="also write the reports as JSON")
     args = p.parse_args(argv)
 
-    import ipaddress
-
+    from dynaflip_ros.eval.fault_inject import loopback_host
     from dynaflip_ros.eval.rtde_tracking import record_policy_chunks, replay_on_loopback
 
     print(f"recording the policy's chunks in sim (seed {args.seed}) ...", flush=True)
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     i = 0
     for ur_type in args.ur_types:
         for lead_ms in args.leads_ms:
-            host = str(ipaddress.IPv4Address(args.host) + i)
+            host = loopback_host(args.host, i)
             i += 1
             print(f"replaying on the loopback {ur_type} controller at {host} (command lead {lead_ms:g} ms) ...", flush=True)
             rep = replay_on_loopback(trace, ur_type=ur_type, host=host, latency_s=args.latency_ms / 1e3,

@@ -43,7 +43,7 @@ class URRtdeConfig:
         above worker_stale_command_s + 10 ms so a frozen node ends in a servoStop, not a stopped
         program. 0 disables it.
     worker_stale_command_s: the worker process stops the arm (servoStop) when it receives no
-        servo target or keep-alive for this long (the node process froze or died). Keep it >=
+        servo target or request for this long (the node process froze or died). Keep it >=
         SafeArm's watchdog_timeout_s: a node that resumes after a stall that long then finds its
         stream stale and re-anchors at the measured pose, instead of resuming toward targets
         the stopped arm fell behind (checked by `configs.ros.Ur3DriverNodeConfig`).
@@ -110,6 +110,12 @@ class URRtdeConfig:
     def controller_rate_hz(self) -> float:
         """The RTDE / servo rate: rtde_frequency_hz, or 125 Hz (CB3) / 500 Hz (e-Series)."""
         return float(self.rtde_frequency_hz) or CONTROLLER_RATE_HZ[self.ur_type]
+
+    def settle_hold_s(self, command_lead_s: float = 0.0) -> float:
+        """How long the servo loop keeps a finished chunk's last target (`ServoLoop.end_hold_s`):
+        servoj lags its targets by about the lookahead time, and targets are sent
+        `command_lead_s` early, so the arm reaches the last one that much later (s)."""
+        return float(command_lead_s) + float(self.servo_lookahead_s)
 
     @property
     def is_loopback(self) -> bool:

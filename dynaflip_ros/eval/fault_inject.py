@@ -454,7 +454,7 @@ class _RtdeBench(_Bench):
             self.interp = ActionChunkInterpolator(n_dims=7)
             self.loop = ServoLoop(self.safe, self.interp, rate_hz=self.rtde_cfg.controller_rate_hz,
                                   speed_scaling=lambda: self.arm.speed_scaling,
-                                  end_hold_s=self.rtde_cfg.servo_lookahead_s)  # as ur3_driver (lead 0)
+                                  end_hold_s=self.rtde_cfg.settle_hold_s())  # as ur3_driver (lead 0)
             self.loop.reanchor()
         except BaseException:
             self.close()
@@ -551,11 +551,6 @@ def rtde_fuzz(n_commands: int = 10_000, safety: SafetyConfig | None = None, ur_t
     ]
 
 
-def _stream_sine(bench: _RtdeBench, duration_s: float, joint: int = 0, amp_rad: float = 0.2,
-                 freq_hz: float = 0.8) -> None:
-    bench.sine_chunk(duration_s, amp_rad=amp_rad, freq_hz=freq_hz, joint=joint)
-
-
 def rtde_stale_command(trials: int = 10, safety: SafetyConfig | None = None, ur_type: str = "e-series",
                        host: str = "127.0.2.42", rt_priority: int = 0) -> list[Figure]:
     """Three ways commands go stale while the arm moves, timed at the controller (host
@@ -574,7 +569,7 @@ def rtde_stale_command(trials: int = 10, safety: SafetyConfig | None = None, ur_
             if bench.safe.halted:  # e.g. the controller watchdog stopped the program
                 bench.arm.rearm()
                 bench.loop.rearm()
-            _stream_sine(bench, 0.5 + 0.011 * k, joint=k % 3)
+            bench.sine_chunk(0.5 + 0.011 * k, amp_rad=0.2, freq_hz=0.8, joint=k % 3)
             time.sleep(0.3)
             bench.ctrl.trace(clear=True)
             t_cut = time.monotonic()
@@ -602,7 +597,7 @@ def rtde_stale_command(trials: int = 10, safety: SafetyConfig | None = None, ur_
         if bench.safe.halted:
             bench.arm.rearm()
             bench.loop.rearm()
-        _stream_sine(bench, 1.0, joint=1)
+        bench.sine_chunk(1.0, amp_rad=0.2, freq_hz=0.8, joint=1)
         time.sleep(0.3)
         bench.ctrl.trace(clear=True)
         bench.loop.stop(stop_arm=False)
@@ -643,7 +638,7 @@ def rtde_protective_stop(trials: int = 3, safety: SafetyConfig | None = None, ur
     try:
         bench.start_loop()
         for k in range(trials):
-            _stream_sine(bench, 3.0, joint=k % 3, amp_rad=0.25, freq_hz=0.6)
+            bench.sine_chunk(3.0, joint=k % 3, amp_rad=0.25, freq_hz=0.6)
             time.sleep(0.4)
             bench.ctrl.inject("protective_stop")
             time.sleep(0.15)  # the controller brings the arm to rest
@@ -651,7 +646,7 @@ def rtde_protective_stop(trials: int = 3, safety: SafetyConfig | None = None, ur
             n_servoj = bench.ctrl.snapshot()["n_servoj"]
             n_cmd = len(bench.tap.commands)
             for _ in range(10):  # 1 s of fresh policy chunks while stopped
-                _stream_sine(bench, 1.0, joint=(k + 1) % 3, amp_rad=0.3, freq_hz=1.0)
+                bench.sine_chunk(1.0, joint=(k + 1) % 3, amp_rad=0.3, freq_hz=1.0)
                 time.sleep(0.1)
             snap = bench.ctrl.snapshot()
             motion.append(float(np.max(np.abs(np.asarray(snap["actual_q"]) - q_rest))))
@@ -663,7 +658,7 @@ def rtde_protective_stop(trials: int = 3, safety: SafetyConfig | None = None, ur
             rearm_s.append(time.monotonic() - t0)
             q_meas = bench.q()
             n_before = len(bench.tap.commands)
-            _stream_sine(bench, 1.0, joint=(k + 2) % 3, amp_rad=0.2, freq_hz=0.5)
+            bench.sine_chunk(1.0, joint=(k + 2) % 3, amp_rad=0.2, freq_hz=0.5)
             time.sleep(0.2)
             first = bench.tap.commands[n_before] if len(bench.tap.commands) > n_before else q_meas
             jumps.append(float(np.max(np.abs(first - q_meas))))
@@ -741,7 +736,7 @@ def rtde_speed_slider(safety: SafetyConfig | None = None, ur_type: str = "e-seri
     bench = _RtdeBench(cfg, host, ur_type, rt_priority=rt_priority)
     try:
         bench.start_loop()
-        _stream_sine(bench, 4.0, joint=0, amp_rad=0.25, freq_hz=0.4)
+        bench.sine_chunk(4.0, joint=0, amp_rad=0.25, freq_hz=0.4)
         time.sleep(0.8)
         bench.ctrl.trace(clear=True)
         time.sleep(0.4)

@@ -156,7 +156,7 @@ def replay_on_loopback(trace: PolicyTrace, ur_type: str = "e-series", host: str 
     loop = None
     try:
         arm.connect()
-        cfg = URRtdeConfig(robot_ip=host, ur_type=ur_type)
+        cfg = arm.config
         rate_hz = cfg.controller_rate_hz
         tap = ArmTap(arm, clock=time.monotonic)
         safe = SafeArm(tap, SafetyConfig(), clock=time.monotonic)
@@ -166,7 +166,7 @@ def replay_on_loopback(trace: PolicyTrace, ur_type: str = "e-series", host: str 
             move_to_joints(safe, first, max_speed_rad_s=0.5, rate_hz=rate_hz, timeout_s=20.0)
         interp = ActionChunkInterpolator(n_dims=7)
         loop = ServoLoop(safe, interp, rate_hz=rate_hz, speed_scaling=lambda: arm.speed_scaling,
-                         command_lead_s=command_lead_s, end_hold_s=command_lead_s + cfg.servo_lookahead_s)
+                         command_lead_s=command_lead_s, end_hold_s=cfg.settle_hold_s(command_lead_s))
         loop.reanchor()
         end_s = max(c.times_s[-1] for c in trace.chunks)
         if max_duration_s is not None:

@@ -172,6 +172,15 @@ class _SharedState:
         for k, v in kv.items():
             self.data[_F[k]] = float(v)
 
+    def bump(self, name: str) -> None:
+        """Count one event in counter slot `name` (its only writer)."""
+        self.data[_F[name]] += 1.0
+
+    def raise_to(self, name: str, value: float) -> None:
+        """Keep the maximum of `value` in slot `name` (its only writer)."""
+        if value > self.data[_F[name]]:
+            self.data[_F[name]] = float(value)
+
     def read(self, timeout_s: float = 0.1) -> np.ndarray:
         """A consistent copy of all slots. While a write is in progress (the writer may be
         preempted mid-update) it spins briefly, then returns the last consistent copy it read
@@ -208,9 +217,6 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     config = URRtdeConfig(**cfg)
     host, rate_hz = config.robot_ip, config.controller_rate_hz
-    counters = {k: 0.0 for k in ("servo_sent", "servo_refused", "stale_stops", "watchdog_kicks",
-                                 "state_errors", "servo_errors")}
-
     publish = shared.set  # counters and flags: one writer per slot, no lock
 
     try:
@@ -255,8 +261,7 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
                     {_Q: rtde_r.getActualQ(), _QD: rtde_r.getActualQd(), _TCP: rtde_r.getActualTCPPose(),
                      _TQ: rtde_r.getTargetQ()})
             except Exception:  # noqa: BLE001 - counted; the parent sees the state age grow
-                counters["state_errors"] += 1
-                publish(state_errors=counters["state_errors"])
+                shared.bump("state_errors")
             t_next += period
             delay = t_next - time.monotonic()
             if delay > 0:
@@ -286,10 +291,9 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
             try:
                 rtde_c.servoStop(10.0)
             except Exception:  # noqa: BLE001
-                counters["servo_errors"] += 1
+                shared.bump("servo_errors")
             last_write_s = time.monotonic()
-            counters["stop_call_max_ms"] = max(counters.get("stop_call_max_ms", 0.0), (last_write_s - t_call) * 1e3)
-            publish(stop_call_max_ms=counters["stop_call_max_ms"])
+            shared.raise_to("stop_call_max_ms", (last_write_s - t_call) * 1e3)
         streaming = False
 
     def rearm() -> str:
@@ -344,15 +348,14 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
                 publish(rtde_control_connected=float(rtde_c.isConnected()))  # rtde_c: this thread only
                 if streaming and now - last_msg_s > config.worker_stale_command_s:
                     servo_stop()
-                    counters["stale_stops"] += 1
-                    publish(stale_stops=counters["stale_stops"], streaming=0.0)
+                    shared.bump("stale_stops")
+                    publish(streaming=0.0)
                 if now - last_write_s > kick_period_s and not streaming and not stopped_flag.is_set():
                     try:
                         rtde_c.kickWatchdog()
-                        counters["watchdog_kicks"] += 1
+                        shared.bump("watchdog_kicks")
                     except Exception:  # noqa: BLE001
-                        counters["servo_errors"] += 1
-                    publish(watchdog_kicks=counters["watchdog_kicks"], servo_errors=counters["servo_errors"])
+                        shared.bump("servo_errors")
                     last_write_s = now
                 continue
             try:
@@ -365,28 +368,22 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
                 _, q, dt_s = msg
                 if stopped_flag.is_set() or freedrive:
                     streaming = False  # the controller stopped the arm; never resume without a re-arm
-                    counters["servo_refused"] += 1
-                    publish(servo_refused=counters["servo_refused"], streaming=0.0)
+                    shared.bump("servo_refused")
+                    publish(streaming=0.0)
                     continue
                 t_call = time.monotonic()
                 try:
                     ok = rtde_c.servoJ(list(q), 0.0, 0.0, float(dt_s), config.servo_lookahead_s, config.servo_gain)
                 except Exception:  # noqa: BLE001
                     ok = False
-                call_ms = (time.monotonic() - t_call) * 1e3
-                if call_ms > counters.setdefault("servo_call_max_ms", 0.0):
-                    counters["servo_call_max_ms"] = call_ms
-                    publish(servo_call_max_ms=call_ms)
+                shared.raise_to("servo_call_max_ms", (time.monotonic() - t_call) * 1e3)
                 last_write_s = now
                 if ok:
                     streaming = True
-                    counters["servo_sent"] += 1
+                    shared.bump("servo_sent")
                 else:
-                    counters["servo_errors"] += 1
-                publish(servo_sent=counters["servo_sent"], servo_errors=counters["servo_errors"],
-                        streaming=float(streaming))
-            elif kind == "keepalive":
-                continue
+                    shared.bump("servo_errors")
+                publish(streaming=float(streaming))
             elif kind == "stop":
                 servo_stop()
                 publish(streaming=0.0)
@@ -609,10 +606,6 @@ class URRtdeArm:
         if not (math.isfinite(dt_s) and dt_s > 0):
             raise ValueError(f"dt_s must be finite and > 0, got {dt_s!r}")
         self._send(("servo", q.tolist(), float(dt_s)))
-
-    def keepalive(self) -> None:
-        """Tell the worker the node is alive without a target (it then does not servoStop)."""
-        self._send(("keepalive",))
 
     def set_gripper(self, closed_fraction: float) -> None:
         """Gripper closure 0 (open) .. 1 (closed); non-blocking. With gripper "none" the command

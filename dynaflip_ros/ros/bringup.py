@@ -256,9 +256,3 @@ def _teardown(running: dict[str, _Running], grace_s: float, sink: _LineSink) -> 
     for r in running.values():
         r.reader.join(timeout=2.0)
 
-
-def make_overrides_file(overrides: dict[str, dict[str, Any]]) -> Path:
-    """Write `overrides` to a fresh temporary params file; the caller deletes it."""
-    from dynaflip_ros.ros.launch_args import write_overrides_file
-
-    return write_overrides_file(overrides)

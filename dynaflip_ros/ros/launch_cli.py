@@ -125,14 +125,14 @@ def run(args: argparse.Namespace) -> int:
     if args.domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(args.domain_id)
     specs = bringup.pick_into_sink_processes(args.use_sim)
-    from dynaflip_ros.ros.launch_args import LaunchArgumentError
+    from dynaflip_ros.ros.launch_args import LaunchArgumentError, write_overrides_file
 
     try:
         node_overrides = build_overrides(args, str(results_path), sections)
     except LaunchArgumentError as e:
         print(f"dynaflip launch: {e}", file=sys.stderr)
         return 2
-    overrides = bringup.make_overrides_file(node_overrides)
+    overrides = write_overrides_file(node_overrides)  # a fresh temporary file; deleted below
     print(f"dynaflip launch {args.graph} ({'sim' if args.use_sim else 'real'}): "
           f"{[s.executable for s in specs]} with {params}", flush=True)
     try:

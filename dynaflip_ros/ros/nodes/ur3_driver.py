@@ -127,7 +127,7 @@ class Ur3DriverNode(Node):
         speed_scaling = (lambda: arm.speed_scaling) if hasattr(arm, "speed_scaling") else None
         # A UR lags its servoj targets by about the lookahead time: hold a finished chunk's last
         # target that long (plus the lead) so the arm settles on it before the watchdog stops it.
-        end_hold_s = (self.config.command_lead_s + self.config.ur_rtde.servo_lookahead_s
+        end_hold_s = (self.config.ur_rtde.settle_hold_s(self.config.command_lead_s)
                       if self.config.backend == "ur_rtde" else 0.0)
         self.loop = ServoLoop(self.safe, self.interp, rate_hz=self.config.servo_rate_hz, clock=clock,
                               speed_scaling=speed_scaling, command_lead_s=self.config.command_lead_s,
