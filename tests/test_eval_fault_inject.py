@@ -48,3 +48,33 @@ def test_sim_scenarios_pass():
     assert all(f.ok for f in figures), [f.line() for f in figures if not f.ok]
     stale = next(f for f in figures if f.name == "stale-command stop")
     assert 50.0 <= stale.value <= 100.0  # the 50 ms watchdog + one servo tick
+
+
+def test_issue8_scenarios_pass():
+    """The four holes of issue 8 as fault-injection scenarios on the MuJoCo arm (each figure
+    missed its bound on the code before the fix: 0.475 rad jump, 186 commands after failed
+    arming, 2.33 x the speed limit, OverflowError escaping, watchdog after 10.056 s)."""
+    logging.disable(logging.WARNING)
+    try:
+        figures = [f for name in ("moved_outside", "failed_arming", "declared_dt", "bad_input")
+                   for f in fi.SIM_SCENARIOS[name]()]
+    finally:
+        logging.disable(logging.NOTSET)
+    assert len(figures) == 7
+    assert all(f.ok for f in figures), [f.line() for f in figures if not f.ok]
+    by_name = {f.name: f for f in figures}
+    assert by_name["jump after an outside move (connect / rearm)"].value == 0.0
+    assert by_name["commands after a failed connect / re-arm"].value == 0
+    assert by_name["bad input refused"].value == len(fi.BAD_INPUTS)
+
+
+def test_per_time_limit_check_flags_steps_faster_than_elapsed_time():
+    cfg = SafetyConfig()
+    step = cfg.joint_speed_limit_rad_s[0] * 0.008
+    cmds = np.array([Q_READY, Q_READY + [step, 0, 0, 0, 0, 0], Q_READY + [2 * step, 0, 0, 0, 0, 0]])
+    refs = np.array([Q_READY, cmds[0], cmds[1]])
+    dts = np.full(3, 0.008)
+    assert fi.limit_violations(cmds, dts, refs, cfg, times=np.array([0.0, 0.008, 0.016])).tolist() == [False] * 3
+    # the third command arrives at the same instant as the second: no time for its step
+    assert fi.limit_violations(cmds, dts, refs, cfg, times=np.array([0.0, 0.008, 0.008])).tolist() == [
+        False, False, True]

@@ -1,4 +1,4 @@
-"""SafeArm: nothing unsafe reaches the arm (DESIGN.md, "Safety model")."""
+"""SafeArm: nothing unsafe reaches the arm (docs/safety.md)."""
 from __future__ import annotations
 
 import threading
@@ -8,61 +8,11 @@ import pytest
 
 from dynaflip_ros.configs.io import ConfigError, from_dict, load_yaml
 from dynaflip_ros.configs.safety import SafetyConfig
-from dynaflip_ros.robot.arm import Arm, ArmError, ArmNotConnectedError, ArmState
+from dynaflip_ros.robot.arm import Arm, ArmError, ArmNotConnectedError
 from dynaflip_ros.robot.kinematics import UR3_JOINT_LIMITS_RAD, UR3_MAX_JOINT_SPEED_RAD_S, forward_kinematics
 from dynaflip_ros.robot.safety import SafeArm, SafetyViolation
 
-# Flange-down "ready" pose (HARDWARE.md §1.8): flange at (-0.299, -0.112, 0.314) in `base`.
-Q_READY = np.array([0.0, -np.pi / 2, np.pi / 2, -np.pi / 2, -np.pi / 2, 0.0])
-# Upright pose: TCP at z = 0.694 m, above the default 0.6 m workspace ceiling.
-Q_UP = np.array([0.0, -np.pi / 2, 0.0, -np.pi / 2, 0.0, 0.0])
-
-
-class RecordingArm:
-    """Test double implementing `Arm`: records everything that reaches it; q tracks commands."""
-
-    def __init__(self, q0: np.ndarray = Q_READY) -> None:
-        self.q = np.array(q0, dtype=float)
-        self.gripper = 0.0
-        self.commands: list[tuple[np.ndarray, float]] = []
-        self.gripper_commands: list[float] = []
-        self.stops = 0
-        self.connected = False
-        self.protective_stop = False
-
-    def connect(self) -> None:
-        self.connected = True
-
-    def state(self) -> ArmState:
-        if not self.connected:
-            raise ArmNotConnectedError("not connected")
-        return ArmState(
-            q=self.q.copy(), dq=np.zeros(6), tcp_pose=np.zeros(7), gripper=self.gripper,
-            stamp_s=0.0, protective_stop=self.protective_stop,
-        )
-
-    def servo_joint(self, q: np.ndarray, dt_s: float) -> None:
-        assert self.connected
-        self.commands.append((np.array(q, dtype=float), float(dt_s)))
-        self.q = np.array(q, dtype=float)
-
-    def set_gripper(self, closed_fraction: float) -> None:
-        self.gripper_commands.append(float(closed_fraction))
-        self.gripper = float(closed_fraction)
-
-    def stop(self) -> None:
-        self.stops += 1
-
-    def disconnect(self) -> None:
-        self.connected = False
-
-
-class FakeClock:
-    def __init__(self, t: float = 0.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from arm_doubles import Q_READY, Q_UP, FakeClock, RecordingArm
 
 
 def make(config: SafetyConfig | None = None, q0: np.ndarray = Q_READY):
@@ -111,11 +61,15 @@ def test_config_rejects_bad_values(bad):
 
 
 # ---------------------------------------------------------------------------- single commands
-def test_implements_arm_and_anchors_on_connect():
-    safe, arm, _ = make()
+def test_implements_arm_and_anchors_at_the_first_command():
+    safe, arm, clock = make()
     assert isinstance(safe, Arm)
-    np.testing.assert_array_equal(safe.last_commanded_q, Q_READY)
+    assert safe.last_commanded_q is None  # anchored lazily: the arm may move before the first command
     assert not safe.halted
+    arm.q = Q_READY + 0.01
+    clock.t = 1.0
+    np.testing.assert_array_equal(safe.servo_joint(Q_READY + 0.01, 0.008), Q_READY + 0.01)
+    np.testing.assert_array_equal(safe.last_commanded_q, Q_READY + 0.01)
 
 
 def test_command_before_connect_raises():
@@ -156,14 +110,16 @@ def test_unsafe_commands_never_reach_the_arm(q, reason, counter):
     assert isinstance(ei.value, ArmError)
     assert arm.commands == []
     assert getattr(safe.stats, counter) == 1
-    np.testing.assert_array_equal(safe.last_commanded_q, Q_READY)
+    assert safe.last_commanded_q is None
 
 
-@pytest.mark.parametrize("dt", [0.0, -0.008, float("nan"), float("inf"), "x"])
+@pytest.mark.parametrize("dt", [0.0, -0.008, float("nan"), float("inf"), "x", "0.008", True, None, 1e300, 1e-300,
+                                10**400, 0.008 + 0j, 10.0])
 def test_bad_dt_is_rejected(dt):
     safe, arm, _ = make()
-    with pytest.raises(SafetyViolation, match="dt_s"):
+    with pytest.raises(SafetyViolation, match="dt_s") as ei:
         safe.servo_joint(Q_READY, dt)
+    assert ei.value.reason == "invalid"
     assert arm.commands == []
 
 
@@ -184,7 +140,7 @@ def test_workspace_box_uses_tcp_offset():
 
 
 def test_fast_step_is_rate_limited_along_the_same_direction():
-    safe, arm, _ = make()
+    safe, arm, clock = make()
     cfg = safe.config
     dt = 0.008
     target = Q_READY + np.array([0.3, -0.1, 0.2, 0.05, 0.4, -0.6])
@@ -197,21 +153,25 @@ def test_fast_step_is_rate_limited_along_the_same_direction():
     direction = (target - Q_READY) / np.linalg.norm(target - Q_READY)
     np.testing.assert_allclose(step / np.linalg.norm(step), direction, atol=1e-12)
     assert safe.stats.rate_limited == 1
-    # Repeating the same target converges without ever exceeding the limit.
+    # Repeating the same target once per period converges without ever exceeding the limit.
     prev = out
     for _ in range(200):
+        clock.t += dt
         out = safe.servo_joint(target, dt)
         assert np.all(np.abs(out - prev) <= max_step + 1e-12)
         prev = out
     np.testing.assert_allclose(out, target)
 
 
-def test_large_dt_cannot_buy_a_large_jump():
-    safe, arm, _ = make()
+def test_declared_dt_cannot_buy_a_large_jump():
+    safe, arm, clock = make()
     target = Q_READY + np.array([1.0, 0, 0, 0, 0, 0])
-    out = safe.servo_joint(target, 10.0)
+    out = safe.servo_joint(target, safe.config.max_command_dt_s)  # the first command: dt bounds it
     limit = safe.config.joint_speed_limit_rad_s[0] * safe.config.max_command_dt_s
     assert abs(out[0] - Q_READY[0]) <= limit + 1e-12
+    clock.t += 0.008  # then 8 ms later, still declaring 100 ms: 8 ms of motion
+    out2 = safe.servo_joint(target, safe.config.max_command_dt_s)
+    assert np.isclose(out2[0] - out[0], safe.config.joint_speed_limit_rad_s[0] * 0.008)
 
 
 def test_rate_limited_path_leaving_the_workspace_is_rejected():
@@ -223,8 +183,9 @@ def test_rate_limited_path_leaving_the_workspace_is_rejected():
     q_b = Q_READY + np.array([0.0, 0.0, 0.0, 1.0, 0.0, 0.0])
     q_mid = Q_READY + np.array([0.0, 0.0, 0.0, 0.4, 0.0, 0.0])
     assert tcp(q_a, cfg)[2] > 0.17 and tcp(q_b, cfg)[2] > 0.17 and tcp(q_mid, cfg)[2] < 0.17
-    safe, arm, _ = make(cfg, q0=q_a)
+    safe, arm, clock = make(cfg, q0=q_a)
     for _ in range(300):
+        clock.t += 0.008
         try:
             safe.servo_joint(q_b, 0.008)
         except SafetyViolation as e:
@@ -284,6 +245,7 @@ def test_reanchor_to_measured_pose_after_stop():
     safe.stop()
     # The arm decelerated / was pushed: the measured pose differs from the last command.
     arm.q = Q_READY + np.array([0.05, 0.0, 0.0, 0.0, 0.0, 0.0])
+    clock.t += 0.008
     target = Q_READY + np.array([0.2, 0.0, 0.0, 0.0, 0.0, 0.0])
     out = safe.servo_joint(target, 0.008)
     max_step = safe.config.joint_speed_limit_rad_s[0] * 0.008
@@ -321,7 +283,8 @@ def test_protective_stop_halts_until_rearm():
     arm.q = Q_READY + 0.03
     safe.rearm()
     assert not safe.halted
-    np.testing.assert_allclose(safe.last_commanded_q, Q_READY + 0.03)
+    clock.t += 0.008
+    np.testing.assert_allclose(safe.servo_joint(Q_READY + 0.03, 0.008), Q_READY + 0.03)  # from the measured pose
 
 
 def test_protective_stop_at_connect_halts():
@@ -336,7 +299,10 @@ def test_protective_stop_at_connect_halts():
 
 
 def test_thread_safety_concurrent_commands():
-    safe, arm, _ = make()
+    arm = RecordingArm(Q_READY)
+    ticks = iter(np.arange(1, 10_000) * 0.008)  # each reading 8 ms later (read under SafeArm's lock)
+    safe = SafeArm(arm, SafetyConfig(), clock=lambda: float(next(ticks)))
+    safe.connect()
     errors = []
 
     def worker(seed):

@@ -16,7 +16,7 @@ from dynaflip_ros.configs.robot import URRtdeConfig  # noqa: E402
 from dynaflip_ros.configs.safety import SafetyConfig  # noqa: E402
 from dynaflip_ros.robot.arm import ArmError  # noqa: E402
 from dynaflip_ros.robot.interpolation import ActionChunkInterpolator  # noqa: E402
-from dynaflip_ros.robot.safety import SafeArm  # noqa: E402
+from dynaflip_ros.robot.safety import SafeArm, SafetyViolation  # noqa: E402
 from dynaflip_ros.robot.servo_loop import ServoLoop  # noqa: E402
 from dynaflip_ros.robot.ur_rtde_arm import URRtdeArm  # noqa: E402
 from dynaflip_ros.sim.ur_loopback import LoopbackURController  # noqa: E402
@@ -90,6 +90,18 @@ def test_state_servo_gripper_freedrive(cell):
     assert snap["errors"] == []
     # The gripper closed through the URCap socket.
     assert wait_for(lambda: arm.state().gripper > 0.5, 3.0), arm.state().gripper
+
+    # The worker converts every message again (defence in depth behind SafeArm and URRtdeArm):
+    # raw messages that bypass both are refused, counted, and never reach the controller.
+    n, refused = ctrl.snapshot()["n_servoj"], arm.state().extra["counters"]["servo_refused"]
+    q_now = arm.state().q.tolist()
+    for bad in (("servo", ["0.1"] * 6, 0.002), ("servo", [math.nan] * 6, 0.002), ("servo", q_now, 1e300),
+                ("servo", q_now[:5], 0.002), ("servo",)):
+        arm._send(bad)
+    assert wait_for(lambda: arm.state().extra["counters"]["servo_refused"] == refused + 5, 2.0)
+    assert ctrl.snapshot()["n_servoj"] == n
+    with pytest.raises(SafetyViolation):
+        arm.servo_joint([10**400] * 6, 0.002)
 
     # Freedrive: teach mode on the controller; servo targets refused meanwhile.
     arm.set_freedrive(True)

@@ -1,4 +1,4 @@
-"""Safety limits enforced by `robot.safety.SafeArm` (DESIGN.md, "Safety model").
+"""Safety limits enforced by `robot.safety.SafeArm` (docs/safety.md).
 
 The arm driver owns safety, not the policy: every joint target that can reach an arm (sim or real)
 is checked against these limits first. Defaults are the UR3 datasheet limits
@@ -22,6 +22,13 @@ from dynaflip_ros.robot.kinematics import (
     UR3E_DH,
     DHParams,
 )
+
+# The widest range of servo periods (servoJ `t`, seconds) any layer accepts: 10 kHz .. 1 Hz.
+# `SafetyConfig.min_command_dt_s` / `max_command_dt_s` narrow it; the arms behind SafeArm and the
+# RTDE worker use it as is (`robot.commands`; ur_rtde's servoJ blocks for `t`: a period of 1e300 s
+# would block the worker forever).
+SERVO_PERIOD_MIN_S = 1e-4
+SERVO_PERIOD_MAX_S = 1.0
 
 # Kinematic models the workspace check can use (forward kinematics of the DH table).
 ROBOT_MODELS: dict[str, DHParams] = {"ur3_cb3": UR3_CB3_DH, "ur3e": UR3E_DH}
@@ -56,9 +63,12 @@ class SafetyConfig:
         tcp_offset_m: flange -> TCP distance along the flange z axis, metres (0.15 m: between
             the fingertips of a Robotiq 2F-85, HARDWARE.md §2.1).
         watchdog_timeout_s: no accepted joint command within this time -> `Arm.stop()`.
-        max_command_dt_s: the largest servo period used for the speed limit; a command's
-            allowed step is `joint_speed_limit_rad_s * min(dt_s, max_command_dt_s)`, so a caller
-            cannot buy a large jump by passing a large dt_s.
+        min_command_dt_s, max_command_dt_s: the range of servo periods a command may declare
+            (s); outside it the command is refused. A command's allowed step is
+            `joint_speed_limit_rad_s * min(dt_s, time elapsed since the last forwarded
+            command)` (`robot.rate_limit`), so a caller can buy a large jump neither with a
+            large dt_s nor by calling faster than it declares. The default range covers servo
+            loops from 10 Hz to 2 kHz.
         gripper_range: (min, max) allowed gripper command, 0 = open .. 1 = closed.
 
     Raises:
@@ -74,6 +84,7 @@ class SafetyConfig:
     workspace_max_m: tuple[float, float, float] = (0.5, 0.5, 0.6)
     tcp_offset_m: float = 0.15
     watchdog_timeout_s: float = 0.05
+    min_command_dt_s: float = 0.0005
     max_command_dt_s: float = 0.1
     gripper_range: tuple[float, float] = (0.0, 1.0)
 
@@ -121,10 +132,15 @@ class SafetyConfig:
         object.__setattr__(self, "workspace_max_m", tuple(float(v) for v in wmax))
         if not _is_finite_number(self.tcp_offset_m) or not 0.0 <= self.tcp_offset_m <= 0.5:
             raise ValueError(f"tcp_offset_m must be in [0, 0.5] m, got {self.tcp_offset_m!r}")
-        for name in ("watchdog_timeout_s", "max_command_dt_s"):
+        if not _is_finite_number(self.watchdog_timeout_s) or not 0.0 < self.watchdog_timeout_s <= 5.0:
+            raise ValueError(f"watchdog_timeout_s must be in (0, 5] s, got {self.watchdog_timeout_s!r}")
+        for name in ("min_command_dt_s", "max_command_dt_s"):
             v = getattr(self, name)
-            if not _is_finite_number(v) or not 0.0 < v <= 5.0:
-                raise ValueError(f"{name} must be in (0, 5] s, got {v!r}")
+            if not _is_finite_number(v) or not SERVO_PERIOD_MIN_S <= v <= SERVO_PERIOD_MAX_S:
+                raise ValueError(f"{name} must be in [{SERVO_PERIOD_MIN_S}, {SERVO_PERIOD_MAX_S}] s, got {v!r}")
+        if not self.min_command_dt_s < self.max_command_dt_s:
+            raise ValueError(
+                f"min_command_dt_s ({self.min_command_dt_s}) must be < max_command_dt_s ({self.max_command_dt_s})")
         g = tuple(self.gripper_range)
         if (
             len(g) != 2

@@ -8,6 +8,7 @@ EPILOG = """examples:
   dynaflip fault-inject --target sim          # MuJoCo arm only (lock-step, ~10 s)
   dynaflip fault-inject --target rtde --ur-type cb3 --json outputs/fault_inject.json
   dynaflip fault-inject --scenarios fuzz,protective_stop
+  dynaflip fault-inject --target sim --scenarios moved_outside,failed_arming,declared_dt,bad_input
   dynaflip fault-inject --target rtde --rt-priority 50   # on the robot PC, SCHED_FIFO as deployed
 
 Prints one line per figure, e.g.

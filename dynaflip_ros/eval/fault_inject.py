@@ -19,6 +19,7 @@ non-zero when any figure misses its bound.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -95,7 +96,8 @@ def fuzz_command(rng: np.random.Generator, current_q: np.ndarray, period_s: floa
 
 
 def limit_violations(commands: np.ndarray, dts: np.ndarray, refs: np.ndarray, cfg: SafetyConfig,
-                     tol: float = 1e-9, alt_refs: np.ndarray | None = None) -> np.ndarray:
+                     tol: float = 1e-9, alt_refs: np.ndarray | None = None,
+                     times: np.ndarray | None = None) -> np.ndarray:
     """Which forwarded commands break a limit (bool (N,)).
 
     Args:
@@ -107,9 +109,12 @@ def limit_violations(commands: np.ndarray, dts: np.ndarray, refs: np.ndarray, cf
         alt_refs: optional (N, 6) second admissible reference: the last measured pose read before
             the command (SafeArm re-anchors there when the stream went stale, i.e. no accepted
             command for longer than the watchdog timeout, without an explicit stop).
+        times: optional (N,) times the commands reached the arm, s, on the clock SafeArm reads
+            (exact only in lock-step simulation): the step is then also bounded by the time
+            elapsed since the previous command (the per-time speed limit, docs/safety.md).
     A command violates when it is non-finite, outside the joint limits, puts the TCP outside the
-    workspace box, or steps faster than `joint_speed_limit_rad_s` over min(dt, max_command_dt_s)
-    from its reference (from both references when alt_refs is given).
+    workspace box, or steps faster than `joint_speed_limit_rad_s` over min(dt, max_command_dt_s,
+    elapsed) from its reference (from both references when alt_refs is given).
     """
     commands = np.asarray(commands, dtype=float).reshape(-1, 6)
     bad = ~np.all(np.isfinite(commands), axis=1)
@@ -123,7 +128,10 @@ def limit_violations(commands: np.ndarray, dts: np.ndarray, refs: np.ndarray, cf
         if np.any(p < wmin - tol) or np.any(p > wmax + tol):
             bad[i] = True
     speed = np.asarray(cfg.joint_speed_limit_rad_s)
-    max_step = speed[None, :] * np.minimum(np.asarray(dts, dtype=float), cfg.max_command_dt_s)[:, None]
+    horizon = np.minimum(np.asarray(dts, dtype=float), cfg.max_command_dt_s)
+    if times is not None and len(horizon) > 1:
+        horizon[1:] = np.minimum(horizon[1:], np.maximum(np.diff(np.asarray(times, dtype=float)), 0.0))
+    max_step = speed[None, :] * horizon[:, None]
     too_fast = np.any(np.abs(commands - np.asarray(refs, dtype=float).reshape(-1, 6)) > max_step * (1 + 1e-9) + tol, axis=1)
     if alt_refs is not None:
         alt = np.asarray(alt_refs, dtype=float).reshape(-1, 6)
@@ -134,17 +142,20 @@ def limit_violations(commands: np.ndarray, dts: np.ndarray, refs: np.ndarray, cf
 class ArmTap:
     """Wraps an Arm and records what reaches it: every servo target with the pose its step is
     measured from (the previous target, or the last measured pose read after a stop), every
-    stop, and the time of each (on `clock`). Everything else is delegated."""
+    gripper command, every stop, and the time of each (on `clock`). Everything else is
+    delegated. `nan_state = True` makes `state()` report NaN joints (a fault to inject)."""
 
     def __init__(self, arm: Any, clock: Callable[[], float]) -> None:
         self._arm = arm
         self._clock = clock
+        self.nan_state = False  # fault: state() reports NaN joints (a broken encoder reading)
         self.commands: list[np.ndarray] = []
         self.dts: list[float] = []
         self.refs: list[np.ndarray] = []
         self.measured_refs: list[np.ndarray] = []
         self.command_times: list[float] = []
         self.stop_times: list[float] = []
+        self.gripper_commands: list[float] = []
         self._ref: np.ndarray | None = None
         self._after_stop = True
         self._last_measured: np.ndarray | None = None
@@ -154,6 +165,8 @@ class ArmTap:
 
     def state(self) -> ArmState:
         st = self._arm.state()
+        if self.nan_state:
+            return dataclasses.replace(st, q=np.full(6, np.nan))
         self._last_measured = np.asarray(st.q, dtype=float).copy()
         return st
 
@@ -173,16 +186,23 @@ class ArmTap:
         self._ref = q
         self._after_stop = False
 
+    def set_gripper(self, closed_fraction: float) -> None:
+        self._arm.set_gripper(closed_fraction)
+        self.gripper_commands.append(closed_fraction)
+
     def stop(self) -> None:
         self._arm.stop()
         self.stop_times.append(self._clock())
         self._after_stop = True
 
-    def violations(self, cfg: SafetyConfig) -> int:
+    def violations(self, cfg: SafetyConfig, per_time: bool = False) -> int:
+        """Forwarded commands that break a limit; per_time also bounds each step by the time
+        elapsed since the previous one on the tap's clock (exact in lock-step simulation)."""
         if not self.commands:
             return 0
         return int(limit_violations(np.array(self.commands), np.array(self.dts), np.array(self.refs), cfg,
-                                    alt_refs=np.array(self.measured_refs)).sum())
+                                    alt_refs=np.array(self.measured_refs),
+                                    times=np.array(self.command_times) if per_time else None).sum())
 
 
 def _p99(values: Iterable[float]) -> float:
@@ -293,7 +313,7 @@ def sim_fuzz(n_commands: int = 10_000, seed: int = 0, safety: SafetyConfig | Non
             peak_ratio = max(peak_ratio, float(np.max(np.abs(dq) / speed_lim)))
             qm = bench.q()
             q_min, q_max = np.minimum(q_min, qm), np.maximum(q_max, qm)
-        n_bad = bench.tap.violations(cfg)
+        n_bad = bench.tap.violations(cfg, per_time=True)
         n_fwd = len(bench.tap.commands)
         stats = bench.safe.stats
         within = bool(np.all(q_min >= limits[:, 0]) and np.all(q_max <= limits[:, 1]))
@@ -394,10 +414,226 @@ def sim_protective_stop(trials: int = 5, safety: SafetyConfig | None = None) -> 
     ]
 
 
+# ---------------------------------------------------------------------------- issue 8: the four holes
+def _stream_pose(bench: "_SimBench", q: np.ndarray, duration_s: float, dt_s: float) -> list[np.ndarray]:
+    """Command the fixed pose q (6,) rad once per servo period for duration_s (sim time), refusals
+    (SafetyViolation, ArmNotConnectedError) swallowed; returns the measured joints after each period."""
+    from dynaflip_ros.robot.arm import ArmError
+
+    measured = []
+    for _ in range(int(round(duration_s / bench.period_s))):
+        with bench.env.lock:
+            try:
+                bench.safe.servo_joint(q, dt_s)
+            except ArmError:
+                pass
+            bench.env.step(bench.period_s)
+        measured.append(bench.q())
+    return measured
+
+
+def _move_outside(bench: "_SimBench", delta: np.ndarray, settle_s: float = 1.0) -> np.ndarray:
+    """Another client (freedrive, the pendant) moves the arm by delta (6,) rad behind SafeArm's
+    back, and it settles there for settle_s; returns the measured joints afterwards."""
+    with bench.env.lock:
+        bench.env.arm.hold(bench.q() + delta)
+    for _ in range(int(round(settle_s / bench.period_s))):
+        bench.step(tick=False)
+    return bench.q()
+
+
+def sim_moved_outside(safety: SafetyConfig | None = None) -> list[Figure]:
+    """Hole 1 (stale anchor): after connect() and after rearm(), the arm is moved outside SafeArm
+    (wrist_3 +0.5 rad) and settles for 1 s; then its measured pose is commanded at 125 Hz with dt
+    8 ms. The first target that reaches the arm must be the measured pose (within one servo
+    step), and no joint may move while it is held (the old code swung the base back 0.137 rad)."""
+    cfg = safety or SafetyConfig()
+    jumps, motion = [], []
+    for when in ("connect", "rearm"):
+        bench = _SimBench(cfg)  # connects SafeArm
+        try:
+            if when == "rearm":
+                bench.env.arm.inject_protective_stop()
+                bench.safe.check_protective_stop()
+                bench.env.arm.rearm()
+                bench.safe.rearm()
+            q_meas = _move_outside(bench, np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.5]))
+            n = len(bench.tap.commands)
+            measured = _stream_pose(bench, q_meas, 0.4, bench.period_s)
+            first = bench.tap.commands[n] if len(bench.tap.commands) > n else q_meas
+            jumps.append(float(np.max(np.abs(first - q_meas))))
+            motion.append(float(np.max(np.abs(np.array(measured) - q_meas))))
+        finally:
+            bench.close()
+    step_lim = float(np.max(np.asarray(cfg.joint_speed_limit_rad_s)) * bench.period_s)
+    jmp, mot = max(jumps), max(motion)
+    return [
+        Figure("sim", "jump after an outside move (connect / rearm)", jmp,
+               f"{jmp:.5f} rad first target vs measured pose (connect {jumps[0]:.5f}, rearm {jumps[1]:.5f})",
+               f"<= one servo step ({step_lim:.4f} rad)", jmp <= step_lim + 1e-9, {"jumps": jumps}),
+        Figure("sim", "motion holding the measured pose after an outside move", mot,
+               f"{mot:.5f} rad max joint motion in 0.4 s (connect {motion[0]:.5f}, rearm {motion[1]:.5f})",
+               "< 5e-3 rad", mot < 5e-3, {"motion": motion}),
+    ]
+
+
+def sim_failed_arming(safety: SafetyConfig | None = None) -> list[Figure]:
+    """Hole 2: connect() while the arm reports NaN joints, rearm() while it does, and connect()
+    during an active protective stop: each must leave SafeArm unarmed, so after the reading
+    recovers 0.5 s of commands must not reach the arm (until a successful connect / re-arm)."""
+    from dynaflip_ros.robot.arm import ArmError
+    from dynaflip_ros.robot.safety import SafetyViolation
+
+    cfg = safety or SafetyConfig()
+    reached, refused_ok, cases = 0, 0, 0
+    for case in ("connect_nan", "rearm_nan", "connect_protective_stop_nan"):
+        bench = _SimBench(cfg)
+        try:
+            q0 = bench.q()
+            if case == "rearm_nan":
+                bench.env.arm.inject_protective_stop()
+                bench.safe.check_protective_stop()
+                bench.env.arm.rearm()
+            elif case == "connect_protective_stop_nan":
+                bench.env.arm.inject_protective_stop()
+            bench.tap.nan_state = True
+            try:
+                bench.safe.rearm() if case == "rearm_nan" else bench.safe.connect()
+            except (SafetyViolation, ArmError):
+                refused_ok += 1
+            cases += 1
+            bench.tap.nan_state = False
+            if case == "connect_protective_stop_nan":
+                bench.env.arm.rearm()  # the stop clears on the controller; SafeArm keeps its latch
+                bench.safe.connect()
+            n = len(bench.tap.commands)
+            _stream_pose(bench, q0 + np.array([0.05, 0, 0, 0, 0, 0]), 0.5, bench.period_s)
+            reached += len(bench.tap.commands) - n
+        finally:
+            bench.close()
+    return [Figure("sim", "commands after a failed connect / re-arm", reached,
+                   f"{reached} commands reached the arm in 3 x 0.5 s after {refused_ok}/{cases} failed arming calls "
+                   "(NaN joints at connect, at re-arm, protective stop + NaN at connect)", "0 and 3/3 refused",
+                   reached == 0 and refused_ok == cases)]
+
+
+def sim_declared_dt(safety: SafetyConfig | None = None) -> list[Figure]:
+    """Hole 3 (speed per call, not per time): stream a base target 1 rad away at 125 Hz while
+    declaring dt 0.1 s, then while calling twice per period (dt 2 ms); the MuJoCo base's peak
+    measured speed must stay within the configured limit (PD tracking overshoot aside: bound
+    1.1 x), and every forwarded step within speed x elapsed time (exact per-time check)."""
+    cfg = safety or SafetyConfig()
+    limit = float(np.asarray(cfg.joint_speed_limit_rad_s)[0])
+    peaks, n_bad, n_fwd = [], 0, 0
+    for mode in ("dt_0.1_at_125Hz", "two_calls_per_period"):
+        bench = _SimBench(cfg)
+        try:
+            target = bench.q() + np.array([1.0, 0, 0, 0, 0, 0])
+            peak = 0.0
+            for _ in range(int(round(0.6 / bench.period_s))):
+                with bench.env.lock:
+                    if mode == "dt_0.1_at_125Hz":
+                        bench.safe.servo_joint(target, 0.1)
+                    else:
+                        bench.safe.servo_joint(target, 0.002)
+                        bench.safe.servo_joint(target, 0.002)
+                    bench.env.step(bench.period_s)
+                peak = max(peak, abs(float(bench.dq()[0])))
+            peaks.append(peak)
+            n_bad += bench.tap.violations(cfg, per_time=True)
+            n_fwd += len(bench.tap.commands)
+        finally:
+            bench.close()
+    ratio = max(peaks) / limit
+    return [
+        Figure("sim", "base speed with a lying dt", ratio,
+               f"{ratio:.2f} x the configured limit {limit:.2f} rad/s (dt 0.1 s at 125 Hz: {peaks[0]:.2f} rad/s; two "
+               f"calls per period: {peaks[1]:.2f} rad/s)", "<= 1.1 x", ratio <= 1.1, {"peaks_rad_s": peaks}),
+        Figure("sim", "per-time step violations", n_bad, f"{n_bad} / {n_fwd} forwarded steps exceed speed x elapsed time",
+               "0", n_bad == 0),
+    ]
+
+
+# Inputs that are not commands (issue 8, hole 4): (what, q, dt_s, gripper or None).
+BAD_INPUTS: tuple[tuple[str, Any, Any, Any], ...] = (
+    ("python int >= 1e309 in q", [10**400] * 6, 0.008, None),
+    ("python int >= 1e309 as dt", None, 10**400, None),
+    ("python int >= 1e309 as gripper", None, 0.008, 10**400),
+    ("strings in q", ["0.0"] * 6, 0.008, None),
+    ("complex q", np.zeros(6, dtype=complex), 0.008, None),
+    ("masked q", np.ma.masked_array(np.zeros(6), mask=[0, 0, 1, 0, 0, 0]), 0.008, None),
+    ("bool q", [False] * 6, 0.008, None),
+    ("dt=True", None, True, None),
+    ("dt 1e300", None, 1e300, None),
+    ("dt 1e-300", None, 1e-300, None),
+    ("gripper True", None, 0.008, True),
+    ("gripper string", None, 0.008, "1"),
+)
+
+
+def sim_bad_input(safety: SafetyConfig | None = None) -> list[Figure]:
+    """Hole 4: every entry of BAD_INPUTS must be refused with SafetyViolation (no other exception
+    may escape a servo tick) and reach nothing; and after the injected clock steps back 10 s the
+    watchdog must still stop a dead stream within its timeout (old code: after 10.056 s)."""
+    from dynaflip_ros.robot.safety import SafeArm, SafetyViolation
+
+    cfg = safety or SafetyConfig()
+    bench = _SimBench(cfg)
+    refused, escaped, reached = 0, [], 0
+    try:
+        q_ok = bench.q()
+        for what, q, dt, g in BAD_INPUTS:
+            n, ng = len(bench.tap.commands), len(bench.tap.gripper_commands)
+            try:
+                if g is not None:
+                    bench.safe.set_gripper(g)
+                else:
+                    bench.safe.servo_joint(q_ok if q is None else q, dt)
+            except SafetyViolation:
+                refused += 1
+            except Exception as e:  # noqa: BLE001 - exactly what this figure counts
+                escaped.append(f"{what}: {type(e).__name__}")
+            reached += len(bench.tap.commands) - n + len(bench.tap.gripper_commands) - ng
+            bench.step(tick=False)
+        # The clock steps back 10 s in the middle of a stream that then dies.
+        offset = {"s": 0.0}
+        safe = SafeArm(bench.tap, cfg, clock=lambda: bench.env.sim_time_s + offset["s"])
+        safe.connect()
+        for _ in range(10):
+            with bench.env.lock:
+                safe.servo_joint(q_ok, bench.period_s)
+                bench.env.step(bench.period_s)
+        t_last = bench.env.sim_time_s - bench.period_s
+        offset["s"] = -10.0
+        t_stop = math.inf
+        while bench.env.sim_time_s < t_last + 11.0:
+            if safe.check_watchdog():
+                t_stop = bench.env.sim_time_s
+                break
+            bench.step(tick=False)
+        stop_ms = (t_stop - t_last) * 1e3
+    finally:
+        bench.close()
+    n = len(BAD_INPUTS)
+    ok_inputs = refused == n and not escaped and reached == 0
+    return [
+        Figure("sim", "bad input refused", refused, f"{refused}/{n} refused as SafetyViolation, {len(escaped)} other "
+               f"exceptions escaped{': ' + '; '.join(escaped) if escaped else ''}, {reached} reached the arm",
+               f"{n}/{n}, 0, 0", ok_inputs, {"escaped": escaped}),
+        Figure("sim", "watchdog after the clock stepped back 10 s", stop_ms,
+               f"{stop_ms:.0f} ms from the last command to the stop (watchdog {cfg.watchdog_timeout_s * 1e3:.0f} ms)",
+               "<= 100 ms", stop_ms <= 100.0),
+    ]
+
+
 SIM_SCENARIOS: dict[str, Callable[..., list[Figure]]] = {
     "fuzz": sim_fuzz,
     "stale": sim_stale_command,
     "protective_stop": sim_protective_stop,
+    "moved_outside": sim_moved_outside,
+    "failed_arming": sim_failed_arming,
+    "declared_dt": sim_declared_dt,
+    "bad_input": sim_bad_input,
 }
 
 

@@ -1,7 +1,7 @@
 """The arm interface shared by the MuJoCo UR3 (`sim_arm.py`) and the real UR3 over ur_rtde.
 
 Every implementation is wrapped by `robot.safety.SafeArm` before anything may command it
-(DESIGN.md, "Safety model"). Joint order is UR's: shoulder_pan, shoulder_lift, elbow, wrist_1,
+(docs/safety.md). Joint order is UR's: shoulder_pan, shoulder_lift, elbow, wrist_1,
 wrist_2, wrist_3. Poses are in the UR `base` frame (the DH base frame, what RTDE reports).
 """
 from __future__ import annotations

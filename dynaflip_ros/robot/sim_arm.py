@@ -6,7 +6,7 @@ interpolated target before every physics step), with the matching velocity feed-
 125 Hz stream is tracked without lag. The arm is position-servoed by MuJoCo actuators (kp + kv,
 torque-clamped to the UR3 limits, gravity-compensated links; `sim/cell.py`).
 
-Never command a `SimArm` directly: wrap it in `robot.safety.SafeArm` (DESIGN.md, "Safety model").
+Never command a `SimArm` directly: wrap it in `robot.safety.SafeArm` (docs/safety.md).
 Thread-safe through the env's lock. Clock: `stamp_s` is simulation time (`env.sim_time_s`).
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dynaflip_ros.robot.arm import N_JOINTS, ArmNotConnectedError, ArmState
+from dynaflip_ros.robot.arm import ArmNotConnectedError, ArmState
+from dynaflip_ros.robot.commands import check_servo_period, joint_vector
 from dynaflip_ros.robot.kinematics import rotation_to_quat_wxyz
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,16 +89,14 @@ class SimArm:
     def servo_joint(self, q: np.ndarray, dt_s: float) -> None:
         """Move the joint targets linearly to q (6,) rad over dt_s (> 0) seconds of sim time.
 
-        Raises ArmNotConnectedError before connect(), ValueError on a bad shape/value (the
-        SafeArm in front of it checks limits, workspace and speed).
+        Raises ArmNotConnectedError before connect(), SafetyViolation("invalid"/"non_finite")
+        on a bad target or period (`robot.commands`, the same conversion as the SafeArm in front
+        of it, which also checks limits, workspace and speed).
         """
         if not self._connected:
             raise ArmNotConnectedError("SimArm.servo_joint() before connect()")
-        q = np.asarray(q, dtype=float)
-        if q.shape != (N_JOINTS,) or not np.all(np.isfinite(q)):
-            raise ValueError(f"q must be finite (6,), got {q!r}")
-        if not (np.isfinite(dt_s) and dt_s > 0):
-            raise ValueError(f"dt_s must be finite and > 0, got {dt_s!r}")
+        q = joint_vector(q)
+        dt_s = check_servo_period(dt_s)
         with self._env.lock:
             if self._protective_stop:
                 return  # like a UR controller in a protective stop: targets are ignored

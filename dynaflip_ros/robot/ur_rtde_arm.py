@@ -46,7 +46,8 @@ from typing import Any
 import numpy as np
 
 from dynaflip_ros.configs.robot import URRtdeConfig
-from dynaflip_ros.robot.arm import N_JOINTS, ArmError, ArmNotConnectedError, ArmState
+from dynaflip_ros.robot.arm import ArmError, ArmNotConnectedError, ArmState
+from dynaflip_ros.robot.commands import SafetyViolation, check_servo_period, joint_vector
 from dynaflip_ros.robot.gripper import Gripper, GripperError, RobotiqURCapGripper
 from dynaflip_ros.robot.kinematics import rotvec_to_quat_wxyz
 
@@ -365,7 +366,12 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
             last_msg_s = now
             kind = msg[0]
             if kind == "servo":
-                _, q, dt_s = msg
+                try:  # defence in depth: the same conversion as SafeArm / URRtdeArm.servo_joint
+                    q, dt_s = joint_vector(msg[1]), check_servo_period(msg[2])
+                except (SafetyViolation, IndexError) as e:
+                    log.error("RTDE worker: servo message refused: %s", e)
+                    shared.bump("servo_refused")
+                    continue
                 if stopped_flag.is_set() or freedrive:
                     streaming = False  # the controller stopped the arm; never resume without a re-arm
                     shared.bump("servo_refused")
@@ -373,7 +379,7 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
                     continue
                 t_call = time.monotonic()
                 try:
-                    ok = rtde_c.servoJ(list(q), 0.0, 0.0, float(dt_s), config.servo_lookahead_s, config.servo_gain)
+                    ok = rtde_c.servoJ(q.tolist(), 0.0, 0.0, dt_s, config.servo_lookahead_s, config.servo_gain)
                 except Exception:  # noqa: BLE001
                     ok = False
                 shared.raise_to("servo_call_max_ms", (time.monotonic() - t_call) * 1e3)
@@ -435,7 +441,7 @@ class URRtdeArm:
         gripper: a `robot.gripper.Gripper`; None -> from config.gripper ("robotiq_urcap" ->
             `RobotiqURCapGripper(robot_ip, gripper_port)`, "none" -> no gripper: set_gripper
             raises ArmError).
-    Never command it directly: wrap it in `robot.safety.SafeArm` (DESIGN.md, "Safety model").
+    Never command it directly: wrap it in `robot.safety.SafeArm` (docs/safety.md).
     Errors: ArmError (connection, worker death, stale state, refused re-arm), ArmNotConnectedError.
     """
 
@@ -599,13 +605,11 @@ class URRtdeArm:
     def servo_joint(self, q: np.ndarray, dt_s: float) -> None:
         """Stream one joint target (6,) rad, reached in dt_s s (servoJ t). Fire-and-forget; the
         worker refuses it while the controller is stopped or in freedrive. Raises ArmError
-        if the worker is gone, ValueError on a non-finite / misshaped target."""
-        q = np.asarray(q, dtype=float)
-        if q.shape != (N_JOINTS,) or not np.all(np.isfinite(q)):
-            raise ValueError(f"servo target must be finite (6,), got {q!r}")
-        if not (math.isfinite(dt_s) and dt_s > 0):
-            raise ValueError(f"dt_s must be finite and > 0, got {dt_s!r}")
-        self._send(("servo", q.tolist(), float(dt_s)))
+        if the worker is gone, SafetyViolation("invalid"/"non_finite") on a bad target or
+        period (`robot.commands`, the conversion SafeArm uses; the worker checks again)."""
+        q = joint_vector(q)
+        dt_s = check_servo_period(dt_s)
+        self._send(("servo", q.tolist(), dt_s))
 
     def set_gripper(self, closed_fraction: float) -> None:
         """Gripper closure 0 (open) .. 1 (closed); non-blocking. With gripper "none" the command

@@ -3,7 +3,7 @@
     10 Hz action / action chunk -> ActionChunkInterpolator -> ServoLoop.tick at 125 Hz
         -> SafeArm (clock = simulation time) -> SimArm -> MuJoCo, 4 physics steps per tick
 
-Every arm motion goes through `robot.safety.SafeArm` (DESIGN.md, "Safety model"). Time is the
+Every arm motion goes through `robot.safety.SafeArm` (docs/safety.md). Time is the
 simulation clock (`env.sim_time_s`), so runs are deterministic and as fast as the CPU allows.
 `run_expert_episode` is what the recorder uses: at 10 Hz it asks the expert for an action,
 calls `on_frame(frame, state, action, phase, point_tracks)` BEFORE applying it, then advances

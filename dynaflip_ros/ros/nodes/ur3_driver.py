@@ -1,6 +1,6 @@
 """Node `ur3_driver`: action chunks -> ActionChunkInterpolator -> ServoLoop (125 Hz) -> SafeArm -> arm.
 
-The driver owns safety (DESIGN.md, "Safety model"): every target goes through
+The driver owns safety (docs/safety.md): every target goes through
 `robot.safety.SafeArm`. Action-chunk times arrive on the ROS clock (header.stamp = the
 observation's capture time, `time_from_start` per point); on arrival they are shifted onto the
 servo loop's clock with the offset measured at that instant, then queued (actions already due
