@@ -1,9 +1,11 @@
 """Test doubles for the safety layer: an `Arm` that records what reaches it, and a fake clock."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from dynaflip_ros.robot.arm import ArmNotConnectedError, ArmState
+from dynaflip_ros.robot.arm import ArmError, ArmNotConnectedError, ArmState
 
 # Flange-down "ready" pose (HARDWARE.md §1.8): flange at (-0.299, -0.112, 0.314) in `base`.
 Q_READY = np.array([0.0, -np.pi / 2, np.pi / 2, -np.pi / 2, -np.pi / 2, 0.0])
@@ -12,16 +14,20 @@ Q_UP = np.array([0.0, -np.pi / 2, 0.0, -np.pi / 2, 0.0, 0.0])
 
 
 class RecordingArm:
-    """Test double implementing `Arm`: records everything that reaches it; q tracks commands."""
+    """Test double implementing `Arm`: records everything that reaches it (with `time.monotonic`
+    stamps); q tracks commands. `fail_servo` makes every servo command raise ArmError."""
 
-    def __init__(self, q0: np.ndarray = Q_READY) -> None:
+    def __init__(self, q0: np.ndarray = Q_READY, fail_servo: bool = False) -> None:
         self.q = np.array(q0, dtype=float)
         self.gripper = 0.0
         self.commands: list[tuple[np.ndarray, float]] = []
+        self.command_times: list[float] = []
         self.gripper_commands: list[float] = []
         self.stops = 0
+        self.stop_times: list[float] = []
         self.connected = False
         self.protective_stop = False
+        self.fail_servo = fail_servo
 
     def connect(self) -> None:
         self.connected = True
@@ -36,7 +42,10 @@ class RecordingArm:
 
     def servo_joint(self, q: np.ndarray, dt_s: float) -> None:
         assert self.connected
+        if self.fail_servo:
+            raise ArmError("RTDE connection lost")
         self.commands.append((np.array(q, dtype=float), float(dt_s)))
+        self.command_times.append(time.monotonic())
         self.q = np.array(q, dtype=float)
 
     def set_gripper(self, closed_fraction: float) -> None:
@@ -45,6 +54,7 @@ class RecordingArm:
 
     def stop(self) -> None:
         self.stops += 1
+        self.stop_times.append(time.monotonic())
 
     def disconnect(self) -> None:
         self.connected = False

@@ -38,11 +38,11 @@ def pytest_configure(config):
 
 # Hypothesis profiles (tests/test_robot_safety_properties.py): "ci" is the default, with a fixed
 # seed and a bounded number of examples; "safety-long" is the long run
-# (`./scripts/test.sh tests/test_robot_safety_properties.py --hypothesis-profile=safety-long -s`).
+# (`./scripts/test.sh tests/test_robot_safety_properties.py --hypothesis-profile=safety-long`).
 try:
     from hypothesis import HealthCheck, settings
 
-    settings.register_profile("ci", max_examples=150, stateful_step_count=60, derandomize=True, deadline=None,
+    settings.register_profile("ci", max_examples=300, stateful_step_count=60, derandomize=True, deadline=None,
                               database=None, print_blob=True,
                               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     settings.register_profile("safety-long", max_examples=5000, stateful_step_count=100, derandomize=False,
@@ -62,6 +62,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if counts and counts.get("commands"):
         terminalreporter.write_line(
             "safety properties: {commands} generated servo commands ({reached_arm} reached the arm, {refused} "
-            "refused), {gripper_commands} gripper commands, {steps} machine steps; every property held"
-            .format(**counts) if exitstatus == 0 else
+            "refused: {by_reason}), {gripper_commands} gripper commands, {steps} machine steps; every property "
+            "held".format(**counts) if exitstatus == 0 else
             "safety properties: {commands} generated servo commands before the failure".format(**counts))

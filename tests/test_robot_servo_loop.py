@@ -13,57 +13,9 @@ from dynaflip_ros.robot.interpolation import ActionChunkInterpolator
 from dynaflip_ros.robot.safety import SafeArm
 from dynaflip_ros.robot.servo_loop import ServoLoop
 
-Q_READY = np.array([0.0, -np.pi / 2, np.pi / 2, -np.pi / 2, -np.pi / 2, 0.0])
+from arm_doubles import Q_READY, FakeClock, RecordingArm
+
 PERIOD_S = 1.0 / 125.0
-
-
-class RecordingArm:
-    """Test double implementing `Arm`: records what reaches it; q tracks the commands."""
-
-    def __init__(self, q0: np.ndarray = Q_READY, fail_servo: bool = False) -> None:
-        self.q = np.array(q0, dtype=float)
-        self.gripper = 0.0
-        self.commands: list[tuple[np.ndarray, float]] = []
-        self.command_times: list[float] = []
-        self.gripper_commands: list[float] = []
-        self.stops: list[float] = []
-        self.connected = False
-        self.protective_stop = False
-        self.fail_servo = fail_servo
-
-    def connect(self) -> None:
-        self.connected = True
-
-    def state(self) -> ArmState:
-        if not self.connected:
-            raise ArmNotConnectedError("not connected")
-        return ArmState(q=self.q.copy(), dq=np.zeros(6), tcp_pose=np.zeros(7), gripper=self.gripper,
-                        stamp_s=0.0, protective_stop=self.protective_stop)
-
-    def servo_joint(self, q: np.ndarray, dt_s: float) -> None:
-        if self.fail_servo:
-            raise ArmError("RTDE connection lost")
-        self.commands.append((np.array(q, dtype=float), float(dt_s)))
-        self.command_times.append(time.monotonic())
-        self.q = np.array(q, dtype=float)
-
-    def set_gripper(self, closed_fraction: float) -> None:
-        self.gripper_commands.append(float(closed_fraction))
-        self.gripper = float(closed_fraction)
-
-    def stop(self) -> None:
-        self.stops.append(time.monotonic())
-
-    def disconnect(self) -> None:
-        self.connected = False
-
-
-class FakeClock:
-    def __init__(self, t: float = 0.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def make(clock=None, arm=None, **loop_kwargs):
@@ -130,7 +82,7 @@ def test_watchdog_stops_arm_after_chunk_ends_and_reanchors():
         loop.tick(clock.t)
         if arm.stops and stop_time is None:
             stop_time = clock.t
-    assert len(arm.stops) == 1  # once
+    assert arm.stops == 1  # once
     timeout = safe.config.watchdog_timeout_s
     assert 0.3 + timeout < stop_time <= 0.3 + timeout + 2 * PERIOD_S
     assert loop.stats.watchdog_stops == 1 and safe.stats.watchdog_stops == 1
@@ -182,7 +134,7 @@ def test_protective_stop_halts_drops_queue_and_rearm_resumes():
     n = len(arm.commands)
     arm.protective_stop = True
     run_ticks(loop, clock, 0.21)
-    assert safe.halted and loop.stats.protective_stops == 1 and len(arm.stops) == 1
+    assert safe.halted and loop.stats.protective_stops == 1 and arm.stops == 1
     assert interp.n_queued == 0  # queued actions dropped
     # New chunks are refused while halted: nothing reaches the arm.
     times, targets = ramp_chunk(clock.t, np.full(6, 0.05))
@@ -230,7 +182,7 @@ def test_thread_period_and_jitter():
     assert s.period_mean_s == pytest.approx(PERIOD_S, rel=0.25)
     assert s.jitter_p99_s < 2 * PERIOD_S
     assert s.errors == 0 and s.safety_rejections == 0
-    assert len(arm.stops) >= 1  # stop() stops the arm
+    assert arm.stops >= 1  # stop() stops the arm
     assert len(arm.commands) == s.commands_sent
 
 
@@ -246,11 +198,11 @@ def test_thread_watchdog_stops_within_timeout():
             time.sleep(0.005)
     finally:
         loop.stop(stop_arm=False)
-    assert len(arm.stops) == 1
+    assert arm.stops == 1
     last_cmd = arm.command_times[-1]
     # Stopped after the watchdog timeout and not much later (loose bound for a loaded machine).
     timeout = safe.config.watchdog_timeout_s
-    assert timeout <= arm.stops[0] - last_cmd < timeout + 0.25
+    assert timeout <= arm.stop_times[0] - last_cmd < timeout + 0.25
     assert times[-1] - 0.02 <= last_cmd
 
 
@@ -267,7 +219,7 @@ def test_thread_survives_arm_exceptions_and_stops_arm():
         loop.stop(stop_arm=False)
     s = loop.stats
     # 5 consecutive errors -> the arm is stopped and the queue dropped, so the loop then holds.
-    assert s.errors == 5 and len(arm.stops) == 1
+    assert s.errors == 5 and arm.stops == 1
     assert s.ticks > 15 and s.holds > 10
     assert arm.commands == []
 
@@ -368,7 +320,7 @@ def test_end_hold_keeps_the_last_target_then_goes_quiet():
     # Targets until the chunk end (0.2 s) + the 0.2 s hold, then quiet; the watchdog stopped once.
     assert sent_times[-1] == pytest.approx(0.4, abs=2 * PERIOD_S)
     assert arm.commands[-1][0][0] == pytest.approx(Q_READY[0] + 0.02)
-    assert len(arm.stops) == 1 and arm.stops[0] is not None
+    assert arm.stops == 1 and arm.stop_times[0] is not None
     n = len(arm.commands)
     loop.tick()  # after the stop nothing is held
     assert len(arm.commands) == n

@@ -93,7 +93,7 @@ class JointRateLimiter:
         if not np.any(over):
             return np.array(q, dtype=float), False
         # Largest scale s in [0, 1] with |s * step| <= bound on every joint.
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # unused lanes of np.where
             scale = float(np.min(np.where(over, bound / np.abs(step), 1.0)))
         q_out = self._anchor + step * scale
         # Rounding noise must never exceed the bound.
