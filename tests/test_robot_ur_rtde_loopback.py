@@ -102,6 +102,14 @@ def test_state_servo_gripper_freedrive(cell):
     assert ctrl.snapshot()["n_servoj"] == n
     with pytest.raises(SafetyViolation):
         arm.servo_joint([10**400] * 6, 0.002)
+    # Garbage is not a sign of life: a stream followed only by refused messages is stopped.
+    stale = arm.state().extra["counters"]["stale_stops"]
+    arm.servo_joint(q_now, 0.002)
+    t_end = time.monotonic() + 0.3
+    while time.monotonic() < t_end:
+        arm._send(("servo", [math.nan] * 6, 0.002))
+        time.sleep(0.002)
+    assert wait_for(lambda: arm.state().extra["counters"]["stale_stops"] == stale + 1, 1.0)
 
     # Freedrive: teach mode on the controller; servo targets refused meanwhile.
     arm.set_freedrive(True)

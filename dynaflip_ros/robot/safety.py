@@ -208,8 +208,9 @@ class SafeArm:
 
     # ------------------------------------------------------------------ Arm protocol
     def connect(self) -> None:
-        """Connect the arm and read its state; the first command is anchored at the pose
-        measured then (not now: the arm may be moved in between).
+        """Connect the arm and check that its state reads finite. The first command is anchored
+        at the pose measured when that command arrives, not at connect: the arm may be moved in
+        between (freedrive, the pendant).
 
         All-or-nothing: on any failure SafeArm stays disconnected (commands raise
         ArmNotConnectedError). Raises ArmError from the arm, or SafetyViolation("invalid") if

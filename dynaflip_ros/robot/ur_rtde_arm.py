@@ -333,6 +333,13 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
         time.sleep(2.0 / rate_hz)  # let the state thread publish the cleared state
         return "re-armed"
 
+    def stop_if_stale(now: float) -> None:
+        """servoStop when no valid command arrived for worker_stale_command_s (node frozen)."""
+        if streaming and now - last_msg_s > config.worker_stale_command_s:
+            servo_stop()
+            shared.bump("stale_stops")
+            publish(streaming=0.0)
+
     def parent_alive() -> bool:
         return os.getppid() == parent_pid
 
@@ -347,10 +354,7 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
                 if not parent_alive():
                     break
                 publish(rtde_control_connected=float(rtde_c.isConnected()))  # rtde_c: this thread only
-                if streaming and now - last_msg_s > config.worker_stale_command_s:
-                    servo_stop()
-                    shared.bump("stale_stops")
-                    publish(streaming=0.0)
+                stop_if_stale(now)
                 if now - last_write_s > kick_period_s and not streaming and not stopped_flag.is_set():
                     try:
                         rtde_c.kickWatchdog()
@@ -363,15 +367,18 @@ def _worker_main(cfg: dict, conn, shared: _SharedState, parent_pid: int) -> None
                 msg = conn.recv()
             except (EOFError, OSError):
                 break
-            last_msg_s = now
             kind = msg[0]
             if kind == "servo":
                 try:  # defence in depth: the same conversion as SafeArm / URRtdeArm.servo_joint
                     q, dt_s = joint_vector(msg[1]), check_servo_period(msg[2])
                 except (SafetyViolation, IndexError) as e:
+                    # Refused, and not a sign of life: garbage must not hold off the stale stop.
                     log.error("RTDE worker: servo message refused: %s", e)
                     shared.bump("servo_refused")
+                    stop_if_stale(now)
                     continue
+            last_msg_s = now
+            if kind == "servo":
                 if stopped_flag.is_set() or freedrive:
                     streaming = False  # the controller stopped the arm; never resume without a re-arm
                     shared.bump("servo_refused")
