@@ -7,7 +7,7 @@ import numpy as np
 
 from dynaflip_ros.robot.arm import ArmError, ArmNotConnectedError, ArmState
 
-# Flange-down "ready" pose (HARDWARE.md §1.8): flange at (-0.299, -0.112, 0.314) in `base`.
+# Flange-down "ready" pose: flange at (-0.299, -0.112, 0.314) in `base`.
 Q_READY = np.array([0.0, -np.pi / 2, np.pi / 2, -np.pi / 2, -np.pi / 2, 0.0])
 # Upright pose: TCP at z = 0.694 m, above the default 0.6 m workspace ceiling.
 Q_UP = np.array([0.0, -np.pi / 2, 0.0, -np.pi / 2, 0.0, 0.0])
