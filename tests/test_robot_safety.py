@@ -50,6 +50,9 @@ def test_config_defaults_and_yaml_roundtrip():
         {"workspace_max_m": [0.5, 0.5]},
         {"tcp_offset_m": -0.1},
         {"watchdog_timeout_s": 0.0},
+        {"min_command_dt_s": 0.2},  # above max_command_dt_s
+        {"max_command_dt_s": 2.0},  # above the 1 s any layer accepts
+        {"min_command_dt_s": 1e-6},  # below the 0.1 ms any layer accepts
         {"gripper_range": [0.5, 0.2]},
         {"robot_model": "ur5"},
         {"no_such_key": 1},
