@@ -6,7 +6,9 @@ import logging
 import numpy as np
 
 from dynaflip_ros.configs.safety import SafetyConfig
+from dynaflip_ros.eval import fault_holes as fh
 from dynaflip_ros.eval import fault_inject as fi
+from dynaflip_ros.eval import fault_scenarios as fs
 
 Q_READY = np.array([0.0, -np.pi / 2, np.pi / 2, -np.pi / 2, -np.pi / 2, 0.0])
 
@@ -57,7 +59,7 @@ def test_issue8_scenarios_pass():
     logging.disable(logging.WARNING)
     try:
         figures = [f for name in ("moved_outside", "failed_arming", "declared_dt", "bad_input")
-                   for f in fi.SIM_SCENARIOS[name]()]
+                   for f in fs.SIM_SCENARIOS[name]()]
     finally:
         logging.disable(logging.NOTSET)
     assert len(figures) == 7
@@ -65,7 +67,7 @@ def test_issue8_scenarios_pass():
     by_name = {f.name: f for f in figures}
     assert by_name["jump after an outside move (connect / rearm)"].value == 0.0
     assert by_name["commands after a failed connect / re-arm"].value == 0
-    assert by_name["bad input refused"].value == len(fi.BAD_INPUTS)
+    assert by_name["bad input refused"].value == len(fh.BAD_INPUTS)
 
 
 def test_per_time_limit_check_flags_steps_faster_than_elapsed_time():

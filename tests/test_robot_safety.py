@@ -408,3 +408,17 @@ def test_fuzz_10000_random_commands_zero_violations_reach_the_arm():
     assert s.rejected_invalid > 0 and s.rate_limited > 0 and s.accepted > 3000
     assert len(arm.commands) == s.accepted
     check_forwarded(arm.commands, Q_READY, cfg, anchors)
+
+
+def test_unusable_clock_refuses_commands_and_stops_a_live_stream():
+    arm = RecordingArm(Q_READY)
+    readings = iter([0.0, 0.008, float("nan")])
+    safe = SafeArm(arm, SafetyConfig(), clock=lambda: next(readings))
+    safe.connect()
+    safe.servo_joint(Q_READY, 0.008)
+    safe.servo_joint(Q_READY, 0.008)
+    with pytest.raises(SafetyViolation) as ei:  # the NaN reading
+        safe.servo_joint(Q_READY, 0.008)
+    assert ei.value.reason == "clock" and len(arm.commands) == 2 and safe.stats.rejected_clock == 1
+    assert safe.check_watchdog()  # the exhausted clock raises StopIteration: fail safe, stop
+    assert arm.stops == 1

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dynaflip_ros.configs.safety import SafetyConfig
     from dynaflip_ros.eval import fault_inject as fi
+    from dynaflip_ros.eval import fault_scenarios as fs
 
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     if args.commands < 1:
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     wanted = [s for s in args.scenarios.split(",") if s]
     plans: list[tuple[str, dict]] = []
     if args.target in ("all", "sim"):
-        plans.append(("sim", fi.SIM_SCENARIOS))
+        plans.append(("sim", fs.SIM_SCENARIOS))
     if args.target in ("all", "rtde"):
         reason = fi.rtde_unavailable_reason()
         if reason:
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             if args.target == "rtde":
                 return 1
         else:
-            plans.append(("rtde", fi.RTDE_SCENARIOS))
+            plans.append(("rtde", fs.RTDE_SCENARIOS))
     known = {name for _, scen in plans for name in scen}
     unknown = [w for w in wanted if w not in known]
     if unknown:

@@ -14,8 +14,9 @@ Targets:
   real time at the controller rate.
 
 Each scenario returns `Figure`s: one line each, e.g. `limit violations: 0 / 10000 commands`,
-`stale-command stop: 38 ms (p99)`, with a bound; `run_suite` returns them all and the CLI exits
-non-zero when any figure misses its bound.
+`stale-command stop: 38 ms (p99)`, with a bound; `eval.fault_scenarios` registers the scenarios
+of this module and of `eval.fault_holes` (the issue-8 holes), and the CLI exits non-zero when any
+figure misses its bound.
 """
 from __future__ import annotations
 
@@ -249,7 +250,7 @@ class _Bench:
         self.interp.add_chunk(now + t, targets, now_s=now)
 
 
-class _SimBench(_Bench):
+class SimBench(_Bench):
     """A PickIntoSinkEnv + tapped SafeArm + interpolator + ServoLoop ticked in lock-step."""
 
     def __init__(self, safety: SafetyConfig, rate_hz: float = 125.0, seed: int = 0) -> None:
@@ -295,7 +296,7 @@ def sim_fuzz(n_commands: int = 10_000, seed: int = 0, safety: SafetyConfig | Non
     configured limits), and the measured joint speed peak (physics: PD tracking of rate-limited
     random reversals overshoots the commanded speed a little) against the UR3 datasheet speed."""
     cfg = safety or SafetyConfig()
-    bench = _SimBench(cfg)
+    bench = SimBench(cfg)
     rng = np.random.default_rng(seed)
     limits = np.array(cfg.joint_limits_rad)
     speed_lim = np.asarray(UR3_MAX_JOINT_SPEED_RAD_S, dtype=float)
@@ -334,7 +335,7 @@ def sim_stale_command(trials: int = 20, safety: SafetyConfig | None = None) -> l
     the last command that reached the arm to the stop reaching it (SafeArm watchdog, sim clock),
     and to standstill (all joint speeds < 0.01 rad/s)."""
     cfg = safety or SafetyConfig()
-    bench = _SimBench(cfg)
+    bench = SimBench(cfg)
     stop_ms, still_ms = [], []
     try:
         for k in range(trials):
@@ -374,7 +375,7 @@ def sim_protective_stop(trials: int = 5, safety: SafetyConfig | None = None) -> 
     (policy chunks keep arriving and are refused), and the first commands after the re-arm must
     start at the measured pose (no jump)."""
     cfg = safety or SafetyConfig()
-    bench = _SimBench(cfg)
+    bench = SimBench(cfg)
     motion_while_stopped, jumps, refused, reached = [], [], 0, 0
     try:
         for k in range(trials):
@@ -412,229 +413,6 @@ def sim_protective_stop(trials: int = 5, safety: SafetyConfig | None = None) -> 
         Figure("sim", "jump after re-arm", jmp, f"{jmp:.5f} rad (first command vs measured pose)",
                f"<= one servo step ({step_lim:.4f} rad)", jmp <= step_lim + 1e-9),
     ]
-
-
-# ---------------------------------------------------------------------------- issue 8: the four holes
-def _stream_pose(bench: "_SimBench", q: np.ndarray, duration_s: float, dt_s: float) -> list[np.ndarray]:
-    """Command the fixed pose q (6,) rad once per servo period for duration_s (sim time), refusals
-    (SafetyViolation, ArmNotConnectedError) swallowed; returns the measured joints after each period."""
-    from dynaflip_ros.robot.arm import ArmError
-
-    measured = []
-    for _ in range(int(round(duration_s / bench.period_s))):
-        with bench.env.lock:
-            try:
-                bench.safe.servo_joint(q, dt_s)
-            except ArmError:
-                pass
-            bench.env.step(bench.period_s)
-        measured.append(bench.q())
-    return measured
-
-
-def _move_outside(bench: "_SimBench", delta: np.ndarray, settle_s: float = 1.0) -> np.ndarray:
-    """Another client (freedrive, the pendant) moves the arm by delta (6,) rad behind SafeArm's
-    back, and it settles there for settle_s; returns the measured joints afterwards."""
-    with bench.env.lock:
-        bench.env.arm.hold(bench.q() + delta)
-    for _ in range(int(round(settle_s / bench.period_s))):
-        bench.step(tick=False)
-    return bench.q()
-
-
-def sim_moved_outside(safety: SafetyConfig | None = None) -> list[Figure]:
-    """Hole 1 (stale anchor): after connect() and after rearm(), the arm is moved outside SafeArm
-    (wrist_3 +0.5 rad) and settles for 1 s; then its measured pose is commanded at 125 Hz with dt
-    8 ms. The first target that reaches the arm must be the measured pose (within one servo
-    step), and no joint may move while it is held (the old code swung the base back 0.137 rad)."""
-    cfg = safety or SafetyConfig()
-    jumps, motion = [], []
-    for when in ("connect", "rearm"):
-        bench = _SimBench(cfg)  # connects SafeArm
-        try:
-            if when == "rearm":
-                bench.env.arm.inject_protective_stop()
-                bench.safe.check_protective_stop()
-                bench.env.arm.rearm()
-                bench.safe.rearm()
-            q_meas = _move_outside(bench, np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.5]))
-            n = len(bench.tap.commands)
-            measured = _stream_pose(bench, q_meas, 0.4, bench.period_s)
-            first = bench.tap.commands[n] if len(bench.tap.commands) > n else q_meas
-            jumps.append(float(np.max(np.abs(first - q_meas))))
-            motion.append(float(np.max(np.abs(np.array(measured) - q_meas))))
-        finally:
-            bench.close()
-    step_lim = float(np.max(np.asarray(cfg.joint_speed_limit_rad_s)) * bench.period_s)
-    jmp, mot = max(jumps), max(motion)
-    return [
-        Figure("sim", "jump after an outside move (connect / rearm)", jmp,
-               f"{jmp:.5f} rad first target vs measured pose (connect {jumps[0]:.5f}, rearm {jumps[1]:.5f})",
-               f"<= one servo step ({step_lim:.4f} rad)", jmp <= step_lim + 1e-9, {"jumps": jumps}),
-        Figure("sim", "motion holding the measured pose after an outside move", mot,
-               f"{mot:.5f} rad max joint motion in 0.4 s (connect {motion[0]:.5f}, rearm {motion[1]:.5f})",
-               "< 5e-3 rad", mot < 5e-3, {"motion": motion}),
-    ]
-
-
-def sim_failed_arming(safety: SafetyConfig | None = None) -> list[Figure]:
-    """Hole 2: connect() while the arm reports NaN joints, rearm() while it does, and connect()
-    during an active protective stop: each must leave SafeArm unarmed, so after the reading
-    recovers 0.5 s of commands must not reach the arm (until a successful connect / re-arm)."""
-    from dynaflip_ros.robot.arm import ArmError
-    from dynaflip_ros.robot.safety import SafetyViolation
-
-    cfg = safety or SafetyConfig()
-    reached, refused_ok, cases = 0, 0, 0
-    for case in ("connect_nan", "rearm_nan", "connect_protective_stop_nan"):
-        bench = _SimBench(cfg)
-        try:
-            q0 = bench.q()
-            if case == "rearm_nan":
-                bench.env.arm.inject_protective_stop()
-                bench.safe.check_protective_stop()
-                bench.env.arm.rearm()
-            elif case == "connect_protective_stop_nan":
-                bench.env.arm.inject_protective_stop()
-            bench.tap.nan_state = True
-            try:
-                bench.safe.rearm() if case == "rearm_nan" else bench.safe.connect()
-            except (SafetyViolation, ArmError):
-                refused_ok += 1
-            cases += 1
-            bench.tap.nan_state = False
-            if case == "connect_protective_stop_nan":
-                bench.env.arm.rearm()  # the stop clears on the controller; SafeArm keeps its latch
-                bench.safe.connect()
-            n = len(bench.tap.commands)
-            _stream_pose(bench, q0 + np.array([0.05, 0, 0, 0, 0, 0]), 0.5, bench.period_s)
-            reached += len(bench.tap.commands) - n
-        finally:
-            bench.close()
-    return [Figure("sim", "commands after a failed connect / re-arm", reached,
-                   f"{reached} commands reached the arm in 3 x 0.5 s after {refused_ok}/{cases} failed arming calls "
-                   "(NaN joints at connect, at re-arm, protective stop + NaN at connect)", "0 and 3/3 refused",
-                   reached == 0 and refused_ok == cases)]
-
-
-def sim_declared_dt(safety: SafetyConfig | None = None) -> list[Figure]:
-    """Hole 3 (speed per call, not per time): stream a base target 1 rad away at 125 Hz while
-    declaring dt 0.1 s, then while calling twice per period (dt 2 ms); the MuJoCo base's peak
-    measured speed must stay within the configured limit (PD tracking overshoot aside: bound
-    1.1 x), and every forwarded step within speed x elapsed time (exact per-time check)."""
-    cfg = safety or SafetyConfig()
-    limit = float(np.asarray(cfg.joint_speed_limit_rad_s)[0])
-    peaks, n_bad, n_fwd = [], 0, 0
-    for mode in ("dt_0.1_at_125Hz", "two_calls_per_period"):
-        bench = _SimBench(cfg)
-        try:
-            target = bench.q() + np.array([1.0, 0, 0, 0, 0, 0])
-            peak = 0.0
-            for _ in range(int(round(0.6 / bench.period_s))):
-                with bench.env.lock:
-                    if mode == "dt_0.1_at_125Hz":
-                        bench.safe.servo_joint(target, 0.1)
-                    else:
-                        bench.safe.servo_joint(target, 0.002)
-                        bench.safe.servo_joint(target, 0.002)
-                    bench.env.step(bench.period_s)
-                peak = max(peak, abs(float(bench.dq()[0])))
-            peaks.append(peak)
-            n_bad += bench.tap.violations(cfg, per_time=True)
-            n_fwd += len(bench.tap.commands)
-        finally:
-            bench.close()
-    ratio = max(peaks) / limit
-    return [
-        Figure("sim", "base speed with a lying dt", ratio,
-               f"{ratio:.2f} x the configured limit {limit:.2f} rad/s (dt 0.1 s at 125 Hz: {peaks[0]:.2f} rad/s; two "
-               f"calls per period: {peaks[1]:.2f} rad/s)", "<= 1.1 x", ratio <= 1.1, {"peaks_rad_s": peaks}),
-        Figure("sim", "per-time step violations", n_bad, f"{n_bad} / {n_fwd} forwarded steps exceed speed x elapsed time",
-               "0", n_bad == 0),
-    ]
-
-
-# Inputs that are not commands (issue 8, hole 4): (what, q, dt_s, gripper or None).
-BAD_INPUTS: tuple[tuple[str, Any, Any, Any], ...] = (
-    ("python int >= 1e309 in q", [10**400] * 6, 0.008, None),
-    ("python int >= 1e309 as dt", None, 10**400, None),
-    ("python int >= 1e309 as gripper", None, 0.008, 10**400),
-    ("strings in q", ["0.0"] * 6, 0.008, None),
-    ("complex q", np.zeros(6, dtype=complex), 0.008, None),
-    ("masked q", np.ma.masked_array(np.zeros(6), mask=[0, 0, 1, 0, 0, 0]), 0.008, None),
-    ("bool q", [False] * 6, 0.008, None),
-    ("dt=True", None, True, None),
-    ("dt 1e300", None, 1e300, None),
-    ("dt 1e-300", None, 1e-300, None),
-    ("gripper True", None, 0.008, True),
-    ("gripper string", None, 0.008, "1"),
-)
-
-
-def sim_bad_input(safety: SafetyConfig | None = None) -> list[Figure]:
-    """Hole 4: every entry of BAD_INPUTS must be refused with SafetyViolation (no other exception
-    may escape a servo tick) and reach nothing; and after the injected clock steps back 10 s the
-    watchdog must still stop a dead stream within its timeout (old code: after 10.056 s)."""
-    from dynaflip_ros.robot.safety import SafeArm, SafetyViolation
-
-    cfg = safety or SafetyConfig()
-    bench = _SimBench(cfg)
-    refused, escaped, reached = 0, [], 0
-    try:
-        q_ok = bench.q()
-        for what, q, dt, g in BAD_INPUTS:
-            n, ng = len(bench.tap.commands), len(bench.tap.gripper_commands)
-            try:
-                if g is not None:
-                    bench.safe.set_gripper(g)
-                else:
-                    bench.safe.servo_joint(q_ok if q is None else q, dt)
-            except SafetyViolation:
-                refused += 1
-            except Exception as e:  # noqa: BLE001 - exactly what this figure counts
-                escaped.append(f"{what}: {type(e).__name__}")
-            reached += len(bench.tap.commands) - n + len(bench.tap.gripper_commands) - ng
-            bench.step(tick=False)
-        # The clock steps back 10 s in the middle of a stream that then dies.
-        offset = {"s": 0.0}
-        safe = SafeArm(bench.tap, cfg, clock=lambda: bench.env.sim_time_s + offset["s"])
-        safe.connect()
-        for _ in range(10):
-            with bench.env.lock:
-                safe.servo_joint(q_ok, bench.period_s)
-                bench.env.step(bench.period_s)
-        t_last = bench.env.sim_time_s - bench.period_s
-        offset["s"] = -10.0
-        t_stop = math.inf
-        while bench.env.sim_time_s < t_last + 11.0:
-            if safe.check_watchdog():
-                t_stop = bench.env.sim_time_s
-                break
-            bench.step(tick=False)
-        stop_ms = (t_stop - t_last) * 1e3
-    finally:
-        bench.close()
-    n = len(BAD_INPUTS)
-    ok_inputs = refused == n and not escaped and reached == 0
-    return [
-        Figure("sim", "bad input refused", refused, f"{refused}/{n} refused as SafetyViolation, {len(escaped)} other "
-               f"exceptions escaped{': ' + '; '.join(escaped) if escaped else ''}, {reached} reached the arm",
-               f"{n}/{n}, 0, 0", ok_inputs, {"escaped": escaped}),
-        Figure("sim", "watchdog after the clock stepped back 10 s", stop_ms,
-               f"{stop_ms:.0f} ms from the last command to the stop (watchdog {cfg.watchdog_timeout_s * 1e3:.0f} ms)",
-               "<= 100 ms", stop_ms <= 100.0),
-    ]
-
-
-SIM_SCENARIOS: dict[str, Callable[..., list[Figure]]] = {
-    "fuzz": sim_fuzz,
-    "stale": sim_stale_command,
-    "protective_stop": sim_protective_stop,
-    "moved_outside": sim_moved_outside,
-    "failed_arming": sim_failed_arming,
-    "declared_dt": sim_declared_dt,
-    "bad_input": sim_bad_input,
-}
 
 
 # ---------------------------------------------------------------------------- RTDE scenarios
@@ -1004,12 +782,3 @@ def rtde_speed_slider(safety: SafetyConfig | None = None, ur_type: str = "e-seri
                f"peak joint speed {v_after:.3f} rad/s after vs {v_before:.3f} rad/s before ({ratio:.2f} x)",
                "<= 1.3 x (no catch-up jump)", ratio <= 1.3),
     ]
-
-
-RTDE_SCENARIOS: dict[str, Callable[..., list[Figure]]] = {
-    "fuzz": rtde_fuzz,
-    "stale": rtde_stale_command,
-    "protective_stop": rtde_protective_stop,
-    "silent_peer": rtde_silent_peer,
-    "speed_slider": rtde_speed_slider,
-}
