@@ -2,7 +2,7 @@
 upload on 30003), servoJ stream at the controller rate and its tracking error, moveJ, protective
 stop and recovery, watchdog, stopScript, speed slider applied to motion, teach mode.
 
-Spec: ../shared/notes/RTDE.md §3.4 (constructor), §3.5-3.7 (register commands), §4.4
+Spec: docs/ur_rtde_protocol.md §3.4 (constructor), §3.5-3.7 (register commands), §4.4
 (protective stop). One controller (MuJoCo physics) on 127.0.0.4 for the module.
 """
 from __future__ import annotations
@@ -204,7 +204,7 @@ def test_teach_mode_and_getters(ctrl, clients):
     fk = np.asarray(c.getForwardKinematics())          # cmd 43: TCP pose at the actual joints
     np.testing.assert_allclose(fk, r.getActualTCPPose(), atol=2e-4)
     c.getStepTime()              # fire-and-forget getter: reads the register before the reply
-    time.sleep(0.02)             # lands (RTDE.md §3.5), so the second call sees it
+    time.sleep(0.02)             # lands (docs/ur_rtde_protocol.md §3.5), so the second call sees it
     assert c.getStepTime() == pytest.approx(0.002)
     assert c.isJointsWithinSafetyLimits(q.tolist())
     assert not c.isJointsWithinSafetyLimits([0.0, 0.0, 4.0, 0.0, 0.0, 0.0])
@@ -258,7 +258,7 @@ def test_stop_script_then_commands_fail(ctrl, clients):
 
 def test_second_control_interface_takes_over(ctrl, clients):
     """A new RTDEControlInterface (e.g. a restarted driver worker) stops the running script
-    (cmd 255 + dashboard stop, RTDE.md §3.4 step 7) and uploads its own."""
+    (cmd 255 + dashboard stop, docs/ur_rtde_protocol.md §3.4 step 7) and uploads its own."""
     r, c, _, _ = clients
     c.disconnect()                                 # releases its input registers
     c2 = rtde_control.RTDEControlInterface(HOST)

@@ -1,7 +1,7 @@
 """Loopback UR controller: fault injection seen through the real ur_rtde 1.6.5 client, the
 Robotiq URCap socket, process lifecycle and argument errors.
 
-Spec: ../shared/notes/RTDE.md §3.1 (2.5 s receive timeout), §4.4 (e-stop), HARDWARE.md §2.3
+Spec: docs/ur_rtde_protocol.md §3.1 (2.5 s receive timeout), §4.4 (e-stop), HARDWARE.md §2.3
 (Robotiq socket). Controllers on 127.0.0.5 (physics) and 127.0.0.6 (used for lifecycle checks).
 """
 from __future__ import annotations
@@ -174,7 +174,7 @@ def test_remote_control_off_refuses_control_interface(ctrl):
     ctrl.inject("remote_control", on=False)
     try:
         with pytest.raises(RuntimeError, match="remote control"):
-            rtde_control.RTDEControlInterface(HOST)   # non-localhost host: checked (RTDE.md §3.4)
+            rtde_control.RTDEControlInterface(HOST)   # non-localhost host: checked (docs/ur_rtde_protocol.md §3.4)
     finally:
         ctrl.inject("remote_control", on=True)
 

@@ -1,7 +1,7 @@
 """Loopback UR controller, in-process parts (no sockets, no ur_rtde): RTDE framing and recipes,
 script splitting, dashboard replies, the register command protocol, the Robotiq interpreter.
 
-Spec: ../shared/notes/RTDE.md §2 (wire), §3.5-3.7 (commands), §4.3 (script tick), §5 (dashboard);
+Spec: docs/ur_rtde_protocol.md §2 (wire), §3.5-3.7 (commands), §4.3 (script tick), §5 (dashboard);
 HARDWARE.md §2.3 (Robotiq URCap socket).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dynaflip_ros.sim.ur_loopback.script_emulation import parse_path, split_prog
 
 
 def test_framing_and_example_bytes():
-    # RTDE.md §6: `V` reply and the 5.11.1.108318 version reply
+    # docs/ur_rtde_protocol.md §6: `V` reply and the 5.11.1.108318 version reply
     assert rp.pack_package(86, b"\x01") == bytes.fromhex("00045601")
     v = rp.pack_package(118, struct.pack(">IIII", 5, 11, 1, 108318))
     assert v == bytes.fromhex("0013 76 00000005 0000000B 00000001 0001A71E".replace(" ", ""))
@@ -52,7 +52,7 @@ def test_input_recipe_in_use_and_short_package():
     assert rp.input_setup_types(names, {"input_double_register_1"})[2] == "IN_USE"
     rec = rp.Recipe(1, names, ["INT32", "DOUBLE", "DOUBLE"])
     full = struct.pack(">idd", 11, 0.5, 0.25)
-    vals, exact = rec.decode(full[:-8])          # RTDE.md §3.8 quirk: too short
+    vals, exact = rec.decode(full[:-8])          # docs/ur_rtde_protocol.md §3.8 quirk: too short
     assert not exact and vals == {"input_int_register_0": 11, "input_double_register_0": 0.5}
 
 

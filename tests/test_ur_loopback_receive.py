@@ -1,9 +1,9 @@
 """Loopback UR controller with the real ur_rtde 1.6.5 client: RTDEReceiveInterface getters and
 stream rate (e-Series 5.11 -> 500 Hz, CB3 3.15 -> 125 Hz), DashboardClient, RTDEIOInterface.
 
-The controller runs in its own process (ur_rtde's constructors hold the GIL, RTDE.md §1) on a
+The controller runs in its own process (ur_rtde's constructors hold the GIL, docs/ur_rtde_protocol.md §1) on a
 dedicated loopback address per module so test files can run side by side.
-Spec: ../shared/notes/RTDE.md §3.2 (receive recipe), §3.9 (IO), §5 (dashboard).
+Spec: docs/ur_rtde_protocol.md §3.2 (receive recipe), §3.9 (IO), §5 (dashboard).
 """
 from __future__ import annotations
 

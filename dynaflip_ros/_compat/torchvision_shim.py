@@ -1,4 +1,4 @@
-"""Make `import torchvision` work with the CPU torch 2.13.0 wheel (../shared/notes/ENVIRONMENT.md).
+"""Make `import torchvision` work with the CPU torch 2.13.0 wheel the development machines use.
 
 torchvision 0.28.0 is the only build matching torch 2.13 and it is a CUDA build: with the CPU
 torch its compiled ops fail to load and `import torchvision` raises

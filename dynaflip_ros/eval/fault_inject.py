@@ -416,7 +416,7 @@ def sim_protective_stop(trials: int = 5, safety: SafetyConfig | None = None) -> 
 
 
 # ---------------------------------------------------------------------------- RTDE scenarios
-# e-Series / CB3 software versions the loopback controller reports (RTDE.md §3.3: keep 5.x < 5.23).
+# e-Series / CB3 software versions the loopback controller reports (docs/ur_rtde_protocol.md §3.3: keep 5.x < 5.23).
 LOOPBACK_VERSIONS: dict[str, tuple[int, int, int, int]] = {"e-series": (5, 11, 1, 108318), "cb3": (3, 15, 7, 106331)}
 
 

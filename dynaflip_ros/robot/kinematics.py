@@ -1,7 +1,7 @@
 """UR3 forward kinematics from the published standard DH parameters (UR convention).
 
-Source: Universal Robots, "DH parameters for calculations of kinematics and dynamics";
-../shared/notes/HARDWARE.md §1.2 (CB3 and e-Series tables). Frames: the UR `base` frame (what the
+Source: Universal Robots, "DH parameters for calculations of kinematics and dynamics"
+(universal-robots.com articles; CB3 and e-Series tables). Frames: the UR `base` frame (what the
 pendant and RTDE report), `tool0`/flange with Z out of the flange. Check value (CB3, q = 0):
 flange at (a2 + a3, -(d4 + d6), d1 - d5) = (-0.4569, -0.1943, 0.0666) m.
 """
@@ -32,7 +32,7 @@ UR3E_DH = DHParams(
     alpha=(np.pi / 2, 0.0, 0.0, np.pi / 2, -np.pi / 2, 0.0),
 )
 
-# Datasheet limits (HARDWARE.md §1.1, §1.4): ±360° on every joint; elbow limited to ±180° as in
+# Datasheet limits (UR3 / UR3e technical specifications): ±360° on every joint; elbow limited to ±180° as in
 # ur_description (the shoulder blocks it beyond); speeds 180 °/s (base, shoulder, elbow) and
 # 360 °/s (wrists).
 UR3_JOINT_LIMITS_RAD = np.array(

@@ -1,7 +1,7 @@
 """The real UR3 over RTDE (ur_rtde 1.6.5) behind the `Arm` interface of the sim arm.
 
 Process layout (why): ur_rtde's constructors block forever, holding the GIL, on a peer that
-accepts TCP but never speaks RTDE (ENVIRONMENT.md; RTDE.md §1), and its interfaces are not
+accepts TCP but never speaks RTDE (ENVIRONMENT.md; docs/ur_rtde_protocol.md §1), and its interfaces are not
 thread-safe. So the ur_rtde client lives in a **worker process** that owns it alone:
 
     node process                                   RTDE worker process (spawned)
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 RTDE_PORT = 30004
 DASHBOARD_PORT = 29999
 
-# RTDE enumerations (RTDE.md §4.1; UR client library datatypes.h).
+# RTDE enumerations (docs/ur_rtde_protocol.md §4.1; UR client library datatypes.h).
 RUNTIME_PLAYING = 2
 SAFETY_MODE_NORMAL = 1
 SAFETY_MODE_REDUCED = 2
@@ -80,7 +80,7 @@ _F = {name: i for i, name in enumerate((
 _Q, _QD, _TCP, _TQ = (len(_F) + 6 * k for k in range(4))
 _N_SLOTS = len(_F) + 24
 
-# Variables the receive interface asks for (RTDE.md §2.3 names).
+# Variables the receive interface asks for (docs/ur_rtde_protocol.md §2.3 names).
 RECEIVE_VARIABLES = [
     "timestamp", "actual_q", "actual_qd", "actual_TCP_pose", "target_q", "robot_mode", "safety_mode",
     "safety_status_bits", "runtime_state", "robot_status_bits", "speed_scaling", "target_speed_fraction",
@@ -91,7 +91,7 @@ def is_stopped(safety_mode: int, safety_status_bits: int, runtime_state: int, ro
     """True when the controller will not execute servo targets until someone intervenes:
     protective / emergency / safeguard stop, fault, violation (safety_mode not NORMAL or
     REDUCED), protective or emergency bits set, the control program not PLAYING, or the robot
-    not in RUNNING mode (RTDE.md §4.1, §4.4)."""
+    not in RUNNING mode (docs/ur_rtde_protocol.md §4.1, §4.4)."""
     return (safety_mode not in (SAFETY_MODE_NORMAL, SAFETY_MODE_REDUCED)
             or bool(safety_status_bits & (SAFETY_BIT_PROTECTIVE | SAFETY_BIT_EMERGENCY))
             or runtime_state != RUNTIME_PLAYING
@@ -104,7 +104,7 @@ def probe_controller(host: str, timeout_s: float) -> None:
     before ur_rtde touches it (ur_rtde would block forever on a silent peer).
 
     Sends RTDE REQUEST_PROTOCOL_VERSION (v2) and expects a 'V' reply; reads the dashboard's
-    greeting line (RTDE.md §2.2, §5, §6). Raises ArmError saying which check failed and what
+    greeting line (docs/ur_rtde_protocol.md §2.2, §5, §6). Raises ArmError saying which check failed and what
     to verify.
     """
     deadline = time.monotonic() + timeout_s

@@ -8,7 +8,8 @@ URCap client drive, backed by the project's MuJoCo UR3 cell.
         ctrl.inject("protective_stop"); ctrl.snapshot(); ctrl.trace()
 
 CLI: `python -m dynaflip_ros.sim.ur_loopback --host 127.0.0.1 --ur-version 5.11.1.108318`.
-Spec: ../shared/notes/RTDE.md (protocol), HARDWARE.md §1 (UR3), §2.3 (Robotiq URCap socket).
+Spec: docs/ur_rtde_protocol.md (protocol); the UR3 model of `sim/cell.py`; Robotiq's URCap
+socket protocol (port 63352, `SET`/`GET` variables, Robotiq 2F-85 instruction manual).
 Importing this package does not import MuJoCo (the controller process does).
 """
 from dynaflip_ros.sim.ur_loopback.controller import (

@@ -4,7 +4,7 @@ UR3 cell (`sim/cell.py`, physics=True) or a kinematic joint model (physics=False
 
 Units: rad, rad/s, rad/s², seconds, metres. Joint order is UR's (robot/arm.py).
 
-Model choices (RTDE.md §4.3 "Arm model" [inferred]; UR's own servo algorithm is not published):
+Model choices (docs/ur_rtde_protocol.md §4.3 "Arm model" [inferred]; UR's own servo algorithm is not published):
 * servoJ: the reference q_ref follows the latest servo target with a first-order filter of time
   constant tau = lookahead_time * sqrt(300 / gain) (so the defaults 0.1 s / 300 give 0.1 s; a
   higher gain tracks tighter), joint speeds clamped to the UR3 limits (HARDWARE.md §1.1) times

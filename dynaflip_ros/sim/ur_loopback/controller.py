@@ -2,8 +2,9 @@
 loop (`ControllerServer`) and the parent-side handle (`LoopbackURController`) that runs it in its
 own process.
 
-Sources: ../shared/notes/RTDE.md (authoritative: §1 ports, §2 RTDE, §3 ur_rtde 1.6.5 behaviour,
-§4 fake-controller design, §5 dashboard) and HARDWARE.md §1 (UR3), §2.3 (Robotiq URCap socket).
+Sources: docs/ur_rtde_protocol.md (authoritative: §1 ports, §2 RTDE, §3 ur_rtde 1.6.5 behaviour,
+§4 fake-controller design, §5 dashboard), the UR3 of `sim/cell.py`, and Robotiq's URCap socket
+protocol (port 63352).
 
 Design: one process, one thread. A `selectors` loop serves every socket (29999 dashboard, 30003
 script upload, 30004 RTDE, 63352 Robotiq URCap) and the parent's command pipe, and runs the
@@ -11,7 +12,7 @@ controller cycle at absolute deadlines t0 + k·period (period 2 ms for e-Series 
 CB3 ones). Each cycle: watchdog check, script tick (register command protocol), motion generator,
 arm model (MuJoCo or kinematic), gripper, then one `U` package to every started RTDE connection
 whose requested frequency is due. When the process falls behind, it runs the missed cycles
-without sending (the real controller skips packages under load, RTDE.md §2.4) and counts them.
+without sending (the real controller skips packages under load, docs/ur_rtde_protocol.md §2.4) and counts them.
 """
 from __future__ import annotations
 
@@ -58,12 +59,12 @@ DEFAULT_Q0_RAD = tuple(DEFAULT_HOME_Q_RAD)
 INJECT_KINDS = ("protective_stop", "emergency_stop", "clear_emergency_stop", "program_stop",
                 "speed_slider", "silent", "stream_pause", "drop_connections", "gripper_object",
                 "remote_control")
-MAX_SEND_BUFFER = 4 << 20        # a client that stops draining is disconnected (RTDE.md §2.4)
+MAX_SEND_BUFFER = 4 << 20        # a client that stops draining is disconnected (docs/ur_rtde_protocol.md §2.4)
 MAX_CATCHUP_CYCLES = 50          # beyond this lag controller time is dropped, not replayed
 TRACE_MAX_ROWS = 300_000         # 10 min at 500 Hz
 STOP_DECEL_RAD_S2 = 10.0         # program stop / watchdog stop deceleration
 
-# Status bits (RTDE.md §4.1)
+# Status bits (docs/ur_rtde_protocol.md §4.1)
 SAFETY_BIT_NORMAL = 1 << 0
 SAFETY_BIT_PROTECTIVE = 1 << 2
 SAFETY_BIT_ROBOT_ESTOP = 1 << 6
@@ -107,7 +108,7 @@ class ControllerCore:
     """State of the emulated UR controller (robot, safety, program, registers, arm, gripper).
 
     Args: version (4 ints), q0 (6,) rad, physics (MuJoCo vs kinematic), with_gripper,
-    protective_stop_unlock_delay_s (a real UR refuses the unlock for 5 s, RTDE.md §4.4).
+    protective_stop_unlock_delay_s (a real UR refuses the unlock for 5 s, docs/ur_rtde_protocol.md §4.4).
     """
 
     def __init__(self, version=DEFAULT_UR_VERSION, q0=None, physics: bool = True,
@@ -212,7 +213,7 @@ class ControllerCore:
 
     # ------------------------------------------------------------------ program control
     def start_script(self, text: str, name: str) -> None:
-        """A program arrived on 30003 (RTDE.md §4.2 step 5). The running one is replaced."""
+        """A program arrived on 30003 (docs/ur_rtde_protocol.md §4.2 step 5). The running one is replaced."""
         if self.runtime_state in (PLAYING, PAUSED):
             self.stop_program(f"replaced by uploaded program {name!r}")
         if self.robot_mode != 7 or self.safety_mode != 1:
@@ -229,7 +230,7 @@ class ControllerCore:
             self.program_kind = "foreign"
             self.last_foreign_script = text
             # Only its register writes are executed, in order (sendCustomScriptFunction's wrapper
-            # writes 1 at the start and 2 at the end, RTDE.md §3.4); everything else is skipped.
+            # writes 1 at the start and 2 at the end, docs/ur_rtde_protocol.md §3.4); everything else is skipped.
             for idx, val in _REGISTER_WRITE_RE.findall(text):
                 k = sum(int(x) for x in idx.split("+") if x.strip())
                 if 0 <= k < rp.N_REGISTERS:
@@ -269,7 +270,7 @@ class ControllerCore:
         self._event(f"program {self.loaded_program!r} playing (not interpreted)")
 
     def protective_stop(self, reason: str) -> None:
-        """RTDE.md §4.4: safety_mode 3, bits 2 + 10; the arm stops where it is; the program is
+        """docs/ur_rtde_protocol.md §4.4: safety_mode 3, bits 2 + 10; the arm stops where it is; the program is
         paused (runtime_state PAUSED) and stays halted until unlock (then STOPPED)."""
         if self.safety_mode == 3:
             return
@@ -334,7 +335,7 @@ class ControllerCore:
         self.motion.teach(on)
 
     def set_watchdog(self, min_hz: float) -> None:
-        """rtde_set_watchdog on the command register (RTDE.md §3.7 notes); 0 disarms."""
+        """rtde_set_watchdog on the command register (docs/ur_rtde_protocol.md §3.7 notes); 0 disarms."""
         if not (math.isfinite(min_hz) and min_hz >= 0):
             self.log_error(f"setWatchdog with invalid frequency {min_hz!r}")
             return
@@ -343,7 +344,7 @@ class ControllerCore:
 
     # ------------------------------------------------------------------ inputs (U from clients)
     def apply_inputs(self, values: dict[str, Any]) -> None:
-        """Store the values of one input `U` package by name (RTDE.md §4.2 step 6)."""
+        """Store the values of one input `U` package by name (docs/ur_rtde_protocol.md §4.2 step 6)."""
         o = self.script.offset
         cmd_reg = f"input_int_register_{o}"
         for name, val in values.items():
@@ -409,7 +410,7 @@ class ControllerCore:
         self.q_history.append(self.arm.q.copy())
 
     def outputs(self) -> dict[str, Any]:
-        """Every non-register output variable for the current cycle (RTDE.md §2.3, §3.2)."""
+        """Every non-register output variable for the current cycle (docs/ur_rtde_protocol.md §2.3, §3.2)."""
         arm, mot = self.arm, self.motion
         q, qd = arm.q, arm.qd
         frames = arm_model.dh_frames(q.tolist())
@@ -835,7 +836,7 @@ class ControllerServer:
 
     @staticmethod
     def _infer_offset(names: list[str], current: int) -> int:
-        # ur_rtde's control recipes all start with the command register (RTDE.md §3.6)
+        # ur_rtde's control recipes all start with the command register (docs/ur_rtde_protocol.md §3.6)
         first = names[0]
         if first.startswith("input_int_register_"):
             k = int(first[19:])
@@ -1141,12 +1142,12 @@ class LoopbackURController:
 
     Serves on `host` (an IPv4 loopback address; use distinct 127.0.0.x hosts for parallel
     controllers): 29999 dashboard, 30003 script upload, 30004 RTDE, 63352 Robotiq URCap socket
-    (with_gripper). Source of the behaviour: ../shared/notes/RTDE.md, HARDWARE.md §1, §2.3.
+    (with_gripper). Source of the behaviour: docs/ur_rtde_protocol.md, HARDWARE.md §1, §2.3.
 
     Args:
         host: loopback IPv4 address to bind (ValueError otherwise).
         ur_version: (major, minor, bugfix, build) answered to RTDE `v` and PolyscopeVersion;
-            major 5 -> e-Series (500 Hz), 3 -> CB3 (125 Hz). Keep 5.x below 5.23 (RTDE.md §3.3).
+            major 5 -> e-Series (500 Hz), 3 -> CB3 (125 Hz). Keep 5.x below 5.23 (docs/ur_rtde_protocol.md §3.3).
         q0: (6,) initial joints, rad (default: the sim cell's home pose, `DEFAULT_Q0_RAD`).
         with_gripper: serve the Robotiq URCap socket and simulate the 2F-85.
         physics: MuJoCo UR3 cell (True) or kinematic arm (False).

@@ -1,6 +1,6 @@
 """Dashboard server (port 29999) of the loopback controller: one reply line per command line.
 
-Source: ../shared/notes/RTDE.md §5 (reply texts, ur_rtde's exact-match checks; replies end in
+Source: docs/ur_rtde_protocol.md §5 (reply texts, ur_rtde's exact-match checks; replies end in
 `\\n` only, never `\\r\\n`), §3.4 steps 2-3 (PolyscopeVersion, serial number, remote control),
 §4.4 (unlock protective stop). Unknown commands get UR's `could not understand: '<cmd>'`.
 """

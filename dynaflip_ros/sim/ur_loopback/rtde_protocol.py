@@ -1,7 +1,7 @@
 """RTDE wire protocol (port 30004), controller side: framing, the variable type table, and
 encoding/decoding of data packages.
 
-Source: ../shared/notes/RTDE.md §2 (framing §2.1, package types §2.2, types §2.3, controller-side
+Source: docs/ur_rtde_protocol.md §2 (framing §2.1, package types §2.2, types §2.3, controller-side
 sequence §2.4) and §3.1 (what the ur_rtde 1.6.5 client sends and tolerates).
 
 Package = 3-byte header (uint16 total size incl. header, big-endian; uint8 type) + payload.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-# Package types (RTDE.md §2.2).
+# Package types (docs/ur_rtde_protocol.md §2.2).
 RTDE_REQUEST_PROTOCOL_VERSION = 86   # 'V'
 RTDE_GET_URCONTROL_VERSION = 118     # 'v'
 RTDE_TEXT_MESSAGE = 77               # 'M'
@@ -26,9 +26,9 @@ RTDE_READ_PROPERTIES = 82            # 'R' (protocol v3, not used by ur_rtde)
 HEADER = struct.Struct(">HB")
 HEADER_SIZE = HEADER.size
 MAX_PACKAGE_SIZE = 0xFFFF
-MAX_SETUP_NAMES_BYTES = 2048   # RTDE.md §2.3 (UR-manual)
+MAX_SETUP_NAMES_BYTES = 2048   # docs/ur_rtde_protocol.md §2.3 (UR-manual)
 
-# struct codes per RTDE type (RTDE.md §2.3); the count is the number of scalars.
+# struct codes per RTDE type (docs/ur_rtde_protocol.md §2.3); the count is the number of scalars.
 TYPE_CODES: dict[str, tuple[str, int]] = {
     "BOOL": ("B", 1),
     "UINT8": ("B", 1),
@@ -42,7 +42,7 @@ TYPE_CODES: dict[str, tuple[str, int]] = {
     "VECTOR6UINT32": ("I", 6),
 }
 
-N_REGISTERS = 48   # int/double registers 0..47 (RTDE.md §2.3)
+N_REGISTERS = 48   # int/double registers 0..47 (docs/ur_rtde_protocol.md §2.3)
 
 _OUT_DOUBLE = ["timestamp", "actual_execution_time", "speed_scaling", "target_speed_fraction", "actual_momentum", "actual_main_voltage", "actual_robot_voltage", "actual_robot_current", "standard_analog_input0", "standard_analog_input1", "standard_analog_output0", "standard_analog_output1", "payload", "tool_analog_input0", "tool_analog_input1", "tool_output_current", "tool_temperature", "tcp_force_scalar"]
 _OUT_V6D = ["target_q", "target_qd", "target_qdd", "target_current", "target_moment", "actual_q", "actual_qd", "actual_qdd", "actual_current", "actual_current_as_torque", "actual_moment", "joint_control_output", "actual_TCP_pose", "actual_TCP_speed", "actual_TCP_force", "target_TCP_pose", "target_TCP_speed", "joint_temperatures", "actual_joint_voltage", "ft_raw_wrench", "payload_inertia"]
@@ -105,7 +105,7 @@ class ProtocolError(ValueError):
 def pack_package(ptype: int, payload: bytes = b"") -> bytes:
     """Frame one package: header (uint16 size incl. header, uint8 type) + payload.
 
-    Raises ProtocolError when the package exceeds 65535 bytes (RTDE.md §2.1)."""
+    Raises ProtocolError when the package exceeds 65535 bytes (docs/ur_rtde_protocol.md §2.1)."""
     size = HEADER_SIZE + len(payload)
     if size > MAX_PACKAGE_SIZE:
         raise ProtocolError(f"RTDE package of {size} bytes exceeds {MAX_PACKAGE_SIZE}")
@@ -133,7 +133,7 @@ def split_packages(buf: bytearray) -> list[tuple[int, bytes]]:
 
 
 def parse_names(payload: bytes) -> list[str]:
-    """ASCII comma-separated names; ur_rtde adds a trailing comma (RTDE.md §3.1)."""
+    """ASCII comma-separated names; ur_rtde adds a trailing comma (docs/ur_rtde_protocol.md §3.1)."""
     text = payload.decode("ascii", errors="replace")
     return [s.strip() for s in text.split(",") if s.strip()]
 
@@ -143,7 +143,7 @@ class Recipe:
     """One output or input recipe: names, their RTDE types and the compiled struct.
 
     `valid` is False when any name is NOT_FOUND or IN_USE (the recipe is then not streamed /
-    not applied, RTDE.md §2.3)."""
+    not applied, docs/ur_rtde_protocol.md §2.3)."""
 
     recipe_id: int
     names: list[str]
@@ -180,7 +180,7 @@ class Recipe:
 
     def decode(self, data: bytes) -> tuple[dict[str, object], bool]:
         """Decode values by name. Returns (values, exact_length). A wrong length (ur_rtde 1.6.5
-        quirks, RTDE.md §3.8) decodes the leading fields that fit completely."""
+        quirks, docs/ur_rtde_protocol.md §3.8) decodes the leading fields that fit completely."""
         exact = len(data) == self.size
         if exact:
             flat = self.struct.unpack(data)
@@ -206,7 +206,7 @@ class Recipe:
 def output_setup_reply(recipe_id: int, names: list[str]) -> tuple[Recipe, bytes]:
     """Build the output recipe and the `O` reply payload (v2: uint8 id + type names).
 
-    Unknown names give `NOT_FOUND` in their slot and an invalid recipe (RTDE.md §2.3)."""
+    Unknown names give `NOT_FOUND` in their slot and an invalid recipe (docs/ur_rtde_protocol.md §2.3)."""
     types = [OUTPUT_TYPES.get(n, "NOT_FOUND") for n in names]
     valid = bool(names) and "NOT_FOUND" not in types
     rec = Recipe(recipe_id if valid else 0, names, types, valid=valid)
@@ -215,7 +215,7 @@ def output_setup_reply(recipe_id: int, names: list[str]) -> tuple[Recipe, bytes]
 
 def input_setup_types(names: list[str], in_use: set[str]) -> list[str]:
     """Type names of an input recipe; NOT_FOUND for unknown names, IN_USE for names owned by
-    another client (RTDE.md §2.3)."""
+    another client (docs/ur_rtde_protocol.md §2.3)."""
     out = []
     for n in names:
         t = INPUT_TYPES.get(n)

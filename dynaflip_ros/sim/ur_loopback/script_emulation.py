@@ -1,6 +1,6 @@
 """Emulation of ur_rtde's uploaded `rtde_control` URScript: the register command protocol.
 
-Source: ../shared/notes/RTDE.md §3.5 (registers, script main loop), §3.7 (command ids and their
+Source: docs/ur_rtde_protocol.md §3.5 (registers, script main loop), §3.7 (command ids and their
 arguments), §4.2 step 5 (what a fresh upload does), §4.3 (script tick), §4.4 (protective stop).
 Register offset o = 0, or 24 with FLAG_UPPER_RANGE_REGISTERS (read from the uploaded text, §3.4
 "Script details", or from the input recipe names).
@@ -61,7 +61,7 @@ _PATH_MOVE_RE = re.compile(
 
 def split_programs(text: str) -> tuple[list[str], str]:
     """Complete top-level programs in `text` (`def name():` ... a line `end` at column 0) and
-    the unconsumed rest (RTDE.md §4.2 step 5)."""
+    the unconsumed rest (docs/ur_rtde_protocol.md §4.2 step 5)."""
     programs = []
     rest = text
     while True:
@@ -78,7 +78,7 @@ def split_programs(text: str) -> tuple[list[str], str]:
 
 
 def parse_path(script: str) -> list[dict]:
-    """movel/movej lines injected by movePath/moveL(path)/moveJ(path) (RTDE.md §3.4): list of
+    """movel/movej lines injected by movePath/moveL(path)/moveJ(path) (docs/ur_rtde_protocol.md §3.4): list of
     {kind, pose_or_q (6,), a, v, r}."""
     out = []
     for m in _PATH_MOVE_RE.finditer(script):
