@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dynaflip_ros.configs.safety import SafetyConfig
-from dynaflip_ros.robot.arm import ArmNotConnectedError
+from dynaflip_ros.robot.arm import ArmError, ArmNotConnectedError
 from dynaflip_ros.robot.safety import SafeArm, SafetyViolation
 from arm_doubles import Q_READY, FakeClock, RecordingArm
 
@@ -171,3 +171,20 @@ def test_hole4_clock_stepping_back_does_not_delay_the_watchdog():
     clock.t = 10.0 + CFG.watchdog_timeout_s + 0.006  # 56 ms after the last command, on any clock
     assert safe.check_watchdog()
     assert arm.stops == 1
+
+
+# ---------------------------------------------------------------------------- found by the property suite
+def test_a_refused_command_does_not_leave_a_stale_measured_anchor():
+    """The long property run found a fifth hole in the first fix: the measured pose read for a
+    command that was then refused stayed the anchor; the arm was moved, and the next command was
+    measured from where it used to be (0.49 rad off in one step)."""
+    safe, arm, clock = connected()
+    arm.fail_servo = True  # the anchored command is refused downstream
+    clock.t = 1.0
+    with pytest.raises(ArmError):
+        safe.servo_joint(Q_READY, 0.008)
+    arm.fail_servo = False
+    moved = Q_READY + np.array([0, 0, 0, 0, 0, 0.5])
+    arm.q = moved.copy()  # moved by hand while no stream holds it
+    clock.t = 2.0
+    np.testing.assert_allclose(safe.servo_joint(moved, 0.008), moved, atol=1e-12)
