@@ -4,13 +4,13 @@
 recorder's flat robot_ip / ur_type / camera_serial / device / out) resolve their hardware
 arguments here, inside an OpaqueFunction, so the mapping is one tested function instead of a
 web of launch substitutions (launch / launch_ros cannot be installed on the development
-machines, ENVIRONMENT.md; this module needs only PyYAML and the config dataclasses):
+machines, docs/environment.md; this module needs only PyYAML and the config dataclasses):
 
   robot_ip      -> <arm node>.ur_rtde.robot_ip        "" = keep the params file's value
   ur_type       -> <arm node>.ur_rtde.ur_type         "" = keep the params file's value
   gripper       -> <arm node>.ur_rtde.gripper         "" = keep the params file's value
   servo_rate_hz -> <arm node>.servo_rate_hz           "auto" = the controller rate of the
-                   effective ur_type (125 Hz CB3, 500 Hz e-Series; HARDWARE.md §1.6,
+                   effective ur_type (125 Hz CB3, 500 Hz e-Series; docs/hardware.md,
                    configs/robot.py CONTROLLER_RATE_HZ); a number = that rate (<= the controller's)
   camera_serial -> <camera node>.realsense.serial     "" = keep the params file's value
                    ("" there too = the only connected RealSense)
@@ -26,7 +26,9 @@ arm and camera settings are validated with their dataclasses (`configs.robot.URR
 launch starts, with the dataclass' message, before any process touches the hardware. An empty
 effective robot_ip is an error: the arm could not be reached.
 
-ROS 2 params files (`<node>: ros__parameters: {...}`) are read as rcl reads them: sections
+ROS 2 params files (`<node>: ros__parameters: {...}`) are read as rcl reads them, by
+`configs/params_file.py` (re-exported here: LaunchArgumentError, read_params_file,
+node_parameters, sub_parameters, effective_config, write_overrides_file): sections
 `/**` (every node), `<node>` and `/<node>` apply in that order (later wins); nested maps and
 dotted keys (`ur_rtde: {ur_type: cb3}` == `ur_rtde.ur_type: cb3`) are equivalent.
 Source: ROS 2 docs, "Passing ROS arguments to nodes via the command-line" (parameter files,
@@ -35,14 +37,16 @@ wildcards) and launch_ros `Node(parameters=[file, {...}])` (later entries overri
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dynaflip_ros.configs.io import ConfigError, from_dict
+from dynaflip_ros.configs.params_file import (  # re-exported: the params-file reading lives in configs
+    LaunchArgumentError,
+    effective_config,
+    node_parameters,
+    read_params_file,
+    sub_parameters,
+    write_overrides_file,
+)
 from dynaflip_ros.configs.robot import CONTROLLER_RATE_HZ, URRtdeConfig
 
 # UR controller generation -> `configs.safety.ROBOT_MODELS` key (SafeArm's kinematic model).
@@ -50,69 +54,6 @@ UR_TYPE_ROBOT_MODEL: dict[str, str] = {"cb3": "ur3_cb3", "e-series": "ur3e"}
 ARM_BACKEND = "ur_rtde"
 CAMERA_BACKEND = "realsense"
 AUTO = "auto"
-
-
-class LaunchArgumentError(ValueError):
-    """A launch argument (or the params-file value it falls back to) is missing or invalid."""
-
-
-def read_params_file(path: str | Path) -> dict[str, Any]:
-    """Parse a ROS 2 params file. Raises LaunchArgumentError if it is missing or not a mapping."""
-    p = Path(path)
-    if not p.is_file():
-        raise LaunchArgumentError(f"params file {p} does not exist")
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise LaunchArgumentError(f"params file {p} is not valid YAML: {e}") from e
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise LaunchArgumentError(f"params file {p}: expected a mapping of node sections, got {type(doc).__name__}")
-    return doc
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, name + "."))
-        else:
-            out[name] = v
-    return out
-
-
-def node_parameters(doc: dict[str, Any], node_name: str) -> dict[str, Any]:
-    """Dotted parameter name -> value that `doc` gives node `node_name` (sections `/**`, then
-    `node_name`, then `/node_name`; later wins). Raises LaunchArgumentError on a section without
-    a `ros__parameters` mapping."""
-    out: dict[str, Any] = {}
-    for key in ("/**", node_name, "/" + node_name):
-        if key not in doc:
-            continue
-        section = doc[key]
-        params = section.get("ros__parameters") if isinstance(section, dict) else None
-        if not isinstance(params, dict):
-            raise LaunchArgumentError(f"params file section {key!r} has no 'ros__parameters' mapping")
-        out.update(_flatten(params))
-    return out
-
-
-def sub_parameters(params: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """The entries of flat `params` below `prefix.` (prefix stripped)."""
-    n = len(prefix) + 1
-    return {k[n:]: v for k, v in params.items() if k.startswith(prefix + ".")}
-
-
-def effective_config(cls: type, file_values: dict[str, Any], overrides: dict[str, Any], where: str):
-    """Build `cls` from its defaults <- params-file values <- overrides (validated)."""
-    merged = dict(file_values)
-    merged.update(overrides)
-    try:
-        return from_dict(cls, merged, where)
-    except ConfigError as e:
-        raise LaunchArgumentError(str(e)) from e
 
 
 def parse_servo_rate_hz(value: str, controller_rate_hz: float) -> float:
@@ -252,39 +193,6 @@ def teleop_overrides(params_doc: dict[str, Any], *, use_sim: bool = False, robot
     return given
 
 
-class _Quoted(str):
-    """A string value that is written double-quoted (see `write_overrides_file`)."""
-
-
-class _OverridesDumper(yaml.SafeDumper):
-    pass
-
-
-_OverridesDumper.add_representer(
-    _Quoted, lambda dumper, data: dumper.represent_scalar("tag:yaml.org,2002:str", str(data), style='"'))
-
-
-def write_overrides_file(overrides: dict[str, dict[str, Any]], path: str | Path | None = None) -> Path:
-    """Write {node name: {dotted parameter: value}} as a ROS 2 params file and return its path
-    (a fresh temporary file when `path` is None; the launch files pass it after params_file).
-
-    String values are written double-quoted: rcl's YAML parser types a plain scalar itself
-    (`012345678901` becomes a double: strtol base 0 stops at the 8, strtod accepts it), while
-    PyYAML writes that string unquoted because it is not a YAML 1.1 number. launch_ros builds
-    the file for a Node's parameters dict with PyYAML, so a serial number or an address passed
-    that way could change type; a quoted scalar is always a string for rcl.
-    """
-    doc = {node: {"ros__parameters": {k: _Quoted(v) if isinstance(v, str) else v for k, v in params.items()}}
-           for node, params in overrides.items() if params}
-    if path is None:
-        fd, name = tempfile.mkstemp(prefix="dynaflip_launch_overrides_", suffix=".yaml")
-        os.close(fd)
-        path = name
-    path = Path(path)
-    path.write_text(yaml.dump(doc, Dumper=_OverridesDumper, sort_keys=True, default_flow_style=False))
-    return path
-
-
 def describe(overrides: dict[str, dict[str, Any]]) -> str:
     """One log line per node: `node: name=value, ...` (for the launch log)."""
     return "\n".join(f"{node}: " + ", ".join(f"{k}={v!r}" for k, v in sorted(params.items()))
@@ -301,10 +209,12 @@ __all__ = [
     "arm_overrides",
     "camera_overrides",
     "describe",
+    "effective_config",
     "node_parameters",
     "parse_servo_rate_hz",
     "read_params_file",
     "real_cell_overrides",
+    "sub_parameters",
     "teleop_overrides",
     "write_overrides_file",
 ]
