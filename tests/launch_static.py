@@ -1,8 +1,10 @@
 """Static (AST) model of launch/*.launch.py for the tests (`launch` / `launch_ros` cannot be
-installed here, ENVIRONMENT.md, so the files are read, not executed).
+installed here, docs/environment.md, so the files are read, not executed).
 
-What it extracts per file: declared arguments (name, default, description, choices, condition),
-LaunchConfiguration names used, Node(...) calls, IncludeLaunchDescription(...) calls (target file,
+What it extracts per file: declared arguments (name, default, description, choices, condition,
+FindPackageShare-relative default path), LaunchConfiguration names used, Node(...) calls
+(package, executable, name, condition, parameter sources: params-file variables and
+{parameter: launch argument} entries, remappings, on_exit), IncludeLaunchDescription(...) calls (target file,
 condition, launch_arguments keys), FindPackageShare-relative paths (PathJoinSubstitution([share,
 "config", "x.yaml"])) and `from X import names`. `graph()` resolves includes for a use_sim value
 the way launch evaluates IfCondition / UnlessCondition on that argument.
@@ -25,6 +27,7 @@ class Argument:
     description: str
     choices: list[str] | None
     condition: str | None
+    default_share_path: str | None = None  # PathJoinSubstitution([share, "config", "x.yaml"]) -> "config/x.yaml"
 
 
 @dataclass
@@ -35,6 +38,10 @@ class NodeCall:
     condition: str | None
     parameters: str
     on_exit: str
+    parameter_files: list[str] = field(default_factory=list)  # variables in parameters=[...] (params_file, ...)
+    # (parameter, launch argument, value_type or None) from the parameters dict
+    launch_parameters: list[tuple[str, str, str | None]] = field(default_factory=list)
+    remappings: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -96,6 +103,43 @@ def _condition(node: ast.AST | None) -> str | None:
     return f"{'if' if kind == 'IfCondition' else 'unless' if kind == 'UnlessCondition' else kind}:{name}"
 
 
+def _share_path(node: ast.AST | None) -> str | None:
+    """PathJoinSubstitution([share, "a", "b"]) -> "a/b" (None for anything else)."""
+    if not (isinstance(node, ast.Call) and _func_name(node) == "PathJoinSubstitution" and node.args
+            and isinstance(node.args[0], ast.List)):
+        return None
+    parts = node.args[0].elts
+    if not parts or not (isinstance(parts[0], ast.Name) and parts[0].id == "share"):
+        return None
+    strs = [p.value for p in parts[1:] if isinstance(p, ast.Constant) and isinstance(p.value, str)]
+    return "/".join(strs) if len(strs) == len(parts) - 1 else None
+
+
+def _parameter_sources(node: ast.AST | None) -> tuple[list[str], list[tuple[str, str, str | None]]]:
+    """Node(parameters=[params_file, {"p": LaunchConfiguration("a"), "q": ParameterValue(
+    LaunchConfiguration("b"), value_type=int)}]) -> (["params_file"], [("p", "a", None), ("q", "b", "int")])."""
+    files: list[str] = []
+    launch_params: list[tuple[str, str, str | None]] = []
+    if not isinstance(node, ast.List):
+        return files, launch_params
+    for elt in node.elts:
+        if isinstance(elt, ast.Name):
+            files.append(elt.id)
+        elif isinstance(elt, ast.Dict):
+            for k, v in zip(elt.keys, elt.values):
+                value_type = None
+                if isinstance(v, ast.Call) and _func_name(v) == "ParameterValue":
+                    vt = {kw.arg: kw.value for kw in v.keywords}.get("value_type")
+                    value_type = vt.id if isinstance(vt, ast.Name) else None
+                    v = v.args[0]
+                arg = (ast.literal_eval(v.args[0]) if isinstance(v, ast.Call) and _func_name(v) == "LaunchConfiguration"
+                       else ast.unparse(v))
+                launch_params.append((ast.literal_eval(k), arg, value_type))
+        else:
+            files.append(ast.unparse(elt))
+    return files, launch_params
+
+
 def parse(path: Path) -> LaunchFile:
     src = path.read_text()
     tree = ast.parse(src, str(path))
@@ -145,17 +189,20 @@ def parse(path: Path) -> LaunchFile:
                 name=ast.literal_eval(n.args[0]), has_default=default is not None,
                 default=default.value if isinstance(default, ast.Constant) else None,
                 description=_text(kw.get("description")), choices=choice_values,
-                condition=cond(kw.get("condition"))))
+                condition=cond(kw.get("condition")), default_share_path=_share_path(default)))
         elif fname == "LaunchConfiguration":
             lf.configurations.add(ast.literal_eval(n.args[0]))
         elif fname == "Node":
+            files, launch_params = _parameter_sources(kw.get("parameters"))
             lf.nodes.append(NodeCall(
                 package=value(kw["package"]) if "package" in kw else None,
                 executable=ast.literal_eval(kw["executable"]),
                 name=ast.literal_eval(kw["name"]) if "name" in kw else None,
                 condition=cond(kw.get("condition")),
                 parameters=ast.unparse(kw["parameters"]) if "parameters" in kw else "",
-                on_exit=ast.unparse(kw["on_exit"]) if "on_exit" in kw else ""))
+                on_exit=ast.unparse(kw["on_exit"]) if "on_exit" in kw else "",
+                parameter_files=files, launch_parameters=launch_params,
+                remappings=[tuple(r) for r in ast.literal_eval(kw["remappings"])] if "remappings" in kw else []))
         elif fname == "IncludeLaunchDescription":
             target = None
             for sub in ast.walk(n.args[0]):
@@ -169,11 +216,9 @@ def parse(path: Path) -> LaunchFile:
                     largs = [ast.literal_eval(k) for k in d.keys]
             lf.includes.append(Include(target=target, condition=cond(kw.get("condition")), launch_arguments=largs))
         elif fname == "PathJoinSubstitution":
-            parts = n.args[0].elts if n.args and isinstance(n.args[0], ast.List) else []
-            if parts and isinstance(parts[0], ast.Name) and parts[0].id == "share":
-                strs = [p.value for p in parts[1:] if isinstance(p, ast.Constant) and isinstance(p.value, str)]
-                if len(strs) == len(parts) - 1:
-                    lf.share_paths.append("/".join(strs))
+            rel = _share_path(n)
+            if rel is not None:
+                lf.share_paths.append(rel)
     return lf
 
 

@@ -1,8 +1,9 @@
 """Bring up the Pick-into-Sink node graph as OS processes, without the `ros2` CLI / launch.
 
-This mirrors `launch/pick_into_sink.launch.py` (same executables, same node names, same params
-file) for machines without a ROS 2 install (rclpy from PyPI has no `ros2 launch`). Every node
-process runs `python -m dynaflip_ros.ros.nodes.<module> --ros-args --params-file <file>
+This starts the processes of `launch/pick_into_sink.launch.py` (same executables, same node
+names, same params file: both follow the one description in `ros/graph.py`, and
+tests/test_ros_launch_graph.py pins the launch files to it) for machines without a ROS 2
+install (rclpy from PyPI has no `ros2 launch`). Every node process runs `python -m dynaflip_ros.ros.nodes.<module> --ros-args --params-file <file>
 [--params-file <overrides>]`; overrides are written to a temporary params file with one section
 per node (a plain `-p name:=value` would reach every node of a multi-node process).
 
@@ -11,7 +12,9 @@ per node (a plain `-p name:=value` would reach every node of a multi-node proces
 SIGINT to each process group, SIGTERM after `grace_s`, SIGKILL after another `grace_s`. It
 returns the main process' exit code, or 1 if another process died before the main one finished.
 
-ROS-free (subprocess + YAML only), so it can be tested and imported anywhere.
+ROS-free (subprocess + YAML only), so it can be tested and imported anywhere. Threads: one
+reader thread per process writes prefixed lines through a lock; `run_graph` polls every `poll_s`
+seconds (monotonic clock) in the calling thread.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from dynaflip_ros.ros import graph
 
 
 @dataclass(frozen=True)
@@ -41,31 +45,37 @@ class ProcessSpec:
     module: str
     node_names: tuple[str, ...]
 
+    @classmethod
+    def of(cls, node: graph.GraphNode) -> "ProcessSpec":
+        """The process of one node of the graph description (ros/graph.py)."""
+        return cls(node.process_name, node.executable, node.module, node.hosts)
 
-SIM_CELL = ProcessSpec("sim_cell", "sim_cell_node", "dynaflip_ros.ros.nodes.sim_cell",
-                       ("sim_cell", "camera", "ur3_driver"))
-CAMERA = ProcessSpec("camera", "camera_node", "dynaflip_ros.ros.nodes.camera", ("camera",))
-UR3_DRIVER = ProcessSpec("ur3_driver", "ur3_driver_node", "dynaflip_ros.ros.nodes.ur3_driver", ("ur3_driver",))
-ENCODER = ProcessSpec("encoder", "encoder_node", "dynaflip_ros.ros.nodes.encoder", ("encoder",))
-POLICY = ProcessSpec("policy", "policy_node", "dynaflip_ros.ros.nodes.policy", ("policy",))
-EPISODE_MANAGER = ProcessSpec("episode_manager", "episode_manager_node", "dynaflip_ros.ros.nodes.episode_manager",
-                              ("episode_manager",))
-ALL_PROCESSES: tuple[ProcessSpec, ...] = (SIM_CELL, CAMERA, UR3_DRIVER, ENCODER, POLICY, EPISODE_MANAGER)
+
+SIM_CELL = ProcessSpec.of(graph.SIM_CELL)
+CAMERA = ProcessSpec.of(graph.CAMERA)
+UR3_DRIVER = ProcessSpec.of(graph.UR3_DRIVER)
+ENCODER = ProcessSpec.of(graph.ENCODER)
+POLICY = ProcessSpec.of(graph.POLICY)
+EPISODE_MANAGER = ProcessSpec.of(graph.EPISODE_MANAGER)
+ALL_PROCESSES: tuple[ProcessSpec, ...] = tuple(ProcessSpec.of(n) for n in graph.PICK_INTO_SINK.nodes)
 
 
 def pick_into_sink_processes(use_sim: bool) -> list[ProcessSpec]:
-    """The processes of launch/pick_into_sink.launch.py: sim -> sim_cell_node + encoder + policy +
-    episode manager; real -> camera_node + ur3_driver_node + encoder + policy (no episode manager:
-    real-cell episodes are operator-driven)."""
-    if use_sim:
-        return [SIM_CELL, ENCODER, POLICY, EPISODE_MANAGER]
-    return [CAMERA, UR3_DRIVER, ENCODER, POLICY]
+    """The processes of launch/pick_into_sink.launch.py (`graph.PICK_INTO_SINK`): sim ->
+    sim_cell_node + encoder + policy + episode manager; real -> camera_node + ur3_driver_node +
+    encoder + policy (no episode manager: real-cell episodes are operator-driven)."""
+    return [ProcessSpec.of(n) for n in graph.PICK_INTO_SINK.processes(graph.mode(use_sim))]
+
+
+def pick_into_sink_main(use_sim: bool) -> str | None:
+    """The process whose exit ends the run: the episode manager (sim); None (real: until Ctrl-C)."""
+    return graph.PICK_INTO_SINK.main[graph.mode(use_sim)]
 
 
 def write_overrides(overrides: dict[str, dict[str, Any]], path: str | Path) -> Path:
     """Write {node_name: {param: value}} as a ROS 2 params file ({node: {ros__parameters: ...}});
     strings are quoted so rcl keeps them strings (`launch_args.write_overrides_file`)."""
-    from dynaflip_ros.ros.launch_args import write_overrides_file
+    from dynaflip_ros.configs.params_file import write_overrides_file
 
     return write_overrides_file(overrides, path)
 

@@ -103,9 +103,12 @@ def run(args: argparse.Namespace) -> int:
     from dynaflip_ros.ros import bringup
     from dynaflip_ros.ros.results import default_results_path, format_summary
 
+    from dynaflip_ros.ros import graph
+
+    description = {g.name: g for g in graph.GRAPHS}[args.graph]
     try:
         params = (resources.resolve_path(args.params_file) if args.params_file
-                  else resources.params_file(args.graph if args.use_sim else "real_cell"))
+                  else resources.params_file(description.default_params[graph.mode(args.use_sim)]))
     except FileNotFoundError as e:
         print(f"dynaflip launch: {e}", file=sys.stderr)
         return 2
@@ -124,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if args.domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(args.domain_id)
-    specs = bringup.pick_into_sink_processes(args.use_sim)
+    specs = [bringup.ProcessSpec.of(n) for n in description.processes(graph.mode(args.use_sim))]
     from dynaflip_ros.ros.launch_args import LaunchArgumentError, write_overrides_file
 
     try:
@@ -136,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"dynaflip launch {args.graph} ({'sim' if args.use_sim else 'real'}): "
           f"{[s.executable for s in specs]} with {params}", flush=True)
     try:
-        result = bringup.run_graph(specs, [params, overrides], main="episode_manager" if args.use_sim else None,
+        result = bringup.run_graph(specs, [params, overrides], main=description.main[graph.mode(args.use_sim)],
                                    env=env, timeout_s=args.timeout_s)
     finally:
         overrides.unlink(missing_ok=True)
