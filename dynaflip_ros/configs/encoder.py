@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from dynaflip_ros.configs.validate import require_choice
+
 # Negative-tuple sets of the alignment InfoNCE (METHOD.md §1 "Contrastive framing"). For anchor i
 # and another sample j, the name lists the modalities taken from j:
 #   image          (I_j, L_i, F_i)      language       (I_i, L_j, F_i)      flow (I_i, L_i, F_j)
@@ -85,8 +87,7 @@ class EncoderModelConfig:
 
     def __post_init__(self) -> None:
         self.input_hw = tuple(int(v) for v in self.input_hw)
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        require_choice("", "backbone", self.backbone, BACKBONES)
         if not 1 <= self.trunk_stages <= len(_LITE0_STAGE_CHANNELS):
             raise ValueError(f"trunk_stages must be in [1, {len(_LITE0_STAGE_CHANNELS)}], got {self.trunk_stages}")
         if len(self.input_hw) != 2:
@@ -100,8 +101,7 @@ class EncoderModelConfig:
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.bn_mode not in BN_MODES:
-            raise ValueError(f"bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
+        require_choice("", "bn_mode", self.bn_mode, BN_MODES)
 
     @property
     def trunk_channels(self) -> int:
@@ -144,10 +144,8 @@ class AlignmentLossConfig:
 
     def __post_init__(self) -> None:
         self.negative_sets = tuple(self.negative_sets)
-        if self.area_mode not in AREA_MODES:
-            raise ValueError(f"area_mode must be one of {AREA_MODES}, got {self.area_mode!r}")
-        if self.positive_energy not in POSITIVE_ENERGY_FORMS:
-            raise ValueError(f"positive_energy must be one of {POSITIVE_ENERGY_FORMS}, got {self.positive_energy!r}")
+        require_choice("", "area_mode", self.area_mode, AREA_MODES)
+        require_choice("", "positive_energy", self.positive_energy, POSITIVE_ENERGY_FORMS)
         if not self.negative_sets:
             raise ValueError("negative_sets must not be empty")
         bad = [s for s in self.negative_sets if s not in NEGATIVE_SETS]
@@ -204,12 +202,10 @@ class TripletDataConfig:
             raise ValueError(f"flow_window must be >= 2, got {self.flow_window}")
         if self.num_points < 1:
             raise ValueError(f"num_points must be >= 1, got {self.num_points}")
-        if self.motion_source not in MOTION_SOURCES:
-            raise ValueError(f"motion_source must be one of {MOTION_SOURCES}, got {self.motion_source!r}")
+        require_choice("", "motion_source", self.motion_source, MOTION_SOURCES)
         if self.min_track_motion_m < 0 or self.min_state_motion < 0:
             raise ValueError("motion thresholds must be >= 0")
-        if self.tcn_mode not in TCN_MODES:
-            raise ValueError(f"tcn_mode must be one of {TCN_MODES}, got {self.tcn_mode!r}")
+        require_choice("", "tcn_mode", self.tcn_mode, TCN_MODES)
         if self.max_shift_px < 0:
             raise ValueError(f"max_shift_px must be >= 0, got {self.max_shift_px}")
         if not (0.0 <= self.brightness < 1.0 and 0.0 <= self.contrast < 1.0):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dynaflip_ros.configs.validate import require_choice
+
 NORMALIZATION_MODES = ("IDENTITY", "MEAN_STD", "MIN_MAX")
 NOISE_SCHEDULERS = ("DDPM", "DDIM")
 PREDICTION_TYPES = ("epsilon", "sample")
@@ -104,10 +106,8 @@ class DiffusionModelConfig:
         if self.clip_sample_range <= 0:
             raise ValueError("clip_sample_range must be > 0")
         for name in ("embedding_normalization", "state_normalization", "action_normalization"):
-            if getattr(self, name) not in NORMALIZATION_MODES:
-                raise ValueError(f"{name} must be one of {NORMALIZATION_MODES}, got {getattr(self, name)!r}")
-        if self.action_frame not in ACTION_FRAMES:
-            raise ValueError(f"action_frame must be one of {ACTION_FRAMES}, got {self.action_frame!r}")
+            require_choice("", name, getattr(self, name), NORMALIZATION_MODES)
+        require_choice("", "action_frame", self.action_frame, ACTION_FRAMES)
         if self.max_obs_gap_s <= 0:
             raise ValueError("max_obs_gap_s must be > 0")
 

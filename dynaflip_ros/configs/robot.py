@@ -1,27 +1,22 @@
 """Connection and servo settings of the real UR3 over RTDE (`robot.ur_rtde_arm.URRtdeArm`).
 
 Ranges come from URScript's `servoj(q, a, v, t, lookahead_time, gain)`: lookahead_time in
-[0.03, 0.2] s, gain in [100, 2000] (UR Script Manual, `servoj`; HARDWARE.md §1.5), and from the
-controller rates: RTDE streams at up to 125 Hz on a CB3 and 500 Hz on an e-Series (HARDWARE.md
-§1.6). ROS parameters: `ur3_driver.ur_rtde.*` (nested in `configs.ros.Ur3DriverNodeConfig`).
+[0.03, 0.2] s, gain in [100, 2000] (UR Script Manual, `servoj`; docs/hardware.md), and from the
+controller rates: RTDE streams at up to 125 Hz on a CB3 and 500 Hz on an e-Series (docs/hardware.md).
+ROS parameters: `ur3_driver.ur_rtde.*` (nested in `configs.ros.Ur3DriverNodeConfig`).
 """
 from __future__ import annotations
 
 import ipaddress
-import math
 from dataclasses import dataclass
 
+from dynaflip_ros.configs.io import ConfigError
+from dynaflip_ros.configs.validate import require_choice, require_int, require_range
+
 UR_TYPES: tuple[str, ...] = ("cb3", "e-series")
-# Controller (RTDE / servo) rate by controller generation, Hz (HARDWARE.md §1.6).
+# Controller (RTDE / servo) rate by controller generation, Hz (docs/hardware.md).
 CONTROLLER_RATE_HZ: dict[str, float] = {"cb3": 125.0, "e-series": 500.0}
 GRIPPERS: tuple[str, ...] = ("robotiq_urcap", "none")
-
-
-def _number_in(owner: str, name: str, value: object, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)) \
-            or not lo <= float(value) <= hi:
-        raise ValueError(f"{owner}.{name} must be a number in [{lo}, {hi}], got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -49,7 +44,7 @@ class URRtdeConfig:
         the stopped arm fell behind (checked by `configs.ros.Ur3DriverNodeConfig`).
     state_timeout_s: `state()` raises ArmError when the worker's last RTDE sample is older.
     command_timeout_s: limit for blocking requests to the worker (stop, re-arm, freedrive).
-    gripper: "robotiq_urcap" (Robotiq 2F over the URCap socket, HARDWARE.md §2.3) or "none".
+    gripper: "robotiq_urcap" (Robotiq 2F over the URCap socket, docs/hardware.md) or "none".
     gripper_port: URCap socket port (63352).
     gripper_speed / gripper_force: Robotiq SPE / FOR registers, 0..255.
     rt_priority: SCHED_FIFO priority requested for the worker's servo thread (0 = leave the
@@ -75,36 +70,29 @@ class URRtdeConfig:
     def __post_init__(self) -> None:
         owner = "URRtdeConfig"
         if not isinstance(self.robot_ip, str):
-            raise ValueError(f"{owner}.robot_ip must be a string, got {self.robot_ip!r}")
+            raise ConfigError(f"{owner}.robot_ip must be a string, got {self.robot_ip!r}")
         if self.robot_ip and any(c.isspace() for c in self.robot_ip):
-            raise ValueError(f"{owner}.robot_ip must not contain spaces, got {self.robot_ip!r}")
-        if self.ur_type not in UR_TYPES:
-            raise ValueError(f"{owner}.ur_type must be one of {UR_TYPES}, got {self.ur_type!r}")
+            raise ConfigError(f"{owner}.robot_ip must not contain spaces, got {self.robot_ip!r}")
+        require_choice(owner, "ur_type", self.ur_type, UR_TYPES)
         if float(self.rtde_frequency_hz) != 0.0:
-            _number_in(owner, "rtde_frequency_hz", self.rtde_frequency_hz, 1.0, CONTROLLER_RATE_HZ[self.ur_type])
-        _number_in(owner, "servo_lookahead_s", self.servo_lookahead_s, 0.03, 0.2)
-        _number_in(owner, "servo_gain", self.servo_gain, 100.0, 2000.0)
-        _number_in(owner, "connect_timeout_s", self.connect_timeout_s, 0.5, 120.0)
-        _number_in(owner, "controller_watchdog_hz", self.controller_watchdog_hz, 0.0, 500.0)
-        _number_in(owner, "worker_stale_command_s", self.worker_stale_command_s, 0.01, 1.0)
-        _number_in(owner, "state_timeout_s", self.state_timeout_s, 0.01, 10.0)
-        _number_in(owner, "command_timeout_s", self.command_timeout_s, 0.1, 60.0)
+            require_range(owner, "rtde_frequency_hz", self.rtde_frequency_hz, 1.0, CONTROLLER_RATE_HZ[self.ur_type])
+        require_range(owner, "servo_lookahead_s", self.servo_lookahead_s, 0.03, 0.2)
+        require_range(owner, "servo_gain", self.servo_gain, 100.0, 2000.0)
+        require_range(owner, "connect_timeout_s", self.connect_timeout_s, 0.5, 120.0)
+        require_range(owner, "controller_watchdog_hz", self.controller_watchdog_hz, 0.0, 500.0)
+        require_range(owner, "worker_stale_command_s", self.worker_stale_command_s, 0.01, 1.0)
+        require_range(owner, "state_timeout_s", self.state_timeout_s, 0.01, 10.0)
+        require_range(owner, "command_timeout_s", self.command_timeout_s, 0.1, 60.0)
         if self.controller_watchdog_hz > 0 and 1.0 / self.controller_watchdog_hz < self.worker_stale_command_s + 0.01:
-            raise ValueError(f"{owner}: 1 / controller_watchdog_hz ({1.0 / self.controller_watchdog_hz:.3f} s) must exceed "
-                             f"worker_stale_command_s + 0.01 s ({self.worker_stale_command_s + 0.01:.3f} s)")
-        if self.gripper not in GRIPPERS:
-            raise ValueError(f"{owner}.gripper must be one of {GRIPPERS}, got {self.gripper!r}")
+            raise ConfigError(f"{owner}: 1 / controller_watchdog_hz ({1.0 / self.controller_watchdog_hz:.3f} s) must exceed "
+                              f"worker_stale_command_s + 0.01 s ({self.worker_stale_command_s + 0.01:.3f} s)")
+        require_choice(owner, "gripper", self.gripper, GRIPPERS)
         for name in ("gripper_port", "gripper_speed", "gripper_force", "rt_priority"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ValueError(f"{owner}.{name} must be an int, got {v!r}")
-        if not 1 <= self.gripper_port <= 65535:
-            raise ValueError(f"{owner}.gripper_port must be in [1, 65535], got {self.gripper_port!r}")
+            require_int(owner, name, getattr(self, name))
+        require_range(owner, "gripper_port", self.gripper_port, 1, 65535, kind="")
         for name in ("gripper_speed", "gripper_force"):
-            if not 0 <= getattr(self, name) <= 255:
-                raise ValueError(f"{owner}.{name} must be in [0, 255], got {getattr(self, name)!r}")
-        if not 0 <= self.rt_priority <= 99:
-            raise ValueError(f"{owner}.rt_priority must be in [0, 99], got {self.rt_priority!r}")
+            require_range(owner, name, getattr(self, name), 0, 255, kind="")
+        require_range(owner, "rt_priority", self.rt_priority, 0, 99, kind="")
 
     @property
     def controller_rate_hz(self) -> float:

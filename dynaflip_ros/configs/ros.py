@@ -9,22 +9,18 @@ in simulation), encoder, policy, episode_manager.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
+from dynaflip_ros.configs.io import ConfigError
 from dynaflip_ros.configs.realsense import RealSenseConfig
 from dynaflip_ros.configs.robot import URRtdeConfig
 from dynaflip_ros.configs.safety import SafetyConfig
 from dynaflip_ros.configs.sim import SimConfig
+from dynaflip_ros.configs.validate import require_choice, require_int, require_non_empty, require_positive, require_range
 
 CAMERA_BACKENDS: tuple[str, ...] = ("sim", "realsense")
 ARM_BACKENDS: tuple[str, ...] = ("sim", "ur_rtde")
 ENCODER_BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "tensorrt", "torch")
-
-
-def _positive(owner: str, name: str, value: float, upper: float = math.inf) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= upper):
-        raise ValueError(f"{owner}.{name} must be a number in (0, {upper}], got {value!r}")
 
 
 @dataclass
@@ -42,7 +38,7 @@ class SimCellNodeConfig:
     def __post_init__(self) -> None:
         if isinstance(self.sim, dict):
             self.sim = SimConfig(**self.sim)
-        _positive("SimCellNodeConfig", "status_rate_hz", self.status_rate_hz, 100.0)
+        require_positive("SimCellNodeConfig", "status_rate_hz", self.status_rate_hz, 100.0)
 
 
 @dataclass
@@ -64,11 +60,9 @@ class CameraNodeConfig:
     def __post_init__(self) -> None:
         if isinstance(self.realsense, dict):
             self.realsense = RealSenseConfig(**self.realsense)
-        if self.backend not in CAMERA_BACKENDS:
-            raise ValueError(f"CameraNodeConfig.backend must be one of {CAMERA_BACKENDS}, got {self.backend!r}")
-        _positive("CameraNodeConfig", "rate_hz", self.rate_hz, 120.0)
-        if not self.frame_id:
-            raise ValueError("CameraNodeConfig.frame_id must not be empty")
+        require_choice("CameraNodeConfig", "backend", self.backend, CAMERA_BACKENDS)
+        require_positive("CameraNodeConfig", "rate_hz", self.rate_hz, 120.0)
+        require_non_empty("CameraNodeConfig", "frame_id", self.frame_id)
 
 
 @dataclass
@@ -100,20 +94,17 @@ class Ur3DriverNodeConfig:
             self.safety = SafetyConfig(**self.safety)
         if isinstance(self.ur_rtde, dict):
             self.ur_rtde = URRtdeConfig(**self.ur_rtde)
-        if self.backend not in ARM_BACKENDS:
-            raise ValueError(f"Ur3DriverNodeConfig.backend must be one of {ARM_BACKENDS}, got {self.backend!r}")
-        _positive("Ur3DriverNodeConfig", "servo_rate_hz", self.servo_rate_hz, 1000.0)
-        _positive("Ur3DriverNodeConfig", "joint_state_rate_hz", self.joint_state_rate_hz, 1000.0)
-        _positive("Ur3DriverNodeConfig", "status_rate_hz", self.status_rate_hz, 100.0)
-        _positive("Ur3DriverNodeConfig", "max_chunk_age_s", self.max_chunk_age_s, 10.0)
+        require_choice("Ur3DriverNodeConfig", "backend", self.backend, ARM_BACKENDS)
+        require_positive("Ur3DriverNodeConfig", "servo_rate_hz", self.servo_rate_hz, 1000.0)
+        require_positive("Ur3DriverNodeConfig", "joint_state_rate_hz", self.joint_state_rate_hz, 1000.0)
+        require_positive("Ur3DriverNodeConfig", "status_rate_hz", self.status_rate_hz, 100.0)
+        require_positive("Ur3DriverNodeConfig", "max_chunk_age_s", self.max_chunk_age_s, 10.0)
         if self.backend == "ur_rtde" and self.ur_rtde.worker_stale_command_s < self.safety.watchdog_timeout_s:
-            raise ValueError(
+            raise ConfigError(
                 f"Ur3DriverNodeConfig: ur_rtde.worker_stale_command_s ({self.ur_rtde.worker_stale_command_s} s) must be "
                 f">= safety.watchdog_timeout_s ({self.safety.watchdog_timeout_s} s), so a node resuming after a stall "
                 "re-anchors at the measured pose instead of chasing targets the stopped arm fell behind")
-        if isinstance(self.command_lead_s, bool) or not isinstance(self.command_lead_s, (int, float)) \
-                or not 0.0 <= self.command_lead_s <= 0.5:
-            raise ValueError(f"Ur3DriverNodeConfig.command_lead_s must be in [0, 0.5] s, got {self.command_lead_s!r}")
+        require_range("Ur3DriverNodeConfig", "command_lead_s", self.command_lead_s, 0, 0.5, kind="", unit="s")
 
 
 @dataclass
@@ -133,12 +124,9 @@ class EncoderNodeConfig:
     num_threads: int = 1
 
     def __post_init__(self) -> None:
-        if not self.model_dir:
-            raise ValueError("EncoderNodeConfig.model_dir must not be empty")
-        if self.backend not in ENCODER_BACKENDS:
-            raise ValueError(f"EncoderNodeConfig.backend must be one of {ENCODER_BACKENDS}, got {self.backend!r}")
-        if isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or not 1 <= self.num_threads <= 64:
-            raise ValueError(f"EncoderNodeConfig.num_threads must be an int in [1, 64], got {self.num_threads!r}")
+        require_non_empty("EncoderNodeConfig", "model_dir", self.model_dir)
+        require_choice("EncoderNodeConfig", "backend", self.backend, ENCODER_BACKENDS)
+        require_int("EncoderNodeConfig", "num_threads", self.num_threads, 1, 64)
 
 
 @dataclass
@@ -163,14 +151,11 @@ class PolicyNodeConfig:
     num_threads: int = 1
 
     def __post_init__(self) -> None:
-        if not self.model_dir:
-            raise ValueError("PolicyNodeConfig.model_dir must not be empty")
-        if isinstance(self.n_action_steps, bool) or not isinstance(self.n_action_steps, int) or self.n_action_steps < 0:
-            raise ValueError(f"PolicyNodeConfig.n_action_steps must be an int >= 0, got {self.n_action_steps!r}")
-        _positive("PolicyNodeConfig", "max_observation_age_s", self.max_observation_age_s, 10.0)
-        _positive("PolicyNodeConfig", "max_joint_state_age_s", self.max_joint_state_age_s, 10.0)
-        if isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or not 1 <= self.num_threads <= 64:
-            raise ValueError(f"PolicyNodeConfig.num_threads must be an int in [1, 64], got {self.num_threads!r}")
+        require_non_empty("PolicyNodeConfig", "model_dir", self.model_dir)
+        require_int("PolicyNodeConfig", "n_action_steps", self.n_action_steps, 0)
+        require_positive("PolicyNodeConfig", "max_observation_age_s", self.max_observation_age_s, 10.0)
+        require_positive("PolicyNodeConfig", "max_joint_state_age_s", self.max_joint_state_age_s, 10.0)
+        require_int("PolicyNodeConfig", "num_threads", self.num_threads, 1, 64)
 
 
 @dataclass
@@ -191,9 +176,7 @@ class EpisodeManagerNodeConfig:
     results_path: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("episodes", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "episodes" else 0):
-                raise ValueError(f"EpisodeManagerNodeConfig.{name} must be an int >= {1 if name == 'episodes' else 0}, got {v!r}")
-        _positive("EpisodeManagerNodeConfig", "episode_timeout_s", self.episode_timeout_s, 3600.0)
-        _positive("EpisodeManagerNodeConfig", "startup_timeout_s", self.startup_timeout_s, 3600.0)
+        require_int("EpisodeManagerNodeConfig", "episodes", self.episodes, 1)
+        require_int("EpisodeManagerNodeConfig", "seed", self.seed, 0)
+        require_positive("EpisodeManagerNodeConfig", "episode_timeout_s", self.episode_timeout_s, 3600.0)
+        require_positive("EpisodeManagerNodeConfig", "startup_timeout_s", self.startup_timeout_s, 3600.0)

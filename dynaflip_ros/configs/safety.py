@@ -2,7 +2,7 @@
 
 The arm driver owns safety, not the policy: every joint target that can reach an arm (sim or real)
 is checked against these limits first. Defaults are the UR3 datasheet limits
-(`robot.kinematics.UR3_JOINT_LIMITS_RAD`, `UR3_MAX_JOINT_SPEED_RAD_S`; HARDWARE.md §1.1) with the
+(`configs.ur3.UR3_JOINT_LIMITS_RAD`, `UR3_MAX_JOINT_SPEED_RAD_S`; docs/hardware.md) with the
 joint speed scaled down by `speed_scale`, and a TCP workspace box for a table-top UR3 cell.
 A config may only tighten the datasheet limits, never loosen them.
 
@@ -10,18 +10,20 @@ YAML: `config/safety.yaml`, loaded with `configs.io.load_yaml(SafetyConfig, path
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from dynaflip_ros.robot.kinematics import (
+from dynaflip_ros.configs.io import ConfigError
+from dynaflip_ros.configs.ur3 import (
     UR3_CB3_DH,
     UR3_JOINT_LIMITS_RAD,
     UR3_MAX_JOINT_SPEED_RAD_S,
     UR3E_DH,
     DHParams,
 )
+from dynaflip_ros.configs.validate import is_finite_number as _is_finite_number
+from dynaflip_ros.configs.validate import require_choice, require_range
 
 # The widest range of servo periods (servoJ `t`, seconds) any layer accepts: 10 kHz .. 1 Hz.
 # `SafetyConfig.min_command_dt_s` / `max_command_dt_s` narrow it; the arms behind SafeArm and the
@@ -37,10 +39,6 @@ _DEFAULT_JOINT_LIMITS_RAD: tuple[tuple[float, float], ...] = tuple(
     (float(lo), float(hi)) for lo, hi in UR3_JOINT_LIMITS_RAD
 )
 _DEFAULT_MAX_JOINT_SPEED_RAD_S: tuple[float, ...] = tuple(float(v) for v in UR3_MAX_JOINT_SPEED_RAD_S)
-
-
-def _is_finite_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class SafetyConfig:
             reach (0.5 m) at table height (z >= -0.05 m, i.e. at most 5 cm below the base plane)
             up to 0.6 m; tighten it to the cell layout.
         tcp_offset_m: flange -> TCP distance along the flange z axis, metres (0.15 m: between
-            the fingertips of a Robotiq 2F-85, HARDWARE.md §2.1).
+            the fingertips of a Robotiq 2F-85, docs/hardware.md).
         watchdog_timeout_s: no accepted joint command within this time -> `Arm.stop()`.
         min_command_dt_s, max_command_dt_s: the range of servo periods a command may declare
             (s); outside it the command is refused. A command's allowed step is
@@ -72,7 +70,7 @@ class SafetyConfig:
         gripper_range: (min, max) allowed gripper command, 0 = open .. 1 = closed.
 
     Raises:
-        ValueError: on a wrong length, non-finite value, inverted interval, or a limit looser
+        ConfigError (a ValueError): on a wrong length, non-finite value, inverted interval, or a limit looser
             than the datasheet.
     """
 
@@ -89,20 +87,17 @@ class SafetyConfig:
     gripper_range: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
-        if self.robot_model not in ROBOT_MODELS:
-            raise ValueError(
-                f"robot_model must be one of {sorted(ROBOT_MODELS)}, got {self.robot_model!r}"
-            )
+        require_choice("", "robot_model", self.robot_model, sorted(ROBOT_MODELS))
         # Joint position limits: 6 finite (lo < hi) pairs inside the datasheet limits.
         limits = tuple(tuple(pair) for pair in self.joint_limits_rad)
         if len(limits) != 6 or any(len(p) != 2 for p in limits):
-            raise ValueError(f"joint_limits_rad must be 6 (lower, upper) pairs, got {limits!r}")
+            raise ConfigError(f"joint_limits_rad must be 6 (lower, upper) pairs, got {limits!r}")
         for j, (lo, hi) in enumerate(limits):
             if not (_is_finite_number(lo) and _is_finite_number(hi)) or not lo < hi:
-                raise ValueError(f"joint_limits_rad[{j}] must be finite with lower < upper, got {(lo, hi)}")
+                raise ConfigError(f"joint_limits_rad[{j}] must be finite with lower < upper, got {(lo, hi)}")
             dlo, dhi = UR3_JOINT_LIMITS_RAD[j]
             if lo < dlo - 1e-9 or hi > dhi + 1e-9:
-                raise ValueError(
+                raise ConfigError(
                     f"joint_limits_rad[{j}] = {(lo, hi)} is looser than the datasheet limits "
                     f"({dlo:.4f}, {dhi:.4f}) rad; a config may only tighten them"
                 )
@@ -110,36 +105,31 @@ class SafetyConfig:
         # Joint speed limits.
         speeds = tuple(self.max_joint_speed_rad_s)
         if len(speeds) != 6 or not all(_is_finite_number(v) and v > 0 for v in speeds):
-            raise ValueError(f"max_joint_speed_rad_s must be 6 finite positive values, got {speeds!r}")
+            raise ConfigError(f"max_joint_speed_rad_s must be 6 finite positive values, got {speeds!r}")
         for j, v in enumerate(speeds):
             if v > UR3_MAX_JOINT_SPEED_RAD_S[j] + 1e-9:
-                raise ValueError(
+                raise ConfigError(
                     f"max_joint_speed_rad_s[{j}] = {v} exceeds the datasheet "
                     f"{UR3_MAX_JOINT_SPEED_RAD_S[j]:.4f} rad/s"
                 )
         object.__setattr__(self, "max_joint_speed_rad_s", tuple(float(v) for v in speeds))
-        if not _is_finite_number(self.speed_scale) or not 0.0 < self.speed_scale <= 1.0:
-            raise ValueError(f"speed_scale must be in (0, 1], got {self.speed_scale!r}")
+        require_range("", "speed_scale", self.speed_scale, 0, 1, lo_open=True, kind="")
         # Workspace box.
         wmin, wmax = tuple(self.workspace_min_m), tuple(self.workspace_max_m)
         if len(wmin) != 3 or len(wmax) != 3:
-            raise ValueError(f"workspace_min_m / workspace_max_m must be (x, y, z), got {wmin!r}, {wmax!r}")
+            raise ConfigError(f"workspace_min_m / workspace_max_m must be (x, y, z), got {wmin!r}, {wmax!r}")
         if not all(_is_finite_number(v) for v in wmin + wmax):
-            raise ValueError(f"workspace box must be finite, got {wmin!r}, {wmax!r}")
+            raise ConfigError(f"workspace box must be finite, got {wmin!r}, {wmax!r}")
         if not all(lo < hi for lo, hi in zip(wmin, wmax)):
-            raise ValueError(f"workspace_min_m must be < workspace_max_m on every axis, got {wmin!r}, {wmax!r}")
+            raise ConfigError(f"workspace_min_m must be < workspace_max_m on every axis, got {wmin!r}, {wmax!r}")
         object.__setattr__(self, "workspace_min_m", tuple(float(v) for v in wmin))
         object.__setattr__(self, "workspace_max_m", tuple(float(v) for v in wmax))
-        if not _is_finite_number(self.tcp_offset_m) or not 0.0 <= self.tcp_offset_m <= 0.5:
-            raise ValueError(f"tcp_offset_m must be in [0, 0.5] m, got {self.tcp_offset_m!r}")
-        if not _is_finite_number(self.watchdog_timeout_s) or not 0.0 < self.watchdog_timeout_s <= 5.0:
-            raise ValueError(f"watchdog_timeout_s must be in (0, 5] s, got {self.watchdog_timeout_s!r}")
+        require_range("", "tcp_offset_m", self.tcp_offset_m, 0, 0.5, kind="", unit="m")
+        require_range("", "watchdog_timeout_s", self.watchdog_timeout_s, 0, 5, lo_open=True, kind="", unit="s")
         for name in ("min_command_dt_s", "max_command_dt_s"):
-            v = getattr(self, name)
-            if not _is_finite_number(v) or not SERVO_PERIOD_MIN_S <= v <= SERVO_PERIOD_MAX_S:
-                raise ValueError(f"{name} must be in [{SERVO_PERIOD_MIN_S}, {SERVO_PERIOD_MAX_S}] s, got {v!r}")
+            require_range("", name, getattr(self, name), SERVO_PERIOD_MIN_S, SERVO_PERIOD_MAX_S, kind="", unit="s")
         if not self.min_command_dt_s < self.max_command_dt_s:
-            raise ValueError(
+            raise ConfigError(
                 f"min_command_dt_s ({self.min_command_dt_s}) must be < max_command_dt_s ({self.max_command_dt_s})")
         g = tuple(self.gripper_range)
         if (
@@ -147,7 +137,7 @@ class SafetyConfig:
             or not all(_is_finite_number(v) for v in g)
             or not 0.0 <= g[0] < g[1] <= 1.0
         ):
-            raise ValueError(f"gripper_range must be (min, max) with 0 <= min < max <= 1, got {g!r}")
+            raise ConfigError(f"gripper_range must be (min, max) with 0 <= min < max <= 1, got {g!r}")
         object.__setattr__(self, "gripper_range", (float(g[0]), float(g[1])))
 
     # Derived arrays (fresh copies; callers may not mutate the config through them).

@@ -11,34 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class DHParams:
-    """Standard (distal) DH table: a (m), d (m), alpha (rad); theta offsets are 0 for UR arms."""
-
-    a: tuple[float, ...]
-    d: tuple[float, ...]
-    alpha: tuple[float, ...]
-
-
-UR3_CB3_DH = DHParams(
-    a=(0.0, -0.24365, -0.21325, 0.0, 0.0, 0.0),
-    d=(0.1519, 0.0, 0.0, 0.11235, 0.08535, 0.0819),
-    alpha=(np.pi / 2, 0.0, 0.0, np.pi / 2, -np.pi / 2, 0.0),
+# The DH tables and datasheet limits live in configs (the config defaults need them); re-exported here.
+from dynaflip_ros.configs.ur3 import (  # noqa: F401
+    UR3_CB3_DH,
+    UR3_JOINT_LIMITS_RAD,
+    UR3_MAX_JOINT_SPEED_RAD_S,
+    UR3E_DH,
+    DHParams,
 )
-UR3E_DH = DHParams(
-    a=(0.0, -0.24355, -0.2132, 0.0, 0.0, 0.0),
-    d=(0.15185, 0.0, 0.0, 0.13105, 0.08535, 0.0921),
-    alpha=(np.pi / 2, 0.0, 0.0, np.pi / 2, -np.pi / 2, 0.0),
-)
-
-# Datasheet limits (UR3 / UR3e technical specifications): ±360° on every joint; elbow limited to ±180° as in
-# ur_description (the shoulder blocks it beyond); speeds 180 °/s (base, shoulder, elbow) and
-# 360 °/s (wrists).
-UR3_JOINT_LIMITS_RAD = np.array(
-    [[-2 * np.pi, 2 * np.pi]] * 2 + [[-np.pi, np.pi]] + [[-2 * np.pi, 2 * np.pi]] * 3
-)
-UR3_MAX_JOINT_SPEED_RAD_S = np.array([np.pi, np.pi, np.pi, 2 * np.pi, 2 * np.pi, 2 * np.pi])
 
 
 def dh_transform(a: float, d: float, alpha: float, theta: float) -> np.ndarray:
