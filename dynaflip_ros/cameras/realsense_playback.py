@@ -6,7 +6,7 @@ without hardware (CI, demos). What is written (all of it read back by the camera
 
 - device info: name, serial, firmware, product line, USB type descriptor;
 - "Stereo Module" (depth, Z16, depth units 0.001 m read-only option) and "RGB Camera" (RGB8)
-  software sensors with D435-like intrinsics (HARDWARE.md §3.3: colour 640x480 fx ~612, depth
+  software sensors with D435-like intrinsics (docs/hardware.md §3.3: colour 640x480 fx ~612, depth
   640x480 fx ~383; colour "Inverse Brown Conrady", depth "Brown Conrady") and depth->colour
   extrinsics (~15 mm along +x, a 0.2 deg rotation; typical D435 values [inferred]);
 - writable options registered on the software sensors (auto exposure / auto white balance,
@@ -18,7 +18,7 @@ without hardware (CI, demos). What is written (all of it read back by the camera
   `start_time_ms + frame_number * 1000 / fps` in the chosen timestamp domain, with frame numbers
   and `frame_counter` metadata; `skip_frame_numbers` leaves frames out (a dropped-frame gap).
 
-Measured with pyrealsense2 2.59.1 (ENVIRONMENT.md): the recorder writes rosbag2 sqlite `.db3`
+Measured with pyrealsense2 2.59.1 (docs/environment.md): the recorder writes rosbag2 sqlite `.db3`
 files only ("Output file must have .db3 extension"), and `software_sensor.add_option` swaps the
 `step` and `default` fields of the `option_range` it is given (`_add_option` compensates and
 checks the registered range).
@@ -40,11 +40,11 @@ from dynaflip_ros.cameras.base import CameraIntrinsics
 DEFAULT_SERIAL = "000000000435"
 DEFAULT_NAME = "Intel RealSense D435 (synthetic)"
 DEFAULT_FIRMWARE = "5.16.0.1"
-DEPTH_UNITS_M = 0.001  # HARDWARE.md §3.4: D400 default depth unit
+DEPTH_UNITS_M = 0.001  # docs/hardware.md §3.4: D400 default depth unit
 
 
 def d435_color_intrinsics(width: int, height: int) -> CameraIntrinsics:
-    """D435-like colour intrinsics (HARDWARE.md §3.3: 640x480 fx ~612, 1280x720 fx ~920; the
+    """D435-like colour intrinsics (docs/hardware.md §3.3: 640x480 fx ~612, 1280x720 fx ~920; the
     focal length scales with the image height because 4:3 modes crop the 16:9 sensor)."""
     f = 612.0 * height / 480.0
     return CameraIntrinsics(width=width, height=height, fx=f, fy=f * 0.9975,
@@ -52,7 +52,7 @@ def d435_color_intrinsics(width: int, height: int) -> CameraIntrinsics:
 
 
 def d435_depth_intrinsics(width: int, height: int) -> CameraIntrinsics:
-    """D435-like depth intrinsics (HARDWARE.md §3.3: 640x480 fx ~383; 16:9 modes ~90 deg HFOV,
+    """D435-like depth intrinsics (docs/hardware.md §3.3: 640x480 fx ~383; 16:9 modes ~90 deg HFOV,
     848x480 fx ~424, 1280x720 fx ~638)."""
     f = 383.2 * width / 640.0 if abs(width / height - 4 / 3) < 1e-3 else 0.4985 * width
     return CameraIntrinsics(width=width, height=height, fx=f, fy=f, cx=(width - 1) / 2 - 0.7, cy=(height - 1) / 2 + 1.4)
@@ -221,7 +221,7 @@ def write_synthetic_recording(
     """Write a synthetic D435 recording to `path` (must end in `.db3`) and return its ground truth.
 
     n_frames: frames 0 .. n_frames-1, minus `skip_frame_numbers` (left out: a dropped-frame gap).
-    timestamp_domain: "global_time" | "hardware_clock" | "system_time" (HARDWARE.md §3.5);
+    timestamp_domain: "global_time" | "hardware_clock" | "system_time" (docs/hardware.md §3.5);
     start_time_ms: timestamp of frame 0 in ms (default: host wall-clock time now, as global time
     would report). exposure_us (multiple of 100), white_balance_k, gain, power_line_frequency
     (0 off / 1 50 Hz / 2 60 Hz), depth_exposure_us (0 = depth auto exposure on) are set on the

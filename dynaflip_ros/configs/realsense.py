@@ -1,9 +1,9 @@
-"""Parameters of the Intel RealSense D4xx camera backend (`cameras/realsense.py`).
+"""Parameters of the Intel RealSense D4xx camera backend (`cameras/realsense/`).
 
 The camera's colour exposure, white balance and gain are part of an experiment's conditions:
 auto exposure and auto white balance are always switched OFF and the fixed values below are
 written to the device and read back (`RealSenseCamera.connect`). Stream modes and option ranges:
-HARDWARE.md §3.2 (D435 stream modes, USB 3) and §3.7 (sensor options); clock domains §3.5.
+docs/hardware.md §3.2 (D435 stream modes, USB 3) and §3.7 (sensor options); clock domains §3.5.
 ROS parameters: `camera.realsense.*` (nested in `configs.ros.CameraNodeConfig`).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# HARDWARE.md §3.2: colour modes of the D435 RGB sensor over USB 3, (width, height) -> fps.
+# docs/hardware.md §3.2: colour modes of the D435 RGB sensor over USB 3, (width, height) -> fps.
 D4XX_COLOR_MODES: dict[tuple[int, int], tuple[int, ...]] = {
     (1920, 1080): (6, 15, 30),
     (1280, 720): (6, 15, 30),
@@ -23,7 +23,7 @@ D4XX_COLOR_MODES: dict[tuple[int, int], tuple[int, ...]] = {
     (320, 240): (6, 30, 60),
     (320, 180): (6, 30, 60),
 }
-# HARDWARE.md §3.2: depth Z16 modes (width, height) -> fps (848x100 special modes left out).
+# docs/hardware.md §3.2: depth Z16 modes (width, height) -> fps (848x100 special modes left out).
 D4XX_DEPTH_MODES: dict[tuple[int, int], tuple[int, ...]] = {
     (1280, 720): (6, 15, 30),
     (848, 480): (6, 15, 30, 60, 90),
@@ -32,9 +32,9 @@ D4XX_DEPTH_MODES: dict[tuple[int, int], tuple[int, ...]] = {
     (480, 270): (6, 15, 30, 60, 90),
     (424, 240): (6, 15, 30, 60, 90),
 }
-# HARDWARE.md §3.7: RS2_OPTION_POWER_LINE_FREQUENCY values of the RGB sensor.
+# docs/hardware.md §3.7: RS2_OPTION_POWER_LINE_FREQUENCY values of the RGB sensor.
 POWER_LINE_FREQUENCY_VALUES: dict[str, int] = {"off": 0, "50hz": 1, "60hz": 2}
-# HARDWARE.md §3.7: RGB exposure is set in units of 100 us, range 1..10000.
+# docs/hardware.md §3.7: RGB exposure is set in units of 100 us, range 1..10000.
 RGB_EXPOSURE_UNIT_US = 100.0
 RGB_EXPOSURE_RANGE_UNITS = (1, 10000)
 WHITE_BALANCE_RANGE_K = (2800.0, 6500.0)
@@ -59,24 +59,24 @@ class RealSenseConfig:
     serial: device serial number (`rs-enumerate-devices -s`); "" = the only connected device
         (an error if several are connected). Ignored for playback.
     width, height: colour stream size in pixels; fps: frame rate in Hz. A live device accepts only
-        the D4xx colour modes of HARDWARE.md §3.2 (`D4XX_COLOR_MODES`; with depth also an fps the
+        the D4xx colour modes of docs/hardware.md §3.2 (`D4XX_COLOR_MODES`; with depth also an fps the
         depth sensor offers). Playback uses the recorded mode, which must match these values.
     enable_depth: also stream depth (Z16); depth mode = the colour size if it is a depth mode at
-        `fps` (`D4XX_DEPTH_MODES`), else 848x480 (Intel's recommended mode, HARDWARE.md §3.2).
+        `fps` (`D4XX_DEPTH_MODES`), else 848x480 (Intel's recommended mode, docs/hardware.md §3.2).
     align_depth_to_color: map depth into the colour image with one `rs.align(rs.stream.color)`
-        block (HARDWARE.md §3.8) so `Frame.depth` is (H, W) metres on the colour pixel grid.
+        block (docs/hardware.md §3.8) so `Frame.depth` is (H, W) metres on the colour pixel grid.
         Must be True when depth is enabled (`Frame.depth` is defined on the colour grid).
     exposure_us: fixed colour exposure in microseconds, a multiple of 100 us (the RGB sensor's
-        unit, HARDWARE.md §3.7: 1..10000 units), at most one frame period (1e6 / fps us).
+        unit, docs/hardware.md §3.7: 1..10000 units), at most one frame period (1e6 / fps us).
         Default 15600 us = the D435 RGB default of 156 units.
-    white_balance_k: fixed colour white balance in kelvin, 2800..6500 (HARDWARE.md §3.7).
+    white_balance_k: fixed colour white balance in kelvin, 2800..6500 (docs/hardware.md §3.7).
     gain: fixed colour gain (device units; D435 RGB 0..128, default 64).
     depth_exposure_us: fixed depth (stereo) exposure in microseconds; 0 = leave the depth
         sensor's auto exposure on (depth exposure does not change the colour image on
-        D435/D415; on a D405 colour comes from the depth imager, HARDWARE.md §3.1).
-    power_line_frequency: RGB anti-flicker, "50hz", "60hz" or "off" (HARDWARE.md §3.7).
+        D435/D415; on a D405 colour comes from the depth imager, docs/hardware.md §3.1).
+    power_line_frequency: RGB anti-flicker, "50hz", "60hz" or "off" (docs/hardware.md §3.7).
     global_time: enable RS2_OPTION_GLOBAL_TIME_ENABLED so frame timestamps are device capture
-        times mapped onto host time (HARDWARE.md §3.5).
+        times mapped onto host time (docs/hardware.md §3.5).
     frame_timeout_s: `read()` raises CameraError when no new frame arrives within this time (s).
     strict_settings: a live device that refuses a fixed setting or reads back another value
         raises CameraError (True) or only logs a warning (False). Playback always warns.
@@ -128,7 +128,7 @@ class RealSenseConfig:
             raise ValueError(
                 f"RealSenseConfig.exposure_us must be a multiple of {RGB_EXPOSURE_UNIT_US:g} us in "
                 f"[{lo * RGB_EXPOSURE_UNIT_US:g}, {hi * RGB_EXPOSURE_UNIT_US:g}] (RGB sensor unit, "
-                f"HARDWARE.md §3.7), got {self.exposure_us!r}")
+                f"docs/hardware.md §3.7), got {self.exposure_us!r}")
         frame_period_us = 1e6 / self.fps
         if self.exposure_us > frame_period_us + 1e-6:
             raise ValueError(
@@ -137,7 +137,7 @@ class RealSenseConfig:
         self.white_balance_k = _number("white_balance_k", self.white_balance_k)
         if not WHITE_BALANCE_RANGE_K[0] <= self.white_balance_k <= WHITE_BALANCE_RANGE_K[1]:
             raise ValueError(f"RealSenseConfig.white_balance_k must be in {WHITE_BALANCE_RANGE_K} K "
-                             f"(HARDWARE.md §3.7), got {self.white_balance_k!r}")
+                             f"(docs/hardware.md §3.7), got {self.white_balance_k!r}")
         _int("gain", self.gain, 0, 1024)
         self.depth_exposure_us = _number("depth_exposure_us", self.depth_exposure_us)
         if not 0 <= self.depth_exposure_us <= 200_000:
@@ -154,7 +154,7 @@ class RealSenseConfig:
     # ------------------------------------------------------------------ derived values
     @property
     def exposure_units(self) -> int:
-        """Colour exposure in the RGB sensor's 100 us units (HARDWARE.md §3.7)."""
+        """Colour exposure in the RGB sensor's 100 us units (docs/hardware.md §3.7)."""
         return int(round(self.exposure_us / RGB_EXPOSURE_UNIT_US))
 
     @property
@@ -163,17 +163,17 @@ class RealSenseConfig:
         return POWER_LINE_FREQUENCY_VALUES[self.power_line_frequency]
 
     def check_live_mode(self) -> None:
-        """Raise ValueError unless (width, height, fps) is a D4xx colour mode of HARDWARE.md §3.2
+        """Raise ValueError unless (width, height, fps) is a D4xx colour mode of docs/hardware.md §3.2
         (and, with depth, fps is a depth frame rate too)."""
         size = (self.width, self.height)
         if size not in D4XX_COLOR_MODES or self.fps not in D4XX_COLOR_MODES[size]:
             modes = ", ".join(f"{w}x{h}@{'/'.join(map(str, f))}" for (w, h), f in D4XX_COLOR_MODES.items())
             raise ValueError(
                 f"RealSenseConfig: {self.width}x{self.height} @ {self.fps} fps is not a D4xx colour mode "
-                f"(HARDWARE.md §3.2; a custom size fails with 'Couldn't resolve requests'); modes: {modes}")
+                f"(docs/hardware.md §3.2; a custom size fails with 'Couldn't resolve requests'); modes: {modes}")
         if self.enable_depth and self.depth_mode() is None:
             raise ValueError(f"RealSenseConfig: no D4xx depth mode runs at {self.fps} fps "
-                             f"(HARDWARE.md §3.2: depth 6/15/30/60/90 fps); set enable_depth=False or another fps")
+                             f"(docs/hardware.md §3.2: depth 6/15/30/60/90 fps); set enable_depth=False or another fps")
 
     def depth_mode(self) -> tuple[int, int] | None:
         """(width, height) of the depth stream for a live device: the colour size if it is a depth
