@@ -25,6 +25,8 @@ from dynaflip_ros.configs.sim import ALL_OBJECT_NAMES, SimConfig
 from dynaflip_ros.data.schema import N_TRACK
 from dynaflip_ros.robot.arm import UR_JOINT_NAMES
 from dynaflip_ros.sim import cell
+from dynaflip_ros.sim.arm import SimArm
+from dynaflip_ros.sim.camera import SimCamera
 
 OBJECT_NAMES: tuple[str, ...] = ALL_OBJECT_NAMES
 _OPTICAL_FROM_MJ = np.diag([1.0, -1.0, -1.0])
@@ -61,17 +63,14 @@ class PickIntoSinkEnv:
     Attributes:
         config: the `SimConfig`; model / data: `mujoco.MjModel` / `mujoco.MjData`;
         lock: `threading.RLock` guarding model/data (physics, rendering, arm I/O);
-        arm: `robot.sim_arm.SimArm` (wrap it in `robot.safety.SafeArm` before commanding);
-        camera: `cameras.sim_camera.SimCamera`; episode: the current `EpisodeInfo`.
+        arm: `sim.arm.SimArm` (wrap it in `robot.safety.SafeArm` before commanding);
+        camera: `sim.camera.SimCamera`; episode: the current `EpisodeInfo`.
 
     Raises ValueError (from SimConfig / MuJoCo) on an invalid configuration.
     """
 
     def __init__(self, config: SimConfig | None = None) -> None:
         import mujoco
-
-        from dynaflip_ros.cameras.sim_camera import SimCamera
-        from dynaflip_ros.robot.sim_arm import SimArm
 
         self._mj = mujoco
         self.config = config if config is not None else SimConfig()

@@ -1,4 +1,4 @@
-"""`SimArm`: the MuJoCo UR3 of `sim.pick_into_sink.PickIntoSinkEnv` behind the `robot.arm.Arm` protocol.
+"""`SimArm`: the MuJoCo UR3 of the sim cell (`sim/cell.py`) behind the `robot.arm.Arm` protocol.
 
 servoJ semantics like the UR controller: `servo_joint(q, dt_s)` makes the joint position targets
 move linearly from the previous target to q over dt_s of simulation time (the env applies the
@@ -7,54 +7,58 @@ interpolated target before every physics step), with the matching velocity feed-
 torque-clamped to the UR3 limits, gravity-compensated links; `sim/cell.py`).
 
 Never command a `SimArm` directly: wrap it in `robot.safety.SafeArm` (docs/safety.md).
-Thread-safe through the env's lock. Clock: `stamp_s` is simulation time (`env.sim_time_s`).
+Thread-safe through the scene's lock (`MjScene.lock`). Clock: `stamp_s` is simulation time
+(`data.time`, `env.sim_time_s`). Depends only on the `MjScene` it is given, not on the env module.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from dynaflip_ros.robot.arm import ArmNotConnectedError, ArmState
+from dynaflip_ros.robot.arm import UR_JOINT_NAMES, ArmNotConnectedError, ArmState
 from dynaflip_ros.robot.commands import check_servo_period, joint_vector
 from dynaflip_ros.robot.kinematics import rotation_to_quat_wxyz
-
-if TYPE_CHECKING:  # pragma: no cover
-    from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv
+from dynaflip_ros.sim import cell
+from dynaflip_ros.sim.mj_scene import MjScene
 
 
 class SimArm:
     """MuJoCo UR3 + parallel gripper (implements `robot.arm.Arm`).
 
     Args:
-        env: the `PickIntoSinkEnv` that owns model and data (created by the env itself:
-            use `env.arm`).
+        scene: the `MjScene` (model, data, lock, config) holding the cell built by `sim/cell.py`,
+            e.g. a `sim.pick_into_sink.PickIntoSinkEnv` (which creates its arm: use `env.arm`).
+            Joints, actuators and the TCP site are looked up by their `sim/cell.py` names.
     """
 
-    def __init__(self, env: "PickIntoSinkEnv") -> None:
-        self._env = env
-        m = env.model
+    def __init__(self, scene: MjScene) -> None:
         import mujoco
 
-        self._qadr = np.array([m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n)]
-                               for n in env.joint_names])  # (6,)
-        self._dadr = np.array([m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n)]
-                               for n in env.joint_names])  # (6,)
-        self._pos_act = np.array(env.arm_position_actuators)  # (6,)
-        self._vel_act = np.array(env.arm_velocity_actuators)  # (6,)
-        self._finger_qadr = np.array(env.finger_qpos_adr)  # (2,)
-        self._finger_act = np.array(env.finger_actuators)  # (2,)
-        self._finger_stroke = float(env.finger_stroke_m)
-        self._tcp_site = env.tcp_site_id
+        self._scene = scene
+        m = scene.model
+
+        def jid(name: str) -> int:
+            return mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, name)
+
+        def aid(name: str) -> int:
+            return mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, name)
+
+        self._qadr = np.array([m.jnt_qposadr[jid(n)] for n in UR_JOINT_NAMES])  # (6,)
+        self._dadr = np.array([m.jnt_dofadr[jid(n)] for n in UR_JOINT_NAMES])  # (6,)
+        self._pos_act = np.array([aid(n) for n in UR_JOINT_NAMES])  # (6,)
+        self._vel_act = np.array([aid(n + "_vel") for n in UR_JOINT_NAMES])  # (6,)
+        self._finger_qadr = np.array([m.jnt_qposadr[jid(n)] for n in cell.FINGER_JOINT_NAMES])  # (2,)
+        self._finger_act = np.array([aid(n) for n in cell.FINGER_ACTUATOR_NAMES])  # (2,)
+        self._finger_stroke = float(cell.FINGER_STROKE_M)
+        self._tcp_site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, cell.TCP_SITE)
         self._connected = False
         self._gripper_cmd = 0.0
         self._protective_stop = False
-        self.hold(np.asarray(env.config.home_q_rad))
+        self.hold(np.asarray(scene.config.home_q_rad))
 
     # ------------------------------------------------------------------ Arm protocol
     def connect(self) -> None:
         """Mark connected and hold the measured pose (no motion)."""
-        with self._env.lock:
+        with self._scene.lock:
             self._connected = True
             self.hold(self._q())
 
@@ -70,9 +74,9 @@ class SimArm:
 
     def read_state(self) -> ArmState:
         """Like `state()` but also before connect() (for the env's own bookkeeping)."""
-        env = self._env
-        with env.lock:
-            d = env.data
+        scene = self._scene
+        with scene.lock:
+            d = scene.data
             xmat = d.site_xmat[self._tcp_site].reshape(3, 3)
             tcp = np.concatenate([d.site_xpos[self._tcp_site], rotation_to_quat_wxyz(xmat)])
             fingers = d.qpos[self._finger_qadr]  # (2,)
@@ -97,10 +101,10 @@ class SimArm:
             raise ArmNotConnectedError("SimArm.servo_joint() before connect()")
         q = joint_vector(q)
         dt_s = check_servo_period(dt_s)
-        with self._env.lock:
+        with self._scene.lock:
             if self._protective_stop:
                 return  # like a UR controller in a protective stop: targets are ignored
-            t = float(self._env.data.time)
+            t = float(self._scene.data.time)
             self._q_from = self._target_at(t)
             self._q_to = q.copy()
             self._t0 = t
@@ -114,18 +118,18 @@ class SimArm:
         g = float(closed_fraction)
         if not (np.isfinite(g) and 0.0 <= g <= 1.0):
             raise ValueError(f"gripper command must be in [0, 1], got {closed_fraction!r}")
-        with self._env.lock:
+        with self._scene.lock:
             self._gripper_cmd = g
-            self._env.data.ctrl[self._finger_act] = g * self._finger_stroke
+            self._scene.data.ctrl[self._finger_act] = g * self._finger_stroke
 
     def stop(self) -> None:
         """servoStop: hold the measured joint positions."""
-        with self._env.lock:
+        with self._scene.lock:
             self.hold(self._q())
 
     def disconnect(self) -> None:
         """Stop and disconnect; idempotent."""
-        with self._env.lock:
+        with self._scene.lock:
             if self._connected:
                 self.hold(self._q())
             self._connected = False
@@ -135,13 +139,13 @@ class SimArm:
         """Simulate a protective stop (a collision, the pendant's safety system): the arm holds
         where it is, servo targets are ignored and `state().protective_stop` is True until
         `rearm()` (the dashboard's "unlock protective stop" of a real controller)."""
-        with self._env.lock:
+        with self._scene.lock:
             self._protective_stop = True
             self.hold(self._q())
 
     def rearm(self) -> None:
         """Release a simulated protective stop (the arm keeps holding its measured pose)."""
-        with self._env.lock:
+        with self._scene.lock:
             if self._protective_stop:
                 self._protective_stop = False
                 self.hold(self._q())
@@ -152,25 +156,25 @@ class SimArm:
         q = np.asarray(q, dtype=float).copy()
         self._q_from = q
         self._q_to = q.copy()
-        self._t0 = float(self._env.data.time)
+        self._t0 = float(self._scene.data.time)
         self._dt = 1.0
         self._apply(self._t0)
 
     def reset_gripper(self, closed_fraction: float = 0.0) -> None:
         """Set the gripper command without the connection check (env reset)."""
         self._gripper_cmd = float(closed_fraction)
-        self._env.data.ctrl[self._finger_act] = self._gripper_cmd * self._finger_stroke
+        self._scene.data.ctrl[self._finger_act] = self._gripper_cmd * self._finger_stroke
 
     def pre_step(self) -> None:
         """Called by the env before every physics step: write the interpolated servo target."""
-        self._apply(float(self._env.data.time))
+        self._apply(float(self._scene.data.time))
 
     def _target_at(self, t: float) -> np.ndarray:
         w = min(max((t - self._t0) / self._dt, 0.0), 1.0)
         return self._q_from + w * (self._q_to - self._q_from)  # (6,)
 
     def _apply(self, t: float) -> None:
-        d = self._env.data
+        d = self._scene.data
         d.ctrl[self._pos_act] = self._target_at(t)
         if t < self._t0 + self._dt:
             d.ctrl[self._vel_act] = (self._q_to - self._q_from) / self._dt
@@ -178,4 +182,4 @@ class SimArm:
             d.ctrl[self._vel_act] = 0.0
 
     def _q(self) -> np.ndarray:
-        return self._env.data.qpos[self._qadr].copy()
+        return self._scene.data.qpos[self._qadr].copy()
