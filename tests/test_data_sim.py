@@ -11,7 +11,7 @@ from dynaflip_ros.cli import main
 from dynaflip_ros.configs.io import load_yaml
 from dynaflip_ros.configs.record import RecordConfig
 from dynaflip_ros.data import dataset_io, schema
-from dynaflip_ros.data.recorder import record_sim_episodes
+from dynaflip_ros.sim.record_demos import record_sim_episodes
 
 HW = (48, 64)
 

@@ -12,7 +12,8 @@ import pytest
 import dynaflip_ros.sim  # noqa: F401 - headless GL before mujoco
 from dynaflip_ros.configs.sim import SimConfig
 from dynaflip_ros.data import dataset_io, schema
-from dynaflip_ros.data.recorder import EpisodeRecorder, record_sim_episodes
+from dynaflip_ros.data.recorder import EpisodeRecorder
+from dynaflip_ros.sim.record_demos import record_sim_episodes
 from dynaflip_ros.teleop.devices import ReplayDevice, ReplayStep, TeleopEvent
 from dynaflip_ros.teleop.drivers import LockstepSimDriver, RealtimeSimDriver
 from dynaflip_ros.teleop.session import SessionConfig, TeleopSession

@@ -1,6 +1,6 @@
 """`dynaflip record`: record demonstrations into a local LeRobotDataset v3.0 (data/recorder.py).
 
-Thin: the work lives in `data.recorder.record_sim_episodes` (--sim, scripted expert) and
+Thin: the work lives in `sim.record_demos.record_sim_episodes` (--sim, scripted expert) and
 `teleop.record.run_teleop` (--teleop DEVICE, sim or real arm). Module level imports only
 argparse (the `dynaflip` dispatcher imports every verb module to build --help).
 """
@@ -153,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"dynaflip record: {problem}", file=sys.stderr)
         return EXIT_USAGE
 
-    from dynaflip_ros.data.recorder import DatasetSchemaError, record_sim_episodes
+    from dynaflip_ros.data.recorder import DatasetSchemaError
+    from dynaflip_ros.sim.record_demos import record_sim_episodes
 
     try:
         summary = record_sim_episodes(

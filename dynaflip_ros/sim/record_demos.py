@@ -1,0 +1,153 @@
+"""Record scripted-expert demonstrations of the MuJoCo pick-into-sink cell into a LeRobotDataset.
+
+`record_sim_episodes` drives `PickIntoSinkEnv` with `ScriptedExpert` through `SimRunner` (SafeArm,
+125 Hz servo loop, physics in lockstep) and writes every 10 Hz step with
+`data.recorder.EpisodeRecorder` (source "sim", demonstrator "expert"; schema `data/schema.py`).
+Single-threaded: the caller's thread runs the sim and the writer. Clock: simulation time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dynaflip_ros.configs.sim import SimConfig
+from dynaflip_ros.data import dataset_io, schema
+from dynaflip_ros.data.dataset_io import DEFAULT_REPO_ID
+from dynaflip_ros.data.recorder import EpisodeRecorder
+from dynaflip_ros.sim.expert import IKError, ScriptedExpert
+from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv
+from dynaflip_ros.sim.rollout import SimRunner
+
+log = logging.getLogger(__name__)
+
+
+def record_sim_episodes(
+    n_episodes: int,
+    root: str | Path,
+    seed: int = 0,
+    image_hw: tuple[int, int] = (224, 224),
+    only_success: bool = True,
+    progress: bool = True,
+    resume: bool = True,
+    repo_id: str = DEFAULT_REPO_ID,
+    max_episode_s: float = 15.0,
+    sim_config=None,
+) -> dict:
+    """Record `n_episodes` scripted-expert episodes of the MuJoCo pick-into-sink cell.
+
+    Attempt i (0-based) resets the env with seed `seed + i` (the seed picks the target object and
+    its pose), runs `ScriptedExpert` through `SimRunner.run_expert_episode` (SafeArm, 125 Hz
+    servo loop, physics in lockstep) and records every 10 Hz step: image = camera RGB before the
+    action, state = measured joints + gripper closure, action = the expert's target, the expert
+    phase and the object's point tracks. Episodes the expert fails (`env.success()` False, or
+    an unreachable IK waypoint) are discarded and counted when `only_success`, else kept with
+    success False. With `resume`, an existing dataset at `root` is appended to and seeds whose
+    expert episode it already holds are skipped.
+
+    Args:
+        n_episodes: attempts (seeds seed .. seed + n_episodes - 1), >= 1.
+        root: dataset directory (LeRobotDataset v3.0, schema `data/schema.py`).
+        image_hw: rendered and recorded image size (H, W).
+        max_episode_s: simulated-time cap of one expert episode.
+        sim_config: a `configs.sim.SimConfig` to start from (its image_hw is replaced).
+
+    Returns a summary dict: episodes_attempted, episodes_kept, episodes_discarded,
+    episodes_skipped_existing, ik_failures, frames_kept, seconds, dataset_episodes,
+    dataset_frames, root. Raises ValueError on bad arguments; other errors of the sim propagate
+    after the open episode is discarded (every episode committed before stays in the dataset).
+    """
+    from tqdm import tqdm
+
+    if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
+        raise ValueError(f"n_episodes must be an int >= 1, got {n_episodes!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    if not (math.isfinite(max_episode_s) and max_episode_s > 0):
+        raise ValueError(f"max_episode_s must be finite and > 0, got {max_episode_s!r}")
+    image_hw = (int(image_hw[0]), int(image_hw[1]))
+
+    cfg = dataclasses.replace(sim_config if sim_config is not None else SimConfig(), image_hw=image_hw)
+    if cfg.expert.control_rate_hz != schema.RECORD_FPS:
+        raise ValueError(
+            f"the expert acts at {cfg.expert.control_rate_hz} Hz but episodes are recorded at "
+            f"{schema.RECORD_FPS} Hz (data/schema.py); set expert.control_rate_hz = {schema.RECORD_FPS}"
+        )
+
+    t0 = time.perf_counter()
+    summary = {
+        "episodes_attempted": 0,
+        "episodes_kept": 0,
+        "episodes_discarded": 0,
+        "episodes_skipped_existing": 0,
+        "ik_failures": 0,
+        "frames_kept": 0,
+    }
+    with EpisodeRecorder(root, image_hw, fps=schema.RECORD_FPS, repo_id=repo_id, resume=resume) as rec:
+        done_seeds = {
+            r["seed"]
+            for r in dataset_io.read_episode_records(rec.root)
+            if r.get("source") == "sim" and r.get("demonstrator") == "expert"
+        }
+        env = PickIntoSinkEnv(cfg)
+        try:
+            runner = SimRunner(env)
+            expert = ScriptedExpert(cfg)
+
+            def on_frame(frame, state, action, phase, point_tracks) -> None:
+                state_7 = np.concatenate([np.asarray(state.q, dtype=np.float64), [state.gripper]])  # (7,)
+                rec.add_frame(frame.rgb, state_7, np.asarray(action), np.asarray(point_tracks), int(phase))
+
+            bar = tqdm(range(n_episodes), desc=f"record {Path(root).name}", unit="ep", disable=not progress)
+            for i in bar:
+                ep_seed = seed + i
+                if ep_seed in done_seeds:
+                    summary["episodes_skipped_existing"] += 1
+                    continue
+                summary["episodes_attempted"] += 1
+                info = runner.reset(seed=ep_seed)
+                rec.begin_episode(
+                    info.instruction,
+                    seed=ep_seed,
+                    object_name=info.object_name,
+                    source="sim",
+                    demonstrator="expert",
+                    extra={
+                        "object_pose": [float(v) for v in info.object_pose],
+                        "distractors": list(info.distractors),
+                    },
+                )
+                try:
+                    result = runner.run_expert_episode(expert, on_frame=on_frame, max_duration_s=max_episode_s)
+                except IKError as e:
+                    log.warning("seed %d: expert IK failed (%s); episode discarded", ep_seed, e)
+                    rec.discard_episode()
+                    summary["ik_failures"] += 1
+                    summary["episodes_discarded"] += 1
+                    continue
+                except BaseException:
+                    rec.discard_episode()
+                    raise
+                if only_success and not result.success:
+                    rec.discard_episode()
+                    summary["episodes_discarded"] += 1
+                else:
+                    outcome = {"duration_s": float(result.duration_s)}
+                    if dataclasses.is_dataclass(result.safety):
+                        outcome["safety"] = dataclasses.asdict(result.safety)
+                    rec.end_episode(bool(result.success), extra=outcome)
+                    summary["episodes_kept"] += 1
+                    summary["frames_kept"] += int(result.steps)
+                bar.set_postfix(kept=summary["episodes_kept"], discarded=summary["episodes_discarded"])
+            bar.close()
+        finally:
+            env.close()
+        summary["dataset_episodes"] = rec.num_episodes
+        summary["dataset_frames"] = rec.num_frames
+    summary["seconds"] = round(time.perf_counter() - t0, 3)
+    summary["root"] = str(Path(root))
+    return summary
