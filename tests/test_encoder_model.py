@@ -117,7 +117,7 @@ def test_bn_frozen_mode_keeps_batchnorm_in_eval():
 
 def test_save_load_round_trip(model, tmp_path):
     from dynaflip_ros.encoder.model import load_dynaflip_model, load_image_encoder, save_encoder
-    from dynaflip_ros.inference.base import preprocess
+    from dynaflip_ros.encoder.preprocess import preprocess
     from dynaflip_ros.encoder.train import images_to_tensor
 
     cfg = _cfg()

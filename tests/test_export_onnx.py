@@ -20,10 +20,10 @@ from dynaflip_ros.export.artifact import (
     REPORT_FILENAME,
     ExportReport,
 )
-from dynaflip_ros.export.onnx_export import (
+from dynaflip_ros.export.onnx_export import export_onnx
+from dynaflip_ros.export.parity import (
     ExportParityError,
     compare_embeddings,
-    export_onnx,
     parity_inputs,
     synthetic_scene_images,
     verify_onnx_parity,

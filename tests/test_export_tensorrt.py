@@ -370,7 +370,8 @@ def test_real_tensorrt_engine_build_and_parity(tmp_path):
         pytest.skip("no CUDA GPU on this machine")
     from test_export_onnx import make_encoder_dir
 
-    from dynaflip_ros.export.onnx_export import export_onnx, parity_inputs
+    from dynaflip_ros.export.onnx_export import export_onnx
+    from dynaflip_ros.export.parity import parity_inputs
     from dynaflip_ros.inference.onnxruntime_backend import OnnxRuntimeEncoderBackend
     from dynaflip_ros.inference.tensorrt_backend import TensorRTEncoderBackend
 

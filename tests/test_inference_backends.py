@@ -15,7 +15,8 @@ import pytest
 
 from dynaflip_ros.encoder.manifest import EncoderManifest
 from dynaflip_ros.export.artifact import BackendUnavailableError, EncoderArtifactError
-from dynaflip_ros.export.onnx_export import export_onnx, synthetic_scene_images
+from dynaflip_ros.export.onnx_export import export_onnx
+from dynaflip_ros.export.parity import synthetic_scene_images
 from dynaflip_ros.export.tensorrt_engine import TensorRTUnavailableError, tensorrt_unavailable_reason
 from dynaflip_ros.inference.base import EncoderBackend
 from dynaflip_ros.inference.factory import load_encoder_backend

@@ -60,7 +60,7 @@ class ExportConfig:
             the ONNX Runtime fp32 output (TF32 is switched off for fp32 engines).
         parity_batch_sizes: batch sizes of the random normalised inputs (N(0, 1), (B, 3, h, w)).
         n_parity_images: number of synthetic camera-like uint8 images pushed through
-            `inference.base.preprocess` (a resize from `parity_image_hw` included).
+            `encoder.preprocess.preprocess` (a resize from `parity_image_hw` included).
         parity_image_hw: (H, W) pixels of those images.
         seed: seed of the parity inputs.
         tensorrt: "auto" (build when TensorRT and a CUDA GPU are present, else ONNX only),

@@ -10,7 +10,7 @@ Clips with too little motion are dropped (`TripletDataConfig.motion_source`).
 `load_nested_dataset` globs: `data/*/*.parquet`, tasks from `meta/tasks.parquet`; or, for a
 dataset written by `data.recorder`, only the files its commit record lists), decodes the
 PNG frames once with OpenCV and resizes them to the encoder input (INTER_AREA, as
-`inference.base.preprocess` does), so every frame lives in memory as uint8. Image-mode datasets
+`encoder.preprocess.preprocess` does), so every frame lives in memory as uint8. Image-mode datasets
 only (the schema stores PNG in parquet); a video-mode dataset raises ValueError.
 """
 from __future__ import annotations

@@ -384,7 +384,7 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def load_image_encoder(enc_dir: str | Path) -> tuple[ImageEncoder, EncoderManifest]:
     """Load f from an artifact directory: (ImageEncoder in eval mode, EncoderManifest).
 
-    The module maps float32 (B, 3, h, w) inputs, preprocessed with `inference.base.preprocess`
+    The module maps float32 (B, 3, h, w) inputs, preprocessed with `encoder.preprocess.preprocess`
     (manifest input_hw, mean, std), to (B, D) embeddings. Raises FileNotFoundError (missing
     files), ValueError (sha256 of image_encoder.safetensors != manifest.weights_sha256, or a
     malformed manifest), RuntimeError (weights do not fit the architecture).

@@ -28,7 +28,7 @@ from dynaflip_ros.encoder.model import IMAGE_MEAN, IMAGE_STD, TRAIN_LOG_FILE
 
 def images_to_tensor(images: np.ndarray):
     """uint8 (..., H, W, 3) RGB -> float32 torch (..., 3, H, W), (x/255 - mean) / std with the
-    encoder's mean = std = 0.5 (the same normalisation as `inference.base.preprocess`)."""
+    encoder's mean = std = 0.5 (the same normalisation as `encoder.preprocess.preprocess`)."""
     import torch
 
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)  # (..., H, W, 3)

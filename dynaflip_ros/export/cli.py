@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
     from dynaflip_ros.configs.io import ConfigError
     from dynaflip_ros.export.artifact import EncoderArtifactError
-    from dynaflip_ros.export.onnx_export import ExportParityError, export_onnx
+    from dynaflip_ros.export.onnx_export import export_onnx
+    from dynaflip_ros.export.parity import ExportParityError
     from dynaflip_ros.export.tensorrt_engine import tensorrt_unavailable_reason
 
     try:
@@ -169,7 +170,7 @@ def _build_tensorrt(out, cfg, report, images, rebuild: bool) -> int:
     from pathlib import Path
 
     from dynaflip_ros.export.artifact import REPORT_FILENAME
-    from dynaflip_ros.export.onnx_export import check_parity, parity_inputs
+    from dynaflip_ros.export.parity import check_parity, parity_inputs
     from dynaflip_ros.export.tensorrt_engine import TensorRTBuildError, TensorRTUnavailableError
     from dynaflip_ros.inference.onnxruntime_backend import OnnxRuntimeEncoderBackend
     from dynaflip_ros.inference.tensorrt_backend import TensorRTEncoderBackend

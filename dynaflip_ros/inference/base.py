@@ -1,4 +1,8 @@
-"""One encoder interface for every backend (torch, ONNX Runtime, TensorRT) + shared preprocessing."""
+"""One encoder interface for every backend (torch, ONNX Runtime, TensorRT) + shared preprocessing.
+
+`preprocess` lives in `encoder/preprocess.py` (the export parity gate uses it too, and export
+must not import inference); it is re-exported here for the backends and existing callers.
+"""
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
@@ -6,24 +10,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from dynaflip_ros.encoder.manifest import EncoderManifest
+from dynaflip_ros.encoder.preprocess import preprocess
 
-
-def preprocess(images: np.ndarray, manifest: EncoderManifest) -> np.ndarray:
-    """uint8 (B, H, W, 3) RGB -> float32 (B, 3, h, w) normalised network input.
-
-    Resizes with OpenCV INTER_AREA to manifest.input_hw when the size differs, scales to [0, 1],
-    subtracts mean and divides by std. Raises ValueError on a wrong dtype or shape.
-    """
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"expected uint8 (B, H, W, 3) RGB, got {images.dtype} {images.shape}")
-    h, w = manifest.input_hw
-    if images.shape[1:3] != (h, w):
-        import cv2
-
-        images = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in images])
-    x = images.astype(np.float32) / 255.0  # (B, h, w, 3)
-    x = (x - np.asarray(manifest.mean, np.float32)) / np.asarray(manifest.std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (B, 3, h, w)
+__all__ = ["EncoderBackend", "preprocess"]
 
 
 @runtime_checkable
