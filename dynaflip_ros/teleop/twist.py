@@ -4,7 +4,8 @@ Per command tick (`TwistToJointTarget.step(twist, dt_s)`):
 
 1. clamp the linear speed |v| to `max_linear_speed_m_s` and |w| to `max_angular_speed_rad_s`
    (direction kept);
-2. integrate: p += v dt, R = exp([w dt]x) R (twist in the UR base frame, rotation about the TCP);
+2. integrate: p += v dt, R = exp([w dt]x) R (twist in the UR base frame, rotation about the TCP;
+   exp through scipy `Rotation.from_rotvec`);
 3. clamp p into the SafetyConfig workspace box shrunk by `workspace_margin_m` (so SafeArm's own
    workspace check is never the thing that stops a teleop motion);
 4. solve damped-least-squares IK (`robot.kinematics.inverse_kinematics`) seeded with the last
@@ -24,11 +25,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from dynaflip_ros.configs.safety import SafetyConfig
-from dynaflip_ros.robot.kinematics import (
-    forward_kinematics,
-    inverse_kinematics,
-    rotvec_to_matrix,
-)
+from scipy.spatial.transform import Rotation
+
+from dynaflip_ros.robot.kinematics import forward_kinematics, inverse_kinematics
+
+
+def rotation_from_rotvec(w: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation exp([w]x) of a rotation vector w (3,) rad (scipy `Rotation.from_rotvec`,
+    https://docs.scipy.org/doc/scipy/reference/generated/scipy.spatial.transform.Rotation.from_rotvec.html)."""
+    return Rotation.from_rotvec(np.asarray(w, dtype=float).reshape(3)).as_matrix()
 
 
 @dataclass
@@ -137,7 +142,7 @@ class TwistToJointTarget:
         if np.any(p_box != p):
             self.stats.workspace_clamps += 1
         pose[:3, 3] = p_box
-        pose[:3, :3] = rotvec_to_matrix(w * dt_s) @ pose[:3, :3]
+        pose[:3, :3] = rotation_from_rotvec(w * dt_s) @ pose[:3, :3]
         res = inverse_kinematics(pose, self._q, self._dh, self._tool, joint_limits_rad=self._limits,
                                  max_iterations=20, tol_position_m=2e-4, tol_rotation_rad=2e-3)
         jump = float(np.max(np.abs(res.q - self._q)))
