@@ -5,7 +5,8 @@ lib/dynaflip_ros/ (setup.cfg: `ros2 run` / launch_ros look there) and, through d
 ament resource-index marker, package.xml, launch/, config/, calibration/ and models/ under
 share/dynaflip_ros/ (what the launch files find with FindPackageShare). `pip install -e .`
 (scripts/setup_env.sh) installs no data files: the code finds them in the checkout
-(dynaflip_ros/resources.py).
+(dynaflip_ros/resources.py). The Python package has no data files of its own (the MuJoCo
+scene is built in code), hence no package_data.
 """
 import os
 from glob import glob
@@ -31,7 +32,6 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(exclude=["tests", "tests.*"]),
-    package_data={"dynaflip_ros": ["sim/assets/*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),

@@ -1,6 +1,6 @@
 """Static checks of every launch/*.launch.py and of config/pick_into_sink.yaml.
 
-`launch` / `launch_ros` are not installable here (ENVIRONMENT.md), so the launch files are
+`launch` / `launch_ros` are not installable here (docs/environment.md), so the launch files are
 compiled and inspected by AST (tests/launch_static.py): every executable they name must be a
 setup.py console script pointing at an importable `main`, every argument must be declared with
 a description, includes must pass what the included file requires, the sim and real graphs must
@@ -208,3 +208,28 @@ def test_params_file_loads_into_every_node_config():
                 assert cfg.episodes == doc["episode_manager"]["ros__parameters"]["episodes"]
     finally:
         rclpy.shutdown(context=ctx)
+
+
+YAML_BOOLEAN_WORDS = {"on", "off", "yes", "no", "y", "n", "true", "false"}
+
+
+def test_config_comments_show_yaml_boolean_words_quoted():
+    """A choice list in a config comment (`"50hz" | "60hz" | "off"`) is copied into params files:
+    an unquoted off there reads as boolean false in ROS 2 (rcl) and PyYAML, and the config then
+    fails with "got False". Every such word in a `|` list must be shown quoted, and no string
+    option may hold a boolean."""
+    import re
+
+    for path in sorted((ROOT / "config").glob("*.yaml")):
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            comment = line.partition("#")[2]
+            if "|" not in comment:
+                continue
+            parts = comment.split("|")  # the choices are the words next to each `|`
+            choices = [parts[0].split()[-1]] + [p.split()[0] for p in parts[1:] if p.split()]
+            for word in (c.strip(";,.:()") for c in choices):
+                assert word.lower() not in YAML_BOOLEAN_WORDS, f"{path.name}:{i}: quote {word!r} in {comment.strip()!r}"
+    for name in ("pick_into_sink", "real_cell"):
+        doc = yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
+        assert doc["camera"]["ros__parameters"]["realsense"]["power_line_frequency"] == "50hz"
+    assert yaml.safe_load((ROOT / "config" / "export.yaml").read_text())["tensorrt"] == "auto"

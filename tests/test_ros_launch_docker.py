@@ -3,8 +3,10 @@ run here). compose.yaml: YAML structure, the real-cell runtime settings (host ne
 real-time limits), commands that name existing launch files and declared arguments, paths that
 exist; `docker-compose config` (Compose v1 schema, Debian package) where installed. Dockerfiles:
 files they COPY exist and are not .dockerignored, one torch / torchvision / onnxruntime pin
-shared with requirements/, the CUDA variant's single CUDA major. entrypoint.sh: `bash -n`,
-shellcheck where installed, and run for real against a stand-in ROS setup.
+shared with requirements/, the CUDA variant's single CUDA major, libhidapi installed.
+entrypoint.sh: `bash -n`, shellcheck where installed, and run for real against a stand-in ROS
+setup: the package's executables on PATH, and every compose command, rendered with its variables
+unset and set, reaching a stand-in `ros2` as arguments of the ROS 2 launch-argument grammar.
 """
 import os
 import re
@@ -31,9 +33,43 @@ def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())  # PyYAML resolves the `<<: *anchor` merge keys
 
 
-def interpolate(text: str) -> str:
-    """Compose ${VAR:-default} / ${VAR} with an empty environment."""
-    return re.sub(r"\$\{[A-Z_]+(?::?-([^}]*))?\}", lambda m: m.group(1) or "", text)
+def interpolate(text: str, env: dict[str, str] | None = None) -> str:
+    """Compose interpolation of ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:+alt}, ${VAR+alt}
+    (no nesting) with `env` (default: empty). Source: Compose specification, "Interpolation",
+    https://github.com/compose-spec/compose-spec/blob/main/12-interpolation.md"""
+    env = env or {}
+
+    def sub(m: re.Match) -> str:
+        name, op, word = m.group(1), m.group(2) or "", m.group(3) or ""
+        value = env.get(name)
+        if op == ":-":
+            return value if value else word
+        if op == "-":
+            return word if value is None else value
+        if op == ":+":
+            return word if value else ""
+        if op == "+":
+            return "" if value is None else word
+        return value or ""
+
+    return re.sub(r"\$\{([A-Z_][A-Z0-9_]*)(?:(:?[-+])([^}]*))?\}", sub, text)
+
+
+# ROS 2 launch-argument grammar: `name:=value`, name a valid identifier (launch argument names
+# are launch configuration names), value non-empty unless quoted ('' / ""). ros2launch itself
+# rejects "", a missing ':=', a leading ':=' and a single trailing ':=' ("malformed launch
+# argument", ros2launch/api/api.py parse_launch_arguments, https://github.com/ros2/launch_ros).
+LAUNCH_ARGUMENT = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*):=(?P<value>.+)$", re.DOTALL)
+
+
+def launch_argument_error(arg: str) -> str:
+    """'' when `arg` is a valid `ros2 launch` argument, else why not."""
+    m = LAUNCH_ARGUMENT.match(arg)
+    if m is None:
+        return f"malformed launch argument {arg!r}, expected format '<name>:=<value>'"
+    if m["value"].strip() == "":
+        return f"blank value in {arg!r}"
+    return ""
 
 
 def pins(path: Path) -> dict[str, str]:
@@ -292,3 +328,89 @@ def test_entrypoint_sources_both_setups_and_execs_the_command(tmp_path):
     r = subprocess.run([str(ENTRYPOINT), "true"], env={**env, "DYNAFLIP_OVERLAY": str(tmp_path / "none")},
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "not found" in r.stderr
+
+
+# ----------------------------------------------------------------------------- compose -> ros2 launch argv
+ALL_SET = {"ROBOT_IP": "192.168.1.102", "UR_TYPE": "e-series", "CAMERA_SERIAL": "012345678901",
+           "GRIPPER": "none", "PARAMS_FILE": "/data/config/my_cell.yaml", "TELEOP_DEVICE": "gamepad",
+           "DEMOS_DIR": "/data/outputs/demos_2", "EPISODES": "5"}
+
+
+def _ros2_argv_through_entrypoint(tmp_path: Path, command: list[str]) -> tuple[list[str], str]:
+    """The argv `ros2` receives when the image runs `command` (docker/entrypoint.sh with a
+    stand-in ROS setup and a stand-in `ros2` that writes its argv NUL-separated), and stderr."""
+    ros = tmp_path / "ros_setup.bash"
+    ros.write_text("# stand-in for /opt/ros/jazzy/setup.bash\n")
+    overlay = tmp_path / "install"
+    (overlay / "dynaflip_ros" / "lib" / "dynaflip_ros").mkdir(parents=True, exist_ok=True)
+    (overlay / "setup.bash").write_text("# stand-in colcon overlay\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    out = tmp_path / "argv.bin"
+    stub = bin_dir / "ros2"
+    stub.write_text(f'#!/usr/bin/env bash\nprintf "%s\\0" "$@" > "{out}"\n')
+    stub.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "DYNAFLIP_ROS_SETUP": str(ros), "DYNAFLIP_OVERLAY": str(overlay)}
+    r = subprocess.run([str(ENTRYPOINT), *command], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return out.read_bytes().decode().split("\0")[:-1], r.stderr
+
+
+@pytest.mark.parametrize("variables", ["unset", "set"])
+@pytest.mark.parametrize("name", ["sim", "real", "gpu", "record"])
+def test_compose_commands_reach_ros2_launch_as_valid_launch_arguments(name, variables, tmp_path):
+    """With the compose variables unset, `robot_ip:=${ROBOT_IP:-}` renders as `robot_ip:=`, which
+    ros2 launch rejects before loading anything; the entrypoint drops such arguments (the launch
+    file's default "" applies). With them set, every value arrives unchanged."""
+    env = ALL_SET if variables == "set" else {}
+    cmd = [interpolate(str(a), env) for a in compose()["services"][name]["command"]]
+    argv, stderr = _ros2_argv_through_entrypoint(tmp_path, cmd)
+    assert argv[:3] == ["launch", "dynaflip_ros", cmd[3]]
+    errors = [e for e in map(launch_argument_error, argv[3:]) if e]
+    assert not errors, errors
+    given = dict(a.split(":=", 1) for a in argv[3:])
+    rendered = dict(a.split(":=", 1) for a in cmd[4:])
+    assert given == {k: v for k, v in rendered.items() if v}, "a non-empty argument was changed or lost"
+    if variables == "set":
+        assert given.items() >= {k: v for k, v in rendered.items()}.items() and "dropped" not in stderr
+        if name in HARDWARE_SERVICES:
+            assert given["robot_ip"] == "192.168.1.102" and given["camera_serial"] == "012345678901"
+    elif name in HARDWARE_SERVICES:
+        assert "robot_ip" not in given and "dropped empty launch argument 'robot_ip:='" in stderr
+
+
+@pytest.mark.parametrize("arg,ok", [("robot_ip:=10.0.0.2", True), ("robot_ip:=", False), ("", False),
+                                    (":=x", False), ("robot_ip", False), ("1ip:=x", False), ("a-b:=x", False),
+                                    ("a:=''", True), ('a:=""', True), ("a:= ", False), ("a:=b:=c", True)])
+def test_launch_argument_grammar(arg, ok):
+    assert (launch_argument_error(arg) == "") is ok
+
+
+def test_entrypoint_drops_only_empty_launch_arguments_and_only_for_ros2_launch(tmp_path):
+    argv, _ = _ros2_argv_through_entrypoint(
+        tmp_path, ["ros2", "launch", "dynaflip_ros", "x.launch.py", "a:=", "", "b:=1", "c:=''", "--show-args"])
+    assert argv == ["launch", "dynaflip_ros", "x.launch.py", "b:=1", "c:=''", "--show-args"]
+    argv, stderr = _ros2_argv_through_entrypoint(tmp_path, ["ros2", "run", "dynaflip_ros", "camera_node", "a:="])
+    assert argv == ["run", "dynaflip_ros", "camera_node", "a:="] and "dropped" not in stderr
+
+
+def test_entrypoint_puts_the_package_executables_on_path(tmp_path):
+    """colcon installs console scripts into <overlay>/dynaflip_ros/lib/dynaflip_ros (setup.cfg),
+    which the overlay's setup.bash does not put on PATH: `docker run IMAGE dynaflip ...` needs
+    the entrypoint to."""
+    _ros2_argv_through_entrypoint(tmp_path, ["ros2", "launch", "p", "f"])  # builds the stand-in overlay
+    exe = tmp_path / "install" / "dynaflip_ros" / "lib" / "dynaflip_ros" / "dynaflip"
+    exe.write_text("#!/usr/bin/env bash\necho dynaflip-stub \"$@\"\n")
+    exe.chmod(0o755)
+    env = {"PATH": os.environ["PATH"], "DYNAFLIP_ROS_SETUP": str(tmp_path / "ros_setup.bash"),
+           "DYNAFLIP_OVERLAY": str(tmp_path / "install")}
+    r = subprocess.run([str(ENTRYPOINT), "dynaflip", "--help"], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.strip() == "dynaflip-stub --help", r.stderr
+
+
+@pytest.mark.parametrize("kind", DOCKERFILES)
+def test_images_have_hidapi_and_check_dynaflip_runs_by_name(kind):
+    text = DOCKERFILES[kind].read_text()
+    apt = " ".join(args for word, args in instructions(DOCKERFILES[kind]) if word == "RUN" and "apt-get install" in args)
+    assert "libhidapi-hidraw0" in apt.split(), "the SpaceMouse device (pyspacemouse -> easyhid) needs libhidapi"
+    assert "/entrypoint.sh dynaflip --help" in text

@@ -88,8 +88,10 @@ def test_package_xml_declares_every_ros_package_the_code_imports():
     used = imported_top_modules(code) & ros
     assert {"rclpy", "std_msgs", "sensor_msgs", "trajectory_msgs", "std_srvs", "rcl_interfaces", "launch", "launch_ros"} <= used
     assert used <= exec_deps, f"imported but not in package.xml: {sorted(used - exec_deps)}"
-    brief = {"rclpy", "sensor_msgs", "std_msgs", "trajectory_msgs", "std_srvs", "geometry_msgs"}
+    brief = {"rclpy", "sensor_msgs", "std_msgs", "trajectory_msgs", "std_srvs"}
     assert brief <= exec_deps
+    declared_ros = {d for d in exec_deps if not d.startswith("python3-")}
+    assert declared_ros <= used, f"declared in package.xml but never imported: {sorted(declared_ros - used)}"
     for dep in exec_deps:  # a ROS package name or a rosdep key for a system Python package
         assert dep in ros or dep.startswith("python3-"), dep
 
@@ -117,6 +119,13 @@ def test_data_files_install_launch_config_calibration_models_and_the_index_marke
     for p in expected:
         rel = p.relative_to(ROOT).as_posix()
         assert files.get(f"share/dynaflip_ros/{rel}") == rel, f"{rel} is not installed to share/dynaflip_ros/{rel}"
+
+
+def test_package_data_globs_match_files(setup_kwargs):
+    """A package_data glob that matches nothing installs nothing, silently."""
+    for package, patterns in (setup_kwargs.get("package_data") or {}).items():
+        for pattern in patterns:
+            assert list((ROOT / package.replace(".", "/")).glob(pattern)), f"package_data {package}: {pattern} matches nothing"
 
 
 def test_find_package_share_paths_are_installed(setup_kwargs):
@@ -226,8 +235,8 @@ def test_entrypoint_over_the_colcon_overlay(colcon_install, tmp_path):
     ros.write_text("# stand-in for /opt/ros/jazzy/setup.bash\n")
     env = {"PATH": f"{VENV_BIN}:{os.environ['PATH']}", "DYNAFLIP_ROS_SETUP": str(ros),
            "DYNAFLIP_OVERLAY": str(colcon_install)}
-    exe = colcon_install / "dynaflip_ros" / "lib" / "dynaflip_ros" / "dynaflip"
-    r = subprocess.run([str(ROOT / "docker" / "entrypoint.sh"), str(exe), "--help"], env=env, cwd=tmp_path,
+    # by name: colcon's lib/dynaflip_ros is not on the overlay's PATH, the entrypoint puts it there
+    r = subprocess.run([str(ROOT / "docker" / "entrypoint.sh"), "dynaflip", "--help"], env=env, cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "usage: dynaflip" in r.stdout
