@@ -1,7 +1,7 @@
 """Real-cell launch arguments -> node parameters (dynaflip_ros/ros/launch_args.py) and
 config/real_cell.yaml, loaded into the node configs through real rclpy parameters.
 
-The launch files themselves cannot run here (no launch / launch_ros, ENVIRONMENT.md), so what
+The launch files themselves cannot run here (no launch / launch_ros, docs/environment.md), so what
 real_cell.launch.py / record_teleop.launch.py hand to their nodes is reproduced exactly: the
 params file, then the overrides returned by launch_args written as a second params file (what
 launch_ros does with a parameters dict: ParameterValue(value_type=str) strings stay strings),

@@ -1,6 +1,6 @@
-"""Named QoS profiles and topic names of the Pick-into-Sink graph (DESIGN.md, "Messages").
+"""Named QoS profiles and topic names of the Pick-into-Sink graph (docs/architecture.md "Messages").
 
-Measured on the project machines (ENVIRONMENT.md, gotcha 3): across processes BEST_EFFORT loses
+Measured on the project machines (docs/environment.md, gotcha 3): across processes BEST_EFFORT loses
 most large images, so images go RELIABLE with keep-last 1 (a slow subscriber gets the newest
 frame, never a backlog). Commands are RELIABLE keep-last 1 (only the newest action chunk
 matters). Provenance topics are latched (TRANSIENT_LOCAL) so a late subscriber (a recorder, the
