@@ -36,6 +36,8 @@ on quit, or on an error (the open episode is dropped; saved ones stay). A proces
 Sim scene resets settle physics (0.1 s of sim time); the tick schedule is re-based after one.
 Slow loop: a record tick that starts more than `slow_tick_tolerance` x period late is counted
 (`slow_ticks`, `max_lateness_s` in the episode's metadata) and logged (at most every 5 s).
+Episode metadata `loop`, `twist` and `driver` (SafeArm / servo loop / real-time stepper counters)
+are the episode's own share: counters since the episode began (`counters_since`), not session totals.
 """
 from __future__ import annotations
 
@@ -122,6 +124,23 @@ class SessionSummary:
     wall_s: float = 0.0
 
 
+def counters_since(end: dict, start: dict) -> dict:
+    """Per-episode share of cumulative driver statistics: every integer counter of `end` minus
+    its value in `start` (0 when absent; nested dicts such as `rejections_by_reason` likewise);
+    floats (timing statistics over a recent window, maxima, factors) and bools are `end`'s
+    values as they are. Both are `driver.stats()` snapshots (session totals)."""
+    out: dict = {}
+    for k, v in end.items():
+        s = start.get(k) if isinstance(start, dict) else None
+        if isinstance(v, dict):
+            out[k] = counters_since(v, s if isinstance(s, dict) else {})
+        elif isinstance(v, int) and not isinstance(v, bool):
+            out[k] = v - (s if isinstance(s, int) and not isinstance(s, bool) else 0)
+        else:
+            out[k] = v
+    return out
+
+
 class _Request:
     def __init__(self, event: TeleopEvent) -> None:
         self.event = event
@@ -175,6 +194,7 @@ class TeleopSession:
         self._ep_max_late = 0.0
         self._ep_resyncs = 0
         self._ep_twist0: dict = {}
+        self._ep_driver0: dict = {}
         self._ep_start_s = 0.0
         self._last_slow_log = -math.inf
         self._q_target: np.ndarray | None = None  # (6,) joint target due now
@@ -412,6 +432,7 @@ class TeleopSession:
         self._pending = None
         self._ep_slow, self._ep_max_late, self._ep_resyncs = 0, 0.0, 0
         self._ep_twist0 = dataclasses.asdict(self.twist.stats)
+        self._ep_driver0 = self.driver.stats()
         self._ep_start_s = now
         return f"episode {idx} started: {self._task!r}" + (f" (scene seed {self._scene_seed})" if self._scene_seed is not None else "")
 
@@ -422,7 +443,7 @@ class TeleopSession:
                          "duration_s": round(now - self._ep_start_s, 4)},
                 "twist": {k: (tw[k] - self._ep_twist0.get(k, 0)) if k != "max_ik_position_error_m" else tw[k]
                           for k in tw},
-                "driver": self.driver.stats(),
+                "driver": counters_since(self.driver.stats(), self._ep_driver0),
                 "success_source": "sim" if getattr(self.driver, "is_sim", False) else "operator"}
 
     def _discard_current(self) -> None:
