@@ -16,6 +16,8 @@ camera_serial, gripper, servo_rate_hz for the real cell) are given on this comma
 Every node reads params_file (sim: config/pick_into_sink.yaml; real: real_cell.launch.py's
 params_file, config/real_cell.yaml unless given). Without a ROS 2 install,
 `dynaflip launch pick_into_sink --sim` starts the same processes (dynaflip_ros/ros/bringup.py).
+The node graph is described once in dynaflip_ros/ros/graph.py; tests/test_ros_launch_graph.py
+holds this file and its includes to that description (executables, names, branches, parameters).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, Shutdown
