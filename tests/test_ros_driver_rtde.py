@@ -22,6 +22,7 @@ from dynaflip_ros.policies.base import ActionChunk  # noqa: E402
 from dynaflip_ros.ros import conversions as cv  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
+from dynaflip_ros.episodes.protocol import EpisodeStatus  # noqa: E402
 from dynaflip_ros.ros.qos import ACTION_CHUNK_TOPIC, COMMAND_QOS, EPISODE_STATUS_TOPIC, EVENT_QOS  # noqa: E402
 from dynaflip_ros.sim.ur_loopback import LoopbackURController  # noqa: E402
 
@@ -62,7 +63,7 @@ def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path):
         start = probe.create_client(Trigger, "/ur3_driver/start_episode")
         stop = probe.create_client(Trigger, "/ur3_driver/stop_episode")
         statuses = []
-        probe.create_subscription(String, EPISODE_STATUS_TOPIC, lambda m: statuses.append(json.loads(m.data)), EVENT_QOS)
+        probe.create_subscription(String, EPISODE_STATUS_TOPIC, lambda m: statuses.append(EpisodeStatus.from_json(m.data)), EVENT_QOS)
         ex = MultiThreadedExecutor(num_threads=4)
         for n in (driver, probe):
             ex.add_node(n)
@@ -90,7 +91,7 @@ def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path):
         assert ctrl.snapshot()["n_servoj"] == 0
         # The operator starts an episode: /episode/status says running (the policy node's gate).
         assert call(start).success
-        assert _wait(lambda: statuses and statuses[-1]["state"] == "running" and statuses[-1]["episode"] == 0, 3.0)
+        assert _wait(lambda: statuses and statuses[-1].running and statuses[-1].episode == 0, 3.0)
 
         goal = send_ramp(0.15, 1.0)
         assert _wait(lambda: abs(ctrl.snapshot()["actual_q"][0] - goal[0]) < 0.01, 6.0), ctrl.snapshot()["actual_q"]
@@ -103,7 +104,8 @@ def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path):
         ctrl.inject("protective_stop")
         assert _wait(lambda: driver.safe.halted, 2.0)
         # The stop ended the episode; a new one is refused until the re-arm.
-        assert _wait(lambda: statuses[-1]["state"] == "idle" and statuses[-1]["halted"], 3.0)
+        assert _wait(lambda: not statuses[-1].running and statuses[-1].halted
+                     and statuses[-1].outcome.value == "halted", 3.0)
         refused = call(start)
         assert not refused.success and "rearm" in refused.message
         time.sleep(0.2)
@@ -130,7 +132,7 @@ def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path):
         st = driver.status()
         assert st["safety"]["protective_stops"] >= 1 and st["halt_reason"] == ""
         assert call(stop).message == "episode 1 stopped"
-        assert _wait(lambda: statuses[-1]["state"] == "idle" and statuses[-1]["episode"] == 1, 3.0)
+        assert _wait(lambda: not statuses[-1].running and statuses[-1].episode == 1, 3.0)
 
         # While an emergency stop is active the service refuses (and says why).
         ctrl.inject("emergency_stop")

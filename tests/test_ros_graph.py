@@ -34,6 +34,7 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
+from dynaflip_ros.episodes.protocol import EpisodeStatus  # noqa: E402
 from dynaflip_ros.ros import conversions as cv  # noqa: E402
 from dynaflip_ros.ros.qos import (  # noqa: E402
     ACTION_CHUNK_TOPIC, COMMAND_QOS, EMBEDDING_TOPIC, ENCODER_INFO_TOPIC, EPISODE_STATUS_TOPIC, EVENT_QOS,
@@ -160,7 +161,7 @@ def test_policy_node_refuses_another_encoder(tiny_models, monkeypatch):
         assert infos and infos[-1]["ready"] is False and "EncoderMismatchError" in infos[-1]["error"]
         assert sha[:16] in infos[-1]["error"]
         # even inside a running episode with fresh inputs it publishes nothing
-        status.publish(to_json_msg({"episode": 0, "state": "running", "reset_stamp_s": 0.0}))
+        status.publish(String(data=EpisodeStatus(source="sim_cell", phase="running", episode=0).to_json()))
         for _ in range(10):
             now_s = probe.get_clock().now().nanoseconds * 1e-9
             js.publish(JointState(header=cv.make_header(now_s), name=list(cv.ACTION_JOINT_NAMES), position=[0.0] * 7))
@@ -195,7 +196,7 @@ class _Probe:
                               lambda m: self.embedding_stamps.append(cv.stamp_to_s(m.header.stamp)), observer_qos)
         n.create_subscription(JointTrajectory, ACTION_CHUNK_TOPIC, self.chunks.append, COMMAND_QOS)
         n.create_subscription(JointState, JOINT_STATES_TOPIC, self._js, STATE_QOS)
-        n.create_subscription(String, EPISODE_STATUS_TOPIC, lambda m: self.statuses.append(json.loads(m.data)),
+        n.create_subscription(String, EPISODE_STATUS_TOPIC, lambda m: self.statuses.append(EpisodeStatus.from_json(m.data)),
                               EVENT_QOS)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(n)
@@ -232,14 +233,16 @@ def test_graph_smoke_one_episode(tiny_models, tmp_path, monkeypatch, capsys):
     # every process was started and logged with its prefix; the manager printed its summary
     for name in ("sim_cell", "encoder", "policy", "episode_manager"):
         assert f"[{name}" in out
-    assert "Pick-into-Sink (sim): success" in out and "/1 (" in out
+    assert "evaluation (ros): success" in out and "/1 (" in out
     assert "[episode_manager] episode 1/1 seed=0" in out
     res = json.loads(results.read_text())
-    assert res["summary"]["episodes"] == 1 and res["encoder"]["weights_sha256"] == sha
+    assert res["summary"]["episodes"] == 1 and res["models"]["encoder"] == sha
+    assert res["provenance"]["encoder"]["weights_sha256"] == sha and len(res["models"]["policy"]) == 64
+    assert sum(res["summary"]["outcomes"].values()) == 1
     for stage in ("capture", "image_transport", "encode", "embedding_transport", "policy", "command"):
-        st = res["latency"][stage]
+        st = res["summary"]["latency_ms"][stage]
         # stamps are the image's capture time: a missing or zeroed stamp would give ~1e12 ms
-        assert st["n"] > 0 and 0.0 <= st["p50_ms"] < 5000.0, (stage, st)
+        assert st["n"] > 0 and 0.0 <= st["p50"] < 5000.0, (stage, st)
     ep = res["episodes"][0]
     assert ep["driver"]["chunks"]["queued"] > 0, ep["driver"]  # action chunks reached the driver ...
     assert ep["safety"]["accepted"] > 0  # ... and their targets went through SafeArm to the arm
@@ -254,5 +257,5 @@ def test_graph_smoke_one_episode(tiny_models, tmp_path, monkeypatch, capsys):
     chunk_stamps = [cv.stamp_to_s(c.header.stamp) for c in probe.chunks]
     assert np.mean([s in probe.image_stamps for s in chunk_stamps]) >= 0.5, chunk_stamps
     assert probe.joint_states > 100
-    assert any(s.get("state") == "running" and s.get("episode") == 0 for s in probe.statuses)
+    assert any(s.running and s.episode == 0 for s in probe.statuses)
     print(f"graph smoke test: {wall_s:.1f} s wall")

@@ -18,6 +18,7 @@ from std_msgs.msg import String  # noqa: E402
 
 from dynaflip_ros.configs.io import ConfigError  # noqa: E402
 from dynaflip_ros.configs.ros import EncoderNodeConfig, Ur3DriverNodeConfig  # noqa: E402
+from dynaflip_ros.episodes.protocol import EpisodeCommand, EpisodeStatus  # noqa: E402
 from dynaflip_ros.policies.base import ActionChunk  # noqa: E402
 from dynaflip_ros.ros import conversions as cv  # noqa: E402
 from dynaflip_ros.ros.nodes.policy import ReplanSchedule  # noqa: E402
@@ -122,7 +123,7 @@ def test_sim_cell_episode_and_action_chunks_through_safe_arm(ros_context):
     sim.attach(driver)
     probe = Node("probe")
     statuses = []
-    probe.create_subscription(String, EPISODE_STATUS_TOPIC, lambda m: statuses.append(json.loads(m.data)), EVENT_QOS)
+    probe.create_subscription(String, EPISODE_STATUS_TOPIC, lambda m: statuses.append(EpisodeStatus.from_json(m.data)), EVENT_QOS)
     cmd_pub = probe.create_publisher(String, EPISODE_COMMAND_TOPIC, EVENT_QOS)
     chunk_pub = probe.create_publisher(cv.JointTrajectory, ACTION_CHUNK_TOPIC, COMMAND_QOS)
     ex = MultiThreadedExecutor(num_threads=3)
@@ -133,12 +134,13 @@ def test_sim_cell_episode_and_action_chunks_through_safe_arm(ros_context):
     try:
         sim.start()
         assert _wait(lambda: cmd_pub.get_subscription_count() > 0 and chunk_pub.get_subscription_count() > 0, 5.0)
-        cmd_pub.publish(String(data=json.dumps({"cmd": "reset", "episode": 4, "seed": 11})))
-        running = _wait(lambda: [s for s in statuses if s["episode"] == 4 and s["state"] == "running"], 5.0)
+        cmd_pub.publish(String(data=EpisodeCommand.reset(4, 11).to_json()))
+        running = _wait(lambda: [s for s in statuses if s.episode == 4 and s.running], 5.0)
         assert running, statuses[-3:]
         st = running[0]
-        assert st["seed"] == 11 and st["instruction"].startswith("Pick the ") and st["success"] is False
-        reset_stamp_s = st["reset_stamp_s"]
+        assert st.seed == 11 and st.instruction.startswith("Pick the ") and st.outcome is None
+        assert st.source == "sim_cell"
+        reset_stamp_s = st.reset_stamp_s
 
         # A chunk stamped before the reset (an observation of the previous episode) is ignored.
         q0 = np.asarray(env.arm.state().q)
@@ -157,17 +159,17 @@ def test_sim_cell_episode_and_action_chunks_through_safe_arm(ros_context):
         assert moved, f"q0 {env.arm.state().q[0]:.4f} did not reach {target[0]:.4f}"
         s = driver.safe.stats
         assert s.accepted > 50 and s.rejected == 0
-        status = _wait(lambda: statuses[-1] if statuses[-1]["safety"]["accepted"] > 0 else None, 2.0)
-        assert status and status["driver"]["chunks"]["queued"] == 1
-        assert status["realtime"]["real_time_factor"] > 0.3
+        status = _wait(lambda: statuses[-1] if statuses[-1].safety["accepted"] > 0 else None, 2.0)
+        assert status and status.driver["chunks"]["queued"] == 1
+        assert status.realtime["real_time_factor"] > 0.3
 
         # A repeated reset of the running episode is idempotent (no second world reset).
         n_reanchors = driver.safe.stats.reanchors
-        cmd_pub.publish(String(data=json.dumps({"cmd": "reset", "episode": 4, "seed": 11})))
+        cmd_pub.publish(String(data=EpisodeCommand.reset(4, 11).to_json()))
         time.sleep(0.3)
         assert driver.safe.stats.reanchors == n_reanchors
-        cmd_pub.publish(String(data=json.dumps({"cmd": "stop"})))
-        assert _wait(lambda: statuses[-1]["state"] == "idle", 3.0)
+        cmd_pub.publish(String(data=EpisodeCommand.stop().to_json()))
+        assert _wait(lambda: not statuses[-1].running and statuses[-1].outcome.value == "stopped", 3.0)
     finally:
         sim.close()
         driver.close()
@@ -185,34 +187,45 @@ def test_policy_episode_gating(ros_context, tmp_path):
     ros_context({"policy": {"model_dir": str(tmp_path)}})
     node = PolicyNode()
 
-    def cmd(**c):
-        node._on_episode_command(String(data=json.dumps(c)))
+    def cmd(kind, episode=None, stamp_s=0.0):
+        c = EpisodeCommand.reset(episode, stamp_s=stamp_s) if kind == "reset" else EpisodeCommand.stop(stamp_s)
+        node._on_episode_command(String(data=c.to_json()))
 
-    def status(**s):
-        node._on_episode_status(String(data=json.dumps(s)))
+    def status(episode, phase, reset_stamp_s):
+        node._on_episode_status(String(data=EpisodeStatus(
+            source="sim_cell", phase=phase, episode=episode, reset_stamp_s=reset_stamp_s).to_json()))
+
+    def active():
+        return node.gate.state().running
 
     try:
-        assert node._active is False
-        status(episode=0, state="running", reset_stamp_s=5.0)  # late start: joins the running episode
-        assert node._active and node._min_stamp_s == 5.0
-        cmd(cmd="reset", episode=0, stamp_s=6.0)  # duplicate reset of the running episode: ignored
-        assert node._active
-        cmd(cmd="reset", episode=1, stamp_s=10.0)
-        assert not node._active
-        status(episode=0, state="running", reset_stamp_s=5.0)  # old status still in flight
-        status(episode=1, state="running", reset_stamp_s=9.0)  # episode 1 of an older run
-        assert not node._active
-        cmd(cmd="reset", episode=1, stamp_s=10.5)  # re-sent command keeps the first stamp
-        status(episode=1, state="running", reset_stamp_s=10.2)
-        assert node._active and node._episode == 1 and node._min_stamp_s == 10.2
-        status(episode=1, state="idle", reset_stamp_s=10.2)
-        assert not node._active
-        status(episode=1, state="running", reset_stamp_s=10.2)  # a stopped episode does not restart
-        assert not node._active
-        cmd(cmd="reset", episode=0, stamp_s=20.0)  # a new run reuses episode numbers
-        status(episode=0, state="running", reset_stamp_s=20.1)
-        assert node._active and node._episode == 0
-        cmd(cmd="stop")
-        assert not node._active
+        assert not active()
+        status(0, "running", 5.0)  # late start: joins the running episode
+        assert active() and node.gate.state().reset_stamp_s == 5.0
+        assert not node.gate.admits(4.9) and node.gate.admits(5.0)
+        cmd("reset", 0, 6.0)  # duplicate reset of the running episode: ignored
+        assert active()
+        cmd("reset", 1, 10.0)
+        assert not active()
+        status(0, "running", 5.0)  # old status still in flight
+        status(1, "running", 9.0)  # episode 1 of an older run
+        assert not active()
+        cmd("reset", 1, 10.5)  # re-sent command keeps the first stamp
+        status(1, "running", 10.2)
+        assert active() and node.gate.state().episode == 1 and node.gate.state().reset_stamp_s == 10.2
+        # malformed / old-version messages are refused whole and change nothing
+        node._on_episode_status(String(data='{"episode": 1, "state": "idle", "reset_stamp_s": 10.2}'))
+        node._on_episode_command(String(data='{"cmd": "stop"}'))
+        node._on_episode_command(String(data="not json"))
+        assert active()
+        status(1, "idle", 10.2)
+        assert not active()
+        status(1, "running", 10.2)  # a stopped episode does not restart
+        assert not active()
+        cmd("reset", 0, 20.0)  # a new run reuses episode numbers
+        status(0, "running", 20.1)
+        assert active() and node.gate.state().episode == 0
+        cmd("stop")
+        assert not active()
     finally:
         node.destroy_node()

@@ -6,7 +6,7 @@ import argparse
 EPILOG = """examples:
   dynaflip eval --sim --encoder models/encoder --policy models/policy --episodes 20
   dynaflip eval --sim --encoder outputs/encoder_export --policy outputs/policy --episodes 50 \\
-      --seed 100000 --results outputs/eval.json
+      --seed 100000 --out outputs/eval.json
 
 Runs episodes in lock-step simulation time (deterministic per seed, no real-time waits): every
 0.1 s render -> encoder -> policy; chunks go through the interpolator, the 125 Hz servo loop and
@@ -30,12 +30,12 @@ def register(subparsers) -> None:
     p.add_argument("--backend", default="onnxruntime", choices=["auto", "onnxruntime", "tensorrt", "torch"],
                    help="encoder backend (default onnxruntime)")
     p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (default 1)")
-    p.add_argument("--results", help="write the results JSON here")
+    p.add_argument("--out", metavar="PATH",
+                   help="write the evaluation record (JSON) here (default outputs/eval/lockstep_<UTC time>.json)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import sys
     from pathlib import Path
 
@@ -57,18 +57,19 @@ def run(args: argparse.Namespace) -> int:
         args.encoder, backend=args.backend, onnxruntime_options={"intra_op_num_threads": args.threads})
     policy = DiffusionPolicyRunner.load(args.policy, encoder_sha256=encoder.manifest.weights_sha256)
 
-    def report(ep) -> None:
-        print(f"[eval] seed={ep.seed} {ep.object_name:<15} {'SUCCESS' if ep.success else 'fail   '} "
-              f"{ep.duration_s:5.1f} s  safety rejections {ep.safety_rejections}", flush=True)
+    from dynaflip_ros.episodes.record import EvalReport, default_results_path, format_episode, format_summary
 
-    summary = evaluate_in_sim(encoder, policy, args.episodes, seed=args.seed,
-                              max_duration_s=args.max_duration_s, on_episode=report)
-    d = summary.to_dict()
-    n_ok = sum(e.success for e in summary.episodes)
-    print(f"[eval] success {n_ok}/{len(summary.episodes)} ({100 * summary.success_rate:.0f}%); "
-          f"encode p50 {d['encode_ms_p50']:.1f} ms, policy p50 {d['policy_ms_p50']:.1f} ms; "
-          f"wall {summary.wall_time_s:.0f} s")
-    if args.results:
-        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.results).write_text(json.dumps(d, indent=2) + "\n")
+    report = EvalReport(
+        mode="lockstep", config={"episodes": args.episodes, "seed": args.seed, "max_duration_s": args.max_duration_s,
+                                 "backend": args.backend, "encoder": str(args.encoder), "policy": str(args.policy)},
+        models={"encoder": encoder.manifest.weights_sha256, "policy": policy.weights_sha256})
+
+    def on_episode(record, report) -> None:
+        print("[eval] " + format_episode(record, len(report.episodes) - 1, args.episodes, report.successes)
+              + f"; safety rejections {record.safety['rejected']}", flush=True)
+
+    evaluate_in_sim(encoder, policy, args.episodes, seed=args.seed, max_duration_s=args.max_duration_s,
+                    on_episode=on_episode, report=report)
+    path = report.write_json(args.out or default_results_path("lockstep"))
+    print(format_summary(report.to_dict(), path), flush=True)
     return 0

@@ -174,6 +174,8 @@ class DiffusionPolicyRunner:
         self.encoder_sha256: str = str(encoder_manifest["weights_sha256"])
         self.train_info: dict[str, Any] = dict(train_info or {})
         self.seed = seed
+        # sha256 of model.safetensors once saved / loaded (None for a model only in memory)
+        self.weights_sha256: str | None = None
         self._lock = threading.Lock()
         self._generator = None
         self._history: dict[str, deque] = {}
@@ -350,6 +352,7 @@ class DiffusionPolicyRunner:
             "train": self.train_info,
             "files_sha256": {name: sha256_file(directory / name) for name in files},
         }
+        self.weights_sha256 = meta["files_sha256"].get("model.safetensors")
         (directory / POLICY_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return directory
 
@@ -407,7 +410,7 @@ class DiffusionPolicyRunner:
         policy.eval()
         with torch.inference_mode():
             pre, post = make_pre_post_processors(cfg, pretrained_path=str(directory))
-        return cls(
+        runner = cls(
             policy,
             pre,
             post,
@@ -418,3 +421,5 @@ class DiffusionPolicyRunner:
             train_info=meta.get("train"),
             seed=seed,
         )
+        runner.weights_sha256 = meta["files_sha256"].get("model.safetensors")
+        return runner

@@ -22,7 +22,7 @@ from std_msgs.msg import String
 
 from dynaflip_ros.export.artifact import BackendUnavailableError  # noqa: F401 - re-exported
 from dynaflip_ros.ros.qos import EVENT_QOS, LATENCY_TOPIC
-from dynaflip_ros.ros.results import LATENCY_STAGES
+from dynaflip_ros.episodes.record import LATENCY_STAGES
 
 
 def load_real_backend(kind: str, backend: str, registry: dict[str, tuple[str, str]], config: Any = None):

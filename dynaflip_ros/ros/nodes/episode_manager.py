@@ -2,12 +2,14 @@
 
 Sequence: wait for the graph (a /episode/status from the sim cell, /dynaflip/encoder_info,
 /dynaflip/policy_info with ready=true; a policy that refuses its encoder ends the run at once),
-then for each episode i: publish {"cmd": "reset", "episode": i, "seed": seed + i[, "object"]}
-on /episode/command (repeated until the sim cell reports that episode running), wait until
-/episode/status reports success or `episode_timeout_s` passes, record the episode; finally
-publish {"cmd": "stop"}, print the summary (success rate k/N, per-stage latency p50/p95 in ms
-from /dynaflip/latency), write the results JSON and exit (0 = run completed, whatever the
-success rate; 2 = the graph never came up / a node refused to run).
+then for each episode i: publish `EpisodeCommand.reset(i, seed + i, object_name)` on
+/episode/command (repeated until the sim cell reports that episode running), wait until
+/episode/status reports the outcome `success` or `episode_timeout_s` passes, record the episode
+(`episodes.record.EpisodeRecord`: outcome, time to success, per-stage latency from
+/dynaflip/latency, model sha256s, this episode's safety counters); finally publish a stop, print
+the summary (`episodes.record.format_summary`, the same as `dynaflip eval`), write the results
+JSON and exit (0 = run completed, whatever the success rate; 2 = the graph never came up / a
+node refused to run). Malformed or other-version statuses are logged and ignored.
 
 Subscribed: /episode/status, /dynaflip/latency (EVENT_QOS), /dynaflip/encoder_info,
             /dynaflip/policy_info (LATCHED_QOS). Published: /episode/command (EVENT_QOS).
@@ -15,8 +17,6 @@ Parameters: configs.ros.EpisodeManagerNodeConfig (section `episode_manager:`).
 """
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import sys
 import threading
 import time
@@ -24,7 +24,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import rclpy
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
@@ -32,15 +31,17 @@ from std_msgs.msg import String
 
 from dynaflip_ros.configs.io import to_dict
 from dynaflip_ros.configs.ros import EpisodeManagerNodeConfig
+from dynaflip_ros.episodes.protocol import EpisodeCommand, EpisodeStatus, Outcome, ProtocolError
+from dynaflip_ros.episodes.record import (
+    EpisodeRecord, EvalReport, counter_delta, default_results_path, format_episode, format_summary,
+)
 from dynaflip_ros.ros.params import load_node_config, node_kwargs
 from dynaflip_ros.ros.qos import (
     ENCODER_INFO_TOPIC, EPISODE_COMMAND_TOPIC, EPISODE_STATUS_TOPIC, EVENT_QOS, LATCHED_QOS, LATENCY_TOPIC,
     POLICY_INFO_TOPIC,
 )
-from dynaflip_ros.ros.results import (
-    RESULTS_FORMAT, counter_delta, default_results_path, format_summary, latency_summary,
-)
-from dynaflip_ros.ros.runtime import fail_startup, from_json_msg, safe_publish, spin_until_shutdown, to_json_msg
+from dynaflip_ros.ros.runtime import fail_startup, from_json_msg, ros_now_s, safe_publish, spin_until_shutdown
+
 
 class GraphNotReadyError(RuntimeError):
     """The graph did not come up within startup_timeout_s, or a node refused to run."""
@@ -58,7 +59,7 @@ class EpisodeManagerNode(Node):
         self.config = load_node_config(self, EpisodeManagerNodeConfig)
         self._echo = echo or (lambda line: print(line, flush=True))
         self._cond = threading.Condition()
-        self._status: dict[str, Any] | None = None
+        self._status: EpisodeStatus | None = None
         self._encoder_info: dict[str, Any] | None = None
         self._policy_info: dict[str, Any] | None = None
         self._latency: dict[str, list[float]] = defaultdict(list)  # this episode
@@ -71,8 +72,9 @@ class EpisodeManagerNode(Node):
     # ------------------------------------------------------------------ callbacks
     def _on_status(self, msg: String) -> None:
         try:
-            st = from_json_msg(msg)
-        except ValueError:
+            st = EpisodeStatus.from_json(msg.data)
+        except ProtocolError as e:
+            self.get_logger().error(f"{EPISODE_STATUS_TOPIC} ignored: {e}", throttle_duration_sec=5.0)
             return
         with self._cond:
             self._status = st
@@ -106,8 +108,8 @@ class EpisodeManagerNode(Node):
             self._cond.notify_all()
 
     # ------------------------------------------------------------------ helpers
-    def _send(self, cmd: dict[str, Any]) -> None:
-        safe_publish(self, self._cmd_pub, to_json_msg(cmd), "episode command")
+    def _send(self, cmd: EpisodeCommand) -> None:
+        safe_publish(self, self._cmd_pub, String(data=cmd.to_json()), "episode command")
 
     def _wait(self, predicate: Callable[[], Any], timeout_s: float) -> Any:
         """Wait (condition variable, notified by callbacks) until predicate() is truthy."""
@@ -144,17 +146,16 @@ class EpisodeManagerNode(Node):
         if missing:
             raise GraphNotReadyError(f"graph not ready after {self.config.startup_timeout_s:g} s: no {missing}")
 
-    def run_episode(self, i: int) -> dict[str, Any]:
-        """Reset into episode i, wait for success or timeout; returns the episode record."""
+    def run_episode(self, i: int) -> tuple[EpisodeRecord, dict[str, list[float]]]:
+        """Reset into episode i, wait for success or timeout; returns the episode record and
+        its latency samples ({stage: [ms]}). Raises GraphNotReadyError when the sim cell does
+        not acknowledge the reset."""
         cfg = self.config
-        cmd: dict[str, Any] = {"cmd": "reset", "episode": i, "seed": cfg.seed + i,
-                               "stamp_s": self.get_clock().now().nanoseconds * 1e-9}
-        if cfg.object_name:
-            cmd["object"] = cfg.object_name
+        cmd = EpisodeCommand.reset(i, cfg.seed + i, object_name=cfg.object_name or None, stamp_s=ros_now_s(self))
 
-        def started() -> dict | None:
+        def started() -> EpisodeStatus | None:
             st = self._status
-            return st if st and st.get("episode") == i and st.get("state") == "running" else None
+            return st if st and st.episode == i and st.running else None
 
         status = None
         for _attempt in range(10):  # resend until acknowledged (a subscriber may still be matching)
@@ -168,29 +169,28 @@ class EpisodeManagerNode(Node):
             self._latency = defaultdict(list)
         t0 = time.monotonic()
 
-        def finished() -> dict | None:
+        def finished() -> EpisodeStatus | None:
             st = self._status
-            return st if st and st.get("episode") == i and st.get("success") else None
+            return st if st and st.episode == i and st.succeeded else None
 
         final = self._wait(finished, cfg.episode_timeout_s)
-        duration_s = time.monotonic() - t0
+        wall_time_s = time.monotonic() - t0
         with self._cond:
             last = final or self._status or status
             latency = {k: list(v) for k, v in self._latency.items()}
-        return {
-            "episode": i, "seed": cfg.seed + i, "object": last.get("object"),
-            "instruction": last.get("instruction"), "success": bool(final),
-            "timed_out": not final, "duration_s": duration_s, "sim_time_s": last.get("episode_sim_time_s"),
-            "success_time_s": last.get("success_time_s"),
+        record = EpisodeRecord(
+            episode=i, seed=cfg.seed + i, outcome=Outcome.SUCCESS if final else Outcome.TIMEOUT,
+            object_name=last.object_name, instruction=last.instruction, condition=last.condition,
+            time_to_success_s=last.success_time_s if final else None,
+            episode_sim_time_s=last.episode_sim_time_s, wall_time_s=wall_time_s,
             # the driver's counters are cumulative: keep this episode's share
-            "safety": counter_delta(status.get("safety"), last.get("safety")),
-            "driver": counter_delta(status.get("driver"), last.get("driver")),
-            "realtime_factor": (last.get("realtime") or {}).get("recent_real_time_factor"),
-            "latency": latency_summary(latency), "_latency_samples": latency,
-        }
+            safety=counter_delta(status.safety, last.safety), driver=counter_delta(status.driver, last.driver),
+            realtime_factor=(last.realtime or {}).get("recent_real_time_factor"),
+        )
+        return record, latency
 
-    def run(self) -> dict[str, Any]:
-        """Run every episode; returns the results dict (also written to results_path)."""
+    def run(self) -> EvalReport:
+        """Run every episode; returns the report (also written to results_path)."""
         cfg = self.config
         self.wait_for_graph()
         with self._cond:
@@ -198,39 +198,21 @@ class EpisodeManagerNode(Node):
         self._echo(f"[episode_manager] graph up: encoder {encoder_info.get('architecture')} "
                    f"sha256 {str(encoder_info.get('weights_sha256'))[:12]} ({encoder_info.get('backend')}), "
                    f"policy {policy_info.get('model_dir')}")
-        episodes, all_latency = [], defaultdict(list)
+        report = EvalReport(
+            mode="ros", config=to_dict(cfg),
+            models={"encoder": encoder_info.get("weights_sha256"), "policy": policy_info.get("weights_sha256")},
+            provenance={"encoder": encoder_info, "policy": policy_info})
+        wall0 = time.monotonic()
         for i in range(cfg.episodes):
-            rec = self.run_episode(i)
-            for stage, v in rec.pop("_latency_samples").items():
-                all_latency[stage].extend(v)
-            episodes.append(rec)
-            k = sum(e["success"] for e in episodes)
-            self._echo(
-                f"[episode_manager] episode {i + 1}/{cfg.episodes} seed={rec['seed']} object={rec['object']!r}: "
-                f"{'SUCCESS' if rec['success'] else 'timeout'} after {rec['duration_s']:.1f} s "
-                f"(sim {rec['sim_time_s'] if rec['sim_time_s'] is not None else float('nan'):.1f} s); "
-                f"running success {k}/{i + 1}")
-        self._send({"cmd": "stop"})
-        n_ok = sum(e["success"] for e in episodes)
-        path = Path(cfg.results_path) if cfg.results_path else default_results_path()
-        results = {
-            "format": RESULTS_FORMAT,
-            "mode": "sim",
-            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-            "config": to_dict(cfg),
-            "encoder": encoder_info,
-            "policy": policy_info,
-            "summary": {
-                "episodes": len(episodes), "successes": n_ok, "success_rate": n_ok / max(1, len(episodes)),
-                "mean_duration_s": float(np.mean([e["duration_s"] for e in episodes])) if episodes else 0.0,
-            },
-            "latency": latency_summary(all_latency),
-            "episodes": episodes,
-            "results_path": str(path),
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
-        return results
+            record, latency = self.run_episode(i)
+            report.add(record, latency)
+            self._echo("[episode_manager] " + format_episode(record, i, cfg.episodes, report.successes))
+        self._send(EpisodeCommand.stop(ros_now_s(self)))
+        report.wall_time_s = time.monotonic() - wall0
+        path = Path(cfg.results_path) if cfg.results_path else default_results_path("ros")
+        report.write_json(path)
+        self.results_path = path
+        return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     spinner.start()
     rc = 0
     try:
-        results = node.run()
-        print(format_summary(results), flush=True)
+        report = node.run()
+        print(format_summary(report.to_dict(), node.results_path), flush=True)
     except GraphNotReadyError as e:
         print(f"[episode_manager] FAILED: {e}", file=sys.stderr, flush=True)
         rc = 2
@@ -257,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = 130
     finally:
         try:
-            node._send({"cmd": "stop"})
+            node._send(EpisodeCommand.stop(ros_now_s(node)))
         except Exception:  # noqa: BLE001 - best effort during shutdown
             pass
         executor.shutdown(timeout_sec=1.0)

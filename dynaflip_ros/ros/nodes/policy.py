@@ -17,10 +17,11 @@ Encoder skew guard (DESIGN.md, "Artifacts"): the policy is loaded only after
 encoder raises EncoderMismatchError -> the node logs the error, publishes
 /dynaflip/policy_info {"ready": false, "error": ...} and never publishes an action.
 
-The node acts only during an episode: a reset command on /episode/command ({"cmd": "reset",
-"episode": i, "stamp_s": t}) resets the policy and stops acting; the first /episode/status of
-episode i in state "running" whose `reset_stamp_s` >= t re-enables it, and observations stamped
-before `reset_stamp_s` are ignored. Duplicated resets are idempotent (as in the sim cell).
+The node acts only during an episode (`episodes.gate.EpisodeGate`, follower side): a reset
+command on /episode/command (`EpisodeCommand`, stamp t) resets the policy and stops acting; the
+first /episode/status (`EpisodeStatus`) of that episode, running, whose `reset_stamp_s` >= t
+re-enables it, and observations stamped before `reset_stamp_s` are ignored. Duplicated resets
+are idempotent (as in the sim cell). Malformed or other-version messages are logged and ignored.
 
 Subscribed: /dynaflip/embedding (IMAGE_QOS), /joint_states (STATE_QOS),
             /dynaflip/encoder_info (LATCHED_QOS), /episode/command, /episode/status (EVENT_QOS)
@@ -42,6 +43,8 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from dynaflip_ros.configs.ros import PolicyNodeConfig
+from dynaflip_ros.episodes.gate import EpisodeGate, Transition
+from dynaflip_ros.episodes.protocol import EpisodeCommand, EpisodeStatus, ProtocolError
 from dynaflip_ros.policies.base import ActionChunk, EncoderMismatchError, PolicyObservation
 from dynaflip_ros.resources import resolve_path
 from dynaflip_ros.ros.conversions import (
@@ -129,12 +132,8 @@ class PolicyNode(Node):
         self.chunks_published = 0
         self.observations = 0
         self.skipped = {"inactive": 0, "stale": 0, "no_joint_state": 0, "error": 0}
-        self._lock = threading.Lock()
-        self._active = False
-        self._episode: int | None = None
-        self._pending: tuple[int, float] | None = None  # (episode, command stamp) awaiting the sim cell
-        self._min_stamp_s = 0.0
-        self._last_stamp_s = -1.0
+        self._lock = threading.Lock()  # lock order: self._lock, then the gate's (a leaf)
+        self.gate = EpisodeGate()
         # Recent joint states (header stamp s, receipt s, (7,)): the observation pairs the image with
         # the joint state stamped nearest to the image's capture, as in training (recorded frames
         # pair image and state of the same instant), not with whatever arrived last.
@@ -159,7 +158,8 @@ class PolicyNode(Node):
     def _publish_info(self, ready: bool, error: str, **extra) -> None:
         info = {"ready": ready, "error": error, "model_dir": str(self.model_dir), **extra}
         if self.policy is not None:
-            info.update(encoder_sha256=self.policy.encoder_sha256, fps=self.policy.fps,
+            info.update(encoder_sha256=self.policy.encoder_sha256, weights_sha256=self.policy.weights_sha256,
+                        fps=self.policy.fps,
                         embedding_dim=self.policy.embedding_dim,
                         n_obs_steps=self.policy.model_config.n_obs_steps,
                         chunk_len=self.policy.model_config.n_action_steps)
@@ -220,53 +220,27 @@ class PolicyNode(Node):
     # ------------------------------------------------------------------ episode gating
     def _on_episode_command(self, msg: String) -> None:
         try:
-            cmd = from_json_msg(msg)
-        except ValueError as e:
-            self.get_logger().error(str(e))
+            cmd = EpisodeCommand.from_json(msg.data)
+        except ProtocolError as e:
+            self.get_logger().error(f"{EPISODE_COMMAND_TOPIC} ignored: {e}")
             return
         with self._lock:
-            kind, ep = cmd.get("cmd"), cmd.get("episode")
-            if kind == "stop":
-                self._pending = None
-                self._deactivate()
-            elif kind == "reset":
-                if self._active and ep == self._episode:
-                    return  # a duplicate reset of the running episode (the sim cell ignores it too)
-                if self._pending is not None and self._pending[0] == ep:
-                    return  # a re-sent reset while waiting for the sim cell to acknowledge
-                self._pending = (ep, float(cmd.get("stamp_s") or 0.0))
-                self._deactivate()
+            self._apply(self.gate.expect(cmd))
 
     def _on_episode_status(self, msg: String) -> None:
         try:
-            st = from_json_msg(msg)
-        except ValueError:
+            status = EpisodeStatus.from_json(msg.data)
+        except ProtocolError as e:
+            self.get_logger().error(f"{EPISODE_STATUS_TOPIC} ignored: {e}", throttle_duration_sec=5.0)
             return
         with self._lock:
-            ep, reset_stamp_s = st.get("episode"), float(st.get("reset_stamp_s") or 0.0)
-            if st.get("state") != "running":
-                if ep == self._episode:
-                    self._deactivate()
-                return
-            if self._active and ep == self._episode:
-                return
-            if self._pending is not None:
-                # the episode that was asked for, reset after the command was sent (a status of
-                # an older episode with the same number does not qualify)
-                start = ep == self._pending[0] and reset_stamp_s >= self._pending[1]
-            else:
-                start = ep is not None and ep != self._episode  # this node missed the reset command
-            if start:
-                self._pending = None
-                self._episode = ep
-                self._min_stamp_s = reset_stamp_s
-                self._last_stamp_s = -1.0
-                self._deactivate()
-                self._active = True
+            self._apply(self.gate.follow(status))
 
-    def _deactivate(self) -> None:
-        """Stop acting and clear the policy's observation history and replan schedule."""
-        self._active = False
+    def _apply(self, transition: Transition) -> None:
+        """Stopping or starting an episode clears the policy's observation history and replan
+        schedule (call with self._lock held)."""
+        if transition is Transition.NONE:
+            return
         if self.policy is not None:
             self.policy.reset()
         if self.schedule is not None:
@@ -293,7 +267,7 @@ class PolicyNode(Node):
         stamp_s = stamp_to_s(msg.header.stamp)
         self._latency.report("embedding_transport", now_s - stamp_s, stamp_s)
         with self._lock:
-            if self.policy is None or not self._active or stamp_s < self._min_stamp_s or stamp_s <= self._last_stamp_s:
+            if self.policy is None or not self.gate.admits(stamp_s):
                 self.skipped["inactive"] += 1
                 return
             if now_s - stamp_s > self.config.max_observation_age_s:
@@ -306,7 +280,7 @@ class PolicyNode(Node):
                 return
             try:
                 obs = PolicyObservation(embedding=image_to_embedding(msg), state=js, stamp_s=stamp_s)
-                self._last_stamp_s = stamp_s
+                self.gate.used(stamp_s)
                 self.observations += 1
                 if not self.schedule.due(stamp_s):
                     self.policy.observe(obs)

@@ -10,17 +10,16 @@ shared by:
 - node `ur3_driver` (`nodes/ur3_driver.py`) driving `env.arm` through SafeArm; its servo loop is
   ticked by the stepper on the simulation clock.
 
-Episode control with standard types only (no custom .srv can be built here):
-  /episode/command  std_msgs/String JSON, e.g. {"cmd": "reset", "episode": 0, "seed": 3,
-                    "object": "red cube"} (object optional) or {"cmd": "stop"}      EVENT_QOS
-  /episode/status   std_msgs/String JSON at status_rate_hz and right after every command:
-                    {episode, seed, object, instruction, state ("idle"|"running"), success,
-                     success_time_s, sim_time_s, episode_sim_time_s, episode_wall_time_s,
-                     reset_stamp_s (ROS time when the reset finished), realtime {...},
-                     safety {...}, driver {...}}                                      EVENT_QOS
+Episode control (`episodes.protocol`, one JSON form, validated on receipt; docs/architecture.md):
+  /episode/command  EpisodeCommand: reset (episode, seed, object_name, instruction, condition)
+                    or stop                                                        EVENT_QOS
+  /episode/status   EpisodeStatus at status_rate_hz and right after every command, source
+                    "sim_cell", with the stepper's realtime, SafeArm's safety and the driver's
+                    counters                                                       EVENT_QOS
 A reset holds the arm, resets the world (`env.reset(seed, object)`), re-anchors the driver
 (interpolator + SafeArm rate limiter at the measured pose) and ignores action chunks stamped
 before the reset. A repeated reset of the current episode only re-sends the status (idempotent).
+The episode state lives in `episodes.gate.EpisodeGate`; the success test is `env.success()`.
 Parameters: configs.ros.SimCellNodeConfig (section `sim_cell:`), plus the `camera:` and
 `ur3_driver:` sections for the other two nodes.
 """
@@ -29,18 +28,19 @@ from __future__ import annotations
 import dataclasses
 import sys
 import threading
-import time
 
 import rclpy
 from rclpy.node import Node
 from std_msgs.msg import String
 
 from dynaflip_ros.configs.ros import SimCellNodeConfig
+from dynaflip_ros.episodes.gate import EpisodeGate
+from dynaflip_ros.episodes.protocol import CommandKind, EpisodeCommand, EpisodeStatus, Outcome, ProtocolError
 from dynaflip_ros.ros.nodes.camera import CameraNode
 from dynaflip_ros.ros.nodes.ur3_driver import Ur3DriverNode
 from dynaflip_ros.ros.params import load_node_config, node_kwargs
 from dynaflip_ros.ros.qos import EPISODE_COMMAND_TOPIC, EPISODE_STATUS_TOPIC, EVENT_QOS
-from dynaflip_ros.ros.runtime import fail_startup, from_json_msg, ros_now_s, safe_publish, spin_nodes, to_json_msg
+from dynaflip_ros.ros.runtime import fail_startup, ros_now_s, safe_publish, spin_nodes
 
 
 class SimCellNode(Node):
@@ -61,13 +61,7 @@ class SimCellNode(Node):
         self._stepper_cls = RealtimeSimStepper
         self.stepper = None
         self.driver: Ur3DriverNode | None = None
-        self._lock = threading.Lock()
-        self._state = "idle"
-        self._episode: int | None = None
-        self._seed: int | None = None
-        self._success_time_s: float | None = None
-        self._reset_stamp_s = 0.0
-        self._episode_wall_t0 = time.monotonic()
+        self.gate = EpisodeGate()
         self._status_pub = self.create_publisher(String, EPISODE_STATUS_TOPIC, EVENT_QOS)
         self.create_subscription(String, EPISODE_COMMAND_TOPIC, self._on_command, EVENT_QOS)
         # Status from a plain thread, not an executor timer: under a 2-core load the 125 Hz
@@ -104,36 +98,31 @@ class SimCellNode(Node):
     # ------------------------------------------------------------------ episodes
     def _on_command(self, msg: String) -> None:
         try:
-            cmd = from_json_msg(msg)
-            kind = cmd.get("cmd")
-            if kind == "reset":
-                self.reset_episode(int(cmd["episode"]), int(cmd.get("seed", cmd["episode"])), cmd.get("object"))
-            elif kind == "stop":
-                self.stop_episode()
+            cmd = EpisodeCommand.from_json(msg.data)
+            if cmd.kind is CommandKind.RESET:
+                self.reset_episode(cmd.episode, cmd.seed, cmd.object_name, condition=cmd.condition)
             else:
-                raise ValueError(f"unknown command {kind!r} (reset | stop)")
-        except (ValueError, KeyError, TypeError) as e:
-            self.get_logger().error(f"bad {EPISODE_COMMAND_TOPIC} {msg.data[:200]!r}: {e}")
+                self.stop_episode()
+        except (ProtocolError, ValueError) as e:
+            self.get_logger().error(f"{EPISODE_COMMAND_TOPIC} refused: {e}")
             return
         self._publish_status()
 
-    def reset_episode(self, episode: int, seed: int, object_name: str | None = None) -> None:
-        """Start `episode` with `seed` (idempotent for the running episode). Raises ValueError on
-        an unknown object or a negative seed."""
-        with self._lock:
-            if self._state == "running" and self._episode == episode and self._seed == seed:
-                return
+    def reset_episode(self, episode: int, seed: int | None = None, object_name: str | None = None,
+                      condition: str | None = None) -> None:
+        """Start `episode` with `seed` (default: the episode id; idempotent for the running
+        episode). Raises ValueError on an unknown object or a negative seed."""
+        seed = episode if seed is None else seed
+        if self.gate.is_running(episode, seed):
+            return
         env, driver = self.env, self.driver
-        with env.lock:  # lock order: env.lock, then the driver's SafeArm lock
+        with env.lock:  # lock order: env.lock, then the driver's SafeArm lock (then the gate's)
             driver.hold()
             info = env.reset(seed=seed, object_name=object_name or None)
             reset_stamp_s = ros_now_s(self)
             driver.reanchor(min_chunk_stamp_s=reset_stamp_s)
-        with self._lock:
-            self._episode, self._seed, self._state = episode, seed, "running"
-            self._success_time_s = None
-            self._reset_stamp_s = reset_stamp_s
-            self._episode_wall_t0 = time.monotonic()
+        self.gate.begin(episode, seed, reset_stamp_s, object_name=info.object_name,
+                        instruction=info.instruction, condition=condition)
         self.get_logger().info(f"episode {episode}: seed {seed}, {info.instruction!r}")
 
     def stop_episode(self) -> None:
@@ -145,36 +134,27 @@ class SimCellNode(Node):
             # with the stepper (which ticks the servo loop while holding env.lock).
             with self.env.lock:
                 self.driver.hold()
-        with self._lock:
-            self._state = "idle"
+        self.gate.end(Outcome.STOPPED, "stop command")
 
-    def status(self) -> dict:
-        """The /episode/status record (see the module docstring)."""
+    def status(self) -> EpisodeStatus:
+        """The /episode/status message (see the module docstring)."""
         env = self.env
         with env.lock:
             info = env.episode
             sim_time_s = env.sim_time_s
             success_now = env.success()
-        with self._lock:
-            if self._state == "running" and success_now and self._success_time_s is None:
-                self._success_time_s = sim_time_s - info.start_time_s
-            st = {
-                "episode": self._episode, "seed": info.seed, "object": info.object_name,
-                "instruction": info.instruction, "state": self._state,
-                "success": self._success_time_s is not None, "success_time_s": self._success_time_s,
-                "sim_time_s": sim_time_s, "episode_sim_time_s": sim_time_s - info.start_time_s,
-                "episode_wall_time_s": time.monotonic() - self._episode_wall_t0,
-                "reset_stamp_s": self._reset_stamp_s,
-            }
+        if success_now:
+            self.gate.succeed(sim_time_s - info.start_time_s)
+        telemetry = {"sim_time_s": sim_time_s, "episode_sim_time_s": sim_time_s - info.start_time_s}
         if self.stepper is not None:
-            st["realtime"] = dataclasses.asdict(self.stepper.stats)
+            telemetry["realtime"] = dataclasses.asdict(self.stepper.stats)
         if self.driver is not None:
             drv = self.driver.status()
-            st["safety"], st["driver"] = drv.pop("safety"), drv
-        return st
+            telemetry.update(safety=drv.pop("safety"), driver=drv, halted=bool(drv["halted"]))
+        return self.gate.status("sim_cell", ros_now_s(self), **telemetry)
 
     def _publish_status(self) -> None:
-        safe_publish(self, self._status_pub, to_json_msg(self.status()), "episode status")
+        safe_publish(self, self._status_pub, String(data=self.status().to_json()), "episode status")
 
     def close(self) -> None:
         """Stop physics (idempotent); the driver and camera close separately, the env last."""

@@ -18,9 +18,9 @@ Published:   /joint_states           sensor_msgs/JointState at joint_state_rate_
              /ur3_driver/status      std_msgs/String JSON: safety, servo-loop, chunk counters  EVENT_QOS
              /dynaflip/latency       {"stage": "command", "ms": capture -> chunk received}     EVENT_QOS
 Real cell only (backend != sim; in simulation the sim_cell node runs the episodes):
-             /episode/status         std_msgs/String JSON {"episode", "state": "running"|"idle",
-                                     "reset_stamp_s", "halted", "source": "ur3_driver"}: the
-                                     policy node acts only while an episode is running
+             /episode/status         `episodes.protocol.EpisodeStatus` (source "ur3_driver"; the
+                                     state machine is `episodes.gate.EpisodeGate`): the policy
+                                     node acts only while an episode is running
 Services:    /ur3_driver/start_episode  std_srvs/Trigger (real cell): the operator starts an
                                      episode (refused while halted); queued actions are dropped
                                      and chunks planned before the start are ignored
@@ -52,6 +52,8 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from dynaflip_ros.configs.ros import Ur3DriverNodeConfig
+from dynaflip_ros.episodes.gate import EpisodeGate
+from dynaflip_ros.episodes.protocol import Outcome
 from dynaflip_ros.robot.arm import Arm, ArmError
 from dynaflip_ros.robot.interpolation import ActionChunkInterpolator
 from dynaflip_ros.robot.safety import SafeArm
@@ -146,10 +148,7 @@ class Ur3DriverNode(Node):
         self._status_timer = self.create_timer(1.0 / self.config.status_rate_hz, self._publish_status)
         self.create_service(Trigger, "~/rearm", self._on_rearm, callback_group=MutuallyExclusiveCallbackGroup())
         # Real cell: the operator runs episodes (the sim_cell node does it in simulation).
-        self._episode = -1
-        self._episode_running = False
-        self._episode_reset_stamp_s = 0.0
-        self._episode_lock = threading.Lock()
+        self.gate = EpisodeGate()
         self._episode_pub = None
         if self.config.backend != "sim":
             self._episode_pub = self.create_publisher(String, EPISODE_STATUS_TOPIC, EVENT_QOS)
@@ -178,7 +177,7 @@ class Ur3DriverNode(Node):
         with self._stats_lock:
             self.chunk_stats.received += 1
             min_stamp_s = self._min_chunk_stamp_s
-        if self._episode_pub is not None and not self._episode_running:
+        if self._episode_pub is not None and not self.gate.state().running:
             # Real cell: the arm follows chunks only inside an operator-started episode (the policy
             # gates itself on /episode/status too; this also stops any other publisher).
             with self._stats_lock:
@@ -253,20 +252,16 @@ class Ur3DriverNode(Node):
             raise RuntimeError(f"arm halted ({self.safe.halt_reason}): call /ur3_driver/rearm first")
         now_s = ros_now_s(self)
         self.reanchor(min_chunk_stamp_s=now_s)
-        with self._episode_lock:
-            self._episode += 1
-            self._episode_running = True
-            self._episode_reset_stamp_s = now_s
-            episode = self._episode
+        episode = self.gate.next_episode()
+        self.gate.begin(episode, None, now_s)
         self._publish_episode_status()
         return f"episode {episode} started"
 
     def stop_episode(self) -> str:
         """End the running episode: the policy stops acting and the arm holds (queued actions
         dropped); returns a status text (also when no episode was running)."""
-        with self._episode_lock:
-            was_running, self._episode_running = self._episode_running, False
-            episode = self._episode
+        was_running = self.gate.end(Outcome.STOPPED, "stop_episode service")
+        episode = self.gate.state().episode
         self.hold()
         self._publish_episode_status()
         return f"episode {episode} stopped" if was_running else "no episode was running"
@@ -275,13 +270,10 @@ class Ur3DriverNode(Node):
         if self._episode_pub is None:
             return
         halted = self.safe.halted
-        with self._episode_lock:
-            if self._episode_running and halted:  # a protective stop ends the episode
-                self._episode_running = False
-                self.get_logger().warning(f"episode {self._episode} ended: arm halted ({self.safe.halt_reason})")
-            status = {"episode": self._episode, "state": "running" if self._episode_running else "idle",
-                      "reset_stamp_s": self._episode_reset_stamp_s, "halted": halted, "source": "ur3_driver"}
-        safe_publish(self, self._episode_pub, to_json_msg(status), "episode status")
+        if halted and self.gate.end(Outcome.HALTED, str(self.safe.halt_reason)):  # a protective stop ends it
+            self.get_logger().warning(f"episode {self.gate.state().episode} ended: arm halted ({self.safe.halt_reason})")
+        status = self.gate.status("ur3_driver", ros_now_s(self), halted=halted)
+        safe_publish(self, self._episode_pub, String(data=status.to_json()), "episode status")
 
     def _on_start_episode(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         try:
