@@ -6,7 +6,7 @@ import logging
 import numpy as np
 
 from dynaflip_ros.configs.safety import SafetyConfig
-from dynaflip_ros.eval import fault_holes as fh
+from dynaflip_ros.eval import fault_sim as fh
 from dynaflip_ros.eval import fault_inject as fi
 from dynaflip_ros.eval import fault_scenarios as fs
 

@@ -53,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dynaflip_ros.configs.safety import SafetyConfig
-    from dynaflip_ros.eval import fault_inject as fi
     from dynaflip_ros.eval import fault_scenarios as fs
+    from dynaflip_ros.eval.fault_bench import Figure
+    from dynaflip_ros.eval.fault_rtde import loopback_host, rtde_unavailable_reason
 
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     if args.commands < 1:
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.target in ("all", "sim"):
         plans.append(("sim", fs.SIM_SCENARIOS))
     if args.target in ("all", "rtde"):
-        reason = fi.rtde_unavailable_reason()
+        reason = rtde_unavailable_reason()
         if reason:
             print(f"[skip] rtde  loopback RTDE scenarios not run: {reason}")
             if args.target == "rtde":
@@ -92,15 +93,15 @@ def run(args: argparse.Namespace) -> int:
             if name == "fuzz":
                 kwargs["n_commands"] = args.commands
             if target == "rtde":
-                kwargs.update(ur_type=args.ur_type, host=fi.loopback_host(args.host, len(figures)),
+                kwargs.update(ur_type=args.ur_type, host=loopback_host(args.host, len(figures)),
                               rt_priority=args.rt_priority)
             print(f"--- {target}: {name} ...", flush=True)
             t_s = time.monotonic()
             try:
                 got = fn(**kwargs)
             except Exception as e:  # noqa: BLE001 - a crashed scenario is a failed figure, not a crash
-                got = [fi.Figure(target, name, float("nan"), f"scenario crashed: {type(e).__name__}: {e}",
-                                 "runs", False)]
+                got = [Figure(target, name, float("nan"), f"scenario crashed: {type(e).__name__}: {e}",
+                              "runs", False)]
             for f in got:
                 print(f.line(), flush=True)
             print(f"    ({time.monotonic() - t_s:.1f} s)", flush=True)

@@ -138,7 +138,8 @@ def replay_on_loopback(trace: PolicyTrace, ur_type: str = "e-series", host: str 
     controller or ur_rtde fail."""
     from dynaflip_ros.configs.robot import URRtdeConfig
     from dynaflip_ros.configs.safety import SafetyConfig
-    from dynaflip_ros.eval.fault_inject import LOOPBACK_VERSIONS, ArmTap
+    from dynaflip_ros.eval.fault_bench import ArmTap
+    from dynaflip_ros.eval.fault_rtde import LOOPBACK_VERSIONS
     from dynaflip_ros.robot.interpolation import ActionChunkInterpolator
     from dynaflip_ros.robot.motion import move_to_joints
     from dynaflip_ros.robot.safety import SafeArm

@@ -1,15 +1,20 @@
-"""Fault-injection scenarios for the four safety holes of issue 8, on the MuJoCo arm.
+"""The fault-injection scenarios on the MuJoCo arm (`dynaflip fault-inject --target sim`).
 
-Each scenario reproduces one hole that a property-based fuzz of `SafeArm` found, and measures at
-the arm (the `ArmTap` of `eval.fault_inject.SimBench`) that it stays closed (docs/safety.md):
+Each runs `eval.fault_bench.SimBench` (tapped SafeArm + ServoLoop over the MuJoCo UR3) in
+lock-step simulation time, so its figures are deterministic up to the timing of the watchdog
+against the simulated clock; each returns `Figure`s measured at the arm (docs/safety.md).
 
+- `fuzz`: 10,000 fuzzed servo commands; limit violations at the arm, measured joint speed peak.
+- `stale`: the SafeArm watchdog stop after the command stream stops.
+- `protective_stop`: no motion while the arm reports a protective stop, no jump after re-arm.
+The four safety holes of issue 8, each found by a property-based fuzz of `SafeArm`:
 - `moved_outside`: a stale rate-limiter anchor after connect() / rearm() (the arm moved by hand);
 - `failed_arming`: a connect() / rearm() that fails but still arms;
 - `declared_dt`: a speed limit per call instead of per unit time;
 - `bad_input`: input that escapes as another exception or slips through, and a clock that steps
   back.
 
-Registered in `eval.fault_scenarios.SIM_SCENARIOS` (`dynaflip fault-inject --target sim`).
+Registered in `eval.fault_scenarios.SIM_SCENARIOS`.
 """
 from __future__ import annotations
 
@@ -19,9 +24,137 @@ from typing import Any
 import numpy as np
 
 from dynaflip_ros.configs.safety import SafetyConfig
-from dynaflip_ros.eval.fault_inject import Figure, SimBench
+from dynaflip_ros.eval.fault_bench import Figure, SimBench, p99
 from dynaflip_ros.robot.arm import ArmError
+from dynaflip_ros.robot.kinematics import UR3_MAX_JOINT_SPEED_RAD_S
 from dynaflip_ros.robot.safety import SafeArm, SafetyViolation
+
+
+def sim_fuzz(n_commands: int = 10_000, seed: int = 0, safety: SafetyConfig | None = None) -> list[Figure]:
+    """10,000 fuzzed servo commands into SafeArm -> MuJoCo UR3, one per servo period of physics.
+    Figures: limit violations among the commands that reached the arm (exact check against the
+    configured limits), and the measured joint speed peak (physics: PD tracking of rate-limited
+    random reversals overshoots the commanded speed a little) against the UR3 datasheet speed."""
+    cfg = safety or SafetyConfig()
+    bench = SimBench(cfg)
+    rng = np.random.default_rng(seed)
+    limits = np.array(cfg.joint_limits_rad)
+    speed_lim = np.asarray(UR3_MAX_JOINT_SPEED_RAD_S, dtype=float)
+    peak_ratio = 0.0
+    q_min, q_max = np.full(6, np.inf), np.full(6, -np.inf)
+    try:
+        for i in range(n_commands):
+            bench.fuzz_once(rng, limits)
+            bench.step(tick=False)
+            if i % 500 == 499:  # pause: let the watchdog stop the stream now and then
+                for _ in range(int(round(2 * cfg.watchdog_timeout_s / bench.period_s))):
+                    bench.safe.check_watchdog()
+                    bench.step(tick=False)
+            dq = bench.dq()
+            peak_ratio = max(peak_ratio, float(np.max(np.abs(dq) / speed_lim)))
+            qm = bench.q()
+            q_min, q_max = np.minimum(q_min, qm), np.maximum(q_max, qm)
+        n_bad = bench.tap.violations(cfg, per_time=True)
+        n_fwd = len(bench.tap.commands)
+        stats = bench.safe.stats
+        within = bool(np.all(q_min >= limits[:, 0]) and np.all(q_max <= limits[:, 1]))
+    finally:
+        bench.close()
+    return [
+        Figure("sim", "limit violations", n_bad, f"{n_bad} / {n_commands} commands ({n_fwd} reached the arm, "
+               f"{stats.rejected} refused, {stats.rate_limited} rate-limited)", "0", n_bad == 0,
+               {"forwarded": n_fwd, "refused": stats.rejected, "rate_limited": stats.rate_limited}),
+        Figure("sim", "measured joint speed peak", peak_ratio,
+               f"{peak_ratio:.2f} x the UR3 datasheet speed (configured: {cfg.speed_scale:.2f} x), joints within limits: {within}",
+               "<= 1.0 x and within limits", peak_ratio <= 1.0 and within, {"joints_within_limits": within}),
+    ]
+
+
+def sim_stale_command(trials: int = 20, safety: SafetyConfig | None = None) -> list[Figure]:
+    """Stream a moving target, then stop feeding commands (the policy / node died): time from
+    the last command that reached the arm to the stop reaching it (SafeArm watchdog, sim clock),
+    and to standstill (all joint speeds < 0.01 rad/s)."""
+    cfg = safety or SafetyConfig()
+    bench = SimBench(cfg)
+    stop_ms, still_ms = [], []
+    try:
+        for k in range(trials):
+            bench.sine_chunk(0.6 + 0.013 * k, amp_rad=0.2, freq_hz=0.8, joint=k % 3)
+            for _ in range(int((0.6 + 0.013 * k) / bench.period_s) + 1):
+                bench.step()
+            # The chunk ended mid-motion: the loop holds (no command); the watchdog must stop.
+            bench.interp.reset(None)
+            n_stops = len(bench.tap.stop_times)
+            t_last = bench.tap.command_times[-1]
+            t_end = bench.env.sim_time_s + 1.0
+            t_still = None
+            while bench.env.sim_time_s < t_end:
+                bench.step()
+                if len(bench.tap.stop_times) > n_stops and t_still is None and np.max(np.abs(bench.dq())) < 0.01:
+                    t_still = bench.env.sim_time_s
+                    break
+            if len(bench.tap.stop_times) <= n_stops:
+                stop_ms.append(math.inf)
+                continue
+            stop_ms.append((bench.tap.stop_times[n_stops] - t_last) * 1e3)
+            still_ms.append(((t_still or t_end) - t_last) * 1e3)
+            bench.loop.reanchor()
+    finally:
+        bench.close()
+    stop_p99 = p99(stop_ms)
+    return [
+        Figure("sim", "stale-command stop", stop_p99,
+               f"{stop_p99:.0f} ms (p99 of {trials}; watchdog {cfg.watchdog_timeout_s * 1e3:.0f} ms)",
+               "<= 100 ms", stop_p99 <= 100.0, {"stop_ms": stop_ms}),
+        Figure("sim", "stale-command standstill", p99(still_ms), f"{p99(still_ms):.0f} ms (p99, joint speeds < 0.01 rad/s)",
+               "reported", True, {"still_ms": still_ms}),
+    ]
+
+
+def sim_protective_stop(trials: int = 5, safety: SafetyConfig | None = None) -> list[Figure]:
+    """A protective stop mid-motion: the loop must halt, the arm must not move until re-armed
+    (policy chunks keep arriving and are refused), and the first commands after the re-arm must
+    start at the measured pose (no jump)."""
+    cfg = safety or SafetyConfig()
+    bench = SimBench(cfg)
+    motion_while_stopped, jumps, refused, reached = [], [], 0, 0
+    try:
+        for k in range(trials):
+            bench.sine_chunk(2.0, amp_rad=0.2, freq_hz=0.7, joint=k % 3)
+            for _ in range(40):
+                bench.step()
+            bench.env.arm.inject_protective_stop()
+            for _ in range(10):  # let the arm come to rest under the controller's hold
+                bench.step()
+            q_stopped = bench.q()
+            n_cmd = len(bench.tap.commands)
+            for j in range(125):  # 1 s of new chunks while stopped
+                if j % 12 == 0:
+                    bench.sine_chunk(1.0, amp_rad=0.3, freq_hz=1.0, joint=(k + 1) % 3)
+                bench.step()
+            motion_while_stopped.append(float(np.max(np.abs(bench.q() - q_stopped))))
+            refused = bench.loop.stats.rejections_by_reason.get("halted", 0)
+            reached += len(bench.tap.commands) - n_cmd
+            bench.env.arm.rearm()
+            bench.loop.rearm()
+            q_before = bench.q()
+            bench.sine_chunk(1.0, amp_rad=0.3, freq_hz=0.5, joint=(k + 2) % 3)
+            n_before = len(bench.tap.commands)
+            for _ in range(5):
+                bench.step()
+            first = bench.tap.commands[n_before] if len(bench.tap.commands) > n_before else q_before
+            jumps.append(float(np.max(np.abs(first - q_before))))
+    finally:
+        bench.close()
+    m, jmp = max(motion_while_stopped), max(jumps)
+    step_lim = float(np.max(np.asarray(cfg.joint_speed_limit_rad_s)) * bench.period_s)
+    return [
+        Figure("sim", "motion during protective stop", m, f"{m:.5f} rad max joint motion, {reached} commands reached "
+               f"the arm ({refused} refused), {trials} stops", "< 1e-3 rad and 0 commands", m < 1e-3 and reached == 0),
+        Figure("sim", "jump after re-arm", jmp, f"{jmp:.5f} rad (first command vs measured pose)",
+               f"<= one servo step ({step_lim:.4f} rad)", jmp <= step_lim + 1e-9),
+    ]
+
 
 
 def _stream_pose(bench: SimBench, q: np.ndarray, duration_s: float, dt_s: float) -> list[np.ndarray]:
