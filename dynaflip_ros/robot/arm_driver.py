@@ -1,0 +1,220 @@
+"""`ArmDriver`: action chunks -> ActionChunkInterpolator -> ServoLoop -> SafeArm -> arm (ROS-free).
+
+The core of the `ur3_driver` node (ros/nodes/ur3_driver.py is its ROS adapter). Every target
+goes through `robot.safety.SafeArm` (docs/safety.md).
+
+Clocks (docs/timing.md): action-chunk times arrive on the ROS clock (the observation's capture
+stamp plus i * dt); `queue_chunk` shifts them onto the servo loop's clock with the offset
+measured at receipt, then onto trajectory time (slower than the loop clock while the
+controller's speed slider / scaling is below 1). Actions already due are dropped; a new segment
+starts from the last commanded target; the latest chunk wins. The servo loop's clock is
+monotonic on the real cell and the simulation clock inside the sim cell (where the physics
+stepper ticks the loop instead of a thread).
+
+Chunk filtering, in order: outside an operator-started episode (real cell only) -> refused;
+stamped before the last re-anchor (`min_chunk_stamp_s`: a sim reset, a re-arm, an episode
+start) -> ignored; malformed -> invalid; older than `max_chunk_age_s` on arrival -> stale.
+
+Real-cell episodes: with `operator_episodes=True` the driver owns an `episodes.gate.EpisodeGate`
+(the operator starts / stops episodes; a halt of SafeArm ends the running one).
+
+Locks: `_stats_lock` guards the counters and `min_chunk_stamp_s` and is a leaf. The servo loop's
+tick lock and SafeArm's lock are taken inside `loop` / `safe` calls; in simulation callers that
+re-anchor hold the sim world's lock first (order: world, servo loop, SafeArm).
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import threading
+from typing import Callable
+
+import numpy as np
+
+from dynaflip_ros.configs.ros import Ur3DriverNodeConfig
+from dynaflip_ros.episodes.gate import EpisodeGate
+from dynaflip_ros.episodes.protocol import EpisodeStatus, Outcome
+from dynaflip_ros.robot.arm import Arm
+from dynaflip_ros.robot.interpolation import ActionChunkInterpolator
+from dynaflip_ros.robot.safety import SafeArm
+from dynaflip_ros.robot.servo_loop import ServoLoop
+
+
+@dataclasses.dataclass
+class ChunkStats:
+    """Action-chunk counters of the driver: received, queued (>= 1 future action), stale (all
+    actions due or too old), before_reset (stamped before the last re-anchor), invalid,
+    outside_episode (real cell: no episode running, the chunk is refused)."""
+
+    received: int = 0
+    queued: int = 0
+    stale: int = 0
+    before_reset: int = 0
+    invalid: int = 0
+    outside_episode: int = 0
+
+
+class ArmDriver:
+    """Streams the latest action chunk to `arm` through SafeArm at `config.servo_rate_hz`.
+
+    Args:
+        arm: the Arm to drive (connected here through SafeArm).
+        config: the driver's settings (`configs.ros.Ur3DriverNodeConfig`).
+        clock: the servo loop's clock in seconds (monotonic for a real arm; the simulation
+            clock when an external stepper ticks the loop).
+        operator_episodes: the real cell: episodes are started and stopped through this driver.
+    Raises ArmError / SafetyViolation from connecting the arm.
+    """
+
+    def __init__(self, arm: Arm, config: Ur3DriverNodeConfig, clock: Callable[[], float],
+                 operator_episodes: bool = False) -> None:
+        self.arm = arm
+        self.config = config
+        self.clock = clock
+        self.safe = SafeArm(arm, config.safety, clock=clock)
+        self.safe.connect()
+        self.interp = ActionChunkInterpolator(n_dims=7)
+        # A real controller reports its speed slider / scaling: follow chunks in scaled time.
+        speed_scaling = (lambda: arm.speed_scaling) if hasattr(arm, "speed_scaling") else None
+        # A UR lags its servoj targets by about the lookahead time: hold a finished chunk's last
+        # target that long (plus the lead) so the arm settles on it before the watchdog stops it.
+        end_hold_s = (config.ur_rtde.settle_hold_s(config.command_lead_s) if config.backend == "ur_rtde" else 0.0)
+        self.loop = ServoLoop(self.safe, self.interp, rate_hz=config.servo_rate_hz, clock=clock,
+                              speed_scaling=speed_scaling, command_lead_s=config.command_lead_s,
+                              end_hold_s=end_hold_s)
+        self.chunk_stats = ChunkStats()
+        self._stats_lock = threading.Lock()  # leaf: counters and min_chunk_stamp_s
+        self._min_chunk_stamp_s = 0.0  # chunks stamped before the last re-anchor are ignored
+        self.gate = EpisodeGate() if operator_episodes else None
+        self.loop.reanchor()
+
+    def start_servo_thread(self) -> None:
+        """Run the servo loop in its own thread (real arm), at the configured RT priority."""
+        # Everything allocated so far (modules, rclpy, configs) moves to the permanent GC
+        # generation: full collections then stay short and do not stall the servo thread
+        # (measured: ~50-100 ms overrun bursts without it in a process holding large heaps).
+        gc.collect()
+        gc.freeze()
+        self.loop.start(rt_priority=self.config.ur_rtde.rt_priority if self.config.backend == "ur_rtde" else 0)
+
+    # ------------------------------------------------------------------ action chunks
+    def _count(self, name: str) -> None:
+        with self._stats_lock:
+            setattr(self.chunk_stats, name, getattr(self.chunk_stats, name) + 1)
+
+    def admit_chunk(self, stamp_s: float) -> str | None:
+        """Count a received chunk stamped `stamp_s` (ROS s); returns why it is refused
+        ("outside_episode" | "before_reset") or None when it may be decoded and queued."""
+        with self._stats_lock:
+            self.chunk_stats.received += 1
+            min_stamp_s = self._min_chunk_stamp_s
+        if self.gate is not None and not self.gate.state().running:
+            # Real cell: the arm follows chunks only inside an operator-started episode (the policy
+            # gates itself on /episode/status too; this also stops any other publisher).
+            self._count("outside_episode")
+            return "outside_episode"
+        if stamp_s < min_stamp_s:
+            self._count("before_reset")
+            return "before_reset"
+        return None
+
+    def chunk_invalid(self) -> None:
+        """Count a chunk that failed to decode."""
+        self._count("invalid")
+
+    def queue_chunk(self, stamp_s: float, times_s: np.ndarray, targets: np.ndarray,
+                    recv_ros_s: float, recv_clock_s: float) -> str:
+        """Queue a decoded chunk: times_s (H,) ROS seconds, targets (H, 7) (6 joints rad +
+        gripper 0..1), received at `recv_ros_s` (ROS clock) = `recv_clock_s` (loop clock).
+        Returns "queued", "stale" (all actions due) or "too_old" (older than max_chunk_age_s)."""
+        if recv_ros_s - stamp_s > self.config.max_chunk_age_s:
+            self._count("stale")
+            return "too_old"
+        times_traj_s = self.loop.to_trajectory_time(np.asarray(times_s) - recv_ros_s + recv_clock_s)
+        kept = self.interp.add_chunk(times_traj_s, targets, now_s=self.loop.to_trajectory_time(self.clock()))
+        self._count("queued" if kept else "stale")
+        return "queued" if kept else "stale"
+
+    # ------------------------------------------------------------------ holding and re-arming
+    def hold(self) -> None:
+        """Drop queued actions and anchor at the measured pose: the servo loop holds and the
+        watchdog stops the arm."""
+        self.loop.reanchor()
+
+    def reanchor(self, min_chunk_stamp_s: float) -> None:
+        """After the arm was moved outside the driver (sim reset): drop queued actions, anchor the
+        interpolator and SafeArm's rate limiter to the measured pose, and ignore chunks stamped
+        before `min_chunk_stamp_s` (ROS clock; observations of the previous episode).
+        In simulation call it with the world's lock held (lock order: world, then SafeArm's)."""
+        with self._stats_lock:
+            self._min_chunk_stamp_s = float(min_chunk_stamp_s)
+        self.safe.stop()  # SafeArm re-anchors its rate limiter at the measured pose on the next command
+        self.loop.reanchor()  # drop queued actions; anchor at measured joints + gripper command
+
+    def rearm(self, now_ros_s: float) -> str:
+        """Clear a stop on the arm (reconnecting a dead RTDE worker first) and re-anchor SafeArm
+        and the interpolator at the measured pose; chunks planned before `now_ros_s` are ignored.
+        Returns a status text; raises ArmError (or SafetyViolation) when the arm is not ready."""
+        arm = self.arm
+        if hasattr(arm, "connected") and hasattr(arm, "reconnect") and not arm.connected:
+            arm.reconnect()
+        if hasattr(arm, "rearm"):
+            arm.rearm()
+        with self._stats_lock:
+            self._min_chunk_stamp_s = float(now_ros_s)
+        self.loop.rearm()
+        return f"re-armed at q={[round(float(v), 4) for v in self.safe.state().q]}"
+
+    # ------------------------------------------------------------------ episodes (real cell)
+    def start_episode(self, now_ros_s: float) -> str:
+        """Start an episode: drop queued actions, ignore chunks planned before now, let the
+        policy act. Raises RuntimeError while SafeArm is halted (re-arm first)."""
+        if self.safe.halted:
+            raise RuntimeError(f"arm halted ({self.safe.halt_reason}): call /ur3_driver/rearm first")
+        self.reanchor(min_chunk_stamp_s=now_ros_s)
+        episode = self.gate.next_episode()
+        self.gate.begin(episode, None, now_ros_s)
+        return f"episode {episode} started"
+
+    def stop_episode(self) -> str:
+        """End the running episode: the policy stops acting and the arm holds (queued actions
+        dropped); returns a status text (also when no episode was running)."""
+        was_running = self.gate.end(Outcome.STOPPED, "stop_episode service")
+        episode = self.gate.state().episode
+        self.hold()
+        return f"episode {episode} stopped" if was_running else "no episode was running"
+
+    def episode_status(self, now_ros_s: float) -> tuple[EpisodeStatus, bool]:
+        """The real cell's /episode/status; a halt of SafeArm ends the running episode first.
+        Returns (status, whether this call ended the episode because of a halt)."""
+        halted = self.safe.halted
+        ended = halted and self.gate.end(Outcome.HALTED, str(self.safe.halt_reason))
+        return self.gate.status("ur3_driver", now_ros_s, halted=halted), ended
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict:
+        """Counters of SafeArm, the servo loop, the interpolator and the chunk intake."""
+        loop = self.loop.stats
+        with self._stats_lock:
+            chunks = dataclasses.asdict(self.chunk_stats)
+        return {
+            "safety": dataclasses.asdict(self.safe.stats),
+            "halted": self.safe.halted,
+            "halt_reason": self.safe.halt_reason,
+            "trajectory_lag_s": self.loop.trajectory_lag_s,
+            "servo": {
+                "rate_hz": self.loop.rate_hz, "ticks": loop.ticks, "commands_sent": loop.commands_sent,
+                "holds": loop.holds, "safety_rejections": loop.safety_rejections,
+                "rejections_by_reason": loop.rejections_by_reason, "errors": loop.errors,
+                "overruns": loop.overruns, "period_mean_ms": loop.period_mean_s * 1e3,
+                "jitter_p99_ms": loop.jitter_p99_s * 1e3, "jitter_max_ms": loop.jitter_max_s * 1e3,
+            },
+            "interpolator": {"chunks_added": self.interp.chunks_added, "stale_chunks": self.interp.stale_chunks,
+                             "dropped_actions": self.interp.dropped_actions},
+            "chunks": chunks,
+        }
+
+    def close(self) -> None:
+        """Stop the servo loop and the arm (servoStop), then disconnect (idempotent)."""
+        self.loop.stop(stop_arm=True)
+        self.safe.disconnect()
