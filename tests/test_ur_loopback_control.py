@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from dynaflip_ros.sim.ur_loopback import LoopbackURController
-from dynaflip_ros.sim.ur_loopback.arm_model import (
+from dynaflip_ros.robot.kinematics import (
     rotvec_to_matrix,
     matrix_to_rotvec,
 )

@@ -14,7 +14,8 @@ import pytest
 from dynaflip_ros.robot.kinematics import forward_kinematics
 from dynaflip_ros.sim.ur_loopback import arm_model
 from dynaflip_ros.sim.ur_loopback import rtde_protocol as rp
-from dynaflip_ros.sim.ur_loopback.controller import ControllerCore, _check_host
+from dynaflip_ros.sim.ur_loopback.config import check_host as _check_host
+from dynaflip_ros.sim.ur_loopback.core import ControllerCore
 from dynaflip_ros.sim.ur_loopback.dashboard import handle_command
 from dynaflip_ros.sim.ur_loopback.robotiq_server import RobotiqGripper
 from dynaflip_ros.sim.ur_loopback.script_emulation import parse_path, split_programs
@@ -227,7 +228,7 @@ def test_trajectory_limiter_reports_speed_scaling(core):
 
 
 def test_trace_buffer_chunks_and_limit():
-    from dynaflip_ros.sim.ur_loopback.controller import TraceBuffer
+    from dynaflip_ros.sim.ur_loopback.trace import TraceBuffer
 
     tb = TraceBuffer(max_rows=30_000)
     for i in range(45_000):

@@ -14,7 +14,7 @@ import pytest
 
 from dynaflip_ros.robot.kinematics import forward_kinematics
 from dynaflip_ros.sim.ur_loopback import DEFAULT_Q0_RAD, LoopbackURController
-from dynaflip_ros.sim.ur_loopback.arm_model import matrix_to_rotvec
+from dynaflip_ros.robot.kinematics import matrix_to_rotvec
 
 rtde_receive = pytest.importorskip("rtde_receive", reason="ur_rtde (PyPI ur-rtde 1.6.5) not installed")
 import dashboard_client

@@ -7,7 +7,7 @@ Units: rad, rad/s, rad/s², seconds, metres. Joint order is UR's (robot/arm.py).
 Model choices (docs/ur_rtde_protocol.md §4.3 "Arm model" [inferred]; UR's own servo algorithm is not published):
 * servoJ: the reference q_ref follows the latest servo target with a first-order filter of time
   constant tau = lookahead_time * sqrt(300 / gain) (so the defaults 0.1 s / 300 give 0.1 s; a
-  higher gain tracks tighter), joint speeds clamped to the UR3 limits (HARDWARE.md §1.1) times
+  higher gain tracks tighter), joint speeds clamped to the UR3 limits (docs/hardware.md §1.1) times
   the speed slider; while clamping, `limiter` (reported as RTDE speed_scaling, the trajectory
   limiter's scaling) drops below 1.
 * speedJ: q_ref integrates the commanded joint speeds, reached with the given acceleration.
@@ -17,22 +17,25 @@ Model choices (docs/ur_rtde_protocol.md §4.3 "Arm model" [inferred]; UR's own s
 * physics=True: MuJoCo position + velocity actuators (cell.py, kp/kv, torque-clamped, gravity
   compensated) track q_ref/qd_ref; actual_q is the simulated joint position.
   physics=False: actual_q = q_ref.
+
+Pose math: UR poses (x, y, z m; rx, ry, rz rotation vector rad) <-> transforms through the
+project's helpers in `robot.kinematics`; relative rotations (TCP angular speed, Jacobian) through
+scipy `Rotation`. Threads: none; used by the controller process's single network-loop thread,
+once per 2 ms (e-Series) / 8 ms (CB3) controller cycle.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
-from dynaflip_ros.robot.kinematics import (  # noqa: F401 - rotation helpers re-exported for the controller
-    matrix_to_rotvec,
-    rotvec_to_matrix,
+from dynaflip_ros.robot.kinematics import (  # noqa: F401 - UR pose helpers re-exported for core / script_emulation
     transform_from_ur_pose,
     ur_pose_from_transform,
     UR3_CB3_DH,
     UR3_JOINT_LIMITS_RAD,
     UR3_MAX_JOINT_SPEED_RAD_S,
-    forward_kinematics,
 )
 from dynaflip_ros.robot.kinematics import inverse_kinematics as kin_inverse_kinematics
 
@@ -48,7 +51,7 @@ _DH_ROWS = tuple(zip(UR3_CB3_DH.a, UR3_CB3_DH.d,
 
 def dh_frames(q) -> list[np.ndarray]:
     """(4, 4) DH frames 1..6 of the CB3 UR3 at q (6,) rad: the same chain as
-    `robot.kinematics.forward_kinematics` (HARDWARE.md §1.2), in scalar arithmetic (~5x faster
+    `robot.kinematics.forward_kinematics` (docs/hardware.md §1.2), in scalar arithmetic (~5x faster
     than the numpy chain for the controller's 500 Hz outputs)."""
     r00, r01, r02, r10, r11, r12, r20, r21, r22 = 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0
     px = py = pz = 0.0
@@ -75,16 +78,31 @@ def dh_frames(q) -> list[np.ndarray]:
     return out
 
 
+def relative_rotvec(r_to: np.ndarray, r_from: np.ndarray) -> np.ndarray:
+    """Rotation vector (3,) rad, base frame, of R_to R_from^T for (3, 3) rotations: the rotation
+    taking `r_from` to `r_to` (scipy `Rotation.as_rotvec`, angle in [0, pi];
+    https://docs.scipy.org/doc/scipy/reference/generated/scipy.spatial.transform.Rotation.html).
+    Both inputs must be rotation matrices (DH / Rodrigues products, orthonormal to rounding):
+    `assume_valid=True` skips scipy's re-orthonormalisation, ~5x faster at the 500 Hz cycle."""
+    return Rotation.from_matrix(r_to @ r_from.T, assume_valid=True).as_rotvec()
+
+
+def flange_to_tcp(t_flange: np.ndarray, tcp_offset: np.ndarray | None) -> np.ndarray:
+    """(4, 4) TCP transform from the (4, 4) flange transform and the TCP offset, a UR pose (6,)
+    (m, rotation vector rad) in the flange frame; None or all-zero offset: the flange itself."""
+    if tcp_offset is not None and np.any(np.asarray(tcp_offset) != 0):
+        return t_flange @ transform_from_ur_pose(tcp_offset)
+    return t_flange
+
+
 def tcp_pose(q: np.ndarray, tcp_offset: np.ndarray | None = None) -> np.ndarray:
     """UR pose (6,) of the TCP (flange when `tcp_offset` is None or zero) in the base frame,
-    from the CB3 DH forward kinematics (robot/kinematics.py, HARDWARE.md §1.2)."""
+    from the CB3 DH forward kinematics (robot/kinematics.py, docs/hardware.md §1.2).
+    Raises ValueError when q is not 6 finite angles (rad)."""
     q = np.asarray(q, dtype=float)
     if q.shape != (6,) or not np.all(np.isfinite(q)):
         raise ValueError(f"q must be finite (6,), got {q!r}")
-    t = dh_frames(q.tolist())[-1]
-    if tcp_offset is not None and np.any(np.asarray(tcp_offset) != 0):
-        t = t @ transform_from_ur_pose(tcp_offset)
-    return ur_pose_from_transform(t)
+    return ur_pose_from_transform(flange_to_tcp(dh_frames(q.tolist())[-1], tcp_offset))
 
 
 def inverse_kinematics(pose, q_near: np.ndarray, tcp_offset=None, max_iters: int = 200,

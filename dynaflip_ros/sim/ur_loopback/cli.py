@@ -1,7 +1,7 @@
 """CLI of the loopback UR controller: `python -m dynaflip_ros.sim.ur_loopback` or the
 `dynaflip ur-loopback` verb (module `dynaflip_ros.sim.ur_loopback.cli`, `register(subparsers)`).
 Serves until Ctrl-C, logging a status line periodically. Imports only the standard library at
-module level (the controller module is imported in `run`)."""
+module level (the controller, process.py, is imported in `run`)."""
 from __future__ import annotations
 
 import argparse
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C; 2 on a start failure (bad argument, port in use)."""
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
-    from dynaflip_ros.sim.ur_loopback.controller import LoopbackURController
+    from dynaflip_ros.sim.ur_loopback.process import LoopbackURController
 
     try:
         ctrl = LoopbackURController(

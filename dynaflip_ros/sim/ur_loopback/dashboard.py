@@ -3,13 +3,14 @@
 Source: docs/ur_rtde_protocol.md §5 (reply texts, ur_rtde's exact-match checks; replies end in
 `\\n` only, never `\\r\\n`), §3.4 steps 2-3 (PolyscopeVersion, serial number, remote control),
 §4.4 (unlock protective stop). Unknown commands get UR's `could not understand: '<cmd>'`.
+
+`handle_command` reads and changes a `core.ControllerCore`; the network loop (server.py) splits
+the socket stream into lines and dispatches each here. Threads: none; it runs on the controller
+process's single network-loop thread, between control cycles.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pragma: no cover
-    from dynaflip_ros.sim.ur_loopback.controller import ControllerCore
+from dynaflip_ros.sim.ur_loopback.core import ControllerCore
 
 GREETING = "Connected: Universal Robots Dashboard Server"
 SERIAL_NUMBER = "20185500000"

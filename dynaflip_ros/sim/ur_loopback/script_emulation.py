@@ -13,20 +13,23 @@ Per control cycle while the program is PLAYING:
 * other: processed once (until a 0 is seen); done (2) at once, or, for synchronous moves and
   stops, when the motion has finished. Results go to output_int_register_o+1 /
   output_double_register_o+0..5 before the done.
+
+The emulator reads and writes the controller state through `ScriptHost` (the protocol below,
+implemented by `core.ControllerCore`), so this module does not import the core. Threads: none; it
+runs inside the controller cycle (`ControllerCore.step`, one call of `tick()` per 2 ms / 8 ms
+cycle) on the controller process's single thread.
 """
 from __future__ import annotations
 
+import collections
 import re
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from dynaflip_ros.robot.kinematics import UR3_JOINT_LIMITS_RAD
 from dynaflip_ros.sim.ur_loopback import arm_model
-from dynaflip_ros.sim.ur_loopback.arm_model import HOLD, MOVE
-
-if TYPE_CHECKING:  # pragma: no cover
-    from dynaflip_ros.sim.ur_loopback.controller import ControllerCore
+from dynaflip_ros.sim.ur_loopback.arm_model import HOLD, MOVE, ArmBackend, JointMotion
 
 REALTIME_CMDS = frozenset({6, 9, 10, 11, 12, 24, 25, 26, 27, 38, 58, 66, 67, 68, 69, 70, 71})
 CMD_NAMES = {
@@ -97,10 +100,37 @@ def parse_path(script: str) -> list[dict]:
     return out
 
 
+class ScriptHost(Protocol):
+    """What the script reads and drives on the controller (`core.ControllerCore`)."""
+
+    in_int: list[int]             # input/output int and double registers, rp.N_REGISTERS each
+    in_dbl: list[float]
+    out_int: list[int]
+    out_dbl: list[float]
+    motion: JointMotion
+    arm: ArmBackend
+    tcp_offset: np.ndarray        # (6,) UR pose of the TCP in the flange frame
+    q_history: collections.deque  # (6,) actual joints of the last cycles, newest last
+    period_s: float               # controller cycle, s
+    runtime_state: int
+    safety_mode: int
+    teach_mode: bool
+    payload_kg: float
+    payload_cog: np.ndarray       # (3,) m
+    payload_inertia: np.ndarray   # (6,) kg m²
+
+    def log_error(self, msg: str) -> None: ...
+    def stop_program(self, reason: str) -> None: ...
+    def protective_stop(self, reason: str) -> None: ...
+    def set_teach(self, on: bool) -> None: ...
+    def set_watchdog(self, min_hz: float) -> None: ...
+    def jacobian(self, q: np.ndarray) -> np.ndarray: ...
+
+
 class ScriptEmulator:
     """The rtde_control program running on the controller (see module doc)."""
 
-    def __init__(self, core: ControllerCore) -> None:
+    def __init__(self, core: ScriptHost) -> None:
         self.core = core
         self.offset = 0
         self.executing: int | None = None
@@ -183,7 +213,10 @@ class ScriptEmulator:
 
     def _unsupported(self, cmd: int) -> None:
         name = CMD_NAMES.get(cmd, "unknown")
-        msg = f"command {cmd} ({name}) is not emulated; acknowledged without effect"
+        self.note_unsupported(f"command {cmd} ({name}) is not emulated; acknowledged without effect")
+
+    def note_unsupported(self, msg: str) -> None:
+        """Record (once) a command or program part acknowledged without effect."""
         if msg not in self.unsupported:
             self.unsupported.append(msg)
 
@@ -255,7 +288,7 @@ class ScriptEmulator:
                 # joint-interpolated to the IK solution (not a straight Cartesian line); the
                 # Cartesian speed/acc are used as joint speed/acc scaled by 4 (rad per m)
                 speed, acc = speed * 4.0, acc * 4.0
-                self._unsupported_note("moveL is joint-interpolated (no straight-line Cartesian path)")
+                self.note_unsupported("moveL is joint-interpolated (no straight-line Cartesian path)")
             mot.move(target, speed, acc)
             if asynchronous:
                 self.async_running = True
@@ -344,10 +377,6 @@ class ScriptEmulator:
         else:
             core.log_error(f"unknown command id {cmd}")
         return False
-
-    def _unsupported_note(self, msg: str) -> None:
-        if msg not in self.unsupported:
-            self.unsupported.append(msg)
 
     # ------------------------------------------------------------------ paths
     def _start_path_segment(self) -> None:
