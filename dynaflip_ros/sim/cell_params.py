@@ -1,0 +1,162 @@
+"""Physical parameters of the Pick-into-Sink cell: the UR3 (CB3) links, its servo gains, the
+parallel gripper, the graspable objects, element names, and the camera / parking geometry.
+
+Read by the MjSpec builder (`sim/cell.py`), the env, the arm and the expert. Frames: world = UR
+`base` frame (DH base, table top z = 0). Lengths in metres, masses in kg, angles in radians.
+Sources: masses, centres of mass, inertias, joint limits and torques of the UR3 CB3 and the 2F-85
+gripper as in docs/hardware.md (UR3 technical specifications, ur_description ROS 2 UR3);
+actuator pattern of the MuJoCo Menagerie UR5e.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dynaflip_ros.configs.sim import SimConfig
+
+# docs/hardware.md (UR3 CB3): link masses (kg) and centres of mass in the DH frame i (end of link i).
+UR3_LINK_MASS_KG = (2.0, 3.42, 1.26, 0.8, 0.8, 0.35)
+UR3_LINK_COM_DH_M = (
+    (0.0, -0.02, 0.0),
+    (0.13, 0.0, 0.1157),
+    (0.05, 0.0, 0.0238),
+    (0.0, 0.0, 0.01),
+    (0.0, 0.0, 0.01),
+    (0.0, 0.0, -0.02),
+)
+# Cylinder-approximation inertias (ixx = iyy, izz), kg m^2, ur_description ROS 2 UR3.
+UR3_LINK_INERTIA = (
+    (0.008093, 0.005625),
+    (0.021728, 0.009619),
+    (0.006547, 0.003544),
+    (0.001611, 0.00225),
+    (0.001572, 0.00225),
+    (0.000136, 0.000179),
+)
+UR3_MAX_TORQUE_NM = (56.0, 56.0, 28.0, 12.0, 12.0, 12.0)
+# Joint servo: a position actuator (kp, N m / rad) plus a velocity actuator (kv, N m s / rad) per
+# joint, i.e. tau = kp (q* - q) + kv (dq* - dq) with the servoJ velocity feed-forward dq*; the sum
+# is clamped to the UR3 torque limits (joint actuatorfrcrange). Roughly critically damped with
+# the armature and link inertia; small passive joint damping.
+ARM_KP = (3000.0, 3000.0, 2000.0, 800.0, 800.0, 800.0)
+ARM_KV = (100.0, 100.0, 60.0, 15.0, 15.0, 10.0)
+ARM_DAMPING = (1.0, 1.0, 1.0, 0.2, 0.2, 0.2)
+ARM_ARMATURE = (0.1, 0.1, 0.1, 0.05, 0.05, 0.05)
+
+FINGER_STROKE_M = 0.0425          # per finger: 85 mm opening of the 2F-85 (docs/hardware.md, Robotiq 2F-85)
+FINGER_PAD_HALF_M = (0.011, 0.005, 0.0175)   # pad half sizes along tool x, y (thickness), z
+GRIPPER_MASS_KG = 0.925
+# Finger damping (N s / m): with the force clamp the fingers close at about
+# gripper_max_force_n / FINGER_DAMPING = 0.1 m/s each (2F-85: 20-150 mm/s, docs/hardware.md).
+FINGER_DAMPING = 200.0
+
+ROBOT_BODY_NAMES = ("shoulder_link", "upper_arm_link", "forearm_link",
+                    "wrist_1_link", "wrist_2_link", "wrist_3_link")
+FINGER_JOINT_NAMES = ("left_finger_joint", "right_finger_joint")
+FINGER_ACTUATOR_NAMES = ("left_finger", "right_finger")
+CAMERA_NAME = "front_rgbd"
+TCP_SITE = "tcp"
+FLANGE_SITE = "tool0"
+SINK_BODY = "sink"
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """A graspable object.
+
+    shape: "box" | "cylinder" | "sphere"; size: MuJoCo geom size (box half-extents (3,),
+    cylinder (radius, half-height), sphere (radius,)), metres; rgba; mass_kg.
+    grasp_symmetry_rad: the grasp yaw repeats with this period (box: pi/2 for a cube, pi for a
+    bar, 0 = any yaw works); grasp_across_y: close the fingers along the object's y axis (bar).
+    """
+
+    name: str
+    shape: str
+    size: tuple[float, ...]
+    rgba: tuple[float, float, float, float]
+    mass_kg: float
+    grasp_symmetry_rad: float
+    grasp_across_y: bool = False
+
+    @property
+    def body(self) -> str:
+        return "obj_" + self.name.replace(" ", "_")
+
+    @property
+    def half_height_m(self) -> float:
+        """Height of the centre above the table when the object rests upright (m)."""
+        if self.shape == "box":
+            return self.size[2]
+        if self.shape == "cylinder":
+            return self.size[1]
+        return self.size[0]
+
+    def surface_points(self, n: int = 32, seed: int = 0) -> np.ndarray:
+        """(n, 3) fixed points on the object's surface in its body frame, metres.
+
+        Deterministic (seeded), area-weighted for boxes/cylinders, Fibonacci lattice for spheres.
+        """
+        rng = np.random.default_rng(seed)
+        if self.shape == "sphere":
+            i = np.arange(n) + 0.5
+            phi = np.arccos(1 - 2 * i / n)
+            theta = math.pi * (1 + 5 ** 0.5) * i
+            r = self.size[0]
+            return np.stack([r * np.cos(theta) * np.sin(phi), r * np.sin(theta) * np.sin(phi),
+                             r * np.cos(phi)], axis=1)
+        if self.shape == "box":
+            h = np.asarray(self.size)
+            areas = np.array([h[1] * h[2], h[1] * h[2], h[0] * h[2], h[0] * h[2], h[0] * h[1], h[0] * h[1]])
+            faces = rng.choice(6, size=n, p=areas / areas.sum())
+            pts = rng.uniform(-1, 1, size=(n, 3)) * h
+            axis, sign = faces // 2, np.where(faces % 2 == 0, 1.0, -1.0)
+            pts[np.arange(n), axis] = sign * h[axis]
+            return pts
+        r, hh = self.size
+        side, cap = 2 * math.pi * r * 2 * hh, 2 * math.pi * r * r
+        on_side = rng.uniform(size=n) < side / (side + cap)
+        ang = rng.uniform(0, 2 * math.pi, size=n)
+        rad = np.where(on_side, r, r * np.sqrt(rng.uniform(size=n)))
+        z = np.where(on_side, rng.uniform(-hh, hh, size=n), np.where(rng.uniform(size=n) < 0.5, hh, -hh))
+        return np.stack([rad * np.cos(ang), rad * np.sin(ang), z], axis=1)
+
+
+OBJECT_SPECS: dict[str, ObjectSpec] = {
+    "red cube": ObjectSpec("red cube", "box", (0.02, 0.02, 0.02), (0.85, 0.1, 0.1, 1), 0.08, math.pi / 2),
+    "green cylinder": ObjectSpec("green cylinder", "cylinder", (0.02, 0.03), (0.1, 0.7, 0.2, 1), 0.07, 0.0),
+    "blue bar": ObjectSpec("blue bar", "box", (0.045, 0.0125, 0.015), (0.1, 0.25, 0.85, 1), 0.06,
+                           math.pi, grasp_across_y=True),
+    "yellow ball": ObjectSpec("yellow ball", "sphere", (0.022,), (0.95, 0.85, 0.1, 1), 0.05, 0.0),
+}
+
+
+def rx_quat_wxyz(alpha: float) -> np.ndarray:
+    """(4,) quaternion w, x, y, z of a rotation by alpha (rad) about x."""
+    return np.array([math.cos(alpha / 2), math.sin(alpha / 2), 0.0, 0.0])
+
+
+def rx_matrix(alpha: float) -> np.ndarray:
+    """(3, 3) rotation matrix by alpha (rad) about x."""
+    c, s = math.cos(alpha), math.sin(alpha)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def camera_pose(cfg: SimConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Camera position (3,) and MuJoCo camera rotation (3, 3) (columns x, y, z; looks along -z)
+    in the world (= UR base) frame, from `camera_target_m/range/tilt/azimuth`."""
+    tilt, az = math.radians(cfg.camera_tilt_deg), math.radians(cfg.camera_azimuth_deg)
+    target = np.asarray(cfg.camera_target_m, dtype=float)
+    back = np.array([math.cos(az) * math.cos(tilt), math.sin(az) * math.cos(tilt), math.sin(tilt)])
+    pos = target + cfg.camera_range_m * back
+    fwd = -back
+    x = np.cross(fwd, [0.0, 0.0, 1.0])
+    x /= np.linalg.norm(x)
+    y = np.cross(x, fwd)
+    return pos, np.stack([x, y, -fwd], axis=1)
+
+
+def parked_position(index: int) -> tuple[float, float, float]:
+    """Out-of-view resting place (x, y on the floor) of an object not used in the episode."""
+    return (2.5, -1.0 + 0.3 * index, -0.75)   # on the floor behind the camera

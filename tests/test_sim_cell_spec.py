@@ -1,0 +1,80 @@
+"""The MjSpec cell (`sim.cell.build_model`) compiles to exactly the model of its MJCF text
+(`sim.cell_mjcf.build_cell_xml`, what `calibration/sim_scene.py` edits): every numeric array of
+the compiled `mujoco.MjModel` and the names buffer are equal, for several configs; a few numbers
+are pinned so both builders cannot drift together."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mujoco")
+
+import dynaflip_ros.sim  # noqa: E402,F401  (picks MUJOCO_GL before mujoco is imported)
+import mujoco  # noqa: E402
+
+from dynaflip_ros.configs.sim import SimConfig  # noqa: E402
+from dynaflip_ros.sim import cell  # noqa: E402
+
+CONFIGS = {
+    "default": (SimConfig(), False),
+    "arm_only": (SimConfig(tcp_offset_m=0.12), True),
+    "varied": (SimConfig(image_hw=(480, 640), timestep_s=0.001, camera_fovy_deg=58.0,
+                         camera_target_m=(0.2, 0.05, 0.0), camera_range_m=1.1, camera_tilt_deg=40.0,
+                         camera_azimuth_deg=30.0, camera_znear_m=0.02, camera_zfar_m=3.0,
+                         objects=("yellow ball", "blue bar"), sink_center_xy_m=(0.25, 0.2),
+                         sink_inner_size_m=(0.2, 0.12), sink_wall_height_m=0.09, tcp_offset_m=0.17,
+                         gripper_max_force_n=35.0), False),
+}
+
+
+def _arrays(m) -> dict[str, np.ndarray]:
+    """Every numeric array of an MjModel, plus its opt / vis / stat fields."""
+    out = {}
+    for name in dir(m):
+        v = getattr(m, name, None) if not name.startswith("_") else None
+        if isinstance(v, np.ndarray):
+            out[name] = v
+    for group in ("opt", "vis", "stat"):
+        g = getattr(m, group)
+        for name in (n for n in dir(g) if not n.startswith("_")):
+            v = getattr(g, name)
+            if isinstance(v, (int, float, np.ndarray)):
+                out[f"{group}.{name}"] = np.asarray(v)
+            elif type(v).__module__.startswith("mujoco"):
+                for sub in (n for n in dir(v) if not n.startswith("_")):
+                    w = getattr(v, sub)
+                    if isinstance(w, (int, float, np.ndarray)):
+                        out[f"{group}.{name}.{sub}"] = np.asarray(w)
+    return out
+
+
+@pytest.mark.parametrize("key", sorted(CONFIGS))
+def test_spec_and_mjcf_text_compile_to_the_same_model(key):
+    cfg, arm_only = CONFIGS[key]
+    new = cell.build_model(cfg, arm_only=arm_only)
+    old = mujoco.MjModel.from_xml_string(cell.build_cell_xml(cfg, arm_only=arm_only))
+    a, b = _arrays(old), _arrays(new)
+    assert set(a) == set(b) and len(a) > 300
+    for name in sorted(a):
+        assert a[name].shape == b[name].shape, name
+        np.testing.assert_array_equal(b[name], a[name], err_msg=name)  # bit for bit
+    assert new.names == old.names
+
+
+def test_pinned_cell_numbers():
+    m = cell.build_model(SimConfig())
+    assert (m.nbody, m.njnt, m.ngeom, m.nu, m.nsite, m.ncam, m.nlight, m.nmat, m.ntex) == (
+        16, 12, 29, 14, 2, 1, 2, 9, 1)
+    np.testing.assert_allclose(m.cam_pos[0], [0.6288611491, 0.0, 0.6953216354], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(m.cam_quat[0], [0.6743797232030359, 0.2126311099829864, 0.2126311099829864,
+                                               0.6743797232030357], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(m.body_pos[m.body("upper_arm_link").id], [0.0, 0.0, 0.1519], rtol=0, atol=0)
+    np.testing.assert_allclose(m.light_dir[0], [-0.19245008972987523, 0.19245008972987523, -0.9622504486493761],
+                               rtol=0, atol=1e-15)
+    assert list(m.light_type) == [int(mujoco.mjtLightType.mjLIGHT_DIRECTIONAL)] * 2
+    assert m.opt.timestep == 0.002 and m.opt.impratio == 10.0
+    assert m.opt.integrator == mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+    np.testing.assert_array_equal(m.geom_friction[m.geom("left_pad").id], [1.5, 0.02, 0.002])
+    np.testing.assert_array_equal(m.actuator_gainprm[0][:3], [3000.0, 0.0, 0.0])
+    np.testing.assert_array_equal(m.actuator_biasprm[0][:3], [0.0, -3000.0, 0.0])
+    np.testing.assert_array_equal(m.actuator_biasprm[6][:3], [0.0, 0.0, -100.0])
