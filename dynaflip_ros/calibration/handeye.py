@@ -1,6 +1,6 @@
 """Hand-eye calibration from ChArUco views: OpenCV closed-form solvers, chain refinement, residuals.
 
-Two set-ups (HARDWARE.md §1.7 frames: UR `base`, `tool0` = flange with z out of the flange;
+Two set-ups (docs/hardware.md §1.7 frames: UR `base`, `tool0` = flange with z out of the flange;
 §3.4: camera optical frame +x right, +y down, +z forward):
 
 * eye-to-hand: the camera is fixed in the cell, the board rides on the flange/gripper.

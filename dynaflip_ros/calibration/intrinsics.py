@@ -2,7 +2,7 @@
 
 Source of truth: the camera's own calibration, read through the `Camera` protocol
 (`Frame.intrinsics`, a `CameraIntrinsics`; RealSense colour streams carry the factory values,
-HARDWARE.md §3.3, zero distortion on D4xx colour). When the camera offers `settings()` (e.g.
+docs/hardware.md §3.3, zero distortion on D4xx colour). When the camera offers `settings()` (e.g.
 `RealSenseCamera`), its device facts (name, serial, firmware) are recorded too.
 
 The check (`charuco_intrinsics_check`) uses board views: (a) per-view PnP RMS with the factory K

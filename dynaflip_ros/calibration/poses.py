@@ -4,7 +4,7 @@
 uniform perturbations, larger on the wrists for rotation diversity), keeps those inside the
 joint limits and the TCP workspace box of `SafetyConfig` (same FK as `SafeArm`), requires every
 new pose to differ in flange orientation from all kept ones by `min_rotation_deg`, and orders them
-greedily so consecutive moves are short. Sources: HARDWARE.md §1.2 (DH), Tsai & Lenz 1989 (hand-eye
+greedily so consecutive moves are short. Sources: docs/hardware.md §1.2 (DH), Tsai & Lenz 1989 (hand-eye
 needs rotations about non-parallel axes; larger inter-pose rotations reduce error).
 """
 from __future__ import annotations

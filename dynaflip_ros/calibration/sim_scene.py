@@ -41,7 +41,7 @@ _BOARD_FROM_GEOM_R = np.diag([1.0, -1.0, -1.0])
 
 
 def default_config(image_hw: tuple[int, int] = (480, 640)) -> SimConfig:
-    """SimConfig for calibration renders: D435-like colour 640x480 (fovy 42.7 deg, HARDWARE.md §3.3)."""
+    """SimConfig for calibration renders: D435-like colour 640x480 (fovy 42.7 deg, docs/hardware.md §3.3)."""
     return SimConfig(image_hw=image_hw)
 
 

@@ -3,11 +3,13 @@
 Naming: `T_a_b` is the pose of frame b in frame a (maps points from b to a: p_a = T_a_b @ p_b).
 Quaternions are (w, x, y, z) like `robot.kinematics.rotation_to_quat_wxyz`; UR poses are
 (x, y, z, rx, ry, rz) with a rotation vector (what the pendant / RTDE `actual_TCP_pose` report,
-HARDWARE.md §1.7).
+docs/hardware.md). Rotation conversions go through `scipy.spatial.transform.Rotation`
+(scalar_first=True for w, x, y, z). Pure functions; safe from any thread.
 """
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from dynaflip_ros.robot.kinematics import (  # noqa: F401 - re-exported for the calibration modules
     matrix_to_rotvec,
@@ -48,9 +50,10 @@ def check_transform(t: np.ndarray, name: str = "transform", tol: float = 1e-6) -
 
 
 def rotation_angle_deg(r: np.ndarray) -> float:
-    """Angle (deg) of a (3, 3) rotation matrix (0..180)."""
-    c = (np.trace(np.asarray(r)[:3, :3]) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+    """Angle (deg, 0..180) of a rotation matrix ((3, 3), or the upper-left block of a (4, 4)):
+    `Rotation.from_matrix(r).magnitude()` (r orthonormal to rounding)."""
+    m = np.asarray(r, dtype=float)[:3, :3]
+    return float(np.degrees(Rotation.from_matrix(m, assume_valid=True).magnitude()))
 
 
 def transform_error(t_a: np.ndarray, t_b: np.ndarray) -> tuple[float, float]:
@@ -60,17 +63,13 @@ def transform_error(t_a: np.ndarray, t_b: np.ndarray) -> tuple[float, float]:
 
 
 def quat_wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
-    """(4,) quaternion w, x, y, z (normalised here) -> (3, 3) rotation. ValueError on zero norm."""
+    """(4,) quaternion w, x, y, z (normalised here) -> (3, 3) rotation (`Rotation.from_quat`,
+    scalar_first=True). ValueError on a wrong shape, a non-finite or a zero-norm quaternion."""
     q = np.asarray(q, dtype=float)
     n = np.linalg.norm(q)
     if q.shape != (4,) or not np.isfinite(n) or n < 1e-12:
         raise ValueError(f"quaternion must be a finite non-zero (4,), got {q!r}")
-    w, x, y, z = q / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    return Rotation.from_quat(q / n, scalar_first=True).as_matrix()
 
 
 def transform_from_pose7(pose: np.ndarray) -> np.ndarray:
@@ -87,17 +86,13 @@ def pose7_from_transform(t: np.ndarray) -> np.ndarray:
 
 
 def mean_transform(ts: np.ndarray) -> np.ndarray:
-    """Mean of (N, 4, 4) poses: arithmetic mean translation, chordal L2 mean rotation (SVD
-    projection of the summed rotation matrices onto SO(3); Hartley et al. 2013, "Rotation
-    averaging", §5.1)."""
+    """Mean of (N, 4, 4) poses: arithmetic mean translation, chordal L2 mean rotation
+    (`Rotation.mean`; Hartley et al. 2013, "Rotation averaging", §5.1). ValueError unless the
+    input is (N, 4, 4) with N >= 1."""
     ts = np.asarray(ts, dtype=float)
     if ts.ndim != 3 or ts.shape[1:] != (4, 4) or len(ts) == 0:
         raise ValueError(f"expected (N, 4, 4) transforms, got {ts.shape}")
-    u, _, vt = np.linalg.svd(ts[:, :3, :3].sum(axis=0))
-    r = u @ vt
-    if np.linalg.det(r) < 0:
-        u[:, -1] *= -1
-        r = u @ vt
+    r = Rotation.from_matrix(ts[:, :3, :3]).mean().as_matrix()
     return make_transform(r, ts[:, :3, 3].mean(axis=0))
 
 

@@ -1,4 +1,4 @@
-"""DynaFLIP encoder pre-training parameters (METHOD.md §1; seed 000 §2).
+"""DynaFLIP encoder pre-training parameters (docs/method.md §1; seed 000 §2).
 
 Four sections, one dataclass each, nested in `EncoderConfig` (YAML: `config/encoder.yaml` with
 sections `model:`, `loss:`, `data:`, `train:`). Choices the paper leaves open are marked (ours).
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from dynaflip_ros.configs.validate import require_choice
 
-# Negative-tuple sets of the alignment InfoNCE (METHOD.md §1 "Contrastive framing"). For anchor i
+# Negative-tuple sets of the alignment InfoNCE (docs/method.md §1 "Contrastive framing"). For anchor i
 # and another sample j, the name lists the modalities taken from j:
 #   image          (I_j, L_i, F_i)      language       (I_i, L_j, F_i)      flow (I_i, L_i, F_j)
 #   language_flow  (I_i, L_j, F_j)      image_flow     (I_j, L_i, F_j)      image_language (I_j, L_j, F_i)
@@ -110,7 +110,7 @@ class EncoderModelConfig:
 
 @dataclass
 class AlignmentLossConfig:
-    """Loss numerics (METHOD.md §1 "Alignment energy", "Contrastive framing", "Auxiliary losses").
+    """Loss numerics (docs/method.md §1 "Alignment energy", "Contrastive framing", "Auxiliary losses").
 
     lambda_cos: weight of the language-flow cosine regulariser in E = Area + lambda_cos (1 - <y, z>).
     area_mode: "sqrt": Area = 1/2 sqrt(max(4 Area^2, 0) + area_eps); "squared": Area^2 (ours).
@@ -166,7 +166,7 @@ class AlignmentLossConfig:
 
 @dataclass
 class TripletDataConfig:
-    """Training samples from a recorded LeRobotDataset v3 (METHOD.md §1 "Inputs", §1 "Data").
+    """Training samples from a recorded LeRobotDataset v3 (docs/method.md §1 "Inputs", §1 "Data").
 
     frame_offset: k, frames between o_t and o_t+k (at 10 Hz: 5 = 0.5 s).
     flow_window: T, steps of the 3D flow F = point_tracks[t : t+T] (padded at the episode end by

@@ -1,4 +1,4 @@
-"""Policy parameters: a diffusion policy on frozen encoder embeddings (DESIGN.md, "policies/").
+"""Policy parameters: a diffusion policy on frozen encoder embeddings (docs/method.md).
 
 The policy is LeRobot 0.4.4's `DiffusionPolicy` (Chi et al., "Diffusion Policy", RSS 2023,
 https://huggingface.co/papers/2303.04137) with no vision backbone: the per-frame image embedding

@@ -2,7 +2,7 @@
 
 The common way to run a Robotiq 2F on a UR arm is the Robotiq URCap: the gripper is wired to
 the UR tool connector and the URCap serves an ASCII protocol on TCP port 63352 of the controller
-(`SET <VAR> <int>` -> `ack`, `GET <VAR>` -> `<VAR> <int>`; HARDWARE.md §2.3). Position 0 = open,
+(`SET <VAR> <int>` -> `ack`, `GET <VAR>` -> `<VAR> <int>`; docs/hardware.md §2.3). Position 0 = open,
 255 = closed; a real unit reads about 3 (open) .. 230 (fingers touching).
 
 `RobotiqURCapGripper.command()` never blocks: the servo loop calls it at up to 500 Hz, so the
@@ -41,7 +41,7 @@ class Gripper(Protocol):
 
 
 class RobotiqURCapGripper:
-    """Robotiq 2F-85 / 2F-140 through the URCap socket server (HARDWARE.md §2.3).
+    """Robotiq 2F-85 / 2F-140 through the URCap socket server (docs/hardware.md §2.3).
 
     Args:
         host: UR controller address (the URCap server runs on the controller).

@@ -1,8 +1,8 @@
-"""Linear interpolation of timestamped action chunks for the servo loop (DESIGN.md, "Timing").
+"""Linear interpolation of timestamped action chunks for the servo loop (docs/timing.md).
 
 The policy emits action chunks at ~10 Hz (H actions at dt 0.1 s, each due at a timestamp on the
 observation clock); the servo loop samples the interpolator at the controller rate (125 Hz CB3).
-Rules (as in the real-robot stacks DESIGN.md draws on):
+Rules (as in the real-robot stacks docs/timing.md cites):
 
 - actions whose time has passed (time <= now_s) are dropped;
 - the new segment starts from the *current* commanded target at now_s (the interpolated value of

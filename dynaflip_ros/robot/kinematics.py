@@ -4,12 +4,16 @@ Source: Universal Robots, "DH parameters for calculations of kinematics and dyna
 (universal-robots.com articles; CB3 and e-Series tables). Frames: the UR `base` frame (what the
 pendant and RTDE report), `tool0`/flange with Z out of the flange. Check value (CB3, q = 0):
 flange at (a2 + a3, -(d4 + d6), d1 - d5) = (-0.4569, -0.1943, 0.0666) m.
+Rotation conversions (quaternions w, x, y, z; UR rotation vectors) go through
+`scipy.spatial.transform.Rotation` (scalar_first=True for the w, x, y, z order).
+Pure functions, no state; safe from any thread.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 # The DH tables and datasheet limits live in configs (the config defaults need them); re-exported here.
 from dynaflip_ros.configs.ur3 import (  # noqa: F401
@@ -54,23 +58,13 @@ def forward_kinematics(
 
 
 def rotation_to_quat_wxyz(r: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation matrix -> (4,) unit quaternion w, x, y, z (w >= 0)."""
-    m = np.asarray(r, dtype=float)
-    tr = np.trace(m)
-    if tr > 0:
-        s = np.sqrt(tr + 1.0) * 2
-        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) * 2
-        q = [(m[2, 1] - m[1, 2]) / s, 0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
-    elif m[1, 1] > m[2, 2]:
-        s = np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2]) * 2
-        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s]
-    else:
-        s = np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1]) * 2
-        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s]
-    q = np.asarray(q)
-    q /= np.linalg.norm(q)
+    """(3, 3) rotation matrix -> (4,) unit quaternion w, x, y, z (w >= 0).
+
+    `scipy.spatial.transform.Rotation.from_matrix` (assume_valid: r must be orthonormal to
+    rounding, as forward kinematics and MuJoCo produce;
+    https://docs.scipy.org/doc/scipy/reference/generated/scipy.spatial.transform.Rotation.from_matrix.html).
+    """
+    q = Rotation.from_matrix(np.asarray(r, dtype=float), assume_valid=True).as_quat(scalar_first=True)
     return q if q[0] >= 0 else -q
 
 
@@ -112,40 +106,20 @@ def geometric_jacobian(q: np.ndarray, dh: DHParams = UR3_CB3_DH, tool: np.ndarra
 
 def matrix_to_rotvec(r: np.ndarray) -> np.ndarray:
     """(3, 3) rotation -> (3,) rotation vector (axis * angle, rad, angle in [0, pi]): the
-    orientation part of a UR pose (x, y, z, rx, ry, rz)."""
-    r = np.asarray(r, dtype=float)
-    cos_a = float(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0))
-    angle = float(np.arccos(cos_a))
-    w = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
-    if angle < 1e-9:
-        return 0.5 * w  # first order: skew part
-    if np.pi - angle < 1e-6:
-        # near pi the skew part vanishes: axis from the symmetric part (R = 2 n n^T - I)
-        b = (r + np.eye(3)) / 2.0
-        axis = b[:, int(np.argmax(np.diag(b)))]
-        axis = axis / np.linalg.norm(axis)
-        return axis * angle
-    return w * (angle / (2.0 * np.sin(angle)))
+    orientation part of a UR pose (x, y, z, rx, ry, rz). `Rotation.from_matrix(r).as_rotvec()`
+    (assume_valid: r orthonormal to rounding)."""
+    return Rotation.from_matrix(np.asarray(r, dtype=float), assume_valid=True).as_rotvec()
 
 
 def rotvec_to_matrix(w: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation exp([w]x) of a rotation vector w (3,) rad (Rodrigues' formula)."""
-    w = np.asarray(w, dtype=float).reshape(3)
-    angle = float(np.linalg.norm(w))
-    if angle < 1e-12:
-        return np.eye(3)
-    k = w / angle
-    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + np.sin(angle) * kx + (1.0 - np.cos(angle)) * (kx @ kx)
+    """(3, 3) rotation exp([w]x) of a rotation vector w (3,) rad (`Rotation.from_rotvec`)."""
+    return Rotation.from_rotvec(np.asarray(w, dtype=float).reshape(3)).as_matrix()
 
 
 def rotvec_to_quat_wxyz(w: np.ndarray) -> np.ndarray:
-    """UR rotation vector (3,) rad -> unit quaternion (4,) w, x, y, z."""
-    w = np.asarray(w, dtype=float).reshape(3)
-    angle = float(np.linalg.norm(w))
-    if angle < 1e-12:
-        return np.array([1.0, 0.0, 0.0, 0.0])
-    return np.concatenate([[np.cos(angle / 2.0)], w / angle * np.sin(angle / 2.0)])
+    """UR rotation vector (3,) rad -> unit quaternion (4,) w, x, y, z = (cos(|w|/2), w/|w| sin(|w|/2))
+    (`Rotation.from_rotvec`; w < 0 for |w| > pi, as the formula gives)."""
+    return Rotation.from_rotvec(np.asarray(w, dtype=float).reshape(3)).as_quat(scalar_first=True)
 
 
 def transform_from_ur_pose(pose: np.ndarray) -> np.ndarray:

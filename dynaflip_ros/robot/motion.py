@@ -95,7 +95,7 @@ def move_to_joints(
         safe_arm: a connected `robot.safety.SafeArm` (never a bare Arm: the brief's safety rule).
         q_goal: (6,) goal joints, rad, UR joint order.
         max_speed_rad_s: peak joint speed cap, rad/s (> 0).
-        rate_hz: servo stream rate, Hz (125 for CB3, up to 500 for e-Series; HARDWARE.md §1.6).
+        rate_hz: servo stream rate, Hz (125 for CB3, up to 500 for e-Series; docs/hardware.md §1.6).
         clock: monotonic time source, s (`time.monotonic`; sim: `lambda: env.sim_time_s`).
         sleep: waits the given seconds (`time.sleep`; lock-step sim: `env.step`, which advances
             physics by that much simulated time).

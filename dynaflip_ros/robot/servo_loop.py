@@ -1,8 +1,8 @@
-"""The fixed-rate servo loop: interpolated action chunk -> SafeArm (DESIGN.md, "Timing").
+"""The fixed-rate servo loop: interpolated action chunk -> SafeArm (docs/timing.md).
 
 Each tick samples the `ActionChunkInterpolator`, forwards the joint target (servoJ) and gripper
 command through `SafeArm`, and runs the watchdog / protective-stop checks. The loop runs at the
-controller rate (125 Hz on a CB3, 500 Hz on an e-Series; HARDWARE.md §1.6), either
+controller rate (125 Hz on a CB3, 500 Hz on an e-Series; docs/hardware.md §1.6), either
 
 - synchronously: the caller calls `tick(now_s)` (the lock-step simulation runner does this), or
 - in its own daemon thread: `start()` / `stop()`, scheduled on absolute deadlines
