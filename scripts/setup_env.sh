@@ -27,9 +27,17 @@ if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv"
   "$PY" -m venv .venv
 fi
+# The torchvision shim runs on the first `import torchvision` in any venv process, so LeRobot's
+# own tools open our recordings as they are (dynaflip_ros/_compat/torchvision_hook.py).
+write_shim_pth() {
+  local site
+  site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  echo 'import dynaflip_ros._compat.torchvision_hook as h; h.install()' > "$site/dynaflip_torchvision_shim.pth"
+}
 stamp=.venv/.dynaflip_setup_stamp
 want=$(cat requirements/*.txt setup.py setup.cfg | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  [ -f "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dynaflip_torchvision_shim.pth" ] || write_shim_pth
   exit 0
 fi
 pip=(.venv/bin/python -m pip --disable-pip-version-check)
@@ -41,5 +49,6 @@ echo "[setup] installing Python packages into .venv (first run: a few minutes, ~
 "${pip[@]}" install -q --no-deps -c requirements/constraints.txt -r requirements/nodeps.txt
 "${pip[@]}" install -q --no-deps --no-build-isolation -e .
 .venv/bin/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+write_shim_pth
 echo "$want" > "$stamp"
 echo "[setup] done"

@@ -11,7 +11,7 @@ Call it before anything imports torchvision; it is a no-op when torchvision is a
 from __future__ import annotations
 
 import glob
-import importlib.util
+import importlib.machinery
 import os
 import sys
 
@@ -23,7 +23,9 @@ def apply() -> bool:
     global _LIB
     if "torchvision" in sys.modules or _LIB is not None:
         return False
-    spec = importlib.util.find_spec("torchvision")
+    # PathFinder, not importlib.util.find_spec: the latter would run the meta-path hook of
+    # torchvision_hook.py, which calls apply() again from inside this call.
+    spec = importlib.machinery.PathFinder.find_spec("torchvision")
     if spec is None or spec.origin is None:
         return False
     import torch
