@@ -9,8 +9,9 @@ Process / thread ownership:
 - worker main thread: the only user of `RTDEControlInterface` (`rtde_c`) and of the dashboard
   client; receives pipe messages and calls servoJ / servoStop / teachMode / re-arm, kicks the
   controller watchdog, and runs the stale-command stop.
-- worker state thread ("rtde_state"): the only user of `RTDEReceiveInterface` (`rtde_r`) getters
-  at the RTDE rate, and the only writer of the seqlocked state slots of `SharedState`.
+- worker state thread ("rtde_state"): polls the `RTDEReceiveInterface` (`rtde_r`) getters at the
+  RTDE rate and is the only writer of the seqlocked state slots of `SharedState` (the main
+  thread reads `rtde_r` too, only while it re-arms). Counter / flag slots have one writer each.
 - node process (URRtdeArm): reads `SharedState` (never blocks the writers) and sends messages.
 
 Pipe messages (node -> worker), all tuples:
