@@ -84,3 +84,68 @@ def test_session_bag_from_a_recording(tmp_path):
     for i, (_, img) in enumerate(msgs[TOPIC_IMAGE]):
         stored = (ds[i][schema.IMAGE_KEY] * 255).round().byte().permute(1, 2, 0).numpy()
         np.testing.assert_array_equal(np.asarray(img.data).reshape(24, 24, 3), stored)
+
+
+def test_wall_clock_bag_keeps_sim_time_on_clock(tmp_path):
+    """A real-time session's bag is stamped in wall-clock (ROS) time, one stamp per session
+    instant; the sim time of each instant is on /clock at the same stamp."""
+    from dynaflip_ros.teleop.rosbag_log import TOPIC_CLOCK
+
+    walls = iter([1_750_000_000.25, 1_750_000_000.5, 1_750_000_000.75])
+    bag = SessionBag(tmp_path / "bag", wall_clock=lambda: next(walls), sim_time=True)
+    q = np.zeros(6)
+    bag.write_image(12.3, np.zeros((4, 4, 3), np.uint8))
+    bag.write_joint_state(12.3, q, q, 0.0)  # same instant: same wall stamp, no second read
+    bag.write_command(12.32, np.zeros(6), q, 0.0)
+    bag.write_event(12.4, "stop")
+    bag.close()
+    msgs = read_bag(tmp_path / "bag")
+    img_ns, img = msgs[TOPIC_IMAGE][0]
+    js_ns, js = msgs[TOPIC_JOINT_STATES][0]
+    assert img_ns == js_ns == 1_750_000_000_250_000_000
+    assert (img.header.stamp.sec, img.header.stamp.nanosec) == (1_750_000_000, 250_000_000)
+    assert msgs[TOPIC_TWIST][0][0] == msgs[TOPIC_JOINT_TARGET][0][0] == 1_750_000_000_500_000_000
+    assert msgs[TOPIC_EVENTS][0][0] == 1_750_000_000_750_000_000
+    clocks = [(t, (m.clock.sec, m.clock.nanosec)) for t, m in msgs[TOPIC_CLOCK]]
+    assert clocks == [(1_750_000_000_250_000_000, (12, 300_000_000)), (1_750_000_000_500_000_000, (12, 320_000_000)),
+                      (1_750_000_000_750_000_000, (12, 400_000_000))]
+
+
+def test_realtime_session_bag_is_in_ros_time_and_lockstep_in_sim_time(tmp_path):
+    """open_session: a real-time sim session (--realtime replay) logs in wall-clock time with the
+    sim time on /clock; a lock-step replay keeps sim-time stamps (deterministic, no /clock)."""
+    import time
+
+    from dynaflip_ros.teleop.config import TeleopConfig
+    from dynaflip_ros.teleop.devices import ReplayStep, write_replay
+    from dynaflip_ros.teleop.record import open_session
+    from dynaflip_ros.teleop.rosbag_log import TOPIC_CLOCK
+
+    replay = write_replay(tmp_path / "r.jsonl", [ReplayStep(0.0, events=("start",)),
+                                                ReplayStep(0.05, twist=(0, 0, 0.02, 0, 0, 0)),
+                                                ReplayStep(0.4, events=("stop",))])
+    stamps = {}
+    for realtime in (True, False):
+        bag_dir = tmp_path / f"bag_{realtime}"
+        cfg = TeleopConfig(device=f"replay:{replay}", out=str(tmp_path / f"ds_{realtime}"), image_hw=(24, 24),
+                           realtime=realtime, rosbag_dir=str(bag_dir))
+        t0 = time.time()
+        res = open_session(cfg)
+        try:
+            assert res.driver.realtime is realtime
+            assert res.session.run().saved == [0]
+        finally:
+            res.close()
+        t1 = time.time()
+        msgs = read_bag(bag_dir)
+        ns = [t for v in msgs.values() for t, _ in v]
+        stamps[realtime] = (min(ns) * 1e-9, max(ns) * 1e-9, t0, t1)
+        if realtime:
+            assert t0 <= min(ns) * 1e-9 and max(ns) * 1e-9 <= t1  # wall-clock (ROS) time of the run
+            _, img = msgs[TOPIC_IMAGE][0]
+            assert t0 <= img.header.stamp.sec + img.header.stamp.nanosec * 1e-9 <= t1
+            sim = [m.clock.sec + m.clock.nanosec * 1e-9 for _, m in msgs[TOPIC_CLOCK]]
+            assert sim == sorted(sim) and sim[-1] < t0 and sim[-1] > 0.3  # the session's sim time
+            assert {t for t, _ in msgs[TOPIC_CLOCK]} >= {t for t, _ in msgs[TOPIC_IMAGE]}
+        else:
+            assert TOPIC_CLOCK not in msgs and max(ns) * 1e-9 < t0  # sim-time stamps, as before

@@ -10,6 +10,8 @@
 | `RealtimeSimDriver` | simulation time       | `sim.realtime.RealtimeSimStepper` thread, servo tick in its `on_tick` (human devices)   |
 | `RealArmDriver`     | `time.monotonic`      | `ServoLoop.start()` thread (ur_rtde arm)                 |
 
+`realtime`: the driver follows the wall clock (everything but lock-step); its session's raw bag
+is then stamped in wall-clock (ROS) time (`teleop.rosbag_log.SessionBag`).
 All share: `safe` (the SafeArm), `now_s()`, `sleep_until(t_s)`, `command(q, gripper, due_s)`,
 `hold()`, `reanchor()`, `state()`, `close()`; sim drivers also `reset_scene(seed)`,
 `success()`, `point_tracks()`.
@@ -38,6 +40,7 @@ class _ServoDriverBase:
 
     kind = "base"
     is_sim = False
+    realtime = True
 
     def __init__(self, arm: Any, safety: SafetyConfig | None, servo_rate_hz: float, clock: Callable[[], float]) -> None:
         if not (math.isfinite(servo_rate_hz) and 1.0 <= servo_rate_hz <= 2000.0):
@@ -133,6 +136,7 @@ class LockstepSimDriver(_SimDriverBase):
     """
 
     kind = "sim-lockstep"
+    realtime = False
 
     def __init__(self, env: Any, safety: SafetyConfig | None = None, servo_rate_hz: float = 125.0) -> None:
         super().__init__(env, safety, servo_rate_hz)
@@ -196,7 +200,7 @@ class RealtimeSimDriver(_SimDriverBase):
 
 class RealArmDriver(_ServoDriverBase):
     """A real arm (URRtdeArm) on `time.monotonic`, ServoLoop in its own thread at the controller
-    rate (125 Hz CB3, 500 Hz e-Series; HARDWARE.md §1.6)."""
+    rate (125 Hz CB3, 500 Hz e-Series; docs/hardware.md §1.6)."""
 
     kind = "real"
 

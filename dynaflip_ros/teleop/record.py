@@ -6,6 +6,12 @@ times are simulation seconds); a human device runs in real time (`RealtimeSimDri
 `--realtime` forces real time for a replay too. Real (`--robot-ip`): `URRtdeArm` (ur_rtde) with
 the servo loop at the controller rate (125 Hz CB3 / 500 Hz e-Series) and a RealSense camera
 whose frames are centre-cropped to the dataset's aspect ratio and area-resized to --image-size.
+
+Settings: one `teleop.config.TeleopConfig`, from the flags (`teleop_config_from_args`) or, in
+the ROS node, from its parameters; `open_session(config)` builds everything from it, and the
+session loop's `SessionConfig` is derived from it (`session_config`). A raw bag of a
+real-time session (human device, `--realtime`, real arm) is stamped in wall-clock (ROS) time,
+a lock-step replay's in sim time (`teleop.rosbag_log`).
 """
 from __future__ import annotations
 
@@ -16,13 +22,14 @@ import logging
 import signal
 import sys
 import threading
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dynaflip_ros.cameras.base import Frame
+from dynaflip_ros.teleop.config import DEFAULT_TASK, TeleopConfig, teleop_config
 from dynaflip_ros.teleop.session import SessionConfig, TeleopSession
 
 log = logging.getLogger(__name__)
@@ -88,7 +95,13 @@ def real_cell_hardware(cell_params: str, robot_ip: str, ur_type: str, camera_ser
     Raises ValueError on a missing file or an invalid value."""
     from dynaflip_ros.configs.realsense import RealSenseConfig
     from dynaflip_ros.configs.robot import URRtdeConfig
-    from dynaflip_ros.ros.launch_args import LaunchArgumentError, effective_config, sub_parameters, node_parameters, read_params_file
+    from dynaflip_ros.configs.params_file import (
+        LaunchArgumentError,
+        effective_config,
+        node_parameters,
+        read_params_file,
+        sub_parameters,
+    )
 
     doc: dict = {}
     if cell_params:
@@ -145,43 +158,42 @@ def _sigterm_to_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-@dataclass
-class TeleopOptions:
-    """What a teleop recording session is built from (CLI flags / ROS parameters).
+def session_config(config: TeleopConfig) -> SessionConfig:
+    """The session loop's `SessionConfig` of `config`: task ("" = the default task, and the sim
+    scene's instruction in the sim), episodes, rates, seed, source "sim" | "real"."""
+    return SessionConfig(task=config.task or DEFAULT_TASK, task_override=bool(config.task),
+                         episodes=config.episodes, command_rate_hz=float(config.command_rate_hz),
+                         max_episode_s=float(config.max_episode_s), seed=config.seed,
+                         source="sim" if config.sim else "real")
 
-    device: "keyboard" | "gamepad" | "spacemouse" | "freedrive" | "replay:FILE";
-    sim: MuJoCo cell (True) or the real UR3 at robot_ip (ur_type "cb3" | "e-series");
-    camera_serial: RealSense serial ("" = the only device); out: dataset directory;
-    image_hw: recorded image (H, W); realtime: run a replay in real time (sim);
-    keyboard_events: add the keyboard for episode events to gamepad / spacemouse / freedrive
-    (None = when stdin is a terminal); replay_quit_at_end: a replay ends the session at its end;
-    rosbag_dir: raw MCAP log directory ("" = none); encoder / policy: model dirs for provenance;
-    safety: SafeArm limits (`configs.safety.SafetyConfig`; None = defaults); on the real cell its
-    robot_model is set from ur_type.
-    cell_params: the real cell's ROS params file whose `camera.realsense` and `ur3_driver.ur_rtde`
-    sections configure camera and arm (`real_cell_hardware`; "" = config/real_cell.yaml).
-    """
 
-    device: str
-    out: str
-    sim: bool = True
-    robot_ip: str = ""
-    ur_type: str = "cb3"
-    camera_serial: str = ""
-    image_hw: tuple[int, int] = (224, 224)
-    resume: bool = False
-    repo_id: str = ""
-    realtime: bool = False
-    keyboard_events: bool | None = None
-    replay_quit_at_end: bool = True
-    rosbag_dir: str = ""
-    encoder: str = ""
-    policy: str = ""
-    operator: str = ""
-    note: str = ""
-    session: SessionConfig = field(default_factory=SessionConfig)
-    safety: Any = None  # configs.safety.SafetyConfig; None = defaults (robot_model from ur_type)
-    cell_params: str = ""
+def teleop_config_from_args(args) -> TeleopConfig:
+    """TeleopConfig of `dynaflip record --teleop` flags (argparse namespace of data/cli.py): the
+    flags given override the defaults (`teleop.config.teleop_config`). --rosbag without
+    --rosbag-dir logs to `default_bag_dir(out)`; --safety-config loads a SafetyConfig YAML.
+    Raises ValueError (ConfigError) on an invalid value."""
+    safety = None
+    if args.safety_config:
+        from dynaflip_ros.configs.io import ConfigError, load_yaml
+        from dynaflip_ros.configs.safety import SafetyConfig
+
+        try:
+            safety = load_yaml(SafetyConfig, args.safety_config)
+        except (ConfigError, OSError) as e:
+            raise ValueError(f"--safety-config: {e}") from e
+    out = Path(args.out)
+    flags = {
+        "device": args.teleop, "out": str(out), "sim": bool(args.sim), "robot_ip": args.robot_ip,
+        "ur_type": args.ur_type, "camera_serial": args.camera_serial,
+        "image_hw": tuple(args.image_size) if args.image_size else None, "resume": bool(args.resume),
+        "repo_id": args.repo_id, "realtime": bool(args.realtime),
+        "rosbag_dir": (args.rosbag_dir or str(default_bag_dir(out))) if args.rosbag else None,
+        "encoder": args.encoder, "policy": args.policy, "operator": args.operator, "note": args.note,
+        "task": args.task, "episodes": args.episodes, "command_rate_hz": args.command_rate_hz,
+        "max_episode_s": args.max_episode_s, "seed": args.seed, "safety": safety,
+        "cell_params_file": args.cell_config,
+    }
+    return teleop_config(overrides={k: v for k, v in flags.items() if v is not None}, where="--teleop flags")
 
 
 class SessionResources:
@@ -212,15 +224,18 @@ class SessionResources:
         self.recorder = self.driver = self.bag = self.camera = self.env = None
 
 
-def open_session(opts: TeleopOptions, echo=None) -> SessionResources:
-    """Build env/arm, camera, device, optional bag and the recorder for `opts`.
+def open_session(opts: TeleopConfig, echo=None, keyboard_events: bool | None = None,
+                 replay_quit_at_end: bool = True) -> SessionResources:
+    """Build env/arm, camera, device, optional bag and the recorder for the settings `opts`.
 
+    keyboard_events: add the keyboard for episode events to gamepad / spacemouse / freedrive
+    (None = when stdin is a terminal; the ROS node passes False); replay_quit_at_end: a replay
+    ends the session at its end (the ROS node passes False); echo: progress lines.
     Raises ValueError (bad options), DeviceError is raised later by `session.run()` when the
     device cannot open, ImportError / ArmError / CameraError when a real backend is missing
     or unreachable, FileExistsError / DatasetSchemaError from the recorder. Partially built
     resources are released before raising.
     """
-    from dynaflip_ros.configs.safety import SafetyConfig
     from dynaflip_ros.data import dataset_io, schema
     from dynaflip_ros.data.recorder import EpisodeRecorder
     from dynaflip_ros.teleop.devices import make_device
@@ -243,7 +258,7 @@ def open_session(opts: TeleopOptions, echo=None) -> SessionResources:
             from dynaflip_ros.teleop.drivers import LockstepSimDriver, RealtimeSimDriver
 
             res.env = PickIntoSinkEnv(SimConfig(image_hw=image_hw))
-            safety = opts.safety if opts.safety is not None else SafetyConfig()
+            safety = opts.safety
             if is_replay and not opts.realtime:
                 res.driver = LockstepSimDriver(res.env, safety)
             else:
@@ -254,27 +269,28 @@ def open_session(opts: TeleopOptions, echo=None) -> SessionResources:
             from dynaflip_ros.teleop.drivers import RealArmDriver
 
             model = "ur3e" if opts.ur_type == "e-series" else "ur3_cb3"
-            safety = opts.safety if opts.safety is not None else SafetyConfig()
+            safety = opts.safety
             if safety.robot_model != model:  # the kinematic model follows the controller generation
                 log.info("safety robot_model %s -> %s (ur_type %s)", safety.robot_model, model, opts.ur_type)
                 safety = dataclasses.replace(safety, robot_model=model)
-            arm_cfg, cam_cfg = real_cell_hardware(opts.cell_params, opts.robot_ip, opts.ur_type, opts.camera_serial)
+            arm_cfg, cam_cfg = real_cell_hardware(opts.cell_params_file, opts.robot_ip, opts.ur_type, opts.camera_serial)
             arm = make_real_arm(arm_cfg)
             res.camera = FittedCamera(make_realsense(cam_cfg), image_hw)
             res.camera.connect()
             res.real_camera = True
             res.driver = RealArmDriver(arm, safety, servo_rate_hz=arm.config.controller_rate_hz)
             cam_settings = camera_settings(res.camera)
-        dev_opts = {"quit_at_end": opts.replay_quit_at_end} if is_replay else {}
+        dev_opts = {"quit_at_end": replay_quit_at_end} if is_replay else {}
         res.device = make_device(opts.device, arm=res.driver.raw_arm, clock=res.driver.now_s,
-                                 keyboard_events=False if is_replay else opts.keyboard_events, **dev_opts)
+                                 keyboard_events=False if is_replay else keyboard_events, **dev_opts)
         if opts.rosbag_dir:
             from dynaflip_ros.teleop.rosbag_log import SessionBag
 
-            res.bag = SessionBag(opts.rosbag_dir)
+            res.bag = SessionBag(opts.rosbag_dir, wall_clock=time.time if res.driver.realtime else None,
+                                 sim_time=res.driver.is_sim)
         res.recorder = EpisodeRecorder(opts.out, image_hw, fps=schema.RECORD_FPS,
                                        repo_id=opts.repo_id or dataset_io.DEFAULT_REPO_ID, resume=opts.resume)
-        res.session = TeleopSession(res.recorder, res.driver, res.device, res.camera, opts.session,
+        res.session = TeleopSession(res.recorder, res.driver, res.device, res.camera, session_config(opts),
                                     episode_extra={"provenance": provenance, "camera": cam_settings},
                                     bag=res.bag, echo=echo)
     except BaseException:
@@ -316,27 +332,7 @@ def run_teleop(args) -> int:
         print(f"dynaflip record: {problem}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        safety = None
-        if args.safety_config:
-            from dynaflip_ros.configs.io import ConfigError, load_yaml
-            from dynaflip_ros.configs.safety import SafetyConfig
-
-            try:
-                safety = load_yaml(SafetyConfig, args.safety_config)
-            except (ConfigError, OSError) as e:
-                raise ValueError(f"--safety-config: {e}") from e
-        session_cfg = SessionConfig(task=args.task or SessionConfig.task, task_override=bool(args.task),
-                                    episodes=int(args.episodes or 0), command_rate_hz=float(args.command_rate_hz),
-                                    max_episode_s=float(args.max_episode_s or 300.0), seed=int(args.seed or 0),
-                                    source="sim" if args.sim else "real")
-        opts = TeleopOptions(
-            device=args.teleop, out=str(out), sim=bool(args.sim), robot_ip=args.robot_ip or "",
-            ur_type=args.ur_type or "cb3", camera_serial=args.camera_serial or "",
-            image_hw=tuple(args.image_size) if args.image_size else (224, 224), resume=bool(args.resume),
-            repo_id=args.repo_id or "", realtime=bool(args.realtime),
-            rosbag_dir=(args.rosbag_dir or str(default_bag_dir(out))) if args.rosbag else "",
-            encoder=args.encoder or "", policy=args.policy or "", operator=args.operator or "",
-            note=args.note or "", session=session_cfg, safety=safety, cell_params=args.cell_config or "")
+        opts = teleop_config_from_args(args)
     except ValueError as e:
         print(f"dynaflip record: {e}", file=sys.stderr)
         return EXIT_USAGE

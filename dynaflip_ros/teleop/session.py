@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from dynaflip_ros.data import schema
+from dynaflip_ros.teleop.config import DEFAULT_TASK, TeleopConfig, check_command_rate_hz, check_episode_limits
 from dynaflip_ros.teleop.devices import TeleopDevice, TeleopEvent
 from dynaflip_ros.teleop.twist import TwistToJointTarget
 
@@ -62,52 +63,46 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SessionConfig:
-    """Parameters of a `TeleopSession`.
+    """Parameters of a `TeleopSession`: the session loop's view of `teleop.config.TeleopConfig`
+    (built from it by `teleop.record.session_config`; the shared fields take their defaults and
+    checks from there).
 
     Attributes:
         task: language instruction stored with real-cell episodes (sim: the scene's instruction
             unless `task_override`).
-        task_override: use `task` in the sim too.
+        task_override: use `task` in the sim too (TeleopConfig.task given).
         episodes: saved episodes after which the session ends (0 = until quit).
         command_rate_hz: teleop command rate, a multiple of RECORD_FPS (10, 20, 50, 100).
         max_episode_s: an episode is saved automatically at this length.
         max_linear_speed_m_s / max_angular_speed_rad_s: TCP twist clamps.
         slow_tick_tolerance: a record tick later than this fraction of the record period is slow.
         seed: first sim scene seed (scene i uses seed + i).
-        source: "sim" or "real" (dataset metadata).
+        source: "sim" or "real" (dataset metadata; TeleopConfig.sim).
         resync_error_rad: when the measured joints trail the target by more than this (a refused
             or halted command), the target is re-based on the measured pose.
     """
 
-    task: str = "Pick the red cube into the sink"
+    task: str = DEFAULT_TASK
     task_override: bool = False
-    episodes: int = 0
-    command_rate_hz: float = 50.0
-    max_episode_s: float = 300.0
+    episodes: int = TeleopConfig.episodes
+    command_rate_hz: float = TeleopConfig.command_rate_hz
+    max_episode_s: float = TeleopConfig.max_episode_s
     max_linear_speed_m_s: float = 0.25
     max_angular_speed_rad_s: float = 1.0
     slow_tick_tolerance: float = 0.5
-    seed: int = 0
+    seed: int = TeleopConfig.seed
     source: str = "sim"
     resync_error_rad: float = 0.25
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task.strip():
             raise ValueError("task must be a non-empty string")
-        if not isinstance(self.episodes, int) or self.episodes < 0:
-            raise ValueError(f"episodes must be an int >= 0, got {self.episodes!r}")
-        ratio = self.command_rate_hz / schema.RECORD_FPS
-        if not (math.isfinite(self.command_rate_hz) and abs(ratio - round(ratio)) < 1e-9 and 1 <= round(ratio) <= 50):
-            raise ValueError(f"command_rate_hz must be a multiple of {schema.RECORD_FPS} Hz up to "
-                             f"{50 * schema.RECORD_FPS} Hz, got {self.command_rate_hz!r}")
-        if not (math.isfinite(self.max_episode_s) and self.max_episode_s > 0):
-            raise ValueError(f"max_episode_s must be > 0, got {self.max_episode_s!r}")
+        check_command_rate_hz(self.command_rate_hz)
+        check_episode_limits(self.episodes, self.max_episode_s, self.seed)
         if not (0 < self.slow_tick_tolerance <= 10):
             raise ValueError(f"slow_tick_tolerance must be in (0, 10], got {self.slow_tick_tolerance!r}")
         if self.source not in ("sim", "real"):
             raise ValueError(f"source must be 'sim' or 'real', got {self.source!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
 
 
 @dataclass

@@ -11,7 +11,8 @@ Services (std_srvs/srv/Trigger; the response says what happened, e.g. "episode 3
 Published:
   /teleop_recorder/status    std_msgs/String JSON {"state": "idle"|"recording"|"ended", "saved", ...}  EVENT_QOS
 
-Parameters: `teleop.config.TeleopRecorderNodeConfig` (device, sim / robot_ip, out, ...).
+Parameters: `teleop.config.TeleopConfig` (device, sim / robot_ip, out, ...), the same settings
+as `dynaflip record --teleop`.
 The session owns the arm (sim: its own MuJoCo cell; real: ur_rtde), so do not run it next to
 `ur3_driver_node` on the same arm. With `exit_when_done` the process ends when the session does
 (quit event, `episodes` saved). Source: ROS 2 docs, "Writing a simple service and client (Python)".
@@ -31,10 +32,9 @@ from std_srvs.srv import Trigger
 from dynaflip_ros.ros.params import load_node_config, node_kwargs
 from dynaflip_ros.ros.qos import EVENT_QOS
 from dynaflip_ros.ros.runtime import run_node, safe_publish, to_json_msg
-from dynaflip_ros.teleop.config import TeleopRecorderNodeConfig
+from dynaflip_ros.teleop.config import TeleopConfig
 from dynaflip_ros.teleop.devices import TeleopEvent
-from dynaflip_ros.teleop.record import SessionResources, TeleopOptions, open_session
-from dynaflip_ros.teleop.session import SessionConfig
+from dynaflip_ros.teleop.record import SessionResources, open_session
 
 SERVICES = ("start", "stop", "discard", "rerecord")
 
@@ -46,20 +46,12 @@ class TeleopRecorderNode(Node):
 
     def __init__(self, node_name: str = "teleop_recorder", start_session: bool = True) -> None:
         super().__init__(node_name, **node_kwargs())
-        cfg = self.config = load_node_config(self, TeleopRecorderNodeConfig)
+        cfg = self.config = load_node_config(self, TeleopConfig)
         if not cfg.out:
             raise ValueError("parameter 'out' (dataset directory) is required")
-        session_cfg = SessionConfig(
-            task=cfg.task or SessionConfig.task, task_override=bool(cfg.task), episodes=cfg.episodes,
-            command_rate_hz=cfg.command_rate_hz, max_episode_s=cfg.max_episode_s, seed=cfg.seed,
-            source="sim" if cfg.sim else "real")
-        opts = TeleopOptions(
-            device=cfg.device, out=cfg.out, sim=cfg.sim, robot_ip=cfg.robot_ip, ur_type=cfg.ur_type,
-            camera_serial=cfg.camera_serial, image_hw=cfg.image_hw, resume=cfg.resume, realtime=cfg.realtime,
-            keyboard_events=False, replay_quit_at_end=False, rosbag_dir=cfg.rosbag_dir,
-            operator=cfg.operator, note=cfg.note, session=session_cfg, safety=cfg.safety,
-            cell_params=cfg.cell_params_file)
-        self.resources: SessionResources = open_session(opts, echo=lambda line: self.get_logger().info(line))
+        # no terminal under ROS: episode events come from the services; a replay does not end the node
+        self.resources: SessionResources = open_session(cfg, echo=lambda line: self.get_logger().info(line),
+                                                        keyboard_events=False, replay_quit_at_end=False)
         self.session = self.resources.session
         self.summary = None
         self.error: str | None = None
