@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from dynaflip_ros.cameras.base import CameraIntrinsics
 
@@ -59,11 +60,9 @@ def d435_depth_intrinsics(width: int, height: int) -> CameraIntrinsics:
 
 
 def _rotation_xyz(rx: float, ry: float, rz: float) -> np.ndarray:
-    cx, sx, cy, sy, cz, sz = math.cos(rx), math.sin(rx), math.cos(ry), math.sin(ry), math.cos(rz), math.sin(rz)
-    r_x = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    r_y = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    r_z = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return r_z @ r_y @ r_x
+    """(3, 3) R = Rz(rz) Ry(ry) Rx(rx) (extrinsic x, y, z rotations, rad), scipy
+    `Rotation.from_euler("xyz", ...)`."""
+    return Rotation.from_euler("xyz", [rx, ry, rz]).as_matrix()
 
 
 @dataclass(frozen=True)
