@@ -1,4 +1,9 @@
-"""The camera interface shared by the simulated camera and (later) RealSense / video files."""
+"""The camera interface (`Camera`, `Frame`, `CameraIntrinsics`, `CameraError`) shared by the
+simulated camera and the RealSense backend (`cameras/realsense/`).
+
+Units: pixels for intrinsics, metres for depth, seconds for stamps (each backend says which
+clock). A `Camera` is read from one thread; `connect` / `disconnect` are idempotent.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
