@@ -1,6 +1,6 @@
 """Robotiq 2F-85 behind the Robotiq URCap socket (TCP port 63352 on the UR controller).
 
-Protocol (HARDWARE.md §2.3): ASCII, one command per line, `\\n` terminated.
+Protocol (docs/hardware.md §2.3): ASCII, one command per line, `\\n` terminated.
   `SET <VAR> <int> [<VAR> <int> ...]` -> `ack`;  `GET <VAR>` -> `<VAR> <int>`.
 Variables: ACT (activate 1 / reset 0), GTO (go to requested position 1 / stop 0), ATR, ARD,
 POS (SET: request; GET: actual position 0..255), PRE (echo of the request), SPE, FOR (0..255),
@@ -12,6 +12,9 @@ Model: the fingers' closure c (0 open .. 1 touching) maps to the position readba
 (r - 3) / 227 clamped to [0, 1]. Finger speed 20 + 130·SPE/255 mm/s over the 85 mm stroke
 (§2.3 driver mapping). Activation (ACT 0 -> 1) takes `activation_s` (STA 1) then STA 3. Motion
 needs ACT 1, STA 3 and GTO 1. Unknown commands get `?` (and are logged by the controller).
+
+Threads: none; the controller process's single network-loop thread calls `handle_line` between
+cycles and `step_command` / `observe` once per controller cycle (2 ms e-Series, 8 ms CB3).
 """
 from __future__ import annotations
 

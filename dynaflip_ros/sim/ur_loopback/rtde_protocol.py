@@ -98,6 +98,12 @@ for _i in range(64, 128):
     INPUT_TYPES[f"input_bit_register_{_i}"] = "BOOL"
 
 
+def _type_format(rtde_type: str) -> str:
+    """struct format of one variable of `rtde_type` (no byte-order prefix), e.g. "6d"."""
+    code, count = TYPE_CODES[rtde_type]
+    return (str(count) if count > 1 else "") + code
+
+
 class ProtocolError(ValueError):
     """A malformed package (bad size, truncated payload)."""
 
@@ -155,13 +161,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.valid:
-            fmt = ">"
-            self.counts = []
-            for t in self.types:
-                code, count = TYPE_CODES[t]
-                fmt += (str(count) if count > 1 else "") + code
-                self.counts.append(count)
-            self.struct = struct.Struct(fmt)
+            self.counts = [TYPE_CODES[t][1] for t in self.types]
+            self.struct = struct.Struct(">" + "".join(_type_format(t) for t in self.types))
 
     @property
     def size(self) -> int:
@@ -193,8 +194,8 @@ class Recipe:
         out = {}
         off = 0
         for name, t in zip(self.names, self.types):
-            code, c = TYPE_CODES[t]
-            st = struct.Struct(">" + (str(c) if c > 1 else "") + code)
+            c = TYPE_CODES[t][1]
+            st = struct.Struct(">" + _type_format(t))
             if off + st.size > len(data):
                 break
             vals = st.unpack_from(data, off)

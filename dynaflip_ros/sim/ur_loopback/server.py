@@ -53,6 +53,11 @@ MAX_SEND_BUFFER = 4 << 20        # a client that stops draining is disconnected 
 MAX_CATCHUP_CYCLES = 50          # beyond this lag controller time is dropped, not replayed
 
 
+def _is_fraction(x: float) -> bool:
+    """True for a finite x in [0, 1] (speed slider, gripper closure)."""
+    return math.isfinite(x) and 0.0 <= x <= 1.0
+
+
 class ControllerServer:
     """The network loop around a `ControllerCore` (see module doc).
 
@@ -303,7 +308,7 @@ class ControllerServer:
             core.stop_program("pendant stop (injected)")
         elif kind == "speed_slider":
             f = float(kw["fraction"])
-            if not (math.isfinite(f) and 0.0 <= f <= 1.0):
+            if not _is_fraction(f):
                 raise ValueError(f"speed_slider fraction must be in [0, 1], got {f!r}")
             core.slider = f
         elif kind == "silent":
@@ -320,7 +325,7 @@ class ControllerServer:
             closure = kw.get("closure")
             if closure is not None:
                 closure = float(closure)
-                if not (math.isfinite(closure) and 0.0 <= closure <= 1.0):
+                if not _is_fraction(closure):
                     raise ValueError("gripper_object closure must be in [0, 1] or None")
             core.gripper_block = closure
         elif kind == "remote_control":
