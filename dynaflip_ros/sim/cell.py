@@ -51,6 +51,7 @@ from dynaflip_ros.sim.cell_params import (
     parked_position,
     rx_matrix,
     rx_quat_wxyz,
+    yaw_quat_wxyz,
 )
 
 __all__ = [
@@ -58,7 +59,7 @@ __all__ = [
     "FINGER_DAMPING", "FINGER_JOINT_NAMES", "FINGER_PAD_HALF_M", "FINGER_STROKE_M", "FLANGE_SITE",
     "GRIPPER_MASS_KG", "OBJECT_SPECS", "ROBOT_BODY_NAMES", "SINK_BODY", "TCP_SITE",
     "UR3_LINK_COM_DH_M", "UR3_LINK_INERTIA", "UR3_LINK_MASS_KG", "UR3_MAX_TORQUE_NM", "ObjectSpec",
-    "build_cell_spec", "build_cell_xml", "build_model", "camera_pose", "parked_position",
+    "build_cell_spec", "build_cell_xml", "build_model", "camera_pose", "parked_position", "yaw_quat_wxyz",
 ]
 
 

@@ -5,7 +5,9 @@ Read by the MjSpec builder (`sim/cell.py`), the env, the arm and the expert. Fra
 `base` frame (DH base, table top z = 0). Lengths in metres, masses in kg, angles in radians.
 Sources: masses, centres of mass, inertias, joint limits and torques of the UR3 CB3 and the 2F-85
 gripper as in docs/hardware.md (UR3 technical specifications, ur_description ROS 2 UR3);
-actuator pattern of the MuJoCo Menagerie UR5e.
+actuator pattern of the MuJoCo Menagerie UR5e. Rotations through
+`scipy.spatial.transform.Rotation` (`scalar_first=True`: MuJoCo's w, x, y, z order;
+https://docs.scipy.org/doc/scipy/reference/generated/scipy.spatial.transform.Rotation.html).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from dynaflip_ros.configs.sim import SimConfig
 
@@ -133,14 +136,18 @@ OBJECT_SPECS: dict[str, ObjectSpec] = {
 
 
 def rx_quat_wxyz(alpha: float) -> np.ndarray:
-    """(4,) quaternion w, x, y, z of a rotation by alpha (rad) about x."""
-    return np.array([math.cos(alpha / 2), math.sin(alpha / 2), 0.0, 0.0])
+    """(4,) quaternion w, x, y, z (MuJoCo order) of a rotation by alpha (rad) about x."""
+    return Rotation.from_euler("x", alpha).as_quat(scalar_first=True)
 
 
 def rx_matrix(alpha: float) -> np.ndarray:
     """(3, 3) rotation matrix by alpha (rad) about x."""
-    c, s = math.cos(alpha), math.sin(alpha)
-    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    return Rotation.from_euler("x", alpha).as_matrix()
+
+
+def yaw_quat_wxyz(yaw: float) -> np.ndarray:
+    """(4,) quaternion w, x, y, z (MuJoCo order) of a rotation by yaw (rad) about z."""
+    return Rotation.from_euler("z", yaw).as_quat(scalar_first=True)
 
 
 def camera_pose(cfg: SimConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -207,7 +207,8 @@ class PickIntoSinkEnv:
 
     def _set_object_pose(self, name: str, x: float, y: float, z: float, yaw: float) -> None:
         a, v = self._obj_qadr[name], self._obj_dadr[name]
-        self.data.qpos[a:a + 7] = [x, y, z, math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
+        self.data.qpos[a:a + 3] = [x, y, z]
+        self.data.qpos[a + 3:a + 7] = cell.yaw_quat_wxyz(yaw)  # w, x, y, z
         self.data.qvel[v:v + 6] = 0.0
 
     # ------------------------------------------------------------------ physics
