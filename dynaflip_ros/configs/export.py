@@ -1,15 +1,18 @@
 """Parameters of `dynaflip export`: ONNX export, the parity gate, and the TensorRT engine build.
 
-DESIGN.md, "Artifacts": the encoder is exported to ONNX, checked numerically against PyTorch
+The encoder is exported to ONNX, checked numerically against PyTorch
 (the parity gate), and turned into a TensorRT engine on the target GPU machine (built from the
 ONNX and cached, never committed).
 
-YAML: `config/export.yaml`, loaded with `configs.io.load_yaml(ExportConfig, path)`.
+YAML: `config/export.yaml`, loaded with `configs.io.load_yaml(ExportConfig, path)`. Range,
+int and choice checks go through `configs/validate.py` (ConfigError, a ValueError).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+from dynaflip_ros.configs.validate import require_choice, require_int, require_range
 
 EXPORTERS = ("dynamo", "torchscript")
 TENSORRT_MODES = ("auto", "require", "off")
@@ -39,8 +42,7 @@ class ParityTolerance:
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0 or None, got {v!r}")
-        if not (isinstance(self.min_cosine, (int, float)) and -1.0 <= self.min_cosine <= 1.0):
-            raise ValueError(f"min_cosine must be in [-1, 1], got {self.min_cosine!r}")
+        require_range("", "min_cosine", self.min_cosine, -1, 1, kind="")
 
 
 @dataclass(frozen=True)
@@ -101,14 +103,10 @@ class ExportConfig:
     trt_cache_dir: str = ""
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.opset, int) and 13 <= self.opset <= 23):
-            raise ValueError(f"opset must be an int in [13, 23], got {self.opset!r}")
-        if self.exporter not in EXPORTERS:
-            raise ValueError(f"exporter must be one of {EXPORTERS}, got {self.exporter!r}")
-        if self.tensorrt not in TENSORRT_MODES:
-            raise ValueError(f"tensorrt must be one of {TENSORRT_MODES}, got {self.tensorrt!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        require_int("", "opset", self.opset, 13, 23)
+        require_choice("", "exporter", self.exporter, EXPORTERS)
+        require_choice("", "tensorrt", self.tensorrt, TENSORRT_MODES)
+        require_choice("", "precision", self.precision, PRECISIONS)
         for name in ("onnx_tolerance", "fp16_tolerance", "tensorrt_fp32_tolerance", "tensorrt_fp16_tolerance"):
             if not isinstance(getattr(self, name), ParityTolerance):
                 raise ValueError(f"{name} must be a ParityTolerance, got {getattr(self, name)!r}")
@@ -116,8 +114,7 @@ class ExportConfig:
             not isinstance(b, int) or b < 1 for b in self.parity_batch_sizes
         ):
             raise ValueError(f"parity_batch_sizes must be ints >= 1, got {self.parity_batch_sizes!r}")
-        if not isinstance(self.n_parity_images, int) or self.n_parity_images < 0:
-            raise ValueError(f"n_parity_images must be an int >= 0, got {self.n_parity_images!r}")
+        require_int("", "n_parity_images", self.n_parity_images, 0)
         if len(self.parity_image_hw) != 2 or any(not isinstance(v, int) or v < 8 for v in self.parity_image_hw):
             raise ValueError(f"parity_image_hw must be (H, W) ints >= 8, got {self.parity_image_hw!r}")
         if not (1 <= self.trt_min_batch <= self.trt_opt_batch <= self.trt_max_batch):
@@ -125,5 +122,4 @@ class ExportConfig:
                 "need 1 <= trt_min_batch <= trt_opt_batch <= trt_max_batch, got "
                 f"{self.trt_min_batch}/{self.trt_opt_batch}/{self.trt_max_batch}"
             )
-        if not isinstance(self.trt_workspace_mib, int) or self.trt_workspace_mib < 16:
-            raise ValueError(f"trt_workspace_mib must be an int >= 16, got {self.trt_workspace_mib!r}")
+        require_int("", "trt_workspace_mib", self.trt_workspace_mib, 16)

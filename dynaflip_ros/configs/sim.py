@@ -1,8 +1,8 @@
 """Parameters of the simulated Pick-into-Sink cell (MuJoCo) and of its scripted expert.
 
-Frames: the MuJoCo world frame IS the UR `base` frame (DH base, HARDWARE.md §1.7); the table top
+Frames: the MuJoCo world frame IS the UR `base` frame (DH base, docs/hardware.md); the table top
 is the plane z = 0 and the robot base sits on it at the origin. Lengths in metres, angles in
-radians unless the name says `_deg`. Defaults follow HARDWARE.md (UR3 CB3 §1, camera placement §4).
+radians unless the name says `_deg`. Defaults follow docs/hardware.md (UR3 CB3, camera placement).
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class SimConfig:
     Attributes (main ones):
         image_hw: rendered image (height, width) in pixels.
         seed: default episode seed when `reset()` gets none.
-        timestep_s: physics step (DESIGN: 0.002 s).
+        timestep_s: physics step (0.002 s).
         camera_*: the fixed RGB-D camera looks at `camera_target_m` from `camera_range_m` away,
             `camera_tilt_deg` below horizontal, from azimuth `camera_azimuth_deg` (0 = camera on
             the +x side of the target looking towards -x); fovy like a D435 colour stream.
