@@ -1,4 +1,4 @@
-"""DynaFLIP loss numerics (METHOD.md §1): triangle area, energy, InfoNCE, TCN, actor, total."""
+"""DynaFLIP loss numerics (docs/method.md §1): triangle area, energy, InfoNCE, TCN, actor, total."""
 import itertools
 import math
 
@@ -87,7 +87,7 @@ def _near_triangle(theta: float, dtype):
 
 @pytest.mark.parametrize("theta", [1e-2, 3e-3])
 def test_float32_closed_form_cancels_but_implementation_is_accurate(theta):
-    # The catastrophic cancellation (METHOD.md "Numerics"): the closed form in float32 from
+    # The catastrophic cancellation (docs/method.md "Numerics"): the closed form in float32 from
     # float32 cosines loses the area entirely (here it returns 0; elsewhere it is off by orders of
     # magnitude or negative) within ~0.01 rad.
     x32, y32, z32, exact = _near_triangle(theta, torch.float32)

@@ -1,4 +1,4 @@
-"""TensorRT engine cache + build logic (DESIGN.md "Artifacts").
+"""TensorRT engine cache + build logic (docs/architecture.md "Artifacts").
 
 The cache key, the cache's rebuild rules, the "unavailable" path and the builder calls (against
 a recording stand-in of the tensorrt module) run everywhere; the real engine build needs
@@ -364,7 +364,7 @@ def test_load_or_build_engine_end_to_end_with_stand_ins(monkeypatch, tmp_path):
 
 # ----------------------------------------------------------------------------- real build (GPU)
 def test_real_tensorrt_engine_build_and_parity(tmp_path):
-    pytest.importorskip("tensorrt", reason="TensorRT not installable on this machine (ENVIRONMENT.md)")
+    pytest.importorskip("tensorrt", reason="TensorRT not installable on this machine (docs/environment.md)")
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU on this machine")

@@ -45,7 +45,7 @@ def test_flange_and_tcp_equal_dh_forward_kinematics(model):
             s = model.site(site).id
             np.testing.assert_allclose(data.site_xpos[s], t[:3, 3], atol=1e-6)
             np.testing.assert_allclose(data.site_xmat[s].reshape(3, 3), t[:3, :3], atol=1e-6)
-    # HARDWARE.md §1.2 check value: flange at q = 0.
+    # docs/hardware.md §1.2 check value: flange at q = 0.
     data.qpos[adr] = 0.0
     mujoco.mj_kinematics(model, data)
     np.testing.assert_allclose(data.site_xpos[model.site("tool0").id], [-0.4569, -0.19425, 0.06655], atol=1e-6)
@@ -62,7 +62,7 @@ def test_ur3_limits_masses_and_actuators(model):
         body = model.body(cell.ROBOT_BODY_NAMES[i])
         assert body.mass[0] == pytest.approx(cell.UR3_LINK_MASS_KG[i])
         assert model.body_gravcomp[body.id] == 1.0
-    # Upper-arm CoM: HARDWARE.md §1.3 gives (-0.11365, 0, 0.1157) in the URDF frame = body frame here.
+    # Upper-arm CoM: docs/hardware.md §1.3 gives (-0.11365, 0, 0.1157) in the URDF frame = body frame here.
     np.testing.assert_allclose(model.body("upper_arm_link").ipos, [-0.11365, 0.0, 0.1157], atol=1e-9)
     assert model.opt.timestep == pytest.approx(0.002)
 

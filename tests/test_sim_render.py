@@ -46,7 +46,7 @@ def test_frame_shape_dtype_depth_and_intrinsics(env):
     assert f.depth.shape == (h, w) and f.depth.dtype == np.float32
     assert f.stamp_s == env.sim_time_s and f.frame_id == "camera_color_optical_frame"
     assert f.rgb.std() > 10  # not a blank image
-    # The camera frames the work area from 0.6-0.9 m (HARDWARE.md §4): the table centre is there.
+    # The camera frames the work area from 0.6-0.9 m (docs/hardware.md §4): the table centre is there.
     centre = f.depth[h // 2 - 5:h // 2 + 5, w // 2 - 5:w // 2 + 5]
     assert 0.6 < float(np.median(centre)) < 0.9
     assert f.depth.min() > 0.2 and f.depth.max() < 3.0

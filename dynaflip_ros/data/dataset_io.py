@@ -101,7 +101,7 @@ class WriterLock:
 def import_lerobot():
     """Import lerobot's dataset module offline and return it (`lerobot.datasets.lerobot_dataset`).
 
-    Applies the torchvision shim first (ENVIRONMENT.md gotcha 1) and defaults HF_HUB_OFFLINE /
+    Applies the torchvision shim first (docs/environment.md gotcha 1) and defaults HF_HUB_OFFLINE /
     HF_DATASETS_OFFLINE to 1 so that any accidental hub access fails at once instead of hanging.
     Raises ImportError when lerobot is missing or its version is not LEROBOT_VERSION (the
     crash-safety logic depends on that version's writer internals).

@@ -12,7 +12,7 @@ Frames are recorded at `RECORD_FPS` (the policy rate). One dataset row per frame
 | observation.phase          | int64   | (1,)           | expert phase index into PHASES (-1 when unknown)    |
 | task (LeRobot built-in)    | str     |                | "Pick the red cube into the sink"                   |
 
-The language of a transition (METHOD.md §1) is built from `task` and `observation.phase`
+The language of a transition (docs/method.md §1) is built from `task` and `observation.phase`
 (`phase_description`).
 """
 from __future__ import annotations

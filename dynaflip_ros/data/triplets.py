@@ -1,4 +1,4 @@
-"""DynaFLIP training samples from a recorded LeRobotDataset v3 (METHOD.md §1 "Inputs", "Data").
+"""DynaFLIP training samples from a recorded LeRobotDataset v3 (docs/method.md §1 "Inputs", "Data").
 
 One sample (seed 000 §2.1, §2.3): frames o_t and o_t+k of one episode, the language of the
 transition `schema.phase_description(task, phase_t)`, the 3D flow F = point_tracks[t : t+T]

@@ -1,4 +1,4 @@
-"""DynaFLIP pre-training losses (METHOD.md §1; seed 000 §2.1-2.2). Pure torch.
+"""DynaFLIP pre-training losses (docs/method.md §1; seed 000 §2.1-2.2). Pure torch.
 
 Alignment energy of a tuple of unit vectors x = z_I (image transition), y = z_L (language),
 z = z_F (3D flow):
@@ -55,7 +55,7 @@ LANGUAGE_SWAPPED_SETS = frozenset({"language", "language_flow", "image_language"
 
 # ------------------------------------------------------------------------------ triangle area
 def triangle_area_sq_closed_form(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Area^2 of the triangle of three unit vectors from their cosines, METHOD.md's literal form.
+    """Area^2 of the triangle of three unit vectors from their cosines, docs/method.md's literal form.
 
     a = <x, y>, b = <x, z>, c = <y, z> (any broadcastable shapes, any float dtype; computed in
     the input dtype). Returns (3 - 2(a+b+c) + 2(ab+ac+bc) - (a^2+b^2+c^2)) / 4. Cancels

@@ -1,7 +1,7 @@
 """The JSON manifest that travels with every encoder artifact (safetensors, ONNX, TensorRT).
 
 It fixes preprocessing (input size, mean/std), the embedding dimension, and the sha256 of the
-weights file, so a policy can refuse an encoder it was not trained on (DESIGN.md, "Artifacts").
+weights file, so a policy can refuse an encoder it was not trained on (docs/architecture.md "Artifacts").
 """
 from __future__ import annotations
 

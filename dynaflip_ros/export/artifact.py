@@ -11,7 +11,7 @@ An exported encoder directory (written by `export.onnx_export.export_onnx`) hold
 
 Every ONNX file carries metadata_props `dynaflip.weights_sha256`, `dynaflip.embedding_dim`,
 `dynaflip.input_hw` and `dynaflip.precision`, so a backend can refuse an ONNX exported from
-other weights than the manifest names (DESIGN.md, "Artifacts": version skew).
+other weights than the manifest names (docs/architecture.md "Artifacts": version skew).
 
 Light module: imports only the standard library (the ONNX Runtime backend must start without
 torch).

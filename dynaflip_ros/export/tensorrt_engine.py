@@ -1,6 +1,6 @@
 """Build a TensorRT engine from the exported ONNX on the target GPU machine, and cache it.
 
-DESIGN.md, "Artifacts": engines are never committed; they are built on the target from the ONNX
+docs/architecture.md "Artifacts": engines are never committed; they are built on the target from the ONNX
 and cached under a key of (ONNX sha256, TensorRT version, GPU name, compute capability,
 precision, input shape and batch profile), and rebuilt automatically when the key changes or
 deserialisation fails. The cache lives outside the repository by default

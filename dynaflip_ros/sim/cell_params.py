@@ -19,7 +19,7 @@ from scipy.spatial.transform import Rotation
 
 from dynaflip_ros.configs.sim import SimConfig
 
-# docs/hardware.md (UR3 CB3): link masses (kg) and centres of mass in the DH frame i (end of link i).
+# docs/hardware.md §1.3 (CB3): link masses (kg) and centres of mass in the DH frame i (end of link i).
 UR3_LINK_MASS_KG = (2.0, 3.42, 1.26, 0.8, 0.8, 0.35)
 UR3_LINK_COM_DH_M = (
     (0.0, -0.02, 0.0),
@@ -29,7 +29,7 @@ UR3_LINK_COM_DH_M = (
     (0.0, 0.0, 0.01),
     (0.0, 0.0, -0.02),
 )
-# Cylinder-approximation inertias (ixx = iyy, izz), kg m^2, ur_description ROS 2 UR3.
+# Cylinder-approximation inertias (ixx = iyy, izz), kg m^2, ur_description ROS 2 UR3 (docs/hardware.md §1.3).
 UR3_LINK_INERTIA = (
     (0.008093, 0.005625),
     (0.021728, 0.009619),
@@ -48,11 +48,11 @@ ARM_KV = (100.0, 100.0, 60.0, 15.0, 15.0, 10.0)
 ARM_DAMPING = (1.0, 1.0, 1.0, 0.2, 0.2, 0.2)
 ARM_ARMATURE = (0.1, 0.1, 0.1, 0.05, 0.05, 0.05)
 
-FINGER_STROKE_M = 0.0425          # per finger: 85 mm opening of the 2F-85 (docs/hardware.md, Robotiq 2F-85)
+FINGER_STROKE_M = 0.0425          # per finger: 85 mm opening of the 2F-85 (docs/hardware.md §2.1)
 FINGER_PAD_HALF_M = (0.011, 0.005, 0.0175)   # pad half sizes along tool x, y (thickness), z
 GRIPPER_MASS_KG = 0.925
 # Finger damping (N s / m): with the force clamp the fingers close at about
-# gripper_max_force_n / FINGER_DAMPING = 0.1 m/s each (2F-85: 20-150 mm/s, docs/hardware.md).
+# gripper_max_force_n / FINGER_DAMPING = 0.1 m/s each (2F-85: 20-150 mm/s, docs/hardware.md §2.1).
 FINGER_DAMPING = 200.0
 
 ROBOT_BODY_NAMES = ("shoulder_link", "upper_arm_link", "forearm_link",
