@@ -100,6 +100,9 @@ def test_replan_schedule():
         ReplanSchedule(dt_s=0.0)
 
 
+HANG_S = 120.0  # a hang guard, not a performance limit
+
+
 def _wait(pred, timeout_s):
     t_end = time.monotonic() + timeout_s
     while time.monotonic() < t_end:
@@ -115,8 +118,9 @@ def test_sim_cell_episode_and_action_chunks_through_safe_arm(ros_context):
     from dynaflip_ros.ros.nodes.sim_cell import SimCellNode
     from dynaflip_ros.ros.nodes.ur3_driver import Ur3DriverNode
 
+    # max_chunk_age_s at its bound: a chunk delayed by a busy machine is still followed
     ros_context({"sim_cell": {"status_rate_hz": 20.0, "sim": {"image_hw": [64, 64]}},
-                 "ur3_driver": {"joint_state_rate_hz": 50.0}})
+                 "ur3_driver": {"joint_state_rate_hz": 50.0, "max_chunk_age_s": 10.0}})
     sim = SimCellNode()
     env = sim.env
     driver = Ur3DriverNode(arm=env.arm, clock=lambda: env.sim_time_s, servo_thread=False)
@@ -133,9 +137,11 @@ def test_sim_cell_episode_and_action_chunks_through_safe_arm(ros_context):
     spinner.start()
     try:
         sim.start()
-        assert _wait(lambda: cmd_pub.get_subscription_count() > 0 and chunk_pub.get_subscription_count() > 0, 5.0)
+        # Every wait below is on a condition; the wall-clock limit is only a hang guard (HANG_S):
+        # on a loaded machine the simulation runs slower than real time and everything waits longer.
+        assert _wait(lambda: cmd_pub.get_subscription_count() > 0 and chunk_pub.get_subscription_count() > 0, HANG_S)
         cmd_pub.publish(String(data=EpisodeCommand.reset(4, 11).to_json()))
-        running = _wait(lambda: [s for s in statuses if s.episode == 4 and s.running], 5.0)
+        running = _wait(lambda: [s for s in statuses if s.episode == 4 and s.running], HANG_S)
         assert running, statuses[-3:]
         st = running[0]
         assert st.seed == 11 and st.instruction.startswith("Pick the ") and st.outcome is None
@@ -146,7 +152,7 @@ def test_sim_cell_episode_and_action_chunks_through_safe_arm(ros_context):
         q0 = np.asarray(env.arm.state().q)
         old = ActionChunk(np.tile(np.r_[q0 + 0.3, 0.0], (5, 1)), t0_s=reset_stamp_s - 0.5, dt_s=0.1)
         chunk_pub.publish(cv.action_chunk_to_trajectory(old))
-        assert _wait(lambda: driver.chunk_stats.before_reset == 1, 3.0)
+        assert _wait(lambda: driver.chunk_stats.before_reset == 1, HANG_S)
 
         # A fresh chunk moving shoulder_pan by +0.15 rad over 1 s is followed through SafeArm.
         now_s = probe.get_clock().now().nanoseconds * 1e-9
@@ -154,22 +160,23 @@ def test_sim_cell_episode_and_action_chunks_through_safe_arm(ros_context):
         target[0] += 0.15
         ramp = np.linspace(np.r_[q0, 0.0], target, 11)  # (11, 7)
         chunk_pub.publish(cv.action_chunk_to_trajectory(ActionChunk(ramp, t0_s=now_s, dt_s=0.1)))
-        assert _wait(lambda: driver.chunk_stats.queued == 1, 3.0)
-        moved = _wait(lambda: abs(env.arm.state().q[0] - target[0]) < 0.02, 6.0)
+        assert _wait(lambda: driver.chunk_stats.queued == 1, HANG_S), driver.chunk_stats
+        moved = _wait(lambda: abs(env.arm.state().q[0] - target[0]) < 0.02, HANG_S)
         assert moved, f"q0 {env.arm.state().q[0]:.4f} did not reach {target[0]:.4f}"
         s = driver.safe.stats
         assert s.accepted > 50 and s.rejected == 0
-        status = _wait(lambda: statuses[-1] if statuses[-1].safety["accepted"] > 0 else None, 2.0)
+        status = _wait(lambda: statuses[-1] if statuses[-1].safety["accepted"] > 0 else None, HANG_S)
         assert status and status.driver["chunks"]["queued"] == 1
-        assert status.realtime["real_time_factor"] > 0.3
+        assert status.realtime["real_time_factor"] > 0  # how fast depends on the machine's load
 
-        # A repeated reset of the running episode is idempotent (no second world reset).
-        n_reanchors = driver.safe.stats.reanchors
+        # A repeated reset of the running episode is idempotent (no second world reset). The stop
+        # sent after it is handled after it (one subscription, in order): once the stop shows,
+        # the repeated reset has been handled too.
+        n_reanchors, start_time_s = driver.safe.stats.reanchors, env.episode.start_time_s
         cmd_pub.publish(String(data=EpisodeCommand.reset(4, 11).to_json()))
-        time.sleep(0.3)
-        assert driver.safe.stats.reanchors == n_reanchors
         cmd_pub.publish(String(data=EpisodeCommand.stop().to_json()))
-        assert _wait(lambda: not statuses[-1].running and statuses[-1].outcome.value == "stopped", 3.0)
+        assert _wait(lambda: not statuses[-1].running and statuses[-1].outcome.value == "stopped", HANG_S)
+        assert driver.safe.stats.reanchors == n_reanchors and env.episode.start_time_s == start_time_s
     finally:
         sim.close()
         driver.close()
