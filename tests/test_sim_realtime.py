@@ -86,8 +86,7 @@ def test_stepper_follows_when_sim_time_jumps_ahead():
         env.reset(seed=0)
         with RealtimeSimStepper(env, max_catchup_s=0.1) as stepper:
             time.sleep(0.3)
-            with env.lock:
-                env.step(2.0)  # 2 s of sim time at once, outside the stepper
+            env.step(2.0)  # 2 s of sim time at once, outside the stepper
             ticks0 = stepper.stats.ticks
             time.sleep(0.5)
             st = stepper.stats

@@ -4,7 +4,7 @@ drives and how it measures.
 - `ArmTap` sits between SafeArm and an arm and records what reached the arm (targets, periods,
   the pose each step is measured from, stops, gripper commands, each with its time on `clock`).
 - `SimBench`: PickIntoSinkEnv (MuJoCo UR3) + tapped SafeArm + ActionChunkInterpolator + ServoLoop
-  ticked in lock-step simulation time (deterministic; single thread, `env.lock` held per step).
+  ticked in lock-step simulation time (deterministic; single thread, `env.advance_period` per step).
   `Bench` is the part shared with `eval.fault_rtde.RtdeBench`.
 - `fuzz_command` draws fuzzed servo commands; `limit_violations` checks commands that reached the
   arm against a SafetyConfig exactly (joint limits, workspace box by forward kinematics, speed
@@ -273,10 +273,7 @@ class SimBench(Bench):
         return np.asarray(self.env.arm.read_state().dq, dtype=float)
 
     def step(self, tick: bool = True) -> None:
-        with self.env.lock:
-            if tick:
-                self.loop.tick(self.env.sim_time_s)
-            self.env.step(self.period_s)
+        self.env.advance_period(self.period_s, self.loop.tick if tick else None)
 
     def close(self) -> None:
         self.env.close()

@@ -161,13 +161,14 @@ def _stream_pose(bench: SimBench, q: np.ndarray, duration_s: float, dt_s: float)
     """Command the fixed pose q (6,) rad once per servo period for duration_s (sim time), refusals
     (SafetyViolation, ArmNotConnectedError) swallowed; returns the measured joints after each period."""
     measured = []
+    def command(_sim_time_s: float) -> None:
+        try:
+            bench.safe.servo_joint(q, dt_s)
+        except ArmError:
+            pass
+
     for _ in range(int(round(duration_s / bench.period_s))):
-        with bench.env.lock:
-            try:
-                bench.safe.servo_joint(q, dt_s)
-            except ArmError:
-                pass
-            bench.env.step(bench.period_s)
+        bench.env.advance_period(bench.period_s, command)
         measured.append(bench.q())
     return measured
 
@@ -175,8 +176,7 @@ def _stream_pose(bench: SimBench, q: np.ndarray, duration_s: float, dt_s: float)
 def _move_outside(bench: SimBench, delta: np.ndarray, settle_s: float = 1.0) -> np.ndarray:
     """Another client (freedrive, the pendant) moves the arm by delta (6,) rad behind SafeArm's
     back, and it settles there for settle_s; returns the measured joints afterwards."""
-    with bench.env.lock:
-        bench.env.arm.hold(bench.q() + delta)
+    bench.env.exclusive(bench.env.arm.hold, bench.q() + delta)
     for _ in range(int(round(settle_s / bench.period_s))):
         bench.step(tick=False)
     return bench.q()
@@ -267,14 +267,15 @@ def sim_declared_dt(safety: SafetyConfig | None = None) -> list[Figure]:
         try:
             target = bench.q() + np.array([1.0, 0, 0, 0, 0, 0])
             peak = 0.0
+            def command(_sim_time_s: float, mode=mode, target=target) -> None:
+                if mode == "dt_0.1_at_125Hz":
+                    bench.safe.servo_joint(target, 0.1)
+                else:
+                    bench.safe.servo_joint(target, 0.002)
+                    bench.safe.servo_joint(target, 0.002)
+
             for _ in range(int(round(0.6 / bench.period_s))):
-                with bench.env.lock:
-                    if mode == "dt_0.1_at_125Hz":
-                        bench.safe.servo_joint(target, 0.1)
-                    else:
-                        bench.safe.servo_joint(target, 0.002)
-                        bench.safe.servo_joint(target, 0.002)
-                    bench.env.step(bench.period_s)
+                bench.env.advance_period(bench.period_s, command)
                 peak = max(peak, abs(float(bench.dq()[0])))
             peaks.append(peak)
             n_bad += bench.tap.violations(cfg, per_time=True)
@@ -335,9 +336,7 @@ def sim_bad_input(safety: SafetyConfig | None = None) -> list[Figure]:
         safe = SafeArm(bench.tap, cfg, clock=lambda: bench.env.sim_time_s + offset["s"])
         safe.connect()
         for _ in range(10):
-            with bench.env.lock:
-                safe.servo_joint(q_ok, bench.period_s)
-                bench.env.step(bench.period_s)
+            bench.env.advance_period(bench.period_s, lambda _t: safe.servo_joint(q_ok, bench.period_s))
         t_last = bench.env.sim_time_s - bench.period_s
         offset["s"] = -10.0
         t_stop = math.inf

@@ -11,13 +11,21 @@ Frames: world = UR `base` frame (table top z = 0). Point tracks are in the camer
 optical frame (+x right, +y down, +z forward): R_optical = R_mujoco_cam · diag(1, -1, -1).
 Simulation time is kept monotonic across resets (it is the clock of the arm, the camera and
 SafeArm); `EpisodeInfo.start_time_s` marks the episode start.
+
+The world's lock: the env owns `lock` (an RLock over model + data). Only the env and its own
+components (`sim.arm.SimArm`, `sim.camera.SimCamera`) take it. Everyone else goes through the
+env's API: `advance_until` / `advance_period` (servo ticks + physics: the lock-step runners and
+the real-time stepper), `exclusive(fn)` (several steps that must see no physics step in between,
+e.g. a reset plus the driver's re-anchor) and `task_state()` (a consistent read).
+Lock order: the world's lock, then the servo loop's tick lock, then SafeArm's lock (a servo tick
+runs with the world held and reads the arm through SafeArm; so must every re-anchor).
 """
 from __future__ import annotations
 
 import math
 import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -28,6 +36,7 @@ from dynaflip_ros.sim import cell
 from dynaflip_ros.sim.arm import SimArm
 from dynaflip_ros.sim.camera import SimCamera
 
+T = TypeVar("T")
 OBJECT_NAMES: tuple[str, ...] = ALL_OBJECT_NAMES
 _OPTICAL_FROM_MJ = np.diag([1.0, -1.0, -1.0])
 _MIN_OBJECT_GAP_M = 0.02  # clearance between placed objects' bounding circles
@@ -76,6 +85,7 @@ class PickIntoSinkEnv:
         self.config = config if config is not None else SimConfig()
         self.model = self._build_model()
         self.data = mujoco.MjData(self.model)
+        # The world's lock (module docstring): taken only by the env, SimArm and SimCamera.
         self.lock = threading.RLock()
         m = self.model
 
@@ -238,6 +248,43 @@ class PickIntoSinkEnv:
                 # so readers (TCP pose, point tracks, rendering) match qpos exactly.
                 self._mj.mj_kinematics(m, d)
         return n
+
+    # ------------------------------------------------------------------ the owner's API
+    def advance_period(self, period_s: float, before_step: Callable[[float], None] | None = None) -> float:
+        """One servo period with the world held: `before_step(sim_time_s)` (e.g. `ServoLoop.tick`)
+        then physics for `period_s`. Returns the simulation time after it. Exceptions of
+        `before_step` propagate before the physics step."""
+        with self.lock:
+            if before_step is not None:
+                before_step(self.sim_time_s)
+            self.step(period_s)
+            return self.sim_time_s
+
+    def advance_until(self, until_s: float, period_s: float,
+                      before_step: Callable[[float], None] | None = None) -> tuple[int, int]:
+        """Servo periods (`advance_period`) until simulation time `until_s` (1 ns tolerance), with
+        the world held throughout. Returns (periods run, physics steps)."""
+        periods = steps = 0
+        with self.lock:
+            while self.sim_time_s < until_s - 1e-9:
+                if before_step is not None:
+                    before_step(self.sim_time_s)
+                steps += self.step(period_s)
+                periods += 1
+        return periods, steps
+
+    def exclusive(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)` with the world held: no physics step, render or arm I/O of
+        another thread in between (e.g. `reset` and then re-anchoring the driver at the new
+        pose). fn may call the env, its arm and camera, the servo loop and SafeArm (lock order
+        in the module docstring); it must not wait on another thread that needs the world."""
+        with self.lock:
+            return fn(*args, **kwargs)
+
+    def task_state(self) -> tuple[EpisodeInfo, float, bool]:
+        """(episode, simulation time s, success) read at one instant."""
+        with self.lock:
+            return self.episode, self.sim_time_s, self.success()
 
     # ------------------------------------------------------------------ task state
     @property

@@ -3,7 +3,8 @@
 For the ROS `sim_cell` process, where the camera, the arm driver and the policy run on real
 time: every control period (1 / rate_hz of simulation time) the stepper optionally calls
 `on_tick(sim_time_s)` (e.g. a `ServoLoop.tick` on the sim clock, so servo targets stay in
-lockstep with physics) and then steps physics by one period, all under `env.lock`, one period at
+lockstep with physics) and then steps physics by one period, both through the world's owner API
+(`PickIntoSinkEnv.advance_period`, which holds the world's lock for the period), one period at
 a time so camera renders and state reads interleave. It tracks `time.monotonic()` scaled by
 `real_time_factor`; when it falls behind by more than `max_catchup_s` (a slow CPU or a long
 render) the excess is dropped (counted in `dropped_s`) instead of fast-forwarding, so the sim
@@ -45,12 +46,12 @@ class RealtimeSimStepper:
     """Advances `env` physics in a daemon thread to follow the monotonic clock.
 
     Args:
-        env: a `PickIntoSinkEnv` (uses env.step, env.sim_time_s, env.lock).
+        env: a `PickIntoSinkEnv` (uses env.advance_period, env.sim_time_s).
         rate_hz: control periods per simulated second (125 = CB3 servo rate); 1 / rate_hz must
             be a whole number of physics timesteps.
         real_time_factor: target sim seconds per wall second (1.0 = real time).
         max_catchup_s: largest sim-time lag the stepper tries to make up; beyond it time is dropped.
-        on_tick: optional callable(sim_time_s) run under env.lock before each period's physics.
+        on_tick: optional callable(sim_time_s) run with the world held before each period's physics.
         clock: wall clock (default time.monotonic).
     Raises ValueError on bad arguments.
     """
@@ -123,6 +124,17 @@ class RealtimeSimStepper:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def _tick(self, sim_time_s: float) -> None:
+        """on_tick, counted and logged instead of raised: a callback must not stop the sim."""
+        if self.on_tick is None:
+            return
+        try:
+            self.on_tick(sim_time_s)
+        except Exception:  # noqa: BLE001 - see docstring
+            with self._stats_lock:
+                self._stats.tick_errors += 1
+            log.exception("RealtimeSimStepper on_tick failed")
+
     def _run(self) -> None:
         env = self.env
         wall0 = self._clock()
@@ -151,16 +163,7 @@ class RealtimeSimStepper:
                 self._stop.wait(min(wait, 0.05))
                 continue
             # One period at a time, re-reading the clock in between, so the lag stays bounded.
-            with env.lock:
-                if self.on_tick is not None:
-                    try:
-                        self.on_tick(env.sim_time_s)
-                    except Exception:  # noqa: BLE001 - a callback must not stop the sim
-                        with self._stats_lock:
-                            self._stats.tick_errors += 1
-                        log.exception("RealtimeSimStepper on_tick failed")
-                env.step(self.period_s)
-                sim = env.sim_time_s
+            sim = env.advance_period(self.period_s, self._tick)
             wall = self._clock()
             with self._stats_lock:
                 st = self._stats

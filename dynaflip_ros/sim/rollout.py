@@ -132,14 +132,9 @@ class SimRunner:
         self._require_reset()
         if not (math.isfinite(duration_s) and duration_s >= 0):
             raise ValueError(f"duration_s must be finite and >= 0, got {duration_s!r}")
-        env = self.env
         self._sched_s += duration_s
-        ticks = 0
-        with env.lock:
-            while env.sim_time_s < self._sched_s - 1e-9:
-                self.loop.tick(env.sim_time_s)
-                self.physics_steps += env.step(self.period_s)
-                ticks += 1
+        ticks, steps = self.env.advance_until(self._sched_s, self.period_s, self.loop.tick)
+        self.physics_steps += steps
         return ticks
 
     # ------------------------------------------------------------------ expert episodes

@@ -104,21 +104,21 @@ class _SimDriverBase(_ServoDriverBase):
     def reset_scene(self, seed: int):
         """New sim episode: `env.reset(seed)` (arm home, object placed), then SafeArm stop +
         re-anchor (the reset teleports the arm; it is not a motion command). Returns EpisodeInfo."""
-        with self.env.lock:
+        def reset_and_reanchor():
             info = self.env.reset(seed=seed)
             self.safe.stop()
             self.loop.reanchor()
-        return info
+            return info
 
-    # Lock order env.lock -> servo loop (the real-time stepper ticks the loop holding env.lock):
-    # re-anchoring without env.lock deadlocks against it.
+        return self.env.exclusive(reset_and_reanchor)
+
+    # Lock order: the world, then the servo loop (the real-time stepper ticks the loop with the
+    # world held): re-anchoring goes through env.exclusive, or it deadlocks against the stepper.
     def reanchor(self) -> None:
-        with self.env.lock:
-            super().reanchor()
+        self.env.exclusive(super().reanchor)
 
     def hold(self) -> None:
-        with self.env.lock:
-            super().hold()
+        self.env.exclusive(super().hold)
 
     def success(self) -> bool:
         return bool(self.env.success())
@@ -145,11 +145,7 @@ class LockstepSimDriver(_SimDriverBase):
         pass
 
     def sleep_until(self, t_s: float) -> None:
-        env = self.env
-        with env.lock:
-            while env.sim_time_s < t_s - 1e-9:
-                self.loop.tick(env.sim_time_s)
-                env.step(self.period_s)
+        self.env.advance_until(t_s, self.period_s, self.loop.tick)
 
     def close(self) -> None:
         self.safe.stop()

@@ -5,7 +5,7 @@ shared by:
 
 - node `sim_cell` (this module): owns the env, advances physics in real time
   (`sim.realtime.RealtimeSimStepper`, 125 control periods per simulated second, each one
-  `ServoLoop.tick` + 4 physics steps of 0.002 s under `env.lock`) and serves episodes;
+  `ServoLoop.tick` + 4 physics steps of 0.002 s with the world held) and serves episodes;
 - node `camera` (`nodes/camera.py`) reading `env.camera` (depth rendering off: not published);
 - node `ur3_driver` (`nodes/ur3_driver.py`) driving `env.arm` through SafeArm; its servo loop is
   ticked by the stepper on the simulation clock.
@@ -116,11 +116,15 @@ class SimCellNode(Node):
         if self.gate.is_running(episode, seed):
             return
         env, driver = self.env, self.driver
-        with env.lock:  # lock order: env.lock, then the driver's SafeArm lock (then the gate's)
+
+        def reset_world():  # with the world held (lock order: world, servo loop, SafeArm)
             driver.hold()
             info = env.reset(seed=seed, object_name=object_name or None)
             reset_stamp_s = ros_now_s(self)
             driver.reanchor(min_chunk_stamp_s=reset_stamp_s)
+            return info, reset_stamp_s
+
+        info, reset_stamp_s = env.exclusive(reset_world)
         self.gate.begin(episode, seed, reset_stamp_s, object_name=info.object_name,
                         instruction=info.instruction, condition=condition)
         self.get_logger().info(f"episode {episode}: seed {seed}, {info.instruction!r}")
@@ -128,21 +132,16 @@ class SimCellNode(Node):
     def stop_episode(self) -> None:
         """End the current episode: the arm holds (the watchdog stops it)."""
         if self.driver is not None:
-            # Lock order, as in reset_episode and the physics stepper: env.lock, then the servo
+            # Lock order, as in reset_episode and the physics stepper: the world, then the servo
             # loop's tick lock, then SafeArm's. hold() re-anchors at the measured pose, which
-            # reads MuJoCo under env.lock: taking env.lock first avoids a lock-order deadlock
-            # with the stepper (which ticks the servo loop while holding env.lock).
-            with self.env.lock:
-                self.driver.hold()
+            # reads MuJoCo: holding the world first avoids a lock-order deadlock with the
+            # stepper (which ticks the servo loop with the world held).
+            self.env.exclusive(self.driver.hold)
         self.gate.end(Outcome.STOPPED, "stop command")
 
     def status(self) -> EpisodeStatus:
         """The /episode/status message (see the module docstring)."""
-        env = self.env
-        with env.lock:
-            info = env.episode
-            sim_time_s = env.sim_time_s
-            success_now = env.success()
+        info, sim_time_s, success_now = self.env.task_state()
         if success_now:
             self.gate.succeed(sim_time_s - info.start_time_s)
         telemetry = {"sim_time_s": sim_time_s, "episode_sim_time_s": sim_time_s - info.start_time_s}
