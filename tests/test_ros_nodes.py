@@ -236,3 +236,21 @@ def test_policy_episode_gating(ros_context, tmp_path):
         assert not active()
     finally:
         node.destroy_node()
+
+
+def test_sim_cell_refuses_an_instruction_it_cannot_set_up(ros_context):
+    """A reset asking for an instruction the cell cannot produce is refused whole (no world reset)."""
+    from dynaflip_ros.ros.nodes.sim_cell import SimCellNode
+
+    ros_context({"sim_cell": {"sim": {"image_hw": [32, 32]}}})
+    sim = SimCellNode()
+    try:
+        start_time_s = sim.env.episode.start_time_s
+        for cmd in (EpisodeCommand.reset(1, 5, instruction="Stack the cubes"),
+                    EpisodeCommand.reset(1, 5, object_name="red cube", instruction="Pick the green mug into the sink")):
+            sim._on_command(String(data=cmd.to_json()))
+        assert not sim.gate.state().running and sim.env.episode.start_time_s == start_time_s
+    finally:
+        sim.close()
+        sim.env.close()
+        sim.destroy_node()

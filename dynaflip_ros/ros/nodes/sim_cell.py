@@ -20,6 +20,9 @@ A reset holds the arm, resets the world (`env.reset(seed, object)`), re-anchors 
 (interpolator + SafeArm rate limiter at the measured pose) and ignores action chunks stamped
 before the reset. A repeated reset of the current episode only re-sends the status (idempotent).
 The episode state lives in `episodes.gate.EpisodeGate`; the success test is `env.success()`.
+The instruction is derived from the target object ("Pick the <object> into the sink"): a reset
+that asks for another instruction is refused. `condition` is a label carried into the statuses
+and the evaluation record; this cell does not change the scene for it.
 Parameters: configs.ros.SimCellNodeConfig (section `sim_cell:`), plus the `camera:` and
 `ur3_driver:` sections for the other two nodes.
 """
@@ -100,6 +103,12 @@ class SimCellNode(Node):
         try:
             cmd = EpisodeCommand.from_json(msg.data)
             if cmd.kind is CommandKind.RESET:
+                from dynaflip_ros.sim.pick_into_sink import instruction_for
+
+                if cmd.instruction is not None and (
+                        cmd.object_name is None or cmd.instruction != instruction_for(cmd.object_name)):
+                    raise ValueError(f"this cell derives the instruction from the target object; it cannot "
+                                     f"set up {cmd.instruction!r} (give object_name, or no instruction)")
                 self.reset_episode(cmd.episode, cmd.seed, cmd.object_name, condition=cmd.condition)
             else:
                 self.stop_episode()
