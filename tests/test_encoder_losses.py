@@ -215,13 +215,21 @@ def test_temperature_clamped_like_clip():
     assert L.alignment_infonce(zi, zl, zf, torch.tensor(10.0), cfg).temperature == pytest.approx(0.01)
 
 
-def test_energy_is_float64_and_ignores_autocast():
-    cfg = AlignmentLossConfig()
-    zi, zl, zf = (t.float() for t in _matched_batch(b=6))
-    plain = L.alignment_infonce(zi, zl, zf, torch.tensor(2.0), cfg)
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])
+def test_energy_is_float64_and_ignores_autocast(input_dtype):
+    # Embeddings as a mixed-precision network emits them (float32, or bfloat16 under autocast), close
+    # to each other as after training: the loss under bf16 autocast must equal the float64 brute-force
+    # reference computed from the same input values. A loss computed in bf16 (unit vectors or cosines
+    # rounded to 8 mantissa bits) is off by ~1e-2 here, float32 cosines by ~1e-6: both exceed 1e-9.
+    cfg = AlignmentLossConfig(lambda_cos=0.7)
+    zi, zl, zf = (t.to(input_dtype) for t in _matched_batch(b=6, d=32, noise=0.02))
+    scale = math.log(100.0)  # 1/tau = 100 (CLIP's clamp): logits magnify energy errors 100x
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        auto = L.alignment_infonce(zi, zl, zf, torch.tensor(2.0), cfg)
+        auto = L.alignment_infonce(zi, zl, zf, torch.tensor(scale), cfg)
     assert auto.loss.dtype == torch.float64 and auto.positive_energy.dtype == torch.float64
+    ref, _ = _brute_force_loss(*(t.to(torch.float64) for t in (zi, zl, zf)), math.exp(scale), cfg, None)
+    assert abs(auto.loss.item() - ref.item()) <= 1e-9 * max(1.0, abs(ref.item())), (auto.loss.item(), ref.item())
+    plain = L.alignment_infonce(zi, zl, zf, torch.tensor(scale), cfg)
     assert auto.loss.item() == plain.loss.item()
 
 
@@ -269,6 +277,33 @@ def test_tcn_loss_prefers_nearer_frame_over_farther_and_other_videos():
     loss0.backward()
     assert torch.isfinite(e.grad).all()
 
+
+def test_tcn_distance_form_pinned_by_hand():
+    # The similarity is -(plain, not squared) Euclidean distance / temperature (docs/method.md
+    # "Auxiliary losses"; R3M eq. 1). Points on 3-4-5 triangles make every distance exact:
+    # squared distance, cosine similarity or a missing temperature give other numbers.
+    e0 = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    e1 = torch.tensor([[3.0, 4.0], [10.0, 1.0]])  # positives: distance 5 and 1
+    e2 = torch.tensor([[6.0, 8.0], [10.0, 3.0]])  # farther in time: distance 10 and 3
+    t = 2.0
+    loss, acc = L.tcn_loss(e0, e1, e2, torch.tensor([0, 1]), temperature=t, normalize=False)
+    # anchor 0: positive 5, far 10, other episode's frames (10, 0) (10, 1) (10, 3): 10, sqrt(101), sqrt(109)
+    logits0 = [-5 / t, -10 / t, -10 / t, -math.sqrt(101) / t, -math.sqrt(109) / t]
+    # anchor 1: positive 1, far 3, other episode's frames (0, 0) (3, 4) (6, 8): 10, sqrt(65), sqrt(80)
+    logits1 = [-1 / t, -3 / t, -10 / t, -math.sqrt(65) / t, -math.sqrt(80) / t]
+    expected = sum(math.log(sum(math.exp(v) for v in row)) - row[0] for row in (logits0, logits1)) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert acc == 1.0
+    # normalize=True: the same form on unit vectors. Angles 0, 90, 180 deg: chords 0, sqrt(2), 2.
+    u0 = torch.tensor([[2.0, 0.0], [0.0, 3.0]])  # -> (1, 0), (0, 1)
+    u1 = torch.tensor([[0.0, 5.0], [0.0, 7.0]])  # -> (0, 1), (0, 1): distance sqrt(2), 0
+    u2 = torch.tensor([[-4.0, 0.0], [0.0, -1.0]])  # -> (-1, 0), (0, -1): distance 2, 2
+    loss_n, _ = L.tcn_loss(u0, u1, u2, torch.tensor([0, 1]), temperature=1.0, normalize=True)
+    r2 = math.sqrt(2.0)  # a zero distance reads sqrt(0 + 1e-12) = 1e-6 (losses._l2_distance)
+    rows = ([-r2, -2.0, -r2, -r2, -r2],  # anchor (1, 0); other episode: (0, 1) (0, 1) (0, -1)
+            [-1e-6, -2.0, -r2, -1e-6, -r2])  # anchor (0, 1); other episode: (1, 0) (0, 1) (-1, 0)
+    expected_n = sum(math.log(sum(math.exp(v) for v in row)) - row[0] for row in rows) / 2
+    assert loss_n.item() == pytest.approx(expected_n, rel=1e-5)
 
 def test_total_loss_combines_terms_with_weights():
     cfg = AlignmentLossConfig(lambda_tcn=0.3, lambda_act=2.0)
