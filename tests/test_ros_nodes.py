@@ -21,7 +21,7 @@ from dynaflip_ros.configs.ros import EncoderNodeConfig, Ur3DriverNodeConfig  # n
 from dynaflip_ros.episodes.protocol import EpisodeCommand, EpisodeStatus  # noqa: E402
 from dynaflip_ros.policies.base import ActionChunk  # noqa: E402
 from dynaflip_ros.ros import conversions as cv  # noqa: E402
-from dynaflip_ros.ros.nodes.policy import ReplanSchedule  # noqa: E402
+from dynaflip_ros.policies.replan import ReplanSchedule  # noqa: E402
 from dynaflip_ros.ros.params import load_node_config, node_kwargs  # noqa: E402
 from dynaflip_ros.ros.qos import (  # noqa: E402
     ACTION_CHUNK_TOPIC, COMMAND_QOS, EPISODE_COMMAND_TOPIC, EPISODE_STATUS_TOPIC, EVENT_QOS,

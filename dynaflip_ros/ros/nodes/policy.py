@@ -1,18 +1,14 @@
-"""Node `policy`: (embedding, joint state) -> timestamped action chunk (DESIGN.md, "Timing").
+"""Node `policy`: (embedding, joint state) -> timestamped action chunk (docs/timing.md).
 
 Driven by embedding arrivals (10 Hz, one per camera frame): every observation enters the
 policy's observation history (`DiffusionPolicyRunner.observe`); a new chunk is sampled
-(`predict_action_chunk`) when
-
-- there is no chunk yet in this episode, or
-- the current chunk is used up: its last action is due before this observation's stamp plus
-  the expected capture-to-driver latency plus one action period (so the driver never runs dry), or
-- `n_action_steps` actions of the current chunk are due (0 = only the rule above).
+(`predict_action_chunk`) when `policies.replan.ReplanSchedule` says so (no chunk yet, the
+current one about to run dry, or every `n_action_steps` actions).
 
 The chunk is published as a JointTrajectory: header.stamp = the observation's image stamp,
 point i at time_from_start = i * dt (the runner's chunk starts at the observation).
 
-Encoder skew guard (DESIGN.md, "Artifacts"): the policy is loaded only after
+Encoder skew guard (docs/architecture.md, "Artifacts"): the policy is loaded only after
 /dynaflip/encoder_info arrives, with that encoder's weights_sha256; a policy trained on another
 encoder raises EncoderMismatchError -> the node logs the error, publishes
 /dynaflip/policy_info {"ready": false, "error": ...} and never publishes an action.
@@ -45,7 +41,8 @@ from trajectory_msgs.msg import JointTrajectory
 from dynaflip_ros.configs.ros import PolicyNodeConfig
 from dynaflip_ros.episodes.gate import EpisodeGate, Transition
 from dynaflip_ros.episodes.protocol import EpisodeCommand, EpisodeStatus, ProtocolError
-from dynaflip_ros.policies.base import ActionChunk, EncoderMismatchError, PolicyObservation
+from dynaflip_ros.policies.base import EncoderMismatchError, PolicyObservation
+from dynaflip_ros.policies.replan import ReplanSchedule
 from dynaflip_ros.resources import resolve_path
 from dynaflip_ros.ros.conversions import (
     action_chunk_to_trajectory, image_to_embedding, stamp_to_s, state_vector_from_joint_state,
@@ -71,51 +68,6 @@ def _preimport() -> None:
         import lerobot.policies.factory  # noqa: F401
     except Exception:  # noqa: BLE001 - the real load reports any import error
         pass
-
-
-class ReplanSchedule:
-    """When to sample a new chunk (pure logic, ROS-free; see the module docstring).
-
-    Args:
-        dt_s: action spacing of the policy's chunks (1 / fps).
-        n_action_steps: replan after this many actions of a chunk are due; 0 disables the rule.
-        latency_ema: smoothing of the measured observation-to-publish latency (0..1, weight of
-            the newest sample).
-    """
-
-    def __init__(self, dt_s: float, n_action_steps: int = 0, latency_ema: float = 0.2) -> None:
-        if not dt_s > 0:
-            raise ValueError(f"dt_s must be > 0, got {dt_s}")
-        if n_action_steps < 0:
-            raise ValueError(f"n_action_steps must be >= 0, got {n_action_steps}")
-        self.dt_s = float(dt_s)
-        self.n_action_steps = int(n_action_steps)
-        self.latency_ema = float(latency_ema)
-        self.expected_latency_s = 0.0
-        self._chunk: ActionChunk | None = None
-
-    def reset(self) -> None:
-        """Episode start: the next observation replans."""
-        self._chunk = None
-
-    def due(self, stamp_s: float) -> bool:
-        """Whether the observation stamped `stamp_s` must produce a new chunk."""
-        c = self._chunk
-        if c is None:
-            return True
-        last_due_s = c.t0_s + (len(c.actions) - 1) * c.dt_s
-        if stamp_s + self.expected_latency_s + self.dt_s >= last_due_s:
-            return True
-        return self.n_action_steps > 0 and stamp_s >= c.t0_s + (self.n_action_steps - 0.5) * c.dt_s
-
-    def chunk_sent(self, chunk: ActionChunk, latency_s: float) -> None:
-        """Record a published chunk and the observation-stamp-to-publish latency it took."""
-        self._chunk = chunk
-        if self.expected_latency_s == 0.0:
-            self.expected_latency_s = float(latency_s)
-        else:
-            a = self.latency_ema
-            self.expected_latency_s = (1 - a) * self.expected_latency_s + a * float(latency_s)
 
 
 class PolicyNode(Node):
