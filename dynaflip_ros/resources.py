@@ -18,12 +18,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dynaflip_ros.errors import UserError
+
 PACKAGE_NAME = "dynaflip_ros"
 SHARE_ENV = "DYNAFLIP_ROS_SHARE"
 DATA_DIRS: tuple[str, ...] = ("config", "models", "launch", "calibration")
 
 
-class ResourceNotFoundError(FileNotFoundError):
+class ResourceNotFoundError(FileNotFoundError, UserError):
     """A data directory or file of the package could not be found; the message lists where it looked."""
 
 

@@ -11,6 +11,8 @@ from typing import Optional, Protocol, runtime_checkable
 
 import numpy as np
 
+from dynaflip_ros.errors import UserError
+
 
 @dataclass(frozen=True)
 class CameraIntrinsics:
@@ -50,7 +52,7 @@ class Frame:
     sequence: int = 0
 
 
-class CameraError(RuntimeError):
+class CameraError(RuntimeError, UserError):
     """The camera failed (not connected, device lost, timeout)."""
 
 

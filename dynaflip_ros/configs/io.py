@@ -12,10 +12,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from dynaflip_ros.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, UserError):
     """A config file or dict has unknown keys, a wrong type, or an invalid value."""
 
 

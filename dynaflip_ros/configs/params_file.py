@@ -28,9 +28,10 @@ from typing import Any
 import yaml
 
 from dynaflip_ros.configs.io import ConfigError, from_dict
+from dynaflip_ros.errors import UserError
 
 
-class LaunchArgumentError(ValueError):
+class LaunchArgumentError(ValueError, UserError):
     """A launch argument (or the params-file value it falls back to) is missing or invalid."""
 
 

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dynaflip_ros.errors import UserError
+
 DEFAULT_REPO_ID = "local/pick_into_sink"
 LEROBOT_VERSION = "0.4.4"  # the writer internals this module relies on were read in this version
 COMMIT_PATH = "meta/dynaflip_commit.json"
@@ -50,11 +52,11 @@ _TMP_SUFFIX = ".dynaflip-tmp"
 _DATASET_ENTRIES = frozenset({"data", "meta", "images"})
 
 
-class DatasetCorruptError(RuntimeError):
+class DatasetCorruptError(RuntimeError, UserError):
     """The dataset on disk is damaged beyond what crash recovery can repair (message says why)."""
 
 
-class DatasetBusyError(RuntimeError):
+class DatasetBusyError(RuntimeError, UserError):
     """Another live process (or recorder) is writing to this dataset."""
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from dynaflip_ros.data import dataset_io, schema
 from dynaflip_ros.data.dataset_io import DEFAULT_REPO_ID, DatasetBusyError, DatasetCorruptError
+from dynaflip_ros.errors import UserError
 
 __all__ = [
     "DEFAULT_REPO_ID",
@@ -44,7 +45,7 @@ SOURCES = ("sim", "real")
 DEMONSTRATORS = ("expert", "teleop", "policy")
 
 
-class FrameValidationError(ValueError):
+class FrameValidationError(ValueError, UserError):
     """A frame passed to `EpisodeRecorder.add_frame` has a wrong type, dtype, shape or value."""
 
 
@@ -52,7 +53,7 @@ class RecorderStateError(RuntimeError):
     """A recorder method was called in the wrong state (e.g. add_frame before begin_episode)."""
 
 
-class DatasetSchemaError(ValueError):
+class DatasetSchemaError(ValueError, UserError):
     """An existing dataset was recorded with another schema (image size, fps, features)."""
 
 

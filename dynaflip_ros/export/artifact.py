@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dynaflip_ros.encoder.manifest import EncoderManifest, sha256_file
+from dynaflip_ros.errors import UserError
 
 MANIFEST_FILENAME = "manifest.json"
 WEIGHTS_FILENAME = "image_encoder.safetensors"
@@ -41,11 +42,11 @@ META_INPUT_HW = "dynaflip.input_hw"
 META_PRECISION = "dynaflip.precision"
 
 
-class EncoderArtifactError(ValueError):
+class EncoderArtifactError(ValueError, UserError):
     """An encoder directory is incomplete or inconsistent (weights, ONNX and manifest disagree)."""
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(RuntimeError, UserError):
     """A backend cannot run on this machine (package, GPU or artifact file missing).
 
     `inference.factory.load_encoder_backend(backend="auto")` falls back to the next backend on

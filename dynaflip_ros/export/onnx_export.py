@@ -317,9 +317,11 @@ def export_onnx(
             if onnx16_tmp is not None:
                 os.replace(onnx16_tmp, out_dir / (ONNX_FP16_FILENAME + REJECTED_SUFFIX))
             report.to_json(out_dir / (REPORT_FILENAME + REJECTED_SUFFIX))
-            hint = ""
             if summary.passed:  # only the fp16 graph failed
                 hint = " (fp16 graph only: export with --precision fp32, or loosen fp16_tolerance)"
+            else:
+                hint = (" (fp32 graph: try the other --exporter or another --opset, or loosen --tolerance / "
+                        "--min-cosine if the differences are acceptable)")
             raise ExportParityError(
                 "ONNX parity gate FAILED (nothing installed; see "
                 f"{out_dir / (REPORT_FILENAME + REJECTED_SUFFIX)}){hint}: " + "; ".join(failures),

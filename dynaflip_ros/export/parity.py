@@ -22,12 +22,13 @@ import numpy as np
 from dynaflip_ros.configs.export import ExportConfig, ParityTolerance
 from dynaflip_ros.encoder.manifest import EncoderManifest
 from dynaflip_ros.encoder.preprocess import preprocess
+from dynaflip_ros.errors import UserError
 from dynaflip_ros.export.artifact import INPUT_NAME, OUTPUT_NAME, ParityCase, ParitySummary
 
 _DEFAULTS = ExportConfig()
 
 
-class ExportParityError(RuntimeError):
+class ExportParityError(RuntimeError, UserError):
     """An exported graph disagrees with PyTorch beyond tolerance. `.summary` holds the numbers."""
 
     def __init__(self, message: str, summary: ParitySummary | None = None):
@@ -181,7 +182,8 @@ def check_parity(
     summary = summarise_parity(cases, tolerance, reference, candidate)
     if not summary.passed and raise_on_failure:
         raise ExportParityError(
-            f"{candidate} disagrees with {reference} beyond tolerance: " + "; ".join(summary.failures), summary
+            f"{candidate} disagrees with {reference} beyond tolerance (re-export, or loosen the tolerance in the "
+            "export config if the differences are acceptable): " + "; ".join(summary.failures), summary
         )
     return summary
 

@@ -36,6 +36,7 @@ from typing import Any, Generic, TypeVar
 
 from dynaflip_ros.configs.export import PRECISIONS
 from dynaflip_ros.encoder.manifest import sha256_file
+from dynaflip_ros.errors import UserError
 from dynaflip_ros.export.artifact import (
     INPUT_NAME,
     ONNX_FILENAME,
@@ -56,7 +57,7 @@ class TensorRTUnavailableError(BackendUnavailableError):
     """TensorRT or a CUDA GPU is missing on this machine; the message says which and why."""
 
 
-class TensorRTBuildError(RuntimeError):
+class TensorRTBuildError(RuntimeError, UserError):
     """TensorRT is present but could not parse the ONNX or build/deserialise the engine."""
 
 

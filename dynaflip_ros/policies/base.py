@@ -6,6 +6,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from dynaflip_ros.errors import UserError
+
 
 @dataclass(frozen=True)
 class PolicyObservation:
@@ -30,7 +32,7 @@ class ActionChunk:
         return self.t0_s + self.dt_s * np.arange(len(self.actions))
 
 
-class EncoderMismatchError(RuntimeError):
+class EncoderMismatchError(RuntimeError, UserError):
     """The policy was trained on embeddings of a different encoder (sha256 differs)."""
 
 

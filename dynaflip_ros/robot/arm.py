@@ -11,6 +11,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from dynaflip_ros.errors import UserError
+
 UR_JOINT_NAMES: tuple[str, ...] = (
     "shoulder_pan_joint",
     "shoulder_lift_joint",
@@ -22,7 +24,7 @@ UR_JOINT_NAMES: tuple[str, ...] = (
 N_JOINTS = 6
 
 
-class ArmError(RuntimeError):
+class ArmError(RuntimeError, UserError):
     """The arm (or its connection) failed; the message says what to do."""
 
 

@@ -18,10 +18,12 @@ import threading
 import time
 from typing import Protocol, runtime_checkable
 
+from dynaflip_ros.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class GripperError(RuntimeError):
+class GripperError(RuntimeError, UserError):
     """The gripper (or its socket) failed; the message says what to check."""
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from dynaflip_ros.errors import UserError
+
 
 class TeleopEvent(str, Enum):
     """Episode-control events (semantics: `teleop.session.TeleopSession`)."""
@@ -27,7 +29,7 @@ class TeleopEvent(str, Enum):
     QUIT = "quit"
 
 
-class DeviceError(RuntimeError):
+class DeviceError(RuntimeError, UserError):
     """A teleop device is missing, failed, or cannot work here (the message says what to do)."""
 
 
