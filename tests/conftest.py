@@ -1,5 +1,19 @@
-"""Test-wide environment: offline hubs, CPU rendering, ROS discovery confined to localhost."""
+"""Test-wide environment and shared fixtures.
+
+Environment: offline hubs, CPU rendering, ROS discovery confined to localhost. Fixtures:
+`wait_until` (tests/waiting.py: poll a condition, the timeout only a hang guard). Markers
+(registered in setup.cfg): `timing` marks real-time performance checks (rates, latencies, jitter
+on the wall clock) and is skipped by default (`addopts = -m "not timing"`); run them with
+`./scripts/test.sh -m timing` on an idle machine.
+
+Shared helpers that tests construct with arguments stay plain modules that test files import
+by name (no test module imports another test module): arm_doubles.py (Arm double, fake clock),
+recorder_frames.py (EpisodeRecorder frames), synthetic_dataset.py (encoder dataset),
+encoder_artifact.py (a small encoder), launch_static.py (launch files by AST), waiting.py.
+"""
 import os
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -65,3 +79,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             "refused: {by_reason}), {gripper_commands} gripper commands, {steps} machine steps; every property "
             "held".format(**counts) if exitstatus == 0 else
             "safety properties: {commands} generated servo commands before the failure".format(**counts))
+
+
+@pytest.fixture
+def wait_until():
+    """tests/waiting.wait_until(predicate, timeout_s=HANG_GUARD_S, poll_s=0.01): poll until truthy."""
+    from waiting import wait_until as _wait_until
+
+    return _wait_until

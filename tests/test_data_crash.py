@@ -22,7 +22,7 @@ from dynaflip_ros.data import dataset_io
 from dynaflip_ros.data.recorder import EpisodeRecorder
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_data_recorder import HW, TASKS, check_dataset, record  # noqa: E402
+from recorder_frames import HW, TASKS, check_dataset, record  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NEW_TASK = "Pick the blue ball into the sink"  # new in the killed episode: tasks.parquet is rewritten
@@ -34,7 +34,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from dynaflip_ros.data import dataset_io
     from dynaflip_ros.data.recorder import EpisodeRecorder
-    from test_data_recorder import HW, TASKS, record, synthetic_frame
+    from recorder_frames import HW, TASKS, record, synthetic_frame
     root, point = sys.argv[1], sys.argv[2]
 
     def die():
@@ -172,7 +172,7 @@ def test_resume_recovers_without_explicit_repair(killed):
 
 
 def _plain_lerobot_episode(ds, episode: int, length: int, task: str) -> None:
-    from test_data_recorder import synthetic_frame
+    from recorder_frames import synthetic_frame
 
     import numpy as np
 

@@ -15,53 +15,7 @@ from dynaflip_ros.data.recorder import (
     RecorderStateError,
 )
 
-HW = (24, 32)  # non-square: catches an H/W swap
-TASKS = ("Pick the red cube into the sink", "Pick the green mug into the sink")
-
-
-def synthetic_frame(episode: int, i: int, hw=HW) -> dict:
-    """Deterministic, distinct values for frame i of episode `episode`."""
-    rng = np.random.default_rng(1000 * episode + i)
-    return {
-        "image": rng.integers(0, 256, (*hw, 3), dtype=np.uint8),
-        "state": rng.normal(size=7),  # float64 on purpose: stored as float32
-        "action": rng.normal(size=7).astype(np.float32),
-        "point_tracks": rng.normal(size=(32, 3)).astype(np.float32),
-        "phase": int((i + episode) % (len(schema.PHASES) + 1)) - 1,  # -1 .. 6
-    }
-
-
-def record(rec: EpisodeRecorder, episode: int, length: int, task: str, success=True, keep=True, **kw):
-    rec.begin_episode(task, seed=episode, object_name=f"obj{episode}", **kw)
-    for i in range(length):
-        rec.add_frame(**synthetic_frame(episode, i, rec.image_hw))
-    return rec.end_episode(success, keep=keep)
-
-
-def check_dataset(root, expected: list[tuple[int, int, str]], hw=HW) -> None:
-    """expected: (synthetic episode id, length, task) per dataset episode, in order."""
-    ds = dataset_io.open_dataset(root, repair=False)
-    assert ds.num_episodes == len(expected)
-    assert len(ds) == sum(n for _, n, _ in expected)
-    starts = np.cumsum([0] + [n for _, n, _ in expected])
-    assert list(ds.meta.episodes["dataset_from_index"]) == starts[:-1].tolist()
-    assert list(ds.meta.episodes["dataset_to_index"]) == starts[1:].tolist()
-    for ep_idx, (syn_ep, length, task) in enumerate(expected):
-        for i in range(length):
-            item = ds[int(starts[ep_idx]) + i]
-            want = synthetic_frame(syn_ep, i, hw)
-            assert item["episode_index"].item() == ep_idx
-            assert item["frame_index"].item() == i
-            assert item["timestamp"].item() == pytest.approx(i / schema.RECORD_FPS)
-            assert item["task"] == task
-            img = item[schema.IMAGE_KEY]  # (3, H, W) float32 in [0, 1]
-            assert tuple(img.shape) == (3, *hw)
-            np.testing.assert_array_equal((img * 255).round().byte().permute(1, 2, 0).numpy(), want["image"])
-            np.testing.assert_array_equal(item[schema.STATE_KEY].numpy(), want["state"].astype(np.float32))
-            np.testing.assert_array_equal(item[schema.ACTION_KEY].numpy(), want["action"])
-            np.testing.assert_array_equal(item[schema.TRACKS_KEY].numpy(), want["point_tracks"])
-            # lerobot stores (1,)-shaped features as a scalar column: phase reads back with shape ()
-            assert item[schema.PHASE_KEY].shape == () and item[schema.PHASE_KEY].item() == want["phase"]
+from recorder_frames import HW, TASKS, check_dataset, record, synthetic_frame
 
 
 def test_round_trip_exact_values_tasks_and_boundaries(tmp_path):

@@ -9,7 +9,7 @@ import yaml
 
 from dynaflip_ros.configs.encoder import EncoderConfig, EncoderModelConfig, EncoderTrainConfig
 from dynaflip_ros.configs.io import to_dict
-from test_encoder_triplets import write_synthetic_dataset
+from synthetic_dataset import write_synthetic_dataset
 
 torch.set_num_threads(1)  # a shared 2-core machine: 1 thread avoids OpenMP oversubscription
 

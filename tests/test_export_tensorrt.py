@@ -368,7 +368,7 @@ def test_real_tensorrt_engine_build_and_parity(tmp_path):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU on this machine")
-    from test_export_onnx import make_encoder_dir
+    from encoder_artifact import make_encoder_dir
 
     from dynaflip_ros.export.onnx_export import export_onnx
     from dynaflip_ros.export.parity import parity_inputs

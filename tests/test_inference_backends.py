@@ -22,7 +22,7 @@ from dynaflip_ros.inference.base import EncoderBackend
 from dynaflip_ros.inference.factory import load_encoder_backend
 from dynaflip_ros.inference.onnxruntime_backend import OnnxRuntimeEncoderBackend
 
-from test_export_onnx import EMBEDDING_DIM, make_encoder_dir
+from encoder_artifact import EMBEDDING_DIM, make_encoder_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TRT_REASON = tensorrt_unavailable_reason()
