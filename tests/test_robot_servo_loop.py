@@ -14,6 +14,7 @@ from dynaflip_ros.robot.safety import SafeArm
 from dynaflip_ros.robot.servo_loop import ServoLoop
 
 from arm_doubles import Q_READY, FakeClock, RecordingArm
+from waiting import wait_until
 
 PERIOD_S = 1.0 / 125.0
 
@@ -160,6 +161,7 @@ def test_on_tick_callback_sees_every_tick():
 
 
 # ---------------------------------------------------------------------------- thread mode (real time)
+@pytest.mark.timing  # the 125 Hz period / jitter of the real thread: holds on an idle machine only
 def test_thread_period_and_jitter():
     loop, safe, interp, arm, _ = make(clock=time.monotonic)
     now = time.monotonic()
@@ -193,16 +195,15 @@ def test_thread_watchdog_stops_within_timeout():
     interp.add_chunk(times, targets, now_s=now)
     loop.start()
     try:
-        deadline = time.monotonic() + 2.0
-        while not arm.stops and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_until(lambda: arm.stops, poll_s=0.005)
     finally:
         loop.stop(stop_arm=False)
     assert arm.stops == 1
     last_cmd = arm.command_times[-1]
-    # Stopped after the watchdog timeout and not much later (loose bound for a loaded machine).
+    # Never before the watchdog timeout (a slow machine only makes the gap longer). How soon after
+    # it the stop comes is pinned with a fake clock: test_watchdog_stops_arm_after_chunk_ends_and_reanchors.
     timeout = safe.config.watchdog_timeout_s
-    assert timeout <= arm.stop_times[0] - last_cmd < timeout + 0.25
+    assert timeout <= arm.stop_times[0] - last_cmd
     assert times[-1] - 0.02 <= last_cmd
 
 
@@ -213,7 +214,7 @@ def test_thread_survives_arm_exceptions_and_stops_arm():
     interp.add_chunk(*ramp_chunk(now, np.full(6, 0.01)), now_s=now)
     loop.start()
     try:
-        time.sleep(0.2)
+        wait_until(lambda: loop.stats.errors >= 5 and loop.stats.ticks > 15 and loop.stats.holds > 10)
         assert loop.running
     finally:
         loop.stop(stop_arm=False)
