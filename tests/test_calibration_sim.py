@@ -1,8 +1,10 @@
 """Hand-eye calibration on rendered MuJoCo views (ChArUco texture, offscreen CPU/EGL rendering)
 against the model's ground truth, eye-to-hand and eye-in-hand, moving through SafeArm with
-`move_to_joints` (lock-step: sleep = env.step). 640x480 images, 8 generated poses per mode."""
+`move_to_joints` (lock-step: sleep = env.step). 640x480 images, 8 generated poses per mode.
+The scene's board and wrist camera are pinned to the values its earlier MJCF text compiled to."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -116,3 +118,40 @@ def test_rendered_hand_eye_recovers_ground_truth(mode, tmp_path):
         assert rep["factory_pnp_rms_px"] < 0.3
         assert abs(rep["delta_px"]["cx"]) < 8 and abs(rep["delta_px"]["cy"]) < 8
         assert abs(rep["delta_px"]["fx"]) < 0.03 * vs.intrinsics.fx
+
+
+# Board / wrist camera of the compiled scene, pinned (bit for bit) to what the scene's earlier MJCF
+# text compiled to; the texture is the 680x920 RGB board image, pinned by its sha256.
+_BOARD_TEXTURE_SHA256 = "2d55ff184a5538efce2df69f7d34a5bbf79d4d8ff4f86e7a8cd90cfbaac0fbcd"
+_PINNED_BOARD = {
+    "eye-to-hand": ("gripper", [0.1, 0.0, 0.08], [0.4226182615972298, 0.0, 0.906307787103551, 0.0]),
+    "eye-in-hand": ("world", [0.26, -0.08, 0.0016], [1.0, 0.0, 0.0, 0.0]),
+}
+
+
+@pytest.mark.parametrize("mode", ["eye-to-hand", "eye-in-hand"])
+def test_scene_board_and_wrist_camera_are_pinned(mode):
+    env = CalibrationSimEnv(mode)
+    try:
+        m = env.model
+        board = m.body("calib_board")
+        parent, pos, quat = _PINNED_BOARD[mode]
+        assert m.body(board.parentid[0]).name == parent
+        np.testing.assert_array_equal(board.pos, pos)
+        np.testing.assert_array_equal(board.quat, quat)
+        assert board.mass[0] == 0.05
+        np.testing.assert_array_equal(m.geom("calib_board_geom").size, [0.085, 0.115, 0.0015])
+        tex = m.texture("charuco")
+        assert (tex.width[0], tex.height[0], tex.nchannel[0]) == (680, 920, 3)
+        data = m.tex_data[tex.adr[0]:tex.adr[0] + 680 * 920 * 3]
+        assert hashlib.sha256(data.tobytes()).hexdigest() == _BOARD_TEXTURE_SHA256
+        if mode == "eye-in-hand":
+            cam = m.camera("wrist_rgb")
+            assert m.body(cam.bodyid[0]).name == "gripper" and cam.fovy[0] == 58.0
+            np.testing.assert_array_equal(cam.pos, [0.07, 0.0, 0.05])
+            np.testing.assert_array_equal(cam.quat, [0.0739127852467851, 0.7032331762488617, 0.7032331762488617,
+                                                     0.0739127852467851])
+        else:
+            assert m.ncam == 1
+    finally:
+        env.close()

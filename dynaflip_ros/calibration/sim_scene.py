@@ -8,8 +8,11 @@
   (offset from the flange, optical axis tilted towards the tool axis) observes it. Truth:
   X = T_tool0_cam, Z = T_base_board.
 
-The board image comes from `cv2.aruco` (`BoardSpec.image`) written as a PNG texture into a
-temporary folder (removed on `close()`). MuJoCo maps a 2-D texture once over each box face: image
+The scene is the cell's `mujoco.MjSpec` (`sim.cell.build_cell_spec`) with the board and the wrist
+camera added through the model-editing API
+(https://mujoco.readthedocs.io/en/stable/programming/modeledit.html). The board image comes from
+`cv2.aruco` (`BoardSpec.image`), handed to MuJoCo as the texture's RGB bytes (linear colour
+space, as MuJoCo decodes a PNG file). MuJoCo maps a 2-D texture once over each box face: image
 column -> +x, image row -> -y of the geom on its +z face, so the board frame (x right, y down, z
 into the board) is the geom frame rotated by diag(1, -1, -1), its origin at the top-left corner of
 the squares. Rendering is offscreen (EGL / OSMesa), shadows and reflections off.
@@ -17,10 +20,6 @@ the squares. Rendering is offscreen (EGL / OSMesa), shadows and reflections off.
 from __future__ import annotations
 
 import math
-import re
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
@@ -76,11 +75,10 @@ class CalibrationSimEnv(PickIntoSinkEnv):
         self.wrist_offset_m = np.asarray(wrist_offset_m, dtype=float)
         self.wrist_tilt_deg = float(wrist_tilt_deg)
         self.wrist_fovy_deg = float(wrist_fovy_deg)
-        self._texture_dir = Path(tempfile.mkdtemp(prefix="dynaflip_charuco_"))
         super().__init__(config if config is not None else default_config())
         import mujoco
 
-        from dynaflip_ros.cameras.sim_camera import SimCamera, intrinsics_from_fovy
+        from dynaflip_ros.sim.camera import SimCamera, intrinsics_from_fovy
 
         self.board_geom_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, BOARD_BODY + "_geom")
         if mode == "eye-in-hand":
@@ -94,45 +92,45 @@ class CalibrationSimEnv(PickIntoSinkEnv):
 
     # ------------------------------------------------------------------ model
     def _build_model(self):
-        import cv2
+        """The cell's MjSpec (`sim.cell.build_cell_spec`) plus the board texture, material and body
+        (and the wrist camera for eye-in-hand), compiled. Numbers are rounded as the scene's
+        earlier MJCF text wrote them (`cell.round_sig`: 6 significant digits, 9 for the axes), so
+        the compiled model is unchanged. Raises ValueError (from MuJoCo) on a bad model."""
         import mujoco
 
-        png = self._texture_dir / "charuco.png"
-        img = self.board.image(px_per_square=120)
-        if not cv2.imwrite(str(png), cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)):
-            raise OSError(f"cannot write the board texture {png}")
-        xml = cell.build_cell_xml(self.config)
+        img = self.board.image(px_per_square=120)  # (H, W) uint8
+        spec = cell.build_cell_spec(self.config)
+        texture = spec.add_texture(name="charuco", type=mujoco.mjtTexture.mjTEXTURE_2D, width=img.shape[1],
+                                   height=img.shape[0], nchannel=3,
+                                   colorspace=mujoco.mjtColorSpace.mjCOLORSPACE_LINEAR)
+        texture.data = np.repeat(img[:, :, None], 3, axis=2).tobytes()
+        material = spec.add_material(name="charuco", specular=0, shininess=0, reflectance=0)
+        material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "charuco"
         pw, ph = self.board.plate_size_m()
         ht = BOARD_THICKNESS_M / 2
-        asset = (f'<texture name="charuco" type="2d" file="{png}"/>'
-                 '<material name="charuco" texture="charuco" specular="0" shininess="0" reflectance="0"/>')
-        xml = xml.replace("</asset>", asset + "\n  </asset>", 1)
-        geom = (f'<geom name="{BOARD_BODY}_geom" type="box" size="{pw / 2:.6g} {ph / 2:.6g} {ht:.6g}" '
-                'material="charuco" contype="0" conaffinity="0" mass="0.05"/>')
+        xyaxes = mujoco.mjtOrientation.mjORIENTATION_XYAXES
+        gripper = spec.body("gripper")
         if self.mode == "eye-to-hand":
             s_, c_ = math.sin(math.radians(self.board_tilt_deg)), math.cos(math.radians(self.board_tilt_deg))
             # geom z (printed face normal) = (c, 0, -s), geom y = tool y, geom x = y x z = (-s, 0, -c)
-            pos = " ".join(f"{v:.6g}" for v in self.board_mount_m)
-            body = (f'<body name="{BOARD_BODY}" pos="{pos}" xyaxes="{-s_:.9g} 0 {-c_:.9g} 0 1 0" gravcomp="1">'
-                    f'{geom}</body>')
-            m = re.search(r'<body name="gripper"[^>]*>', xml)
-            if m is None:
-                raise ValueError("cell MJCF has no gripper body")
-            xml = xml[:m.end()] + body + xml[m.end():]
+            body = gripper.add_body(name=BOARD_BODY, pos=cell.round_sig_vec(self.board_mount_m, 6), gravcomp=1)
+            body.alt.type = xyaxes
+            body.alt.xyaxes = cell.round_sig_vec([-s_, 0, -c_, 0, 1, 0], 9)
         else:
             x, y = self.board_center_xy_m
-            body = f'<body name="{BOARD_BODY}" pos="{x:.6g} {y:.6g} {ht + 1e-4:.6g}">{geom}</body>'
-            xml = xml.replace("</worldbody>", body + "\n  </worldbody>", 1)
+            body = spec.worldbody.add_body(name=BOARD_BODY, pos=cell.round_sig_vec([x, y, ht + 1e-4], 6))
             s, c = math.sin(math.radians(self.wrist_tilt_deg)), math.cos(math.radians(self.wrist_tilt_deg))
             z_opt = np.array([-s, 0.0, c]) if self.wrist_offset_m[0] >= 0 else np.array([s, 0.0, c])
             x_opt = np.array([0.0, 1.0, 0.0])
             y_opt = np.cross(z_opt, x_opt)
-            cam_xml = (f'<camera name="{WRIST_CAMERA_NAME}" pos="{" ".join(f"{v:.6g}" for v in self.wrist_offset_m)}" '
-                       f'xyaxes="{" ".join(f"{v:.9g}" for v in x_opt)} {" ".join(f"{v:.9g}" for v in -y_opt)}" '
-                       f'fovy="{self.wrist_fovy_deg}"/>')
-            m = re.search(r'<body name="gripper"[^>]*>', xml)
-            xml = xml[:m.end()] + cam_xml + xml[m.end():]
-        return mujoco.MjModel.from_xml_string(xml)
+            cam = gripper.add_camera(name=WRIST_CAMERA_NAME, pos=cell.round_sig_vec(self.wrist_offset_m, 6),
+                                     fovy=self.wrist_fovy_deg)
+            cam.alt.type = xyaxes
+            cam.alt.xyaxes = cell.round_sig_vec(np.concatenate([x_opt, -y_opt]), 9)
+        geom = body.add_geom(name=BOARD_BODY + "_geom", type=mujoco.mjtGeom.mjGEOM_BOX, material="charuco",
+                             contype=0, conaffinity=0, mass=0.05)
+        geom.size = cell.round_sig_vec([pw / 2, ph / 2, ht], 6)
+        return spec.compile()
 
     def reset(self, seed=None, object_name=None, distractors=0):
         """PickIntoSinkEnv.reset, then the target object goes into the sink (keeps the board clear)."""
@@ -202,10 +200,9 @@ class CalibrationSimEnv(PickIntoSinkEnv):
             self._mj.mj_forward(self.model, self.data)
 
     def close(self) -> None:
-        """Free renderers and remove the texture folder (idempotent)."""
+        """Free the renderers (idempotent)."""
         try:
             if getattr(self, "calibration_camera", None) is not None:
                 self.calibration_camera.disconnect()
-            super().close()
         finally:
-            shutil.rmtree(self._texture_dir, ignore_errors=True)
+            super().close()

@@ -12,8 +12,8 @@ the expert enforce them.
 Collision bits: environment geoms contype=1 conaffinity=3, robot geoms contype=2 conaffinity=0,
 so the robot touches the table, sink and objects but never itself.
 
-Numbers are rounded as the cell's earlier MJCF text wrote them (`_g`), so the compiled model is
-the same array for array (tests/test_sim_cell.py compares it with `sim/cell_mjcf.py`'s text).
+Numbers are rounded as the cell's earlier MJCF text wrote them (`round_sig`), so the compiled
+model is unchanged array for array (tests/test_sim_cell_spec.py pins every compiled array).
 MjSpec: https://mujoco.readthedocs.io/en/stable/programming/modeledit.html. Pure functions; the
 compiled `MjModel` is owned by the caller.
 """
@@ -24,7 +24,6 @@ import numpy as np
 from dynaflip_ros.configs.sim import SimConfig
 from dynaflip_ros.robot.arm import UR_JOINT_NAMES
 from dynaflip_ros.robot.kinematics import UR3_CB3_DH, UR3_JOINT_LIMITS_RAD, UR3_MAX_JOINT_SPEED_RAD_S
-from dynaflip_ros.sim.cell_mjcf import build_cell_xml
 from dynaflip_ros.sim.cell_params import (
     ARM_ARMATURE,
     ARM_DAMPING,
@@ -59,18 +58,21 @@ __all__ = [
     "FINGER_DAMPING", "FINGER_JOINT_NAMES", "FINGER_PAD_HALF_M", "FINGER_STROKE_M", "FLANGE_SITE",
     "GRIPPER_MASS_KG", "OBJECT_SPECS", "ROBOT_BODY_NAMES", "SINK_BODY", "TCP_SITE",
     "UR3_LINK_COM_DH_M", "UR3_LINK_INERTIA", "UR3_LINK_MASS_KG", "UR3_MAX_TORQUE_NM", "ObjectSpec",
-    "build_cell_spec", "build_cell_xml", "build_model", "camera_pose", "parked_position", "yaw_quat_wxyz",
+    "build_cell_spec", "build_model", "camera_pose", "parked_position", "round_sig", "round_sig_vec",
+    "yaw_quat_wxyz",
 ]
 
 
-def _g(x: float, digits: int) -> float:
-    """x rounded to `digits` significant digits: the cell's numbers as its MJCF text wrote them
-    (`f"{x:.{digits}g}"`), so the compiled model is unchanged."""
+def round_sig(x: float, digits: int) -> float:
+    """x rounded to `digits` significant digits, as `f"{x:.{digits}g}"` writes it: the numbers
+    the cell's (and the calibration scene's) earlier MJCF text held, so the compiled model is
+    unchanged bit for bit."""
     return float(f"{float(x):.{digits}g}")
 
 
-def _gv(v, digits: int = 10) -> list[float]:
-    return [_g(x, digits) for x in v]
+def round_sig_vec(v, digits: int = 10) -> list[float]:
+    """`round_sig` of each element of v (a sequence of floats); returns a list."""
+    return [round_sig(x, digits) for x in v]
 
 
 _ROBOT = {"contype": 2, "conaffinity": 0}   # robot geoms: touch the environment, never itself
@@ -144,7 +146,7 @@ def _add_arm(spec, cfg: SimConfig, gripper_joints: bool) -> None:
         com = np.array([dh.a[i], 0.0, dh.d[i]]) + rx_matrix(dh.alpha[i]) @ np.asarray(UR3_LINK_COM_DH_M[i])
         ixx, izz = UR3_LINK_INERTIA[i]
         body = parent.add_body(name=ROBOT_BODY_NAMES[i], pos=pos, quat=quat, gravcomp=1)
-        _inertial(body, _gv(com), UR3_LINK_MASS_KG[i], [ixx, ixx, izz])
+        _inertial(body, round_sig_vec(com), UR3_LINK_MASS_KG[i], [ixx, ixx, izz])
         j = body.add_joint(name=UR_JOINT_NAMES[i], axis=[0, 0, 1], range=[lim[i, 0], lim[i, 1]],
                            armature=ARM_ARMATURE[i],
                            actfrcrange=[-UR3_MAX_TORQUE_NM[i], UR3_MAX_TORQUE_NM[i]])
@@ -160,25 +162,28 @@ def _add_arm(spec, cfg: SimConfig, gripper_joints: bool) -> None:
     parent.add_site(name=FLANGE_SITE, pos=flange, rgba=[1, 0, 0, 0]).size[0] = 0.005
     grip = parent.add_body(name="gripper", pos=flange, gravcomp=1)
     _inertial(grip, [0, 0, 0.06], GRIPPER_MASS_KG, [0.002, 0.002, 0.001])
-    grip.add_site(name=TCP_SITE, pos=[0, 0, _g(cfg.tcp_offset_m, 10)], rgba=[0, 1, 0, 0]).size[0] = 0.004
+    grip.add_site(name=TCP_SITE, pos=[0, 0, round_sig(cfg.tcp_offset_m, 10)], rgba=[0, 1, 0, 0]).size[0] = 0.004
     palm_top = cfg.tcp_offset_m - FINGER_PAD_HALF_M[2] - 0.045   # fingers are 45 mm + pad
-    _geom(grip, "cylinder", (0.0375, _g(palm_top / 2 - 0.002, 5)), pos=(0, 0, _g(palm_top / 2 - 0.002, 5)),
-          material="grip_dark", **_ROBOT)
-    _geom(grip, "box", (0.022, 0.058, 0.012), pos=(0, 0, _g(palm_top - 0.012, 5)), material="grip_dark", **_ROBOT)
+    palm_half = round_sig(palm_top / 2 - 0.002, 5)
+    _geom(grip, "cylinder", (0.0375, palm_half), pos=(0, 0, palm_half), material="grip_dark", **_ROBOT)
+    _geom(grip, "box", (0.022, 0.058, 0.012), pos=(0, 0, round_sig(palm_top - 0.012, 5)), material="grip_dark",
+          **_ROBOT)
     pad_z = cfg.tcp_offset_m
     finger_len_half = (pad_z + FINGER_PAD_HALF_M[2] - palm_top) / 2
     hy = FINGER_PAD_HALF_M[1]
     for side, sgn in (("left", 1.0), ("right", -1.0)):
-        finger = grip.add_body(name=f"{side}_finger", pos=[0, _g(sgn * FINGER_STROKE_M, 6), 0], gravcomp=1)
+        finger = grip.add_body(name=f"{side}_finger", pos=[0, round_sig(sgn * FINGER_STROKE_M, 6), 0], gravcomp=1)
         _inertial(finger, [0, 0, 0.12], 0.05, [1e-5, 1e-5, 1e-5])
         if gripper_joints:
             j = finger.add_joint(name=f"{side}_finger_joint", type=mujoco.mjtJoint.mjJNT_SLIDE,
                                  axis=[0, -sgn, 0], range=[0, FINGER_STROKE_M], armature=0.01)
             j.damping[0] = FINGER_DAMPING
-        _geom(finger, "box", (0.011, 0.004, _g(finger_len_half, 5)),
-              pos=(0, _g(sgn * (2 * hy + 0.004), 5), _g(palm_top + finger_len_half, 5)), material="grip_grey", **_ROBOT)
-        _geom(finger, "box", _gv(FINGER_PAD_HALF_M), pos=(0, _g(sgn * hy, 5), _g(pad_z, 5)), name=f"{side}_pad",
-              material="pad", friction=[1.5, 0.02, 0.002], condim=4, priority=1, solref=[0.004, 1], **_ROBOT)
+        _geom(finger, "box", (0.011, 0.004, round_sig(finger_len_half, 5)),
+              pos=(0, round_sig(sgn * (2 * hy + 0.004), 5), round_sig(palm_top + finger_len_half, 5)),
+              material="grip_grey", **_ROBOT)
+        _geom(finger, "box", round_sig_vec(FINGER_PAD_HALF_M), pos=(0, round_sig(sgn * hy, 5), round_sig(pad_z, 5)),
+              name=f"{side}_pad", material="pad", friction=[1.5, 0.02, 0.002], condim=4, priority=1,
+              solref=[0.004, 1], **_ROBOT)
 
 
 def _add_sink(spec, cfg: SimConfig) -> None:
@@ -186,16 +191,16 @@ def _add_sink(spec, cfg: SimConfig) -> None:
     cx, cy = cfg.sink_center_xy_m
     ix, iy = cfg.sink_inner_size_m[0] / 2, cfg.sink_inner_size_m[1] / 2
     t, h = 0.012, cfg.sink_wall_height_m
-    sink = spec.worldbody.add_body(name=SINK_BODY, pos=[_g(cx, 5), _g(cy, 5), 0])
+    sink = spec.worldbody.add_body(name=SINK_BODY, pos=[round_sig(cx, 5), round_sig(cy, 5), 0])
     env = dict(material="steel", **_ENV)
-    _geom(sink, "box", (_g(ix + t, 5), _g(iy + t, 5), 0.005), pos=(0, 0, 0.005), name="sink_floor", **env)
+    _geom(sink, "box", (round_sig(ix + t, 5), round_sig(iy + t, 5), 0.005), pos=(0, 0, 0.005), name="sink_floor", **env)
     for name, size, pos in (
         ("sink_wall_px", (t / 2, iy + t, h / 2), (ix + t / 2, 0, h / 2)),
         ("sink_wall_nx", (t / 2, iy + t, h / 2), (-ix - t / 2, 0, h / 2)),
         ("sink_wall_py", (ix, t / 2, h / 2), (0, iy + t / 2, h / 2)),
         ("sink_wall_ny", (ix, t / 2, h / 2), (0, -iy - t / 2, h / 2)),
     ):
-        _geom(sink, "box", _gv(size, 5), pos=_gv(pos, 5), name=name, **env)
+        _geom(sink, "box", round_sig_vec(size, 5), pos=round_sig_vec(pos, 5), name=name, **env)
     _geom(sink, "cylinder", (0.02, 0.0005), pos=(0, 0, 0.0105), name="sink_drain", rgba=[0.15, 0.15, 0.15, 1],
           contype=0, conaffinity=0)
 
@@ -205,11 +210,11 @@ def _add_objects(spec, cfg: SimConfig) -> None:
     for i, name in enumerate(cfg.objects):
         s = OBJECT_SPECS[name]
         px, py, pz = parked_position(i)
-        body = spec.worldbody.add_body(name=s.body, pos=[px, py, _g(pz + s.half_height_m, 5)])
+        body = spec.worldbody.add_body(name=s.body, pos=[px, py, round_sig(pz + s.half_height_m, 5)])
         body.add_freejoint(name=f"{s.body}_free")
         contact = ({"condim": 6, "friction": [1.0, 0.01, 0.002]} if s.shape == "sphere"
                    else {"condim": 4, "friction": [1.0, 0.01, 0.001]})
-        _geom(body, s.shape, _gv(s.size), name=f"{s.body}_geom", rgba=_gv(s.rgba), mass=s.mass_kg,
+        _geom(body, s.shape, round_sig_vec(s.size), name=f"{s.body}_geom", rgba=round_sig_vec(s.rgba), mass=s.mass_kg,
               **_ENV, **contact)
 
 
@@ -229,9 +234,9 @@ def _add_scene(spec, cfg: SimConfig) -> None:
     _add_sink(spec, cfg)
     _add_objects(spec, cfg)
     cam_pos, cam_r = camera_pose(cfg)
-    cam = w.add_camera(name=CAMERA_NAME, pos=_gv(cam_pos), fovy=cfg.camera_fovy_deg)
+    cam = w.add_camera(name=CAMERA_NAME, pos=round_sig_vec(cam_pos), fovy=cfg.camera_fovy_deg)
     cam.alt.type = mujoco.mjtOrientation.mjORIENTATION_XYAXES
-    cam.alt.xyaxes = _gv(cam_r[:, 0]) + _gv(cam_r[:, 1])
+    cam.alt.xyaxes = round_sig_vec(cam_r[:, 0]) + round_sig_vec(cam_r[:, 1])
 
 
 def _add_actuators(spec, cfg: SimConfig, arm_only: bool) -> None:
@@ -254,7 +259,7 @@ def _add_actuators(spec, cfg: SimConfig, arm_only: bool) -> None:
         for jn, an in zip(FINGER_JOINT_NAMES, FINGER_ACTUATOR_NAMES):
             a = spec.add_actuator(name=an, target=jn, trntype=joint, ctrlrange=[0, FINGER_STROKE_M],
                                   forcerange=[-cfg.gripper_max_force_n, cfg.gripper_max_force_n])
-            a.set_to_position(kp=_g(kp_f, 6))
+            a.set_to_position(kp=round_sig(kp_f, 6))
 
 
 def build_cell_spec(cfg: SimConfig, arm_only: bool = False):
