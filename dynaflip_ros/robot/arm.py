@@ -60,7 +60,7 @@ class ArmState:
 class Arm(Protocol):
     """A UR-like arm streaming joint (servoJ-style) targets.
 
-    Implementations: `robot.sim_arm.SimArm` (MuJoCo UR3), later `robot.ur_rtde_arm.URRtdeArm`.
+    Implementations: `sim.arm.SimArm` (MuJoCo UR3), later `robot.ur_rtde_arm.URRtdeArm`.
     Never command an `Arm` directly: wrap it in `robot.safety.SafeArm`.
     """
 

@@ -119,7 +119,7 @@ class SafeArm:
     """Wraps an `Arm` and enforces `SafetyConfig` on every command (implements `Arm`).
 
     Args:
-        arm: the arm to protect (e.g. `robot.sim_arm.SimArm`, `robot.ur_rtde_arm.URRtdeArm`).
+        arm: the arm to protect (e.g. `sim.arm.SimArm`, `robot.ur_rtde_arm.URRtdeArm`).
         config: limits (`configs.safety.SafetyConfig`).
         clock: time source in seconds for the watchdog and the per-time speed limit. Use
             `time.monotonic` for a real arm; in a lock-step simulation pass the simulation clock

@@ -9,7 +9,7 @@ Loop (one thread, on the driver's clock: sim time or `time.monotonic`), at `comm
                                 -> interpolator -> ServoLoop -> SafeArm -> arm
     every 5th tick (10 Hz): episode events, then (while recording) one frame
 
-Action convention (the same as `data.recorder.record_sim_episodes`): the frame recorded at t_k
+Action convention (the same as `sim.record_demos.record_sim_episodes`): the frame recorded at t_k
 holds the camera image and the measured state (6 joints + gripper closure) at t_k, and the
 action = the joint target in force one record period later (t_k + 0.1 s: the target the
 teleop loop had commanded for that instant) + the gripper target. Frames are therefore written
