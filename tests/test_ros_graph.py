@@ -220,8 +220,8 @@ def test_graph_smoke_one_episode(tiny_models, tmp_path, monkeypatch, capsys):
     t0 = time.monotonic()
     try:
         rc = main(["launch", "pick_into_sink", "--sim", "--episodes", "1", "--episode-timeout-s", "6",
-                   "--seed", "0", "--startup-timeout-s", "60", "--encoder-dir", str(enc_dir), "--encoder-backend", "onnxruntime",
-                   "--policy-dir", str(policy_dir), "--results", str(results), "--domain-id", domain,
+                   "--seed", "0", "--startup-timeout-s", "60", "--encoder", str(enc_dir), "--backend", "onnxruntime",
+                   "--policy", str(policy_dir), "--out", str(results), "--domain-id", domain,
                    "--timeout-s", "85"])
     finally:
         probe.executor.shutdown(timeout_sec=1.0)
@@ -241,8 +241,9 @@ def test_graph_smoke_one_episode(tiny_models, tmp_path, monkeypatch, capsys):
     assert sum(res["summary"]["outcomes"].values()) == 1
     for stage in ("capture", "image_transport", "encode", "embedding_transport", "policy", "command"):
         st = res["summary"]["latency_ms"][stage]
-        # stamps are the image's capture time: a missing or zeroed stamp would give ~1e12 ms
-        assert st["n"] > 0 and 0.0 <= st["p50"] < 5000.0, (stage, st)
+        # stamps are the image's capture time: a missing or zeroed stamp would give ~1e12 ms; no real
+        # latency exceeds the whole run (--timeout-s 85), however loaded the machine
+        assert st["n"] > 0 and 0.0 <= st["p50"] < 85_000.0, (stage, st)
     ep = res["episodes"][0]
     assert ep["driver"]["chunks"]["queued"] > 0, ep["driver"]  # action chunks reached the driver ...
     assert ep["safety"]["accepted"] > 0  # ... and their targets went through SafeArm to the arm

@@ -4,7 +4,6 @@ import itertools
 import json
 import os
 import threading
-import time
 
 import pytest
 
@@ -18,6 +17,7 @@ from std_srvs.srv import Trigger
 from dynaflip_ros.data import dataset_io
 from dynaflip_ros.ros.qos import EVENT_QOS
 from dynaflip_ros.teleop.devices import ReplayStep, write_replay
+from waiting import wait_until
 
 _domains = itertools.count()
 
@@ -64,10 +64,7 @@ def test_services_drive_episodes(ros_params, tmp_path):
 
     def call(name):
         fut = calls[name].call_async(Trigger.Request())
-        t_end = time.monotonic() + 15
-        while not fut.done() and time.monotonic() < t_end:
-            time.sleep(0.01)
-        assert fut.done(), f"{name}: no response"
+        assert wait_until(fut.done), f"{name}: no response"
         return fut.result().success, fut.result().message
 
     try:
@@ -76,20 +73,16 @@ def test_services_drive_episodes(ros_params, tmp_path):
         assert call("stop") == (False, "stop ignored: no episode is being recorded")
         ok, msg = call("start")
         assert ok and "episode 0 started" in msg
-        time.sleep(0.5)
+        assert wait_until(lambda: any(s.get("episode_frames", 0) >= 1 for s in statuses))
         ok, msg = call("rerecord")
         assert ok and "re-recording" in msg
         # Record at least 3 frames of the new take (10 Hz; wall-clock time varies with the load).
         statuses.clear()
-        t_end = time.monotonic() + 10
-        while not any(s.get("episode_frames", 0) >= 3 for s in statuses) and time.monotonic() < t_end:
-            time.sleep(0.02)
+        assert wait_until(lambda: any(s.get("episode_frames", 0) >= 3 for s in statuses))
         ok, msg = call("stop")
         assert ok and "episode 0 saved" in msg
         assert call("discard")[0] is False
-        t_end = time.monotonic() + 5
-        while not any(s.get("saved") == 1 for s in statuses) and time.monotonic() < t_end:
-            time.sleep(0.05)
+        wait_until(lambda: any(s.get("saved") == 1 for s in statuses))
         assert any(s.get("state") == "recording" for s in statuses)
         assert any(s.get("saved") == 1 and s.get("state") == "idle" for s in statuses)
     finally:

@@ -17,6 +17,7 @@ from dynaflip_ros.sim.record_demos import record_sim_episodes
 from dynaflip_ros.teleop.devices import ReplayDevice, ReplayStep, TeleopEvent
 from dynaflip_ros.teleop.drivers import LockstepSimDriver, RealtimeSimDriver
 from dynaflip_ros.teleop.session import SessionConfig, TeleopSession
+from waiting import wait_until
 
 HW = (32, 40)
 
@@ -150,6 +151,7 @@ def test_slow_loop_is_counted_and_logged(env, tmp_path, caplog):
     assert rec["extra"]["teleop"]["driver"] == "sim-realtime"
 
 
+@pytest.mark.timing  # a real-time loop keeps its rate on an idle machine only
 def test_fast_realtime_loop_has_no_slow_ticks(env, tmp_path):
     steps = [ReplayStep(0.0, events=("start",)), ReplayStep(0.1, twist=MOVE), ReplayStep(0.6, events=("stop", "quit"))]
     s, summary, driver = run_session(env, tmp_path / "rt", steps, driver_cls=RealtimeSimDriver)
@@ -168,7 +170,7 @@ def test_requests_from_another_thread(env, tmp_path):
         try:
             results["stop_idle"] = s.request(TeleopEvent.STOP)
             results["start"] = s.request("start")
-            time.sleep(0.45)
+            assert wait_until(lambda: s.status().get("episode_frames", 0) >= 3)  # frames to save
             assert s.status()["state"] == "recording"
             results["stop"] = s.request(TeleopEvent.STOP)
             results["quit"] = s.request(TeleopEvent.QUIT)
