@@ -47,18 +47,11 @@ def clients(ctrl):
     d.disconnect()
 
 
-def _wait(pred, timeout_s=2.0):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
+from waiting import wait_until as _wait  # timeout: a hang guard only (tests/waiting.py)
 
 
 def test_constructor_uploads_and_runs_script(ctrl, clients):
-    r, c, _, ctor_s = clients
-    assert ctor_s < 3.0
+    r, c, _, _ = clients
     assert c.isConnected() and c.isProgramRunning()
     snap = ctrl.snapshot()
     assert snap["script_running"] and snap["runtime_state"] == 2 and snap["register_offset"] == 0
@@ -66,12 +59,18 @@ def test_constructor_uploads_and_runs_script(ctrl, clients):
     assert snap["errors"] == []
 
 
-def test_servoj_sine_tracking(ctrl, clients):
+@pytest.mark.timing  # every reply in time: ur_rtde's constructor waits out no internal timeout
+def test_constructor_is_fast(clients):
+    assert clients[3] < 3.0
+
+
+def _servoj_sine(ctrl, clients, amp: float, f_hz: float, dur_s: float):
+    """Stream a joint-0 sine with ur_rtde's initPeriod/waitPeriod for dur_s seconds (wall clock):
+    (commands sent, servoj count before, trace, snapshot)."""
     r, c, _, _ = clients
     q0 = np.asarray(r.getActualQ())
     ctrl.trace(clear=True)
     n_before = ctrl.snapshot()["n_servoj"]
-    amp, f_hz, dur_s = 0.2, 0.5, 2.0
     n_sent = 0
     t0 = time.monotonic()
     while True:
@@ -85,10 +84,22 @@ def test_servoj_sine_tracking(ctrl, clients):
         n_sent += 1
         c.waitPeriod(t_start)
     assert c.servoStop(10.0)
-    tr = ctrl.trace(clear=True)
-    snap = ctrl.snapshot()
-    assert snap["n_servoj"] - n_before == n_sent
+    return n_sent, n_before, ctrl.trace(clear=True), ctrl.snapshot()
+
+
+def test_servoj_sine_reaches_the_controller(ctrl, clients):
+    n_sent, n_before, tr, snap = _servoj_sine(ctrl, clients, 0.2, 0.5, 1.0)
+    assert n_sent > 0 and snap["n_servoj"] - n_before == n_sent  # every command arrived, however slowly
     assert snap["last_servoj"]["lookahead"] == pytest.approx(0.1) and snap["last_servoj"]["gain"] == 300
+    assert (~np.isnan(tr["commanded_q"][:, 0])).any()
+    assert snap["errors"] == []
+
+
+@pytest.mark.timing  # tracking error, lag and command rate of a real-time 500 Hz stream
+def test_servoj_sine_tracking(ctrl, clients):
+    amp, f_hz, dur_s = 0.2, 0.5, 2.0
+    n_sent, n_before, tr, snap = _servoj_sine(ctrl, clients, amp, f_hz, dur_s)
+    assert snap["n_servoj"] - n_before == n_sent
     m = ~np.isnan(tr["commanded_q"][:, 0])
     cq, aq = tr["commanded_q"][m], tr["actual_q"][m]
     assert m.sum() > 0.8 * dur_s * ctrl.rate_hz
@@ -119,7 +130,7 @@ def test_movej_returns_true_on_arrival(ctrl, clients):
     dt = time.monotonic() - t0
     np.testing.assert_allclose(r.getActualQ(), goal, atol=3e-3)
     np.testing.assert_allclose(ctrl.snapshot()["actual_q"], goal, atol=2.5e-3)
-    assert 0.3 < dt < 2.0      # 0.2 rad at 1 rad/s, 2 rad/s^2 -> 0.63 s profile
+    assert dt > 0.3      # 0.2 rad at 1 rad/s, 2 rad/s^2 -> 0.63 s profile (a loaded machine only adds)
     assert c.moveJ(q0.tolist(), 1.0, 2.0)
 
 
@@ -127,16 +138,17 @@ def test_speed_slider_slows_movej(ctrl, clients):
     r, c, _, _ = clients
     q0 = np.asarray(r.getActualQ())
     goal = q0 + np.array([0.3, 0, 0, 0, 0, 0])
-    t0 = time.monotonic()
+    # Durations on the controller clock (cycles x 2 ms: motion is integrated per cycle), not the wall clock.
+    t0 = ctrl.snapshot()["controller_time_s"]
     assert c.moveJ(goal.tolist(), 1.0, 4.0)
-    full_s = time.monotonic() - t0
+    full_s = ctrl.snapshot()["controller_time_s"] - t0
     io = rtde_io.RTDEIOInterface(HOST)
     try:
         assert io.setSpeedSlider(0.5)
         assert _wait(lambda: abs(r.getSpeedScalingCombined() - 0.5) < 1e-9)
-        t0 = time.monotonic()
+        t0 = ctrl.snapshot()["controller_time_s"]
         assert c.moveJ(q0.tolist(), 1.0, 4.0)
-        half_s = time.monotonic() - t0
+        half_s = ctrl.snapshot()["controller_time_s"] - t0
         assert io.setSpeedSlider(1.0)
     finally:
         io.disconnect()
@@ -144,7 +156,7 @@ def test_speed_slider_slows_movej(ctrl, clients):
     ctrl.inject("speed_slider", fraction=0.0)
     assert _wait(lambda: r.getSpeedScalingCombined() == 0.0)
     assert c.servoJ((q0 + 0.1).tolist(), 0.5, 0.5, 0.002, 0.1, 300)
-    time.sleep(0.3)
+    time.sleep(0.3)  # a window in which nothing may move: the absence is what is tested
     np.testing.assert_allclose(r.getActualQ(), q0, atol=1e-3)   # slider 0: no motion
     assert c.servoStop(10.0)
     ctrl.inject("speed_slider", fraction=1.0)
@@ -156,11 +168,9 @@ def test_protective_stop_and_recovery(ctrl, clients):
     ctrl.inject("protective_stop")
     assert _wait(r.isProtectiveStopped)
     assert r.getSafetyMode() == 3 and r.getSafetyStatusBits() & 0x4
-    t0 = time.monotonic()
     assert c.moveJ((q0 + 0.1).tolist(), 1.0, 1.0) is False
-    assert time.monotonic() - t0 < 0.5
     c.servoJ((q0 + 0.1).tolist(), 0.5, 0.5, 0.002, 0.1, 300)
-    time.sleep(0.3)
+    time.sleep(0.3)  # a window in which nothing may move: the absence is what is tested
     np.testing.assert_allclose(r.getActualQ(), q0, atol=1e-3)     # targets ignored
     assert ctrl.snapshot()["safety_mode"] == 3
     d.unlockProtectiveStop()
@@ -180,14 +190,23 @@ def test_protective_stop_and_recovery(ctrl, clients):
     assert c.moveJ(q0.tolist(), 1.0, 2.0)
 
 
-def test_watchdog_trips_without_kicks(ctrl, clients):
+@pytest.mark.timing  # 50 Hz kicks against a 50 ms watchdog: a stalled test process trips it
+def test_watchdog_kicked_keeps_running(ctrl, clients):
     r, c, _, _ = clients
     assert c.setWatchdog(20.0)
     for _ in range(20):                    # kicked at 50 Hz: keeps running
         assert c.kickWatchdog()
         time.sleep(0.02)
     assert r.getRuntimeState() == 2 and ctrl.snapshot()["watchdog"]["armed"]
-    assert _wait(lambda: r.getRuntimeState() == 1, 1.0)   # no kick for > 50 ms
+    assert _wait(lambda: r.getRuntimeState() == 1)   # no kick for > 50 ms
+    assert c.reuploadScript() and _wait(lambda: r.getRuntimeState() == 2)
+
+
+def test_watchdog_trips_without_kicks(ctrl, clients):
+    r, c, _, _ = clients
+    assert c.setWatchdog(20.0)
+    assert c.kickWatchdog()
+    assert _wait(lambda: r.getRuntimeState() == 1)   # no kick for > 50 ms
     wd = ctrl.snapshot()["watchdog"]
     assert wd["tripped"] and wd["trips"] >= 1 and not wd["armed"]
     assert c.reuploadScript() and _wait(lambda: r.getRuntimeState() == 2)
@@ -204,24 +223,20 @@ def test_teach_mode_and_getters(ctrl, clients):
     fk = np.asarray(c.getForwardKinematics())          # cmd 43: TCP pose at the actual joints
     np.testing.assert_allclose(fk, r.getActualTCPPose(), atol=2e-4)
     c.getStepTime()              # fire-and-forget getter: reads the register before the reply
-    time.sleep(0.02)             # lands (docs/ur_rtde_protocol.md §3.5), so the second call sees it
-    assert c.getStepTime() == pytest.approx(0.002)
+    # lands (docs/ur_rtde_protocol.md §3.5), so a later call sees it
+    assert _wait(lambda: c.getStepTime() == pytest.approx(0.002))
     assert c.isJointsWithinSafetyLimits(q.tolist())
     assert not c.isJointsWithinSafetyLimits([0.0, 0.0, 4.0, 0.0, 0.0, 0.0])
     assert c.setTcp([0.0, 0.0, 0.15, 0.0, 0.0, 0.0])
-    time.sleep(0.02)
-    pose = np.asarray(r.getActualTCPPose())
-    assert np.linalg.norm(pose[:3] - fk[:3]) == pytest.approx(0.15, abs=1e-3)
+    assert _wait(lambda: np.linalg.norm(np.asarray(r.getActualTCPPose())[:3] - fk[:3]) == pytest.approx(0.15, abs=1e-3))
     assert c.setTcp([0.0] * 6)
 
 
 def test_async_movej_stopj_and_speedl(ctrl, clients):
     r, c, _, _ = clients
     q0 = np.asarray(r.getActualQ())
-    t0 = time.monotonic()
-    assert c.moveJ((q0 + 0.3).tolist(), 0.5, 1.0, True)        # async: returns at once
-    assert time.monotonic() - t0 < 0.2
-    time.sleep(0.2)
+    assert c.moveJ((q0 + 0.3).tolist(), 0.5, 1.0, True)        # async: returns at once, while moving
+    assert _wait(lambda: np.all(np.asarray(r.getActualQ()) - q0 > 0.01))
     assert c.getAsyncOperationProgressEx().isAsyncOperationRunning()
     c.stopJ(2.0, False)
     moved = np.asarray(r.getActualQ()) - q0
@@ -229,9 +244,10 @@ def test_async_movej_stopj_and_speedl(ctrl, clients):
     assert _wait(lambda: not c.getAsyncOperationProgressEx().isAsyncOperationRunning())
     p0 = np.asarray(r.getActualTCPPose())
     assert c.speedL([0.0, 0.0, 0.05, 0.0, 0.0, 0.0], 0.5, 0.0)  # 5 cm/s straight up
-    time.sleep(0.25)                                            # past the 0.1 s ramp
+    t_cmd = r.getTimestamp()                                    # controller clock from here on
+    _wait(lambda: r.getTimestamp() > t_cmd + 0.25)              # past the 0.1 s ramp
     t1, p1 = r.getTimestamp(), np.asarray(r.getActualTCPPose())
-    time.sleep(0.2)
+    _wait(lambda: r.getTimestamp() > t1 + 0.2)
     t2, p2 = r.getTimestamp(), np.asarray(r.getActualTCPPose())
     assert c.speedStop(2.0)
     assert (p2[2] - p1[2]) / (t2 - t1) == pytest.approx(0.05, rel=0.1)   # controller clock
