@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from dynaflip_ros.encoder.manifest import EncoderManifest
+from dynaflip_ros.errors import UserError
 from dynaflip_ros.export.artifact import BackendUnavailableError, EncoderArtifactError
 from dynaflip_ros.export.onnx_export import export_onnx
 from dynaflip_ros.export.parity import synthetic_scene_images
@@ -193,3 +194,57 @@ def test_torch_backend_rejects_tampered_weights(exported, tmp_path):
 
 def test_unavailable_errors_are_backend_unavailable():
     assert issubclass(TensorRTUnavailableError, BackendUnavailableError)
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("with_report", [True, False])
+def test_truncated_onnx_is_reported_as_damaged(exported, tmp_path, with_report):
+    d = _copy(exported, tmp_path / "trunc_onnx")
+    _truncate(d / "encoder.onnx")
+    if not with_report:
+        (d / "export_report.json").unlink()
+    with pytest.raises(EncoderArtifactError, match=r"damaged or truncated; re-export it") as info:
+        OnnxRuntimeEncoderBackend(d)
+    assert str(d / "encoder.onnx") in str(info.value)
+    assert isinstance(info.value, UserError) and isinstance(info.value, ValueError)
+    with pytest.raises(EncoderArtifactError, match="damaged or truncated"):
+        load_encoder_backend(d, backend="onnxruntime")
+
+
+def test_truncated_safetensors_is_damaged_not_another_encoder(exported, other_export, tmp_path):
+    from dynaflip_ros.encoder.model import load_image_encoder
+    from dynaflip_ros.inference.torch_backend import TorchEncoderBackend
+
+    d = _copy(exported, tmp_path / "trunc_weights")
+    weights = d / "image_encoder.safetensors"
+    _truncate(weights, keep=0.9)
+    for load in (OnnxRuntimeEncoderBackend, TorchEncoderBackend, load_image_encoder):
+        with pytest.raises(EncoderArtifactError, match="damaged or truncated") as info:
+            load(d)
+        assert str(weights) in str(info.value) and "different encoders" not in str(info.value)
+    # an intact file of another encoder is still "different encoders"
+    shutil.copy2(other_export / "image_encoder.safetensors", weights)
+    with pytest.raises(EncoderArtifactError, match="different encoders"):
+        OnnxRuntimeEncoderBackend(d)
+
+
+def test_safetensors_damage_check(exported, tmp_path):
+    from dynaflip_ros.encoder.manifest import safetensors_damage
+
+    src = exported / "image_encoder.safetensors"
+    assert safetensors_damage(src) is None
+    for keep, why in ((0.999, "header describes"), (0.0001, "header claims"), (0.0, "shorter than")):
+        bad = tmp_path / f"cut_{keep}.safetensors"
+        bad.write_bytes(src.read_bytes()[: int(src.stat().st_size * keep)])
+        assert why in safetensors_damage(bad)
+
+
+def test_truncated_manifest_is_an_artifact_error(exported, tmp_path):
+    d = _copy(exported, tmp_path / "trunc_manifest")
+    _truncate(d / "manifest.json")
+    with pytest.raises(EncoderArtifactError, match="unreadable manifest"):
+        load_encoder_backend(d, backend="auto")

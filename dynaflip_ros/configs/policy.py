@@ -122,7 +122,9 @@ class PolicyTrainConfig:
     """Behaviour-cloning optimisation (Adam + cosine schedule with warmup, as LeRobot's preset).
 
     val_fraction: share of episodes held out (split by episode, never by frame) for the
-    validation loss and the sampled-chunk action error. embed_batch_size: images per encoder call
+    validation loss and the sampled-chunk action error: floor(val_fraction * E) of the E
+    episodes, none when that is 0 (e.g. 0.1 of 2 episodes; logged once and stated as
+    `validation_note` in the train info). embed_batch_size: images per encoder call
     when precomputing embeddings. num_threads: torch intra-op threads (2-core machines).
     """
 

@@ -8,8 +8,9 @@ ROS parameters: `camera.realsense.*` (nested in `configs.ros.CameraNodeConfig`).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from dynaflip_ros.configs.validate import require_choice, require_finite, require_int
 
 # docs/hardware.md §3.2: colour modes of the D435 RGB sensor over USB 3, (width, height) -> fps.
 D4XX_COLOR_MODES: dict[tuple[int, int], tuple[int, ...]] = {
@@ -40,16 +41,15 @@ RGB_EXPOSURE_RANGE_UNITS = (1, 10000)
 WHITE_BALANCE_RANGE_K = (2800.0, 6500.0)
 
 
+_OWNER = "RealSenseConfig"  # names the fields in the configs.validate messages
+
+
 def _number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"RealSenseConfig.{name} must be a finite number, got {value!r}")
-    return float(value)
+    return float(require_finite(_OWNER, name, value))
 
 
 def _int(name: str, value: object, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"RealSenseConfig.{name} must be an int in [{lo}, {hi}], got {value!r}")
-    return value
+    return require_int(_OWNER, name, value, lo, hi)
 
 
 @dataclass
@@ -143,9 +143,7 @@ class RealSenseConfig:
         if not 0 <= self.depth_exposure_us <= 200_000:
             raise ValueError(f"RealSenseConfig.depth_exposure_us must be 0 (auto) or in (0, 200000] us, "
                              f"got {self.depth_exposure_us!r}")
-        if self.power_line_frequency not in POWER_LINE_FREQUENCY_VALUES:
-            raise ValueError(f"RealSenseConfig.power_line_frequency must be one of "
-                             f"{sorted(POWER_LINE_FREQUENCY_VALUES)}, got {self.power_line_frequency!r}")
+        require_choice(_OWNER, "power_line_frequency", self.power_line_frequency, sorted(POWER_LINE_FREQUENCY_VALUES))
         _frame_timeout = _number("frame_timeout_s", self.frame_timeout_s)
         if not 0 < _frame_timeout <= 60:
             raise ValueError(f"RealSenseConfig.frame_timeout_s must be in (0, 60] s, got {self.frame_timeout_s!r}")

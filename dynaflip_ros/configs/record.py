@@ -8,8 +8,10 @@ two share (--episodes, --seed, --image-size, --max-episode-s, --repo-id) fill wh
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from dynaflip_ros.configs.image import require_image_hw
+from dynaflip_ros.configs.validate import require_finite, require_int
 
 
 @dataclass
@@ -35,17 +37,9 @@ class RecordConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.repo_id, str) or self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
             raise ValueError(f"RecordConfig.repo_id must look like 'owner/name', got {self.repo_id!r}")
-        if isinstance(self.episodes, bool) or not isinstance(self.episodes, int) or self.episodes < 1:
-            raise ValueError(f"RecordConfig.episodes must be an int >= 1, got {self.episodes!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"RecordConfig.seed must be an int >= 0, got {self.seed!r}")
-        hw = tuple(self.image_hw)
-        if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in hw) or not (
-            16 <= min(hw) and max(hw) <= 4096
-        ):
-            raise ValueError(f"RecordConfig.image_hw must be two ints in [16, 4096], got {self.image_hw!r}")
-        self.image_hw = hw
+        require_int("RecordConfig", "episodes", self.episodes, 1)
+        require_int("RecordConfig", "seed", self.seed, 0)
+        self.image_hw = require_image_hw("RecordConfig", "image_hw", self.image_hw)  # configs/image.py
         if not isinstance(self.only_success, bool):
             raise ValueError(f"RecordConfig.only_success must be a bool, got {self.only_success!r}")
-        if not (isinstance(self.max_episode_s, (int, float)) and math.isfinite(self.max_episode_s) and self.max_episode_s > 0):
-            raise ValueError(f"RecordConfig.max_episode_s must be finite and > 0, got {self.max_episode_s!r}")
+        require_finite("RecordConfig", "max_episode_s", self.max_episode_s, lo=0, lo_open=True)

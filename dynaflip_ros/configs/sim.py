@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from dynaflip_ros.configs.image import require_image_hw
+from dynaflip_ros.configs.validate import require_range_pair
+
 # Names of the graspable objects, in the order of `SimConfig.objects` default; the instruction is
 # "Pick the <name> into the sink".
 ALL_OBJECT_NAMES: tuple[str, ...] = ("red cube", "green cylinder", "blue bar", "yellow ball")
@@ -17,11 +20,6 @@ ALL_OBJECT_NAMES: tuple[str, ...] = ("red cube", "green cylinder", "blue bar", "
 DEFAULT_HOME_Q_RAD: tuple[float, ...] = (
     1.9075, -2.3552, 1.8802, -1.0958, -1.5708, 0.0,
 )
-
-
-def _check_range(name: str, lo_hi: tuple[float, float]) -> None:
-    if len(lo_hi) != 2 or not all(math.isfinite(v) for v in lo_hi) or lo_hi[0] > lo_hi[1]:
-        raise ValueError(f"{name} must be a finite (low, high) pair with low <= high, got {lo_hi!r}")
 
 
 @dataclass
@@ -108,10 +106,7 @@ class SimConfig:
     expert: ExpertConfig = field(default_factory=ExpertConfig)
 
     def __post_init__(self) -> None:
-        if (len(self.image_hw) != 2 or not all(isinstance(v, int) for v in self.image_hw)
-                or min(self.image_hw) < 16 or max(self.image_hw) > 4096):
-            raise ValueError(f"SimConfig.image_hw must be two ints in [16, 4096], got {self.image_hw!r}")
-        self.image_hw = tuple(self.image_hw)
+        self.image_hw = require_image_hw("SimConfig", "image_hw", self.image_hw)  # configs/image.py
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"SimConfig.seed must be an int >= 0, got {self.seed!r}")
         if not (0 < self.timestep_s <= 0.01):
@@ -130,9 +125,8 @@ class SimConfig:
         if unknown or not self.objects or len(set(self.objects)) != len(self.objects):
             raise ValueError(f"SimConfig.objects must be distinct names from {ALL_OBJECT_NAMES}, got {self.objects!r}")
         self.objects = tuple(self.objects)
-        _check_range("object_region_x_m", self.object_region_x_m)
-        _check_range("object_region_y_m", self.object_region_y_m)
-        _check_range("object_yaw_range_rad", self.object_yaw_range_rad)
+        for name in ("object_region_x_m", "object_region_y_m", "object_yaw_range_rad"):
+            require_range_pair("", name, getattr(self, name))
         if len(self.sink_center_xy_m) != 2 or len(self.sink_inner_size_m) != 2:
             raise ValueError("SimConfig.sink_center_xy_m and sink_inner_size_m must be (x, y) pairs")
         if min(self.sink_inner_size_m) < 0.1:

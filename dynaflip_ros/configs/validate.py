@@ -94,12 +94,38 @@ def require_int(owner: str, name: str, value: Any, lo: int | None = None, hi: in
 def require_choice(owner: str, name: str, value: Any, choices: Collection[Any]) -> Any:
     """Check `value in choices`; returns `value`.
 
+    A bool where the choices are strings gets its own message: YAML 1.1 (PyYAML) reads an
+    unquoted off / on / yes / no as a boolean (https://yaml.org/type/bool.html).
     Raises:
-        ConfigError: "<owner>.<name> must be one of <choices>, got <value!r>".
+        ConfigError: "<owner>.<name> must be one of <choices>, got <value!r>", or for a bool:
+            "... got the boolean False: YAML reads an unquoted off/on/yes/no as a boolean; quote
+            it: <name>: "off"".
     """
+    if isinstance(value, bool) and value not in choices and any(isinstance(c, str) for c in choices):
+        words = ("on", "yes", "true") if value else ("off", "no", "false")
+        word = next((c for c in choices if c in words), words[0])  # the choice the user most likely meant
+        raise ConfigError(
+            f"{where(owner, name)} must be one of {choices}, got the boolean {value}: YAML reads an unquoted "
+            f'off/on/yes/no as a boolean; quote it: {name}: "{word}"'
+        )
     if value not in choices:
         raise ConfigError(f"{where(owner, name)} must be one of {choices}, got {value!r}")
     return value
+
+
+def require_range_pair(owner: str, name: str, value: Any) -> tuple[float, float]:
+    """Check a finite (low, high) pair with low <= high; returns it as a tuple of floats.
+
+    Raises:
+        ConfigError: "<owner>.<name> must be a finite (low, high) pair with low <= high, got <value!r>".
+    """
+    try:
+        ok = len(value) == 2 and all(is_finite_number(v) for v in value) and value[0] <= value[1]
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{where(owner, name)} must be a finite (low, high) pair with low <= high, got {value!r}")
+    return float(value[0]), float(value[1])
 
 
 def require_non_empty(owner: str, name: str, value: Any) -> Any:

@@ -35,7 +35,7 @@ from torch import nn
 
 from dynaflip_ros.configs.encoder import EncoderConfig, EncoderModelConfig, lite0_trunk_stride
 from dynaflip_ros.configs.io import from_dict, to_dict
-from dynaflip_ros.encoder.manifest import EncoderManifest, sha256_file
+from dynaflip_ros.encoder.manifest import EncoderArtifactError, EncoderManifest, check_recorded_sha256, sha256_file
 
 IMAGE_MEAN = (0.5, 0.5, 0.5)  # tf_efficientnet_lite0 ImageNet normalisation (timm pretrained_cfg)
 IMAGE_STD = (0.5, 0.5, 0.5)
@@ -366,19 +366,24 @@ def _read_manifest_and_config(enc_dir: Path) -> tuple[EncoderManifest, EncoderCo
     manifest = EncoderManifest.from_json(path)
     sections = {k: manifest.config[k] for k in _CONFIG_SECTIONS if k in manifest.config}
     if "model" not in sections:
-        raise ValueError(f"{path}: manifest config has no 'model' section")
+        raise EncoderArtifactError(f"{path}: manifest config has no 'model' section")
     cfg = from_dict(EncoderConfig, sections, str(path))
     if tuple(cfg.model.input_hw) != tuple(manifest.input_hw) or cfg.model.embedding_dim != manifest.embedding_dim:
-        raise ValueError(f"{path}: input_hw/embedding_dim disagree with the model config")
+        raise EncoderArtifactError(f"{path}: input_hw/embedding_dim disagree with the model config")
     return manifest, cfg
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file; EncoderArtifactError when the library cannot read it."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if not path.is_file():
         raise FileNotFoundError(f"{path} missing")
-    return load_file(str(path), device="cpu")
+    try:
+        return load_file(str(path), device="cpu")
+    except SafetensorError as e:
+        raise EncoderArtifactError(f"{path}: damaged or truncated ({e}); re-export it or copy it again") from e
 
 
 def load_image_encoder(enc_dir: str | Path) -> tuple[ImageEncoder, EncoderManifest]:
@@ -386,17 +391,18 @@ def load_image_encoder(enc_dir: str | Path) -> tuple[ImageEncoder, EncoderManife
 
     The module maps float32 (B, 3, h, w) inputs, preprocessed with `encoder.preprocess.preprocess`
     (manifest input_hw, mean, std), to (B, D) embeddings. Raises FileNotFoundError (missing
-    files), ValueError (sha256 of image_encoder.safetensors != manifest.weights_sha256, or a
-    malformed manifest), RuntimeError (weights do not fit the architecture).
+    files), EncoderArtifactError (a ValueError: image_encoder.safetensors damaged or truncated, its
+    sha256 != manifest.weights_sha256, or a malformed manifest), RuntimeError (weights do not fit
+    the architecture).
     """
     enc_dir = Path(enc_dir)
     manifest, cfg = _read_manifest_and_config(enc_dir)
     weights = enc_dir / IMAGE_ENCODER_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} missing")
-    digest = sha256_file(weights)
+    digest = check_recorded_sha256(weights, manifest.weights_sha256, "manifest weights_sha256")
     if digest != manifest.weights_sha256:
-        raise ValueError(f"{weights}: sha256 {digest} != manifest weights_sha256 {manifest.weights_sha256}")
+        raise EncoderArtifactError(f"{weights}: sha256 {digest} != manifest weights_sha256 {manifest.weights_sha256}")
     module = ImageEncoder(cfg.model, imagenet_init=False)
     module.load_state_dict(_load_safetensors(weights), strict=True)
     module.eval()

@@ -13,8 +13,9 @@ Every ONNX file carries metadata_props `dynaflip.weights_sha256`, `dynaflip.embe
 `dynaflip.input_hw` and `dynaflip.precision`, so a backend can refuse an ONNX exported from
 other weights than the manifest names (docs/architecture.md "Artifacts": version skew).
 
-Light module: imports only the standard library (the ONNX Runtime backend must start without
-torch).
+`EncoderArtifactError` is defined in `encoder.manifest` (the encoder loader raises it too) and
+imported from here by the backends and the CLIs. Light module: imports only the standard library
+(the ONNX Runtime backend must start without torch).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynaflip_ros.encoder.manifest import EncoderManifest, sha256_file
+from dynaflip_ros.encoder.manifest import EncoderArtifactError, EncoderManifest, check_recorded_sha256
 from dynaflip_ros.errors import UserError
 
 MANIFEST_FILENAME = "manifest.json"
@@ -40,10 +41,6 @@ META_WEIGHTS_SHA256 = "dynaflip.weights_sha256"
 META_EMBEDDING_DIM = "dynaflip.embedding_dim"
 META_INPUT_HW = "dynaflip.input_hw"
 META_PRECISION = "dynaflip.precision"
-
-
-class EncoderArtifactError(ValueError, UserError):
-    """An encoder directory is incomplete or inconsistent (weights, ONNX and manifest disagree)."""
 
 
 class BackendUnavailableError(RuntimeError, UserError):
@@ -69,12 +66,13 @@ def verify_weights_sha256(encoder_dir: str | Path, manifest: EncoderManifest) ->
     """Check sha256(image_encoder.safetensors) == manifest.weights_sha256 when the file exists.
 
     Returns True when checked, False when the weights file is absent (ONNX-only deployment).
-    Raises EncoderArtifactError on a mismatch.
+    Raises EncoderArtifactError on a mismatch: "damaged or truncated" when the file's safetensors
+    layout is broken, "... come from different encoders" when it is an intact file of other weights.
     """
     path = Path(encoder_dir) / WEIGHTS_FILENAME
     if not path.is_file():
         return False
-    actual = sha256_file(path)
+    actual = check_recorded_sha256(path, manifest.weights_sha256, "manifest.weights_sha256")
     if actual != manifest.weights_sha256:
         raise EncoderArtifactError(
             f"{path}: sha256 {actual[:12]}… does not match manifest.weights_sha256 "

@@ -34,6 +34,26 @@ from dynaflip_ros.inference.base import preprocess
 _PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
+def _load_session(ort, onnx_path: Path, opts, providers: list[str]):
+    """ort.InferenceSession(onnx_path); EncoderArtifactError when the file cannot be loaded.
+
+    ONNX Runtime reports an unparsable or truncated model as InvalidProtobuf, Fail,
+    RuntimeException or InvalidGraph (onnxruntime.capi.onnxruntime_pybind11_state).
+    """
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    load_errors = tuple(getattr(state, n) for n in ("InvalidProtobuf", "Fail", "RuntimeException", "InvalidGraph")
+                        if hasattr(state, n))
+    try:
+        return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
+    except load_errors as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EncoderArtifactError(
+            f"{onnx_path}: ONNX Runtime cannot load it ({type(e).__name__}: {first_line:.200}): the file is "
+            "damaged or truncated; re-export it (dynaflip export)"
+        ) from e
+
+
 class OnnxRuntimeEncoderBackend:
     """embed(uint8 (B, H, W, 3) RGB) -> float32 (B, D) with ONNX Runtime.
 
@@ -44,8 +64,9 @@ class OnnxRuntimeEncoderBackend:
     intra_op_num_threads: CPU threads per op (0: ONNX Runtime's default, one per core).
     precision: "fp32" runs encoder.onnx, "fp16" encoder_fp16.onnx (fp32 I/O either way).
     Raises BackendUnavailableError when onnxruntime or the ONNX file is missing, and
-    EncoderArtifactError when the ONNX, its export report, the weights and the manifest disagree
-    (sha256, embedding dim, input size).
+    EncoderArtifactError when the ONNX file is damaged or truncated (ONNX Runtime cannot load
+    it), or the ONNX, its export report, the weights and the manifest disagree (sha256,
+    embedding dim, input size).
     """
 
     name = "onnxruntime"
@@ -71,14 +92,14 @@ class OnnxRuntimeEncoderBackend:
         if not self.onnx_path.is_file():
             raise BackendUnavailableError(f"{self.onnx_path} not found: run `dynaflip export` first")
         verify_weights_sha256(self.encoder_dir, self.manifest)
-        self._check_report(precision)
 
         if providers is None:
             available = set(ort.get_available_providers())
             providers = [p for p in _PREFERRED_PROVIDERS if p in available]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_num_threads
-        self._session = ort.InferenceSession(str(self.onnx_path), sess_options=opts, providers=list(providers))
+        self._session = _load_session(ort, self.onnx_path, opts, list(providers))
+        self._check_report(precision)  # after loading: a damaged file is reported as damaged
         self.providers = self._session.get_providers()
         verify_onnx_metadata(self.onnx_path, dict(self._session.get_modelmeta().custom_metadata_map), self.manifest)
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()

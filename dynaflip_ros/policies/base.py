@@ -1,4 +1,5 @@
-"""The policy interface: observation in, timestamped action chunk out (DESIGN.md, "Timing")."""
+"""The policy interface: observation in, timestamped action chunk out (docs/timing.md), and the
+errors a policy checkpoint raises."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,6 +35,14 @@ class ActionChunk:
 
 class EncoderMismatchError(RuntimeError, UserError):
     """The policy was trained on embeddings of a different encoder (sha256 differs)."""
+
+
+class PolicyDataError(ValueError, UserError):
+    """The embedded episodes cannot train this policy (too short for its horizon, other encoder)."""
+
+
+class PolicyCheckpointError(ValueError, UserError):
+    """A policy checkpoint directory is damaged, truncated, mixed, or of an unsupported format."""
 
 
 @runtime_checkable

@@ -36,8 +36,8 @@ import numpy as np
 from dynaflip_ros.configs.io import from_dict, to_dict
 from dynaflip_ros.configs.policy import DiffusionModelConfig
 from dynaflip_ros.data import schema
-from dynaflip_ros.encoder.manifest import EncoderManifest, sha256_file
-from dynaflip_ros.policies.base import ActionChunk, EncoderMismatchError, PolicyObservation
+from dynaflip_ros.encoder.manifest import EncoderArtifactError, EncoderManifest, check_recorded_sha256, sha256_file
+from dynaflip_ros.policies.base import ActionChunk, EncoderMismatchError, PolicyCheckpointError, PolicyObservation
 
 POLICY_JSON = "policy.json"
 FORMAT_VERSION = 1
@@ -358,13 +358,19 @@ class DiffusionPolicyRunner:
 
     @staticmethod
     def read_metadata(directory: str | Path) -> dict[str, Any]:
-        """policy.json of a checkpoint. Raises FileNotFoundError / ValueError (bad format)."""
+        """policy.json of a checkpoint. Raises FileNotFoundError, PolicyCheckpointError (a
+        ValueError: unreadable JSON or an unsupported format)."""
         path = Path(directory) / POLICY_JSON
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (not a policy checkpoint directory)")
-        meta = json.loads(path.read_text())
+        try:
+            meta = json.loads(path.read_text())
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+            raise PolicyCheckpointError(f"{path}: unreadable (damaged or truncated? copy the checkpoint again): {e}") from e
+        if not isinstance(meta, dict):
+            raise PolicyCheckpointError(f"{path}: not a policy description (a JSON object expected)")
         if meta.get("format_version") != FORMAT_VERSION or meta.get("policy_type") != POLICY_TYPE:
-            raise ValueError(
+            raise PolicyCheckpointError(
                 f"{path}: unsupported policy format {meta.get('policy_type')!r} v{meta.get('format_version')}"
             )
         return meta
@@ -377,12 +383,23 @@ class DiffusionPolicyRunner:
 
         encoder_sha256: weights_sha256 of the encoder that will produce the embeddings; raises
         EncoderMismatchError when it differs from the one the policy was trained on (pass None
-        only to inspect a checkpoint without running it on an encoder). Raises FileNotFoundError
-        on missing files and ValueError when a file's sha256 differs from policy.json (corrupt or
-        partially copied checkpoint).
+        only to inspect a checkpoint without running it on an encoder). The checkpoint's files
+        are checked against policy.json first. Raises FileNotFoundError on missing files and
+        PolicyCheckpointError (a ValueError) when a file is damaged or truncated, or its sha256
+        differs from policy.json (corrupt or mixed checkpoint).
         """
         directory = Path(directory)
         meta = cls.read_metadata(directory)
+        for name, digest in meta["files_sha256"].items():
+            path = directory / name
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} missing from the policy checkpoint")
+            try:
+                actual = check_recorded_sha256(path, digest, f"{POLICY_JSON} files_sha256")
+            except EncoderArtifactError as e:  # a broken safetensors layout: damaged or truncated
+                raise PolicyCheckpointError(str(e)) from e
+            if actual != digest:
+                raise PolicyCheckpointError(f"{path}: sha256 differs from {POLICY_JSON} (corrupt or mixed checkpoint)")
         trained_on = meta["encoder"]["weights_sha256"]
         if encoder_sha256 is not None and encoder_sha256 != trained_on:
             raise EncoderMismatchError(
@@ -390,12 +407,6 @@ class DiffusionPolicyRunner:
                 f"but the running encoder is {encoder_sha256[:16]}...; retrain the policy "
                 f"(dynaflip train-policy) or deploy the matching encoder"
             )
-        for name, digest in meta["files_sha256"].items():
-            path = directory / name
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} missing from the policy checkpoint")
-            if sha256_file(path) != digest:
-                raise ValueError(f"{path}: sha256 differs from {POLICY_JSON} (corrupt or mixed checkpoint)")
 
         import_lerobot()
         import torch

@@ -7,13 +7,17 @@ and actions at t + (1-n_obs_steps .. horizon-n_obs_steps), indices clamped into 
 padding) and `action_is_pad` marking the clamped ones. Anchors skip the last `drop_n_last_frames`
 frames of each episode (LeRobot `EpisodeAwareSampler`). Optimiser: Adam + cosine schedule with
 linear warmup (diffusers `get_scheduler`, as LeRobot's diffusion preset), gradient clipping.
-Validation is by held-out episodes: the diffusion loss at fixed noise, and the action error of
-sampled chunks against the demonstrations next to a "hold the current state" baseline.
+Validation is by held-out episodes (floor(val_fraction * E) of the E episodes, none when that is
+0, which is logged once and stated in the train info): the diffusion loss at fixed noise, and the
+action error of sampled chunks against the demonstrations next to a "hold the current state"
+baseline. Raises `policies.base.PolicyDataError` (a UserError) when the episodes cannot train the
+policy (all too short for its horizon, embeddings of another encoder).
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -34,7 +38,11 @@ from dynaflip_ros.policies.diffusion import (
     make_lerobot_config,
     to_model_frame,
 )
+from dynaflip_ros.policies.base import PolicyDataError
 from dynaflip_ros.policies.embeddings import EmbeddedEpisodes, compute_embeddings, default_cache_dir
+
+log_ = logging.getLogger(__name__)
+_MAX_LENGTHS_SHOWN = 12  # episode lengths quoted in an error message
 
 
 def delta_indices(model: DiffusionModelConfig) -> tuple[list[int], list[int]]:
@@ -94,13 +102,18 @@ def compute_stats(
     return out
 
 
+def num_val_episodes(num_episodes: int, val_fraction: float) -> int:
+    """Episodes held out for validation: floor(val_fraction * E), so never more than the share
+    asked for and none when that is 0 (e.g. 0.1 of 2 episodes); always < E since val_fraction < 1.
+    (The 1e-9 absorbs float error: 0.29 * 100 counts as 29.)"""
+    return max(0, min(num_episodes - 1, math.floor(val_fraction * num_episodes + 1e-9)))
+
+
 def split_episodes(episode_ids: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random split of unique episode ids into (train, val); val gets round(val_fraction * E)
-    episodes (at least 1 when val_fraction > 0 and E >= 2), never frames of a train episode."""
+    """Random split of unique episode ids into (train, val); val gets `num_val_episodes(E,
+    val_fraction)` = floor(val_fraction * E) episodes, never frames of a train episode."""
     ids = np.unique(np.asarray(episode_ids))
-    n_val = 0
-    if val_fraction > 0 and len(ids) >= 2:
-        n_val = min(len(ids) - 1, max(1, round(val_fraction * len(ids))))
+    n_val = num_val_episodes(len(ids), val_fraction)
     perm = np.random.default_rng(seed).permutation(ids)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
@@ -192,6 +205,21 @@ def evaluate(runner: DiffusionPolicyRunner, samples: _Samples, max_samples: int,
     }
 
 
+def _too_short_message(train: EmbeddedEpisodes, n_val: int, model: DiffusionModelConfig) -> str:
+    """Why no training sample exists: every training episode is shorter than the model needs."""
+    starts, ends = train.episode_bounds()
+    lengths = (ends - starts).tolist() if len(train.episode_index) else []
+    shown = ", ".join(str(n) for n in lengths[:_MAX_LENGTHS_SHOWN]) + (", ..." if len(lengths) > _MAX_LENGTHS_SHOWN else "")
+    need = model.drop_n_last_frames + 1
+    return (
+        f"no training anchors: the {len(lengths)} training episodes ({n_val} more held out for validation) "
+        f"have [{shown}] frames, but the policy needs episodes of at least drop_n_last_frames+1 = {need} "
+        f"frames (model.horizon {model.horizon} - model.n_action_steps {model.n_action_steps} - "
+        f"model.n_obs_steps {model.n_obs_steps} + 2); record longer episodes, or lower model.horizon / "
+        "raise model.n_action_steps in the policy config"
+    )
+
+
 def train_policy(
     episodes: EmbeddedEpisodes,
     config: PolicyConfig,
@@ -205,7 +233,8 @@ def train_policy(
     Uses config.train (steps, batch_size, lr, seed, ...) and config.model. Writes one JSON line
     per log / eval event to `log_path` (if given). Returns (runner in eval mode, train_info dict:
     steps, batch size, seed, episode split, final losses, val metrics, train_time_s, s_per_step).
-    Raises ValueError when the encoder sha differs from the episodes' or no anchor frame exists.
+    Raises PolicyDataError (a ValueError) when the encoder sha differs from the episodes' or no
+    training episode is long enough for the model's horizon (the message gives the lengths).
     """
     import torch
     from tqdm import tqdm
@@ -215,7 +244,7 @@ def train_policy(
         encoder_manifest["weights_sha256"] if isinstance(encoder_manifest, dict) else encoder_manifest.weights_sha256
     )
     if manifest_sha != episodes.encoder_sha256:
-        raise ValueError(
+        raise PolicyDataError(
             f"embeddings were computed by encoder {episodes.encoder_sha256[:16]}..., not {manifest_sha[:16]}..."
         )
     torch.set_num_threads(tc.num_threads)
@@ -223,12 +252,16 @@ def train_policy(
     rng = np.random.default_rng(tc.seed)
 
     train_ids, val_ids = split_episodes(episodes.episode_index, tc.val_fraction, tc.seed)
+    validation_note = None
+    if len(val_ids) == 0:
+        validation_note = (
+            f"no validation episodes: floor(val_fraction {tc.val_fraction} * {len(train_ids)} episodes) = 0; "
+            "record more episodes or raise train.val_fraction for a validation loss"
+        )
+        log_.warning("%s", validation_note)
     train_set = _Samples(episodes.select_episodes(train_ids), mc)
     if len(train_set) == 0:
-        raise ValueError(
-            f"no training anchors: every training episode is shorter than drop_n_last_frames+1 "
-            f"= {mc.drop_n_last_frames + 1} frames"
-        )
+        raise PolicyDataError(_too_short_message(train_set.episodes, len(val_ids), mc))
     stats = compute_stats(train_set.episodes, train_set.targets[~train_set.act_pad])
     runner = DiffusionPolicyRunner.create(
         mc, episodes.embedding_dim, stats, episodes.fps, encoder_manifest, seed=tc.seed
@@ -320,6 +353,7 @@ def train_policy(
         "dataset_fingerprint": episodes.dataset_fingerprint,
         "final_loss": history_loss[-1] if history_loss else math.nan,
         "final_eval": evals[-1] if evals else None,
+        **({"validation_note": validation_note} if validation_note else {}),
         "train_time_s": train_time_s,
         "s_per_step": train_time_s / tc.steps,
         "num_parameters": runner.num_parameters,
@@ -372,7 +406,7 @@ def train_policy_from_dataset(
     )
     embedding_time_s = time.perf_counter() - t0
     if episodes.embedding_dim != enc.manifest.embedding_dim:
-        raise ValueError(f"embedding dim {episodes.embedding_dim} != manifest {enc.manifest.embedding_dim}")
+        raise PolicyDataError(f"embedding dim {episodes.embedding_dim} != manifest {enc.manifest.embedding_dim}")
     runner, info = train_policy(
         episodes, config, enc.manifest, log_path=out_dir / "train_log.jsonl", progress=progress
     )
