@@ -150,6 +150,12 @@ def yaw_quat_wxyz(yaw: float) -> np.ndarray:
     return Rotation.from_euler("z", yaw).as_quat(scalar_first=True)
 
 
+def yaw_from_quat_wxyz(quat_wxyz) -> float:
+    """Yaw (rad, in [-pi, pi]) of a (4,) w, x, y, z quaternion (MuJoCo order): the first angle of
+    its intrinsic z-y'-x'' (yaw, pitch, roll) Euler decomposition."""
+    return float(Rotation.from_quat(np.asarray(quat_wxyz, dtype=float), scalar_first=True).as_euler("ZYX")[0])
+
+
 def camera_pose(cfg: SimConfig) -> tuple[np.ndarray, np.ndarray]:
     """Camera position (3,) and MuJoCo camera rotation (3, 3) (columns x, y, z; looks along -z)
     in the world (= UR base) frame, from `camera_target_m/range/tilt/azimuth`."""

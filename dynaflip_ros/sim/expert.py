@@ -20,6 +20,8 @@ warm-started from the previous one, so the joint trajectory is continuous.
 
 Source: mink (https://github.com/kevinzakka/mink) `FrameTask`, `PostureTask`,
 `ConfigurationLimit`, `solve_ik`.
+Rotations: `scipy.spatial.transform.Rotation`
+(https://docs.scipy.org/doc/scipy/reference/generated/scipy.spatial.transform.Rotation.html).
 """
 from __future__ import annotations
 
@@ -27,11 +29,13 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from dynaflip_ros.configs.sim import ExpertConfig, SimConfig
 from dynaflip_ros.data.schema import PHASES
 from dynaflip_ros.robot.arm import ArmState
 from dynaflip_ros.robot.kinematics import UR3_MAX_JOINT_SPEED_RAD_S
+from dynaflip_ros.sim.cell_params import yaw_from_quat_wxyz
 
 PHASE_INDEX = {name: i for i, name in enumerate(PHASES)}
 _MIN_GRASP_TCP_Z_M = 0.021   # keeps the finger pads (17.5 mm below the TCP) off the table
@@ -41,10 +45,13 @@ class IKError(RuntimeError):
     """IK did not converge to a waypoint (unreachable pose)."""
 
 
+_FLIP_YZ = np.diag([1.0, -1.0, -1.0])   # rotation by pi about x: tool z down, tool x kept
+
+
 def gripper_down_rotation(yaw_rad: float) -> np.ndarray:
-    """(3, 3) TCP orientation with tool z pointing down (-z of the base) and tool x at `yaw_rad`."""
-    c, s = math.cos(yaw_rad), math.sin(yaw_rad)
-    return np.array([[c, s, 0.0], [s, -c, 0.0], [0.0, 0.0, -1.0]])
+    """(3, 3) TCP orientation with tool z pointing down (-z of the base) and tool x at `yaw_rad`:
+    Rz(yaw) Rx(pi)."""
+    return Rotation.from_euler("z", yaw_rad).as_matrix() @ _FLIP_YZ
 
 
 def yaw_of(rotation: np.ndarray) -> float:
@@ -160,9 +167,7 @@ class ScriptedExpert:
         st = env.arm.read_state()
         self._t0 = st.stamp_s
         obj = env.object_pose(name)
-        q_obj = obj[3:]
-        obj_yaw = math.atan2(2 * (q_obj[0] * q_obj[3] + q_obj[1] * q_obj[2]),
-                             1 - 2 * (q_obj[2] ** 2 + q_obj[3] ** 2))
+        obj_yaw = yaw_from_quat_wxyz(obj[3:])
         p_home, r_home = self.ik.fk(st.q)
         yaw_home = yaw_of(r_home)
         yaw_grasp = self._grasp_yaw(spec, obj_yaw, yaw_home)
