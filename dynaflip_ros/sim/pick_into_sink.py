@@ -122,7 +122,7 @@ class PickIntoSinkEnv:
 
     def _build_model(self):
         """Compile the cell's `mujoco.MjModel` from `self.config` (hook: subclasses may extend the
-        MJCF, e.g. `calibration.sim_scene` adds a ChArUco board and a wrist camera)."""
+        cell's `mujoco.MjSpec`, e.g. `calibration.sim_scene` adds a ChArUco board and a wrist camera)."""
         return cell.build_model(self.config)
 
     # ------------------------------------------------------------------ episode
