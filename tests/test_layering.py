@@ -2,7 +2,7 @@
 
 Read from the source (ast), so lazy imports inside functions and `if TYPE_CHECKING:` imports
 count too: a cycle through either is still a cycle for a reader. Command-line adapters
-(`cli.py` modules and the top-level `dynaflip_ros/cli.py`) may import any layer.
+(`cli.py` / `*_cli.py` modules and the top-level `dynaflip_ros/cli.py`) may import any layer.
 """
 from __future__ import annotations
 
@@ -70,7 +70,9 @@ def _package(module: str) -> str:
 
 
 def _is_cli(module: str) -> bool:
-    return module == "dynaflip_ros.cli" or module.endswith(".cli")
+    """Command-line adapters: dynaflip_ros/cli.py and modules named cli.py / *_cli.py."""
+    last = module.rsplit(".", 1)[-1]
+    return last == "cli" or last.endswith("_cli")
 
 
 def test_every_package_is_in_a_layer():
