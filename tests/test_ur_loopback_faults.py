@@ -31,13 +31,7 @@ def ctrl():
         yield c
 
 
-def _wait(pred, timeout_s=3.0):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
+from waiting import wait_until as _wait  # timeout: a hang guard only (tests/waiting.py)
 
 
 class _Gripper:
@@ -68,25 +62,25 @@ def test_robotiq_activation_move_and_object(ctrl):
         assert g.cmd("SET ATR 0") == "ack"
         assert g.cmd("SET ACT 1") == "ack"
         assert g.get("STA") == 1                      # activating
-        assert _wait(lambda: g.get("STA") == 3, 2.0)
+        assert _wait(lambda: g.get("STA") == 3)
         assert g.get("ACT") == 1 and g.get("POS") <= 5  # open reads ~3
         assert g.cmd("SET POS 255 SPE 255 FOR 100 GTO 1") == "ack"
         assert g.get("PRE") == 255
         t0 = time.monotonic()
-        assert _wait(lambda: g.get("OBJ") != 0, 3.0)
+        assert _wait(lambda: g.get("OBJ") != 0)
         close_s = time.monotonic() - t0
         assert g.get("OBJ") == 3 and 220 <= g.get("POS") <= 230       # fingers touch at ~230
-        assert 0.3 < close_s < 1.5                                     # 150 mm/s over 85 mm
+        assert close_s > 0.3            # 150 mm/s over 85 mm: not at once (a loaded machine only adds)
         assert g.cmd("SET POS 0") == "ack"
-        assert _wait(lambda: g.get("OBJ") == 3, 3.0) and g.get("POS") <= 5
+        assert _wait(lambda: g.get("OBJ") == 3) and g.get("POS") <= 5
         ctrl.inject("gripper_object", closure=0.4)                    # an object 51 mm wide
         assert g.cmd("SET POS 255") == "ack"
-        assert _wait(lambda: g.get("OBJ") != 0, 3.0)
+        assert _wait(lambda: g.get("OBJ") != 0)
         assert g.get("OBJ") == 2 and abs(g.get("POS") - (3 + 227 * 0.4)) <= 3
         snap = ctrl.snapshot()["gripper"]
         assert snap["activated"] and snap["obj"] == 2 and snap["requested"] == 255
         ctrl.inject("gripper_object", closure=None)
-        assert g.cmd("SET POS 0") == "ack" and _wait(lambda: g.get("OBJ") == 3, 3.0)
+        assert g.cmd("SET POS 0") == "ack" and _wait(lambda: g.get("OBJ") == 3)
         n_err = len(ctrl.snapshot()["errors"])
         assert g.cmd("GET NOPE") == "?"
         assert len(ctrl.snapshot()["errors"]) == n_err + 1
@@ -101,7 +95,7 @@ def test_silent_mode_hangs_client_constructor(ctrl):
                             stderr=subprocess.STDOUT)
     try:
         with pytest.raises(subprocess.TimeoutExpired):
-            proc.communicate(timeout=4.0)
+            proc.communicate(timeout=4.0)  # a hang for 4 s is what is tested
     finally:
         proc.kill()
         out, _ = proc.communicate()
@@ -118,13 +112,12 @@ def test_stream_pause_and_drop_connections(ctrl):
     r = rtde_receive.RTDEReceiveInterface(HOST)
     try:
         ctrl.inject("stream_pause", duration_s=0.5)
-        time.sleep(0.8)
+        time.sleep(0.8)                             # outlast the pause: the silence is what is tested
         assert r.isConnected()                      # < 2.5 s without data: tolerated
         ts = r.getTimestamp()
-        time.sleep(0.05)
-        assert r.getTimestamp() > ts
+        assert _wait(lambda: r.getTimestamp() > ts)  # data flows again
         ctrl.inject("stream_pause", duration_s=3.5)
-        assert _wait(lambda: not r.isConnected(), 4.0)   # ur_rtde's 2.5 s read timeout
+        assert _wait(lambda: not r.isConnected())   # ur_rtde's 2.5 s read timeout
     finally:
         r.disconnect()
     r = rtde_receive.RTDEReceiveInterface(HOST)
@@ -132,7 +125,7 @@ def test_stream_pause_and_drop_connections(ctrl):
     d.connect()
     try:
         ctrl.inject("drop_connections")
-        assert _wait(lambda: not r.isConnected(), 4.0)
+        assert _wait(lambda: not r.isConnected())
         assert ctrl.snapshot()["stats"]["connections"]["rtde"] == 0
     finally:
         r.disconnect()
@@ -224,7 +217,7 @@ def test_port_in_use_and_process_cleanup(ctrl):
                 return True
             return False
 
-        assert _wait(gone, 5.0)
+        assert _wait(gone)
     finally:
         if parent.poll() is None:
             parent.kill()
