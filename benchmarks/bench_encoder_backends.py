@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--out", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
 
     import torch
@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         r["speedup_vs_torch_p95"] = t["p95_ms"] / r["p95_ms"]
         print(f"{r['backend']:<12} {r['batch']:>5} {r['p50_ms']:>9.2f} {r['p95_ms']:>9.2f} "
               f"{r['p50_ms'] / r['batch']:>11.2f} {r['speedup_vs_torch_p50']:>12.2f} {r['speedup_vs_torch_p95']:>12.2f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"encoder": str(encoder_dir), "results": results}, indent=2) + "\n")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"encoder": str(encoder_dir), "results": results}, indent=2) + "\n")
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -7,7 +7,7 @@ the loopback UR controller (MuJoCo UR3 in its own process), once per controller 
 one run (dynaflip_ros/eval/rtde_tracking.py explains the figures).
 
     .venv/bin/python benchmarks/bench_rtde_tracking.py
-    .venv/bin/python benchmarks/bench_rtde_tracking.py --seed 100003 --latency-ms 80 --json outputs/rtde_tracking.json
+    .venv/bin/python benchmarks/bench_rtde_tracking.py --seed 100003 --latency-ms 80 --out outputs/rtde_tracking.json
 """
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ur-types", nargs="+", default=["e-series", "cb3"], choices=["e-series", "cb3"])
     p.add_argument("--leads-ms", nargs="+", type=float, default=[0.0, 100.0],
                    help="servo-loop command lead(s) to compare (default 0 and 100 ms = servoj lookahead)")
-    p.add_argument("--host", default="127.0.3.1", help="first loopback IP for the controllers")
+    p.add_argument("--robot-ip", default="127.0.3.1", help="address of the first loopback controller")
     p.add_argument("--rt-priority", type=int, default=0,
                    help="SCHED_FIFO priority of the servo loop + RTDE worker (0 = normal; needs root/CAP_SYS_NICE)")
-    p.add_argument("--json", default="", help="also write the reports as JSON")
+    p.add_argument("--out", default="", help="also write the reports as JSON")
     args = p.parse_args(argv)
 
     from dynaflip_ros.eval.fault_inject import loopback_host
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     i = 0
     for ur_type in args.ur_types:
         for lead_ms in args.leads_ms:
-            host = loopback_host(args.host, i)
+            host = loopback_host(args.robot_ip, i)
             i += 1
             print(f"replaying on the loopback {ur_type} controller at {host} (command lead {lead_ms:g} ms) ...", flush=True)
             rep = replay_on_loopback(trace, ur_type=ur_type, host=host, latency_s=args.latency_ms / 1e3,
@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             if events:
                 print(f"  controller events: {events}", flush=True)
             reports.append(rep.to_dict())
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(reports, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(reports, indent=2))
     return 0
 
 

@@ -76,7 +76,7 @@ def test_cli_record(tmp_path, capsys):
     assert not out.exists()
 
     argv = ["record", "--sim", "--episodes", "1", "--seed", "1", "--image-size", "48x64", "--out", str(out),
-            "--no-progress", "--keep-failed", "--max-episode-s", "1.0"]
+            "--no-progress", "--keep-failed", "--episode-timeout-s", "1.0"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["dataset_episodes"] == 1 and summary["episodes_kept"] == 1

@@ -137,7 +137,7 @@ def test_cli_train_encoder_end_to_end_with_real_text_encoder(dataset, tmp_path, 
     printed = capsys.readouterr().out
     assert "step      0" in printed and "saved" in printed
 
-    assert main(["train-encoder", "--dataset", str(tmp_path / "none"), "--out", str(out), "--no-progress"]) == 1
+    assert main(["train-encoder", "--dataset", str(tmp_path / "none"), "--out", str(out), "--no-progress"]) == 2
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  stepz: 3\n")
     assert main(["train-encoder", "--dataset", str(dataset), "--out", str(out), "--config", str(bad)]) == 2

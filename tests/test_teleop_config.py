@@ -9,7 +9,8 @@ import yaml
 
 from dynaflip_ros.configs.io import ConfigError
 from dynaflip_ros.teleop.config import TeleopConfig, TeleopRecorderNodeConfig, load_teleop_config, teleop_config
-from dynaflip_ros.teleop.record import session_config, teleop_config_from_args
+from dynaflip_ros.teleop.cli import teleop_config_from_args
+from dynaflip_ros.teleop.record import session_config
 from dynaflip_ros.teleop.session import SessionConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ def test_flags_and_defaults_give_the_same_config(tmp_path):
     assert cfg == TeleopConfig(device="gamepad", out=str(tmp_path / "d"))
     assert TeleopRecorderNodeConfig is TeleopConfig  # the ROS node's name for it
     args = _args(teleop="replay:x.jsonl", robot_ip="10.0.0.2", ur_type="e-series", out=tmp_path / "d",
-                 task="Put it away", episodes=3, command_rate_hz=100, max_episode_s=20, seed=4, rosbag=True,
+                 task="Put it away", episodes=3, command_rate_hz=100, episode_timeout_s=20, seed=4, rosbag=True,
                  image_size="96x128", operator="me", repo_id="lab/demos")
     cfg = teleop_config_from_args(args)
     assert (cfg.sim, cfg.robot_ip, cfg.ur_type, cfg.task, cfg.episodes, cfg.command_rate_hz, cfg.max_episode_s,

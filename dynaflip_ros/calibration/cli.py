@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from dynaflip_ros.cli import exit_codes_epilog
+
 EPILOG = """examples:
   dynaflip calibrate hand-eye --mode eye-to-hand --sim --views 12
       MuJoCo cell with a ChArUco board on the gripper, fixed camera: automatic poses through
@@ -29,9 +31,8 @@ EPILOG = """examples:
 
 outputs: calibration/<cell>_<mode>.yaml (sim_cell.yaml layout + hand_eye section), next to it
   <stem>.report.json / .report.md (per-view reprojection, AX=XB residuals, leave-one-out), the
-  views folder under outputs/calibration/. Exit codes: 0 ok, 1 calibration failed (devices, too
-  few detections, solver), 2 usage error, 130 interrupted.
-"""
+  views folder under outputs/calibration/.
+""" + exit_codes_epilog("calibration failed (devices, too few detections, solver)")
 
 
 def register(subparsers) -> None:
@@ -42,23 +43,26 @@ def register(subparsers) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
     def common(sp, need_mode: bool):
-        src = sp.add_mutually_exclusive_group()
+        src = sp.add_argument_group("source (one of)").add_mutually_exclusive_group()
         src.add_argument("--sim", action="store_true", help="MuJoCo calibration scene with known ground truth")
         src.add_argument("--robot-ip", default="", help="UR controller address (real cell)")
         if need_mode:
             src.add_argument("--from-views", default="", metavar="DIR", help="solve recorded views offline")
             sp.add_argument("--mode", choices=("eye-to-hand", "eye-in-hand"), default="eye-to-hand")
-        sp.add_argument("--ur-type", choices=("cb3", "e-series"), default="cb3")
-        sp.add_argument("--camera-serial", default="", help='RealSense serial ("" = the only device)')
-        sp.add_argument("--width", type=int, default=640)
-        sp.add_argument("--height", type=int, default=480)
-        sp.add_argument("--fps", type=int, default=30)
-        sp.add_argument("--safety-config", default="", help="SafetyConfig YAML (default config/safety.yaml)")
         sp.add_argument("--cell", default="", help="cell name used in file names (default sim_calib / real_cell)")
-        sp.add_argument("--board", default="5x7", help="ChArUco squares XxY (default 5x7)")
-        sp.add_argument("--square-m", type=float, default=0.03, help="square side (m), measure the print")
-        sp.add_argument("--marker-m", type=float, default=0.022, help="marker side (m)")
-        sp.add_argument("--dictionary", default="DICT_5X5_100")
+        robot = sp.add_argument_group("robot")
+        robot.add_argument("--ur-type", choices=("cb3", "e-series"), default="cb3")
+        robot.add_argument("--safety-config", default="", help="SafetyConfig YAML (default config/safety.yaml)")
+        camera = sp.add_argument_group("camera (RealSense colour stream; the sim camera's size)")
+        camera.add_argument("--camera-serial", default="", help='RealSense serial ("" = the only device)')
+        camera.add_argument("--width", type=int, default=640, help="stream width (px, default 640)")
+        camera.add_argument("--height", type=int, default=480, help="stream height (px, default 480)")
+        camera.add_argument("--fps", type=int, default=30, help="stream rate (frames/s, default 30)")
+        board = sp.add_argument_group("ChArUco board")
+        board.add_argument("--board", default="5x7", help="ChArUco squares XxY (default 5x7)")
+        board.add_argument("--square-m", type=float, default=0.03, help="square side (m), measure the print")
+        board.add_argument("--marker-m", type=float, default=0.022, help="marker side (m)")
+        board.add_argument("--dictionary", default="DICT_5X5_100")
 
     he = sub.add_parser("hand-eye", help="hand-eye calibration (eye-to-hand or eye-in-hand)", epilog=EPILOG,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,7 +72,7 @@ def register(subparsers) -> None:
     he.add_argument("--seed", type=int, default=0, help="pose generator seed")
     he.add_argument("--perturbation-rad", default="", help="6 comma-separated half-ranges (rad)")
     he.add_argument("--min-rotation-deg", type=float, default=6.0)
-    he.add_argument("--max-speed", type=float, default=0.3, help="peak joint speed of moves (rad/s)")
+    he.add_argument("--max-speed-rad-s", type=float, default=0.3, help="peak joint speed of moves (rad/s)")
     he.add_argument("--settle-s", type=float, default=0.5, help="wait after each move before capturing (s)")
     he.add_argument("--flange-pose", choices=("fk", "tcp"), default="fk",
                     help="tool0 pose from DH FK of q (default) or from the reported TCP pose")
@@ -102,10 +106,12 @@ def register(subparsers) -> None:
 def _board(args):
     from dynaflip_ros.calibration.board import BoardSpec
 
+    from dynaflip_ros.errors import UserError
+
     try:
         sx, sy = (int(v) for v in args.board.lower().split("x"))
     except ValueError as e:
-        raise SystemExit(f"--board must look like 5x7, got {args.board!r}") from e
+        raise UserError(f"--board must look like 5x7, got {args.board!r}") from e
     return BoardSpec(sx, sy, args.square_m, args.marker_m, args.dictionary)
 
 
@@ -171,7 +177,9 @@ class _Session:
             self.cell = args.cell or "sim_calib"
             return
         if not args.robot_ip:
-            raise SystemExit("give --sim, --robot-ip IP (or --from-views DIR for hand-eye / intrinsics)")
+            from dynaflip_ros.errors import UserError
+
+            raise UserError("give --sim, --robot-ip IP (or --from-views DIR for hand-eye / intrinsics)")
         from dynaflip_ros.cameras.realsense import RealSenseCamera
         from dynaflip_ros.configs.realsense import RealSenseConfig
         from dynaflip_ros.configs.robot import URRtdeConfig
@@ -247,14 +255,18 @@ def solve_and_write(vs, out_path, cell: str, views_dir: str, flange_pose: str = 
 
 # ---------------------------------------------------------------------- verbs
 def _need_source(args) -> bool:
+    import sys
+
     if args.sim or args.robot_ip or getattr(args, "from_views", ""):
         return True
-    print("give --sim or --robot-ip IP" + (" or --from-views DIR" if hasattr(args, "from_views") else ""))
+    print("dynaflip calibrate: give --sim or --robot-ip IP" + (" or --from-views DIR" if hasattr(args, "from_views") else ""),
+          file=sys.stderr)
     return False
 
 
 def run_hand_eye(args) -> int:
     import json
+    import sys
     from pathlib import Path
 
     import numpy as np
@@ -279,7 +291,7 @@ def run_hand_eye(args) -> int:
         print(json.dumps(summary, indent=1))
         return 0
     if args.views < 3:
-        print("--views must be >= 3")
+        print("dynaflip calibrate: --views must be >= 3", file=sys.stderr)
         return 2
     from dynaflip_ros.calibration.intrinsics import device_intrinsics
     from dynaflip_ros.calibration.poses import (
@@ -298,7 +310,7 @@ def run_hand_eye(args) -> int:
     if args.perturbation_rad:
         pert = tuple(float(v) for v in args.perturbation_rad.split(","))
         if len(pert) != 6:
-            print("--perturbation-rad needs 6 values")
+            print("dynaflip calibrate: --perturbation-rad needs 6 values", file=sys.stderr)
             return 2
     try:
         s = _Session(args, args.mode, board)
@@ -319,7 +331,7 @@ def run_hand_eye(args) -> int:
                                          min_rotation_deg=args.min_rotation_deg)
             print(f"{len(poses)} candidate poses around {np.round(s.start_q, 3).tolist()} for {args.views} views; "
                   "moving through SafeArm")
-            capture_automatic(s.safe, s.camera, vs, poses, max_speed_rad_s=args.max_speed, settle_s=args.settle_s,
+            capture_automatic(s.safe, s.camera, vs, poses, max_speed_rad_s=args.max_speed_rad_s, settle_s=args.settle_s,
                               clock=s.clock, sleep=s.sleep, return_q=s.start_q, max_views=args.views)
         save_views(vs, views_dir)
         print(f"{len(vs.views)} views recorded in {views_dir}")

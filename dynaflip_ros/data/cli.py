@@ -1,12 +1,16 @@
 """`dynaflip record`: record demonstrations into a local LeRobotDataset v3.0 (data/recorder.py).
 
 Thin: the work lives in `sim.record_demos.record_sim_episodes` (--sim, scripted expert) and
-`teleop.record.run_teleop` (--teleop DEVICE, sim or real arm). Module level imports only
-argparse (the `dynaflip` dispatcher imports every verb module to build --help).
+`teleop.cli.run_teleop` (--teleop DEVICE, sim or real arm; its flags come from
+`teleop.cli.add_teleop_arguments`). Module level imports only argparse and the other command-line
+adapters (the `dynaflip` dispatcher imports every verb module to build --help).
 """
 from __future__ import annotations
 
 import argparse
+
+from dynaflip_ros.cli import exit_codes_epilog
+from dynaflip_ros.teleop.cli import add_teleop_arguments
 
 EPILOG = """examples:
   dynaflip record --sim --episodes 100 --out outputs/demos
@@ -34,9 +38,7 @@ output: LeRobotDataset v3.0 at --out (PNG images inside parquet), per-episode me
   and continues it. Prints a JSON summary.
   Teleop episodes also store device, camera settings, code / model provenance and loop timing
   (slow ticks) in that file's "extra"; --rosbag writes a raw MCAP log next to --out.
-exit codes: 0 ok, 1 recording failed (device / arm / camera missing), 2 usage error (neither
-  --sim nor --teleop; --out holds a dataset and --resume is missing), 130 interrupted.
-"""
+""" + exit_codes_epilog("recording failed (device / arm / camera missing)")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -70,39 +72,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--sim", action="store_true", help="record the MuJoCo cell with the scripted expert")
-    p.add_argument("--out", default=None, help="dataset directory (created; see --resume); required with --sim")
-    p.add_argument("--episodes", type=int, default=None, help="expert episodes to attempt (default 10); --teleop: saved episodes before exiting (default: until quit)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the first attempt; attempt i uses seed+i (default 0); --teleop --sim: first scene seed")
-    p.add_argument("--image-size", type=_image_hw, default=None, metavar="N|HxW", help="image size (default 224)")
-    p.add_argument("--resume", action="store_true", help="append to the dataset at --out (repairs a killed run)")
-    p.add_argument("--keep-failed", action="store_true", help="keep failed expert episodes (success=false)")
-    p.add_argument("--max-episode-s", type=float, default=None, help="simulated-time cap per episode (default 15); --teleop: episodes are saved at this length (default 300)")
-    p.add_argument("--repo-id", default=None, help="LeRobot repo id stored with the dataset (default local/pick_into_sink)")
     p.add_argument("--config", default=None, help="RecordConfig YAML (e.g. config/record.yaml); flags override it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t = p.add_argument_group("teleoperation (--teleop)")
-    t.add_argument("--teleop", default=None, metavar="DEVICE",
-                   help="keyboard | gamepad | spacemouse | freedrive | replay:FILE (JSON-lines command file)")
-    t.add_argument("--robot-ip", default=None, help="real UR3 controller address (ur_rtde); instead of --sim")
-    t.add_argument("--ur-type", choices=("cb3", "e-series"), default=None, help="controller generation (default cb3)")
-    t.add_argument("--cell-config", default=None,
-                   help="real cell params file whose camera.realsense / ur3_driver.ur_rtde sections set the camera "
-                        "(exposure, white balance: as deployed) and arm (default config/real_cell.yaml)")
-    t.add_argument("--camera", choices=("realsense", "sim"), default=None,
-                   help="camera (real cell: realsense, the default; --sim: the sim camera)")
-    t.add_argument("--camera-serial", default=None, help="RealSense serial ('' = the only device)")
-    t.add_argument("--task", default=None, help="instruction stored with each episode (sim default: the scene's)")
-    t.add_argument("--rosbag", action="store_true", help="also write a raw rosbag2 MCAP log of the session")
-    t.add_argument("--rosbag-dir", default=None, help="bag directory (default <out>_rosbag/session_<UTC>)")
-    t.add_argument("--realtime", action="store_true", help="replay in real time instead of lock-step (sim)")
-    t.add_argument("--command-rate-hz", type=float, default=50.0,
-                   help="teleop command rate, a multiple of 10 Hz (default 50); the servo loop runs at 125/500 Hz")
-    t.add_argument("--safety-config", default=None, metavar="YAML",
-                   help="SafeArm limits (configs.safety.SafetyConfig YAML, e.g. config/safety.yaml); default: built-in")
-    t.add_argument("--operator", default=None, help="operator name (episode metadata)")
-    t.add_argument("--note", default=None, help="operator note (episode metadata)")
-    t.add_argument("--encoder", default=None, help="encoder model dir whose manifest sha256 is logged (provenance)")
-    t.add_argument("--policy", default=None, help="policy model dir whose manifest sha256 is logged (provenance)")
+    e = p.add_argument_group("episodes")
+    e.add_argument("--episodes", type=int, default=None, help="expert episodes to attempt (default 10); --teleop: saved episodes before exiting (default: until quit)")
+    e.add_argument("--seed", type=int, default=None, help="seed of the first attempt; attempt i uses seed+i (default 0); --teleop --sim: first scene seed")
+    e.add_argument("--episode-timeout-s", type=float, default=None, help="simulated-time cap per episode (default 15); --teleop: episodes are saved at this length (default 300)")
+    e.add_argument("--keep-failed", action="store_true", help="keep failed expert episodes (success=false)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=None, help="dataset directory (created; see --resume); required with --sim")
+    o.add_argument("--resume", action="store_true", help="append to the dataset at --out (repairs a killed run)")
+    o.add_argument("--image-size", type=_image_hw, default=None, metavar="N|HxW", help="image size (default 224)")
+    o.add_argument("--repo-id", default=None, help="LeRobot repo id stored with the dataset (default local/pick_into_sink)")
+    add_teleop_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -112,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     if args.teleop:
-        from dynaflip_ros.teleop.record import run_teleop
+        from dynaflip_ros.teleop.cli import run_teleop
 
         return run_teleop(args)
     if args.robot_ip or not args.sim:
@@ -135,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             "episodes": args.episodes,
             "seed": args.seed,
             "image_hw": args.image_size,
-            "max_episode_s": args.max_episode_s,
+            "max_episode_s": args.episode_timeout_s,
             "repo_id": args.repo_id,
             "only_success": False if args.keep_failed else None,
         }

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from dynaflip_ros.cli import exit_codes_epilog
+
 EPILOG = """examples:
   dynaflip train-encoder --dataset outputs/demos --out outputs/encoder
   dynaflip train-encoder --dataset outputs/demos --out outputs/encoder --steps 3000 --batch-size 32 \\
@@ -16,7 +18,7 @@ EPILOG = """examples:
 The output directory holds image_encoder.safetensors (the network that runs at inference),
 heads.safetensors (training-only heads), manifest.json (input size, mean/std, embedding dim,
 sha256 of the weights, the resolved config) and train_log.jsonl (one JSON record per logged step).
-"""
+""" + exit_codes_epilog("training failed (a loss became NaN / inf)")
 
 
 def register(subparsers) -> None:
@@ -32,41 +34,43 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--dataset", required=True, help="LeRobotDataset v3 root directory (from `dynaflip record`)")
-    p.add_argument("--out", required=True, help="output artifact directory (created; files are replaced)")
     p.add_argument("--config", default=None, help="YAML with sections model/loss/data/train (default: built-in defaults, see config/encoder.yaml)")
-    p.add_argument("--steps", type=int, default=None, help="override train.steps")
-    p.add_argument("--batch-size", type=int, default=None, help="override train.batch_size")
-    p.add_argument("--seed", type=int, default=None, help="override train.seed")
-    p.add_argument("--threads", type=int, default=None, help="override train.num_threads (torch CPU threads)")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0); default cpu")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t = p.add_argument_group("training (override the config's train section)")
+    t.add_argument("--steps", type=int, default=None, help="override train.steps")
+    t.add_argument("--batch-size", type=int, default=None, help="override train.batch_size")
+    t.add_argument("--seed", type=int, default=None, help="override train.seed")
+    t.add_argument("--threads", type=int, default=None, help="override train.num_threads (torch CPU threads)")
+    t.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0); default cpu")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", required=True, help="output artifact directory (created; files are replaced)")
+    o.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
-    import sys
+    from pathlib import Path
 
     from dynaflip_ros.configs.encoder import EncoderConfig
-    from dynaflip_ros.configs.io import ConfigError, load_yaml
+    from dynaflip_ros.configs.io import load_yaml
+    from dynaflip_ros.errors import UserError
 
-    try:
-        cfg = load_yaml(EncoderConfig, args.config) if args.config else EncoderConfig()
-        overrides = {k: v for k, v in (
-            ("steps", args.steps), ("batch_size", args.batch_size), ("seed", args.seed), ("num_threads", args.threads)) if v is not None}
-        if overrides:
+    # A bad or missing config file: ConfigError / OSError, one line from dynaflip_ros.cli.main (exit 2).
+    cfg = load_yaml(EncoderConfig, args.config) if args.config else EncoderConfig()
+    overrides = {k: v for k, v in (
+        ("steps", args.steps), ("batch_size", args.batch_size), ("seed", args.seed), ("num_threads", args.threads))
+        if v is not None}
+    if overrides:
+        try:
             cfg.train = dataclasses.replace(cfg.train, **overrides)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"train-encoder: bad config: {e}", file=sys.stderr)
-        return 2
+        except ValueError as e:  # the train config's own range checks on the flag values
+            raise UserError(f"bad config: {e}") from e
+    if not Path(args.dataset).is_dir():
+        raise UserError(f"--dataset {args.dataset} is not a directory")
 
     from dynaflip_ros.encoder.train import train_encoder
 
-    try:
-        result = train_encoder(args.dataset, args.out, cfg, device=args.device, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"train-encoder: {e}", file=sys.stderr)
-        return 1
+    result = train_encoder(args.dataset, args.out, cfg, device=args.device, progress=not args.no_progress)
     print(
         f"encoder written to {result.out_dir}: embedding_dim {result.manifest.embedding_dim}, "
         f"input {tuple(result.manifest.input_hw)}, sha256 {result.manifest.weights_sha256}, "

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from dynaflip_ros.cli import exit_codes_epilog
+
 EPILOG = """examples:
   dynaflip export --encoder outputs/encoder --out models/encoder
       ONNX (+ fp16 ONNX) with the parity gate; a TensorRT engine too when TensorRT and a GPU exist
@@ -16,11 +18,11 @@ EPILOG = """examples:
       on the GPU machine: fail unless an fp16 engine is built and passes its parity gate
   dynaflip export --encoder outputs/encoder --out /tmp/enc --tolerance 1e-5 --min-cosine 0.99999
 
-exit codes: 0 ok (ONNX written; engine built unless TensorRT is unavailable in auto mode),
-  1 a parity gate failed (nothing installed), 3 --tensorrt require but TensorRT/GPU missing,
-  4 invalid encoder directory or TensorRT build error, 2 usage error.
+ok = ONNX written; the engine too unless TensorRT is unavailable in auto mode.
 engine cache: $DYNAFLIP_TRT_CACHE or ~/.cache/dynaflip_ros/tensorrt (never committed).
-"""
+""" + exit_codes_epilog("a parity gate failed (nothing installed)",
+                        c3="--tensorrt require but TensorRT / GPU missing",
+                        c4="invalid encoder directory (--encoder) or TensorRT build error")
 
 EXIT_OK, EXIT_PARITY, EXIT_TRT_REQUIRED, EXIT_INVALID = 0, 1, 3, 4
 
@@ -39,20 +41,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--encoder", required=True, help="trained encoder dir (image_encoder.safetensors + manifest.json)")
-    p.add_argument("--out", required=True, help="output dir (may equal --encoder)")
     p.add_argument("--config", default=None, help="ExportConfig YAML, e.g. config/export.yaml (default: the ExportConfig defaults); flags override it")
-    p.add_argument("--tensorrt", choices=("auto", "require", "off"), default=None, help="engine build mode (default auto)")
-    p.add_argument("--precision", choices=("fp16", "fp32"), default=None, help="TensorRT precision (default fp16)")
-    p.add_argument("--tolerance", type=float, default=None, help="ONNX parity gate: max |diff| (default 1e-4)")
-    p.add_argument("--min-cosine", type=float, default=None, help="ONNX parity gate: min cosine (default 0.9999)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
-    p.add_argument("--exporter", choices=("dynamo", "torchscript"), default=None, help="torch.onnx exporter (default dynamo)")
-    p.add_argument("--static-batch", action="store_true", help="fix the batch dimension to 1 (default: dynamic)")
-    p.add_argument("--max-batch", type=int, default=None, help="TensorRT profile max batch (default 8)")
-    p.add_argument("--cache-dir", default=None, help="TensorRT engine cache root")
-    p.add_argument("--images", default=None, help="dir of .png/.jpg frames to use in the parity gate (default synthetic)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch / ONNX Runtime")
-    p.add_argument("--rebuild", action="store_true", help="rebuild the TensorRT engine even when cached")
+    x = p.add_argument_group("ONNX export and parity gate")
+    x.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    x.add_argument("--exporter", choices=("dynamo", "torchscript"), default=None, help="torch.onnx exporter (default dynamo)")
+    x.add_argument("--static-batch", action="store_true", help="fix the batch dimension to 1 (default: dynamic)")
+    x.add_argument("--tolerance", type=float, default=None, help="ONNX parity gate: max |diff| (default 1e-4)")
+    x.add_argument("--min-cosine", type=float, default=None, help="ONNX parity gate: min cosine (default 0.9999)")
+    x.add_argument("--images", default=None, help="dir of .png/.jpg frames to use in the parity gate (default synthetic)")
+    t = p.add_argument_group("TensorRT engine")
+    t.add_argument("--tensorrt", choices=("auto", "require", "off"), default=None, help="engine build mode (default auto)")
+    t.add_argument("--precision", choices=("fp16", "fp32"), default=None, help="TensorRT precision (default fp16)")
+    t.add_argument("--max-batch", type=int, default=None, help="TensorRT profile max batch (default 8)")
+    t.add_argument("--cache-dir", default=None, help="TensorRT engine cache root")
+    t.add_argument("--rebuild", action="store_true", help="rebuild the TensorRT engine even when cached")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", required=True, help="output dir (may equal --encoder)")
     p.set_defaults(func=run)
 
 
@@ -63,14 +68,16 @@ def _load_images(directory: str):
     import cv2
     import numpy as np
 
+    from dynaflip_ros.errors import UserError
+
     paths = sorted(p for ext in ("png", "jpg", "jpeg") for p in glob.glob(os.path.join(directory, f"*.{ext}")))
     if not paths:
-        raise FileNotFoundError(f"no .png/.jpg images in {directory}")
+        raise UserError(f"--images: no .png/.jpg images in {directory}")
     frames = []
     for path in paths:
         bgr = cv2.imread(path, cv2.IMREAD_COLOR)
         if bgr is None:
-            raise ValueError(f"cannot read image {path}")
+            raise UserError(f"--images: cannot read image {path}")
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         if frames and rgb.shape != frames[0].shape:
             rgb = cv2.resize(rgb, (frames[0].shape[1], frames[0].shape[0]), interpolation=cv2.INTER_AREA)
@@ -108,25 +115,25 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from dynaflip_ros.configs.io import ConfigError
+    from dynaflip_ros.errors import UserError
     from dynaflip_ros.export.artifact import EncoderArtifactError
     from dynaflip_ros.export.onnx_export import export_onnx
     from dynaflip_ros.export.parity import ExportParityError
     from dynaflip_ros.export.tensorrt_engine import tensorrt_unavailable_reason
 
+    # A bad config, flag value or image dir: one line from dynaflip_ros.cli.main (exit 2).
     try:
         cfg = _config(args)
-        images = _load_images(args.images) if args.images else None
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_INVALID
+    except ValueError as e:  # ExportConfig / ParityTolerance range checks on the flag values
+        raise UserError(str(e)) from e
+    images = _load_images(args.images) if args.images else None
     out = Path(args.out)
 
     trt_reason = None
     if cfg.tensorrt != "off":
         trt_reason = tensorrt_unavailable_reason()
         if trt_reason and cfg.tensorrt == "require":
-            print(f"error: TensorRT required (--tensorrt require) but not available: {trt_reason}", file=sys.stderr)
+            print(f"dynaflip export: TensorRT required (--tensorrt require) but not available: {trt_reason}", file=sys.stderr)
             return EXIT_TRT_REQUIRED
 
     try:
@@ -147,10 +154,10 @@ def run(args: argparse.Namespace) -> int:
             num_threads=args.threads,
         )
     except ExportParityError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"dynaflip export: {e}", file=sys.stderr)
         return EXIT_PARITY
     except EncoderArtifactError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"dynaflip export: {e}", file=sys.stderr)
         return EXIT_INVALID
 
     if cfg.tensorrt == "off":
@@ -188,12 +195,12 @@ def _build_tensorrt(out, cfg, report, images, rebuild: bool) -> int:
         )
     except TensorRTUnavailableError as e:  # e.g. the GPU vanished between the check and the build
         if cfg.tensorrt == "require":
-            print(f"error: TensorRT required but not available: {e}", file=sys.stderr)
+            print(f"dynaflip export: TensorRT required but not available: {e}", file=sys.stderr)
             return EXIT_TRT_REQUIRED
         print(f"TensorRT not available ({e}): wrote ONNX only ({out})")
         return EXIT_OK
     except TensorRTBuildError as e:
-        print(f"error: TensorRT engine build failed: {e}", file=sys.stderr)
+        print(f"dynaflip export: TensorRT engine build failed: {e}", file=sys.stderr)
         return EXIT_INVALID
     outcome = trt_backend.build.outcome
     print(f"TensorRT {cfg.precision} engine: {outcome.engine_path} ({outcome.status}"
@@ -212,7 +219,7 @@ def _build_tensorrt(out, cfg, report, images, rebuild: bool) -> int:
     report.to_json(Path(out) / REPORT_FILENAME)
     if not summary.passed:
         shutil.rmtree(Path(outcome.engine_path).parent, ignore_errors=True)  # never reuse a failing engine
-        print("error: TensorRT parity gate FAILED (engine removed from the cache): " + "; ".join(summary.failures),
+        print("dynaflip export: TensorRT parity gate FAILED (engine removed from the cache): " + "; ".join(summary.failures),
               file=sys.stderr)
         return EXIT_PARITY
     return EXIT_OK

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from dynaflip_ros.cli import exit_codes_epilog
+
 DESCRIPTION = """Train a diffusion policy (LeRobot DiffusionPolicy, no vision backbone) on the embeddings
 of a frozen, exported encoder. Every frame of the LeRobotDataset is embedded once (cached by
 encoder sha256 + dataset fingerprint), then the policy learns (embedding, state) history ->
@@ -17,7 +19,8 @@ EPILOG = """examples:
 
 outputs in --out: model.safetensors + config.json (LeRobot), policy_{pre,post}processor.json +
 normaliser stats (.safetensors), policy.json (config, encoder sha256 + manifest, train info),
-train_log.jsonl (one JSON object per log / eval event)."""
+train_log.jsonl (one JSON object per log / eval event).
+""" + exit_codes_epilog()
 
 
 def register(subparsers) -> None:
@@ -29,50 +32,52 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--dataset", required=True, help="LeRobotDataset v3 root (dynaflip record --out)")
-    p.add_argument("--encoder", required=True, help="exported encoder directory (manifest.json + model)")
-    p.add_argument("--out", required=True, help="output policy directory")
     p.add_argument("--config", default=None, help="policy YAML (sections model:, train:); default: built-in defaults")
-    p.add_argument("--steps", type=int, default=None, help="training steps (overrides the config)")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (overrides the config)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (overrides the config)")
-    p.add_argument(
+    m = p.add_argument_group("encoder (embeds the dataset)")
+    m.add_argument("--encoder", required=True, help="exported encoder directory (manifest.json + model)")
+    m.add_argument(
         "--backend",
         default="onnxruntime",
         choices=("onnxruntime", "torch", "tensorrt", "auto"),
         help="encoder backend used to embed the dataset (default: onnxruntime)",
     )
-    p.add_argument("--cache-dir", default=None, help="embedding cache (default: ~/.cache/dynaflip_ros/embeddings)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    m.add_argument("--cache-dir", default=None, help="embedding cache (default: ~/.cache/dynaflip_ros/embeddings)")
+    t = p.add_argument_group("training (override the config's train section)")
+    t.add_argument("--steps", type=int, default=None, help="training steps (overrides the config)")
+    t.add_argument("--batch-size", type=int, default=None, help="batch size (overrides the config)")
+    t.add_argument("--seed", type=int, default=None, help="random seed (overrides the config)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", required=True, help="output policy directory")
+    o.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
     import os
-    import sys
     from pathlib import Path
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from dynaflip_ros.configs.io import ConfigError, load_yaml
+    from dynaflip_ros.configs.io import load_yaml
     from dynaflip_ros.configs.policy import PolicyConfig
+    from dynaflip_ros.errors import UserError
     from dynaflip_ros.policies.train import train_policy_from_dataset
 
+    # A bad or missing config file: ConfigError / OSError, one line from dynaflip_ros.cli.main (exit 2).
+    config = load_yaml(PolicyConfig, args.config) if args.config else PolicyConfig()
+    overrides = {
+        k: v
+        for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("seed", args.seed))
+        if v is not None
+    }
     try:
-        config = load_yaml(PolicyConfig, args.config) if args.config else PolicyConfig()
-        overrides = {
-            k: v
-            for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("seed", args.seed))
-            if v is not None
-        }
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"train-policy: bad config: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # the train config's own range checks on the flag values
+        raise UserError(f"bad config: {e}") from e
     for flag, path in (("--dataset", args.dataset), ("--encoder", args.encoder)):
         if not Path(path).is_dir():
-            print(f"train-policy: {flag} {path} is not a directory", file=sys.stderr)
-            return 2
+            raise UserError(f"{flag} {path} is not a directory")
     info = train_policy_from_dataset(
         args.dataset,
         args.encoder,

@@ -1,10 +1,11 @@
 """Hardware launch arguments of the real-cell launch files -> node parameter overrides (ROS-free).
 
-`launch/real_cell.launch.py` and `launch/record_teleop.launch.py` (`teleop_overrides`: the
-recorder's flat robot_ip / ur_type / camera_serial / device / out) resolve their hardware
-arguments here, inside an OpaqueFunction, so the mapping is one tested function instead of a
-web of launch substitutions (launch / launch_ros cannot be installed on the development
-machines, docs/environment.md; this module needs only PyYAML and the config dataclasses):
+`launch/real_cell.launch.py`, `launch/record_teleop.launch.py` (`teleop_overrides`: the
+recorder's flat robot_ip / ur_type / camera_serial / device / out; both inside an
+OpaqueFunction) and `dynaflip launch` (`graph_overrides`: its flags) resolve their arguments
+here, so each mapping is one tested function instead of a web of launch substitutions
+(launch / launch_ros cannot be installed on the development machines, docs/environment.md;
+this module needs only PyYAML and the config dataclasses):
 
   robot_ip      -> <arm node>.ur_rtde.robot_ip        "" = keep the params file's value
   ur_type       -> <arm node>.ur_rtde.ur_type         "" = keep the params file's value
@@ -152,6 +153,35 @@ def real_cell_overrides(params_doc: dict[str, Any], *, robot_ip: str = "", ur_ty
     return {"ur3_driver": arm, "camera": cam}
 
 
+def graph_overrides(params_doc: dict[str, Any], *, use_sim: bool, results_path: str, encoder: str = "",
+                    backend: str = "", policy: str = "", episodes: int | None = None, seed: int | None = None,
+                    object_name: str | None = None, episode_timeout_s: float | None = None,
+                    startup_timeout_s: float | None = None, robot_ip: str = "", ur_type: str = "",
+                    gripper: str = "", camera_serial: str = "") -> dict[str, dict[str, Any]]:
+    """{node name: parameter overrides} of `dynaflip launch <graph>` over `params_doc`.
+
+    encoder / backend / policy ("" = the params file's): `encoder.model_dir`, `encoder.backend`,
+    `policy.model_dir`. use_sim: the episode manager gets `results_path` and every episode
+    setting given (None = the params file's; episode_timeout_s / startup_timeout_s in s). Real
+    cell: the hardware arguments through `real_cell_overrides` (validated; "" = the params
+    file's). Nodes without overrides are left out. Raises LaunchArgumentError.
+    """
+    enc = {k: v for k, v in (("model_dir", encoder), ("backend", backend)) if v}
+    pol = {"model_dir": policy} if policy else {}
+    out: dict[str, dict[str, Any]] = {"encoder": enc, "policy": pol}
+    if use_sim:
+        em: dict[str, Any] = {"results_path": results_path}
+        for key, value in (("episodes", episodes), ("seed", seed), ("object_name", object_name),
+                           ("episode_timeout_s", episode_timeout_s), ("startup_timeout_s", startup_timeout_s)):
+            if value is not None:
+                em[key] = value
+        out["episode_manager"] = em
+    else:
+        out.update(real_cell_overrides(params_doc, robot_ip=robot_ip, ur_type=ur_type, gripper=gripper,
+                                       camera_serial=camera_serial))
+    return {k: v for k, v in out.items() if v}
+
+
 # Teleop devices that can run under `ros2 launch` (launched processes get no terminal on stdin,
 # so the keyboard device cannot read keys there: use `ros2 run` / `dynaflip record` for it).
 LAUNCHABLE_TELEOP_DEVICES: tuple[str, ...] = ("gamepad", "spacemouse", "freedrive")
@@ -161,16 +191,19 @@ def teleop_overrides(params_doc: dict[str, Any], *, use_sim: bool = False, robot
                      camera_serial: str = "", device: str = "", out: str = "",
                      node_name: str = "teleop_recorder") -> dict[str, Any]:
     """Parameter overrides of launch/record_teleop.launch.py's `teleop_recorder` node
-    (`teleop.config.TeleopRecorderNodeConfig`: flat robot_ip / ur_type / camera_serial / device /
-    out / sim) from its launch arguments over `params_doc` ("" = keep the params file's value).
+    (`teleop.config.TeleopConfig`: flat robot_ip / ur_type / camera_serial / device / out / sim)
+    from its launch arguments over `params_doc` ("" = keep the params file's value).
 
-    The effective node config is built (so its own checks run: device name, ur_type, robot_ip
-    required on the real cell), then on the real cell the arm and camera settings are checked
+    The effective node config is built with `teleop.config.teleop_config` from the node's
+    params-file section, dotted keys (`safety.speed_scale`) unflattened into the nested
+    SafetyConfig, so its own checks run (device name, ur_type, robot_ip required on the real
+    cell, safety limits); then on the real cell the arm and camera settings are checked
     with URRtdeConfig / RealSenseConfig. Raises LaunchArgumentError: missing `out`, a keyboard
     device (no terminal under ros2 launch), or any invalid value.
     """
+    from dynaflip_ros.configs.io import ConfigError
     from dynaflip_ros.configs.realsense import RealSenseConfig
-    from dynaflip_ros.teleop.config import TeleopRecorderNodeConfig
+    from dynaflip_ros.teleop.config import _unflatten, teleop_config
 
     given: dict[str, Any] = {k: v.strip() for k, v in (("robot_ip", robot_ip), ("ur_type", ur_type),
                                                        ("camera_serial", camera_serial), ("device", device),
@@ -179,7 +212,10 @@ def teleop_overrides(params_doc: dict[str, Any], *, use_sim: bool = False, robot
     file_params = node_parameters(params_doc, node_name)
     if isinstance(file_params.get("camera_serial"), int):
         raise LaunchArgumentError(f"{node_name}.camera_serial is a YAML number in the params file; quote it")
-    cfg = effective_config(TeleopRecorderNodeConfig, file_params, given, f"{node_name} (launch arguments over the params file)")
+    try:  # dotted params-file keys (safety.speed_scale) -> nested sections of TeleopConfig
+        cfg = teleop_config(_unflatten(file_params), given, f"{node_name} (launch arguments over the params file)")
+    except ConfigError as e:
+        raise LaunchArgumentError(str(e)) from e
     if not cfg.out:
         raise LaunchArgumentError("no dataset directory: pass out:=<dir> (e.g. outputs/demos_real)")
     if cfg.device == "keyboard":
@@ -210,6 +246,7 @@ __all__ = [
     "camera_overrides",
     "describe",
     "effective_config",
+    "graph_overrides",
     "node_parameters",
     "parse_servo_rate_hz",
     "read_params_file",

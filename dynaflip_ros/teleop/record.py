@@ -1,4 +1,4 @@
-"""`dynaflip record --teleop ...`: build arm / camera / device / recorder and run a TeleopSession.
+"""Teleop recording session: build arm / camera / device / recorder for a TeleopSession.
 
 Sim (`--sim`): the MuJoCo pick-into-sink cell; its camera renders the frames. A replay device
 runs in lock-step (`LockstepSimDriver`: deterministic, faster than real time, the replay file's
@@ -7,9 +7,10 @@ times are simulation seconds); a human device runs in real time (`RealtimeSimDri
 the servo loop at the controller rate (125 Hz CB3 / 500 Hz e-Series) and a RealSense camera
 whose frames are centre-cropped to the dataset's aspect ratio and area-resized to --image-size.
 
-Settings: one `teleop.config.TeleopConfig`, from the flags (`teleop_config_from_args`) or, in
-the ROS node, from its parameters; `open_session(config)` builds everything from it, and the
-session loop's `SessionConfig` is derived from it (`session_config`). A raw bag of a
+Settings: one `teleop.config.TeleopConfig`, from the flags (`teleop.cli`, the command-line
+adapter, which also runs the session) or, in the ROS node, from its parameters;
+`open_session(config)` builds everything from it, and the session loop's `SessionConfig` is
+derived from it (`session_config`). A raw bag of a
 real-time session (human device, `--realtime`, real arm) is stamped in wall-clock (ROS) time,
 a lock-step replay's in sim time (`teleop.rosbag_log`).
 """
@@ -17,11 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import logging
-import signal
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,13 +26,10 @@ from typing import Any
 import numpy as np
 
 from dynaflip_ros.cameras.base import Frame
-from dynaflip_ros.teleop.config import DEFAULT_TASK, TeleopConfig, teleop_config
+from dynaflip_ros.teleop.config import DEFAULT_TASK, TeleopConfig
 from dynaflip_ros.teleop.session import SessionConfig, TeleopSession
 
 log = logging.getLogger(__name__)
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
 
 def fit_image(rgb: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
     """(H0, W0, 3) uint8 -> (H, W, 3) uint8: centre crop to the aspect ratio of image_hw, then
@@ -146,18 +140,6 @@ def default_bag_dir(out: Path) -> Path:
     return out.parent / f"{out.name}_rosbag" / f"session_{stamp}"
 
 
-def _sigterm_to_interrupt() -> None:
-    """SIGTERM -> KeyboardInterrupt in the main thread, so `finally` blocks run (terminal
-    restored, arm stopped, episode in progress dropped)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def session_config(config: TeleopConfig) -> SessionConfig:
     """The session loop's `SessionConfig` of `config`: task ("" = the default task, and the sim
     scene's instruction in the sim), episodes, rates, seed, source "sim" | "real"."""
@@ -165,35 +147,6 @@ def session_config(config: TeleopConfig) -> SessionConfig:
                          episodes=config.episodes, command_rate_hz=float(config.command_rate_hz),
                          max_episode_s=float(config.max_episode_s), seed=config.seed,
                          source="sim" if config.sim else "real")
-
-
-def teleop_config_from_args(args) -> TeleopConfig:
-    """TeleopConfig of `dynaflip record --teleop` flags (argparse namespace of data/cli.py): the
-    flags given override the defaults (`teleop.config.teleop_config`). --rosbag without
-    --rosbag-dir logs to `default_bag_dir(out)`; --safety-config loads a SafetyConfig YAML.
-    Raises ValueError (ConfigError) on an invalid value."""
-    safety = None
-    if args.safety_config:
-        from dynaflip_ros.configs.io import ConfigError, load_yaml
-        from dynaflip_ros.configs.safety import SafetyConfig
-
-        try:
-            safety = load_yaml(SafetyConfig, args.safety_config)
-        except (ConfigError, OSError) as e:
-            raise ValueError(f"--safety-config: {e}") from e
-    out = Path(args.out)
-    flags = {
-        "device": args.teleop, "out": str(out), "sim": bool(args.sim), "robot_ip": args.robot_ip,
-        "ur_type": args.ur_type, "camera_serial": args.camera_serial,
-        "image_hw": tuple(args.image_size) if args.image_size else None, "resume": bool(args.resume),
-        "repo_id": args.repo_id, "realtime": bool(args.realtime),
-        "rosbag_dir": (args.rosbag_dir or str(default_bag_dir(out))) if args.rosbag else None,
-        "encoder": args.encoder, "policy": args.policy, "operator": args.operator, "note": args.note,
-        "task": args.task, "episodes": args.episodes, "command_rate_hz": args.command_rate_hz,
-        "max_episode_s": args.max_episode_s, "seed": args.seed, "safety": safety,
-        "cell_params_file": args.cell_config,
-    }
-    return teleop_config(overrides={k: v for k, v in flags.items() if v is not None}, where="--teleop flags")
 
 
 class SessionResources:
@@ -297,78 +250,3 @@ def open_session(opts: TeleopConfig, echo=None, keyboard_events: bool | None = N
         res.close()
         raise
     return res
-
-
-def run_teleop(args) -> int:
-    """The teleop branch of `dynaflip record` (argparse namespace of data/cli.py)."""
-    from dynaflip_ros.data import dataset_io
-    from dynaflip_ros.data.recorder import DatasetSchemaError
-    from dynaflip_ros.teleop.devices import (
-        KEY_HELP,
-        CombinedDevice,
-        DeviceError,
-        KeyboardDevice,
-    )
-
-    if bool(args.sim) == bool(args.robot_ip):
-        print("dynaflip record: --teleop needs exactly one of --sim or --robot-ip IP", file=sys.stderr)
-        return EXIT_USAGE
-    if not args.out:
-        print("dynaflip record: --out DIR is required", file=sys.stderr)
-        return EXIT_USAGE
-    if args.sim and args.camera not in (None, "sim"):
-        print("dynaflip record: --sim records the sim camera; --camera is for the real cell", file=sys.stderr)
-        return EXIT_USAGE
-    if args.teleop == "freedrive" and args.sim:
-        print("dynaflip record: freedrive moves the real arm by hand; the sim arm has no freedrive "
-              "(use keyboard, gamepad, spacemouse or replay:FILE with --sim)", file=sys.stderr)
-        return EXIT_USAGE
-    if not args.sim and args.camera == "sim":
-        print("dynaflip record: the real cell records a RealSense (--camera realsense)", file=sys.stderr)
-        return EXIT_USAGE
-    out = Path(args.out)
-    problem = dataset_io.output_dir_problem(out, args.resume)
-    if problem:
-        print(f"dynaflip record: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        opts = teleop_config_from_args(args)
-    except ValueError as e:
-        print(f"dynaflip record: {e}", file=sys.stderr)
-        return EXIT_USAGE
-
-    _sigterm_to_interrupt()
-    res = None
-    try:
-        res = open_session(opts, echo=lambda line: print(line, flush=True))
-        dev = res.device
-        if isinstance(dev, KeyboardDevice) or (isinstance(dev, CombinedDevice) and any(
-                isinstance(d, KeyboardDevice) for d in dev.devices)):
-            print(KEY_HELP, flush=True)
-        if res.bag is not None:
-            print(f"raw session log (rosbag2 MCAP): {res.bag.path}", flush=True)
-        summary = res.session.run()
-        result = {"saved_episodes": summary.saved, "discarded": summary.discarded,
-                  "frames_saved": summary.frames_saved, "slow_ticks": summary.slow_ticks,
-                  "record_ticks": summary.record_ticks, "ended_by": summary.ended_by, "wall_s": summary.wall_s,
-                  "dataset_episodes": res.recorder.num_episodes, "dataset_frames": res.recorder.num_frames,
-                  "root": str(out), "driver": res.driver.kind,
-                  "rosbag": str(res.bag.path) if res.bag is not None else None}
-    except (DeviceError, ImportError) as e:
-        print(f"dynaflip record: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    except (DatasetSchemaError, FileNotFoundError) as e:
-        print(f"dynaflip record: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("dynaflip record: interrupted; saved episodes are kept, the one in progress was dropped",
-              file=sys.stderr)
-        return 130
-    except (dataset_io.DatasetCorruptError, OSError, RuntimeError, ValueError) as e:
-        print(f"dynaflip record: recording failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        if res is not None:
-            res.close()
-    print(json.dumps(result, indent=2))
-    return EXIT_OK
