@@ -8,6 +8,7 @@ import pytest
 
 from dynaflip_ros.teleop.devices import rotate_twist_about_z
 from dynaflip_ros.teleop.twist import TwistToJointTarget, rotation_from_rotvec
+from rotation_reference import old_rotvec_to_matrix as _old_rodrigues
 
 YAWS = np.linspace(-2 * math.pi, 2 * math.pi, 41)
 
@@ -19,14 +20,6 @@ def _old_rotate_twist_about_z(twist, yaw_rad):
     return np.concatenate([r @ tw[:3], r @ tw[3:]])
 
 
-def _old_rodrigues(w):
-    w = np.asarray(w, dtype=float).reshape(3)
-    angle = float(np.linalg.norm(w))
-    if angle < 1e-12:
-        return np.eye(3)
-    k = w / angle
-    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + np.sin(angle) * kx + (1.0 - np.cos(angle)) * (kx @ kx)
 
 
 @pytest.mark.parametrize("yaw", YAWS)

@@ -15,37 +15,15 @@ from dynaflip_ros.sim.ur_loopback import arm_model
 from dynaflip_ros.sim.ur_loopback.arm_model import relative_rotvec
 from dynaflip_ros.sim.ur_loopback.config import DEFAULT_Q0_RAD
 from dynaflip_ros.sim.ur_loopback.core import ControllerCore
+from rotation_reference import old_matrix_to_rotvec as _old_matrix_to_rotvec, old_rotvec_to_matrix as _old_rotvec_to_matrix
 
 QS = [list(DEFAULT_Q0_RAD), [0.0] * 6, [0.1, -1.2, 1.5, -1.9, -1.57, 0.3],
       [np.pi, -np.pi / 2, 0.0, -np.pi / 2, 0.0, 0.0], [-2.5, 0.7, -2.9, 1.1, 2.2, -0.4]]
 TCP_OFFSET = np.array([0.01, -0.02, 0.15, 0.1, -0.2, 0.3])
 
 
-def _old_matrix_to_rotvec(r: np.ndarray) -> np.ndarray:
-    """The replaced hand-written log map (3, 3) -> (3,) rad."""
-    r = np.asarray(r, dtype=float)
-    cos_a = float(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0))
-    angle = float(np.arccos(cos_a))
-    w = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
-    if angle < 1e-9:
-        return 0.5 * w
-    if np.pi - angle < 1e-6:
-        b = (r + np.eye(3)) / 2.0
-        axis = b[:, int(np.argmax(np.diag(b)))]
-        axis = axis / np.linalg.norm(axis)
-        return axis * angle
-    return w * (angle / (2.0 * np.sin(angle)))
 
 
-def _old_rotvec_to_matrix(w: np.ndarray) -> np.ndarray:
-    """The replaced hand-written Rodrigues formula (3,) rad -> (3, 3)."""
-    w = np.asarray(w, dtype=float).reshape(3)
-    angle = float(np.linalg.norm(w))
-    if angle < 1e-12:
-        return np.eye(3)
-    k = w / angle
-    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + np.sin(angle) * kx + (1.0 - np.cos(angle)) * (kx @ kx)
 
 
 def _old_jacobian(core: ControllerCore, q: np.ndarray) -> np.ndarray:

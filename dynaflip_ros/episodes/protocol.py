@@ -67,18 +67,19 @@ class CommandKind(str, enum.Enum):
     STOP = "stop"
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats -> None, numpy scalars -> Python, enums -> values."""
+def json_safe(value: Any) -> Any:
+    """JSON-safe copy of a nested value: non-finite floats -> None (JSON has no NaN), numpy
+    scalars -> Python numbers, enums -> their values, tuples -> lists, keys -> str."""
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        return _clean(value.item())
+        return json_safe(value.item())
     return value
 
 
@@ -134,7 +135,7 @@ def _decode(cls: type, text: str, kinds: dict[str, str]) -> dict[str, Any]:
 
 def _encode(msg: Any) -> str:
     d = {"protocol": PROTOCOL, **{f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}}
-    return json.dumps(_clean(d), separators=(",", ":"), allow_nan=False)
+    return json.dumps(json_safe(d), separators=(",", ":"), allow_nan=False)
 
 
 @dataclass(frozen=True)

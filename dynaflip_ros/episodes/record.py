@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from dynaflip_ros.episodes.protocol import Outcome
+from dynaflip_ros.episodes.protocol import Outcome, json_safe
 
 RESULTS_FORMAT = "dynaflip_ros.eval/2"
 
@@ -175,18 +174,8 @@ class EvalReport:
         """Write `to_dict()` as JSON (non-finite floats as null); creates the parent directory."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False) + "\n")
+        path.write_text(json.dumps(json_safe(self.to_dict()), indent=2, allow_nan=False) + "\n")
         return path
-
-
-def _finite(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_finite(x) for x in v]
-    return v
 
 
 def format_episode(record: EpisodeRecord, index: int, total: int, successes_so_far: int) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 
 import json
-import math
 import sys
 import time
 from typing import Any, Callable, Iterable
@@ -22,6 +21,7 @@ from std_msgs.msg import String
 
 from dynaflip_ros.export.artifact import BackendUnavailableError  # noqa: F401 - re-exported
 from dynaflip_ros.ros.qos import EVENT_QOS, LATENCY_TOPIC
+from dynaflip_ros.episodes.protocol import json_safe
 from dynaflip_ros.episodes.record import LATENCY_STAGES
 
 
@@ -59,18 +59,7 @@ def ros_now_s(node: Node) -> float:
 def to_json_msg(data: dict[str, Any]) -> String:
     """dict -> std_msgs/String with compact JSON (NaN/inf written as null)."""
 
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if hasattr(v, "item") and callable(v.item):  # numpy scalar
-            return clean(v.item())
-        return v
-
-    return String(data=json.dumps(clean(data), separators=(",", ":"), allow_nan=False))
+    return String(data=json.dumps(json_safe(data), separators=(",", ":"), allow_nan=False))
 
 
 def from_json_msg(msg: String) -> dict[str, Any]:
