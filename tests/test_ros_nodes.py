@@ -5,7 +5,6 @@ import itertools
 import json
 import os
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -103,14 +102,7 @@ def test_replan_schedule():
 HANG_S = 120.0  # a hang guard, not a performance limit
 
 
-def _wait(pred, timeout_s):
-    t_end = time.monotonic() + timeout_s
-    while time.monotonic() < t_end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    return pred()
+from waiting import wait_until as _wait  # HANG_S below: a hang guard only (tests/waiting.py)
 
 
 @pytest.mark.slow
