@@ -1,7 +1,13 @@
-"""Test doubles for the safety layer: an `Arm` that records what reaches it, and a fake clock."""
+"""Test doubles for the safety layer: an `Arm` that records what reaches it, and a fake clock.
+
+A plain module, not conftest fixtures: tests construct these with arguments (`RecordingArm(q0,
+fail_servo=True)`, `FakeClock(t)`) and Hypothesis state machines build them per example, which
+function-scoped fixtures cannot do. Times are seconds of the injected `clock`.
+"""
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -14,10 +20,12 @@ Q_UP = np.array([0.0, -np.pi / 2, 0.0, -np.pi / 2, 0.0, 0.0])
 
 
 class RecordingArm:
-    """Test double implementing `Arm`: records everything that reaches it (with `time.monotonic`
-    stamps); q tracks commands. `fail_servo` makes every servo command raise ArmError."""
+    """Test double implementing `Arm`: records everything that reaches it (stamped by `clock`,
+    default time.monotonic); q tracks commands. `fail_servo` makes every servo command raise ArmError."""
 
-    def __init__(self, q0: np.ndarray = Q_READY, fail_servo: bool = False) -> None:
+    def __init__(self, q0: np.ndarray = Q_READY, fail_servo: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.q = np.array(q0, dtype=float)
         self.gripper = 0.0
         self.commands: list[tuple[np.ndarray, float]] = []
@@ -45,7 +53,7 @@ class RecordingArm:
         if self.fail_servo:
             raise ArmError("RTDE connection lost")
         self.commands.append((np.array(q, dtype=float), float(dt_s)))
-        self.command_times.append(time.monotonic())
+        self.command_times.append(self.clock())
         self.q = np.array(q, dtype=float)
 
     def set_gripper(self, closed_fraction: float) -> None:
@@ -54,13 +62,15 @@ class RecordingArm:
 
     def stop(self) -> None:
         self.stops += 1
-        self.stop_times.append(time.monotonic())
+        self.stop_times.append(self.clock())
 
     def disconnect(self) -> None:
         self.connected = False
 
 
 class FakeClock:
+    """A clock the test sets: `clock.t = ...` (seconds); calling it returns t."""
+
     def __init__(self, t: float = 0.0) -> None:
         self.t = t
 
