@@ -228,7 +228,7 @@ def test_cli_help_and_serve_until_ctrl_c():
     out = subprocess.run([sys.executable, "-m", "dynaflip_ros.sim.ur_loopback", "--help"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "example:" in out.stdout and "--ur-version" in out.stdout
-    proc = subprocess.Popen([sys.executable, "-m", "dynaflip_ros.sim.ur_loopback", "--host", "127.0.0.7",
+    proc = subprocess.Popen([sys.executable, "-m", "dynaflip_ros.sim.ur_loopback", "--robot-ip", "127.0.0.7",
                              "--ur-version", "5.11.1.108318", "--kinematic", "--status-period-s", "0.5"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -244,6 +244,6 @@ def test_cli_help_and_serve_until_ctrl_c():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    bad = subprocess.run([sys.executable, "-m", "dynaflip_ros.sim.ur_loopback", "--host", "10.0.0.1"],
+    bad = subprocess.run([sys.executable, "-m", "dynaflip_ros.sim.ur_loopback", "--robot-ip", "10.0.0.1"],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "loopback" in bad.stderr

@@ -49,8 +49,14 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
 
 
 def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
-    """Load `cls` from a YAML file (optionally one top-level section of it)."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    """Load `cls` from a YAML file (optionally one top-level section of it). Raises ConfigError
+    on a YAML syntax error or invalid values, OSError when the file cannot be read."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
     if section is not None:
         raw = raw.get(section, {})
     return from_dict(cls, raw, f"{path}:{section}" if section else str(path))

@@ -4,7 +4,7 @@ YAML: `config/record.yaml` (loaded with `configs.io.load_yaml(RecordConfig, path
 flags of `dynaflip record` override it. The recording rate is fixed by the dataset schema
 (`data.schema.RECORD_FPS`, the policy rate) and is not a parameter. Teleoperated recording
 (`dynaflip record --teleop`) has its own settings, `teleop.config.TeleopConfig`; the flags the
-two share (--episodes, --seed, --image-size, --max-episode-s, --repo-id) fill whichever applies.
+two share (--episodes, --seed, --image-size, --episode-timeout-s, --repo-id) fill whichever applies.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ URCap client drive, backed by the project's MuJoCo UR3 cell.
         ...  # rtde_control.RTDEControlInterface("127.0.0.2") etc.
         ctrl.inject("protective_stop"); ctrl.snapshot(); ctrl.trace()
 
-CLI: `python -m dynaflip_ros.sim.ur_loopback --host 127.0.0.1 --ur-version 5.11.1.108318`.
+CLI: `python -m dynaflip_ros.sim.ur_loopback --robot-ip 127.0.0.1 --ur-version 5.11.1.108318`.
 Spec: docs/ur_rtde_protocol.md (protocol); the UR3 model of `sim/cell.py`; Robotiq's URCap
 socket protocol (port 63352, `SET`/`GET` variables, Robotiq 2F-85 instruction manual).
 Importing this package does not import MuJoCo (the controller process does).

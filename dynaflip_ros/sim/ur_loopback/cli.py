@@ -10,12 +10,16 @@ import signal
 import sys
 import time
 
+from dynaflip_ros.cli import exit_codes_epilog
+
 EPILOG = """example:
-  python -m dynaflip_ros.sim.ur_loopback --host 127.0.0.1 --ur-version 5.11.1.108318
-  dynaflip ur-loopback --host 127.0.0.2 --ur-version 3.15.7.106331 --kinematic
+  python -m dynaflip_ros.sim.ur_loopback --robot-ip 127.0.0.1 --ur-version 5.11.1.108318
+  dynaflip ur-loopback --robot-ip 127.0.0.2 --ur-version 3.15.7.106331 --kinematic
   then point ur_rtde (or the ROS driver, ur3_driver.ur_rtde.robot_ip:=127.0.0.1) at 127.0.0.1.
   Ports: 29999 dashboard, 30003 script, 30004 RTDE, 63352 Robotiq URCap socket.
-  A status line is logged every --status-period-s seconds."""
+  A status line is logged every --status-period-s seconds.
+
+""" + exit_codes_epilog()
 
 
 def parse_version(text: str) -> tuple[int, int, int, int]:
@@ -32,7 +36,8 @@ DESCRIPTION = ("Loopback UR3 controller (URSim substitute, no Docker) for the re
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The controller options (shared by `python -m` and the `dynaflip ur-loopback` verb)."""
-    p.add_argument("--host", default="127.0.0.1", help="IPv4 loopback address to bind (127.x.y.z)")
+    p.add_argument("--robot-ip", default="127.0.0.1",
+                   help="the controller's address: an IPv4 loopback address to bind (127.x.y.z)")
     p.add_argument("--ur-version", type=parse_version, default=(5, 11, 1, 108318),
                    help="controller version answered to clients; 5.x = e-Series 500 Hz, 3.x = CB3 125 Hz")
     p.add_argument("--q0", type=float, nargs=6, default=None, metavar="RAD",
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         ctrl = LoopbackURController(
-            host=args.host, ur_version=args.ur_version, q0=args.q0,
+            host=args.robot_ip, ur_version=args.ur_version, q0=args.q0,
             with_gripper=not args.no_gripper, physics=not args.kinematic,
             protective_stop_unlock_delay_s=args.unlock_delay_s,
             log_level=logging.INFO if args.verbose else logging.WARNING)
@@ -79,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     v = ".".join(str(x) for x in args.ur_version)
     print(f"loopback UR {v} ({ctrl.rate_hz:.0f} Hz, {'physics' if not args.kinematic else 'kinematic'}) "
-          f"serving on {args.host}: {ctrl.info['ports']}; Ctrl-C to stop", flush=True)
+          f"serving on {args.robot_ip}: {ctrl.info['ports']}; Ctrl-C to stop", flush=True)
     try:
         while ctrl.running:
             time.sleep(args.status_period_s)
