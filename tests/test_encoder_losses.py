@@ -56,7 +56,7 @@ def test_two_coincident_points_zero_area_but_cosine_term_positive():
     e = L.alignment_energy(x, far, x, cfg)
     assert torch.allclose(e, torch.full((4,), 0.5 * 2.0, dtype=torch.float64), atol=1e-12)
     # language == flow with the image far: area 0 and cosine term 0 -> E = 0. The regulariser
-    # acts on (language, flow) only (seed 000 eq. 2); this case is left to the contrastive term.
+    # acts on (language, flow) only (DynaFLIP paper eq. 2); this case is left to the contrastive term.
     e = L.alignment_energy(far, x, x, cfg)
     assert torch.allclose(e, torch.zeros(4, dtype=torch.float64), atol=1e-12)
 

@@ -1,4 +1,4 @@
-"""ActionChunkInterpolator semantics (DESIGN.md, "Timing")."""
+"""ActionChunkInterpolator semantics (docs/timing.md)."""
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,4 @@
-"""ServoLoop: interpolated chunk -> SafeArm at the servo rate; watchdog; timing (DESIGN.md, "Timing")."""
+"""ServoLoop: interpolated chunk -> SafeArm at the servo rate; watchdog; timing (docs/timing.md)."""
 from __future__ import annotations
 
 import logging

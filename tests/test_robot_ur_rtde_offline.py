@@ -1,6 +1,6 @@
 """URRtdeArm without a controller: config validation, stop classification, the socket probe and the
 connect timeout against peers that accept TCP but do not (fully) speak RTDE — the case where
-ur_rtde blocks forever holding the GIL (ENVIRONMENT.md, docs/ur_rtde_protocol.md §1). The node process must get a
+ur_rtde blocks forever holding the GIL (docs/environment.md, docs/ur_rtde_protocol.md §1). The node process must get a
 clear ArmError within the timeout and nothing may stay blocked."""
 from __future__ import annotations
 

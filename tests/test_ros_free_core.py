@@ -1,4 +1,4 @@
-"""The core is ROS-free (DESIGN.md, "One rule for the layout"): only `dynaflip_ros/ros/` may import
+"""The core is ROS-free (docs/architecture.md, "One rule for the layout"): only `dynaflip_ros/ros/` may import
 rclpy, message packages or launch. Every other module of the package (discovered with pkgutil, so
 new modules are covered automatically) is imported in a fresh interpreter, one after the other,
 and after each import no ROS module may be loaded."""

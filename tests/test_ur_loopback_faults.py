@@ -1,7 +1,7 @@
 """Loopback UR controller: fault injection seen through the real ur_rtde 1.6.5 client, the
 Robotiq URCap socket, process lifecycle and argument errors.
 
-Spec: docs/ur_rtde_protocol.md §3.1 (2.5 s receive timeout), §4.4 (e-stop), HARDWARE.md §2.3
+Spec: docs/ur_rtde_protocol.md §3.1 (2.5 s receive timeout), §4.4 (e-stop), docs/hardware.md §2.3
 (Robotiq socket). Controllers on 127.0.0.5 (physics) and 127.0.0.6 (used for lifecycle checks).
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from waiting import wait_until as _wait  # timeout: a hang guard only (tests/wai
 
 
 class _Gripper:
-    """Minimal URCap socket client (HARDWARE.md §2.3)."""
+    """Minimal URCap socket client (docs/hardware.md §2.3)."""
 
     def __init__(self, host):
         self.sock = socket.create_connection((host, 63352), timeout=2.0)

@@ -2,7 +2,7 @@
 script splitting, dashboard replies, the register command protocol, the Robotiq interpreter.
 
 Spec: docs/ur_rtde_protocol.md §2 (wire), §3.5-3.7 (commands), §4.3 (script tick), §5 (dashboard);
-HARDWARE.md §2.3 (Robotiq URCap socket).
+docs/hardware.md §2.3 (Robotiq URCap socket).
 """
 from __future__ import annotations
 

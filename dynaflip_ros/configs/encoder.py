@@ -1,4 +1,4 @@
-"""DynaFLIP encoder pre-training parameters (docs/method.md §1; seed 000 §2).
+"""DynaFLIP encoder pre-training parameters (docs/method.md §1; DynaFLIP paper §2).
 
 Four sections, one dataclass each, nested in `EncoderConfig` (YAML: `config/encoder.yaml` with
 sections `model:`, `loss:`, `data:`, `train:`). Choices the paper leaves open are marked (ours).

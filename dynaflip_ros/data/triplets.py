@@ -1,9 +1,9 @@
 """DynaFLIP training samples from a recorded LeRobotDataset v3 (docs/method.md §1 "Inputs", "Data").
 
-One sample (seed 000 §2.1, §2.3): frames o_t and o_t+k of one episode, the language of the
+One sample (DynaFLIP paper §2.1, §2.3): frames o_t and o_t+k of one episode, the language of the
 transition `schema.phase_description(task, phase_t)`, the 3D flow F = point_tracks[t : t+T]
 (T, N, 3) in metres in the (fixed) camera's optical frame (padded at the episode end by
-repeating the last frame), and TCN frames s0 < s1 < s2 of the same episode (seed 000 §2.2).
+repeating the last frame), and TCN frames s0 < s1 < s2 of the same episode (DynaFLIP paper §2.2).
 Clips with too little motion are dropped (`TripletDataConfig.motion_source`).
 
 `load_episode_frames` reads the dataset's parquet files directly (the files lerobot 0.4.4's

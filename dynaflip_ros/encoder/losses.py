@@ -1,4 +1,4 @@
-"""DynaFLIP pre-training losses (docs/method.md §1; seed 000 §2.1-2.2). Pure torch.
+"""DynaFLIP pre-training losses (docs/method.md §1; DynaFLIP paper §2.1-2.2). Pure torch.
 
 Alignment energy of a tuple of unit vectors x = z_I (image transition), y = z_L (language),
 z = z_F (3D flow):
@@ -28,7 +28,7 @@ module therefore:
 - clamps Area^2 >= 0 and uses Area = sqrt(Area^2 + area_eps) (`area_mode = "sqrt"`) or Area^2
   itself (`area_mode = "squared"`).
 
-InfoNCE (seed 000 eq. for L_align; van den Oord et al. 2018): for anchor i the logits are
+InfoNCE (DynaFLIP paper eq. for L_align; van den Oord et al. 2018): for anchor i the logits are
 -E(tuple) * exp(logit_scale) over the matched tuple and the negative tuples of the configured
 sets (configs.encoder.NEGATIVE_SETS: one or two modalities taken from another sample j), and the
 cross-entropy puts the matched tuple first. exp(logit_scale) is the inverse temperature 1/tau,
@@ -36,7 +36,7 @@ used clamped to [1, 100] as in CLIP. Negatives identical to the anchor's tuple a
 always, and with `text_ids` every language-swapped negative whose language string equals the
 anchor's (a false negative when few distinct instructions exist).
 
-Auxiliary losses (seed 000 §2.2): a time-contrastive loss (R3M, Nair et al. 2022; TCN,
+Auxiliary losses (DynaFLIP paper §2.2): a time-contrastive loss (R3M, Nair et al. 2022; TCN,
 Sermanet et al. 2018) with similarity = -L2 distance, and the actor loss (MSE of the predicted
 flow). Total L = L_align + lambda_tcn L_tcn + lambda_act L_actor.
 """
@@ -272,7 +272,7 @@ def tcn_loss(
     temperature: float = 1.0,
     normalize: bool = True,
 ) -> tuple[torch.Tensor, float]:
-    """Time-contrastive loss (seed 000 §2.2; R3M eq. 1): s0 < s1 < s2 from one video.
+    """Time-contrastive loss (DynaFLIP paper §2.2; R3M eq. 1): s0 < s1 < s2 from one video.
 
     e0, e1, e2: (B, D) embeddings of frames s0, s1, s2 of each sample's episode; episode_ids:
     (B,) episode of each sample. Similarity S(a, b) = -||a - b||_2 (after L2 normalisation when
@@ -341,7 +341,7 @@ def dynaflip_loss(
     cfg: AlignmentLossConfig,
     text_ids: torch.Tensor | None = None,
 ) -> LossTerms:
-    """Full objective L = L_align + lambda_tcn L_tcn + lambda_act L_actor (seed 000 §2.2).
+    """Full objective L = L_align + lambda_tcn L_tcn + lambda_act L_actor (DynaFLIP paper §2.2).
 
     z_image, z_language, z_flow: (B, J); logit_scale: scalar; tcn_embeddings: (B, 3, D) image
     embeddings f(o) of frames s0 < s1 < s2; episode_ids, text_ids: (B,); flow_pred /

@@ -1,4 +1,4 @@
-"""DynaFLIP networks (seed 000 §2.1 "Encoder architecture"; docs/method.md §1 "Embeddings").
+"""DynaFLIP networks (DynaFLIP paper §2.1 "Encoder architecture"; docs/method.md §1 "Embeddings").
 
 - f, `ImageEncoder`: (B, 3, H, W) normalised RGB -> (B, D) embedding f(o), the only network that
   runs at inference. timm `tf_efficientnet_lite0` initialised from the ImageNet weights of the
@@ -13,7 +13,7 @@
 - h_L, `language_head`: MLP on frozen all-MiniLM-L6-v2 sentence embeddings (384 -> J).
 - h_F, `FlowEncoder`: per-point MLP over each point's normalised trajectory (T steps), max + mean
   pooling over the N points, concatenated with the stop-gradient image feature sg(f(o_t)) -> J.
-- actor, `ActorHead`: f(o_t) -> the normalised (N, 3T) flow (seed 000 §2.2 actor loss).
+- actor, `ActorHead`: f(o_t) -> the normalised (N, 3T) flow (DynaFLIP paper §2.2 actor loss).
 
 Artifact directory (`save_encoder` / `load_image_encoder`): image_encoder.safetensors (f),
 heads.safetensors (g, h_L, h_F, actor, flow normaliser, logit_scale), manifest.json
@@ -208,7 +208,7 @@ class FlowNormalizer(nn.Module):
 class FlowEncoder(nn.Module):
     """h_F(F, sg(f(o_t))): (B, N, 3T) normalised flow + (B, D) image feature -> (B, J).
 
-    The image feature is detached here (stop-gradient, seed 000 §2.1): no gradient reaches f.
+    The image feature is detached here (stop-gradient, DynaFLIP paper §2.1): no gradient reaches f.
     """
 
     def __init__(self, flow_window: int, image_dim: int, point_hidden: int, hidden: int, out_dim: int):
@@ -225,7 +225,7 @@ class FlowEncoder(nn.Module):
 
 
 class ActorHead(nn.Module):
-    """f(o_t) (B, D) -> predicted normalised flow (B, N, 3T) (seed 000 §2.2 actor loss)."""
+    """f(o_t) (B, D) -> predicted normalised flow (B, N, 3T) (DynaFLIP paper §2.2 actor loss)."""
 
     def __init__(self, image_dim: int, hidden: int, flow_window: int, num_points: int):
         super().__init__()

@@ -1,4 +1,4 @@
-"""DynaFLIP encoder pre-training loop (docs/method.md §1; seed 000 §2).
+"""DynaFLIP encoder pre-training loop (docs/method.md §1; DynaFLIP paper §2).
 
 `train_encoder(dataset_root, out_dir, cfg)`: loads every frame of a recorded LeRobotDataset v3
 into memory (`data.triplets`), embeds the distinct transition sentences once with the frozen

@@ -49,7 +49,7 @@ _PROCESSOR_PREFIXES = ("policy_preprocessor", "policy_postprocessor")
 
 
 def import_lerobot() -> None:
-    """Apply the torchvision shim (ENVIRONMENT.md gotcha 1) before anything imports lerobot."""
+    """Apply the torchvision shim (docs/environment.md gotcha 1) before anything imports lerobot."""
     from dynaflip_ros._compat import torchvision_shim
 
     torchvision_shim.apply()

@@ -1,6 +1,6 @@
 """ROS 2 message <-> numpy / core-type conversions (the only place that knows both sides).
 
-Standard message types only (no custom interfaces can be built here; DESIGN.md "Messages"):
+Standard message types only (no custom interfaces can be built here; docs/architecture.md "Messages"):
 
 | core value                                   | ROS message                                     |
 |----------------------------------------------|-------------------------------------------------|
@@ -107,7 +107,7 @@ def embedding_to_image(embedding: np.ndarray, header: Header) -> Image:
     """float32 (D,) embedding -> sensor_msgs/Image "32FC1", height 1, width D (stamped).
 
     The header is copied from the source image so the embedding keeps the capture stamp
-    (DESIGN.md, "Messages"). Raises ValueError on a non-1-D or non-finite embedding.
+    (docs/architecture.md, "Messages"). Raises ValueError on a non-1-D or non-finite embedding.
     """
     e = np.asarray(embedding, dtype=np.float32)
     if e.ndim != 1 or e.size == 0:

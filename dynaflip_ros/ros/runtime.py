@@ -1,6 +1,6 @@
 """Shared plumbing of the node executables: spinning, shutdown, JSON topics, latency records.
 
-Spinning follows the measured advice of ENVIRONMENT.md (gotcha 3): `executor.spin()` (never a
+Spinning follows the measured advice of docs/environment.md (gotcha 3): `executor.spin()` (never a
 `spin_once` loop, which starves timers). SIGINT/SIGTERM are handled by rclpy's signal handler
 (rclpy >= Humble shuts the context down; spin then raises ExternalShutdownException), after which
 every node's `close()` runs (servo loop stopped, arm stopped, renderer closed).
@@ -76,7 +76,7 @@ def from_json_msg(msg: String) -> dict[str, Any]:
 def safe_publish(node: Node, publisher, msg, what: str) -> bool:
     """publisher.publish(msg), logging (throttled) instead of raising.
 
-    Publishing can raise under flood or during shutdown (ENVIRONMENT.md, gotcha 3); a failed
+    Publishing can raise under flood or during shutdown (docs/environment.md, gotcha 3); a failed
     publish must not kill a timer or the servo loop. Returns True on success.
     """
     try:
