@@ -139,3 +139,16 @@ def test_no_module_over_the_size_limit(limit):
     big = {str(p.relative_to(PACKAGE.parent)): n for p in PACKAGE.rglob("*.py")
            if (n := len(p.read_text().splitlines())) > limit}
     assert not big, f"files over {limit} lines (one concept per file): {big}"
+
+
+def test_nodes_are_thin_adapters():
+    """ROS node classes stay small: parameters, publishers / subscribers, calls into the core."""
+    big = {}
+    for path in (PACKAGE / "ros" / "nodes").glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and any(getattr(b, "id", getattr(b, "attr", "")) == "Node"
+                                                      for b in node.bases):
+                n = node.end_lineno - node.lineno + 1
+                if n > 200:
+                    big[f"{path.name}:{node.name}"] = n
+    assert not big, f"node classes over 200 lines (move the logic into the core): {big}"

@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass, field
 
 from dynaflip_ros.configs.image import require_image_hw
-from dynaflip_ros.configs.validate import require_range_pair
+from dynaflip_ros.configs.io import ConfigError
+from dynaflip_ros.configs.validate import require_finite, require_int, require_range, require_range_pair
 
 # Names of the graspable objects, in the order of `SimConfig.objects` default; the instruction is
 # "Pick the <name> into the sink".
@@ -48,15 +49,11 @@ class ExpertConfig:
         for name in ("approach_height_m", "lift_height_m", "release_height_m", "retreat_height_m",
                      "max_tcp_speed_m_s", "min_segment_s", "grasp_close_s", "release_open_s",
                      "control_rate_hz", "ik_tol_m", "ik_tol_rad"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"ExpertConfig.{name} must be finite and > 0, got {v!r}")
-        if not (0 < self.max_joint_speed_fraction <= 1):
-            raise ValueError("ExpertConfig.max_joint_speed_fraction must be in (0, 1]")
-        if self.ik_max_iters < 1:
-            raise ValueError("ExpertConfig.ik_max_iters must be >= 1")
-        if not (math.isfinite(self.grasp_depth_m) and 0 <= self.grasp_depth_m < 0.05):
-            raise ValueError("ExpertConfig.grasp_depth_m must be in [0, 0.05)")
+            require_finite("ExpertConfig", name, getattr(self, name), lo=0.0, lo_open=True)
+        require_range("ExpertConfig", "max_joint_speed_fraction", self.max_joint_speed_fraction, 0.0, 1.0,
+                      lo_open=True)
+        require_int("ExpertConfig", "ik_max_iters", self.ik_max_iters, lo=1)
+        require_range("ExpertConfig", "grasp_depth_m", self.grasp_depth_m, 0.0, 0.05, hi_open=True, unit="m")
 
 
 @dataclass
@@ -107,42 +104,35 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         self.image_hw = require_image_hw("SimConfig", "image_hw", self.image_hw)  # configs/image.py
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"SimConfig.seed must be an int >= 0, got {self.seed!r}")
-        if not (0 < self.timestep_s <= 0.01):
-            raise ValueError(f"SimConfig.timestep_s must be in (0, 0.01], got {self.timestep_s!r}")
-        if not (10.0 <= self.camera_fovy_deg <= 120.0):
-            raise ValueError("SimConfig.camera_fovy_deg must be in [10, 120]")
-        if not (0.2 <= self.camera_range_m <= 3.0):
-            raise ValueError("SimConfig.camera_range_m must be in [0.2, 3]")
-        if not (5.0 <= self.camera_tilt_deg <= 90.0):
-            raise ValueError("SimConfig.camera_tilt_deg must be in [5, 90]")
+        require_int("SimConfig", "seed", self.seed, lo=0)
+        require_range("SimConfig", "timestep_s", self.timestep_s, 0.0, 0.01, lo_open=True, unit="s")
+        require_range("SimConfig", "camera_fovy_deg", self.camera_fovy_deg, 10.0, 120.0, unit="deg")
+        require_range("SimConfig", "camera_range_m", self.camera_range_m, 0.2, 3.0, unit="m")
+        require_range("SimConfig", "camera_tilt_deg", self.camera_tilt_deg, 5.0, 90.0, unit="deg")
         if len(self.camera_target_m) != 3:
-            raise ValueError("SimConfig.camera_target_m must be (x, y, z)")
-        if not (0 < self.camera_znear_m < self.camera_zfar_m):
-            raise ValueError("SimConfig needs 0 < camera_znear_m < camera_zfar_m")
+            raise ConfigError("SimConfig.camera_target_m must be (x, y, z)")
+        require_finite("SimConfig", "camera_znear_m", self.camera_znear_m, lo=0.0, lo_open=True)
+        require_finite("SimConfig", "camera_zfar_m", self.camera_zfar_m, lo=self.camera_znear_m, lo_open=True)
         unknown = [o for o in self.objects if o not in ALL_OBJECT_NAMES]
         if unknown or not self.objects or len(set(self.objects)) != len(self.objects):
-            raise ValueError(f"SimConfig.objects must be distinct names from {ALL_OBJECT_NAMES}, got {self.objects!r}")
+            raise ConfigError(f"SimConfig.objects must be distinct names from {ALL_OBJECT_NAMES}, got {self.objects!r}")
         self.objects = tuple(self.objects)
         for name in ("object_region_x_m", "object_region_y_m", "object_yaw_range_rad"):
-            require_range_pair("", name, getattr(self, name))
+            require_range_pair("SimConfig", name, getattr(self, name))
         if len(self.sink_center_xy_m) != 2 or len(self.sink_inner_size_m) != 2:
-            raise ValueError("SimConfig.sink_center_xy_m and sink_inner_size_m must be (x, y) pairs")
-        if min(self.sink_inner_size_m) < 0.1:
-            raise ValueError("SimConfig.sink_inner_size_m must be >= 0.1 m on each side")
-        if not (0.03 <= self.sink_wall_height_m <= 0.2):
-            raise ValueError("SimConfig.sink_wall_height_m must be in [0.03, 0.2]")
-        if not (0.05 <= self.tcp_offset_m <= 0.3):
-            raise ValueError("SimConfig.tcp_offset_m must be in [0.05, 0.3]")
-        if not (1.0 <= self.gripper_max_force_n <= 235.0):
-            raise ValueError("SimConfig.gripper_max_force_n must be in [1, 235] N (2F-85 range)")
-        if len(self.home_q_rad) != 6 or not all(math.isfinite(v) for v in self.home_q_rad):
-            raise ValueError("SimConfig.home_q_rad must be 6 finite joint angles (rad)")
+            raise ConfigError("SimConfig.sink_center_xy_m and sink_inner_size_m must be (x, y) pairs")
+        for i, v in enumerate(self.sink_inner_size_m):
+            require_finite("SimConfig", f"sink_inner_size_m[{i}]", v, lo=0.1)
+        require_range("SimConfig", "sink_wall_height_m", self.sink_wall_height_m, 0.03, 0.2, unit="m")
+        require_range("SimConfig", "tcp_offset_m", self.tcp_offset_m, 0.05, 0.3, unit="m")
+        require_range("SimConfig", "gripper_max_force_n", self.gripper_max_force_n, 1.0, 235.0,
+                      unit="N (the 2F-85 range)")
+        if len(self.home_q_rad) != 6:
+            raise ConfigError(f"SimConfig.home_q_rad must be 6 joint angles (rad), got {self.home_q_rad!r}")
+        for i, v in enumerate(self.home_q_rad):
+            require_finite("SimConfig", f"home_q_rad[{i}]", v)
         self.home_q_rad = tuple(float(v) for v in self.home_q_rad)
-        if not (0 <= self.settle_s <= 2.0):
-            raise ValueError("SimConfig.settle_s must be in [0, 2]")
-        if not (self.success_max_speed_m_s > 0):
-            raise ValueError("SimConfig.success_max_speed_m_s must be > 0")
+        require_range("SimConfig", "settle_s", self.settle_s, 0.0, 2.0, unit="s")
+        require_finite("SimConfig", "success_max_speed_m_s", self.success_max_speed_m_s, lo=0.0, lo_open=True)
         if isinstance(self.expert, dict):
             self.expert = ExpertConfig(**self.expert)
