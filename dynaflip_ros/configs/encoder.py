@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from dynaflip_ros.configs.validate import require_choice
+from dynaflip_ros.configs.validate import require_choice, require_finite, require_int, require_range
 
 # Negative-tuple sets of the alignment InfoNCE (docs/method.md §1 "Contrastive framing"). For anchor i
 # and another sample j, the name lists the modalities taken from j:
@@ -235,18 +235,17 @@ class EncoderTrainConfig:
     num_threads: int = 2
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (negatives come from the batch), got {self.batch_size}")
-        if not self.lr > 0 or not self.backbone_lr_scale >= 0 or not self.weight_decay >= 0:
-            raise ValueError("lr must be > 0, backbone_lr_scale and weight_decay >= 0")
-        if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError("warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
-        if not self.grad_clip_norm > 0:
-            raise ValueError(f"grad_clip_norm must be > 0, got {self.grad_clip_norm}")
-        if self.log_every < 1 or self.save_every < 0 or self.num_threads < 1:
-            raise ValueError("log_every and num_threads must be >= 1, save_every >= 0")
+        owner = type(self).__name__
+        require_int(owner, "steps", self.steps, lo=1)
+        require_int(owner, "batch_size", self.batch_size, lo=2)  # negatives come from the batch
+        require_finite(owner, "lr", self.lr, lo=0.0, lo_open=True)
+        for name in ("backbone_lr_scale", "weight_decay"):
+            require_finite(owner, name, getattr(self, name), lo=0.0)
+        require_int(owner, "warmup_steps", self.warmup_steps, lo=0)
+        require_range(owner, "min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        require_finite(owner, "grad_clip_norm", self.grad_clip_norm, lo=0.0, lo_open=True)
+        for name, lo in (("log_every", 1), ("save_every", 0), ("num_threads", 1)):
+            require_int(owner, name, getattr(self, name), lo=lo)
 
 
 @dataclass

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dynaflip_ros.configs.validate import require_choice
+from dynaflip_ros.configs.io import ConfigError
+from dynaflip_ros.configs.validate import require_choice, require_finite, require_int, require_range
 
 NORMALIZATION_MODES = ("IDENTITY", "MEAN_STD", "MIN_MAX")
 NOISE_SCHEDULERS = ("DDPM", "DDIM")
@@ -146,19 +147,21 @@ class PolicyTrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be >= 1")
-        if self.lr <= 0 or self.eps <= 0 or self.weight_decay < 0:
-            raise ValueError("need lr > 0, eps > 0, weight_decay >= 0")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas must be two values in [0, 1), got {self.betas}")
-        if self.warmup_steps < 0 or self.grad_clip_norm <= 0:
-            raise ValueError("need warmup_steps >= 0 and grad_clip_norm > 0")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        owner = type(self).__name__
+        for name in ("steps", "batch_size"):
+            require_int(owner, name, getattr(self, name), lo=1)
+        for name in ("lr", "eps"):
+            require_finite(owner, name, getattr(self, name), lo=0.0, lo_open=True)
+        require_finite(owner, "weight_decay", self.weight_decay, lo=0.0)
+        if len(self.betas) != 2:
+            raise ConfigError(f"{owner}.betas must be two values in [0, 1), got {self.betas}")
+        for i, b in enumerate(self.betas):
+            require_range(owner, f"betas[{i}]", b, 0.0, 1.0, hi_open=True)
+        require_int(owner, "warmup_steps", self.warmup_steps, lo=0)
+        require_finite(owner, "grad_clip_norm", self.grad_clip_norm, lo=0.0, lo_open=True)
+        require_range(owner, "val_fraction", self.val_fraction, 0.0, 1.0, hi_open=True)
         for name in ("eval_every_steps", "eval_max_samples", "log_every_steps", "embed_batch_size", "num_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+            require_int(owner, name, getattr(self, name), lo=1)
 
 
 @dataclass
