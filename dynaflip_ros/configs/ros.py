@@ -165,7 +165,7 @@ class EpisodeManagerNodeConfig:
     episodes: number of episodes; seed: seed of episode 0 (episode i uses seed + i);
     object_name: target object ("" = drawn from the seed); episode_timeout_s: wall-clock limit
     per episode; startup_timeout_s: how long to wait for the graph (sim cell, encoder, policy);
-    results_path: results JSON ("" = outputs/ros_eval/pick_into_sink_<UTC time>.json).
+    results_path: the evaluation record, JSON ("" = outputs/eval/ros_<UTC time>.json).
     """
 
     episodes: int = 20

@@ -69,7 +69,7 @@ def register(subparsers) -> None:
     robot.add_argument("--camera-serial", default="", help="RealSense serial (params file, else the only one)")
     robot.add_argument("--gripper", default="", choices=["", "robotiq_urcap", "none"], help="gripper backend")
     output = p.add_argument_group("output")
-    output.add_argument("--out", help="results JSON path (default: outputs/ros_eval/<graph>_<UTC time>.json)")
+    output.add_argument("--out", help="the evaluation record (JSON) (default: outputs/eval/ros_<UTC time>.json)")
     p.set_defaults(func=run)
 
 
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from dynaflip_ros import resources
     from dynaflip_ros.errors import UserError
     from dynaflip_ros.ros import bringup
-    from dynaflip_ros.ros.results import default_results_path, format_summary
+    from dynaflip_ros.episodes.record import default_results_path, format_summary
 
     from dynaflip_ros.ros import graph
 
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             resources.resolve_path(model_dir)
         except FileNotFoundError as e:
             raise UserError(f"{node} model not found: {e}; produce it (see README) or pass {flag}") from e
-    results_path = Path(args.out or default_results_path()).resolve()
+    results_path = Path(args.out or default_results_path("ros")).resolve()
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if args.domain_id is not None:
@@ -138,5 +138,5 @@ def run(args: argparse.Namespace) -> int:
         if not results_path.is_file():
             print(f"dynaflip launch: the episode manager wrote no results at {results_path}", file=sys.stderr)
             return 1
-        print("\n" + format_summary(json.loads(results_path.read_text())), flush=True)
+        print("\n" + format_summary(json.loads(results_path.read_text()), results_path), flush=True)
     return result.exit_code

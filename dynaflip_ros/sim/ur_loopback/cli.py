@@ -8,7 +8,7 @@ import argparse
 import logging
 import signal
 import sys
-import time
+import threading
 
 from dynaflip_ros.cli import exit_codes_epilog
 
@@ -85,9 +85,14 @@ def run(args: argparse.Namespace) -> int:
     v = ".".join(str(x) for x in args.ur_version)
     print(f"loopback UR {v} ({ctrl.rate_hz:.0f} Hz, {'physics' if not args.kinematic else 'kinematic'}) "
           f"serving on {args.robot_ip}: {ctrl.info['ports']}; Ctrl-C to stop", flush=True)
+    # Ctrl-C / SIGTERM only set a flag: a KeyboardInterrupt raised inside snapshot() would cut a
+    # request / reply exchange with the controller process in half, and stop() would then wait on
+    # a reply that never comes.
+    stop_requested = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda _signum, _frame: stop_requested.set())
     try:
-        while ctrl.running:
-            time.sleep(args.status_period_s)
+        while ctrl.running and not stop_requested.wait(args.status_period_s):
             s = ctrl.snapshot()
             st = s["stats"]
             print(f"t={s['controller_time_s']:.1f}s robot_mode={s['robot_mode']} "
@@ -95,8 +100,6 @@ def run(args: argparse.Namespace) -> int:
                   f"q={[round(x, 3) for x in s['actual_q']]} servoJ={s['n_servoj']} "
                   f"streams={st['streaming']} sent={st['sent_packages']} "
                   f"cpu={st['cpu_fraction'] * 100:.0f}% anomalies={len(s['errors'])}", flush=True)
-    except KeyboardInterrupt:
-        pass
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not skip the cleanup
         ctrl.stop()
