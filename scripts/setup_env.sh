@@ -32,12 +32,14 @@ fi
 write_shim_pth() {
   local site
   site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  echo 'import dynaflip_ros._compat.torchvision_hook as h; h.install()' > "$site/dynaflip_torchvision_shim.pth"
+  # one line (a .pth runs lines that start with "import"); silent where dynaflip_ros is not importable
+  printf '%s\n' 'import sys; exec("try:\n from dynaflip_ros._compat.torchvision_hook import install\nexcept ImportError:\n pass\nelse:\n install()")' \
+    > "$site/dynaflip_torchvision_shim.pth"
 }
 stamp=.venv/.dynaflip_setup_stamp
 want=$(cat requirements/*.txt setup.py setup.cfg | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  [ -f "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/dynaflip_torchvision_shim.pth" ] || write_shim_pth
+  write_shim_pth  # cheap; keeps the line current in an existing venv
   exit 0
 fi
 pip=(.venv/bin/python -m pip --disable-pip-version-check)
