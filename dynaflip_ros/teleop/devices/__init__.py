@@ -23,15 +23,7 @@ Devices:
 `CombinedDevice` merges devices (e.g. SpaceMouse motion + keyboard events). `make_device(spec)`
 builds one from its CLI name.
 
-Keyboard key map (`KEY_HELP`; the terminal reports presses, not releases: a motion key stays
-active for `hold_timeout_s` after its last press or auto-repeat, space stops at once):
-
-    w / s  +x / -x      a / d  +y / -y      r / f  +z (up) / -z     arrows: x / y too
-    u / o  +/- roll (about base x)   i / k  +/- pitch (base y)   j / l  +/- yaw (base z)
-    c close gripper   v open gripper   g toggle gripper   space stop motion
-    + / -  speed x1.5 / ÷1.5
-    b start episode   n stop + save   x discard take   z re-record take   Q or Ctrl-D quit
-    (Ctrl-C interrupts as usual: the terminal is in cbreak mode, signals stay on)
+The keyboard's key map is `keyboard.KEY_HELP` (and the `keyboard` module docstring).
 """
 from dynaflip_ros.teleop.devices.axes import apply_deadzone, rotate_twist_about_z
 from dynaflip_ros.teleop.devices.combined import CombinedDevice
