@@ -231,7 +231,8 @@ def test_policy_episode_gating(ros_context, tmp_path):
 
 
 def test_sim_cell_refuses_an_instruction_it_cannot_set_up(ros_context):
-    """A reset asking for an instruction the cell cannot produce is refused whole (no world reset)."""
+    """A reset asking for an instruction the cell cannot produce, an old-version or a malformed
+    command are refused whole (no world reset, no episode)."""
     from dynaflip_ros.ros.nodes.sim_cell import SimCellNode
 
     ros_context({"sim_cell": {"sim": {"image_hw": [32, 32]}}})
@@ -241,6 +242,9 @@ def test_sim_cell_refuses_an_instruction_it_cannot_set_up(ros_context):
         for cmd in (EpisodeCommand.reset(1, 5, instruction="Stack the cubes"),
                     EpisodeCommand.reset(1, 5, object_name="red cube", instruction="Pick the green mug into the sink")):
             sim._on_command(String(data=cmd.to_json()))
+        # an old-version (untyped) reset and a broken message are refused whole too
+        for text in ('{"cmd": "reset", "episode": 1, "seed": 5}', '{"protocol": "dynaflip_ros.episode/2", "kind": "re'):
+            sim._on_command(String(data=text))
         assert not sim.gate.state().running and sim.env.episode.start_time_s == start_time_s
     finally:
         sim.close()
