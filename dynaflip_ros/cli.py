@@ -58,7 +58,8 @@ def exit_codes_epilog(failure: str = "", **codes: str) -> str:
     """
     items = [(EXIT_OK, "ok")]
     items.append((EXIT_FAILURE, f"{failure}, or a bug (traceback)" if failure else "a bug (traceback)"))
-    items.append((EXIT_USAGE, "bad flag, config, input file or model: one line 'dynaflip <verb>: <message>'"))
+    items.append((EXIT_USAGE, "bad flag, config, input file or model, or a robot / camera / device that is not "
+                              "ready: one line 'dynaflip <verb>: <message>'"))
     items += sorted((int(k.lstrip("c")), v) for k, v in codes.items())
     items.append((EXIT_INTERRUPTED, "interrupted (Ctrl-C)"))
     return "exit codes:\n" + "".join(f"  {code:>3}  {text}\n" for code, text in items)

@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "inference": {"configs", "encoder", "export", "_compat"},
     "policies": {"configs", "data", "encoder", "inference", "_compat"},
     "calibration": {"configs", "robot", "cameras", "sim", "resources"},
-    "teleop": {"configs", "robot", "cameras", "sim", "data", "resources"},
+    "teleop": {"configs", "robot", "cameras", "sim", "data", "resources", "episodes"},
     "eval": {"configs", "robot", "cameras", "sim", "data", "encoder", "export", "inference", "policies",
              "episodes", "resources", "_compat"},
 }

@@ -202,6 +202,11 @@ def test_fault_inject_cli_all_figures(tmp_path, capsys):
         assert figures[(target, "jump after re-arm")]["ok"]
         assert figures[(target, "measured joint speed peak")]["ok"]
     assert figures[("sim", "stale-command stop")]["value"] <= 200.0
+    # The RTDE stops run on the wall clock across three processes: the tight bounds (2x the
+    # CLI's) are the `timing` test below; here a loose bound (about 10x the 60-100 ms watchdogs)
+    # that only a missing stop, not a busy machine, can break.
+    for name in ("stale-command stop", "frozen-node stop", "dead-driver stop"):
+        assert figures[("rtde", name)]["value"] <= 1000.0, figures[("rtde", name)]
     assert figures[("rtde", "silent-peer connect")]["ok"]
     assert figures[("rtde", "speed slider 0 %: motion")]["ok"]
     for line in out.splitlines():

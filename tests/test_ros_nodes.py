@@ -115,7 +115,7 @@ def test_sim_cell_episode_and_action_chunks_through_safe_arm(ros_context):
                  "ur3_driver": {"joint_state_rate_hz": 50.0, "max_chunk_age_s": 10.0}})
     sim = SimCellNode()
     env = sim.env
-    driver = Ur3DriverNode(arm=env.arm, clock=lambda: env.sim_time_s, servo_thread=False)
+    driver = Ur3DriverNode(arm=env.arm, clock=lambda: env.sim_time_s, servo_thread=False, exclusive=env.exclusive)
     sim.attach(driver)
     probe = Node("probe")
     statuses = []
@@ -160,6 +160,19 @@ def test_sim_cell_episode_and_action_chunks_through_safe_arm(ros_context):
         status = _wait(lambda: statuses[-1] if statuses[-1].safety["accepted"] > 0 else None, HANG_S)
         assert status and status.driver["chunks"]["queued"] == 1
         assert status.realtime["real_time_factor"] > 0  # how fast depends on the machine's load
+
+        # Re-arming (the ~/rearm service) while the physics stepper runs: it takes the world first
+        # (ArmDriver's `exclusive`), so it cannot deadlock against the stepper's world -> tick order.
+        done = threading.Event()
+
+        def rearm_repeatedly():
+            for _ in range(20):
+                driver.rearm()
+            done.set()
+
+        threading.Thread(target=rearm_repeatedly, daemon=True).start()
+        assert done.wait(HANG_S), "re-arm deadlocked against the physics stepper"
+        assert _wait(lambda: env.sim_time_s > status.sim_time_s + 0.5, HANG_S)  # physics still runs
 
         # A repeated reset of the running episode is idempotent (no second world reset). The stop
         # sent after it is handled after it (one subscription, in order): once the stop shows,
@@ -250,3 +263,30 @@ def test_sim_cell_refuses_an_instruction_it_cannot_set_up(ros_context):
         sim.close()
         sim.env.close()
         sim.destroy_node()
+
+
+def test_arm_driver_holds_the_world_for_every_reanchor():
+    """ArmDriver runs hold / re-anchor / re-arm inside `exclusive` (the world's lock in simulation)."""
+    from arm_doubles import RecordingArm
+
+    from dynaflip_ros.robot.arm_driver import ArmDriver
+
+    calls, inside = [], []
+    arm = RecordingArm()
+
+    def exclusive(fn):
+        calls.append(fn)
+        inside.append(True)
+        try:
+            return fn()
+        finally:
+            inside.pop()
+
+    core = ArmDriver(arm, Ur3DriverNodeConfig(), clock=lambda: 0.0, exclusive=exclusive)
+    n0 = len(calls)
+    core.hold()
+    core.reanchor(min_chunk_stamp_s=1.0)
+    core.rearm(now_ros_s=2.0)
+    assert len(calls) - n0 == 3 and not inside
+    with pytest.raises(RuntimeError, match="sim cell"):
+        core.start_episode(3.0)  # no operator episodes here

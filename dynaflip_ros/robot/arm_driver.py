@@ -19,15 +19,18 @@ Real-cell episodes: with `operator_episodes=True` the driver owns an `episodes.g
 (the operator starts / stops episodes; a halt of SafeArm ends the running one).
 
 Locks: `_stats_lock` guards the counters and `min_chunk_stamp_s` and is a leaf. The servo loop's
-tick lock and SafeArm's lock are taken inside `loop` / `safe` calls; in simulation callers that
-re-anchor hold the sim world's lock first (order: world, servo loop, SafeArm).
+tick lock and SafeArm's lock are taken inside `loop` / `safe` calls. In simulation the physics
+stepper ticks the loop with the world held, so the order is world, then tick lock, then SafeArm,
+then the world again inside the arm (re-entrant): every hold / re-anchor / re-arm here runs
+through `exclusive` (the sim cell passes `PickIntoSinkEnv.exclusive`), which takes the world
+first. On the real cell `exclusive` just calls the function.
 """
 from __future__ import annotations
 
 import dataclasses
 import gc
 import threading
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -38,6 +41,8 @@ from dynaflip_ros.robot.arm import Arm
 from dynaflip_ros.robot.interpolation import ActionChunkInterpolator
 from dynaflip_ros.robot.safety import SafeArm
 from dynaflip_ros.robot.servo_loop import ServoLoop
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -63,12 +68,16 @@ class ArmDriver:
         clock: the servo loop's clock in seconds (monotonic for a real arm; the simulation
             clock when an external stepper ticks the loop).
         operator_episodes: the real cell: episodes are started and stopped through this driver.
+        exclusive: runs a callable with the arm's world held (simulation: `env.exclusive`);
+            default: calls it directly.
     Raises ArmError / SafetyViolation from connecting the arm.
     """
 
     def __init__(self, arm: Arm, config: Ur3DriverNodeConfig, clock: Callable[[], float],
-                 operator_episodes: bool = False) -> None:
+                 operator_episodes: bool = False,
+                 exclusive: Callable[[Callable[[], T]], T] | None = None) -> None:
         self.arm = arm
+        self._exclusive = exclusive or (lambda fn: fn())
         self.config = config
         self.clock = clock
         self.safe = SafeArm(arm, config.safety, clock=clock)
@@ -139,17 +148,21 @@ class ArmDriver:
     def hold(self) -> None:
         """Drop queued actions and anchor at the measured pose: the servo loop holds and the
         watchdog stops the arm."""
-        self.loop.reanchor()
+        self._exclusive(self.loop.reanchor)
 
     def reanchor(self, min_chunk_stamp_s: float) -> None:
         """After the arm was moved outside the driver (sim reset): drop queued actions, anchor the
         interpolator and SafeArm's rate limiter to the measured pose, and ignore chunks stamped
         before `min_chunk_stamp_s` (ROS clock; observations of the previous episode).
-        In simulation call it with the world's lock held (lock order: world, then SafeArm's)."""
+        Runs through `exclusive` (module docstring for the lock order)."""
         with self._stats_lock:
             self._min_chunk_stamp_s = float(min_chunk_stamp_s)
-        self.safe.stop()  # SafeArm re-anchors its rate limiter at the measured pose on the next command
-        self.loop.reanchor()  # drop queued actions; anchor at measured joints + gripper command
+
+        def reanchor() -> None:
+            self.safe.stop()  # SafeArm re-anchors its rate limiter at the measured pose on the next command
+            self.loop.reanchor()  # drop queued actions; anchor at measured joints + gripper command
+
+        self._exclusive(reanchor)
 
     def rearm(self, now_ros_s: float) -> str:
         """Clear a stop on the arm (reconnecting a dead RTDE worker first) and re-anchor SafeArm
@@ -162,13 +175,15 @@ class ArmDriver:
             arm.rearm()
         with self._stats_lock:
             self._min_chunk_stamp_s = float(now_ros_s)
-        self.loop.rearm()
+        self._exclusive(self.loop.rearm)
         return f"re-armed at q={[round(float(v), 4) for v in self.safe.state().q]}"
 
     # ------------------------------------------------------------------ episodes (real cell)
     def start_episode(self, now_ros_s: float) -> str:
         """Start an episode: drop queued actions, ignore chunks planned before now, let the
         policy act. Raises RuntimeError while SafeArm is halted (re-arm first)."""
+        if self.gate is None:
+            raise RuntimeError("episodes are run by the sim cell here (operator_episodes=False)")
         if self.safe.halted:
             raise RuntimeError(f"arm halted ({self.safe.halt_reason}): call /ur3_driver/rearm first")
         self.reanchor(min_chunk_stamp_s=now_ros_s)
@@ -178,7 +193,10 @@ class ArmDriver:
 
     def stop_episode(self) -> str:
         """End the running episode: the policy stops acting and the arm holds (queued actions
-        dropped); returns a status text (also when no episode was running)."""
+        dropped); returns a status text (also when no episode was running). Raises RuntimeError
+        without operator episodes (the sim cell runs them)."""
+        if self.gate is None:
+            raise RuntimeError("episodes are run by the sim cell here (operator_episodes=False)")
         was_running = self.gate.end(Outcome.STOPPED, "stop_episode service")
         episode = self.gate.state().episode
         self.hold()

@@ -23,8 +23,8 @@ ACTION_CHUNK_TOPIC = "/dynaflip/action_chunk"      # trajectory_msgs/JointTrajec
 LATENCY_TOPIC = "/dynaflip/latency"                # std_msgs/String JSON {"stage", "ms", ...}
 JOINT_STATES_TOPIC = "/joint_states"               # sensor_msgs/JointState (UR joints + gripper)
 DRIVER_STATUS_TOPIC = "/ur3_driver/status"         # std_msgs/String JSON (safety + servo stats)
-EPISODE_COMMAND_TOPIC = "/episode/command"         # std_msgs/String JSON {"cmd": "reset", ...}
-EPISODE_STATUS_TOPIC = "/episode/status"           # std_msgs/String JSON
+EPISODE_COMMAND_TOPIC = "/episode/command"         # std_msgs/String: episodes.protocol.EpisodeCommand JSON
+EPISODE_STATUS_TOPIC = "/episode/status"           # std_msgs/String: episodes.protocol.EpisodeStatus JSON
 
 # Images between processes: reliable, newest only.
 IMAGE_QOS = QoSProfile(

@@ -12,8 +12,9 @@ optical frame (+x right, +y down, +z forward): R_optical = R_mujoco_cam · diag(
 Simulation time is kept monotonic across resets (it is the clock of the arm, the camera and
 SafeArm); `EpisodeInfo.start_time_s` marks the episode start.
 
-The world's lock: the env owns `lock` (an RLock over model + data). Only the env and its own
-components (`sim.arm.SimArm`, `sim.camera.SimCamera`) take it. Everyone else goes through the
+The world's lock: the env owns `lock` (an RLock over model + data). Only the env (and subclasses
+such as `calibration.sim_scene`) and its own components (`sim.arm.SimArm`,
+`sim.camera.SimCamera`, typed by `sim.mj_scene.MjScene`) take it. Everyone else goes through the
 env's API: `advance_until` / `advance_period` (servo ticks + physics: the lock-step runners and
 the real-time stepper), `exclusive(fn)` (several steps that must see no physics step in between,
 e.g. a reset plus the driver's re-anchor) and `task_state()` (a consistent read).

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from dynaflip_ros.data import schema
+from dynaflip_ros.episodes.record import counter_delta
 from dynaflip_ros.teleop.config import DEFAULT_TASK, TeleopConfig, check_command_rate_hz, check_episode_limits
 from dynaflip_ros.teleop.devices import TeleopDevice, TeleopEvent
 from dynaflip_ros.teleop.twist import TwistToJointTarget
@@ -120,20 +121,12 @@ class SessionSummary:
 
 
 def counters_since(end: dict, start: dict) -> dict:
-    """Per-episode share of cumulative driver statistics: every integer counter of `end` minus
-    its value in `start` (0 when absent; nested dicts such as `rejections_by_reason` likewise);
-    floats (timing statistics over a recent window, maxima, factors) and bools are `end`'s
-    values as they are. Both are `driver.stats()` snapshots (session totals)."""
-    out: dict = {}
-    for k, v in end.items():
-        s = start.get(k) if isinstance(start, dict) else None
-        if isinstance(v, dict):
-            out[k] = counters_since(v, s if isinstance(s, dict) else {})
-        elif isinstance(v, int) and not isinstance(v, bool):
-            out[k] = v - (s if isinstance(s, int) and not isinstance(s, bool) else 0)
-        else:
-            out[k] = v
-    return out
+    """Per-episode share of cumulative driver statistics (`episodes.record.counter_delta`):
+    every integer counter of `end` minus its value in `start` (nested dicts such as
+    `rejections_by_reason` likewise; a counter absent from `start` keeps its value); floats
+    (timing statistics over a recent window, maxima, factors) and bools are `end`'s values as
+    they are. Both are `driver.stats()` snapshots (session totals)."""
+    return counter_delta(start, end)
 
 
 class _Request:

@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         env = sim.env
         camera = CameraNode(camera=env.camera)
         nodes.append(camera)
-        driver = Ur3DriverNode(arm=env.arm, clock=lambda: env.sim_time_s, servo_thread=False)
+        driver = Ur3DriverNode(arm=env.arm, clock=lambda: env.sim_time_s, servo_thread=False,
+                               exclusive=env.exclusive)
         nodes.append(driver)
         for n, backend in ((camera, camera.config.backend), (driver, driver.config.backend)):
             if backend != "sim":

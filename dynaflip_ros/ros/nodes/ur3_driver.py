@@ -78,11 +78,14 @@ class Ur3DriverNode(Node):
             clock when an external stepper ticks the loop).
         servo_thread: run the servo loop in its own thread (real arm); False -> the caller
             calls `self.loop.tick(now_s)` at servo_rate_hz (simulation stepper).
+        exclusive: runs a callable with the arm's world held (simulation: `env.exclusive`; see
+            `robot.arm_driver` for the lock order).
     Raises ConfigError, BackendUnavailableError, or ArmError from connecting the arm.
     """
 
     def __init__(self, arm: Arm | None = None, node_name: str = "ur3_driver",
-                 clock: Callable[[], float] = time.monotonic, servo_thread: bool = True) -> None:
+                 clock: Callable[[], float] = time.monotonic, servo_thread: bool = True,
+                 exclusive: Callable | None = None) -> None:
         super().__init__(node_name, **node_kwargs())
         self.config = cfg = load_node_config(self, Ur3DriverNodeConfig)
         if arm is None:
@@ -93,7 +96,7 @@ class Ur3DriverNode(Node):
                     f"servo_rate_hz {cfg.servo_rate_hz:g} differs from the {cfg.ur_rtde.ur_type} controller "
                     f"rate {rate:g} Hz: servoJ targets will be {'bunched' if cfg.servo_rate_hz > rate else 'held'}")
         # Real cell: the operator runs episodes (the sim_cell node does it in simulation).
-        self.core = ArmDriver(arm, cfg, clock, operator_episodes=cfg.backend != "sim")
+        self.core = ArmDriver(arm, cfg, clock, operator_episodes=cfg.backend != "sim", exclusive=exclusive)
         self.arm, self.safe, self.loop, self.interp = arm, self.core.safe, self.core.loop, self.core.interp
         self.chunk_stats, self.gate = self.core.chunk_stats, self.core.gate
         self._latency = LatencyReporter(self)
