@@ -178,7 +178,9 @@ def test_protective_stop_and_recovery(ctrl, clients):
     assert r.getRuntimeState() == 1 and not r.isProtectiveStopped()
     assert c.moveJ((q0 + 0.05).tolist(), 1.0, 2.0) is False       # program stopped: re-upload
     assert c.reuploadScript()
-    assert _wait(lambda: r.getRuntimeState() == 2)
+    # PLAYING on the controller, and the client has seen its program running (ur_rtde refuses a
+    # move until its own receive thread reports the program running: not a controller fault)
+    assert _wait(lambda: r.getRuntimeState() == 2 and c.isProgramRunning())
     assert c.moveJ((q0 + 0.05).tolist(), 1.0, 2.0)
     np.testing.assert_allclose(r.getActualQ(), q0 + 0.05, atol=3e-3)
     # triggerProtectiveStop from the client does the same
@@ -186,7 +188,7 @@ def test_protective_stop_and_recovery(ctrl, clients):
     assert _wait(r.isProtectiveStopped)
     d.unlockProtectiveStop()
     assert _wait(lambda: r.getSafetyMode() == 1)
-    assert c.reuploadScript() and _wait(lambda: r.getRuntimeState() == 2)
+    assert c.reuploadScript() and _wait(lambda: r.getRuntimeState() == 2 and c.isProgramRunning())
     assert c.moveJ(q0.tolist(), 1.0, 2.0)
 
 
