@@ -48,11 +48,11 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from dynaflip_ros.episodes.record import EvalReport, default_results_path, format_episode, format_summary
     from dynaflip_ros.eval.closed_loop import evaluate_in_sim
     from dynaflip_ros.inference.factory import load_encoder_backend
-    from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
-
     from dynaflip_ros.errors import UserError
+    from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
 
     if args.episodes < 1:
         raise UserError("--episodes must be >= 1")
@@ -63,8 +63,6 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_encoder_backend(
         args.encoder, backend=args.backend, onnxruntime_options={"intra_op_num_threads": args.threads})
     policy = DiffusionPolicyRunner.load(args.policy, encoder_sha256=encoder.manifest.weights_sha256)
-
-    from dynaflip_ros.episodes.record import EvalReport, default_results_path, format_episode, format_summary
 
     report = EvalReport(
         mode="lockstep", config={"episodes": args.episodes, "seed": args.seed, "max_duration_s": args.episode_timeout_s,

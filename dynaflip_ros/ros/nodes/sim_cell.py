@@ -141,11 +141,9 @@ class SimCellNode(Node):
     def stop_episode(self) -> None:
         """End the current episode: the arm holds (the watchdog stops it)."""
         if self.driver is not None:
-            # Lock order, as in reset_episode and the physics stepper: the world, then the servo
-            # loop's tick lock, then SafeArm's. hold() re-anchors at the measured pose, which
-            # reads MuJoCo: holding the world first avoids a lock-order deadlock with the
-            # stepper (which ticks the servo loop with the world held).
-            self.env.exclusive(self.driver.hold)
+            # The driver was built with exclusive=env.exclusive (main): its hold() takes the
+            # world first, in the stepper's lock order (world, servo-loop tick lock, SafeArm).
+            self.driver.hold()
         self.gate.end(Outcome.STOPPED, "stop command")
 
     def status(self) -> EpisodeStatus:

@@ -46,7 +46,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from dynaflip_ros.configs.ros import Ur3DriverNodeConfig
 from dynaflip_ros.robot.arm import Arm, ArmError
-from dynaflip_ros.robot.arm_driver import ArmDriver, ChunkStats  # noqa: F401 - ChunkStats re-exported
+from dynaflip_ros.robot.arm_driver import ArmDriver
 from dynaflip_ros.ros.conversions import joint_state_from_arm_state, stamp_to_s, trajectory_to_times_targets
 from dynaflip_ros.ros.params import load_node_config, node_kwargs
 from dynaflip_ros.ros.qos import (
