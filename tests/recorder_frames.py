@@ -24,7 +24,8 @@ def synthetic_frame(episode: int, i: int, hw=HW) -> dict:
         "image": rng.integers(0, 256, (*hw, 3), dtype=np.uint8),
         "state": rng.normal(size=7),  # float64 on purpose: stored as float32
         "action": rng.normal(size=7).astype(np.float32),
-        "point_tracks": rng.normal(size=(32, 3)).astype(np.float32),
+        "point_tracks": rng.normal(size=(schema.N_TRACK, 3)).astype(np.float32),
+        "point_valid": rng.uniform(size=schema.N_TRACK) < 0.8,
         "phase": int((i + episode) % (len(schema.PHASES) + 1)) - 1,  # -1 .. 6
     }
 
@@ -58,5 +59,6 @@ def check_dataset(root, expected: list[tuple[int, int, str]], hw=HW) -> None:
             np.testing.assert_array_equal(item[schema.STATE_KEY].numpy(), want["state"].astype(np.float32))
             np.testing.assert_array_equal(item[schema.ACTION_KEY].numpy(), want["action"])
             np.testing.assert_array_equal(item[schema.TRACKS_KEY].numpy(), want["point_tracks"])
+            np.testing.assert_array_equal(item[schema.VALID_KEY].numpy(), want["point_valid"].astype(np.float32))
             # lerobot stores (1,)-shaped features as a scalar column: phase reads back with shape ()
             assert item[schema.PHASE_KEY].shape == () and item[schema.PHASE_KEY].item() == want["phase"]

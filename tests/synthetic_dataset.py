@@ -57,6 +57,7 @@ def write_synthetic_dataset(root, n_episodes=4, length=30, idle_tail=10, image_h
                 schema.STATE_KEY: state,
                 schema.ACTION_KEY: state,
                 schema.TRACKS_KEY: points,
+                schema.VALID_KEY: np.ones(schema.N_TRACK, np.float32),
                 schema.PHASE_KEY: np.array([phase], np.int64),
                 "task": f"Pick the {name} into the sink",
             })

@@ -18,7 +18,8 @@ def test_lerobot_dataset_opens_a_recording_in_a_fresh_process(tmp_path):
         rec.begin_episode("Pick the red cube into the sink", seed=0, object_name="red cube")
         for _ in range(3):
             rec.add_frame(image=rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), state=np.zeros(7),
-                          action=np.zeros(7, np.float32), point_tracks=np.zeros((32, 3), np.float32), phase=0)
+                          action=np.zeros(7, np.float32), point_tracks=np.zeros((96, 3), np.float32),
+                          point_valid=np.zeros(96, bool), phase=0)
         rec.end_episode(True, keep=True)
     # nothing of dynaflip_ros is imported by the child: only LeRobot, as a user would
     code = textwrap.dedent(f"""

@@ -183,6 +183,7 @@ def _plain_lerobot_episode(ds, episode: int, length: int, task: str) -> None:
             "observation.state": f["state"].astype(np.float32),
             "action": f["action"],
             "observation.point_tracks": f["point_tracks"],
+            "observation.point_valid": f["point_valid"].astype(np.float32),
             "observation.phase": np.array([f["phase"]], dtype=np.int64),
             "task": task,
         })

@@ -78,8 +78,10 @@ def _bad(**override):
         (_bad(state=[0.0] * 7), "state: expected a numpy array"),
         (_bad(action=np.array([0, 0, np.nan, 0, 0, 0, 0], np.float32)), r"action: non-finite value nan at index \[2\]"),
         (_bad(action=np.full(7, 1e39)), "action: non-finite value"),  # overflows float32
-        (_bad(point_tracks=np.zeros((32, 2), np.float32)), r"point_tracks: expected shape \(32, 3\)"),
-        (_bad(point_tracks=np.full((32, 3), np.inf, np.float32)), "point_tracks: non-finite"),
+        (_bad(point_tracks=np.zeros((96, 2), np.float32)), r"point_tracks: expected shape \(96, 3\)"),
+        (_bad(point_tracks=np.full((96, 3), np.inf, np.float32)), "point_tracks: non-finite"),
+        (_bad(point_valid=np.ones(95, bool)), r"point_valid: expected a bool array of shape \(96,\)"),
+        (_bad(point_valid=np.full(96, 0.5, np.float32)), "point_valid: expected bools"),
         (_bad(phase=7), "phase: expected -1"),
         (_bad(phase=-2), "phase: expected -1"),
         (_bad(phase=1.0), "phase: expected an int"),

@@ -21,18 +21,19 @@ ALLOWED: dict[str, set[str]] = {
     "configs": set(),
     "resources": set(),
     "episodes": set(),
+    "task": set(),
     "robot": {"configs", "episodes"},
     "cameras": {"configs", "resources"},
-    "data": {"configs", "_compat"},
-    "sim": {"configs", "robot", "cameras", "data", "resources"},
+    "data": {"configs", "task", "_compat"},
+    "sim": {"configs", "robot", "cameras", "data", "task", "resources"},
     "encoder": {"configs", "data", "_compat"},
     "export": {"configs", "encoder", "data", "_compat"},
     "inference": {"configs", "encoder", "export", "_compat"},
     "policies": {"configs", "data", "encoder", "inference", "_compat"},
     "calibration": {"configs", "robot", "cameras", "sim", "resources"},
-    "teleop": {"configs", "robot", "cameras", "sim", "data", "resources", "episodes"},
+    "teleop": {"configs", "robot", "cameras", "sim", "data", "task", "resources", "episodes"},
     "eval": {"configs", "robot", "cameras", "sim", "data", "encoder", "export", "inference", "policies",
-             "episodes", "resources", "_compat"},
+             "episodes", "task", "resources", "_compat"},
 }
 UNIVERSAL = {"errors"}  # the UserError base and exit codes: importable from every layer
 CORE = set(ALLOWED)  # every package except ros/ (the ROS adapters may import anything)

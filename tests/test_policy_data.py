@@ -61,6 +61,7 @@ def make_dataset(root, seed: int = 0, lengths=EPISODE_LENGTHS) -> None:
                     schema.STATE_KEY: q[i],
                     schema.ACTION_KEY: q[i + 1],
                     schema.TRACKS_KEY: rng.normal(size=(schema.N_TRACK, 3)).astype(np.float32),
+                    schema.VALID_KEY: np.ones(schema.N_TRACK, np.float32),
                     schema.PHASE_KEY: np.array([i % len(schema.PHASES)], np.int64),
                     "task": ["Pick the red cube into the sink", "Pick the blue cup into the sink"][ep % 2],
                 }

@@ -132,9 +132,10 @@ class CalibrationSimEnv(PickIntoSinkEnv):
         geom.size = cell.round_sig_vec([pw / 2, ph / 2, ht], 6)
         return spec.compile()
 
-    def reset(self, seed=None, object_name=None, distractors=0):
-        """PickIntoSinkEnv.reset, then the target object goes into the sink (keeps the board clear)."""
-        info = super().reset(seed, object_name, distractors)
+    def reset(self, seed=None, object_name=None, objects=1, instruction=None):
+        """PickIntoSinkEnv.reset (one object on the table by default), then the target object
+        goes into the sink (keeps the board clear)."""
+        info = super().reset(seed, object_name, objects, instruction)
         cx, cy = self.config.sink_center_xy_m
         self.place_object(info.object_name, cx, cy)
         return info

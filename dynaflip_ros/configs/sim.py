@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 from dynaflip_ros.configs.image import require_image_hw
 from dynaflip_ros.configs.io import ConfigError
-from dynaflip_ros.configs.validate import require_finite, require_int, require_range, require_range_pair
+from dynaflip_ros.configs.validate import require_choice, require_finite, require_int, require_range, require_range_pair
 
-# Names of the graspable objects, in the order of `SimConfig.objects` default; the instruction is
-# "Pick the <name> into the sink".
-ALL_OBJECT_NAMES: tuple[str, ...] = ("red cube", "green cylinder", "blue bar", "yellow ball")
+# The objects of the original single-object cell (the first four of the catalogue,
+# `task.catalogue`); the pinned-model test builds the cell with them.
+ORIGINAL_OBJECT_NAMES: tuple[str, ...] = ("red cube", "green cylinder", "blue bar", "yellow ball")
 
 # A flange-down "ready" configuration above the work area (rad), UR joint order.
 DEFAULT_HOME_Q_RAD: tuple[float, ...] = (
@@ -57,6 +57,39 @@ class ExpertConfig:
 
 
 @dataclass
+class SceneRandomization:
+    """Visual randomisation of the cell per episode (pre-training data; the OOD conditions reuse
+    it). Drawn from the episode seed on a stream separate from the layout's, so a seed gives the
+    same objects and poses with and without it. `enabled` False: the nominal scene.
+
+    light_scale_range: factor on each light's diffuse intensity; light_direction_deg: max tilt
+    of each light's direction; light_colour_jitter: max per-channel colour deviation (0..1);
+    table_colour_jitter / floor_colour_jitter: max per-channel RGB deviation of the table /
+    floor material (0..1); camera_position_m: max offset of the camera position along each axis;
+    camera_rotation_deg: max rotation of the camera about each of its axes.
+    """
+
+    enabled: bool = False
+    light_scale_range: tuple[float, float] = (0.55, 1.45)
+    light_direction_deg: float = 25.0
+    light_colour_jitter: float = 0.15
+    table_colour_jitter: float = 0.25
+    floor_colour_jitter: float = 0.3
+    camera_position_m: float = 0.03
+    camera_rotation_deg: float = 3.0
+
+    def __post_init__(self) -> None:
+        owner = "SceneRandomization"
+        require_range_pair(owner, "light_scale_range", self.light_scale_range)
+        require_finite(owner, "light_scale_range[0]", self.light_scale_range[0], lo=0.0)
+        require_range(owner, "light_direction_deg", self.light_direction_deg, 0.0, 80.0, unit="deg")
+        for name in ("light_colour_jitter", "table_colour_jitter", "floor_colour_jitter"):
+            require_range(owner, name, getattr(self, name), 0.0, 1.0)
+        require_range(owner, "camera_position_m", self.camera_position_m, 0.0, 0.2, unit="m")
+        require_range(owner, "camera_rotation_deg", self.camera_rotation_deg, 0.0, 20.0, unit="deg")
+
+
+@dataclass
 class SimConfig:
     """The MuJoCo Pick-into-Sink cell (sim/cell.py, sim/pick_into_sink.py).
 
@@ -67,8 +100,13 @@ class SimConfig:
         camera_*: the fixed RGB-D camera looks at `camera_target_m` from `camera_range_m` away,
             `camera_tilt_deg` below horizontal, from azimuth `camera_azimuth_deg` (0 = camera on
             the +x side of the target looking towards -x); fovy like a D435 colour stream.
-        objects: names of the objects built into the cell (subset of ALL_OBJECT_NAMES).
-        object_region_x_m / _y_m: where the target object's centre is sampled (UR base frame).
+        objects: names of the catalogue objects built into the cell (`task.catalogue`; empty =
+            the whole catalogue); unknown names raise ValueError when the cell is built.
+        episode_split: catalogue split ("train" | "novel" | "any") nominal episodes draw objects
+            from; objects_per_episode: (min, max) objects placed on the table per episode.
+        object_region_x_m / _y_m: where the objects' centres are sampled (UR base frame).
+        min_object_gap_m: clearance between placed objects' footprint circles (room for the
+            open fingers between them).
         object_yaw_range_rad: yaw sampling range.
         sink_center_xy_m, sink_inner_size_m (x, y), sink_wall_height_m: the basin on the table.
         tcp_offset_m: flange (tool0) -> TCP distance along tool0 z (between the fingertips).
@@ -88,9 +126,12 @@ class SimConfig:
     camera_zfar_m: float = 5.0
     shadows: bool = False
     reflections: bool = False
-    objects: tuple[str, ...] = ALL_OBJECT_NAMES
-    object_region_x_m: tuple[float, float] = (0.20, 0.34)
-    object_region_y_m: tuple[float, float] = (-0.20, -0.04)
+    objects: tuple[str, ...] = ()
+    episode_split: str = "train"
+    objects_per_episode: tuple[int, int] = (2, 4)
+    object_region_x_m: tuple[float, float] = (0.17, 0.37)
+    object_region_y_m: tuple[float, float] = (-0.25, -0.03)
+    min_object_gap_m: float = 0.03
     object_yaw_range_rad: tuple[float, float] = (-math.pi, math.pi)
     sink_center_xy_m: tuple[float, float] = (0.20, 0.16)
     sink_inner_size_m: tuple[float, float] = (0.16, 0.16)
@@ -101,6 +142,7 @@ class SimConfig:
     settle_s: float = 0.1
     success_max_speed_m_s: float = 0.05
     expert: ExpertConfig = field(default_factory=ExpertConfig)
+    randomization: SceneRandomization = field(default_factory=SceneRandomization)
 
     def __post_init__(self) -> None:
         self.image_hw = require_image_hw("SimConfig", "image_hw", self.image_hw)  # configs/image.py
@@ -113,10 +155,17 @@ class SimConfig:
             raise ConfigError("SimConfig.camera_target_m must be (x, y, z)")
         require_finite("SimConfig", "camera_znear_m", self.camera_znear_m, lo=0.0, lo_open=True)
         require_finite("SimConfig", "camera_zfar_m", self.camera_zfar_m, lo=self.camera_znear_m, lo_open=True)
-        unknown = [o for o in self.objects if o not in ALL_OBJECT_NAMES]
-        if unknown or not self.objects or len(set(self.objects)) != len(self.objects):
-            raise ConfigError(f"SimConfig.objects must be distinct names from {ALL_OBJECT_NAMES}, got {self.objects!r}")
+        if isinstance(self.objects, str) or len(set(self.objects)) != len(self.objects) or not all(
+                isinstance(o, str) and o for o in self.objects):
+            raise ConfigError(f"SimConfig.objects must be distinct object names (task.catalogue), got {self.objects!r}")
         self.objects = tuple(self.objects)
+        require_choice("SimConfig", "episode_split", self.episode_split, ("train", "novel", "any"))
+        lo_n, hi_n = self.objects_per_episode
+        if not (isinstance(lo_n, int) and isinstance(hi_n, int) and 1 <= lo_n <= hi_n <= 4):
+            raise ConfigError(f"SimConfig.objects_per_episode must be (min, max) ints with 1 <= min <= max <= 4, "
+                              f"got {self.objects_per_episode!r}")
+        self.objects_per_episode = (lo_n, hi_n)
+        require_range("SimConfig", "min_object_gap_m", self.min_object_gap_m, 0.0, 0.2, unit="m")
         for name in ("object_region_x_m", "object_region_y_m", "object_yaw_range_rad"):
             require_range_pair("SimConfig", name, getattr(self, name))
         if len(self.sink_center_xy_m) != 2 or len(self.sink_inner_size_m) != 2:
@@ -136,3 +185,5 @@ class SimConfig:
         require_finite("SimConfig", "success_max_speed_m_s", self.success_max_speed_m_s, lo=0.0, lo_open=True)
         if isinstance(self.expert, dict):
             self.expert = ExpertConfig(**self.expert)
+        if isinstance(self.randomization, dict):
+            self.randomization = SceneRandomization(**self.randomization)

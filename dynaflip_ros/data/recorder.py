@@ -74,6 +74,17 @@ def _check_float_array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndar
     return out
 
 
+def _check_mask(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Validated float32 0/1 copy of a boolean mask (bool array, or floats that are all 0 or 1)."""
+    if not isinstance(value, np.ndarray) or value.shape != shape:
+        got = value.shape if isinstance(value, np.ndarray) else type(value).__name__
+        raise FrameValidationError(f"{name}: expected a bool array of shape {shape}, got {got}")
+    if value.dtype != np.bool_:
+        if not np.issubdtype(value.dtype, np.number) or not np.all((value == 0) | (value == 1)):
+            raise FrameValidationError(f"{name}: expected bools (or 0/1 values), got {value.dtype}")
+    return value.astype(np.float32)
+
+
 def _check_image(value: Any, image_hw: tuple[int, int]) -> np.ndarray:
     h, w = image_hw
     if not isinstance(value, np.ndarray):
@@ -310,6 +321,7 @@ class EpisodeRecorder:
         state: np.ndarray,
         action: np.ndarray,
         point_tracks: np.ndarray,
+        point_valid: np.ndarray,
         phase: int,
     ) -> None:
         """Append one frame (time step at `fps`) to the open episode.
@@ -318,7 +330,10 @@ class EpisodeRecorder:
             image: uint8 (H, W, 3) RGB of the fixed camera, (H, W) == image_hw.
             state: float (7,) measured joint positions (rad) + gripper 0 open..1 closed.
             action: float (7,) commanded joint-position target (rad) + gripper command.
-            point_tracks: float (32, 3) points on the manipulated object, camera optical frame, m.
+            point_tracks: float (N_TRACK, 3) = (96, 3) points (layout `schema.TRACK_SLICES`),
+                camera optical frame, m; zeros where there are none (a real cell).
+            point_valid: (N_TRACK,) bool or 0/1 floats: which rows of point_tracks are real
+                points in view (all False on a real cell).
             phase: expert phase index into `schema.PHASES`, -1 when unknown (teleop).
 
         Floats are stored as float32 and must be finite after the cast.
@@ -331,6 +346,7 @@ class EpisodeRecorder:
             schema.STATE_KEY: _check_float_array("state", state, (schema.STATE_DIM,)),
             schema.ACTION_KEY: _check_float_array("action", action, (schema.ACTION_DIM,)),
             schema.TRACKS_KEY: _check_float_array("point_tracks", point_tracks, (schema.N_TRACK, 3)),
+            schema.VALID_KEY: _check_mask("point_valid", point_valid, (schema.N_TRACK,)),
             schema.PHASE_KEY: np.array([_check_phase(phase)], dtype=np.int64),
         }
         with self._lock:

@@ -7,18 +7,35 @@ Frames are recorded at `RECORD_FPS` (the policy rate). One dataset row per frame
 | observation.image          | image   | (H, W, 3)      | fixed camera RGB, uint8 (PNG inside parquet)       |
 | observation.state          | float32 | (7,)           | 6 joint positions (rad) + gripper 0 open..1 closed  |
 | action                     | float32 | (7,)           | joint position target (rad) + gripper command       |
-| observation.point_tracks   | float32 | (N_TRACK, 3)   | ground-truth 3D points on the manipulated object,   |
+| observation.point_tracks   | float32 | (N_TRACK, 3)   | ground-truth 3D points (layout `TRACK_SLICES`),     |
 |                            |         |                | camera optical frame, metres (same points each frame)|
+| observation.point_valid    | float32 | (N_TRACK,)     | 1 where the point exists and is in view, else 0     |
 | observation.phase          | int64   | (1,)           | expert phase index into PHASES (-1 when unknown)    |
-| task (LeRobot built-in)    | str     |                | "Pick the red cube into the sink"                   |
+| task (LeRobot built-in)    | str     |                | the instruction, "put the red cube in the sink"     |
 
-The language of a transition (docs/method.md §1) is built from `task` and `observation.phase`
-(`phase_description`).
+Point layout (`TRACK_SLICES`): rows 0-31 the target object, 32-47 the gripper finger pads (8 per
+pad), 48-95 up to three other objects on the table (16 points each, in the order of the episode's
+`objects` list without the target). A row is valid (`observation.point_valid` = 1) when its slot
+is filled (an object / finger exists) and the point lies in front of the camera inside the image;
+rows of empty slots are 0 and invalid. Recordings without ground-truth tracks (a real cell) store
+zeros and an all-zero mask; `data.triplets` refuses to build flow from them.
+
+The language of a transition (docs/method.md §1) is built from the episode's target object and
+`observation.phase` (`task.instructions.clip_sentences`).
 """
 from __future__ import annotations
 
 RECORD_FPS = 10
-N_TRACK = 32
+N_TRACK = 96
+# Rows of observation.point_tracks (module docstring).
+TRACK_SLICES: dict[str, slice] = {
+    "target": slice(0, 32),
+    "fingers": slice(32, 48),
+    "others": slice(48, 96),
+}
+POINTS_PER_FINGER = 8
+POINTS_PER_OTHER_OBJECT = 16
+MAX_OTHER_OBJECTS = 3
 STATE_DIM = 7
 ACTION_DIM = 7
 
@@ -26,6 +43,7 @@ IMAGE_KEY = "observation.image"
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
 TRACKS_KEY = "observation.point_tracks"
+VALID_KEY = "observation.point_valid"
 PHASE_KEY = "observation.phase"
 
 # Phases of a pick-into-sink episode, in order (the scripted expert reports them; teleop -> -1).
@@ -58,6 +76,7 @@ def features(image_hw: tuple[int, int]) -> dict:
             "names": ["shoulder_pan", "shoulder_lift", "elbow", "wrist_1", "wrist_2", "wrist_3", "gripper"],
         },
         TRACKS_KEY: {"dtype": "float32", "shape": (N_TRACK, 3), "names": ["point", "xyz"]},
+        VALID_KEY: {"dtype": "float32", "shape": (N_TRACK,), "names": ["point"]},
         PHASE_KEY: {"dtype": "int64", "shape": (1,), "names": ["phase"]},
     }
 

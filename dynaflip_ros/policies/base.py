@@ -13,11 +13,14 @@ from dynaflip_ros.errors import UserError
 @dataclass(frozen=True)
 class PolicyObservation:
     """embedding: (D,) float32 image embedding of the frame; state: (7,) float32 joint positions
-    (rad) + gripper (0 open..1 closed); stamp_s: capture time of the image (s)."""
+    (rad) + gripper (0 open..1 closed); stamp_s: capture time of the image (s); instruction: the
+    task sentence ("put the red cube in the sink"), required by a language-conditioned policy
+    (None for a policy without language input)."""
 
     embedding: np.ndarray
     state: np.ndarray
     stamp_s: float
+    instruction: str | None = None
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from dynaflip_ros.sim.cell_params import (
     UR3_MAX_TORQUE_NM,
     ObjectSpec,
     camera_pose,
+    cell_objects,
     parked_position,
     rx_matrix,
     rx_quat_wxyz,
@@ -58,7 +59,7 @@ __all__ = [
     "FINGER_DAMPING", "FINGER_JOINT_NAMES", "FINGER_PAD_HALF_M", "FINGER_STROKE_M", "FLANGE_SITE",
     "GRIPPER_MASS_KG", "OBJECT_SPECS", "ROBOT_BODY_NAMES", "SINK_BODY", "TCP_SITE",
     "UR3_LINK_COM_DH_M", "UR3_LINK_INERTIA", "UR3_LINK_MASS_KG", "UR3_MAX_TORQUE_NM", "ObjectSpec",
-    "build_cell_spec", "build_model", "camera_pose", "parked_position", "round_sig", "round_sig_vec",
+    "build_cell_spec", "build_model", "camera_pose", "cell_objects", "parked_position", "round_sig", "round_sig_vec",
     "yaw_quat_wxyz",
 ]
 
@@ -206,16 +207,38 @@ def _add_sink(spec, cfg: SimConfig) -> None:
 
 
 def _add_objects(spec, cfg: SimConfig) -> None:
-    """One free body per object of `cfg.objects`, parked out of view (`parked_position`)."""
-    for i, name in enumerate(cfg.objects):
+    """One free body per object of the cell (`cell_objects`), parked out of view
+    (`parked_position`); one geom per part (the first named `<body>_geom`, the others
+    `<body>_geom_<i>`), the object's mass spread over the parts by volume (MuJoCo's default)."""
+    for i, name in enumerate(cell_objects(cfg)):
         s = OBJECT_SPECS[name]
         px, py, pz = parked_position(i)
         body = spec.worldbody.add_body(name=s.body, pos=[px, py, round_sig(pz + s.half_height_m, 5)])
         body.add_freejoint(name=f"{s.body}_free")
-        contact = ({"condim": 6, "friction": [1.0, 0.01, 0.002]} if s.shape == "sphere"
+        rolls = s.primitive.shape in ("sphere", "capsule") and len(s.parts) == 1
+        contact = ({"condim": 6, "friction": [1.0, 0.01, 0.002]} if rolls
                    else {"condim": 4, "friction": [1.0, 0.01, 0.001]})
-        _geom(body, s.shape, round_sig_vec(s.size), name=f"{s.body}_geom", rgba=round_sig_vec(s.rgba), mass=s.mass_kg,
-              **_ENV, **contact)
+        if len(s.parts) == 1:
+            _geom(body, s.primitive.shape, round_sig_vec(s.primitive.size), name=f"{s.body}_geom",
+                  rgba=round_sig_vec(s.rgba), mass=s.mass_kg, **_ENV, **contact)
+            continue
+        volumes = np.array([_part_volume(p) for p in s.parts])
+        for k, part in enumerate(s.parts):
+            _geom(body, part.shape, round_sig_vec(part.size), pos=round_sig_vec(part.pos),
+                  name=f"{s.body}_geom" + (f"_{k}" if k else ""), rgba=round_sig_vec(s.rgba),
+                  mass=float(s.mass_kg * volumes[k] / volumes.sum()), **_ENV, **contact)
+
+
+def _part_volume(part) -> float:
+    """Volume of a `task.catalogue.Part` (m^3)."""
+    sz = part.size
+    if part.shape == "box":
+        return 8.0 * sz[0] * sz[1] * sz[2]
+    if part.shape == "sphere":
+        return 4.0 / 3.0 * np.pi * sz[0] ** 3
+    if part.shape == "capsule":
+        return np.pi * sz[0] ** 2 * 2.0 * sz[1] + 4.0 / 3.0 * np.pi * sz[0] ** 3
+    return np.pi * sz[0] ** 2 * 2.0 * sz[1]
 
 
 def _add_scene(spec, cfg: SimConfig) -> None:

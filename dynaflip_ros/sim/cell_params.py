@@ -12,12 +12,13 @@ https://docs.scipy.org/doc/scipy/reference/generated/scipy.spatial.transform.Rot
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from dynaflip_ros.configs.sim import SimConfig
+from dynaflip_ros.task.catalogue import CATALOGUE as OBJECT_SPECS  # noqa: F401  (the cell's objects)
+from dynaflip_ros.task.catalogue import ObjectSpec, get_object  # noqa: F401
 
 # docs/hardware.md §1.3 (CB3): link masses (kg) and centres of mass in the DH frame i (end of link i).
 UR3_LINK_MASS_KG = (2.0, 3.42, 1.26, 0.8, 0.8, 0.35)
@@ -65,74 +66,13 @@ FLANGE_SITE = "tool0"
 SINK_BODY = "sink"
 
 
-@dataclass(frozen=True)
-class ObjectSpec:
-    """A graspable object.
-
-    shape: "box" | "cylinder" | "sphere"; size: MuJoCo geom size (box half-extents (3,),
-    cylinder (radius, half-height), sphere (radius,)), metres; rgba; mass_kg.
-    grasp_symmetry_rad: the grasp yaw repeats with this period (box: pi/2 for a cube, pi for a
-    bar, 0 = any yaw works); grasp_across_y: close the fingers along the object's y axis (bar).
-    """
-
-    name: str
-    shape: str
-    size: tuple[float, ...]
-    rgba: tuple[float, float, float, float]
-    mass_kg: float
-    grasp_symmetry_rad: float
-    grasp_across_y: bool = False
-
-    @property
-    def body(self) -> str:
-        return "obj_" + self.name.replace(" ", "_")
-
-    @property
-    def half_height_m(self) -> float:
-        """Height of the centre above the table when the object rests upright (m)."""
-        if self.shape == "box":
-            return self.size[2]
-        if self.shape == "cylinder":
-            return self.size[1]
-        return self.size[0]
-
-    def surface_points(self, n: int = 32, seed: int = 0) -> np.ndarray:
-        """(n, 3) fixed points on the object's surface in its body frame, metres.
-
-        Deterministic (seeded), area-weighted for boxes/cylinders, Fibonacci lattice for spheres.
-        """
-        rng = np.random.default_rng(seed)
-        if self.shape == "sphere":
-            i = np.arange(n) + 0.5
-            phi = np.arccos(1 - 2 * i / n)
-            theta = math.pi * (1 + 5 ** 0.5) * i
-            r = self.size[0]
-            return np.stack([r * np.cos(theta) * np.sin(phi), r * np.sin(theta) * np.sin(phi),
-                             r * np.cos(phi)], axis=1)
-        if self.shape == "box":
-            h = np.asarray(self.size)
-            areas = np.array([h[1] * h[2], h[1] * h[2], h[0] * h[2], h[0] * h[2], h[0] * h[1], h[0] * h[1]])
-            faces = rng.choice(6, size=n, p=areas / areas.sum())
-            pts = rng.uniform(-1, 1, size=(n, 3)) * h
-            axis, sign = faces // 2, np.where(faces % 2 == 0, 1.0, -1.0)
-            pts[np.arange(n), axis] = sign * h[axis]
-            return pts
-        r, hh = self.size
-        side, cap = 2 * math.pi * r * 2 * hh, 2 * math.pi * r * r
-        on_side = rng.uniform(size=n) < side / (side + cap)
-        ang = rng.uniform(0, 2 * math.pi, size=n)
-        rad = np.where(on_side, r, r * np.sqrt(rng.uniform(size=n)))
-        z = np.where(on_side, rng.uniform(-hh, hh, size=n), np.where(rng.uniform(size=n) < 0.5, hh, -hh))
-        return np.stack([rad * np.cos(ang), rad * np.sin(ang), z], axis=1)
-
-
-OBJECT_SPECS: dict[str, ObjectSpec] = {
-    "red cube": ObjectSpec("red cube", "box", (0.02, 0.02, 0.02), (0.85, 0.1, 0.1, 1), 0.08, math.pi / 2),
-    "green cylinder": ObjectSpec("green cylinder", "cylinder", (0.02, 0.03), (0.1, 0.7, 0.2, 1), 0.07, 0.0),
-    "blue bar": ObjectSpec("blue bar", "box", (0.045, 0.0125, 0.015), (0.1, 0.25, 0.85, 1), 0.06,
-                           math.pi, grasp_across_y=True),
-    "yellow ball": ObjectSpec("yellow ball", "sphere", (0.022,), (0.95, 0.85, 0.1, 1), 0.05, 0.0),
-}
+def cell_objects(cfg: SimConfig) -> tuple[str, ...]:
+    """Names of the catalogue objects built into the cell: `cfg.objects`, or the whole catalogue
+    when that is empty. Raises ValueError on a name the catalogue does not have."""
+    names = cfg.objects or tuple(OBJECT_SPECS)
+    for n in names:
+        get_object(n)
+    return tuple(names)
 
 
 def rx_quat_wxyz(alpha: float) -> np.ndarray:

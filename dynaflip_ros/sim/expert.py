@@ -3,7 +3,8 @@
 Plan (privileged: it reads the object's pose from the simulator at `reset`), one segment per
 phase of `data.schema.PHASES`:
 
-    approach  TCP to `approach_height_m` above the grasp point, gripper yawed to the object
+    approach  TCP to `approach_height_m` above the grasp point (higher when another object on the
+              table is taller, so the fingertips clear it), gripper yawed to the object
     descend   straight down to the grasp point
     grasp     hold while the fingers close
     lift      straight up to `lift_height_m`
@@ -11,6 +12,9 @@ phase of `data.schema.PHASES`:
     release   hold while the fingers open
     retreat   up to `retreat_height_m`
 
+The grasp point is the centre of the object's grasp part (`task.catalogue`); of the grasp yaws
+the object's symmetry allows, the expert takes the one whose open fingers stay farthest from the
+other objects on the table (ties: the one closest to the current yaw), so it moves around them.
 Each move follows a minimum-jerk profile in position and yaw; its duration comes from
 `max_tcp_speed_m_s` and is stretched until the planned joint speeds stay below
 `max_joint_speed_fraction` of the UR3 limits. The TCP keeps the gripper pointing straight down.
@@ -39,6 +43,10 @@ from dynaflip_ros.sim.cell_params import yaw_from_quat_wxyz
 
 PHASE_INDEX = {name: i for i, name in enumerate(PHASES)}
 _MIN_GRASP_TCP_Z_M = 0.021   # keeps the finger pads (17.5 mm below the TCP) off the table
+_FINGERTIP_BELOW_TCP_M = 0.0175   # pad half-height: the fingertips reach this far below the TCP
+_FINGER_CLEARANCE_M = 0.03        # fingertips pass at least this high over other objects
+_OPEN_FINGER_OFFSET_M = 0.05      # open finger pad centre from the TCP axis (42.5 mm stroke + pad)
+_FINGER_ROOM_ENOUGH_M = 0.03      # a grasp yaw with this much room is as good as any
 
 
 class IKError(RuntimeError):
@@ -162,7 +170,8 @@ class ScriptedExpert:
         """
         from dynaflip_ros.sim.cell import OBJECT_SPECS
 
-        name = env.target_object if info is None else info.object_name
+        info = env.episode if info is None else info
+        name = info.object_name
         spec = OBJECT_SPECS[name]
         st = env.arm.read_state()
         self._t0 = st.stamp_s
@@ -170,10 +179,14 @@ class ScriptedExpert:
         obj_yaw = yaw_from_quat_wxyz(obj[3:])
         p_home, r_home = self.ik.fk(st.q)
         yaw_home = yaw_of(r_home)
-        yaw_grasp = self._grasp_yaw(spec, obj_yaw, yaw_home)
+        centre = obj[:3] + Rotation.from_quat(obj[3:], scalar_first=True).apply(spec.grasp_offset_m)
+        others = [(env.object_pose(n)[:3], OBJECT_SPECS[n]) for n in info.distractors]
+        yaw_grasp = self._grasp_yaw(spec, obj_yaw, yaw_home, centre, others)
         c = self.cfg
-        grasp = np.array([obj[0], obj[1], max(obj[2] - c.grasp_depth_m, _MIN_GRASP_TCP_Z_M)])
-        above = grasp + np.array([0.0, 0.0, c.approach_height_m])
+        grasp = np.array([centre[0], centre[1], max(obj[2] - c.grasp_depth_m, _MIN_GRASP_TCP_Z_M)])
+        tallest = max((o.height_m for _, o in others), default=0.0)
+        clear_z = tallest + _FINGERTIP_BELOW_TCP_M + _FINGER_CLEARANCE_M   # fingertips above every other object
+        above = np.array([grasp[0], grasp[1], max(grasp[2] + c.approach_height_m, clear_z)])
         lifted = np.array([grasp[0], grasp[1], c.lift_height_m])
         sx, sy = self.sim_config.sink_center_xy_m
         over_sink = np.array([sx, sy, c.release_height_m])
@@ -231,14 +244,32 @@ class ScriptedExpert:
         self._phase = np.asarray(phases)  # (K,)
         self.grasp_yaw_rad = yaw_grasp
 
-    def _grasp_yaw(self, spec, obj_yaw: float, yaw_ref: float) -> float:
-        """Gripper yaw closing the fingers (tool y) across the object, closest to yaw_ref."""
+    def _grasp_yaw(self, spec, obj_yaw: float, yaw_ref: float, centre: np.ndarray | None = None,
+                   others: list | None = None) -> float:
+        """Gripper yaw closing the fingers (tool y) across the object: of the yaws its symmetry
+        allows (within half a turn of yaw_ref), the one with the most room between the open
+        fingers and the other objects (`others`: (position (3,), ObjectSpec) pairs), then the
+        one closest to yaw_ref."""
         if spec.grasp_symmetry_rad <= 0:
-            return yaw_ref
-        # tool y = (sin psi, -cos psi): parallel to object x when psi = yaw + pi/2, to object y when psi = yaw.
-        base = obj_yaw if spec.grasp_across_y else obj_yaw + math.pi / 2
-        k = round((yaw_ref - base) / spec.grasp_symmetry_rad)
-        return base + k * spec.grasp_symmetry_rad
+            candidates = [yaw_ref + d for d in np.radians(np.arange(-90, 91, 15))]
+        else:
+            # tool y = (sin psi, -cos psi): parallel to object x when psi = yaw + pi/2, to object y when psi = yaw.
+            base = obj_yaw if spec.grasp_across_y else obj_yaw + math.pi / 2
+            k0 = round((yaw_ref - base) / spec.grasp_symmetry_rad)
+            candidates = [base + k * spec.grasp_symmetry_rad for k in range(k0 - 3, k0 + 4)
+                          if abs(base + k * spec.grasp_symmetry_rad - yaw_ref) <= math.pi / 2 + 1e-9]
+        if not others or centre is None:
+            return min(candidates, key=lambda y: abs(y - yaw_ref))
+
+        def room(yaw: float) -> float:
+            """Smallest gap (m) between an open finger and another object's footprint circle."""
+            across = np.array([math.sin(yaw), -math.cos(yaw)])  # tool y in the base xy-plane
+            fingers = [centre[:2] + s * _OPEN_FINGER_OFFSET_M * across for s in (1.0, -1.0)]
+            return min(float(np.linalg.norm(f - p[:2])) - o.radius_xy_m for f in fingers for p, o in others)
+
+        best = max(room(y) for y in candidates)
+        near_best = [y for y in candidates if room(y) >= min(best, _FINGER_ROOM_ENOUGH_M) - 1e-9]
+        return min(near_best, key=lambda y: abs(y - yaw_ref))
 
     # ------------------------------------------------------------------ execution
     @property

@@ -1,11 +1,16 @@
 """The simulated Pick-into-Sink task: one MuJoCo world shared by the sim arm and the sim camera.
 
-Per episode (`reset(seed, object_name)`): the UR3 starts at `SimConfig.home_q_rad` with the
-gripper open; one target object (chosen by the seed unless given) is placed on the table at a
-seeded random position in `object_region_*` with a random yaw; the other objects stay parked out
-of view (or are placed as distractors, `reset(..., distractors=n)`); the instruction names the
-object: "Pick the <object> into the sink". Success (`success()`): the target object rests inside
-the basin (inside the inner footprint, below the rim, speed below `success_max_speed_m_s`).
+Per episode (`reset(seed, object_name, objects, instruction)`): the UR3 starts at
+`SimConfig.home_q_rad` with the gripper open; 2-4 objects of the catalogue's `episode_split`
+(`SimConfig.objects_per_episode`; chosen by the seed unless given) are placed on the table at
+seeded random, non-overlapping poses in `object_region_*` with random yaws; the others stay parked
+out of view. One of them is the target; the instruction names it by colour, shape or both, in one
+of several phrasings (`task.instructions.sample_instruction`: "drop the red block into the
+basin"). Outcome (`outcome()`): "success" when the target rests inside the basin (inner
+footprint, below the rim, slower than `success_max_speed_m_s`) and no other object is in it;
+"wrong_object" as soon as another object is inside the basin; None while neither holds.
+With `SimConfig.randomization.enabled`, lights, table / floor colours and the camera pose are
+drawn per episode from a random stream of their own, so a seed gives the same layout either way.
 
 Frames: world = UR `base` frame (table top z = 0). Point tracks are in the camera's OpenCV
 optical frame (+x right, +y down, +z forward): R_optical = R_mujoco_cam · diag(1, -1, -1).
@@ -23,6 +28,7 @@ runs with the world held and reads the arm through SafeArm; so must every re-anc
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from dataclasses import dataclass
@@ -30,32 +36,33 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from dynaflip_ros.configs.sim import ALL_OBJECT_NAMES, SimConfig
-from dynaflip_ros.data.schema import N_TRACK
+from scipy.spatial.transform import Rotation
+
+from dynaflip_ros.configs.sim import SimConfig
+from dynaflip_ros.data import schema
 from dynaflip_ros.robot.arm import UR_JOINT_NAMES
 from dynaflip_ros.sim import cell
 from dynaflip_ros.sim.arm import SimArm
 from dynaflip_ros.sim.camera import SimCamera
+from dynaflip_ros.task.catalogue import objects_in_split
+from dynaflip_ros.task.instructions import sample_instruction
 
 T = TypeVar("T")
-OBJECT_NAMES: tuple[str, ...] = ALL_OBJECT_NAMES
 _OPTICAL_FROM_MJ = np.diag([1.0, -1.0, -1.0])
-_MIN_OBJECT_GAP_M = 0.02  # clearance between placed objects' bounding circles
-
-
-def instruction_for(object_name: str) -> str:
-    """The episode's language instruction."""
-    return f"Pick the {object_name} into the sink"
+_TARGET_POINTS = schema.TRACK_SLICES["target"].stop - schema.TRACK_SLICES["target"].start
+OUTCOME_SUCCESS = "success"
+OUTCOME_WRONG_OBJECT = "wrong_object"
 
 
 @dataclass(frozen=True)
 class EpisodeInfo:
     """What `reset()` chose.
 
-    seed: episode seed; object_name: target object; instruction: "Pick the <object> into the sink";
-    object_pose: (7,) initial target pose in the UR base frame (x, y, z m, qw, qx, qy, qz);
-    object_yaw_rad: its yaw; distractors: names of the other objects placed on the table;
-    start_time_s: simulation time at the start of the episode.
+    seed: episode seed; object_name: target object; instruction: the sentence naming it
+    ("put the red cube in the sink"); object_pose: (7,) initial target pose in the UR base frame
+    (x, y, z m, qw, qx, qy, qz); object_yaw_rad: its yaw; distractors: names of the other objects
+    on the table (the order of the "others" rows of the point tracks); start_time_s: simulation
+    time at the start of the episode; scene: the visual randomisation drawn ({} when off).
     """
 
     seed: int
@@ -65,6 +72,12 @@ class EpisodeInfo:
     object_yaw_rad: float
     distractors: tuple[str, ...]
     start_time_s: float
+    scene: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def objects(self) -> tuple[str, ...]:
+        """Every object on the table, the target first."""
+        return (self.object_name, *self.distractors)
 
 
 class PickIntoSinkEnv:
@@ -106,14 +119,22 @@ class PickIntoSinkEnv:
         self.tcp_site_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, cell.TCP_SITE)
         self.flange_site_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, cell.FLANGE_SITE)
         self.camera_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, cell.CAMERA_NAME)
-        self.object_specs = {name: cell.OBJECT_SPECS[name] for name in self.config.objects}
+        self.object_names = cell.cell_objects(self.config)
+        self.object_specs = {name: cell.OBJECT_SPECS[name] for name in self.object_names}
         self._obj_body = {n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, s.body)
                           for n, s in self.object_specs.items()}
         self._obj_qadr = {n: m.jnt_qposadr[jid(s.body + "_free")] for n, s in self.object_specs.items()}
         self._obj_dadr = {n: m.jnt_dofadr[jid(s.body + "_free")] for n, s in self.object_specs.items()}
         self._finger_bodies = {mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, f"{side}_finger")
                                for side in ("left", "right")}
-        self._track_points = {n: s.surface_points(N_TRACK, seed=0) for n, s in self.object_specs.items()}
+        self._track_points = {n: s.surface_points(_TARGET_POINTS, seed=0) for n, s in self.object_specs.items()}
+        self._other_points = {n: s.surface_points(schema.POINTS_PER_OTHER_OBJECT, seed=1)
+                              for n, s in self.object_specs.items()}
+        self._pad_geoms = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, f"{side}_pad") for side in ("left", "right")]
+        pad_rng = np.random.default_rng(2)
+        self._pad_points = pad_rng.uniform(-1, 1, size=(schema.POINTS_PER_FINGER, 3)) * np.asarray(cell.FINGER_PAD_HALF_M)
+        self._nominal = {"light_diffuse": m.light_diffuse.copy(), "light_dir": m.light_dir.copy(),
+                         "mat_rgba": m.mat_rgba.copy(), "cam_pos": m.cam_pos.copy(), "cam_quat": m.cam_quat.copy()}
         self._home_q = np.asarray(self.config.home_q_rad, dtype=float)
         self.arm = SimArm(self)
         self.camera = SimCamera(self, cell.CAMERA_NAME)
@@ -128,36 +149,36 @@ class PickIntoSinkEnv:
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int | None = None, object_name: str | None = None,
-              distractors: int | Sequence[str] = 0) -> EpisodeInfo:
-        """Start an episode: arm at home, gripper open, target object placed by the seed.
+              objects: int | Sequence[str] | None = None, instruction: str | None = None) -> EpisodeInfo:
+        """Start an episode: arm at home, gripper open, objects placed by the seed.
 
         Args:
             seed: episode seed (default `config.seed`); the same seed gives the same episode.
-            object_name: target object (one of `config.objects`); default: chosen by the seed.
-            distractors: number of other objects (chosen by the seed) or their names, placed at
-                random non-overlapping poses in the object region.
-        Returns the `EpisodeInfo`. Raises ValueError on an unknown object or too many
-        distractors for the region.
+            object_name: the target (a cell object); default: drawn by the seed among the placed ones.
+            objects: what is on the table: None = a seeded count in `config.objects_per_episode`
+                drawn from `config.episode_split`; an int = that many (the target included); a
+                sequence of names = exactly these (the target among them, or added when it is not).
+            instruction: the sentence naming the target (default: `sample_instruction` by the
+                seed, unambiguous in this scene). Given, it is used as is.
+        Returns the `EpisodeInfo`. Raises ValueError on an unknown object, a bad count, or a
+        layout that does not fit the object region.
         """
         seed = self.config.seed if seed is None else int(seed)
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         cfg = self.config
         rng = np.random.default_rng(seed)
-        drawn = cfg.objects[int(rng.integers(len(cfg.objects)))]
-        target = drawn if object_name is None else object_name
-        if target not in self.object_specs:
-            raise ValueError(f"unknown object {target!r}; this cell has {list(self.object_specs)}")
-        others = [n for n in cfg.objects if n != target]
-        if isinstance(distractors, (int, np.integer)):
-            if not 0 <= distractors <= len(others):
-                raise ValueError(f"distractors must be in [0, {len(others)}], got {distractors}")
-            names = [others[i] for i in rng.permutation(len(others))[:distractors]]
+        placed_names = self._choose_objects(rng, object_name, objects)
+        if object_name is None:
+            target = placed_names[int(rng.integers(len(placed_names)))]
         else:
-            names = list(distractors)
-            bad = [n for n in names if n not in others]
-            if bad:
-                raise ValueError(f"distractors {bad} are not other objects of this cell {others}")
+            target = object_name
+        others = [n for n in placed_names if n != target]
+        if len(others) > schema.MAX_OTHER_OBJECTS:
+            raise ValueError(f"at most {schema.MAX_OTHER_OBJECTS + 1} objects per episode, got {len(placed_names)}")
+        text = sample_instruction(target, placed_names, rng) if instruction is None else str(instruction)
+        if not text.strip():
+            raise ValueError("instruction must not be empty")
         with self.lock:
             m, d = self.model, self.data
             t_keep = float(d.time)
@@ -166,39 +187,102 @@ class PickIntoSinkEnv:
             d.qpos[self.arm_qpos_adr] = self._home_q
             self.arm.hold(self._home_q)
             self.arm.reset_gripper(0.0)
-            for i, name in enumerate(cfg.objects):
+            for i, name in enumerate(self.object_names):
                 x, y, z = cell.parked_position(i)
                 self._set_object_pose(name, x, y, z + self.object_specs[name].half_height_m, 0.0)
-            placed: list[tuple[float, float, float]] = []
-            yaw_t = self._place_random(target, rng, placed)
-            for _attempt in range(50):  # re-draw the whole distractor layout until it fits
-                layout = list(placed)
-                if all(self._place_random(name, rng, layout, tries=50) is not None for name in names):
+            for _attempt in range(100):  # re-draw the whole layout until every object fits
+                layout: list[tuple[float, float, float]] = []
+                yaws = [self._place_random(name, rng, layout, tries=50) for name in [target, *others]]
+                if all(y is not None for y in yaws):
                     break
             else:
-                raise ValueError(f"cannot place distractors {names} without overlap in the object region")
+                raise ValueError(f"cannot place {[target, *others]} without overlap in the object region")
+            scene = self._apply_scene(np.random.default_rng([seed, 0x5CE7E]))
             self._mj.mj_forward(m, d)
             self.step(cfg.settle_s)
             self.episode = EpisodeInfo(
-                seed=seed, object_name=target, instruction=instruction_for(target),
-                object_pose=self.object_pose(target), object_yaw_rad=yaw_t,
-                distractors=tuple(names), start_time_s=float(d.time))
+                seed=seed, object_name=target, instruction=text,
+                object_pose=self.object_pose(target), object_yaw_rad=float(yaws[0]),
+                distractors=tuple(others), start_time_s=float(d.time), scene=scene)
             return self.episode
 
+    def _choose_objects(self, rng: np.random.Generator, target: str | None,
+                        objects: int | Sequence[str] | None) -> list[str]:
+        """The names placed this episode (module docstring); the target first when given."""
+        cfg = self.config
+        if target is not None and target not in self.object_specs:
+            raise ValueError(f"unknown object {target!r}; this cell has {list(self.object_specs)}")
+        if objects is not None and not isinstance(objects, (int, np.integer)):
+            names = list(dict.fromkeys(objects))
+            bad = [n for n in names if n not in self.object_specs]
+            if bad:
+                raise ValueError(f"objects {bad} are not in this cell {list(self.object_specs)}")
+            if target is not None and target not in names:
+                names.insert(0, target)
+            if not names:
+                raise ValueError("objects must name at least one object")
+            return names
+        pool = [n for n in self.object_names
+                if cfg.episode_split == "any" or n in objects_in_split(cfg.episode_split)]
+        if target is not None:
+            pool = [n for n in pool if n != target]
+        lo, hi = cfg.objects_per_episode
+        count = int(rng.integers(lo, hi + 1)) if objects is None else int(objects)
+        extra = count - (target is not None)
+        if not 1 <= count <= schema.MAX_OTHER_OBJECTS + 1 or extra > len(pool):
+            raise ValueError(f"cannot place {count} objects: 1..{schema.MAX_OTHER_OBJECTS + 1} allowed, "
+                             f"{len(pool) + (target is not None)} available in split {cfg.episode_split!r}")
+        drawn = [pool[i] for i in rng.permutation(len(pool))[:extra]]
+        return ([target] if target is not None else []) + drawn
+
+    def _apply_scene(self, rng: np.random.Generator) -> dict:
+        """Restore the nominal lights, materials and camera; with `config.randomization.enabled`
+        draw new ones (`configs.sim.SceneRandomization`). Returns what was drawn ({} when off).
+        Call with the world held."""
+        m, nominal, r = self.model, self._nominal, self.config.randomization
+        m.light_diffuse[:] = nominal["light_diffuse"]
+        m.light_dir[:] = nominal["light_dir"]
+        m.mat_rgba[:] = nominal["mat_rgba"]
+        m.cam_pos[:] = nominal["cam_pos"]
+        m.cam_quat[:] = nominal["cam_quat"]
+        if not r.enabled:
+            return {}
+        out: dict = {"lights": []}
+        for i in range(m.nlight):
+            scale = rng.uniform(*r.light_scale_range)
+            colour = 1.0 + rng.uniform(-r.light_colour_jitter, r.light_colour_jitter, size=3)
+            m.light_diffuse[i] = np.clip(nominal["light_diffuse"][i] * scale * colour, 0.0, 1.0)
+            axis = rng.normal(size=3)
+            tilt = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.radians(rng.uniform(0, r.light_direction_deg)))
+            m.light_dir[i] = tilt.apply(nominal["light_dir"][i])
+            out["lights"].append({"diffuse": m.light_diffuse[i].round(4).tolist(), "dir": m.light_dir[i].round(4).tolist()})
+        for name, jitter in (("table", r.table_colour_jitter), ("floor", r.floor_colour_jitter)):
+            mid = self._mj.mj_name2id(m, self._mj.mjtObj.mjOBJ_MATERIAL, name)
+            m.mat_rgba[mid, :3] = np.clip(nominal["mat_rgba"][mid, :3] + rng.uniform(-jitter, jitter, size=3), 0.0, 1.0)
+            out[f"{name}_rgb"] = m.mat_rgba[mid, :3].round(4).tolist()
+        c = self.camera_id
+        m.cam_pos[c] = nominal["cam_pos"][c] + rng.uniform(-r.camera_position_m, r.camera_position_m, size=3)
+        turn = Rotation.from_euler("xyz", rng.uniform(-r.camera_rotation_deg, r.camera_rotation_deg, size=3), degrees=True)
+        base = Rotation.from_quat(nominal["cam_quat"][c], scalar_first=True)
+        m.cam_quat[c] = (base * turn).as_quat(scalar_first=True)
+        out["camera_offset_m"] = (m.cam_pos[c] - nominal["cam_pos"][c]).round(4).tolist()
+        out["camera_rotation_deg"] = float(np.degrees((base.inv() * (base * turn)).magnitude()).round(3))
+        return out
+
     def _radius(self, name: str) -> float:
-        s = self.object_specs[name]
-        return float(np.linalg.norm(s.size[:2])) if s.shape == "box" else float(s.size[0])
+        return self.object_specs[name].radius_xy_m
 
     def _place_random(self, name: str, rng: np.random.Generator, placed: list, tries: int = 200) -> float | None:
-        """Place `name` at a random pose clear of `placed` (x, y, radius) entries; returns the yaw,
-        or None when no clear spot was found in `tries` draws (the object is then not moved)."""
+        """Place `name` at a random pose clear of `placed` (x, y, radius) entries by
+        `config.min_object_gap_m`; returns the yaw, or None when no clear spot was found in
+        `tries` draws (the object is then not moved)."""
         cfg = self.config
         r = self._radius(name)
         for _ in range(tries):
             x = rng.uniform(*cfg.object_region_x_m)
             y = rng.uniform(*cfg.object_region_y_m)
             yaw = rng.uniform(*cfg.object_yaw_range_rad)
-            if all(math.hypot(x - px, y - py) > r + pr + _MIN_OBJECT_GAP_M for px, py, pr in placed):
+            if all(math.hypot(x - px, y - py) > r + pr + cfg.min_object_gap_m for px, py, pr in placed):
                 break
         else:
             return None
@@ -282,10 +366,11 @@ class PickIntoSinkEnv:
         with self.lock:
             return fn(*args, **kwargs)
 
-    def task_state(self) -> tuple[EpisodeInfo, float, bool]:
-        """(episode, simulation time s, success) read at one instant."""
+    def task_state(self) -> tuple[EpisodeInfo, float, str | None]:
+        """(episode, simulation time s, outcome: "success" | "wrong_object" | None) read at one
+        instant (`outcome`)."""
         with self.lock:
-            return self.episode, self.sim_time_s, self.success()
+            return self.episode, self.sim_time_s, self.outcome()
 
     # ------------------------------------------------------------------ task state
     @property
@@ -315,11 +400,22 @@ class PickIntoSinkEnv:
         p = np.asarray(position, dtype=float)
         return bool(abs(p[0] - cx) < hx and abs(p[1] - cy) < hy and 0.0 < p[2] < cfg.sink_wall_height_m)
 
+    def outcome(self) -> str | None:
+        """"wrong_object" when an object other than the target is inside the basin (module
+        docstring), "success" when the target rests in it (footprint, below the rim, slower
+        than `success_max_speed_m_s`) and nothing else is, None otherwise."""
+        with self.lock:
+            if any(self.in_basin(self.object_pose(n)[:3]) for n in self.episode.distractors):
+                return OUTCOME_WRONG_OBJECT
+            pose = self.object_pose()
+            speed = float(np.linalg.norm(self.object_velocity()[:3]))
+            if self.in_basin(pose[:3]) and speed < self.config.success_max_speed_m_s:
+                return OUTCOME_SUCCESS
+            return None
+
     def success(self) -> bool:
-        """The target object rests inside the sink basin (footprint, below the rim, slow)."""
-        pose = self.object_pose()
-        speed = float(np.linalg.norm(self.object_velocity()[:3]))
-        return self.in_basin(pose[:3]) and speed < self.config.success_max_speed_m_s
+        """`outcome()` is "success": the target rests in the basin and nothing else is in it."""
+        return self.outcome() == OUTCOME_SUCCESS
 
     def gripper_contacts(self, name: str | None = None) -> int:
         """Number of active contacts between the finger pads and an object (default: target)."""
@@ -358,9 +454,43 @@ class PickIntoSinkEnv:
         return self._track_points[name] @ r.T + p  # (N_TRACK, 3)
 
     def point_tracks(self, name: str | None = None) -> np.ndarray:
-        """(32, 3) float32 points on the target object (fixed body-frame surface samples) in the
-        camera optical frame (+x right, +y down, +z forward), metres."""
+        """(32, 3) float32 points on an object (default: the target; fixed body-frame surface
+        samples) in the camera optical frame (+x right, +y down, +z forward), metres."""
         return self.to_optical(self.object_points_base(name)).astype(np.float32)
+
+    def scene_tracks(self) -> tuple[np.ndarray, np.ndarray]:
+        """The recorded point tracks of this instant (layout `data.schema.TRACK_SLICES`):
+        (N_TRACK, 3) float32 camera optical frame, metres, and (N_TRACK,) bool validity: the
+        slot is filled and the point projects inside the image in front of the camera."""
+        with self.lock:
+            pts = np.zeros((schema.N_TRACK, 3))
+            filled = np.zeros(schema.N_TRACK, bool)
+            t = schema.TRACK_SLICES["target"]
+            pts[t] = self.object_points_base()
+            filled[t] = True
+            f0 = schema.TRACK_SLICES["fingers"].start
+            for k, g in enumerate(self._pad_geoms):
+                rows = slice(f0 + k * schema.POINTS_PER_FINGER, f0 + (k + 1) * schema.POINTS_PER_FINGER)
+                pts[rows] = self._pad_points @ self.data.geom_xmat[g].reshape(3, 3).T + self.data.geom_xpos[g]
+                filled[rows] = True
+            o0, n_o = schema.TRACK_SLICES["others"].start, schema.POINTS_PER_OTHER_OBJECT
+            for k, name in enumerate(self.episode.distractors[:schema.MAX_OTHER_OBJECTS]):
+                b = self._obj_body[name]
+                r, p = self.data.xmat[b].reshape(3, 3), self.data.xpos[b]
+                rows = slice(o0 + k * n_o, o0 + (k + 1) * n_o)
+                pts[rows] = self._other_points[name] @ r.T + p
+                filled[rows] = True
+            fovy = float(self.model.cam_fovy[self.camera_id])
+        optical = self.to_optical(pts)  # (N_TRACK, 3)
+        h, w = self.config.image_hw
+        fy = 0.5 * h / math.tan(math.radians(fovy) / 2)
+        z = optical[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = fy * optical[:, 0] / z + w / 2
+            v = fy * optical[:, 1] / z + h / 2
+        valid = filled & (z > self.config.camera_znear_m) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        optical[~filled] = 0.0
+        return optical.astype(np.float32), valid
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

@@ -98,9 +98,9 @@ def record_sim_episodes(
             runner = SimRunner(env)
             expert = ScriptedExpert(cfg)
 
-            def on_frame(frame, state, action, phase, point_tracks) -> None:
+            def on_frame(frame, state, action, phase, point_tracks, point_valid) -> None:
                 state_7 = np.concatenate([np.asarray(state.q, dtype=np.float64), [state.gripper]])  # (7,)
-                rec.add_frame(frame.rgb, state_7, np.asarray(action), np.asarray(point_tracks), int(phase))
+                rec.add_frame(frame.rgb, state_7, np.asarray(action), point_tracks, point_valid, int(phase))
 
             bar = tqdm(range(n_episodes), desc=f"record {Path(root).name}", unit="ep", disable=not progress)
             for i in bar:

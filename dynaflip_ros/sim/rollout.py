@@ -6,7 +6,7 @@
 Every arm motion goes through `robot.safety.SafeArm` (docs/safety.md). Time is the
 simulation clock (`env.sim_time_s`), so runs are deterministic and as fast as the CPU allows.
 `run_expert_episode` is what the recorder uses: at 10 Hz it asks the expert for an action,
-calls `on_frame(frame, state, action, phase, point_tracks)` BEFORE applying it, then advances
+calls `on_frame(frame, state, action, phase, point_tracks, point_valid)` BEFORE applying it, then advances
 0.1 s.
 """
 from __future__ import annotations
@@ -23,20 +23,22 @@ from dynaflip_ros.configs.safety import SafetyConfig
 from dynaflip_ros.robot.arm import ArmState
 from dynaflip_ros.sim.pick_into_sink import EpisodeInfo, PickIntoSinkEnv
 
-OnFrame = Callable[[Frame, ArmState, np.ndarray, int, np.ndarray], None]
+OnFrame = Callable[[Frame, ArmState, np.ndarray, int, np.ndarray, np.ndarray], None]
 
 
 @dataclass
 class EpisodeResult:
     """Outcome of `SimRunner.run_expert_episode`.
 
-    success: `env.success()` at the end; duration_s: simulated episode length, s; steps: 10 Hz
+    success: `env.success()` at the end; outcome: `env.outcome()` then ("success",
+    "wrong_object" or None); duration_s: simulated episode length, s; steps: 10 Hz
     control steps (= frames passed to on_frame); physics_steps: MuJoCo steps; wall_time_s: real
     time spent; info: the episode; safety: SafeArm counters (`robot.safety.SafetyStats`);
     servo: ServoLoop counters (`robot.servo_loop.ServoLoopStats`).
     """
 
     success: bool
+    outcome: str | None
     duration_s: float
     steps: int
     physics_steps: int
@@ -79,14 +81,15 @@ class SimRunner:
 
     # ------------------------------------------------------------------ episode control
     def reset(self, seed: int | None = None, object_name: str | None = None,
-              distractors: int | Sequence[str] = 0) -> EpisodeInfo:
-        """Reset the env and build a fresh SafeArm (sim clock) + interpolator + servo loop."""
+              objects: int | Sequence[str] | None = None, instruction: str | None = None) -> EpisodeInfo:
+        """Reset the env (`PickIntoSinkEnv.reset`: seed, target, objects on the table,
+        instruction) and build a fresh SafeArm (sim clock) + interpolator + servo loop."""
         from dynaflip_ros.robot.interpolation import ActionChunkInterpolator
         from dynaflip_ros.robot.safety import SafeArm
         from dynaflip_ros.robot.servo_loop import ServoLoop
 
         env = self.env
-        self.info = env.reset(seed=seed, object_name=object_name, distractors=distractors)
+        self.info = env.reset(seed=seed, object_name=object_name, objects=objects, instruction=instruction)
 
         def clock() -> float:
             return env.sim_time_s
@@ -143,7 +146,8 @@ class SimRunner:
         """Run the scripted expert on the current episode (call `reset` first).
 
         At each 10 Hz step: state = SafeArm.state(); (action (7,), phase) = expert.act(state, t);
-        on_frame(frame, state, action, phase, point_tracks (32, 3)) if given (renders the camera);
+        on_frame(frame, state, action, phase, point_tracks (N_TRACK, 3), point_valid (N_TRACK,))
+        if given (renders the camera; `env.scene_tracks()`);
         the action is queued (due 0.1 s later) and the sim advances 0.1 s. Stops when the plan
         is done or after max_duration_s, then lets the scene settle for settle_s (not recorded)
         before checking `env.success()`.
@@ -161,7 +165,7 @@ class SimRunner:
             action, phase = expert.act(state, t)
             if on_frame is not None:
                 frame = env.camera.read()
-                on_frame(frame, state, action, int(phase), env.point_tracks())
+                on_frame(frame, state, action, int(phase), *env.scene_tracks())
             self.apply_action(action, due_s=t + dt)
             self.advance(dt)
             steps += 1
@@ -172,7 +176,8 @@ class SimRunner:
         for _ in range(n_settle):  # keep streaming the final target (no watchdog stop)
             self.apply_action(action, due_s=self._sched_s + dt)
             self.advance(dt)
+        outcome = env.outcome()
         return EpisodeResult(
-            success=env.success(), duration_s=duration, steps=steps, physics_steps=self.physics_steps,
+            success=outcome == "success", outcome=outcome, duration_s=duration, steps=steps, physics_steps=self.physics_steps,
             wall_time_s=time.perf_counter() - wall0, info=self.info, safety=self.safe.stats,
             servo=self.loop.stats)

@@ -123,9 +123,10 @@ class _SimDriverBase(_ServoDriverBase):
     def success(self) -> bool:
         return bool(self.env.success())
 
-    def point_tracks(self) -> np.ndarray:
-        """(32, 3) float32 ground-truth points on the target object, camera optical frame, m."""
-        return self.env.point_tracks()
+    def scene_tracks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ground-truth point tracks (N_TRACK, 3) float32 (camera optical frame, m; layout
+        `data.schema.TRACK_SLICES`) and their validity mask (N_TRACK,) bool."""
+        return self.env.scene_tracks()
 
 
 class LockstepSimDriver(_SimDriverBase):

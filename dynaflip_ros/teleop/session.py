@@ -387,17 +387,17 @@ class TeleopSession:
         frame = self.camera.read()
         state7 = np.concatenate([np.asarray(st.q, dtype=float), [float(st.gripper)]]).astype(np.float32)
         if getattr(self.driver, "is_sim", False):
-            tracks = np.asarray(self.driver.point_tracks(), dtype=np.float32)
-        else:
-            tracks = np.zeros((schema.N_TRACK, 3), np.float32)
-        self._pending = {"image": frame.rgb, "state": state7, "tracks": tracks}
+            tracks, valid = self.driver.scene_tracks()
+        else:  # no ground-truth points on a real cell: zeros, all invalid (data.schema)
+            tracks, valid = np.zeros((schema.N_TRACK, 3), np.float32), np.zeros(schema.N_TRACK, bool)
+        self._pending = {"image": frame.rgb, "state": state7, "tracks": tracks, "valid": valid}
         if self.bag is not None:
             self.bag.write_image(now, frame.rgb, frame.frame_id)
             self.bag.write_joint_state(now, st.q, st.dq, st.gripper)
 
     def _flush_pending(self, st) -> None:
         p, self._pending = self._pending, None
-        self.recorder.add_frame(p["image"], p["state"], self._action_now(st), p["tracks"], -1)
+        self.recorder.add_frame(p["image"], p["state"], self._action_now(st), p["tracks"], p["valid"], -1)
         with self._lock:
             self._ep_frames += 1
 

@@ -340,7 +340,7 @@ class ArmBackend:
             self._fact = np.array([aid(n) for n in cell.FINGER_ACTUATOR_NAMES])
             self._stroke = float(cell.FINGER_STROKE_M)
             # Park the objects (as the env does) and place the arm.
-            for i, name in enumerate(cfg.objects):
+            for i, name in enumerate(cell.cell_objects(cfg)):
                 spec = cell.OBJECT_SPECS[name]
                 j = jid(spec.body + "_free")
                 px, py, pz = cell.parked_position(i)
