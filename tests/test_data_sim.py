@@ -12,6 +12,7 @@ from dynaflip_ros.configs.io import load_yaml
 from dynaflip_ros.configs.record import RecordConfig
 from dynaflip_ros.data import dataset_io, schema
 from dynaflip_ros.sim.record_demos import record_sim_episodes
+from dynaflip_ros.task.instructions import instruction_paraphrases
 
 HW = (48, 64)
 
@@ -34,13 +35,20 @@ def test_record_sim_episodes_content_and_resume(tmp_path):
     for rec in records:
         rows = [ds[start + i] for i in range(rec["length"])]
         start += rec["length"]
-        assert rec["task"] == f"Pick the {rec['object_name']} into the sink"
+        extra = rec["extra"]
+        assert extra["objects"][0] == rec["object_name"] and 2 <= len(extra["objects"]) <= 4
+        assert rec["task"] in extra["instruction_paraphrases"]
+        assert extra["instruction_paraphrases"] == instruction_paraphrases(rec["object_name"], extra["objects"])
+        assert extra["scene"] == {}  # nominal scene
         assert all(r["task"] == rec["task"] for r in rows)
         phases = [r[schema.PHASE_KEY].item() for r in rows]
         assert phases[0] == 0 and phases == sorted(phases) and phases[-1] >= schema.PHASES.index("release")
         states = np.stack([r[schema.STATE_KEY].numpy() for r in rows])  # (T, 7)
         actions = np.stack([r[schema.ACTION_KEY].numpy() for r in rows])  # (T, 7)
-        tracks = np.stack([r[schema.TRACKS_KEY].numpy() for r in rows])  # (T, 32, 3)
+        tracks = np.stack([r[schema.TRACKS_KEY].numpy() for r in rows])[:, :32]  # (T, 32, 3) the target's rows
+        valid = np.stack([r[schema.VALID_KEY].numpy() for r in rows])  # (T, 96)
+        n_other = len(extra["objects"]) - 1
+        assert valid[:, 48 + 16 * n_other:].sum() == 0 and valid[:, :48].mean() > 0.9
         assert np.all((states[:, 6] >= 0) & (states[:, 6] <= 1)) and np.all((actions[:, 6] >= 0) & (actions[:, 6] <= 1))
         assert actions[:, 6].max() > 0.5 > actions[0, 6]  # the gripper closes during the episode
         assert np.abs(states[-1, :6] - states[0, :6]).max() > 0.1  # the arm moved

@@ -21,6 +21,7 @@ from dynaflip_ros.robot.kinematics import (  # noqa: E402
     forward_kinematics,
 )
 from dynaflip_ros.sim import cell  # noqa: E402
+from dynaflip_ros.task.catalogue import CATALOGUE, ObjectSpec, Part, objects_in_split  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,29 +68,54 @@ def test_ur3_limits_masses_and_actuators(model):
     assert model.opt.timestep == pytest.approx(0.002)
 
 
-def test_objects_differ_in_shape_and_colour(model):
-    specs = [cell.OBJECT_SPECS[n] for n in SimConfig().objects]
-    assert len(specs) >= 4
-    assert len({(s.shape, s.size) for s in specs}) == len(specs)
+def test_catalogue_objects_in_the_cell(model):
+    names = cell.cell_objects(SimConfig())
+    assert names == tuple(CATALOGUE) and len(names) >= 10
+    specs = [cell.OBJECT_SPECS[n] for n in names]
+    assert len({(s.colour, s.shape) for s in specs}) == len(specs)  # colour + shape names one object
     assert len({s.rgba for s in specs}) == len(specs)
+    assert {s.split for s in specs} == {"train", "novel"}
+    assert any(len(s.parts) > 1 for s in specs if s.split == "train")  # composite shapes
+    assert {p.shape for s in specs for p in s.parts} == {"box", "cylinder", "sphere", "capsule"}
     for s in specs:
-        g = model.geom(s.body + "_geom")
-        assert model.body(s.body).mass[0] == pytest.approx(s.mass_kg)
-        np.testing.assert_allclose(g.rgba, s.rgba)
+        body = model.body(s.body)
+        assert body.mass[0] == pytest.approx(s.mass_kg)
+        geoms = np.flatnonzero(model.geom_bodyid == body.id)
+        assert len(geoms) == len(s.parts)
+        np.testing.assert_allclose(model.geom_rgba[geoms], np.tile(s.rgba, (len(geoms), 1)), rtol=1e-6)
         pts = s.surface_points(32)
         assert pts.shape == (32, 3)
         np.testing.assert_array_equal(pts, s.surface_points(32))  # fixed sample points
-        # every point lies on the surface (within 1e-9 of a face / the radius)
-        if s.shape == "sphere":
-            np.testing.assert_allclose(np.linalg.norm(pts, axis=1), s.size[0], atol=1e-9)
-        elif s.shape == "box":
-            assert np.all(np.isclose(np.abs(pts), s.size, atol=1e-9).any(axis=1))
-            assert np.all(np.abs(pts) <= np.asarray(s.size) + 1e-9)
-        else:
-            r = np.linalg.norm(pts[:, :2], axis=1)
-            on_side = np.isclose(r, s.size[0], atol=1e-9)
-            on_cap = np.isclose(np.abs(pts[:, 2]), s.size[1], atol=1e-9)
-            assert np.all(on_side | on_cap)
+        # every point lies on the surface of a part (within 1e-9 of a face / the radius)
+        on_surface = np.zeros(len(pts), bool)
+        for p in s.parts:
+            q = pts - np.asarray(p.pos)
+            if p.shape == "sphere":
+                on = np.isclose(np.linalg.norm(q, axis=1), p.size[0], atol=1e-9)
+            elif p.shape == "box":
+                on = np.isclose(np.abs(q), p.size, atol=1e-9).any(axis=1) & np.all(np.abs(q) <= np.asarray(p.size) + 1e-9, axis=1)
+            elif p.shape == "capsule":
+                axial = np.clip(q[:, 2], -p.size[1], p.size[1])
+                on = np.isclose(np.linalg.norm(q - np.stack([0 * axial, 0 * axial, axial], 1), axis=1), p.size[0], atol=1e-9)
+            else:
+                r = np.linalg.norm(q[:, :2], axis=1)
+                on = (np.isclose(r, p.size[0], atol=1e-9) & (np.abs(q[:, 2]) <= p.size[1] + 1e-9)) | (
+                    np.isclose(np.abs(q[:, 2]), p.size[1], atol=1e-9) & (r <= p.size[0] + 1e-9))
+            on_surface |= on
+        assert on_surface.all(), s.name
+        # resting upright, the lowest part touches the table
+        assert min(p.pos[2] - p.half_height_m for p in s.parts) == pytest.approx(-s.half_height_m)
+
+
+def test_catalogue_rejects_bad_entries():
+    with pytest.raises(ValueError, match="split"):
+        ObjectSpec("red cube", "red", "cube", ("red",), ("cube",), "test", (Part("box", (0.02,) * 3),),
+                   (1, 0, 0, 1), 0.1, 0.0)
+    with pytest.raises(ValueError, match="3 positive sizes"):
+        Part("box", (0.02, 0.02))
+    with pytest.raises(ValueError, match="unknown object"):
+        cell.build_model(SimConfig(objects=("purple mug",)))
+    assert objects_in_split("novel") and not set(objects_in_split("novel")) & set(objects_in_split("train"))
 
 
 def test_arm_only_model_for_ik():
@@ -103,7 +129,9 @@ def test_config_yaml_matches_defaults_and_validation():
     with pytest.raises(ConfigError):
         from_dict(SimConfig, {"image_size": [10, 10]})
     with pytest.raises(ConfigError):
-        from_dict(SimConfig, {"objects": ["purple mug"]})
+        from_dict(SimConfig, {"objects": ["red cube", "red cube"]})
+    with pytest.raises(ConfigError):
+        SimConfig(objects_per_episode=(3, 5))
     with pytest.raises(ValueError):
         SimConfig(image_hw=(224,))
     with pytest.raises(ValueError):

@@ -1,6 +1,8 @@
 """The MjSpec cell (`sim.cell.build_model`) compiles to pinned values: every numeric array of the
 compiled `mujoco.MjModel`, its opt / vis / stat fields and the names buffer equal, bit for bit,
-tests/data/sim_cell_model.json.gz, for several configs. That file was written from the cell's
+tests/data/sim_cell_model.json.gz, for several configs built with the original four objects
+(the catalogue of `task.catalogue` kept their geometry; the whole-catalogue cell is checked
+in tests/test_sim_cell.py). That file was written from the cell's
 earlier MJCF text builder (`sim/cell_mjcf.py`, deleted since) when both builders compiled to the
 same model, so the MjSpec cell is pinned to the model the text described. tex_data (the 256x256
 checker) is pinned by its sha256. A few numbers are also pinned by hand below."""
@@ -19,13 +21,14 @@ pytest.importorskip("mujoco")
 import dynaflip_ros.sim  # noqa: E402,F401  (picks MUJOCO_GL before mujoco is imported)
 import mujoco  # noqa: E402
 
-from dynaflip_ros.configs.sim import SimConfig  # noqa: E402
+from dynaflip_ros.configs.sim import ORIGINAL_OBJECT_NAMES, SimConfig  # noqa: E402
 from dynaflip_ros.sim import cell  # noqa: E402
 
 PINNED = Path(__file__).resolve().parent / "data" / "sim_cell_model.json.gz"
 
 CONFIGS = {
-    "default": (SimConfig(), False),
+    # The original four-object cell: the catalogue keeps their geometry, so it is unchanged.
+    "default": (SimConfig(objects=ORIGINAL_OBJECT_NAMES), False),
     "arm_only": (SimConfig(tcp_offset_m=0.12), True),
     "varied": (SimConfig(image_hw=(480, 640), timestep_s=0.001, camera_fovy_deg=58.0,
                          camera_target_m=(0.2, 0.05, 0.0), camera_range_m=1.1, camera_tilt_deg=40.0,
@@ -81,7 +84,7 @@ def test_spec_compiles_to_the_pinned_model(key, pinned):
 
 
 def test_pinned_cell_numbers():
-    m = cell.build_model(SimConfig())
+    m = cell.build_model(SimConfig(objects=ORIGINAL_OBJECT_NAMES))
     assert (m.nbody, m.njnt, m.ngeom, m.nu, m.nsite, m.ncam, m.nlight, m.nmat, m.ntex) == (
         16, 12, 29, 14, 2, 1, 2, 9, 1)
     np.testing.assert_allclose(m.cam_pos[0], [0.6288611491, 0.0, 0.6953216354], rtol=0, atol=1e-15)

@@ -96,18 +96,41 @@ def test_plan_phases_speeds_and_grasp_yaw(setup):
         np.testing.assert_allclose(p[:2], info.object_pose[:2], atol=1e-3)
         np.testing.assert_allclose(r, gripper_down_rotation(yaw_of(r)), atol=2e-3)
         spec = OBJECT_SPECS[name]
-        if spec.grasp_symmetry_rad > 0:
-            tool_y = r[:2, 1]
-            axis = 1 if spec.grasp_across_y else 0
-            obj_axis = np.array([np.cos(info.object_yaw_rad + axis * np.pi / 2),
-                                 np.sin(info.object_yaw_rad + axis * np.pi / 2)])
-            assert abs(abs(tool_y @ obj_axis) - 1.0) < 1e-3
+        if spec.grasp_symmetry_rad > 0:  # fingers close across the object's axis, modulo its symmetry
+            tool_y_yaw = math.atan2(r[1, 1], r[0, 1])
+            axis_yaw = info.object_yaw_rad + (np.pi / 2 if spec.grasp_across_y else 0.0)
+            k = (tool_y_yaw - axis_yaw) / spec.grasp_symmetry_rad
+            assert abs(k - round(k)) * spec.grasp_symmetry_rad < 1e-3
         # act() returns the plan's target one control period ahead, with the current phase
         a, ph = expert.act(None, info.start_time_s)
         np.testing.assert_allclose(a[:6], q[1], atol=1e-9)
         assert ph == 0
     with pytest.raises(RuntimeError):
         ScriptedExpert(env.config).act(None, 0.0)  # not reset
+
+
+def test_grasp_yaw_keeps_the_fingers_away_from_other_objects(setup):
+    env, runner, expert = setup
+    rooms = []
+    for seed in range(12):
+        info = runner.reset(seed=seed, object_name="red cube", objects=4)
+        expert.reset(env, info)
+        times, q, g, phase = expert.plan
+        p, r = expert.ik.fk(q[int(np.nonzero(phase == PHASES.index("grasp"))[0][-1])])
+        across = r[:2, 1]
+
+        def room_for(a):  # smallest gap between an open finger and another object's footprint
+            return min(np.linalg.norm(p[:2] + sgn * 0.05 * a - env.object_pose(n)[:2]) - OBJECT_SPECS[n].radius_xy_m
+                       for n in info.distractors for sgn in (1, -1))
+
+        room, alt = room_for(across), room_for(np.array([-across[1], across[0]]))  # the cube's other grasp
+        assert room >= min(alt, 0.03) - 1e-9  # the roomier grasp, or one with room enough
+        rooms.append(room)
+        # the approach passes with the fingertips above every other object
+        i_above = int(np.nonzero(phase == PHASES.index("approach"))[0][-1])
+        tallest = max(OBJECT_SPECS[n].height_m for n in info.distractors)
+        assert expert.ik.fk(q[i_above])[0][2] - 0.0175 >= tallest + 0.03 - 2e-4  # (IK tolerance 1e-4 m)
+    assert min(rooms) > -0.01, rooms
 
 
 def test_expert_success_rate_over_50_seeded_episodes(setup):

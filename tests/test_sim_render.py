@@ -11,7 +11,8 @@ pytest.importorskip("mujoco")
 
 from dynaflip_ros.cameras.base import Camera  # noqa: E402
 from dynaflip_ros.configs.sim import SimConfig  # noqa: E402
-from dynaflip_ros.sim.pick_into_sink import OBJECT_NAMES, PickIntoSinkEnv  # noqa: E402
+from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv  # noqa: E402
+from dynaflip_ros.task.catalogue import CATALOGUE  # noqa: E402
 
 HW = (120, 160)  # non-square: catches an H/W swap
 
@@ -67,8 +68,8 @@ def test_frame_shape_dtype_depth_and_intrinsics(env):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_point_tracks_project_onto_the_target_object(env, seed):
-    for name in OBJECT_NAMES:
-        env.reset(seed=seed, object_name=name)
+    for name in CATALOGUE:  # alone on the table: nothing occludes it
+        env.reset(seed=seed, object_name=name, objects=[name])
         f = env.camera.read()
         tracks = env.point_tracks()
         assert tracks.shape == (32, 3) and tracks.dtype == np.float32
@@ -80,8 +81,8 @@ def test_point_tracks_project_onto_the_target_object(env, seed):
         h, w = HW
         assert np.all((px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h))
         seg = segmentation(env)
-        geom = env.model.geom(env.object_specs[name].body + "_geom").id
-        mask = seg == geom
+        body = env.model.body(env.object_specs[name].body).id
+        mask = np.isin(seg, np.flatnonzero(env.model.geom_bodyid == body))  # every part
         assert mask.sum() > 10
         # dilate the mask by one pixel (points on the silhouette edge)
         grown = mask.copy()
@@ -101,8 +102,10 @@ def test_point_tracks_project_onto_the_target_object(env, seed):
         # The colour under the visible points is the object's colour family.
         rgba = np.asarray(env.object_specs[name].rgba[:3])
         colours = f.rgb[px[visible, 1], px[visible, 0]].astype(float) / 255
-        dominant = int(np.argmax(rgba))
-        assert np.mean(np.argmax(colours, axis=1) == dominant) > 0.7
+        # The colour under the visible points has the object's hue (shading scales it).
+        mean = colours.mean(axis=0)
+        cosine = float(mean @ rgba / (np.linalg.norm(mean) * np.linalg.norm(rgba)))
+        assert cosine > 0.97, (name, mean, rgba)
 
 
 def test_point_tracks_follow_the_object(env):

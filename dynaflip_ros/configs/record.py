@@ -25,6 +25,9 @@ class RecordConfig:
         image_hw: rendered / recorded image (height, width), px.
         only_success: discard episodes the expert fails (else keep them with success false).
         max_episode_s: simulated-time cap of one expert episode, s.
+        randomize_scene: draw lights, table / floor colours and the camera pose per episode
+            (`configs.sim.SceneRandomization`; the encoder's pre-training data); False records
+            the nominal scene (the policy's demos).
     """
 
     repo_id: str = "local/pick_into_sink"
@@ -33,6 +36,7 @@ class RecordConfig:
     image_hw: tuple[int, int] = (224, 224)
     only_success: bool = True
     max_episode_s: float = 15.0
+    randomize_scene: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.repo_id, str) or self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
@@ -43,3 +47,5 @@ class RecordConfig:
         if not isinstance(self.only_success, bool):
             raise ValueError(f"RecordConfig.only_success must be a bool, got {self.only_success!r}")
         require_finite("RecordConfig", "max_episode_s", self.max_episode_s, lo=0, lo_open=True)
+        if not isinstance(self.randomize_scene, bool):
+            raise ValueError(f"RecordConfig.randomize_scene must be a bool, got {self.randomize_scene!r}")

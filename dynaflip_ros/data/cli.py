@@ -79,6 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=int, default=None, help="seed of the first attempt; attempt i uses seed+i (default 0); --teleop --sim: first scene seed")
     e.add_argument("--episode-timeout-s", type=float, default=None, help="simulated-time cap per episode (default 15); --teleop: episodes are saved at this length (default 300)")
     e.add_argument("--keep-failed", action="store_true", help="keep failed expert episodes (success=false)")
+    e.add_argument("--randomize-scene", action="store_true",
+                   help="--sim: draw lights, table / floor colours and camera pose per episode (encoder pre-training data)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help="dataset directory (created; see --resume); required with --sim")
     o.add_argument("--resume", action="store_true", help="append to the dataset at --out (repairs a killed run)")
@@ -120,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             "max_episode_s": args.episode_timeout_s,
             "repo_id": args.repo_id,
             "only_success": False if args.keep_failed else None,
+            "randomize_scene": True if args.randomize_scene else None,
         }
         merged = {**to_dict(cfg), **{k: v for k, v in overrides.items() if v is not None}}
         cfg = from_dict(RecordConfig, merged, "dynaflip record")
@@ -135,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"dynaflip record: {problem}", file=sys.stderr)
         return EXIT_USAGE
 
+    from dynaflip_ros.configs.sim import SceneRandomization, SimConfig
     from dynaflip_ros.data.recorder import DatasetSchemaError
     from dynaflip_ros.sim.record_demos import record_sim_episodes
 
@@ -149,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             repo_id=cfg.repo_id,
             max_episode_s=cfg.max_episode_s,
+            sim_config=SimConfig(randomization=SceneRandomization(enabled=cfg.randomize_scene)),
         )
     except DatasetSchemaError as e:
         print(f"dynaflip record: {e}", file=sys.stderr)

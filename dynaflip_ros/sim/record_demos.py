@@ -22,8 +22,23 @@ from dynaflip_ros.data.recorder import EpisodeRecorder
 from dynaflip_ros.sim.expert import IKError, ScriptedExpert
 from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv
 from dynaflip_ros.sim.rollout import SimRunner
+from dynaflip_ros.task.instructions import instruction_paraphrases
 
 log = logging.getLogger(__name__)
+
+
+def episode_extra(info) -> dict:
+    """Per-episode metadata of a sim recording (`EpisodeInfo` -> JSON-safe dict): the target's
+    pose, every object on the table (target first), the other objects in track-row order, the
+    instruction's paraphrases (every unambiguous phrasing, `task.instructions`; the policy
+    samples among them in training) and the scene randomisation drawn ({} when nominal)."""
+    return {
+        "object_pose": [float(v) for v in info.object_pose],
+        "objects": list(info.objects),
+        "distractors": list(info.distractors),
+        "instruction_paraphrases": instruction_paraphrases(info.object_name, info.objects),
+        "scene": info.scene,
+    }
 
 
 def record_sim_episodes(
@@ -116,10 +131,7 @@ def record_sim_episodes(
                     object_name=info.object_name,
                     source="sim",
                     demonstrator="expert",
-                    extra={
-                        "object_pose": [float(v) for v in info.object_pose],
-                        "distractors": list(info.distractors),
-                    },
+                    extra=episode_extra(info),
                 )
                 try:
                     result = runner.run_expert_episode(expert, on_frame=on_frame, max_duration_s=max_episode_s)
