@@ -12,8 +12,8 @@ from dynaflip_ros.episodes.protocol import (
     PROTOCOL, CommandKind, EpisodeCommand, EpisodeStatus, Outcome, Phase, ProtocolError,
 )
 from dynaflip_ros.episodes.record import (
-    LATENCY_STAGES, EpisodeRecord, EvalReport, counter_delta, format_episode, format_summary, latency_summary,
-    wilson_interval,
+    LATENCY_STAGES, EpisodeRecord, EvalReport, SwapPairRecord, counter_delta, format_episode, format_pair,
+    format_summary, latency_summary, wilson_interval,
 )
 
 
@@ -47,6 +47,7 @@ def test_non_finite_floats_travel_as_null():
 @pytest.mark.parametrize("text, match", [
     ('{"cmd": "reset", "episode": 0, "seed": 3}', "protocol None"),  # the untyped version-1 form
     (json.dumps({"protocol": "dynaflip_ros.episode/1", "kind": "stop", "stamp_s": 0}), "episode/1"),
+    (json.dumps({"protocol": "dynaflip_ros.episode/2", "kind": "stop", "stamp_s": 0}), "episode/2"),
     ("not json", "invalid JSON"),
     ("[1, 2]", "JSON object"),
     (json.dumps({"protocol": PROTOCOL, "kind": "jump", "stamp_s": 0}), "kind"),
@@ -115,8 +116,44 @@ def test_owner_gate_begin_succeed_end():
     g.begin(1, None, reset_stamp_s=8.0)
     assert g.end(Outcome.HALTED, "protective stop")
     s = g.state()
-    assert s.outcome is Outcome.HALTED and s.reason == "protective stop" and not s.running
+    assert s.outcome is Outcome.SAFETY_STOP and s.reason == "protective stop" and not s.running
     assert not g.succeed(1.0)  # no success outside an episode
+
+
+def test_owner_gate_decides_wrong_object_once():
+    g = EpisodeGate(clock=FakeClock())
+    g.begin(0, 3, 1.0, object_name="red cube", objects=["red cube", "blue bar"], instruction="put the red cube in the sink")
+    assert g.decide("wrong_object", 2.5) and not g.decide(Outcome.SUCCESS, 3.0)  # the first decision stays
+    status = g.status("sim_cell", 5.0)
+    assert status.outcome is Outcome.WRONG_OBJECT and status.success_time_s is None and status.decided
+    assert status.objects == ("red cube", "blue bar") and status.running
+    with pytest.raises(ValueError, match="success or wrong_object"):
+        g.decide(Outcome.TIMEOUT, 1.0)
+    g.end(Outcome.STOPPED)
+    assert g.state().outcome is Outcome.WRONG_OBJECT
+    follower = EpisodeGate(clock=FakeClock())
+    follower.follow(EpisodeStatus(source="sim_cell", phase="running", episode=1, objects=["a", "b"], instruction="x"))
+    assert follower.state().objects == ("a", "b") and follower.state().instruction == "x"
+
+
+def test_outcomes_and_the_objects_field_on_the_wire():
+    assert [o.value for o in Outcome] == ["success", "wrong_object", "timeout", "safety_stop", "stopped", "error"]
+    assert Outcome.HALTED is Outcome.SAFETY_STOP and Outcome("safety_stop") is Outcome.HALTED
+    for outcome in ("wrong_object", "safety_stop"):
+        s = EpisodeStatus(source="sim_cell", phase="running", episode=0, outcome=outcome, objects=["x", "y"])
+        back = EpisodeStatus.from_json(s.to_json())
+        assert back == s and back.outcome.value == outcome and back.objects == ("x", "y") and back.decided
+    assert not EpisodeStatus(source="s", phase="running", outcome=None).decided
+    d = json.loads(EpisodeStatus(source="s", phase="idle").to_json())
+    for bad in (["a", 1], "a,b"):
+        with pytest.raises(ProtocolError, match="objects must be strlist"):
+            EpisodeStatus.from_json(json.dumps({**d, "objects": bad}))
+    with pytest.raises(ProtocolError, match="Outcome"):
+        EpisodeStatus.from_json(json.dumps({**d, "outcome": "halted"}))  # the version-2 name
+    with pytest.raises(ProtocolError, match="instruction"):
+        EpisodeCommand.reset(0, instruction="  ")
+    c = EpisodeCommand.reset(2, 5, instruction="drop the red block into the basin")
+    assert EpisodeCommand.from_json(c.to_json()).instruction == "drop the red block into the basin"
 
 
 def test_a_new_reset_replaces_the_running_episode():
@@ -189,21 +226,74 @@ def test_counter_delta():
 
 def test_report_summary_keys_json_and_text(tmp_path):
     report = EvalReport(mode="lockstep", models={"encoder": "e" * 64, "policy": "p" * 64}, config={"episodes": 3})
-    report.add(EpisodeRecord(0, 100, Outcome.SUCCESS, object_name="red cube", time_to_success_s=4.0,
+    report.add(EpisodeRecord(0, 100, Outcome.SUCCESS, target="red cube", objects=("red cube", "blue bar"),
+                             instruction="put the red cube in the sink", time_to_success_s=4.0,
                              episode_sim_time_s=4.0, wall_time_s=1.0), {"encode": [10.0, 12.0], "policy": [50.0]})
-    report.add(EpisodeRecord(1, 101, "timeout", episode_sim_time_s=15.0), {"encode": [14.0]})
-    report.add(EpisodeRecord(2, 102, Outcome.HALTED))
+    report.add(EpisodeRecord(1, 101, "timeout", target="blue bar", episode_sim_time_s=15.0), {"encode": [14.0]})
+    report.add(EpisodeRecord(2, 102, Outcome.HALTED, target="red cube"))
     s = report.summary()
-    assert set(s) == {"episodes", "success_rate", "success_ci95", "outcomes", "latency_ms"}
+    assert set(s) == {"episodes", "success_rate", "success_ci95", "wrong_object_rate", "wrong_object_ci95",
+                      "timeout_rate", "timeout_ci95", "safety_stop_rate", "safety_stop_ci95", "outcomes", "by_target",
+                      "swap_pairs", "swap_pairs_correct", "swap_accuracy", "swap_accuracy_ci95", "latency_ms"}
     assert s["episodes"] == 3 and s["success_rate"] == pytest.approx(1 / 3)
-    assert s["outcomes"] == {"success": 1, "timeout": 1, "halted": 1}
+    assert s["outcomes"] == {"success": 1, "timeout": 1, "safety_stop": 1}  # HALTED is safety_stop
     assert s["latency_ms"]["encode"]["n"] == 3 and s["latency_ms"]["encode"]["p50"] == 12.0
+    assert s["swap_pairs"] == 0 and s["swap_accuracy"] is None and s["swap_accuracy_ci95"] is None
     assert report.episodes[0].latency_ms["encode"]["p50"] == 11.0  # per episode, from its own samples
     assert report.episodes[1].models == {"encoder": "e" * 64, "policy": "p" * 64}
     path = report.write_json(tmp_path / "sub" / "r.json")
     d = json.loads(path.read_text())
     assert d["summary"]["outcomes"]["timeout"] == 1 and d["episodes"][0]["outcome"] == "success"
+    assert d["episodes"][0]["objects"] == ["red cube", "blue bar"] and d["episodes"][0]["target"] == "red cube"
+    assert d["episodes"][0]["instruction"] == "put the red cube in the sink" and d["pairs"] == []
     text = format_summary(d, path)
-    assert "success 1/3 (33.3 %" in text and "Wilson 95 % CI" in text and "timeout 1" in text and str(path) in text
+    assert "3 episodes" in text and "success      1/3 (33.3 %, Wilson 95 % CI" in text and str(path) in text
+    assert "timeout      1/3" in text and "wrong object 0/3 (0.0 %" in text and "instruction swap" not in text
     line = format_episode(report.episodes[0], 0, 3, 1)
-    assert line.startswith("episode 1/3 seed=100 object='red cube': SUCCESS at 4.0 s")
+    assert line.startswith("episode 1/3 seed=100 target='red cube' 'put the red cube in the sink': SUCCESS at 4.0 s")
+
+
+def test_rates_per_target_with_wilson_intervals():
+    report = EvalReport(mode="ros")
+    outcomes = {"red cube": ["success"] * 3 + ["wrong_object"], "blue bar": ["timeout", "wrong_object"]}
+    for target, results in outcomes.items():
+        for o in results:
+            report.add(EpisodeRecord(len(report.episodes), 0, o, target=target))
+    s = report.summary()
+    assert s["episodes"] == 6 and s["wrong_object_rate"] == pytest.approx(2 / 6)
+    assert s["wrong_object_ci95"] == pytest.approx(list(wilson_interval(2, 6)))
+    assert s["timeout_rate"] == pytest.approx(1 / 6) and s["safety_stop_rate"] == 0.0
+    red, blue = s["by_target"]["red cube"], s["by_target"]["blue bar"]
+    assert red["episodes"] == 4 and red["success_rate"] == 0.75 and red["wrong_object_rate"] == 0.25
+    assert red["success_ci95"] == pytest.approx(list(wilson_interval(3, 4)))
+    assert blue["success_rate"] == 0.0 and blue["timeout_rate"] == 0.5 and blue["outcomes"] == {
+        "wrong_object": 1, "timeout": 1}
+    text = format_summary(report.to_dict())
+    assert "red cube" in text and "blue bar" in text
+    empty = EvalReport(mode="lockstep").summary()
+    assert empty["episodes"] == 0 and empty["success_rate"] is None and empty["success_ci95"] == [0.0, 1.0]
+    assert "0 episodes" in format_summary(EvalReport(mode="lockstep").to_dict())
+
+
+def test_swap_pair_accounting():
+    def run(ep, target, outcome):
+        return EpisodeRecord(ep, 9, outcome, target=target, instruction=f"put the {target} in the sink")
+
+    report = EvalReport(mode="lockstep")
+    pairs = [SwapPairRecord(0, 9, ["red cube", "blue bar"], [run(0, "red cube", "success"), run(1, "blue bar", "success")]),
+             SwapPairRecord(1, 10, ["red cube", "blue bar"], [run(2, "red cube", "success"), run(3, "blue bar", "wrong_object")]),
+             SwapPairRecord(2, 11, ["red cube", "blue bar"], [run(4, "red cube", "timeout"), run(5, "blue bar", "success")]),
+             SwapPairRecord(3, 12, ["red cube", "blue bar"], [run(6, "red cube", "success")]),  # incomplete
+             SwapPairRecord(4, 13, ["red cube", "blue bar"], [run(7, "red cube", "success"), run(8, "red cube", "success")])]
+    for p in pairs:
+        report.add_pair(p, [{"policy": [1.0]}] * len(p.runs))
+    assert [p.correct for p in pairs] == [True, False, False, False, False]
+    s = report.summary()
+    assert s["swap_pairs"] == 5 and s["swap_pairs_correct"] == 1 and s["swap_accuracy"] == pytest.approx(0.2)
+    assert s["swap_accuracy_ci95"] == pytest.approx(list(wilson_interval(1, 5)))
+    assert s["episodes"] == 0 and s["latency_ms"]["policy"]["n"] == 9  # pair runs: latency only
+    d = report.to_dict()["pairs"][1]
+    assert d["targets"] == ["red cube", "blue bar"] and d["outcomes"] == ["success", "wrong_object"]
+    assert d["correct"] is False and d["instructions"][0] == "put the red cube in the sink" and len(d["runs"]) == 2
+    assert "instruction swap: 1/5 pairs correct (swap accuracy 20.0 %" in format_summary(report.to_dict())
+    assert format_pair(pairs[0], 0, 5, 1).endswith("-> correct; running swap accuracy 1/1")

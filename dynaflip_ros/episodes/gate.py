@@ -1,7 +1,7 @@
 """`EpisodeGate`: the one episode state machine, shared by the episode's owner and its followers.
 
 The owner (the sim cell in simulation, the UR3 driver on the real cell) drives it with
-`begin` / `succeed` / `end` and publishes `status_fields()` as its /episode/status. A follower
+`begin` / `decide` (`succeed`) / `end` and publishes `status_fields()` as its /episode/status. A follower
 (the policy node) feeds it the commands and statuses it receives (`expect`, `follow`) and asks
 `admits(stamp_s)` whether an observation or action chunk stamped `stamp_s` belongs to the
 running episode.
@@ -11,7 +11,8 @@ States and transitions (owner side):
     idle --begin(episode, seed)--> running --end(outcome)--> idle
     running --begin(other episode or seed)--> running (the old one ends as `stopped`)
     running --begin(same episode and seed)--> running (idempotent: nothing happens)
-    running --succeed(t)--> running with outcome `success` (first call only)
+    running --decide(outcome, t)--> running with outcome `success` / `wrong_object` (the first
+                                   decided outcome stays; `succeed(t)` = decide(success, t))
 
 Follower side: a reset command makes the gate wait (`pending`) for the owner's status of that
 episode whose `reset_stamp_s` is not older than the command; until then, and after a status that
@@ -51,6 +52,7 @@ class EpisodeState:
     episode: int | None = None
     seed: int | None = None
     object_name: str | None = None
+    objects: tuple[str, ...] | None = None
     instruction: str | None = None
     condition: str | None = None
     outcome: Outcome | None = None
@@ -91,7 +93,8 @@ class EpisodeGate:
             return 0 if self._state.episode is None else self._state.episode + 1
 
     def begin(self, episode: int, seed: int | None, reset_stamp_s: float, *, object_name: str | None = None,
-              instruction: str | None = None, condition: str | None = None) -> bool:
+              objects: tuple[str, ...] | None = None, instruction: str | None = None,
+              condition: str | None = None) -> bool:
         """Start `episode` (running, no outcome). Returns False (and changes nothing) when it is
         already the running episode with the same seed."""
         with self._lock:
@@ -99,19 +102,31 @@ class EpisodeGate:
             if s.running and s.episode == episode and s.seed == seed:
                 return False
             self._state = EpisodeState(
-                phase=Phase.RUNNING, episode=episode, seed=seed, object_name=object_name, instruction=instruction,
+                phase=Phase.RUNNING, episode=episode, seed=seed, object_name=object_name,
+                objects=None if objects is None else tuple(objects), instruction=instruction,
                 condition=condition, reset_stamp_s=float(reset_stamp_s), wall_t0_s=self._clock())
             self._last_admitted_s = -1.0
             return True
 
-    def succeed(self, success_time_s: float) -> bool:
-        """Record the first success of the running episode; True if this call recorded it."""
+    def decide(self, outcome: Outcome | str, time_s: float) -> bool:
+        """Record the running episode's outcome (`success` or `wrong_object`, decided by the
+        task at `time_s` simulation seconds after the reset; the episode keeps running until the
+        next command). Only the first decision counts; True if this call recorded it. Raises
+        ValueError for another outcome (timeouts are the evaluator's, stops go through `end`)."""
+        outcome = Outcome(outcome)
+        if outcome not in (Outcome.SUCCESS, Outcome.WRONG_OBJECT):
+            raise ValueError(f"decide() takes success or wrong_object, got {outcome.value!r}")
         with self._lock:
             s = self._state
             if not s.running or s.outcome is not None:
                 return False
-            self._state = replace(s, outcome=Outcome.SUCCESS, success_time_s=float(success_time_s))
+            self._state = replace(s, outcome=outcome,
+                                  success_time_s=float(time_s) if outcome is Outcome.SUCCESS else None)
             return True
+
+    def succeed(self, success_time_s: float) -> bool:
+        """`decide(Outcome.SUCCESS, success_time_s)`."""
+        return self.decide(Outcome.SUCCESS, success_time_s)
 
     def end(self, outcome: Outcome = Outcome.STOPPED, reason: str = "") -> bool:
         """End the running episode: idle, with `outcome` unless it already has one (a success
@@ -132,7 +147,7 @@ class EpisodeGate:
             wall_s = self._clock() - s.wall_t0_s
         return EpisodeStatus(
             source=source, phase=s.phase, episode=s.episode, outcome=s.outcome, reason=s.reason, seed=s.seed,
-            object_name=s.object_name, instruction=s.instruction, condition=s.condition,
+            object_name=s.object_name, objects=s.objects, instruction=s.instruction, condition=s.condition,
             reset_stamp_s=s.reset_stamp_s, stamp_s=stamp_s, success_time_s=s.success_time_s,
             episode_wall_time_s=wall_s, **telemetry)
 
@@ -174,7 +189,7 @@ class EpisodeGate:
             self._pending = None
             self._state = EpisodeState(
                 phase=Phase.RUNNING, episode=status.episode, seed=status.seed, object_name=status.object_name,
-                instruction=status.instruction, condition=status.condition, reset_stamp_s=status.reset_stamp_s,
+                objects=status.objects, instruction=status.instruction, condition=status.condition, reset_stamp_s=status.reset_stamp_s,
                 wall_t0_s=self._clock())
             self._last_admitted_s = -1.0
             return Transition.START

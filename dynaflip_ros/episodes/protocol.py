@@ -3,8 +3,8 @@
 Who sends what (the node graph in docs/architecture.md):
 
 - the episode manager (or an operator's tool) sends commands on /episode/command:
-  `reset` (start episode `episode` with `seed`, optionally a target object and an evaluation
-  condition) and `stop` (end the running episode; the arm holds);
+  `reset` (start episode `episode` with `seed`, optionally a target object, an instruction and
+  an evaluation condition) and `stop` (end the running episode; the arm holds);
 - the episode's owner answers on /episode/status: the sim cell in simulation, the UR3 driver on
   the real cell (there the operator starts episodes through the driver's `start_episode`
   service, so the driver sends statuses but receives no reset);
@@ -29,9 +29,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-PROTOCOL = "dynaflip_ros.episode/2"
-"""Name and version of the wire format. Version 1 was the untyped JSON used before (no
-"protocol" field); its messages are refused with a clear error."""
+PROTOCOL = "dynaflip_ros.episode/3"
+"""Name and version of the wire format. Version 3 added the statuses' `objects` and the
+outcomes `wrong_object` and `safety_stop` (version 2 called it `halted`); version 1 was the
+untyped JSON used before (no "protocol" field). Other versions are refused with a clear error."""
 
 
 class ProtocolError(ValueError):
@@ -46,18 +47,29 @@ class Phase(str, enum.Enum):
 
 
 class Outcome(str, enum.Enum):
-    """How an episode ended (or `success` while it still runs after reaching the goal).
+    """How an episode ended (or its decided outcome while it still runs).
 
-    success: the task's success test held; timeout: the episode ran out of time (decided by the
-    episode manager / evaluator); stopped: a stop command or a new reset ended it; halted: the
-    safety layer halted the arm (protective / emergency stop, lost connection); error: the
-    evaluation could not run the episode (a node failed)."""
+    success: the task's success test held (the named object rests in the basin, nothing else
+    is in it); wrong_object: another object than the one the instruction names reached the
+    basin; timeout: the episode ran out of time (decided by the episode manager / evaluator);
+    safety_stop: the safety layer halted the arm (protective / emergency stop, lost connection;
+    `HALTED` is another name of the same member);
+    stopped: a stop command or a new reset ended it; error: the evaluation could not run the
+    episode (a node failed). `TERMINAL`: the outcomes that end an evaluated episode at once."""
 
     SUCCESS = "success"
+    WRONG_OBJECT = "wrong_object"
     TIMEOUT = "timeout"
+    SAFETY_STOP = "safety_stop"
+    HALTED = "safety_stop"  # an alias (the arm driver's name for it)
     STOPPED = "stopped"
-    HALTED = "halted"
     ERROR = "error"
+
+
+TERMINAL_OUTCOMES: frozenset[Outcome] = frozenset(
+    {Outcome.SUCCESS, Outcome.WRONG_OBJECT, Outcome.SAFETY_STOP, Outcome.STOPPED, Outcome.ERROR})
+"""Outcomes an episode owner decides itself (the evaluators add `timeout`): once a status of
+the episode carries one of these, the evaluator records it and moves on."""
 
 
 class CommandKind(str, enum.Enum):
@@ -98,6 +110,7 @@ def _check_type(owner: str, name: str, value: Any, kind: str) -> Any:
         "str": isinstance(value, str),
         "bool": isinstance(value, bool),
         "mapping": isinstance(value, dict),
+        "strlist": isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
     }[kind]
     if not ok:
         raise ProtocolError(f"{owner}.{name} must be {kind}{' or null' if optional else ''}, "
@@ -106,6 +119,8 @@ def _check_type(owner: str, name: str, value: Any, kind: str) -> Any:
         value = float(value)
         if not math.isfinite(value):
             raise ProtocolError(f"{owner}.{name} must be finite, got {value}")
+    if kind == "strlist":
+        value = tuple(value)
     return value
 
 
@@ -144,8 +159,10 @@ class EpisodeCommand:
 
     kind: reset | stop. episode: the episode id (>= 0; required for reset). seed: the world's
     seed (>= 0; default = episode). object_name: target object of a reset ("" or None = drawn
-    from the seed). instruction: the language instruction to follow (None = the scene's own,
-    derived from the object). condition: evaluation condition label (e.g. "nominal", an OOD
+    from the seed). instruction: the language instruction to follow, free-form ("drop the red
+    block into the basin"; None = the owner draws one naming the target,
+    `task.instructions.sample_instruction`; given, the owner uses it as is; blank is refused).
+    condition: evaluation condition label (e.g. "nominal", an OOD
     condition name; None = nominal). stamp_s: ROS time the command was sent.
     Raises ProtocolError on invalid values.
     """
@@ -175,6 +192,8 @@ class EpisodeCommand:
             raise ProtocolError("EpisodeCommand: a reset needs an episode id")
         if not (isinstance(self.stamp_s, (int, float)) and math.isfinite(self.stamp_s)):
             raise ProtocolError(f"EpisodeCommand.stamp_s must be a finite number, got {self.stamp_s!r}")
+        if self.instruction is not None and not (isinstance(self.instruction, str) and self.instruction.strip()):
+            raise ProtocolError(f"EpisodeCommand.instruction must be a non-blank string or null, got {self.instruction!r}")
 
     @classmethod
     def reset(cls, episode: int, seed: int | None = None, *, object_name: str | None = None,
@@ -202,9 +221,11 @@ class EpisodeStatus:
     source: the sending node (sim_cell | ur3_driver). episode: id of the current / last episode
     (None before the first). phase: idle | running. outcome: None while undecided, `success` as
     soon as the task's success test holds (the episode keeps running until the next command),
-    or how it ended (stopped, halted). reason: free text for the outcome (e.g. the halt reason).
-    seed / object_name / instruction / condition: what the episode is (None where the owner
-    does not know, e.g. the real cell's seed). reset_stamp_s: ROS time the reset finished
+    `wrong_object` as soon as another object reached the basin (the first decided outcome
+    stays), or how it ended (stopped, safety_stop). reason: free text for the outcome (e.g. the
+    halt reason). seed / object_name (the target) / objects (every object on the table, the
+    target first) / instruction / condition: what the episode is (None where the owner does
+    not know, e.g. the real cell's seed). reset_stamp_s: ROS time the reset finished
     (observations stamped before it belong to the previous episode). stamp_s: ROS time of this
     status. success_time_s: simulation seconds from the reset to the first success.
     sim_time_s, episode_sim_time_s, episode_wall_time_s: see the module docstring.
@@ -219,6 +240,7 @@ class EpisodeStatus:
     reason: str = ""
     seed: int | None = None
     object_name: str | None = None
+    objects: tuple[str, ...] | None = None
     instruction: str | None = None
     condition: str | None = None
     reset_stamp_s: float = 0.0
@@ -233,8 +255,8 @@ class EpisodeStatus:
     driver: dict[str, Any] | None = field(default=None)
 
     _KINDS = {"source": "str", "phase": "str", "episode": "int?", "outcome": "str?", "reason": "str",
-              "seed": "int?", "object_name": "str?", "instruction": "str?", "condition": "str?",
-              "reset_stamp_s": "float", "stamp_s": "float", "success_time_s": "float?", "sim_time_s": "float?",
+              "seed": "int?", "object_name": "str?", "objects": "strlist?", "instruction": "str?",
+              "condition": "str?", "reset_stamp_s": "float", "stamp_s": "float", "success_time_s": "float?", "sim_time_s": "float?",
               "episode_sim_time_s": "float?", "episode_wall_time_s": "float?", "halted": "bool",
               "realtime": "mapping?", "safety": "mapping?", "driver": "mapping?"}
 
@@ -247,6 +269,8 @@ class EpisodeStatus:
             raise ProtocolError(f"EpisodeStatus: {e}") from None
         if self.episode is not None and (isinstance(self.episode, bool) or self.episode < 0):
             raise ProtocolError(f"EpisodeStatus.episode must be >= 0 or None, got {self.episode!r}")
+        if self.objects is not None:
+            object.__setattr__(self, "objects", tuple(str(o) for o in self.objects))
 
     @property
     def running(self) -> bool:
@@ -255,6 +279,11 @@ class EpisodeStatus:
     @property
     def succeeded(self) -> bool:
         return self.outcome is Outcome.SUCCESS
+
+    @property
+    def decided(self) -> bool:
+        """Whether the owner decided this episode's outcome (`TERMINAL_OUTCOMES`)."""
+        return self.outcome in TERMINAL_OUTCOMES
 
     def to_json(self) -> str:
         return _encode(self)

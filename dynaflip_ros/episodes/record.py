@@ -2,14 +2,26 @@
 
 Lock-step `dynaflip eval` (eval/closed_loop.py, simulation time, no ROS) and the ROS episode
 manager (ros/nodes/episode_manager.py, the real-time graph) both build an `EvalReport` of
-`EpisodeRecord`s here, print `format_episode` per episode and `format_summary` at the end, and
-write the same JSON (`EvalReport.write_json`, the CLIs' `--out PATH`).
+`EpisodeRecord`s here (and, for the instruction-swap check, `SwapPairRecord`s), print
+`format_episode` / `format_pair` per episode / pair and `format_summary` at the end, and write
+the same JSON (`EvalReport.write_json`, the CLIs' `--out PATH`).
 
-Summary keys (`EvalReport.summary()`): `episodes` (count), `success_rate` (0..1),
-`success_ci95` (Wilson score interval of the success rate, 95 %; scipy.stats.binomtest(...)
-.proportion_ci(method="wilson"), https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.binomtest.html),
-`outcomes` (counts by outcome name) and `latency_ms` ({stage: {n, p50, p95, p99, mean, max}}
-over all episodes' samples, milliseconds).
+Outcomes (`episodes.protocol.Outcome`): success (the named object rests in the basin),
+wrong_object (another object reached the basin), timeout, safety_stop (the safety layer halted
+the arm); stopped / error only when a run is interrupted.
+
+Summary keys (`EvalReport.summary()`), over the regular episodes (`episodes`; swap-pair runs
+count only in the swap keys): `episodes` (count); for each of success, wrong_object, timeout
+and safety_stop `<outcome>_rate` (0..1; null without episodes) and `<outcome>_ci95` (Wilson
+score interval, 95 %; scipy.stats.binomtest(...).proportion_ci(method="wilson"),
+https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.binomtest.html);
+`outcomes` (counts by outcome name); `by_target` ({target object: the same count, rates,
+intervals and outcomes over the episodes whose instruction named it}); `swap_pairs` (pairs
+run), `swap_pairs_correct` (pairs in which both runs succeeded), `swap_accuracy` (their share;
+null without pairs) and `swap_accuracy_ci95`; `latency_ms` ({stage: {n, p50, p95, p99, mean,
+max}} over all episodes' and pairs' samples, milliseconds). The record also lists every
+episode (`episodes`: `EpisodeRecord.to_dict`, with instruction, target, objects and outcome)
+and every swap pair (`pairs`: `SwapPairRecord.to_dict`).
 
 Latency stages, in pipeline order (docs/timing.md): capture (camera read / render),
 image_transport (image stamp -> encoder receipt), encode (encoder forward pass),
@@ -31,7 +43,10 @@ import numpy as np
 
 from dynaflip_ros.episodes.protocol import Outcome, json_safe
 
-RESULTS_FORMAT = "dynaflip_ros.eval/2"
+RESULTS_FORMAT = "dynaflip_ros.eval/3"
+
+RATE_OUTCOMES: tuple[Outcome, ...] = (Outcome.SUCCESS, Outcome.WRONG_OBJECT, Outcome.TIMEOUT, Outcome.SAFETY_STOP)
+"""The outcomes with a `<name>_rate` and `<name>_ci95` in every summary."""
 
 LATENCY_STAGES: tuple[str, ...] = (
     "capture", "image_transport", "encode", "embedding_transport", "policy", "command",
@@ -81,7 +96,9 @@ def counter_delta(start: Any, end: Any) -> Any:
 class EpisodeRecord:
     """One evaluated episode.
 
-    outcome: success | timeout | stopped | halted | error (protocol.Outcome).
+    outcome: success | wrong_object | timeout | safety_stop | stopped | error (protocol.Outcome).
+    target: the object the instruction names; objects: every object on the table (the target
+    first); instruction: the sentence the policy was given.
     time_to_success_s: simulation seconds from the reset to the first success (None unless
     success). episode_sim_time_s: simulation seconds the episode ran; wall_time_s: wall-clock
     seconds it took. latency_ms: this episode's per-stage summary (`latency_summary`).
@@ -93,7 +110,8 @@ class EpisodeRecord:
     episode: int
     seed: int | None
     outcome: Outcome
-    object_name: str | None = None
+    target: str | None = None
+    objects: list[str] | None = None
     instruction: str | None = None
     condition: str | None = None
     time_to_success_s: float | None = None
@@ -108,6 +126,8 @@ class EpisodeRecord:
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)
+        if self.objects is not None:
+            self.objects = [str(o) for o in self.objects]
 
     @property
     def success(self) -> bool:
@@ -120,23 +140,62 @@ class EpisodeRecord:
 
 
 @dataclass
+class SwapPairRecord:
+    """One pair of the instruction-swap check: one seeded scene (`seed`, the same layout of
+    `objects` both times) run twice, each run with an instruction naming another object of the
+    table (`runs[i].target`, `runs[i].instruction`). `correct`: both runs succeeded, i.e. the
+    policy put the named object into the basin both times."""
+
+    pair: int
+    seed: int
+    objects: list[str]
+    runs: list[EpisodeRecord] = field(default_factory=list)
+
+    @property
+    def correct(self) -> bool:
+        return (len(self.runs) == 2 and all(r.success for r in self.runs)
+                and self.runs[0].target != self.runs[1].target)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pair": self.pair, "seed": self.seed, "objects": list(self.objects),
+                "targets": [r.target for r in self.runs], "instructions": [r.instruction for r in self.runs],
+                "outcomes": [r.outcome.value for r in self.runs], "correct": self.correct,
+                "runs": [r.to_dict() for r in self.runs]}
+
+
+def outcome_rates(records: Iterable[EpisodeRecord]) -> dict[str, Any]:
+    """{"episodes": n, "<outcome>_rate": k / n (None for n == 0), "<outcome>_ci95": [lo, hi]
+    (Wilson, 95 %) for every outcome of RATE_OUTCOMES, "outcomes": {name: count} (nonzero)}."""
+    records = list(records)
+    n = len(records)
+    counts = Counter(r.outcome.value for r in records)
+    out: dict[str, Any] = {"episodes": n}
+    for o in RATE_OUTCOMES:
+        k = counts[o.value]
+        out[f"{o.value}_rate"] = k / n if n else None
+        out[f"{o.value}_ci95"] = list(wilson_interval(k, n))
+    out["outcomes"] = {o.value: counts[o.value] for o in Outcome if counts[o.value]}
+    return out
+
+
+@dataclass
 class EvalReport:
     """A whole evaluation run. mode: "lockstep" (dynaflip eval) or "ros" (the ROS graph).
     models: {"encoder": sha256, "policy": sha256}; config: the run's settings; provenance:
-    anything else worth keeping (encoder / policy info)."""
+    anything else worth keeping (encoder / policy info). episodes: the regular episodes;
+    pairs: the instruction-swap pairs (`SwapPairRecord`)."""
 
     mode: str
     models: dict[str, str | None] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     episodes: list[EpisodeRecord] = field(default_factory=list)
+    pairs: list[SwapPairRecord] = field(default_factory=list)
     created_utc: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat())
     wall_time_s: float | None = None
     _samples_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list), repr=False)
 
-    def add(self, record: EpisodeRecord, samples_ms: Mapping[str, Iterable[float]] | None = None) -> None:
-        """Append an episode; `samples_ms` ({stage: [ms]}) feed its `latency_ms` (when empty)
-        and the run's latency summary."""
+    def _take(self, record: EpisodeRecord, samples_ms: Mapping[str, Iterable[float]] | None) -> None:
         samples = {k: list(v) for k, v in (samples_ms or {}).items()}
         if samples and not record.latency_ms:
             record.latency_ms = latency_summary(samples)
@@ -144,21 +203,40 @@ class EvalReport:
             record.models = dict(self.models)
         for stage, v in samples.items():
             self._samples_ms[stage].extend(v)
+
+    def add(self, record: EpisodeRecord, samples_ms: Mapping[str, Iterable[float]] | None = None) -> None:
+        """Append an episode; `samples_ms` ({stage: [ms]}) feed its `latency_ms` (when empty)
+        and the run's latency summary."""
+        self._take(record, samples_ms)
         self.episodes.append(record)
+
+    def add_pair(self, pair: SwapPairRecord,
+                 samples_ms: Iterable[Mapping[str, Iterable[float]] | None] = ()) -> None:
+        """Append a swap pair; `samples_ms`: one {stage: [ms]} per run (as in `add`)."""
+        for record, samples in zip(pair.runs, list(samples_ms) or [None] * len(pair.runs)):
+            self._take(record, samples)
+        self.pairs.append(pair)
 
     @property
     def successes(self) -> int:
         return sum(e.success for e in self.episodes)
 
+    @property
+    def pairs_correct(self) -> int:
+        return sum(p.correct for p in self.pairs)
+
     def summary(self) -> dict[str, Any]:
-        n, k = len(self.episodes), self.successes
-        lo, hi = wilson_interval(k, n)
-        counts = Counter(e.outcome.value for e in self.episodes)
+        by_target: dict[str, list[EpisodeRecord]] = defaultdict(list)
+        for e in self.episodes:
+            by_target[str(e.target)].append(e)
+        n_pairs, k_pairs = len(self.pairs), self.pairs_correct
         return {
-            "episodes": n,
-            "success_rate": k / n if n else 0.0,
-            "success_ci95": [lo, hi],
-            "outcomes": {o.value: counts[o.value] for o in Outcome if counts[o.value]},
+            **outcome_rates(self.episodes),
+            "by_target": {t: outcome_rates(v) for t, v in sorted(by_target.items())},
+            "swap_pairs": n_pairs,
+            "swap_pairs_correct": k_pairs,
+            "swap_accuracy": k_pairs / n_pairs if n_pairs else None,
+            "swap_accuracy_ci95": list(wilson_interval(k_pairs, n_pairs)) if n_pairs else None,
             "latency_ms": latency_summary(self._samples_ms),
         }
 
@@ -168,6 +246,7 @@ class EvalReport:
             "models": self.models, "config": self.config, "provenance": self.provenance,
             "wall_time_s": self.wall_time_s, "summary": self.summary(),
             "episodes": [e.to_dict() for e in self.episodes],
+            "pairs": [p.to_dict() for p in self.pairs],
         }
 
     def write_json(self, path: str | Path) -> Path:
@@ -178,29 +257,56 @@ class EvalReport:
         return path
 
 
+def _run_text(record: EpisodeRecord) -> str:
+    t = record.time_to_success_s
+    sim, wall = record.episode_sim_time_s, record.wall_time_s
+    return (f"target={record.target!r} {record.instruction!r}: {record.outcome.value.upper()}"
+            f"{f' at {t:.1f} s' if t is not None else ''}"
+            f" (sim {sim if sim is not None else float('nan'):.1f} s, wall {wall if wall is not None else float('nan'):.1f} s)")
+
+
 def format_episode(record: EpisodeRecord, index: int, total: int, successes_so_far: int) -> str:
     """One line per finished episode (both evaluators print it)."""
-    t = record.time_to_success_s
-    sim = record.episode_sim_time_s
-    wall = record.wall_time_s
-    return (f"episode {index + 1}/{total} seed={record.seed} object={record.object_name!r}: "
-            f"{record.outcome.value.upper()}"
-            f"{f' at {t:.1f} s' if t is not None else ''}"
-            f" (sim {sim if sim is not None else float('nan'):.1f} s, wall {wall if wall is not None else float('nan'):.1f} s)"
+    return (f"episode {index + 1}/{total} seed={record.seed} {_run_text(record)}"
             f"; running success {successes_so_far}/{index + 1}")
+
+
+def format_pair(pair: SwapPairRecord, index: int, total: int, correct_so_far: int) -> str:
+    """Lines for one finished swap pair (one per run, then the verdict)."""
+    lines = [f"swap pair {index + 1}/{total} seed={pair.seed} objects={list(pair.objects)}"]
+    lines += [f"  run {i + 1}: {_run_text(r)}" for i, r in enumerate(pair.runs)]
+    lines.append(f"  -> {'correct' if pair.correct else 'not correct'}; running swap accuracy "
+                 f"{correct_so_far}/{index + 1}")
+    return "\n".join(lines)
+
+
+def _rate_text(rates: Mapping[str, Any], outcome: str) -> str:
+    n = rates["episodes"]
+    k = rates["outcomes"].get(outcome, 0)
+    lo, hi = rates[f"{outcome}_ci95"]
+    pct = f"{100.0 * k / n:.1f} %" if n else "n/a"
+    return f"{k}/{n} ({pct}, Wilson 95 % CI {100 * lo:.0f}-{100 * hi:.0f} %)"
 
 
 def format_summary(report: Mapping[str, Any], path: str | Path | None = None) -> str:
     """Human-readable summary of `EvalReport.to_dict()` (what both evaluators print at the end)."""
     s = report["summary"]
-    lo, hi = s["success_ci95"]
-    k = round(s["success_rate"] * s["episodes"])
     outcomes = ", ".join(f"{name} {count}" for name, count in s["outcomes"].items()) or "none"
-    lines = [
-        f"evaluation ({report.get('mode')}): success {k}/{s['episodes']} ({100.0 * s['success_rate']:.1f} %, "
-        f"Wilson 95 % CI {100 * lo:.0f}-{100 * hi:.0f} %); outcomes: {outcomes}",
-        f"{'stage':<22}{'n':>7}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}",
-    ]
+    lines = [f"evaluation ({report.get('mode')}): {s['episodes']} episodes; outcomes: {outcomes}"]
+    if s["episodes"]:
+        lines += [f"  {name:<13}{_rate_text(s, key)}" for name, key in
+                  (("success", "success"), ("wrong object", "wrong_object"), ("timeout", "timeout"),
+                   ("safety stop", "safety_stop"))]
+        lines.append(f"{'target':<22}{'n':>4}{'success':>10}{'wrong obj':>11}{'timeout':>9}{'safety':>8}")
+        for target, r in s["by_target"].items():
+            lines.append(f"{target:<22}{r['episodes']:>4}" + "".join(
+                f"{r['outcomes'].get(o, 0):>{w}}" for o, w in
+                (("success", 10), ("wrong_object", 11), ("timeout", 9), ("safety_stop", 8))))
+    if s.get("swap_pairs"):
+        lo, hi = s["swap_accuracy_ci95"]
+        lines.append(f"instruction swap: {s['swap_pairs_correct']}/{s['swap_pairs']} pairs correct "
+                     f"(swap accuracy {100.0 * s['swap_accuracy']:.1f} %, Wilson 95 % CI {100 * lo:.0f}-{100 * hi:.0f} %)")
+    lines.append(f"{'stage':<22}{'n':>7}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
     for stage, st in s["latency_ms"].items():
         lines.append(f"{stage:<22}{st['n']:>7}{st['p50']:>10.2f}{st['p95']:>10.2f}{st['p99']:>10.2f}")
     if path:

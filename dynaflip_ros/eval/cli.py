@@ -12,11 +12,23 @@ EPILOG = """examples:
   dynaflip eval --sim --encoder models/encoder --policy models/policy --episodes 20
   dynaflip eval --sim --encoder outputs/encoder_export --policy outputs/policy --episodes 50 \\
       --seed 100000 --out outputs/eval.json
+  dynaflip eval --sim --encoder models/encoder --policy models/policy --swap-pairs 10
+  dynaflip eval --sim --encoder models/encoder --policy models/policy --episodes 20 --swap-pairs 10
 
 Runs episodes in lock-step simulation time (deterministic per seed, no real-time waits): every
 0.1 s render -> encoder -> policy; chunks go through the interpolator, the 125 Hz servo loop and
-SafeArm to the MuJoCo UR3. Seeds default to 100000+ (the demos use seeds 0..N). For the real-time
-check through the ROS 2 graph use `dynaflip launch pick_into_sink --sim`.
+SafeArm to the MuJoCo UR3. Seeds default to 100000+ (the demos use seeds 0..N). Each episode's
+seed places 2-4 objects and draws the target and the instruction naming it ("drop the red block
+into the basin"), which the policy receives with every observation. An episode ends as success
+(the named object in the basin), wrong_object (another object in it), safety_stop or timeout;
+the summary gives success_rate, wrong_object_rate, timeout_rate and safety_stop_rate with
+Wilson 95 % intervals, overall and per target object.
+
+--swap-pairs N (instruction-swap check): pair p takes the scene of seed + p and runs it twice with
+the same layout, each time naming another object of the table (both drawn by the seed); a pair
+is correct when both runs succeed. swap_accuracy (share of correct pairs, Wilson 95 % CI) and
+the pairs go into the record. With --swap-pairs only the pairs run unless --episodes is given
+too. For the real-time check through the ROS 2 graph use `dynaflip launch pick_into_sink --sim`.
 """ + exit_codes_epilog()
 
 
@@ -33,10 +45,14 @@ def register(subparsers) -> None:
                         help="encoder backend (default onnxruntime)")
     models.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (default 1)")
     episodes = p.add_argument_group("episodes")
-    episodes.add_argument("--episodes", type=int, default=20, help="number of episodes (default 20)")
+    episodes.add_argument("--episodes", type=int, default=None,
+                          help="number of regular episodes (default 20; 0 with --swap-pairs)")
     episodes.add_argument("--seed", type=int, default=100_000, help="seed of episode 0 (default 100000)")
     episodes.add_argument("--episode-timeout-s", type=float, default=15.0,
                           help="sim seconds per episode (default 15)")
+    episodes.add_argument("--swap-pairs", type=int, default=0, metavar="N",
+                          help="instruction-swap check: N scenes, each run twice naming two different objects "
+                               "(default 0: off)")
     output = p.add_argument_group("output")
     output.add_argument("--out", metavar="PATH",
                         help="write the evaluation record (JSON) here (default outputs/eval/lockstep_<UTC time>.json)")
@@ -48,14 +64,19 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from dynaflip_ros.episodes.record import EvalReport, default_results_path, format_episode, format_summary
+    from dynaflip_ros.episodes.record import (
+        EvalReport, default_results_path, format_episode, format_pair, format_summary,
+    )
     from dynaflip_ros.eval.closed_loop import evaluate_in_sim
     from dynaflip_ros.inference.factory import load_encoder_backend
     from dynaflip_ros.errors import UserError
     from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
 
-    if args.episodes < 1:
-        raise UserError("--episodes must be >= 1")
+    if args.swap_pairs < 0:
+        raise UserError("--swap-pairs must be >= 0")
+    episodes = args.episodes if args.episodes is not None else (0 if args.swap_pairs else 20)
+    if episodes < 0 or episodes + args.swap_pairs < 1:
+        raise UserError("--episodes must be >= 1 (or >= 0 with --swap-pairs)")
     for flag, path in (("--encoder", args.encoder), ("--policy", args.policy)):
         if not Path(path).is_dir():
             raise UserError(f"{flag}: not a directory: {path}")
@@ -65,16 +86,20 @@ def run(args: argparse.Namespace) -> int:
     policy = DiffusionPolicyRunner.load(args.policy, encoder_sha256=encoder.manifest.weights_sha256)
 
     report = EvalReport(
-        mode="lockstep", config={"episodes": args.episodes, "seed": args.seed, "max_duration_s": args.episode_timeout_s,
-                                 "backend": args.backend, "encoder": str(args.encoder), "policy": str(args.policy)},
+        mode="lockstep", config={"episodes": episodes, "swap_pairs": args.swap_pairs, "seed": args.seed,
+                                 "max_duration_s": args.episode_timeout_s, "backend": args.backend,
+                                 "encoder": str(args.encoder), "policy": str(args.policy)},
         models={"encoder": encoder.manifest.weights_sha256, "policy": policy.weights_sha256})
 
     def on_episode(record, report) -> None:
-        print("[eval] " + format_episode(record, len(report.episodes) - 1, args.episodes, report.successes)
+        print("[eval] " + format_episode(record, len(report.episodes) - 1, episodes, report.successes)
               + f"; safety rejections {record.safety['rejected']}", flush=True)
 
-    evaluate_in_sim(encoder, policy, args.episodes, seed=args.seed, max_duration_s=args.episode_timeout_s,
-                    on_episode=on_episode, report=report)
+    def on_pair(pair, report) -> None:
+        print("[eval] " + format_pair(pair, len(report.pairs) - 1, args.swap_pairs, report.pairs_correct), flush=True)
+
+    evaluate_in_sim(encoder, policy, episodes, seed=args.seed, max_duration_s=args.episode_timeout_s,
+                    on_episode=on_episode, report=report, swap_pairs=args.swap_pairs, on_pair=on_pair)
     path = report.write_json(args.out or default_results_path("lockstep"))
     print(format_summary(report.to_dict(), path), flush=True)
     return 0

@@ -6,22 +6,146 @@ is deterministic for a seed and takes no real-time waits. Policy inference is in
 sim time here; the ROS graph (`dynaflip launch pick_into_sink --sim`) is the real-time check.
 
 Per 10 Hz step: render -> encoder.embed -> policy.observe (history); every `replan_steps` steps
-policy.predict_action_chunk -> SimRunner.apply_chunk; advance 0.1 s; the episode ends on
-`env.success()` (object resting in the basin) or after `max_duration_s`.
+policy.predict_action_chunk -> SimRunner.apply_chunk; advance 0.1 s. Every observation carries
+the episode's instruction (`PolicyObservation.instruction`, "drop the red block into the
+basin"; an image-only policy ignores it). The episode ends as soon as the task decides
+(`env.outcome()`: `success` = the named object rests in the basin, `wrong_object` = another
+object reached it), as `safety_stop` when SafeArm halts the arm, or as `timeout` after
+`max_duration_s` (`episodes.protocol.Outcome`).
+
+Instruction-swap check (`swap_pairs` > 0): pair p takes the seeded scene of seed + p (the
+objects and their poses of `env.reset(seed + p)`), draws two different objects of its table as
+targets with a random stream of that seed (`swap_targets`), and runs the scene twice, once per
+target, each with an instruction from `task.instructions.sample_instruction` naming it; the
+layout is restored exactly before each run, so only the instruction differs. A pair is correct
+when both runs end in `success` (`episodes.record.SwapPairRecord`).
 """
 from __future__ import annotations
 
 import dataclasses
 import time
 from collections import defaultdict
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from dynaflip_ros.episodes.protocol import Outcome
-from dynaflip_ros.episodes.record import EpisodeRecord, EvalReport
+from dynaflip_ros.episodes.record import EpisodeRecord, EvalReport, SwapPairRecord
 from dynaflip_ros.inference.base import EncoderBackend
 from dynaflip_ros.policies.base import PolicyObservation
+
+CONTROL_PERIOD_S = 0.1
+SWAP_STREAM = 0x5A4B
+"""Mixed into the swap targets' random stream (`numpy.random.default_rng([seed, SWAP_STREAM])`),
+so they do not follow the scene's own draws of the same seed."""
+
+OnChunk = Callable[[int, float, np.ndarray, np.ndarray], None]
+
+
+def run_episode(runner, encoder: EncoderBackend, policy, *, episode: int = 0, max_duration_s: float = 15.0,
+                replan_steps: Optional[int] = None,
+                on_chunk: Optional[OnChunk] = None) -> tuple[EpisodeRecord, dict[str, list[float]]]:
+    """Run the episode `runner` (a `sim.rollout.SimRunner`) was just reset into, closed-loop.
+
+    The policy is reset with the episode's seed first. Stops at the first decided
+    `env.outcome()` (checked after every 0.1 s step), when SafeArm halts (`safety_stop`) or
+    after `max_duration_s` simulation seconds (`timeout`). Returns the record (instruction,
+    target, objects, outcome, times, this episode's SafeArm counters) and its latency samples
+    ({"encode": [ms], "policy": [ms]}, wall clock). `on_chunk(episode, obs_stamp_s, times_s
+    (H,), actions (H, 7))` sees every action chunk (times relative to the episode start).
+    Raises RuntimeError when the runner was not reset; a policy's errors propagate (a
+    language-conditioned policy raises ValueError without an instruction, never the case here).
+    """
+    env, info = runner.env, runner.info
+    if info is None:
+        raise RuntimeError("SimRunner.reset() must be called before run_episode")
+    policy.reset(seed=info.seed)
+    t0 = runner.now_s
+    wall0 = time.perf_counter()
+    samples_ms: dict[str, list[float]] = defaultdict(list)
+    steps, since_plan, len_chunk, outcome = 0, None, 0, None
+    while outcome is None and runner.now_s - t0 < max_duration_s - 1e-9:
+        frame = env.camera.read()
+        st = runner.safe.state()
+        t_enc = time.perf_counter()
+        emb = encoder.embed(frame.rgb[None])[0]  # (D,)
+        samples_ms["encode"].append(1e3 * (time.perf_counter() - t_enc))
+        obs = PolicyObservation(embedding=emb, state=np.concatenate([st.q, [st.gripper]]).astype(np.float32),
+                                stamp_s=runner.now_s, instruction=info.instruction)
+        if since_plan is None or since_plan >= (replan_steps or len_chunk):
+            t_pol = time.perf_counter()
+            chunk = policy.predict_action_chunk(obs)
+            samples_ms["policy"].append(1e3 * (time.perf_counter() - t_pol))
+            len_chunk = len(chunk.actions)
+            runner.apply_chunk(chunk.times_s(), chunk.actions)
+            if on_chunk is not None:
+                on_chunk(episode, obs.stamp_s - t0, np.asarray(chunk.times_s()) - t0, np.asarray(chunk.actions))
+            since_plan = 0
+        else:
+            policy.observe(obs)
+        runner.advance(CONTROL_PERIOD_S)
+        steps += 1
+        since_plan += 1
+        decided = env.outcome()
+        if decided is not None:
+            outcome = Outcome(decided)
+        elif runner.safe.halted:
+            outcome = Outcome.SAFETY_STOP
+    duration_s = runner.now_s - t0
+    outcome = outcome or Outcome.TIMEOUT
+    stats = runner.safe.stats
+    record = EpisodeRecord(
+        episode=episode, seed=info.seed, outcome=outcome, target=info.object_name, objects=list(info.objects),
+        instruction=info.instruction, time_to_success_s=duration_s if outcome is Outcome.SUCCESS else None,
+        episode_sim_time_s=duration_s, wall_time_s=time.perf_counter() - wall0,
+        safety={**dataclasses.asdict(stats), "rejected": int(stats.rejected),
+                **({"halt_reason": runner.safe.halt_reason} if runner.safe.halted else {})},
+        control_steps=steps)
+    return record, dict(samples_ms)
+
+
+def swap_targets(seed: int, objects: Sequence[str]) -> list[tuple[str, str]]:
+    """The two (target, instruction) runs of the swap pair of the scene `seed` with `objects`
+    on the table: two different objects drawn by the seed, each with an instruction naming it
+    unambiguously among `objects` (`task.instructions.sample_instruction`). Deterministic per
+    (seed, objects). Raises ValueError with fewer than two objects."""
+    from dynaflip_ros.task.instructions import sample_instruction
+
+    objects = list(objects)
+    if len(objects) < 2:
+        raise ValueError(f"an instruction-swap pair needs at least 2 objects on the table, got {objects}")
+    rng = np.random.default_rng([int(seed), SWAP_STREAM])
+    first, second = rng.choice(len(objects), size=2, replace=False)
+    return [(objects[i], sample_instruction(objects[i], objects, rng)) for i in (int(first), int(second))]
+
+
+def _yaw(pose_wxyz: np.ndarray) -> float:
+    from dynaflip_ros.sim.cell_params import yaw_from_quat_wxyz
+
+    return yaw_from_quat_wxyz(pose_wxyz[3:7])
+
+
+def run_swap_pair(runner, encoder: EncoderBackend, policy, *, pair: int, seed: int, max_duration_s: float = 15.0,
+                  replan_steps: Optional[int] = None,
+                  on_chunk: Optional[OnChunk] = None) -> tuple[SwapPairRecord, list[dict[str, list[float]]]]:
+    """One instruction-swap pair (module docstring) on the scene of `seed`: returns the pair
+    record (two runs, episode ids 2 * pair and 2 * pair + 1) and each run's latency samples.
+    Raises ValueError when the scene has fewer than two objects."""
+    env = runner.env
+    scene = runner.reset(seed=seed)
+    objects = list(scene.objects)
+    layout = {name: env.object_pose(name) for name in objects}  # (7,) x, y, z, qw, qx, qy, qz
+    record = SwapPairRecord(pair=pair, seed=seed, objects=objects)
+    samples = []
+    for k, (target, instruction) in enumerate(swap_targets(seed, objects)):
+        runner.reset(seed=seed, object_name=target, objects=objects, instruction=instruction)
+        for name, pose in layout.items():  # the same layout for both runs, whichever is the target
+            env.place_object(name, float(pose[0]), float(pose[1]), _yaw(pose), z_m=float(pose[2]))
+        run, run_samples = run_episode(runner, encoder, policy, episode=2 * pair + k, max_duration_s=max_duration_s,
+                                       replan_steps=replan_steps, on_chunk=on_chunk)
+        record.runs.append(run)
+        samples.append(run_samples)
+    return record, samples
 
 
 def evaluate_in_sim(
@@ -33,83 +157,59 @@ def evaluate_in_sim(
     replan_steps: Optional[int] = None,
     sim_config=None,
     on_episode: Optional[Callable[[EpisodeRecord, EvalReport], None]] = None,
-    on_chunk: Optional[Callable[[int, float, np.ndarray, np.ndarray], None]] = None,
+    on_chunk: Optional[OnChunk] = None,
     report: EvalReport | None = None,
+    swap_pairs: int = 0,
+    on_pair: Optional[Callable[[SwapPairRecord, EvalReport], None]] = None,
+    env=None,
 ) -> EvalReport:
-    """Run `n_episodes` closed-loop episodes (seeds seed, seed+1, ...) and return the report
-    (`episodes.record.EvalReport`, mode "lockstep"; pass `report` to fill one that already
-    carries config / models).
+    """Run `n_episodes` closed-loop episodes (seeds seed, seed+1, ...; each scene's objects,
+    target and instruction drawn by its seed), then `swap_pairs` instruction-swap pairs (pair p
+    on the scene of seed + p), and return the report (`episodes.record.EvalReport`, mode
+    "lockstep"; pass `report` to fill one that already carries config / models).
 
     encoder: an `inference.base.EncoderBackend` (uint8 (1, H, W, 3) -> (1, D)); policy: a
-    `policies.diffusion.DiffusionPolicyRunner` (needs `observe`, `predict_action_chunk`, `reset`).
+    `policies.diffusion.DiffusionPolicyRunner` (needs `observe`, `predict_action_chunk`,
+    `reset(seed=...)`; gets the instruction in every observation).
     replan_steps: 10 Hz steps between chunk requests (default: the chunk length).
-    Seeds default to 10 000+ so evaluation never reuses the recording seeds (0..N).
-    on_episode(record, report): called after every episode (the record is already in the report).
-    on_chunk(episode, obs_stamp_s, times_s (H,), actions (H, 7)): called with every action chunk
-        (times relative to the episode start; e.g. to replay a policy's chunks on another arm).
-    Latency stages: encode and policy (wall-clock ms of the calls).
-    Raises ValueError for n_episodes < 1.
+    Seeds default to 100 000+ so evaluation never reuses the recording seeds (0..N).
+    on_episode(record, report) / on_pair(pair, report): called after every episode / pair
+    (already in the report). on_chunk: see `run_episode` (swap runs use episode ids
+    2 * pair + k). Latency stages: encode and policy (wall-clock ms of the calls).
+    env: a `PickIntoSinkEnv` to run in (left open; default: a new one of `sim_config`, closed
+    at the end).
+    Raises ValueError for n_episodes < 0, swap_pairs < 0, or neither.
     """
     from dynaflip_ros.configs.sim import SimConfig
     from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv
     from dynaflip_ros.sim.rollout import SimRunner
 
-    if n_episodes < 1:
-        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
-    env = PickIntoSinkEnv(sim_config or SimConfig())
+    if n_episodes < 0 or swap_pairs < 0 or n_episodes + swap_pairs < 1:
+        raise ValueError(f"need n_episodes >= 0 and swap_pairs >= 0, at least one of them > 0; "
+                         f"got {n_episodes}, {swap_pairs}")
+    own_env = env is None
+    if own_env:
+        env = PickIntoSinkEnv(sim_config or SimConfig())
     runner = SimRunner(env)
     if report is None:
         report = EvalReport(mode="lockstep", models={
             "encoder": encoder.manifest.weights_sha256, "policy": getattr(policy, "weights_sha256", None)})
     wall0 = time.perf_counter()
-    dt_s = 0.1
+    options = {"max_duration_s": max_duration_s, "replan_steps": replan_steps, "on_chunk": on_chunk}
     try:
         for ep in range(n_episodes):
-            info = runner.reset(seed=seed + ep)
-            policy.reset(seed=seed + ep)
-            t0 = runner.now_s
-            ep_wall0 = time.perf_counter()
-            samples_ms: dict[str, list[float]] = defaultdict(list)
-            steps, since_plan, success, len_chunk = 0, None, False, 0
-            while runner.now_s - t0 < max_duration_s - 1e-9:
-                frame = env.camera.read()
-                st = runner.safe.state()
-                t_enc = time.perf_counter()
-                emb = encoder.embed(frame.rgb[None])[0]  # (D,)
-                samples_ms["encode"].append(1e3 * (time.perf_counter() - t_enc))
-                obs = PolicyObservation(
-                    embedding=emb, state=np.concatenate([st.q, [st.gripper]]).astype(np.float32),
-                    stamp_s=runner.now_s,
-                )
-                if since_plan is None or since_plan >= (replan_steps or len_chunk):
-                    t_pol = time.perf_counter()
-                    chunk = policy.predict_action_chunk(obs)
-                    samples_ms["policy"].append(1e3 * (time.perf_counter() - t_pol))
-                    len_chunk = len(chunk.actions)
-                    runner.apply_chunk(chunk.times_s(), chunk.actions)
-                    if on_chunk is not None:
-                        on_chunk(ep, obs.stamp_s - t0, np.asarray(chunk.times_s()) - t0, np.asarray(chunk.actions))
-                    since_plan = 0
-                else:
-                    policy.observe(obs)
-                runner.advance(dt_s)
-                steps += 1
-                since_plan += 1
-                if env.success():
-                    success = True
-                    break
-            duration_s = runner.now_s - t0
-            record = EpisodeRecord(
-                episode=ep, seed=info.seed, outcome=Outcome.SUCCESS if success else Outcome.TIMEOUT,
-                object_name=info.object_name, instruction=info.instruction,
-                time_to_success_s=duration_s if success else None, episode_sim_time_s=duration_s,
-                wall_time_s=time.perf_counter() - ep_wall0, safety={**dataclasses.asdict(runner.safe.stats), "rejected": int(runner.safe.stats.rejected)},
-                control_steps=steps,
-            )
-            report.add(record, samples_ms)
+            runner.reset(seed=seed + ep)
+            record, samples = run_episode(runner, encoder, policy, episode=ep, **options)
+            report.add(record, samples)
             if on_episode is not None:
                 on_episode(record, report)
+        for p in range(swap_pairs):
+            pair, samples = run_swap_pair(runner, encoder, policy, pair=p, seed=seed + p, **options)
+            report.add_pair(pair, samples)
+            if on_pair is not None:
+                on_pair(pair, report)
     finally:
-        env.close()
+        if own_env:
+            env.close()
     report.wall_time_s = time.perf_counter() - wall0
     return report
