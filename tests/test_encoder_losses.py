@@ -207,6 +207,26 @@ def test_same_language_negatives_are_masked():
     assert res_nomask.valid.sum(1).tolist() == [1 + 6 * 3] * 4
 
 
+def test_same_meaning_paraphrases_are_not_negatives():
+    """Language groups (paraphrases of one phase + target): a language-swapped negative of the same
+    group is dropped even when its sentence differs; the identical sentence across groups too."""
+    cfg = AlignmentLossConfig()
+    zi, zl, zf = _matched_batch(b=4)
+    text_ids = torch.tensor([0, 1, 2, 3])  # four different sentences ...
+    language_ids = torch.tensor([0, 0, 1, 1])  # ... two meanings
+    res = L.alignment_infonce(zi, zl, zf, torch.tensor(1.0), cfg, text_ids, language_ids)
+    assert res.valid.sum(1).tolist() == [1 + 3 * 3 + 3 * 2] * 4
+    # sample 3 drew the same sentence as sample 0 (e.g. "move the gripper away from the sink"
+    # for two targets' retreat groups): masked as well
+    res2 = L.alignment_infonce(zi, zl, zf, torch.tensor(1.0), cfg, torch.tensor([0, 1, 2, 0]), language_ids)
+    assert res2.valid.sum(1).tolist() == [1 + 9 + 3 * 1, 1 + 9 + 3 * 2, 1 + 9 + 3 * 2, 1 + 9 + 3 * 1]
+    # the mask only removes columns: the loss equals the one over the remaining negatives
+    no_mask = L.alignment_infonce(zi, zl, zf, torch.tensor(1.0), AlignmentLossConfig(mask_same_language=False), text_ids, language_ids)
+    assert no_mask.valid.sum(1).tolist() == [1 + 6 * 3] * 4
+    with pytest.raises(ValueError, match="language_ids"):
+        L.alignment_infonce(zi, zl, zf, torch.tensor(1.0), cfg, text_ids, torch.tensor([0, 1]))
+
+
 def test_temperature_clamped_like_clip():
     cfg = AlignmentLossConfig()
     assert L.inverse_temperature(torch.tensor(10.0), cfg).item() == pytest.approx(100.0)

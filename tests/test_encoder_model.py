@@ -27,7 +27,7 @@ def _inputs(b=4, v=3, hw=(64, 64), seed=0):
     g = torch.Generator().manual_seed(seed)
     images = torch.rand(b, v, 3, *hw, generator=g) * 2 - 1
     text = torch.nn.functional.normalize(torch.randn(b, 384, generator=g), dim=-1)
-    flow = torch.cumsum(0.01 * torch.randn(b, 6, 32, 3, generator=g), dim=1) + torch.tensor([0.0, 0.0, 0.8])
+    flow = torch.cumsum(0.01 * torch.randn(b, 6, 96, 3, generator=g), dim=1) + torch.tensor([0.0, 0.0, 0.8])
     return images, text, flow
 
 
@@ -51,7 +51,7 @@ def test_forward_shapes_and_unit_embeddings(model):
     for z in (out.z_image, out.z_language, out.z_flow):
         assert z.shape == (4, 128)
         assert torch.allclose(z.norm(dim=-1), torch.ones(4), atol=1e-5)
-    assert out.flow_target.shape == out.flow_pred.shape == (4, 32, 18)
+    assert out.flow_target.shape == out.flow_pred.shape == (4, 96, 18)
     with pytest.raises(ValueError):
         model.image_encoder(torch.zeros(1, 3, 32, 32))
     with pytest.raises(ValueError):
@@ -93,15 +93,64 @@ def test_stop_gradient_on_flow_branch(model):
 def test_flow_normalizer_round_trip():
     from dynaflip_ros.encoder.model import FlowNormalizer
 
-    norm = FlowNormalizer(6, 32)
+    norm = FlowNormalizer(6, 96)
     _, _, flow = _inputs(b=10)
     norm.fit(flow)
     feats = norm.normalize(flow)
-    assert feats.shape == (10, 32, 18)
+    assert feats.shape == (10, 96, 18)
     # unit RMS start position (about the mean) and unit RMS displacement vector
     assert float(feats[..., :3].pow(2).sum(-1).mean()) == pytest.approx(1.0, rel=1e-5)
-    assert float(feats[..., 3:].reshape(10, 32, 5, 3).pow(2).sum(-1).mean()) == pytest.approx(1.0, rel=1e-5)
+    assert float(feats[..., 3:].reshape(10, 96, 5, 3).pow(2).sum(-1).mean()) == pytest.approx(1.0, rel=1e-5)
     assert torch.allclose(norm.denormalize(feats), flow, atol=1e-6)
+
+
+def test_invalid_points_change_neither_normaliser_nor_flow_embedding_nor_actor_loss(model):
+    """Only valid points count: garbage at invalid points changes no statistic, embedding or loss."""
+    from dynaflip_ros.encoder.losses import actor_loss
+    from dynaflip_ros.encoder.model import FlowNormalizer
+
+    images, text, flow = _inputs(b=4)
+    valid = torch.ones(4, 96, dtype=torch.bool)
+    valid[:, 64:] = False  # empty slots
+    valid[1, :20] = False  # occluded points of one sample
+    garbage = flow.clone()
+    garbage[~valid[:, None, :].expand(-1, 6, -1)] = 123.0
+
+    a, b = FlowNormalizer(6, 96), FlowNormalizer(6, 96)
+    a.fit(flow, valid)
+    b.fit(garbage, valid)
+    for name in ("position_mean", "position_scale", "displacement_scale"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    c = FlowNormalizer(6, 96)
+    c.fit(garbage)  # unmasked, the garbage dominates
+    assert float(c.position_scale) > 10 * float(a.position_scale)
+    with pytest.raises(ValueError, match="no valid point"):
+        FlowNormalizer(6, 96).fit(flow, torch.zeros(4, 96, dtype=torch.bool))
+
+    model.eval()
+    with torch.no_grad():
+        out1 = model(images, text, flow, valid)
+        out2 = model(images, text, garbage, valid)
+        out_all = model(images, text, flow)
+    model.train()
+    assert torch.equal(out1.z_flow, out2.z_flow) and torch.equal(out1.flow_target, out2.flow_target)
+    assert not torch.allclose(out1.z_flow, out_all.z_flow)  # the mask is used
+    assert torch.equal(out1.flow_valid, valid)
+    assert float(out1.flow_target[~valid].abs().max()) == 0.0
+    # the actor loss: any prediction at invalid points changes nothing; equal to the MSE over valid points
+    pred = out1.flow_pred.clone()
+    pred2 = pred.clone()
+    pred2[~valid] = 1e3
+    l1, l2 = actor_loss(pred, out1.flow_target, valid), actor_loss(pred2, out1.flow_target, valid)
+    assert torch.equal(l1, l2)
+    assert float(l1) == pytest.approx(float(((pred - out1.flow_target)[valid] ** 2).mean()), rel=1e-6)
+    assert torch.equal(actor_loss(pred, out1.flow_target), torch.nn.functional.mse_loss(pred, out1.flow_target))
+    # a sample without any valid point pools to zeros (finite embedding, no NaN)
+    none_valid = valid.clone()
+    none_valid[2] = False
+    with torch.no_grad():
+        z = model(images, text, garbage, none_valid).z_flow
+    assert torch.isfinite(z).all()
 
 
 def test_bn_frozen_mode_keeps_batchnorm_in_eval():

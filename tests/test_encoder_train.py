@@ -33,7 +33,7 @@ def dataset(tmp_path_factory):
 
 def _cfg(steps, batch_size, seed=0, **train_kw) -> EncoderConfig:
     train = dict(steps=steps, batch_size=batch_size, lr=1e-3, warmup_steps=0, log_every=1, save_every=0, seed=seed,
-                 num_threads=1)
+                 num_threads=1, eval_every=0, retrieval_clips=16)
     train.update(train_kw)
     return EncoderConfig(model=EncoderModelConfig(input_hw=(64, 64)), train=EncoderTrainConfig(**train))
 
@@ -45,12 +45,14 @@ def _fixed_batch_loss(model, cfg, sampler, text_emb):
 
     batch = sampler.sample(32, np.random.default_rng(123))
     text_ids = torch.from_numpy(batch.text_ids)
+    valid = torch.from_numpy(batch.flow_valid)
     model.train()
     with torch.no_grad():
-        out = model(images_to_tensor(batch.images), text_emb[text_ids], torch.from_numpy(batch.flow))
+        out = model(images_to_tensor(batch.images), text_emb[text_ids], torch.from_numpy(batch.flow), valid)
         terms = dynaflip_loss(out.z_image, out.z_language, out.z_flow, model.logit_scale,
                               out.image_features[:, list(batch.tcn_views)], torch.from_numpy(batch.episode_ids),
-                              out.flow_pred, out.flow_target, cfg.loss, text_ids)
+                              out.flow_pred, out.flow_target, cfg.loss, text_ids, torch.from_numpy(batch.language_ids),
+                              valid)
     return terms.stats
 
 
@@ -61,12 +63,26 @@ def test_twenty_step_training_smoke_loss_decreases(dataset, tmp_path):
     from dynaflip_ros.encoder.model import DynaFlipModel, load_dynaflip_model, load_image_encoder
     from dynaflip_ros.encoder.train import train_encoder
 
-    cfg = _cfg(steps=20, batch_size=8, save_every=10)
+    cfg = _cfg(steps=20, batch_size=8, save_every=10, eval_every=10)
     out = tmp_path / "enc"
     result = train_encoder(dataset, out, cfg, text_embedder=HashTextEmbedder(), progress=False, verbose=False)
 
-    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    records = [r for r in lines if r["event"] == "train"]
     assert [r["step"] for r in records] == list(range(20))
+    # held-out retrieval every eval_every steps and at the end, next to its chance level
+    evals = [r for r in lines if r["event"] == "retrieval"]
+    assert [r["step"] for r in evals] == [9, 19]
+    for r in evals:
+        assert 0.0 <= r["transition_to_language_top1"] <= 1.0 and 0.0 <= r["transition_to_flow_top1"] <= 1.0
+        assert r["chance_language"] == pytest.approx(1.0 / r["language_groups"])
+        assert r["chance_flow"] == pytest.approx(1.0 / r["clips"]) and 2 <= r["clips"] <= 16
+    run = result.manifest.config["run"]
+    assert run["retrieval"] == result.retrieval and {"event": "retrieval", **result.retrieval} == evals[-1]
+    assert set(run["retrieval"]) >= {"transition_to_language_top1", "chance_language", "transition_to_flow_top1",
+                                     "chance_flow", "clips"}
+    assert run["data"]["episodes_heldout"] == 1 and run["data"]["clips_heldout"] > 0
+    assert not (out / "checkpoint").exists()  # removed once the run is complete
     for r in records:
         for key in ("loss", "loss_align", "loss_tcn", "loss_actor", "lr", "grad_norm", "temperature"):
             assert np.isfinite(r[key]), key
@@ -84,7 +100,7 @@ def test_twenty_step_training_smoke_loss_decreases(dataset, tmp_path):
     # on a fixed batch the trained networks beat their own initialisation
     frames = load_episode_frames(dataset, (64, 64), progress=False)
     sampler = TripletSampler(frames, cfg.data)
-    text_emb = torch.from_numpy(HashTextEmbedder().embed(frames.texts))
+    text_emb = torch.from_numpy(HashTextEmbedder().embed(sampler.texts))
     trained, _, _ = load_dynaflip_model(out)
     torch.manual_seed(cfg.train.seed)
     initial = DynaFlipModel(cfg, imagenet_init=True)  # the same init train_encoder started from
@@ -132,7 +148,8 @@ def test_cli_train_encoder_end_to_end_with_real_text_encoder(dataset, tmp_path, 
     assert rc == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["train"]["steps"] == 3 and manifest["config"]["train"]["seed"] == 1
-    assert len(manifest["config"]["run"]["texts"]) == 13
+    run = manifest["config"]["run"]
+    assert len(run["texts"]) == run["data"]["distinct_texts"] > 2 * len(run["language_groups"])  # paraphrases
     assert (out / "text_embeddings.safetensors").is_file()  # MiniLM embeddings cached per string
     printed = capsys.readouterr().out
     assert "step      0" in printed and "saved" in printed

@@ -6,8 +6,10 @@ sections `model:`, `loss:`, `data:`, `train:`). Choices the paper leaves open ar
 - `EncoderModelConfig`: image encoder f (truncated ImageNet EfficientNet-Lite0 + spatial-softmax
   keypoint head), projection head g, language head h_L, flow encoder h_F, actor head.
 - `AlignmentLossConfig`: triangle-area energy, InfoNCE negatives, temperature, auxiliary losses.
-- `TripletDataConfig`: frame offset k, flow window T, motion filter, TCN frames, augmentation.
-- `EncoderTrainConfig`: AdamW + cosine schedule, batch size, steps, logging and checkpoints.
+- `TripletDataConfig`: frame offset k, flow window T, clip language, still clips, held-out
+  episodes, TCN frames, augmentation.
+- `EncoderTrainConfig`: AdamW + cosine schedule, batch size, steps, logging, held-out retrieval,
+  checkpoints.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ NEGATIVE_SETS: tuple[str, ...] = ("image", "language", "flow", "language_flow", 
 AREA_MODES = ("sqrt", "squared")
 POSITIVE_ENERGY_FORMS = ("difference", "closed_form")
 MOTION_SOURCES = ("tracks", "state", "either", "none")
+CLIP_PHASES = ("dominant", "start")
 TCN_MODES = ("reuse_pair", "independent")
 BN_MODES = ("train", "frozen")
 BACKBONES = ("tf_efficientnet_lite0",)
@@ -118,8 +121,9 @@ class AlignmentLossConfig:
     positive_energy: "difference" (difference-vector form |u|^2|v|^2 - (u.v)^2 on the float64
         embeddings, accurate for near-identical points) or "closed_form" (float64 cosines).
     negative_sets: which swapped tuples serve as negatives (subset of NEGATIVE_SETS).
-    mask_same_language: drop negatives whose (swapped-in) language string equals the anchor's
-        (with few distinct instructions they are false negatives).
+    mask_same_language: drop language-swapped negatives whose language means the same as the
+        anchor's (same language group: the paraphrases of one phase + target, or the identical
+        sentence); they are false negatives (docs/method.md §1 "Contrastive framing").
     logit_scale_init / logit_scale_max: learnable log inverse temperature, init log(1/0.07), used
         clamped to [0, logit_scale_max = log(100)] as in CLIP (Radford et al. 2021) (ours).
     learn_temperature: False keeps logit_scale fixed at its init.
@@ -171,12 +175,21 @@ class TripletDataConfig:
     frame_offset: k, frames between o_t and o_t+k (at 10 Hz: 5 = 0.5 s).
     flow_window: T, steps of the 3D flow F = point_tracks[t : t+T] (padded at the episode end by
         repeating the last frame). T = k + 1 covers exactly the image transition.
-    num_points: N tracked points per frame (schema.N_TRACK).
-    motion_source / min_track_motion_m / min_state_motion: drop clips with too little motion.
-        "tracks": max displacement of any tracked point over the flow window < min_track_motion_m;
-        "state": max |state_t+k - state_t| (rad / gripper units) < min_state_motion; "either":
-        keep a clip when either moves (the tracks cover only the target object, so approach
-        clips move the arm but not the points); "none": keep every clip.
+    num_points: N tracked points per frame (schema.N_TRACK = 96: target, finger pads, other
+        objects); a point counts for a clip only when valid in every frame of its window.
+    clip_phase: which expert phase names a clip's language: "dominant" (the most frequent phase
+        among the frames t .. t+k of the image transition, ties to the earlier phase) or "start"
+        (the phase at t) (ours).
+    motion_source / min_track_motion_m / min_state_motion: what makes a clip "moving".
+        "tracks": some valid tracked point moves >= min_track_motion_m over the flow window;
+        "state": max |state_t+k - state_t| (rad / gripper units) >= min_state_motion; "either":
+        either of the two; "none": every clip counts as moving.
+    still_keep_fraction: share of the clips without motion that are kept, with the "still"
+        language (task.instructions.STILL_SENTENCES); evenly spaced over the still clips. 0 drops
+        them all, 1 keeps them all (ours; docs/method.md §1 "Data").
+    heldout_fraction / split_seed: share of the episodes (with valid tracks) held out of training
+        for the retrieval evaluation, drawn by a permutation seeded with split_seed; at least one
+        episode when > 0 and the dataset has two or more.
     tcn_mode: "reuse_pair": TCN frames s0 = t, s1 = t+k, s2 uniform in (t+k, end] (3 images per
         sample); "independent": s0 < s1 < s2 drawn anew from the episode (5 images per sample).
     augment: per-sample random shift (pad + crop, pixels) and brightness/contrast jitter, the
@@ -185,10 +198,14 @@ class TripletDataConfig:
 
     frame_offset: int = 5
     flow_window: int = 6
-    num_points: int = 32
+    num_points: int = 96
+    clip_phase: str = "dominant"
     motion_source: str = "either"
     min_track_motion_m: float = 0.005
     min_state_motion: float = 0.01
+    still_keep_fraction: float = 0.1
+    heldout_fraction: float = 0.1
+    split_seed: int = 0
     tcn_mode: str = "reuse_pair"
     augment: bool = True
     max_shift_px: int = 6
@@ -202,9 +219,14 @@ class TripletDataConfig:
             raise ValueError(f"flow_window must be >= 2, got {self.flow_window}")
         if self.num_points < 1:
             raise ValueError(f"num_points must be >= 1, got {self.num_points}")
+        require_choice("", "clip_phase", self.clip_phase, CLIP_PHASES)
         require_choice("", "motion_source", self.motion_source, MOTION_SOURCES)
         if self.min_track_motion_m < 0 or self.min_state_motion < 0:
             raise ValueError("motion thresholds must be >= 0")
+        owner = type(self).__name__
+        require_range(owner, "still_keep_fraction", self.still_keep_fraction, 0.0, 1.0)
+        require_range(owner, "heldout_fraction", self.heldout_fraction, 0.0, 0.5)
+        require_int(owner, "split_seed", self.split_seed, lo=0)
         require_choice("", "tcn_mode", self.tcn_mode, TCN_MODES)
         if self.max_shift_px < 0:
             raise ValueError(f"max_shift_px must be >= 0, got {self.max_shift_px}")
@@ -217,8 +239,11 @@ class EncoderTrainConfig:
     """Optimisation: AdamW, linear warm-up then cosine decay to lr * min_lr_ratio, grad-norm clip.
 
     backbone_lr_scale: the pretrained trunk trains at lr * backbone_lr_scale (ours).
-    log_every: steps between stdout/train_log.jsonl records; save_every: steps between
-    checkpoints (0: only the final save). num_threads: torch CPU threads.
+    log_every: steps between stdout/train_log.jsonl records. eval_every: steps between held-out
+    retrieval evaluations (also run at the end; 0: only at the end); retrieval_clips: at most
+    this many held-out clips per evaluation. save_every: steps between resumable checkpoints
+    (model, optimiser, step, RNG states; `--resume`) and intermediate artifacts (0: only the
+    final save). num_threads: torch CPU threads.
     """
 
     steps: int = 3000
@@ -231,6 +256,8 @@ class EncoderTrainConfig:
     grad_clip_norm: float = 1.0
     seed: int = 0
     log_every: int = 10
+    eval_every: int = 500
+    retrieval_clips: int = 256
     save_every: int = 500
     num_threads: int = 2
 
@@ -244,7 +271,7 @@ class EncoderTrainConfig:
         require_int(owner, "warmup_steps", self.warmup_steps, lo=0)
         require_range(owner, "min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         require_finite(owner, "grad_clip_norm", self.grad_clip_norm, lo=0.0, lo_open=True)
-        for name, lo in (("log_every", 1), ("save_every", 0), ("num_threads", 1)):
+        for name, lo in (("log_every", 1), ("eval_every", 0), ("retrieval_clips", 2), ("save_every", 0), ("num_threads", 1)):
             require_int(owner, name, getattr(self, name), lo=lo)
 
 

@@ -20,8 +20,9 @@ is filled (an object / finger exists) and the point lies in front of the camera 
 rows of empty slots are 0 and invalid. Recordings without ground-truth tracks (a real cell) store
 zeros and an all-zero mask; `data.triplets` refuses to build flow from them.
 
-The language of a transition (docs/method.md §1) is built from the episode's target object and
-`observation.phase` (`task.instructions.clip_sentences`).
+The language of a training clip (docs/method.md §1) is built by `data.triplets` from the episode's
+target object (the recorder's side record, `dataset_io.read_episode_records`) and the clip's
+expert phases (`observation.phase`) with `task.instructions.clip_sentences`.
 """
 from __future__ import annotations
 
@@ -49,16 +50,6 @@ PHASE_KEY = "observation.phase"
 # Phases of a pick-into-sink episode, in order (the scripted expert reports them; teleop -> -1).
 PHASES: tuple[str, ...] = ("approach", "descend", "grasp", "lift", "carry", "release", "retreat")
 
-_PHASE_TEMPLATES = {
-    "approach": "move the gripper above the {obj}",
-    "descend": "lower the gripper onto the {obj}",
-    "grasp": "close the gripper on the {obj}",
-    "lift": "lift the {obj} off the table",
-    "carry": "carry the {obj} over the sink",
-    "release": "open the gripper and drop the {obj} into the sink",
-    "retreat": "move the gripper away from the sink",
-}
-
 
 def features(image_hw: tuple[int, int]) -> dict:
     """LeRobotDataset `features` dict for this schema (image size (H, W))."""
@@ -79,15 +70,3 @@ def features(image_hw: tuple[int, int]) -> dict:
         VALID_KEY: {"dtype": "float32", "shape": (N_TRACK,), "names": ["point"]},
         PHASE_KEY: {"dtype": "int64", "shape": (1,), "names": ["phase"]},
     }
-
-
-def phase_description(task: str, phase: int, object_name: str | None = None) -> str:
-    """Language for a transition: the phase sentence when the phase is known, else the task.
-
-    `object_name` defaults to what follows "Pick the " in the task string.
-    """
-    if phase < 0 or phase >= len(PHASES):
-        return task
-    if object_name is None:
-        object_name = task.removeprefix("Pick the ").split(" into")[0]
-    return _PHASE_TEMPLATES[PHASES[phase]].format(obj=object_name)

@@ -14,10 +14,15 @@ EPILOG = """examples:
   dynaflip train-encoder --dataset outputs/demos --out outputs/encoder --steps 3000 --batch-size 32 \\
       --config config/encoder.yaml --seed 0
   dynaflip train-encoder --dataset outputs/demos --out /tmp/enc_smoke --steps 20 --batch-size 8
+  dynaflip train-encoder --dataset outputs/demos --out outputs/encoder --resume     # continue a stopped run
+  dynaflip train-encoder --dataset outputs/more_demos --out outputs/encoder2 --init outputs/encoder
 
 The output directory holds image_encoder.safetensors (the network that runs at inference),
 heads.safetensors (training-only heads), manifest.json (input size, mean/std, embedding dim,
-sha256 of the weights, the resolved config) and train_log.jsonl (one JSON record per logged step).
+sha256 of the weights, the resolved config, the data summary and the held-out retrieval top-1)
+and train_log.jsonl (one JSON record per logged step or retrieval evaluation). While the run is
+going, checkpoint/ holds the last resumable checkpoint (every train.save_every steps; removed
+when the run completes).
 """ + exit_codes_epilog("training failed (a loss became NaN / inf)")
 
 
@@ -41,6 +46,11 @@ def register(subparsers) -> None:
     t.add_argument("--seed", type=int, default=None, help="override train.seed")
     t.add_argument("--threads", type=int, default=None, help="override train.num_threads (torch CPU threads)")
     t.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0); default cpu")
+    s = p.add_argument_group("start")
+    s.add_argument("--init", metavar="DIR", default=None,
+                   help="start from an existing encoder artifact (image encoder + heads; same architecture)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the stopped run in --out from its last checkpoint (same config and dataset)")
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, help="output artifact directory (created; files are replaced)")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -67,13 +77,21 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"bad config: {e}") from e
     if not Path(args.dataset).is_dir():
         raise UserError(f"--dataset {args.dataset} is not a directory")
+    if args.init is not None and not Path(args.init).is_dir():
+        raise UserError(f"--init {args.init} is not a directory")
 
     from dynaflip_ros.encoder.train import train_encoder
 
-    result = train_encoder(args.dataset, args.out, cfg, device=args.device, progress=not args.no_progress)
+    result = train_encoder(args.dataset, args.out, cfg, device=args.device, progress=not args.no_progress,
+                           init=args.init, resume=args.resume)
     print(
         f"encoder written to {result.out_dir}: embedding_dim {result.manifest.embedding_dim}, "
         f"input {tuple(result.manifest.input_hw)}, sha256 {result.manifest.weights_sha256}, "
         f"{result.seconds_per_step:.2f} s/step"
     )
+    r = result.retrieval
+    if r is not None:
+        print(f"held-out retrieval top-1 ({r['clips']} clips): transition->language {r['transition_to_language_top1']:.3f} "
+              f"(chance {r['chance_language']:.3f}), transition->flow {r['transition_to_flow_top1']:.3f} "
+              f"(chance {r['chance_flow']:.3f})")
     return 0

@@ -33,12 +33,13 @@ InfoNCE (DynaFLIP paper eq. for L_align; van den Oord et al. 2018): for anchor i
 sets (configs.encoder.NEGATIVE_SETS: one or two modalities taken from another sample j), and the
 cross-entropy puts the matched tuple first. exp(logit_scale) is the inverse temperature 1/tau,
 used clamped to [1, 100] as in CLIP. Negatives identical to the anchor's tuple are removed: j == i
-always, and with `text_ids` every language-swapped negative whose language string equals the
-anchor's (a false negative when few distinct instructions exist).
+always, and (`mask_same_language`) every language-swapped negative whose language means the same
+as the anchor's: the same language group (`language_ids`: paraphrases of one phase + target) or
+the identical sentence (`text_ids`); such a negative is a false negative.
 
 Auxiliary losses (DynaFLIP paper §2.2): a time-contrastive loss (R3M, Nair et al. 2022; TCN,
 Sermanet et al. 2018) with similarity = -L2 distance, and the actor loss (MSE of the predicted
-flow). Total L = L_align + lambda_tcn L_tcn + lambda_act L_actor.
+flow over the valid points only). Total L = L_align + lambda_tcn L_tcn + lambda_act L_actor.
 """
 from __future__ import annotations
 
@@ -191,14 +192,17 @@ def alignment_infonce(
     logit_scale: torch.Tensor,
     cfg: AlignmentLossConfig,
     text_ids: torch.Tensor | None = None,
+    language_ids: torch.Tensor | None = None,
 ) -> AlignmentResult:
     """L_align: InfoNCE over tuple energies built from three B x B cosine matrices.
 
     z_image, z_language, z_flow: (B, D) embeddings (normalised here in float64). logit_scale:
     scalar tensor (learnable log inverse temperature). text_ids: optional (B,) int ids of the
-    language strings; with cfg.mask_same_language, language-swapped negatives with
-    text_ids[j] == text_ids[i] are removed. Energies: matched tuples by cfg.positive_energy,
-    negatives by the float64 closed form (module docstring). Autocast is disabled inside.
+    language strings; language_ids: optional (B,) int language groups (same id = same meaning,
+    e.g. paraphrases of one phase + target). With cfg.mask_same_language, language-swapped
+    negatives with text_ids[j] == text_ids[i] or language_ids[j] == language_ids[i] are removed.
+    Energies: matched tuples by cfg.positive_energy, negatives by the float64 closed form
+    (module docstring). Autocast is disabled inside.
 
     Raises ValueError on mismatched shapes or B < 2.
     """
@@ -210,8 +214,9 @@ def alignment_infonce(
     b = z_image.shape[0]
     if b < 2:
         raise ValueError(f"InfoNCE needs a batch of >= 2 samples, got {b}")
-    if text_ids is not None and tuple(text_ids.shape) != (b,):
-        raise ValueError(f"text_ids must be ({b},), got {tuple(text_ids.shape)}")
+    for name, ids in (("text_ids", text_ids), ("language_ids", language_ids)):
+        if ids is not None and tuple(ids.shape) != (b,):
+            raise ValueError(f"{name} must be ({b},), got {tuple(ids.shape)}")
     with torch.autocast(device_type=z_image.device.type, enabled=False):
         x, y, z = _unit64(z_image), _unit64(z_language), _unit64(z_flow)  # (B, D) float64
         s_il = x @ y.T  # (B, B)
@@ -225,8 +230,11 @@ def alignment_infonce(
 
         eye = torch.eye(b, dtype=torch.bool, device=x.device)
         same_text = None
-        if text_ids is not None and cfg.mask_same_language:
-            same_text = text_ids[:, None] == text_ids[None, :]  # (B, B)
+        if cfg.mask_same_language:
+            for ids in (text_ids, language_ids):
+                if ids is not None:
+                    same = ids[:, None] == ids[None, :]  # (B, B)
+                    same_text = same if same_text is None else same_text | same
         energies, valids = [], []
         for name in cfg.negative_sets:
             a_, b_, c_ = negative_cosines(s_il, s_if, s_lf, name)
@@ -305,15 +313,22 @@ def tcn_loss(
     return loss, accuracy
 
 
-def actor_loss(flow_pred: torch.Tensor, flow_target: torch.Tensor) -> torch.Tensor:
-    """L_actor = mean squared error between predicted and ground-truth flow (same shape, e.g.
-    (B, T, N, 3) or the normalised (B, N, 3T) representation of `model.FlowNormalizer`).
+def actor_loss(flow_pred: torch.Tensor, flow_target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """L_actor = mean squared error between predicted and ground-truth flow in the normalised
+    (B, N, 3T) representation of `model.FlowNormalizer`, over the points where `valid` (B, N)
+    bool is True (default all; the mean over every valid element, 0 when none is valid).
 
     Raises ValueError on a shape mismatch.
     """
     if flow_pred.shape != flow_target.shape:
         raise ValueError(f"flow_pred {tuple(flow_pred.shape)} and flow_target {tuple(flow_target.shape)} differ")
-    return F.mse_loss(flow_pred, flow_target)
+    if valid is None:
+        return F.mse_loss(flow_pred, flow_target)
+    if tuple(valid.shape) != tuple(flow_pred.shape[:2]):
+        raise ValueError(f"valid must be {tuple(flow_pred.shape[:2])}, got {tuple(valid.shape)}")
+    w = valid.to(torch.bool)[..., None].expand_as(flow_pred)  # (B, N, 3T)
+    sq = torch.where(w, (flow_pred - flow_target) ** 2, torch.zeros_like(flow_pred))
+    return sq.sum() / w.sum().clamp_min(1).to(flow_pred.dtype)
 
 
 # ------------------------------------------------------------------------------ total
@@ -340,22 +355,25 @@ def dynaflip_loss(
     flow_target: torch.Tensor,
     cfg: AlignmentLossConfig,
     text_ids: torch.Tensor | None = None,
+    language_ids: torch.Tensor | None = None,
+    flow_valid: torch.Tensor | None = None,
 ) -> LossTerms:
     """Full objective L = L_align + lambda_tcn L_tcn + lambda_act L_actor (DynaFLIP paper §2.2).
 
     z_image, z_language, z_flow: (B, J); logit_scale: scalar; tcn_embeddings: (B, 3, D) image
-    embeddings f(o) of frames s0 < s1 < s2; episode_ids, text_ids: (B,); flow_pred /
-    flow_target: same shape (normalised flow representation).
+    embeddings f(o) of frames s0 < s1 < s2; episode_ids, text_ids, language_ids: (B,);
+    flow_pred / flow_target: (B, N, 3T) (normalised flow representation); flow_valid: (B, N)
+    bool, the points the actor loss counts (default all).
     """
     if tcn_embeddings.ndim != 3 or tcn_embeddings.shape[1] != 3:
         raise ValueError(f"tcn_embeddings must be (B, 3, D), got {tuple(tcn_embeddings.shape)}")
-    align = alignment_infonce(z_image, z_language, z_flow, logit_scale, cfg, text_ids)
+    align = alignment_infonce(z_image, z_language, z_flow, logit_scale, cfg, text_ids, language_ids)
     l_align = align.loss.to(torch.float32)
     l_tcn, tcn_acc = tcn_loss(
         tcn_embeddings[:, 0], tcn_embeddings[:, 1], tcn_embeddings[:, 2], episode_ids,
         temperature=cfg.tcn_temperature, normalize=cfg.tcn_normalize,
     )
-    l_act = actor_loss(flow_pred, flow_target)
+    l_act = actor_loss(flow_pred, flow_target, flow_valid)
     total = l_align + cfg.lambda_tcn * l_tcn + cfg.lambda_act * l_act
     stats = {
         "loss": float(total.detach()),

@@ -12,8 +12,10 @@
   `difference_after_projection`).
 - h_L, `language_head`: MLP on frozen all-MiniLM-L6-v2 sentence embeddings (384 -> J).
 - h_F, `FlowEncoder`: per-point MLP over each point's normalised trajectory (T steps), max + mean
-  pooling over the N points, concatenated with the stop-gradient image feature sg(f(o_t)) -> J.
-- actor, `ActorHead`: f(o_t) -> the normalised (N, 3T) flow (DynaFLIP paper §2.2 actor loss).
+  pooling over the valid points only (the clip's (N,) mask), concatenated with the
+  stop-gradient image feature sg(f(o_t)) -> J.
+- actor, `ActorHead`: f(o_t) -> the normalised (N, 3T) flow (DynaFLIP paper §2.2 actor loss; the
+  loss counts valid points only).
 
 Artifact directory (`save_encoder` / `load_image_encoder`): image_encoder.safetensors (f),
 heads.safetensors (g, h_L, h_F, actor, flow normaliser, logit_scale), manifest.json
@@ -162,8 +164,8 @@ class FlowNormalizer(nn.Module):
     """(B, T, N, 3) point trajectories (metres, camera frame) <-> (B, N, 3T) normalised features.
 
     Per point: [(p_0 - position_mean) / position_scale, (p_tau - p_0) / displacement_scale for
-    tau = 1..T-1]. The statistics are buffers (saved in heads.safetensors) set from the training
-    data by `fit`.
+    tau = 1..T-1]. The statistics are buffers (saved in heads.safetensors) set from the valid
+    points of the training data by `fit`.
     """
 
     def __init__(self, flow_window: int, num_points: int):
@@ -179,15 +181,25 @@ class FlowNormalizer(nn.Module):
             raise ValueError(f"flow must be (B, {self.flow_window}, {self.num_points}, 3), got {tuple(flow.shape)}")
 
     @torch.no_grad()
-    def fit(self, flows: torch.Tensor, min_scale_m: float = 1e-3) -> None:
-        """Set the statistics from (M, T, N, 3) example flows: mean start position, RMS distance
-        to it, RMS displacement (each scale at least `min_scale_m`)."""
+    def fit(self, flows: torch.Tensor, valid: torch.Tensor | None = None, min_scale_m: float = 1e-3) -> None:
+        """Set the statistics from (M, T, N, 3) example flows over the points where `valid`
+        (M, N) bool is True (default: all): mean start position, RMS distance to it, RMS
+        displacement (each scale at least `min_scale_m`). Raises ValueError on bad shapes or
+        when no point is valid."""
         self._check(flows)
-        p0 = flows[:, 0].reshape(-1, 3).to(torch.float64)  # (M*N, 3)
+        if valid is None:
+            valid = torch.ones(flows.shape[0], self.num_points, dtype=torch.bool)
+        if tuple(valid.shape) != (flows.shape[0], self.num_points):
+            raise ValueError(f"valid must be ({flows.shape[0]}, {self.num_points}), got {tuple(valid.shape)}")
+        valid = valid.to(torch.bool)
+        if not bool(valid.any()):
+            raise ValueError("no valid point to fit the flow statistics on")
+        traj = flows.to(torch.float64).permute(0, 2, 1, 3)[valid]  # (P, T, 3) valid points only
+        p0 = traj[:, 0]  # (P, 3)
         mean = p0.mean(0)
         self.position_mean.copy_(mean.float())
         self.position_scale.fill_(max(float(((p0 - mean) ** 2).sum(-1).mean().sqrt()), min_scale_m))
-        disp = (flows[:, 1:] - flows[:, :1]).to(torch.float64)  # (M, T-1, N, 3)
+        disp = traj[:, 1:] - traj[:, :1]  # (P, T-1, 3)
         self.displacement_scale.fill_(max(float((disp**2).sum(-1).mean().sqrt()), min_scale_m))
 
     def normalize(self, flow: torch.Tensor) -> torch.Tensor:
@@ -206,9 +218,11 @@ class FlowNormalizer(nn.Module):
 
 
 class FlowEncoder(nn.Module):
-    """h_F(F, sg(f(o_t))): (B, N, 3T) normalised flow + (B, D) image feature -> (B, J).
+    """h_F(F, sg(f(o_t))): (B, N, 3T) normalised flow + (B, N) validity + (B, D) image feature -> (B, J).
 
-    The image feature is detached here (stop-gradient, DynaFLIP paper §2.1): no gradient reaches f.
+    Max and mean pooling run over the valid points only (a sample without any valid point pools
+    to zeros), so invalid points change nothing. The image feature is detached here
+    (stop-gradient, DynaFLIP paper §2.1): no gradient reaches f.
     """
 
     def __init__(self, flow_window: int, image_dim: int, point_hidden: int, hidden: int, out_dim: int):
@@ -218,9 +232,17 @@ class FlowEncoder(nn.Module):
         )
         self.head = _mlp(2 * point_hidden + image_dim, hidden, out_dim)
 
-    def forward(self, flow_feats: torch.Tensor, image_feat: torch.Tensor) -> torch.Tensor:
+    def forward(self, flow_feats: torch.Tensor, image_feat: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         per_point = self.point_mlp(flow_feats)  # (B, N, P)
-        pooled = torch.cat([per_point.max(dim=1).values, per_point.mean(dim=1)], dim=-1)  # (B, 2P)
+        if valid is None:
+            pooled = torch.cat([per_point.max(dim=1).values, per_point.mean(dim=1)], dim=-1)  # (B, 2P)
+        else:
+            m = valid.to(torch.bool)[..., None]  # (B, N, 1)
+            w = m.to(per_point.dtype)
+            mean = (per_point * w).sum(1) / w.sum(1).clamp_min(1.0)  # (B, P)
+            mx = per_point.masked_fill(~m, float("-inf")).max(dim=1).values  # (B, P)
+            mx = torch.where(m.any(1), mx, torch.zeros_like(mx))
+            pooled = torch.cat([mx, mean], dim=-1)  # (B, 2P)
         return self.head(torch.cat([pooled, image_feat.detach()], dim=-1))  # (B, J)
 
 
@@ -239,7 +261,8 @@ class ActorHead(nn.Module):
 @dataclass
 class DynaFlipOutputs:
     """Embeddings of one batch. image_features (B, V, D): f of every view; z_* (B, J) unit
-    vectors; flow_target / flow_pred (B, N, 3T) normalised flow (ground truth / actor)."""
+    vectors; flow_target / flow_pred (B, N, 3T) normalised flow (ground truth, invalid points
+    zeroed / actor); flow_valid (B, N) bool."""
 
     image_features: torch.Tensor
     z_image: torch.Tensor
@@ -247,6 +270,7 @@ class DynaFlipOutputs:
     z_flow: torch.Tensor
     flow_target: torch.Tensor
     flow_pred: torch.Tensor
+    flow_valid: torch.Tensor
 
 
 class DynaFlipModel(nn.Module):
@@ -272,10 +296,13 @@ class DynaFlipModel(nn.Module):
             diff = self.projection(f_tk - f_t)  # (B, J)
         return F.normalize(diff, dim=-1)
 
-    def forward(self, images: torch.Tensor, text_embeddings: torch.Tensor, flow: torch.Tensor) -> DynaFlipOutputs:
+    def forward(
+        self, images: torch.Tensor, text_embeddings: torch.Tensor, flow: torch.Tensor, flow_valid: torch.Tensor | None = None
+    ) -> DynaFlipOutputs:
         """images: (B, V, 3, H, W) normalised, view 0 = o_t, view 1 = o_t+k (further views: TCN
         frames); text_embeddings: (B, text_dim) frozen sentence embeddings; flow: (B, T, N, 3)
-        metres. Raises ValueError on bad shapes."""
+        metres; flow_valid: (B, N) bool, the points that count (default all). Raises ValueError
+        on bad shapes."""
         if images.ndim != 5 or images.shape[1] < 2:
             raise ValueError(f"images must be (B, V>=2, 3, H, W), got {tuple(images.shape)}")
         b, v = images.shape[:2]
@@ -286,14 +313,21 @@ class DynaFlipModel(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         feats = self.image_encoder(x).view(b, v, -1)  # (B, V, D)
         f_t, f_tk = feats[:, 0], feats[:, 1]  # (B, D)
+        if flow_valid is None:
+            flow_valid = torch.ones(b, self.cfg.data.num_points, dtype=torch.bool, device=flow.device)
+        if tuple(flow_valid.shape) != (b, self.cfg.data.num_points):
+            raise ValueError(f"flow_valid must be ({b}, {self.cfg.data.num_points}), got {tuple(flow_valid.shape)}")
+        flow_valid = flow_valid.to(torch.bool)
         flow_feats = self.flow_normalizer.normalize(flow)  # (B, N, 3T)
+        flow_feats = torch.where(flow_valid[..., None], flow_feats, torch.zeros_like(flow_feats))  # invalid points 0
         return DynaFlipOutputs(
             image_features=feats,
             z_image=self.transition_embedding(f_t, f_tk),
             z_language=F.normalize(self.language_head(text_embeddings), dim=-1),
-            z_flow=F.normalize(self.flow_encoder(flow_feats, f_t), dim=-1),
+            z_flow=F.normalize(self.flow_encoder(flow_feats, f_t, flow_valid), dim=-1),
             flow_target=flow_feats,
             flow_pred=self.actor(f_t),
+            flow_valid=flow_valid,
         )
 
     def heads_state_dict(self) -> dict[str, torch.Tensor]:

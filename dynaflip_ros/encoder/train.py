@@ -1,14 +1,18 @@
 """DynaFLIP encoder pre-training loop (docs/method.md §1; DynaFLIP paper §2).
 
 `train_encoder(dataset_root, out_dir, cfg)`: loads every frame of a recorded LeRobotDataset v3
-into memory (`data.triplets`), embeds the distinct transition sentences once with the frozen
-text encoder (`encoder.text`), fits the flow normaliser on the clips, then optimises
+into memory (`data.triplets`), embeds every distinct clip sentence (all paraphrases) once with
+the frozen text encoder (`encoder.text`), fits the flow normaliser on the valid points of the
+train clips (or starts from an artifact, `init`), then optimises
 L = L_align + lambda_tcn L_tcn + lambda_act L_actor (`encoder.losses`) with AdamW, linear warm-up +
 cosine decay and grad-norm clipping. Every `log_every` steps the loss terms go to stdout and to
-`out_dir/train_log.jsonl`; every `save_every` steps and at the end the artifact is written with
-`model.save_encoder` (image_encoder.safetensors, heads.safetensors, manifest.json).
-Deterministic for a given seed on one machine (torch seed + numpy Generator for sampling and
-augmentation).
+`out_dir/train_log.jsonl` ({"event": "train", ...}); every `eval_every` steps and at the end the
+held-out retrieval (`encoder.retrieval`) too ({"event": "retrieval", ...}, and the manifest's
+run info). Every `save_every` steps a resumable checkpoint (`encoder.checkpoint`, `resume`) and
+an intermediate artifact are written; at the end the artifact (`model.save_encoder`:
+image_encoder.safetensors, heads.safetensors, manifest.json) and the checkpoint is removed.
+Deterministic for a given seed on one machine (torch seed + numpy Generator for sampling,
+paraphrases and augmentation), resumed or not.
 """
 from __future__ import annotations
 
@@ -65,14 +69,25 @@ def _param_groups(model, cfg: EncoderTrainConfig) -> list[dict]:
 
 @dataclass
 class TrainResult:
-    """manifest of the final artifact; log: the logged records; seconds_per_step: median wall
-    time of a training step after the first (s); data: the sampler summary."""
+    """manifest of the artifact; log: the logged records (train and retrieval events);
+    seconds_per_step: median wall time of a training step after the first (s); data: the sampler
+    summary; retrieval: the last held-out retrieval (None without held-out episodes)."""
 
     manifest: EncoderManifest
     out_dir: Path
     log: list[dict[str, Any]] = field(default_factory=list)
     seconds_per_step: float = float("nan")
     data: dict[str, Any] = field(default_factory=dict)
+    retrieval: dict[str, Any] | None = None
+
+
+def _say_step(record: dict[str, Any]) -> str:
+    return (
+        f"[train-encoder] step {record['step']:>6d} loss {record['loss']:.4f} align {record['loss_align']:.4f} "
+        f"tcn {record['loss_tcn']:.4f} actor {record['loss_actor']:.4f} | acc align {record['align_acc']:.2f} "
+        f"tcn {record['tcn_acc']:.2f} | E+ {record['energy_pos']:.3f} E- {record['energy_neg']:.3f} "
+        f"tau {record['temperature']:.4f} lr {record['lr']:.2e} {record['step_time_s']:.2f} s/step"
+    )
 
 
 def train_encoder(
@@ -84,20 +99,28 @@ def train_encoder(
     device: str = "cpu",
     progress: bool = True,
     verbose: bool = True,
+    init: str | Path | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Pre-train the DynaFLIP encoder on the dataset at `dataset_root`; write the artifact to `out_dir`.
 
     text_embedder: object with `embed(list[str]) -> float32 (n, cfg.model.text_dim)` (default:
     `encoder.text.TextEmbedder` with its cache at out_dir/text_embeddings.safetensors).
     device: torch device string ("cpu", "cuda"). progress: tqdm bars; verbose: print the data
-    summary and one line per logged step to stdout. Returns TrainResult. Raises FileNotFoundError / ValueError from the data loader,
-    FloatingPointError when a loss becomes NaN/inf.
+    summary and one line per logged step to stdout. init: an encoder artifact directory to start
+    from (`encoder.checkpoint.init_from_artifact`; the ImageNet init is skipped). resume:
+    continue from `out_dir/checkpoint` (same config, dataset and init; else a fresh run deletes
+    any checkpoint there). Returns TrainResult. Raises FileNotFoundError / TripletDataError from
+    the data loader, EncoderInitError, EncoderCheckpointError, FloatingPointError when a loss
+    becomes NaN/inf.
     """
     import torch
 
     from dynaflip_ros.data.triplets import TripletSampler, augment_images, load_episode_frames
+    from dynaflip_ros.encoder import checkpoint as ckpt
     from dynaflip_ros.encoder.losses import dynaflip_loss
     from dynaflip_ros.encoder.model import DynaFlipModel, count_parameters, save_encoder
+    from dynaflip_ros.encoder.retrieval import heldout_retrieval
 
     tc = cfg.train
     torch.set_num_threads(tc.num_threads)
@@ -106,7 +129,6 @@ def train_encoder(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / TRAIN_LOG_FILE
-    log_path.write_text("")
 
     def say(msg: str) -> None:
         if verbose:
@@ -121,35 +143,65 @@ def train_encoder(
         from dynaflip_ros.encoder.text import TextEmbedder
 
         text_embedder = TextEmbedder(cache_path=out / "text_embeddings.safetensors")
-    text_np = np.asarray(text_embedder.embed(frames.texts), np.float32)  # (U, text_dim)
-    if text_np.shape != (len(frames.texts), cfg.model.text_dim):
-        raise ValueError(f"text embedder returned {text_np.shape}, expected ({len(frames.texts)}, {cfg.model.text_dim})")
+    text_np = np.asarray(text_embedder.embed(sampler.texts), np.float32)  # (U, text_dim)
+    if text_np.shape != (len(sampler.texts), cfg.model.text_dim):
+        raise ValueError(f"text embedder returned {text_np.shape}, expected ({len(sampler.texts)}, {cfg.model.text_dim})")
     text_emb = torch.from_numpy(text_np).to(device)
 
-    model = DynaFlipModel(cfg, imagenet_init=cfg.model.pretrained)
-    model.flow_normalizer.fit(torch.from_numpy(sampler.all_clip_flows(seed=tc.seed)))
+    model = DynaFlipModel(cfg, imagenet_init=cfg.model.pretrained and init is None)
+    init_info = ckpt.init_from_artifact(model, init, cfg) if init is not None else None
+    if init_info is None or not init_info["heads"]:
+        flows, valid = sampler.all_clip_flows(seed=tc.seed)
+        model.flow_normalizer.fit(torch.from_numpy(flows), torch.from_numpy(valid))
     if cfg.model.channels_last:
         model.image_encoder.to(memory_format=torch.channels_last)
     model.to(device)
     model.train()
     n_params = {"image_encoder": count_parameters(model.image_encoder), "total": count_parameters(model)}
-    say(f"[train-encoder] parameters: {n_params}; device {device}; {tc.steps} steps of batch {tc.batch_size}")
-
+    say(f"[train-encoder] parameters: {n_params}; device {device}; {tc.steps} steps of batch {tc.batch_size}"
+        + (f"; init from {init_info['dir']} (heads: {init_info['heads']})" if init_info else ""))
     opt = torch.optim.AdamW(_param_groups(model, tc), lr=tc.lr, weight_decay=tc.weight_decay)
+
+    heldout = sampler.heldout_batch(tc.retrieval_clips)
+    if heldout is not None:
+        ho_images = images_to_tensor(heldout.images).to(device)  # (C, 2, 3, H, W)
+        ho_flow = torch.from_numpy(heldout.flow).to(device)
+        ho_valid = torch.from_numpy(heldout.flow_valid).to(device)
+        ho_groups = {int(g): text_emb[torch.from_numpy(sampler.group_text_ids(int(g)))] for g in np.unique(heldout.language_ids)}
+
+    fingerprint = ckpt.run_fingerprint(cfg, summary, init_info["weights_sha256"] if init_info else None)
+    start, log = 0, []
+    if resume:
+        state = ckpt.load_checkpoint(out, model, opt, rng, fingerprint)
+        start, log = state.step, state.log
+        say(f"[train-encoder] resumed from {out / ckpt.CHECKPOINT_DIR} at step {start}")
+    else:
+        ckpt.remove_checkpoint(out)
+    log_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in log))
+
+    def append(record: dict[str, Any]) -> None:
+        log.append(record)
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
     run_info: dict[str, Any] = {
         "dataset": str(Path(dataset_root).resolve()),
         "steps": tc.steps,
         "data": summary,
-        "texts": list(frames.texts),
+        "texts": list(sampler.texts),
+        "language_groups": [list(k) for k in sampler.group_keys],
         "parameters": n_params,
         "torch": torch.__version__,
+        "init": init_info,
+        "resumed_from_step": start if resume else None,
+        "retrieval": None,
     }
-    log: list[dict[str, Any]] = []
+    retrieval = next((r for r in reversed(log) if r.get("event") == "retrieval"), None)
     step_times: list[float] = []
     t_start = time.monotonic()
     from tqdm import tqdm
 
-    bar = tqdm(range(tc.steps), desc="train-encoder", unit="step", disable=not progress)
+    bar = tqdm(range(start, tc.steps), desc="train-encoder", unit="step", disable=not progress, initial=start, total=tc.steps)
     for step in bar:
         t0 = time.monotonic()
         mult = lr_multiplier(step, tc)
@@ -159,11 +211,13 @@ def train_encoder(
         images = augment_images(batch.images, cfg.data, rng) if cfg.data.augment else batch.images
         x = images_to_tensor(images).to(device)  # (B, V, 3, H, W)
         text_ids = torch.from_numpy(batch.text_ids).to(device)
-        outputs = model(x, text_emb[text_ids], torch.from_numpy(batch.flow).to(device))
+        flow_valid = torch.from_numpy(batch.flow_valid).to(device)
+        outputs = model(x, text_emb[text_ids], torch.from_numpy(batch.flow).to(device), flow_valid)
         terms = dynaflip_loss(
             outputs.z_image, outputs.z_language, outputs.z_flow, model.logit_scale,
             outputs.image_features[:, list(batch.tcn_views)], torch.from_numpy(batch.episode_ids).to(device),
             outputs.flow_pred, outputs.flow_target, cfg.loss, text_ids,
+            torch.from_numpy(batch.language_ids).to(device), flow_valid,
         )
         if not torch.isfinite(terms.total):
             raise FloatingPointError(f"step {step}: non-finite loss {terms.stats}")
@@ -172,29 +226,32 @@ def train_encoder(
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip_norm))
         opt.step()
         dt = time.monotonic() - t0
-        if step > 0:
+        if step > start:
             step_times.append(dt)
         bar.set_postfix(loss=f"{terms.stats['loss']:.3f}", align=f"{terms.stats['loss_align']:.3f}")
 
         last = step == tc.steps - 1
         if step % tc.log_every == 0 or last:
-            record = {"step": step, "lr": tc.lr * mult, "grad_norm": grad_norm, "step_time_s": dt,
-                      "elapsed_s": time.monotonic() - t_start, **terms.stats}
-            log.append(record)
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record, sort_keys=True) + "\n")
-            say(
-                f"[train-encoder] step {step:>6d} loss {record['loss']:.4f} align {record['loss_align']:.4f} "
-                f"tcn {record['loss_tcn']:.4f} actor {record['loss_actor']:.4f} | acc align {record['align_acc']:.2f} "
-                f"tcn {record['tcn_acc']:.2f} | E+ {record['energy_pos']:.3f} E- {record['energy_neg']:.3f} "
-                f"tau {record['temperature']:.4f} lr {record['lr']:.2e} {dt:.2f} s/step"
-            )
-        if (tc.save_every and (step + 1) % tc.save_every == 0 and not last):
-            save_encoder(out, model, cfg, {**run_info, "step": step + 1, "complete": False})
+            append({"event": "train", "step": step, "lr": tc.lr * mult, "grad_norm": grad_norm, "step_time_s": dt,
+                    "elapsed_s": time.monotonic() - t_start, **terms.stats})
+            say(_say_step(log[-1]))
+        if heldout is not None and ((tc.eval_every and (step + 1) % tc.eval_every == 0) or last):
+            retrieval = {"step": step, **heldout_retrieval(model, ho_images, ho_flow, ho_valid, heldout.language_ids, ho_groups)}
+            append({"event": "retrieval", **retrieval})
+            say(f"[train-encoder] held-out retrieval at step {step}: transition->language top-1 "
+                f"{retrieval['transition_to_language_top1']:.3f} (chance {retrieval['chance_language']:.3f}), "
+                f"transition->flow top-1 {retrieval['transition_to_flow_top1']:.3f} (chance {retrieval['chance_flow']:.3f}), "
+                f"{retrieval['clips']} clips")
+        if tc.save_every and (step + 1) % tc.save_every == 0 and not last:
+            save_encoder(out, model, cfg, {**run_info, "retrieval": retrieval, "step": step + 1, "complete": False})
+            ckpt.save_checkpoint(out, step + 1, model, opt, rng, log, fingerprint)
     bar.close()
     sec_per_step = float(np.median(step_times)) if step_times else float("nan")
-    run_info.update(step=tc.steps, complete=True, seconds_per_step=sec_per_step,
-                    wall_time_s=time.monotonic() - t_start, final=log[-1] if log else {})
+    final = next((r for r in reversed(log) if r.get("event") == "train"), {})
+    run_info.update(step=tc.steps, complete=True, seconds_per_step=sec_per_step, retrieval=retrieval,
+                    wall_time_s=time.monotonic() - t_start, final=final)
     manifest = save_encoder(out, model, cfg, run_info)
+    ckpt.remove_checkpoint(out)
     say(f"[train-encoder] saved {out} (sha256 {manifest.weights_sha256[:12]}..., {sec_per_step:.2f} s/step)")
-    return TrainResult(manifest=manifest, out_dir=out, log=log, seconds_per_step=sec_per_step, data=summary)
+    return TrainResult(manifest=manifest, out_dir=out, log=log, seconds_per_step=sec_per_step, data=summary,
+                       retrieval=retrieval)
