@@ -1,7 +1,7 @@
 """Where a `dynaflip train-encoder` run starts from: a resumable checkpoint (`--resume`) or an
 existing encoder artifact (`--init DIR`) (docs/method.md §1 "Training").
 
-Checkpoint, `<out>/checkpoint/`, written every `train.save_every` steps (no pickle anywhere;
+Checkpoint, `<out>/checkpoints/`, written every `train.save_every` steps (no pickle anywhere;
 docs/architecture.md "Artifacts"):
 - `step_XXXXXXXX.model.safetensors`: every tensor of `DynaFlipModel.state_dict()` (parameters
   and buffers: BatchNorm statistics, flow normaliser, logit_scale);
@@ -38,7 +38,7 @@ from dynaflip_ros.configs.encoder import EncoderConfig, EncoderModelConfig
 from dynaflip_ros.configs.io import to_dict
 from dynaflip_ros.errors import UserError
 
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = "checkpoints"  # the same name as `dynaflip train-policy`
 LATEST_FILE = "latest.json"
 CHECKPOINT_FORMAT = "dynaflip-encoder-checkpoint-v1"
 # Train fields that do not change the weights a run ends with: may differ when resuming.
@@ -87,8 +87,19 @@ def has_checkpoint(out_dir: str | Path) -> bool:
     return (Path(out_dir) / CHECKPOINT_DIR / LATEST_FILE).is_file()
 
 
+def require_checkpoint(out_dir: str | Path) -> Path:
+    """`<out>/checkpoints/latest.json`; EncoderCheckpointError when there is none."""
+    d = Path(out_dir) / CHECKPOINT_DIR
+    if not (d / LATEST_FILE).is_file():
+        raise EncoderCheckpointError(
+            f"--resume: no training checkpoint in {d} (the run finished, never reached train.save_every steps, "
+            "or wrote to another --out); train without --resume"
+        )
+    return d / LATEST_FILE
+
+
 def remove_checkpoint(out_dir: str | Path) -> None:
-    """Delete `<out>/checkpoint/` (a fresh run or a completed one)."""
+    """Delete `<out>/checkpoints/` (a fresh run or a completed one)."""
     d = Path(out_dir) / CHECKPOINT_DIR
     if d.is_dir():
         for p in d.iterdir():
@@ -167,7 +178,7 @@ def load_checkpoint(
     out_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     np_rng: np.random.Generator, fingerprint: dict,
 ) -> ResumedState:
-    """Restore model, optimiser, torch and numpy RNG states from `<out>/checkpoint/`.
+    """Restore model, optimiser, torch and numpy RNG states from `<out>/checkpoints/`.
 
     The model and optimiser must be built exactly as for the original run. Raises
     EncoderCheckpointError when there is no checkpoint, a file is missing or damaged, or the
@@ -176,10 +187,8 @@ def load_checkpoint(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    d = Path(out_dir) / CHECKPOINT_DIR
-    latest = d / LATEST_FILE
-    if not latest.is_file():
-        raise EncoderCheckpointError(f"--resume: no checkpoint in {d} (nothing to resume; run without --resume)")
+    latest = require_checkpoint(out_dir)
+    d = latest.parent
     try:
         rec = json.loads(latest.read_text())
         if rec.get("format") != CHECKPOINT_FORMAT:

@@ -21,7 +21,7 @@ The output directory holds image_encoder.safetensors (the network that runs at i
 heads.safetensors (training-only heads), manifest.json (input size, mean/std, embedding dim,
 sha256 of the weights, the resolved config, the data summary and the held-out retrieval top-1)
 and train_log.jsonl (one JSON record per logged step or retrieval evaluation). While the run is
-going, checkpoint/ holds the last resumable checkpoint (every train.save_every steps; removed
+going, checkpoints/ holds the last resumable checkpoint (every train.save_every steps; removed
 when the run completes).
 """ + exit_codes_epilog("training failed (a loss became NaN / inf)")
 

@@ -134,6 +134,8 @@ def train_encoder(
         if verbose:
             print(msg, flush=True)
 
+    if resume:
+        ckpt.require_checkpoint(out)  # fail before the slow data loading
     frames = load_episode_frames(dataset_root, cfg.model.input_hw, progress=progress)
     sampler = TripletSampler(frames, cfg.data)
     summary = sampler.summary()
