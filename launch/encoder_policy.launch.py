@@ -10,11 +10,19 @@ whatever publishes /camera/color/image_raw and /joint_states, e.g. a rosbag2 rep
 
   encoder_node (encoder): /camera/color/image_raw -> /dynaflip/embedding
   policy_node  (policy):  /dynaflip/embedding + /joint_states -> /dynaflip/action_chunk
+
+instruction:="put the red cube in the sink" gives the policy its task sentence (published
+latched on /dynaflip/instruction; a language-conditioned policy sends nothing without one). It
+can be set or changed at run time too:
+  ros2 topic pub --once --qos-durability transient_local --qos-reliability reliable \
+      /dynaflip/instruction std_msgs/msg/String "{data: 'drop the blue bar into the basin'}"
+In simulation every episode brings its own instruction (the sim cell's), which takes precedence.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 PACKAGE = "dynaflip_ros"
@@ -34,6 +42,10 @@ def generate_launch_description() -> LaunchDescription:
                               description="encoder inference backend (auto: tensorrt, else onnxruntime, else torch)"),
         DeclareLaunchArgument("policy_model_dir", default_value=PathJoinSubstitution([share, "models", "policy"]),
                               description="policy checkpoint dir (must name the encoder's sha256)"),
+        DeclareLaunchArgument("instruction", default_value="",
+                              description="task sentence for the policy, e.g. 'put the red cube in the sink' "
+                                          "(real cell; empty = none until one is published on /dynaflip/instruction; "
+                                          "in simulation each episode brings its own)"),
     ]
     encoder = Node(
         package=PACKAGE, executable="encoder_node", name="encoder", output="screen",
@@ -42,6 +54,7 @@ def generate_launch_description() -> LaunchDescription:
     )
     policy = Node(
         package=PACKAGE, executable="policy_node", name="policy", output="screen",
-        parameters=[params_file, {"model_dir": LaunchConfiguration("policy_model_dir")}],
+        parameters=[params_file, {"model_dir": LaunchConfiguration("policy_model_dir"),
+                                  "instruction": ParameterValue(LaunchConfiguration("instruction"), value_type=str)}],
     )
     return LaunchDescription(arguments + [encoder, policy])

@@ -6,12 +6,14 @@
       (= ros2 launch dynaflip_ros real_cell.launch.py robot_ip:=192.168.1.102)
 
 use_sim:=true  -> sim_cell_node (nodes sim_cell, camera, ur3_driver in one process: one MuJoCo
-                  world), episode_manager_node (the launch ends when it finishes), and
+                  world; every episode places 2-4 objects and an instruction naming one of
+                  them, all drawn by the seed), episode_manager_node (the launch ends when it
+                  finishes; outcomes success / wrong_object / timeout / safety_stop), and
                   encoder_policy.launch.py (encoder_node, policy_node);
 use_sim:=false -> real_cell.launch.py (camera_node, ur3_driver_node + encoder_policy.launch.py).
 Each node list lives in exactly one file; this file only picks the branch. Arguments of the
-included files (encoder_model_dir, encoder_backend, policy_model_dir; robot_ip, ur_type,
-camera_serial, gripper, servo_rate_hz for the real cell) are given on this command line too:
+included files (encoder_model_dir, encoder_backend, policy_model_dir, instruction; robot_ip,
+ur_type, camera_serial, gripper, servo_rate_hz for the real cell) are given on this command line too:
 `ros2 launch` puts command-line arguments in the launch context, which included files share.
 Every node reads params_file (sim: config/pick_into_sink.yaml; real: real_cell.launch.py's
 params_file, config/real_cell.yaml unless given). Without a ROS 2 install,

@@ -1,6 +1,8 @@
 """Real Pick-into-Sink cell: UR3 over ur_rtde + RealSense + encoder + policy (ROS 2 Jazzy).
 
   ros2 launch dynaflip_ros real_cell.launch.py robot_ip:=192.168.1.102
+  ros2 launch dynaflip_ros real_cell.launch.py robot_ip:=192.168.1.102 \
+      instruction:="put the red cube in the sink"
   ros2 launch dynaflip_ros real_cell.launch.py robot_ip:=192.168.1.102 ur_type:=e-series \
       camera_serial:=831612073525 gripper:=none encoder_backend:=tensorrt
   ros2 launch dynaflip_ros real_cell.launch.py --show-args
@@ -10,7 +12,9 @@ Processes (each dies -> the whole launch shuts down, so nothing runs half-connec
   ur3_driver_node (ur3_driver)  /dynaflip/action_chunk -> servo loop -> SafeArm -> ur_rtde;
                                 /joint_states, /ur3_driver/status, /ur3_driver/rearm (Trigger)
   encoder_policy.launch.py      encoder_node (encoder), policy_node (policy)
-No episode manager: real-cell episodes are started and judged by the operator.
+No episode manager: real-cell episodes are started and judged by the operator. The task sentence
+comes from instruction:= (encoder_policy.launch.py; latched on /dynaflip/instruction) or is
+published on /dynaflip/instruction at run time.
 
 Parameters: params_file (default config/real_cell.yaml; one commented section per node) is the
 primary place for every setting, exposure and white balance included (experiment conditions

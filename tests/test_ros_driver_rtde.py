@@ -99,7 +99,7 @@ def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path):
         assert _wait(lambda: driver.safe.halted)
         # The stop ended the episode; a new one is refused until the re-arm.
         assert _wait(lambda: not statuses[-1].running and statuses[-1].halted
-                     and statuses[-1].outcome.value == "halted")
+                     and statuses[-1].outcome.value == "safety_stop")
         refused = call(start)
         assert not refused.success and "rearm" in refused.message
         time.sleep(0.2)  # a margin for commands already in flight at the stop, before the reference pose

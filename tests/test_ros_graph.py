@@ -38,7 +38,7 @@ from dynaflip_ros.episodes.protocol import EpisodeStatus  # noqa: E402
 from dynaflip_ros.ros import conversions as cv  # noqa: E402
 from dynaflip_ros.ros.qos import (  # noqa: E402
     ACTION_CHUNK_TOPIC, COMMAND_QOS, EMBEDDING_TOPIC, ENCODER_INFO_TOPIC, EPISODE_STATUS_TOPIC, EVENT_QOS,
-    IMAGE_QOS, IMAGE_TOPIC, JOINT_STATES_TOPIC, LATCHED_QOS, POLICY_INFO_TOPIC, STATE_QOS,
+    IMAGE_QOS, IMAGE_TOPIC, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC, LATCHED_QOS, POLICY_INFO_TOPIC, STATE_QOS,
 )
 
 _domains = itertools.count()
@@ -198,6 +198,8 @@ class _Probe:
         n.create_subscription(JointState, JOINT_STATES_TOPIC, self._js, STATE_QOS)
         n.create_subscription(String, EPISODE_STATUS_TOPIC, lambda m: self.statuses.append(EpisodeStatus.from_json(m.data)),
                               EVENT_QOS)
+        self.instructions: list[str] = []
+        n.create_subscription(String, INSTRUCTION_TOPIC, lambda m: self.instructions.append(m.data), LATCHED_QOS)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(n)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -233,10 +235,18 @@ def test_graph_smoke_one_episode(tiny_models, tmp_path, monkeypatch, capsys):
     # every process was started and logged with its prefix; the manager printed its summary
     for name in ("sim_cell", "encoder", "policy", "episode_manager"):
         assert f"[{name}" in out
-    assert "evaluation (ros): success" in out and "/1 (" in out
-    assert "[episode_manager] episode 1/1 seed=0" in out
+    assert "evaluation (ros): 1 episode;" in out and "success      " in out and "wrong object " in out
+    assert "[episode_manager] episode 1/1 seed=0 target=" in out
     res = json.loads(results.read_text())
     assert res["summary"]["episodes"] == 1 and res["models"]["encoder"] == sha
+    for key in ("success_rate", "wrong_object_rate", "timeout_rate", "success_ci95", "wrong_object_ci95",
+                "timeout_ci95"):
+        assert key in res["summary"], key
+    ep = res["episodes"][0]
+    assert ep["outcome"] in ("success", "wrong_object", "timeout", "safety_stop")
+    assert ep["target"] == ep["objects"][0] and 2 <= len(ep["objects"]) <= 4 and ep["instruction"]
+    assert list(res["summary"]["by_target"]) == [ep["target"]]
+    assert probe.instructions and probe.instructions[-1] == ep["instruction"]  # latched by the sim cell
     assert res["provenance"]["encoder"]["weights_sha256"] == sha and len(res["models"]["policy"]) == 64
     assert sum(res["summary"]["outcomes"].values()) == 1
     for stage in ("capture", "image_transport", "encode", "embedding_transport", "policy", "command"):

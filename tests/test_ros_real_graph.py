@@ -27,7 +27,8 @@ from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from dynaflip_ros.ros.qos import (  # noqa: E402
-    ACTION_CHUNK_TOPIC, COMMAND_QOS, DRIVER_STATUS_TOPIC, EMBEDDING_TOPIC, EVENT_QOS, IMAGE_QOS,
+    ACTION_CHUNK_TOPIC, COMMAND_QOS, DRIVER_STATUS_TOPIC, EMBEDDING_TOPIC, EVENT_QOS, IMAGE_QOS, INSTRUCTION_TOPIC,
+    LATCHED_QOS,
 )
 
 from dynaflip_ros.sim.ur_loopback import LoopbackURController  # noqa: E402
@@ -64,7 +65,8 @@ def test_real_cell_graph_drives_the_loopback_arm(tmp_path):
     with LoopbackURController(host=HOST, ur_version=(5, 11, 1, 108318), with_gripper=True) as ctrl:
         launch = subprocess.Popen(
             [sys.executable, "-m", "dynaflip_ros.cli", "launch", "pick_into_sink", "--real", "--robot-ip", HOST,
-             "--ur-type", "e-series", "--params-file", str(cell), "--timeout-s", "90"],
+             "--ur-type", "e-series", "--params-file", str(cell), "--timeout-s", "90",
+             "--instruction", "put the red cube in the sink"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines: list[str] = []
         threading.Thread(target=lambda: lines.extend(launch.stdout), daemon=True).start()
@@ -83,6 +85,8 @@ def test_real_cell_graph_drives_the_loopback_arm(tmp_path):
 
         probe.create_subscription(Image, EMBEDDING_TOPIC, on_embedding, IMAGE_QOS)
         probe.create_subscription(String, DRIVER_STATUS_TOPIC, lambda m: seen.__setitem__("driver", m.data), EVENT_QOS)
+        instructions: list[str] = []  # --instruction: latched by the policy node
+        probe.create_subscription(String, INSTRUCTION_TOPIC, lambda m: instructions.append(m.data), LATCHED_QOS)
         ex = SingleThreadedExecutor()
         ex.add_node(probe)
         threading.Thread(target=ex.spin, daemon=True).start()
@@ -109,6 +113,7 @@ def test_real_cell_graph_drives_the_loopback_arm(tmp_path):
             assert snap["n_servoj"] >= 200, (seen["chunks"], seen["embeddings"], drv.get("chunks"), drv.get("halted"),
                                              ages[-3:], "".join(lines[-12:]))  # the policy's chunks reached the arm
             assert snap["errors"] == [] and snap["runtime_state"] == 2
+            assert instructions == ["put the red cube in the sink"]
         finally:
             ex.shutdown(timeout_sec=1.0)
             probe.destroy_node()

@@ -142,6 +142,10 @@ class PolicyNodeConfig:
     num_threads: torch intra-op threads for inference on the CPU. 1 by default: with the sim,
         encoder and policy processes sharing a 2-core CPU, a 2-thread torch pool is ~10x slower
         (measured 0.5-1.0 s vs 60-80 ms per 10-step DDIM chunk of the default 1.4 M-parameter policy).
+    instruction: the task sentence for the real cell ("put the red cube in the sink"; "" = none
+        yet), published latched on /dynaflip/instruction at start-up; a message on that topic
+        replaces it at run time. In simulation every episode brings its own (the sim cell's),
+        which takes precedence. A language-conditioned policy sends nothing without one.
     """
 
     model_dir: str = "models/policy"
@@ -149,6 +153,7 @@ class PolicyNodeConfig:
     max_observation_age_s: float = 0.5
     max_joint_state_age_s: float = 0.5
     num_threads: int = 1
+    instruction: str = ""
 
     def __post_init__(self) -> None:
         require_non_empty("PolicyNodeConfig", "model_dir", self.model_dir)
@@ -163,19 +168,26 @@ class EpisodeManagerNodeConfig:
     """Node `episode_manager`: runs `episodes` episodes and reports success and latency.
 
     episodes: number of episodes; seed: seed of episode 0 (episode i uses seed + i);
-    object_name: target object ("" = drawn from the seed); episode_timeout_s: wall-clock limit
-    per episode; startup_timeout_s: how long to wait for the graph (sim cell, encoder, policy);
+    object_name: target object ("" = drawn from the seed); instruction: the sentence sent with
+    every reset ("" = the sim cell draws one naming the target, `task.instructions`); it is
+    used as given, so it needs object_name (the object it must name); episode_timeout_s:
+    wall-clock limit per episode (an episode without a decided outcome by then is a
+    `timeout`); startup_timeout_s: how long to wait for the graph (sim cell, encoder, policy);
     results_path: the evaluation record, JSON ("" = outputs/eval/ros_<UTC time>.json).
     """
 
     episodes: int = 20
     seed: int = 100_000
     object_name: str = ""
+    instruction: str = ""
     episode_timeout_s: float = 20.0
     startup_timeout_s: float = 120.0
     results_path: str = ""
 
     def __post_init__(self) -> None:
+        if self.instruction.strip() and not self.object_name.strip():
+            raise ConfigError("EpisodeManagerNodeConfig: instruction needs object_name (the object it names; "
+                              "the sim cell uses the instruction as given)")
         require_int("EpisodeManagerNodeConfig", "episodes", self.episodes, 1)
         require_int("EpisodeManagerNodeConfig", "seed", self.seed, 0)
         require_positive("EpisodeManagerNodeConfig", "episode_timeout_s", self.episode_timeout_s, 3600.0)

@@ -292,7 +292,8 @@ def format_summary(report: Mapping[str, Any], path: str | Path | None = None) ->
     """Human-readable summary of `EvalReport.to_dict()` (what both evaluators print at the end)."""
     s = report["summary"]
     outcomes = ", ".join(f"{name} {count}" for name, count in s["outcomes"].items()) or "none"
-    lines = [f"evaluation ({report.get('mode')}): {s['episodes']} episodes; outcomes: {outcomes}"]
+    n = s["episodes"]
+    lines = [f"evaluation ({report.get('mode')}): {n} episode{'' if n == 1 else 's'}; outcomes: {outcomes}"]
     if s["episodes"]:
         lines += [f"  {name:<13}{_rate_text(s, key)}" for name, key in
                   (("success", "success"), ("wrong object", "wrong_object"), ("timeout", "timeout"),

@@ -129,7 +129,8 @@ ENCODER = GraphNode("encoder_node", _NODES + "encoder", "encoder", ("encoder",),
                     launch_parameters=(LaunchParameter("model_dir", "encoder_model_dir"),
                                        LaunchParameter("backend", "encoder_backend")))
 POLICY = GraphNode("policy_node", _NODES + "policy", "policy", ("policy",), "encoder_policy.launch.py",
-                   launch_parameters=(LaunchParameter("model_dir", "policy_model_dir"),))
+                   launch_parameters=(LaunchParameter("model_dir", "policy_model_dir"),
+                                      LaunchParameter("instruction", "instruction", "str")))
 EPISODE_MANAGER = GraphNode("episode_manager_node", _NODES + "episode_manager", "episode_manager",
                             ("episode_manager",), "pick_into_sink.launch.py", modes=(SIM,),
                             launch_parameters=(LaunchParameter("episodes", "episodes", "int"),

@@ -155,24 +155,39 @@ def real_cell_overrides(params_doc: dict[str, Any], *, robot_ip: str = "", ur_ty
 
 def graph_overrides(params_doc: dict[str, Any], *, use_sim: bool, results_path: str, encoder: str = "",
                     backend: str = "", policy: str = "", episodes: int | None = None, seed: int | None = None,
-                    object_name: str | None = None, episode_timeout_s: float | None = None,
-                    startup_timeout_s: float | None = None, robot_ip: str = "", ur_type: str = "",
-                    gripper: str = "", camera_serial: str = "") -> dict[str, dict[str, Any]]:
+                    object_name: str | None = None, instruction: str | None = None,
+                    episode_timeout_s: float | None = None, startup_timeout_s: float | None = None,
+                    robot_ip: str = "", ur_type: str = "", gripper: str = "",
+                    camera_serial: str = "") -> dict[str, dict[str, Any]]:
     """{node name: parameter overrides} of `dynaflip launch <graph>` over `params_doc`.
 
     encoder / backend / policy ("" = the params file's): `encoder.model_dir`, `encoder.backend`,
-    `policy.model_dir`. use_sim: the episode manager gets `results_path` and every episode
-    setting given (None = the params file's; episode_timeout_s / startup_timeout_s in s). Real
-    cell: the hardware arguments through `real_cell_overrides` (validated; "" = the params
-    file's). Nodes without overrides are left out. Raises LaunchArgumentError.
+    `policy.model_dir`. instruction (None = the params file's): `policy.instruction` (the real
+    cell's task sentence, latched on /dynaflip/instruction) and, in simulation, the episode
+    manager's (sent with every reset; needs object_name there, the object it names).
+    use_sim: the episode manager gets `results_path` and every episode setting given (None =
+    the params file's; episode_timeout_s / startup_timeout_s in s). Real cell: the hardware
+    arguments through `real_cell_overrides` (validated; "" = the params file's). Nodes without
+    overrides are left out. Raises LaunchArgumentError (also for a blank instruction, or one
+    without object_name in simulation).
     """
     enc = {k: v for k, v in (("model_dir", encoder), ("backend", backend)) if v}
-    pol = {"model_dir": policy} if policy else {}
+    pol: dict[str, Any] = {"model_dir": policy} if policy else {}
+    if instruction is not None:
+        instruction = instruction.strip()
+        if not instruction:
+            raise LaunchArgumentError("instruction must not be blank")
+        pol["instruction"] = instruction
+        if use_sim and not (object_name or node_parameters(params_doc, "episode_manager").get("object_name")):
+            raise LaunchArgumentError(
+                "an instruction in simulation needs the object it names (--object / episode_manager.object_name): "
+                "the sim cell uses the instruction as given; without one every episode draws its own")
     out: dict[str, dict[str, Any]] = {"encoder": enc, "policy": pol}
     if use_sim:
         em: dict[str, Any] = {"results_path": results_path}
         for key, value in (("episodes", episodes), ("seed", seed), ("object_name", object_name),
-                           ("episode_timeout_s", episode_timeout_s), ("startup_timeout_s", startup_timeout_s)):
+                           ("instruction", instruction), ("episode_timeout_s", episode_timeout_s),
+                           ("startup_timeout_s", startup_timeout_s)):
             if value is not None:
                 em[key] = value
         out["episode_manager"] = em

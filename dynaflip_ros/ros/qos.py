@@ -19,6 +19,7 @@ DEPTH_INFO_TOPIC = "/camera/aligned_depth_to_color/camera_info"  # = colour Came
 EMBEDDING_TOPIC = "/dynaflip/embedding"            # sensor_msgs/Image 32FC1, 1 x D, image stamp
 ENCODER_INFO_TOPIC = "/dynaflip/encoder_info"      # std_msgs/String JSON (latched)
 POLICY_INFO_TOPIC = "/dynaflip/policy_info"        # std_msgs/String JSON (latched)
+INSTRUCTION_TOPIC = "/dynaflip/instruction"        # std_msgs/String: the task sentence (latched)
 ACTION_CHUNK_TOPIC = "/dynaflip/action_chunk"      # trajectory_msgs/JointTrajectory
 LATENCY_TOPIC = "/dynaflip/latency"                # std_msgs/String JSON {"stage", "ms", ...}
 JOINT_STATES_TOPIC = "/joint_states"               # sensor_msgs/JointState (UR joints + gripper)

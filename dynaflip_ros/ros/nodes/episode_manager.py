@@ -2,11 +2,14 @@
 
 Sequence: wait for the graph (a /episode/status from the sim cell, /dynaflip/encoder_info,
 /dynaflip/policy_info with ready=true; a policy that refuses its encoder ends the run at once),
-then for each episode i: publish `EpisodeCommand.reset(i, seed + i, object_name)` on
-/episode/command (repeated until the sim cell reports that episode running), wait until
-/episode/status reports the outcome `success` or `episode_timeout_s` passes, record the episode
-(`episodes.record.EpisodeRecord`: outcome, time to success, per-stage latency from
-/dynaflip/latency, model sha256s, this episode's safety counters); finally publish a stop, print
+then for each episode i: publish `EpisodeCommand.reset(i, seed + i, object_name, instruction)`
+on /episode/command (repeated until the sim cell reports that episode running; without
+object_name / instruction the seed draws the objects on the table, the target and the
+instruction naming it), wait until /episode/status reports a decided outcome (`success`,
+`wrong_object`, `safety_stop`; `EpisodeStatus.decided`) or `episode_timeout_s` passes
+(`timeout`), record the episode (`episodes.record.EpisodeRecord`: instruction, target, objects
+on the table, outcome, time to success, per-stage latency from /dynaflip/latency, model
+sha256s, this episode's safety counters); finally publish a stop, print
 the summary (`episodes.record.format_summary`, the same as `dynaflip eval`), write the results
 JSON and exit (0 = run completed, whatever the success rate; 2 = the graph never came up / a
 node refused to run). Malformed or other-version statuses are logged and ignored.
@@ -151,7 +154,8 @@ class EpisodeManagerNode(Node):
         its latency samples ({stage: [ms]}). Raises GraphNotReadyError when the sim cell does
         not acknowledge the reset."""
         cfg = self.config
-        cmd = EpisodeCommand.reset(i, cfg.seed + i, object_name=cfg.object_name or None, stamp_s=ros_now_s(self))
+        cmd = EpisodeCommand.reset(i, cfg.seed + i, object_name=cfg.object_name or None,
+                                   instruction=cfg.instruction.strip() or None, stamp_s=ros_now_s(self))
 
         def started() -> EpisodeStatus | None:
             st = self._status
@@ -171,17 +175,19 @@ class EpisodeManagerNode(Node):
 
         def finished() -> EpisodeStatus | None:
             st = self._status
-            return st if st and st.episode == i and st.succeeded else None
+            return st if st and st.episode == i and st.decided else None
 
         final = self._wait(finished, cfg.episode_timeout_s)
         wall_time_s = time.monotonic() - t0
         with self._cond:
             last = final or self._status or status
             latency = {k: list(v) for k, v in self._latency.items()}
+        outcome = final.outcome if final else Outcome.TIMEOUT
         record = EpisodeRecord(
-            episode=i, seed=cfg.seed + i, outcome=Outcome.SUCCESS if final else Outcome.TIMEOUT,
-            object_name=last.object_name, instruction=last.instruction, condition=last.condition,
-            time_to_success_s=last.success_time_s if final else None,
+            episode=i, seed=cfg.seed + i, outcome=outcome, target=status.object_name,
+            objects=list(status.objects) if status.objects else None, instruction=status.instruction,
+            condition=status.condition,
+            time_to_success_s=last.success_time_s if outcome is Outcome.SUCCESS else None,
             episode_sim_time_s=last.episode_sim_time_s, wall_time_s=wall_time_s,
             # the driver's counters are cumulative: keep this episode's share
             safety=counter_delta(status.safety, last.safety), driver=counter_delta(status.driver, last.driver),

@@ -19,10 +19,21 @@ first /episode/status (`EpisodeStatus`) of that episode, running, whose `reset_s
 re-enables it, and observations stamped before `reset_stamp_s` are ignored. Duplicated resets
 are idempotent (as in the sim cell). Malformed or other-version messages are logged and ignored.
 
+Instruction (`PolicyObservation.instruction`): the running episode's own (its statuses'
+`instruction`: the sim cell sets one per episode) when there is one, else the latest message on
+/dynaflip/instruction (std_msgs/String, latched), which starts as the `instruction` parameter
+(the real cell's `instruction:=` launch argument; published latched at start-up when given).
+A language-conditioned policy (`language_conditioned` true, or one that raises ValueError
+without an instruction) gets no observation and sends no chunk until there is an instruction;
+the node logs why once (`skipped["no_instruction"]` counts the frames). An image-only policy
+ignores the instruction.
+
 Subscribed: /dynaflip/embedding (IMAGE_QOS), /joint_states (STATE_QOS),
-            /dynaflip/encoder_info (LATCHED_QOS), /episode/command, /episode/status (EVENT_QOS)
+            /dynaflip/encoder_info, /dynaflip/instruction (LATCHED_QOS), /episode/command,
+            /episode/status (EVENT_QOS)
 Published:  /dynaflip/action_chunk trajectory_msgs/JointTrajectory (COMMAND_QOS),
-            /dynaflip/policy_info std_msgs/String JSON (LATCHED_QOS),
+            /dynaflip/policy_info std_msgs/String JSON, /dynaflip/instruction (the parameter's,
+            once) (LATCHED_QOS),
             /dynaflip/latency stages "embedding_transport", "policy" (EVENT_QOS)
 Parameters: configs.ros.PolicyNodeConfig (section `policy:`).
 """
@@ -50,12 +61,50 @@ from dynaflip_ros.ros.conversions import (
 from dynaflip_ros.ros.params import load_node_config, node_kwargs
 from dynaflip_ros.ros.qos import (
     ACTION_CHUNK_TOPIC, COMMAND_QOS, EMBEDDING_TOPIC, ENCODER_INFO_TOPIC, EPISODE_COMMAND_TOPIC,
-    EPISODE_STATUS_TOPIC, EVENT_QOS, IMAGE_QOS, JOINT_STATES_TOPIC, LATCHED_QOS, POLICY_INFO_TOPIC, STATE_QOS,
+    EPISODE_STATUS_TOPIC, EVENT_QOS, IMAGE_QOS, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC, LATCHED_QOS,
+    POLICY_INFO_TOPIC, STATE_QOS,
 )
 from dynaflip_ros.ros.runtime import (
     run_node,
     LatencyReporter, Stopwatch, from_json_msg, ros_now_s, safe_publish, to_json_msg,
 )
+
+
+WARM_UP_INSTRUCTION = "put the red cube in the sink"  # any sentence: warm-up chunks are discarded
+
+
+def needs_instruction(policy) -> bool:
+    """Whether `policy` is language-conditioned (its `language_conditioned` attribute)."""
+    return bool(getattr(policy, "language_conditioned", False))
+
+
+NO_INSTRUCTION = (f"the policy is language-conditioned and has no instruction: sending no action chunks until one "
+                  f"arrives (publish it latched on {INSTRUCTION_TOPIC}, or launch with instruction:=...)")
+
+
+def nearest_joint_state(states, stamp_s: float) -> np.ndarray | None:
+    """(7,) joint state of `states` ((header stamp s, receipt s, (7,)) entries) whose header
+    stamp is nearest to `stamp_s`; None when there is none."""
+    return min(states, key=lambda e: abs(e[0] - stamp_s))[2] if states else None
+
+
+def _warm_up(policy) -> float:
+    """Two throw-away chunks (the first inference calls are several times slower: allocations);
+    returns the seconds it took. The policy is reset afterwards."""
+    with Stopwatch() as warm:
+        for i in range(2):
+            policy.predict_action_chunk(PolicyObservation(
+                embedding=np.zeros(policy.embedding_dim, np.float32), state=np.zeros(7, np.float32),
+                stamp_s=0.1 * i, instruction=WARM_UP_INSTRUCTION))
+    policy.reset()
+    return warm.elapsed_s
+
+
+def _policy_facts(policy) -> dict:
+    """The loaded policy's provenance for /dynaflip/policy_info."""
+    return dict(encoder_sha256=policy.encoder_sha256, weights_sha256=policy.weights_sha256, fps=policy.fps,
+                embedding_dim=policy.embedding_dim, n_obs_steps=policy.model_config.n_obs_steps,
+                chunk_len=policy.model_config.n_action_steps, language_conditioned=needs_instruction(policy))
 
 
 def _preimport() -> None:
@@ -83,7 +132,10 @@ class PolicyNode(Node):
         self.refused_reason = ""
         self.chunks_published = 0
         self.observations = 0
-        self.skipped = {"inactive": 0, "stale": 0, "no_joint_state": 0, "error": 0}
+        self.skipped = {"inactive": 0, "stale": 0, "no_joint_state": 0, "no_instruction": 0, "error": 0}
+        self.instruction = self.config.instruction.strip() or None  # the topic's (module docstring)
+        self.needs_instruction = False  # set from the loaded policy
+        self._told_no_instruction = False
         self._lock = threading.Lock()  # lock order: self._lock, then the gate's (a leaf)
         self.gate = EpisodeGate()
         # Recent joint states (header stamp s, receipt s, (7,)): the observation pairs the image with
@@ -94,6 +146,10 @@ class PolicyNode(Node):
         self._chunk_pub = self.create_publisher(JointTrajectory, ACTION_CHUNK_TOPIC, COMMAND_QOS)
         self._info_pub = self.create_publisher(String, POLICY_INFO_TOPIC, LATCHED_QOS)
         self._publish_info(ready=False, error="", waiting_for="encoder_info")
+        self._instruction_pub = self.create_publisher(String, INSTRUCTION_TOPIC, LATCHED_QOS)
+        if self.instruction is not None:
+            safe_publish(self, self._instruction_pub, String(data=self.instruction), "instruction")
+        self.create_subscription(String, INSTRUCTION_TOPIC, self._on_instruction, LATCHED_QOS)
         self.create_subscription(String, ENCODER_INFO_TOPIC, self._on_encoder_info, LATCHED_QOS)
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, STATE_QOS)
         self.create_subscription(String, EPISODE_COMMAND_TOPIC, self._on_episode_command, EVENT_QOS)
@@ -108,13 +164,10 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ model
     def _publish_info(self, ready: bool, error: str, **extra) -> None:
-        info = {"ready": ready, "error": error, "model_dir": str(self.model_dir), **extra}
+        info = {"ready": ready, "error": error, "model_dir": str(self.model_dir), "instruction": self.instruction,
+                **extra}
         if self.policy is not None:
-            info.update(encoder_sha256=self.policy.encoder_sha256, weights_sha256=self.policy.weights_sha256,
-                        fps=self.policy.fps,
-                        embedding_dim=self.policy.embedding_dim,
-                        n_obs_steps=self.policy.model_config.n_obs_steps,
-                        chunk_len=self.policy.model_config.n_action_steps)
+            info.update(_policy_facts(self.policy))
         safe_publish(self, self._info_pub, to_json_msg(info), "policy_info")
 
     def _on_encoder_info(self, msg: String) -> None:
@@ -143,31 +196,43 @@ class PolicyNode(Node):
         torch.set_num_threads(self.config.num_threads)
         try:
             policy = DiffusionPolicyRunner.load(self.model_dir, encoder_sha256=encoder_sha256)
-        except EncoderMismatchError as e:
+        except (EncoderMismatchError, FileNotFoundError, ValueError) as e:
             self._refuse(e)
             return
-        except (FileNotFoundError, ValueError) as e:
-            self._refuse(e)
-            return
-        with Stopwatch() as warm:  # the first inference calls are several times slower (allocations)
-            for i in range(2):
-                policy.predict_action_chunk(PolicyObservation(
-                    embedding=np.zeros(policy.embedding_dim, np.float32), state=np.zeros(7, np.float32),
-                    stamp_s=0.1 * i))
-        policy.reset()
+        warm_s = _warm_up(policy)
+        self.needs_instruction = needs_instruction(policy)
         self.policy = policy
         self.schedule = ReplanSchedule(policy.dt_s, self.config.n_action_steps)
         self._publish_info(ready=True, error="")
         self.get_logger().info(
             f"policy loaded: encoder sha256 {encoder_sha256[:12]} matches; chunk of "
             f"{policy.model_config.n_action_steps} actions at {policy.dt_s:g} s -> {ACTION_CHUNK_TOPIC} "
-            f"(warm-up {warm.elapsed_s * 1e3:.0f} ms)")
+            f"(warm-up {warm_s * 1e3:.0f} ms)"
+            f"{'; language-conditioned' if self.needs_instruction else ''}")
 
     def _refuse(self, err: Exception) -> None:
         self.policy = None
         self.refused_reason = f"{type(err).__name__}: {err}"
         self.get_logger().error(f"policy refuses to run, publishing nothing: {self.refused_reason}")
         self._publish_info(ready=False, error=self.refused_reason)
+
+    # ------------------------------------------------------------------ instruction
+    def _on_instruction(self, msg: String) -> None:
+        text = msg.data.strip()
+        if not text:
+            self.get_logger().error(f"{INSTRUCTION_TOPIC}: a blank instruction is ignored")
+            return
+        with self._lock:
+            changed, self.instruction, self._told_no_instruction = text != self.instruction, text, False
+        if changed:
+            self.get_logger().info(f"instruction: {text!r}")
+
+    def _no_instruction(self) -> None:
+        """Count a frame skipped for lack of an instruction; say why once (call with the lock held)."""
+        self.skipped["no_instruction"] += 1
+        if not self._told_no_instruction:
+            self._told_no_instruction = True
+            self.get_logger().warning(NO_INSTRUCTION)
 
     # ------------------------------------------------------------------ episode gating
     def _on_episode_command(self, msg: String) -> None:
@@ -208,12 +273,6 @@ class PolicyNode(Node):
         with self._lock:
             self._joint_states.append((stamp_to_s(msg.header.stamp), ros_now_s(self), x))
 
-    def _joint_state_near(self, stamp_s: float) -> np.ndarray | None:
-        """(7,) joint state whose header stamp is nearest to `stamp_s` (call with the lock held)."""
-        if not self._joint_states:
-            return None
-        return min(self._joint_states, key=lambda e: abs(e[0] - stamp_s))[2]
-
     def _on_embedding(self, msg: Image) -> None:
         now_s = ros_now_s(self)
         stamp_s = stamp_to_s(msg.header.stamp)
@@ -225,13 +284,18 @@ class PolicyNode(Node):
             if now_s - stamp_s > self.config.max_observation_age_s:
                 self.skipped["stale"] += 1
                 return
-            js = self._joint_state_near(stamp_s)
+            js = nearest_joint_state(self._joint_states, stamp_s)
             if js is None or now_s - self._joint_states[-1][1] > self.config.max_joint_state_age_s:
                 self.skipped["no_joint_state"] += 1
                 self.get_logger().warning(f"no fresh {JOINT_STATES_TOPIC}: no action", throttle_duration_sec=2.0)
                 return
+            instruction = self.gate.state().instruction or self.instruction
+            if instruction is None and self.needs_instruction:
+                self._no_instruction()
+                return
             try:
-                obs = PolicyObservation(embedding=image_to_embedding(msg), state=js, stamp_s=stamp_s)
+                obs = PolicyObservation(embedding=image_to_embedding(msg), state=js, stamp_s=stamp_s,
+                                        instruction=instruction)
                 self.gate.used(stamp_s)
                 self.observations += 1
                 if not self.schedule.due(stamp_s):
@@ -241,6 +305,10 @@ class PolicyNode(Node):
                     chunk = self.policy.predict_action_chunk(obs)  # (n_action_steps, 7) from stamp_s
                 traj = action_chunk_to_trajectory(chunk, stamp_s=stamp_s)
             except (ValueError, RuntimeError) as e:
+                if isinstance(e, ValueError) and instruction is None:  # conditioned, without saying so
+                    self.needs_instruction = True
+                    self._no_instruction()
+                    return
                 self.skipped["error"] += 1
                 self.get_logger().error(f"policy step failed: {e}", throttle_duration_sec=2.0)
                 return

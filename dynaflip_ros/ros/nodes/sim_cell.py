@@ -16,13 +16,20 @@ Episode control (`episodes.protocol`, one JSON form, validated on receipt; docs/
   /episode/status   EpisodeStatus at status_rate_hz and right after every command, source
                     "sim_cell", with the stepper's realtime, SafeArm's safety and the driver's
                     counters                                                       EVENT_QOS
-A reset holds the arm, resets the world (`env.reset(seed, object)`), re-anchors the driver
-(interpolator + SafeArm rate limiter at the measured pose) and ignores action chunks stamped
-before the reset. A repeated reset of the current episode only re-sends the status (idempotent).
-The episode state lives in `episodes.gate.EpisodeGate`; the success test is `env.success()`.
-The instruction is derived from the target object ("Pick the <object> into the sink"): a reset
-that asks for another instruction is refused. `condition` is a label carried into the statuses
-and the evaluation record; this cell does not change the scene for it.
+  /dynaflip/instruction  std_msgs/String, latched: the running episode's instruction, published
+                    at every reset                                                 LATCHED_QOS
+A reset holds the arm, re-arms it when the safety layer halted it (the world is reset as a
+whole: the simulated protective stop is cleared), resets the world (`env.reset(seed, object,
+instruction=...)`: 2-4 objects placed by the seed, the target and the instruction naming it
+drawn by the seed unless the command gives them; a given instruction is used as is),
+re-anchors the driver (interpolator + SafeArm rate limiter at the measured pose) and ignores
+action chunks stamped before the reset. A repeated reset of the current episode only re-sends
+the status (idempotent). The episode state lives in `episodes.gate.EpisodeGate`; the task's
+outcome is `env.task_state()`: `success` (the named object rests in the basin) or
+`wrong_object` (another object reached it), the first decided one stays (the episode runs on
+until the next command); SafeArm halting the arm ends the episode as `safety_stop`.
+`condition` is a label carried into the statuses and the evaluation record; this cell does not
+change the scene for it.
 Parameters: configs.ros.SimCellNodeConfig (section `sim_cell:`), plus the `camera:` and
 `ur3_driver:` sections for the other two nodes.
 """
@@ -42,7 +49,7 @@ from dynaflip_ros.episodes.protocol import CommandKind, EpisodeCommand, EpisodeS
 from dynaflip_ros.ros.nodes.camera import CameraNode
 from dynaflip_ros.ros.nodes.ur3_driver import Ur3DriverNode
 from dynaflip_ros.ros.params import load_node_config, node_kwargs
-from dynaflip_ros.ros.qos import EPISODE_COMMAND_TOPIC, EPISODE_STATUS_TOPIC, EVENT_QOS
+from dynaflip_ros.ros.qos import EPISODE_COMMAND_TOPIC, EPISODE_STATUS_TOPIC, EVENT_QOS, INSTRUCTION_TOPIC, LATCHED_QOS
 from dynaflip_ros.ros.runtime import fail_startup, ros_now_s, safe_publish, spin_nodes
 
 
@@ -66,6 +73,7 @@ class SimCellNode(Node):
         self.driver: Ur3DriverNode | None = None
         self.gate = EpisodeGate()
         self._status_pub = self.create_publisher(String, EPISODE_STATUS_TOPIC, EVENT_QOS)
+        self._instruction_pub = self.create_publisher(String, INSTRUCTION_TOPIC, LATCHED_QOS)
         self.create_subscription(String, EPISODE_COMMAND_TOPIC, self._on_command, EVENT_QOS)
         # Status from a plain thread, not an executor timer: under a 2-core load the 125 Hz
         # joint-state timer and the camera starved this timer for whole episodes (the episode
@@ -103,13 +111,8 @@ class SimCellNode(Node):
         try:
             cmd = EpisodeCommand.from_json(msg.data)
             if cmd.kind is CommandKind.RESET:
-                from dynaflip_ros.sim.pick_into_sink import instruction_for
-
-                if cmd.instruction is not None and (
-                        cmd.object_name is None or cmd.instruction != instruction_for(cmd.object_name)):
-                    raise ValueError(f"this cell derives the instruction from the target object; it cannot "
-                                     f"set up {cmd.instruction!r} (give object_name, or no instruction)")
-                self.reset_episode(cmd.episode, cmd.seed, cmd.object_name, condition=cmd.condition)
+                self.reset_episode(cmd.episode, cmd.seed, cmd.object_name, instruction=cmd.instruction,
+                                   condition=cmd.condition)
             else:
                 self.stop_episode()
         except (ProtocolError, ValueError) as e:
@@ -118,25 +121,33 @@ class SimCellNode(Node):
         self._publish_status()
 
     def reset_episode(self, episode: int, seed: int | None = None, object_name: str | None = None,
-                      condition: str | None = None) -> None:
+                      instruction: str | None = None, condition: str | None = None) -> None:
         """Start `episode` with `seed` (default: the episode id; idempotent for the running
-        episode). Raises ValueError on an unknown object or a negative seed."""
+        episode), target `object_name` and `instruction` (None: drawn by the seed). Raises
+        ValueError on an unknown object, a negative seed or a blank instruction."""
         seed = episode if seed is None else seed
         if self.gate.is_running(episode, seed):
             return
         env, driver = self.env, self.driver
+        if object_name and object_name not in env.object_specs:  # refused before the arm is held
+            raise ValueError(f"unknown object {object_name!r}; this cell has {list(env.object_specs)}")
 
         def reset_world():  # with the world held (lock order: world, servo loop, SafeArm)
             driver.hold()
-            info = env.reset(seed=seed, object_name=object_name or None)
+            info = env.reset(seed=seed, object_name=object_name or None, instruction=instruction)
+            rearmed = driver.safe.halt_reason if driver.safe.halted else ""
+            if rearmed:  # a new world: its arm starts without the old protective stop
+                driver.rearm()
             reset_stamp_s = ros_now_s(self)
             driver.reanchor(min_chunk_stamp_s=reset_stamp_s)
-            return info, reset_stamp_s
+            return info, reset_stamp_s, rearmed
 
-        info, reset_stamp_s = env.exclusive(reset_world)
-        self.gate.begin(episode, seed, reset_stamp_s, object_name=info.object_name,
+        info, reset_stamp_s, rearmed = env.exclusive(reset_world)
+        self.gate.begin(episode, seed, reset_stamp_s, object_name=info.object_name, objects=info.objects,
                         instruction=info.instruction, condition=condition)
-        self.get_logger().info(f"episode {episode}: seed {seed}, {info.instruction!r}")
+        safe_publish(self, self._instruction_pub, String(data=info.instruction), "instruction")
+        self.get_logger().info(f"episode {episode}: seed {seed}, {info.instruction!r} (target {info.object_name}, "
+                               f"objects {list(info.objects)}){f'; re-armed after: {rearmed}' if rearmed else ''}")
 
     def stop_episode(self) -> None:
         """End the current episode: the arm holds (the watchdog stops it)."""
@@ -148,15 +159,17 @@ class SimCellNode(Node):
 
     def status(self) -> EpisodeStatus:
         """The /episode/status message (see the module docstring)."""
-        info, sim_time_s, success_now = self.env.task_state()
-        if success_now:
-            self.gate.succeed(sim_time_s - info.start_time_s)
+        info, sim_time_s, outcome = self.env.task_state()
+        if outcome is not None:
+            self.gate.decide(outcome, sim_time_s - info.start_time_s)
         telemetry = {"sim_time_s": sim_time_s, "episode_sim_time_s": sim_time_s - info.start_time_s}
         if self.stepper is not None:
             telemetry["realtime"] = dataclasses.asdict(self.stepper.stats)
         if self.driver is not None:
             drv = self.driver.status()
             telemetry.update(safety=drv.pop("safety"), driver=drv, halted=bool(drv["halted"]))
+            if drv["halted"] and self.gate.end(Outcome.SAFETY_STOP, f"arm halted ({self.driver.safe.halt_reason})"):
+                self.get_logger().warning(f"episode {self.gate.state().episode} ended: arm halted")
         return self.gate.status("sim_cell", ros_now_s(self), **telemetry)
 
     def _publish_status(self) -> None:
