@@ -1,8 +1,9 @@
 """`dynaflip train-encoder --resume` and `--init` (encoder/checkpoint.py) on a tiny synthetic dataset.
 
 A run killed after its last checkpoint and resumed ends with the same weights and log as an
-uninterrupted run of the same seed; --init starts from another artifact's weights and refuses
-another architecture.
+uninterrupted run of the same seed; --resume without a checkpoint starts fresh, of a complete
+run does nothing; --init starts from another artifact's weights and refuses another
+architecture.
 """
 import json
 import shutil
@@ -90,10 +91,22 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(dataset, uninterrupte
     assert _log(out) == _log(ref_out)
     run = result.manifest.config["run"]
     assert run["complete"] is True and run["resumed_from_step"] == 4 and run["retrieval"] == ref.retrieval
-    assert not (out / "checkpoints").exists()
-    # a completed run has nothing to resume
-    with pytest.raises(ckpt.EncoderCheckpointError, match="no training checkpoint"):
-        _train(dataset, out, _cfg(), resume=True)
+    # a complete run keeps its final checkpoint: resuming it trains nothing and changes no weight
+    assert json.loads((out / "checkpoints" / "latest.json").read_text())["step"] == 6
+    again = _train(dataset, out, _cfg(), resume=True)
+    assert again.manifest.weights_sha256 == ref.manifest.weights_sha256 and _log(out) == _log(ref_out)
+    assert again.manifest.config["run"]["resumed_from_step"] == 6
+
+
+def test_resume_without_a_checkpoint_starts_fresh(dataset, uninterrupted, tmp_path, capsys):
+    from dynaflip_ros.encoder.train import train_encoder
+
+    _, ref = uninterrupted
+    result = train_encoder(dataset, tmp_path / "fresh", _cfg(), text_embedder=HashTextEmbedder(), progress=False,
+                           verbose=True, resume=True)
+    printed = capsys.readouterr().out
+    assert "--resume: no checkpoint" in printed and "starting a fresh run" in printed
+    assert result.manifest.weights_sha256 == ref.manifest.weights_sha256
 
 
 def test_checkpoint_round_trip_restores_every_state(tmp_path):
@@ -164,8 +177,6 @@ def test_cli_init_and_resume_errors_are_one_line(dataset, tmp_path, capsys):
     base = ["train-encoder", "--dataset", str(dataset), "--out", str(tmp_path / "x"), "--no-progress"]
     assert main(base + ["--init", str(tmp_path / "missing")]) == 2
     assert "--init" in capsys.readouterr().err
-    assert main(base + ["--resume", "--steps", "2", "--batch-size", "4"]) == 2
-    assert "no training checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train-encoder", "--help"])
     help_text = capsys.readouterr().out

@@ -1,8 +1,8 @@
 """Where a `dynaflip train-encoder` run starts from: a resumable checkpoint (`--resume`) or an
 existing encoder artifact (`--init DIR`) (docs/method.md §1 "Training").
 
-Checkpoint, `<out>/checkpoints/`, written every `train.save_every` steps (no pickle anywhere;
-docs/architecture.md "Artifacts"):
+Checkpoint, `<out>/checkpoints/`, written every `train.save_every` steps and at the end (no
+pickle anywhere; docs/architecture.md "Artifacts"):
 - `step_XXXXXXXX.model.safetensors`: every tensor of `DynaFlipModel.state_dict()` (parameters
   and buffers: BatchNorm statistics, flow normaliser, logit_scale);
 - `step_XXXXXXXX.optim.safetensors`: the AdamW state per parameter index ("state.<i>.<key>")
@@ -87,19 +87,10 @@ def has_checkpoint(out_dir: str | Path) -> bool:
     return (Path(out_dir) / CHECKPOINT_DIR / LATEST_FILE).is_file()
 
 
-def require_checkpoint(out_dir: str | Path) -> Path:
-    """`<out>/checkpoints/latest.json`; EncoderCheckpointError when there is none."""
-    d = Path(out_dir) / CHECKPOINT_DIR
-    if not (d / LATEST_FILE).is_file():
-        raise EncoderCheckpointError(
-            f"--resume: no training checkpoint in {d} (the run finished, never reached train.save_every steps, "
-            "or wrote to another --out); train without --resume"
-        )
-    return d / LATEST_FILE
 
 
 def remove_checkpoint(out_dir: str | Path) -> None:
-    """Delete `<out>/checkpoints/` (a fresh run or a completed one)."""
+    """Delete `<out>/checkpoints/` (a fresh run)."""
     d = Path(out_dir) / CHECKPOINT_DIR
     if d.is_dir():
         for p in d.iterdir():
@@ -187,8 +178,10 @@ def load_checkpoint(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    latest = require_checkpoint(out_dir)
-    d = latest.parent
+    d = Path(out_dir) / CHECKPOINT_DIR
+    latest = d / LATEST_FILE
+    if not latest.is_file():
+        raise EncoderCheckpointError(f"--resume: no training checkpoint in {d}")
     try:
         rec = json.loads(latest.read_text())
         if rec.get("format") != CHECKPOINT_FORMAT:

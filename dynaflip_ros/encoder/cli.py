@@ -21,8 +21,8 @@ The output directory holds image_encoder.safetensors (the network that runs at i
 heads.safetensors (training-only heads), manifest.json (input size, mean/std, embedding dim,
 sha256 of the weights, the resolved config, the data summary and the held-out retrieval top-1)
 and train_log.jsonl (one JSON record per logged step or retrieval evaluation). While the run is
-going, checkpoints/ holds the last resumable checkpoint (every train.save_every steps; removed
-when the run completes).
+going, checkpoints/ holds the last resumable checkpoint (every train.save_every steps and at
+the end: --resume of a complete run does nothing).
 """ + exit_codes_epilog("training failed (a loss became NaN / inf)")
 
 
@@ -50,7 +50,8 @@ def register(subparsers) -> None:
     s.add_argument("--init", metavar="DIR", default=None,
                    help="start from an existing encoder artifact (image encoder + heads; same architecture)")
     s.add_argument("--resume", action="store_true",
-                   help="continue the stopped run in --out from its last checkpoint (same config and dataset)")
+                   help="continue the run in --out from its last checkpoint (same config, dataset and --init; "
+                        "a complete run: nothing to do); no checkpoint there: a fresh run")
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, help="output artifact directory (created; files are replaced)")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")

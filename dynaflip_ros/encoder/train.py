@@ -10,7 +10,8 @@ cosine decay and grad-norm clipping. Every `log_every` steps the loss terms go t
 held-out retrieval (`encoder.retrieval`) too ({"event": "retrieval", ...}, and the manifest's
 run info). Every `save_every` steps a resumable checkpoint (`encoder.checkpoint`, `resume`) and
 an intermediate artifact are written; at the end the artifact (`model.save_encoder`:
-image_encoder.safetensors, heads.safetensors, manifest.json) and the checkpoint is removed.
+image_encoder.safetensors, heads.safetensors, manifest.json) and the final checkpoint (so that
+resuming a complete run is a no-op).
 Deterministic for a given seed on one machine (torch seed + numpy Generator for sampling,
 paraphrases and augmentation), resumed or not.
 """
@@ -109,8 +110,10 @@ def train_encoder(
     device: torch device string ("cpu", "cuda"). progress: tqdm bars; verbose: print the data
     summary and one line per logged step to stdout. init: an encoder artifact directory to start
     from (`encoder.checkpoint.init_from_artifact`; the ImageNet init is skipped). resume:
-    continue from `out_dir/checkpoint` (same config, dataset and init; else a fresh run deletes
-    any checkpoint there). Returns TrainResult. Raises FileNotFoundError / TripletDataError from
+    continue from the checkpoint in `out_dir/checkpoints` (same config, dataset and init, else
+    EncoderCheckpointError; a complete run: nothing left to do, the artifact is rewritten); with
+    no checkpoint there, a fresh run (said on stdout). Without `resume` a fresh run deletes any
+    checkpoint there. Returns TrainResult. Raises FileNotFoundError / TripletDataError from
     the data loader, EncoderInitError, EncoderCheckpointError, FloatingPointError when a loss
     becomes NaN/inf.
     """
@@ -134,8 +137,9 @@ def train_encoder(
         if verbose:
             print(msg, flush=True)
 
-    if resume:
-        ckpt.require_checkpoint(out)  # fail before the slow data loading
+    if resume and not ckpt.has_checkpoint(out):
+        say(f"[train-encoder] --resume: no checkpoint in {out / ckpt.CHECKPOINT_DIR}; starting a fresh run")
+        resume = False
     frames = load_episode_frames(dataset_root, cfg.model.input_hw, progress=progress)
     sampler = TripletSampler(frames, cfg.data)
     summary = sampler.summary()
@@ -248,12 +252,14 @@ def train_encoder(
             save_encoder(out, model, cfg, {**run_info, "retrieval": retrieval, "step": step + 1, "complete": False})
             ckpt.save_checkpoint(out, step + 1, model, opt, rng, log, fingerprint)
     bar.close()
+    if not step_times:  # resumed a complete run (or one step): the logged step times
+        step_times = [r["step_time_s"] for r in log if r.get("event") == "train" and r["step"] > 0]
     sec_per_step = float(np.median(step_times)) if step_times else float("nan")
     final = next((r for r in reversed(log) if r.get("event") == "train"), {})
     run_info.update(step=tc.steps, complete=True, seconds_per_step=sec_per_step, retrieval=retrieval,
                     wall_time_s=time.monotonic() - t_start, final=final)
     manifest = save_encoder(out, model, cfg, run_info)
-    ckpt.remove_checkpoint(out)
+    ckpt.save_checkpoint(out, tc.steps, model, opt, rng, log, fingerprint)
     say(f"[train-encoder] saved {out} (sha256 {manifest.weights_sha256[:12]}..., {sec_per_step:.2f} s/step)")
     return TrainResult(manifest=manifest, out_dir=out, log=log, seconds_per_step=sec_per_step, data=summary,
                        retrieval=retrieval)
