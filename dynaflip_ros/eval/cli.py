@@ -59,9 +59,28 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def episode_count(episodes: int | None, swap_pairs: int) -> int:
+    """The regular episodes to run: `--episodes`, or by default 20 without `--swap-pairs` and 0
+    with it. Raises UserError for negative counts or nothing to run."""
+    from dynaflip_ros.errors import UserError
+
+    if swap_pairs < 0:
+        raise UserError("--swap-pairs must be >= 0")
+    n = episodes if episodes is not None else (0 if swap_pairs else 20)
+    if n < 0 or n + swap_pairs < 1:
+        raise UserError("--episodes must be >= 1 (or >= 0 with --swap-pairs)")
+    return n
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from dynaflip_ros.errors import UserError
+
+    episodes = episode_count(args.episodes, args.swap_pairs)
+    for flag, path in (("--encoder", args.encoder), ("--policy", args.policy)):
+        if not Path(path).is_dir():
+            raise UserError(f"{flag}: not a directory: {path}")
     import torch
 
     from dynaflip_ros.episodes.record import (
@@ -69,17 +88,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from dynaflip_ros.eval.closed_loop import evaluate_in_sim
     from dynaflip_ros.inference.factory import load_encoder_backend
-    from dynaflip_ros.errors import UserError
     from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
 
-    if args.swap_pairs < 0:
-        raise UserError("--swap-pairs must be >= 0")
-    episodes = args.episodes if args.episodes is not None else (0 if args.swap_pairs else 20)
-    if episodes < 0 or episodes + args.swap_pairs < 1:
-        raise UserError("--episodes must be >= 1 (or >= 0 with --swap-pairs)")
-    for flag, path in (("--encoder", args.encoder), ("--policy", args.policy)):
-        if not Path(path).is_dir():
-            raise UserError(f"{flag}: not a directory: {path}")
     torch.set_num_threads(args.threads)
     encoder = load_encoder_backend(
         args.encoder, backend=args.backend, onnxruntime_options={"intra_op_num_threads": args.threads})

@@ -1,0 +1,80 @@
+"""`dynaflip eval`: the episode / swap-pair counts and the record it writes (fake models)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dynaflip_ros.errors import UserError
+from dynaflip_ros.eval.cli import episode_count
+
+
+def test_episode_count_defaults_and_errors():
+    assert episode_count(None, 0) == 20  # regular episodes only
+    assert episode_count(None, 5) == 0  # --swap-pairs alone runs only the pairs
+    assert episode_count(7, 5) == 7 and episode_count(0, 1) == 0 and episode_count(3, 0) == 3
+    for episodes, pairs in ((0, 0), (-1, 2), (None, -1), (2, -1)):
+        with pytest.raises(UserError):
+            episode_count(episodes, pairs)
+
+
+def test_bad_counts_fail_before_loading_anything(tmp_path, capsys):
+    from dynaflip_ros.cli import main
+
+    rc = main(["eval", "--sim", "--encoder", str(tmp_path / "none"), "--policy", str(tmp_path / "none"),
+               "--swap-pairs", "-2"])
+    assert rc == 2 and "--swap-pairs must be >= 0" in capsys.readouterr().err
+
+
+def test_eval_writes_rates_and_swap_accuracy(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("mujoco")
+    pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from dynaflip_ros.cli import main
+    from dynaflip_ros.configs.sim import SimConfig
+    from dynaflip_ros.eval import closed_loop
+    from dynaflip_ros.inference import factory
+    from dynaflip_ros.policies import diffusion
+    from dynaflip_ros.policies.base import ActionChunk
+
+    class FakeEncoder:
+        manifest = SimpleNamespace(weights_sha256="e" * 64)
+
+        def embed(self, images):
+            return np.zeros((len(images), 8), np.float32)  # (B, D)
+
+    class HoldPolicy:
+        weights_sha256 = "p" * 64
+
+        def reset(self, seed=None):
+            pass
+
+        def observe(self, obs):
+            pass
+
+        def predict_action_chunk(self, obs):
+            assert obs.instruction  # every observation carries the episode's instruction
+            return ActionChunk(obs.state[None].repeat(8, 0), obs.stamp_s + 0.1, 0.1)
+
+    real = closed_loop.evaluate_in_sim
+    monkeypatch.setattr(factory, "load_encoder_backend", lambda *a, **k: FakeEncoder())
+    monkeypatch.setattr(diffusion.DiffusionPolicyRunner, "load", staticmethod(lambda *a, **k: HoldPolicy()))
+    monkeypatch.setattr(closed_loop, "evaluate_in_sim",
+                        lambda *a, **k: real(*a, sim_config=SimConfig(image_hw=(16, 16)), **k))
+    out = tmp_path / "eval.json"
+    rc = main(["eval", "--sim", "--encoder", str(tmp_path), "--policy", str(tmp_path), "--episodes", "1",
+               "--swap-pairs", "1", "--episode-timeout-s", "0.3", "--seed", "100", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    d = json.loads(out.read_text())
+    s = d["summary"]
+    assert s["episodes"] == 1 and s["timeout_rate"] == 1.0 and s["success_rate"] == 0.0
+    assert s["wrong_object_rate"] == 0.0 and len(s["wrong_object_ci95"]) == 2
+    assert s["swap_pairs"] == 1 and s["swap_accuracy"] == 0.0 and s["swap_accuracy_ci95"][0] == 0.0
+    assert d["config"]["swap_pairs"] == 1 and d["config"]["episodes"] == 1
+    assert len(d["pairs"]) == 1 and [r["outcome"] for r in d["pairs"][0]["runs"]] == ["timeout", "timeout"]
+    assert "[eval] episode 1/1 seed=100 target=" in text and "[eval] swap pair 1/1 seed=100" in text
+    assert "instruction swap: 0/1 pairs correct" in text and f"results: {out}" in text
