@@ -42,8 +42,8 @@ def test_owner_api_advances_and_excludes():
         assert periods == 13 and steps == 13 * 4 and len(seen) == 13  # 0.1 s / 8 ms, rounded up
         assert np.allclose(np.diff(seen), 0.008) and env.sim_time_s >= t0 + 0.1 - 1e-9
         assert env.advance_period(0.008) == env.sim_time_s
-        info, sim_time_s, success = env.task_state()
-        assert info is env.episode and sim_time_s == env.sim_time_s and success in (True, False)
+        info, sim_time_s, outcome = env.task_state()
+        assert info is env.episode and sim_time_s == env.sim_time_s and outcome is None  # objects on the table
 
         with RealtimeSimStepper(env) as stepper:
             def frozen() -> float:
