@@ -2,6 +2,7 @@
 training samples, and `dynaflip train-policy` end to end with a fake encoder backend."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
@@ -14,6 +15,21 @@ from dynaflip_ros.encoder.manifest import EncoderManifest
 
 EPISODE_LENGTHS = (7, 9, 12)
 IMAGE_HW = (24, 32)
+
+
+class FakeText:
+    """Text encoder stand-in (policies.language): a unit 384-vector per string from its hash."""
+
+    name, dim = "fake-text", 384
+
+    def __init__(self, sha: str = "e" * 64):
+        self.weights_sha256 = sha
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts):
+        self.calls.append(list(texts))
+        out = [np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)).normal(size=384) for t in texts]
+        return np.asarray([v / np.linalg.norm(v) for v in out], np.float32)
 
 
 class FakeBackend:
@@ -218,12 +234,14 @@ def test_train_policy_cli_end_to_end(dataset_root, tmp_path, monkeypatch, capsys
         return enc
 
     monkeypatch.setattr(train_mod, "load_encoder_backend", fake_loader)
+    monkeypatch.setattr(train_mod, "load_text_encoder", FakeText)
     encoder_dir = tmp_path / "encoder"
     encoder_dir.mkdir()
     config = tmp_path / "policy.yaml"
     config.write_text(
         "model:\n  down_dims: [16, 32]\n  diffusion_step_embed_dim: 16\n"
-        "train:\n  log_every_steps: 2\n  eval_every_steps: 3\n  val_fraction: 0.34\n"
+        "train:\n  log_every_steps: 2\n  eval_every_steps: 3\n  val_fraction: 0.34\n  checkpoint_every_steps: 2\n"
+        "  num_threads: 1\n"
     )
     out = tmp_path / "policy"
     rc = cli.main(
@@ -248,11 +266,38 @@ def test_train_policy_cli_end_to_end(dataset_root, tmp_path, monkeypatch, capsys
     assert [r["step"] for r in log if r["event"] == "train"] == [2, 4]
     assert [r["step"] for r in log if r["event"] == "eval"] == [3, 4]
     assert "model.safetensors" in meta["files_sha256"] and "train_log.jsonl" not in meta["files_sha256"]
+    # language conditioning (the default): text encoder + data, recipe and steps recorded
+    assert meta["model"]["language_conditioning"] is True and meta["environment_state_dim"] == 5 + 384
+    assert meta["text_encoder"] == {"name": "fake-text", "dim": 384, "weights_sha256": "e" * 64}
+    assert meta["train"]["dataset"]["root"] == str(dataset_root.resolve())
+    assert meta["train"]["dataset"]["fingerprint"] == meta["train"]["dataset_fingerprint"]
+    assert meta["train"]["dataset"]["episodes"] == 3 and meta["train"]["dataset"]["instructions"] == 2
+    assert meta["train"]["init"] is None and meta["train"]["total_steps"] == 4 and meta["train"]["config"]["train"]["steps"] == 4
+    assert not (out / "checkpoints").exists()  # resumable checkpoints are deleted once the policy is written
     (out / "train_log.jsonl").unlink()  # logs are not part of the checkpoint
-    runner = DiffusionPolicyRunner.load(out, encoder_sha256="3" * 64)
+    runner = DiffusionPolicyRunner.load(out, encoder_sha256="3" * 64, text_encoder=FakeText())
     assert runner.embedding_dim == 5 and runner.model_config.down_dims == (16, 32)
     with pytest.raises(EncoderMismatchError):
-        DiffusionPolicyRunner.load(out, encoder_sha256="4" * 64)
+        DiffusionPolicyRunner.load(out, encoder_sha256="4" * 64, text_encoder=FakeText())
+
+    # --init from it: the init's checkpoint sha256 is recorded, steps add up
+    out2 = tmp_path / "policy2"
+    base = ["train-policy", "--dataset", str(dataset_root), "--encoder", str(encoder_dir), "--config", str(config),
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--steps", "2", "--batch-size", "8"]
+    assert cli.main([*base, "--out", str(out2), "--init", str(out)]) == 0
+    capsys.readouterr()
+    meta2 = json.loads((out2 / "policy.json").read_text())
+    assert meta2["train"]["init"]["weights_sha256"] == meta["files_sha256"]["model.safetensors"]
+    assert meta2["train"]["init"]["same_encoder"] is True and meta2["train"]["total_steps"] == 6
+    # --resume (as train-encoder's): a complete run in --out is left as it is; none there: a fresh run
+    weights = (out2 / "model.safetensors").read_bytes()
+    assert cli.main([*base, "--out", str(out2), "--init", str(out), "--resume"]) == 0
+    assert "already complete" in capsys.readouterr().out and (out2 / "model.safetensors").read_bytes() == weights
+    assert cli.main([*base, "--out", str(out2), "--resume"]) == 0  # not the same run (no --init): trained afresh
+    assert "policy written to" in capsys.readouterr().out
+    assert json.loads((out2 / "policy.json").read_text())["train"]["init"] is None
+    assert cli.main([*base, "--out", str(tmp_path / "o3"), "--init", str(tmp_path / "nope")]) == 2
+    assert "--init" in capsys.readouterr().err
 
 
 def test_train_policy_cli_rejects_bad_arguments(tmp_path, capsys):
@@ -267,3 +312,31 @@ def test_train_policy_cli_rejects_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["train-policy", "--help"])
     assert "dynaflip train-policy --dataset" in capsys.readouterr().out
+
+
+def test_paraphrases_come_from_the_side_records(dataset_root, tmp_path):
+    """extra["instruction_paraphrases"] of the recorder's side file join each episode's task string;
+    every distinct string is embedded once and cached with the text encoder's sha256."""
+    from dynaflip_ros.data.dataset_io import EPISODES_SIDE_PATH
+    from dynaflip_ros.policies.embeddings import compute_embeddings
+
+    root = shutil.copytree(dataset_root, tmp_path / "demos")
+    paras = {0: ["put the red cube in the sink", "drop the red block into the basin"], 1: [], 2: ["put the red cube in the sink"]}
+    lines = [json.dumps({"episode_index": ep, "task": "t", "extra": {"instruction_paraphrases": p}}) for ep, p in paras.items()]
+    (root / EPISODES_SIDE_PATH).write_text("\n".join(lines) + "\n")
+    text = FakeText()
+    emb = compute_embeddings(root, FakeBackend(), cache_dir=tmp_path / "cache", progress=False, text_encoder=text)
+    assert emb.paraphrases(0) == ["Pick the red cube into the sink", *paras[0]]
+    assert emb.paraphrases(1) == ["Pick the blue cup into the sink"]
+    assert emb.paraphrases(2) == ["Pick the red cube into the sink", "put the red cube in the sink"]
+    assert len(emb.instruction_texts) == 4 and emb.instruction_embedding.shape == (4, 384)
+    assert len(text.calls) == 1 and sorted(text.calls[0]) == sorted(emb.instruction_texts.tolist())
+    assert emb.text_encoder_sha256 == "e" * 64
+    again = compute_embeddings(root, FakeBackend(), cache_dir=tmp_path / "cache", progress=False, text_encoder=FakeText())
+    np.testing.assert_array_equal(again.instruction_embedding, emb.instruction_embedding)  # cached
+    other = FakeText(sha="d" * 64)
+    compute_embeddings(root, FakeBackend(), cache_dir=tmp_path / "cache", progress=False, text_encoder=other)
+    assert len(other.calls) == 1  # another text encoder: its own text embeddings
+    (root / EPISODES_SIDE_PATH).write_text(json.dumps({"episode_index": 0, "extra": {"instruction_paraphrases": [""]}}))
+    with pytest.raises(ValueError, match="instruction_paraphrases"):
+        compute_embeddings(root, FakeBackend(), progress=False)

@@ -1,4 +1,6 @@
-"""DiffusionPolicyRunner: learns a synthetic reaching task, chunk timing, save/load, input checks."""
+"""DiffusionPolicyRunner (image-only: model.language_conditioning false): learns a synthetic
+reaching task, chunk timing, save/load, input checks. The language-conditioned policy:
+tests/test_policy_language.py."""
 from __future__ import annotations
 
 import dataclasses
@@ -64,7 +66,8 @@ def trained():
     from dynaflip_ros.policies.train import train_policy
 
     config = PolicyConfig(
-        train=PolicyTrainConfig(steps=300, batch_size=64, warmup_steps=50, eval_every_steps=300, val_fraction=0.2)
+        model=DiffusionModelConfig(language_conditioning=False),
+        train=PolicyTrainConfig(steps=300, batch_size=64, warmup_steps=50, eval_every_steps=300, val_fraction=0.2, num_threads=1),
     )
     runner, info = train_policy(reaching_episodes(24, seed=0), config, fake_manifest(), progress=False)
     return runner, info
@@ -216,15 +219,16 @@ def test_model_frame_roundtrip():
         to_model_frame(actions, state, "polar")
 
 
-@pytest.mark.parametrize("embedding_dim", [128, 512])
-def test_default_model_fits_the_checkpoint_budget(embedding_dim):
-    """Shipped policy <= ~10 MB of float32 weights for the encoder's default D=128 and for D=512."""
+@pytest.mark.parametrize("embedding_dim,language", [(128, False), (512, False), (128, True)])
+def test_default_model_fits_the_checkpoint_budget(embedding_dim, language):
+    """Shipped policy <= ~10 MB of float32 weights for the encoder's default D=128 (image-only and
+    with the 384-d instruction) and for an image-only D=512 (15 MB with the instruction)."""
     from dynaflip_ros.policies.diffusion import import_lerobot, make_lerobot_config
 
     import_lerobot()
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
 
-    policy = DiffusionPolicy(make_lerobot_config(DiffusionModelConfig(), embedding_dim))
+    policy = DiffusionPolicy(make_lerobot_config(DiffusionModelConfig(language_conditioning=language), embedding_dim))
     n_params = sum(p.numel() for p in policy.parameters())
     assert n_params * 4 <= 10.6e6, n_params
     assert not hasattr(policy.diffusion, "rgb_encoder")  # no vision backbone
@@ -241,6 +245,13 @@ def test_config_validation_and_yaml_defaults():
         DiffusionModelConfig(action_frame="delta")
     with pytest.raises(ValueError, match="lr"):
         PolicyTrainConfig(lr=0.0)
+    with pytest.raises(ValueError, match="language_conditioning"):
+        DiffusionModelConfig(language_conditioning="yes")
+    with pytest.raises(ValueError, match="init_stats"):
+        PolicyTrainConfig(init_stats="average")
+    with pytest.raises(ValueError, match="checkpoint_every_steps"):
+        PolicyTrainConfig(checkpoint_every_steps=-1)
+    assert DiffusionModelConfig().language_conditioning is True
     cfg = PolicyConfig(model=dataclasses.replace(DiffusionModelConfig(), down_dims=(32, 64)))
     assert to_dict(cfg)["model"]["down_dims"] == [32, 64]
     from dynaflip_ros.configs.io import from_dict

@@ -16,7 +16,9 @@ from dynaflip_ros.policies.train import num_val_episodes, split_episodes
 
 SHA = "3" * 64
 DIM = 8
-SMALL = DiffusionModelConfig(down_dims=(16, 32), diffusion_step_embed_dim=16)  # horizon 16, 8 actions, 2 obs
+SMALL = DiffusionModelConfig(  # horizon 16, 8 actions, 2 obs; image-only (instructions: test_policy_language.py)
+    down_dims=(16, 32), diffusion_step_embed_dim=16, language_conditioning=False
+)
 
 
 def episodes(lengths: list[int], seed: int = 0) -> EmbeddedEpisodes:
@@ -37,7 +39,7 @@ def episodes(lengths: list[int], seed: int = 0) -> EmbeddedEpisodes:
 
 def config(val_fraction: float = 0.1, steps: int = 1) -> PolicyConfig:
     train = PolicyTrainConfig(steps=steps, batch_size=4, warmup_steps=0, val_fraction=val_fraction,
-                              eval_every_steps=1, eval_max_samples=4, log_every_steps=1)
+                              eval_every_steps=1, eval_max_samples=4, log_every_steps=1, num_threads=1)
     return PolicyConfig(model=SMALL, train=train)
 
 

@@ -2,8 +2,9 @@
 
 The policy is LeRobot 0.4.4's `DiffusionPolicy` (Chi et al., "Diffusion Policy", RSS 2023,
 https://huggingface.co/papers/2303.04137) with no vision backbone: the per-frame image embedding
-f(o_t) of the frozen encoder enters as `observation.environment_state` (FeatureType.ENV) next to
-the required `observation.state` (7,). `DiffusionModelConfig` holds the fields that are mapped onto
+f(o_t) of the frozen encoder, followed (with `language_conditioning`) by the frozen sentence
+embedding of the episode's instruction (all-MiniLM-L6-v2, 384-d), enters as
+`observation.environment_state` (FeatureType.ENV) next to the required `observation.state` (7,). `DiffusionModelConfig` holds the fields that are mapped onto
 `lerobot.policies.diffusion.configuration_diffusion.DiffusionConfig`; `PolicyTrainConfig` holds the
 optimisation parameters. YAML: `config/policy.yaml` with sections `model:` and `train:`.
 """
@@ -18,6 +19,7 @@ NORMALIZATION_MODES = ("IDENTITY", "MEAN_STD", "MIN_MAX")
 NOISE_SCHEDULERS = ("DDPM", "DDIM")
 PREDICTION_TYPES = ("epsilon", "sample")
 ACTION_FRAMES = ("absolute", "relative")
+INIT_STATS = ("recompute", "keep")
 
 
 @dataclass
@@ -45,6 +47,9 @@ class DiffusionModelConfig:
     max_obs_gap_s: at inference, an observation more than this after the previous one means the
         history is stale (e.g. a stalled camera): the window is refilled with the new observation,
         as at episode start.
+    language_conditioning: the policy also sees the instruction (PolicyObservation.instruction)
+        as a frozen 384-d sentence embedding appended to the image embedding (docs/method.md §3).
+        False: the image-only policy (a checkpoint without this field loads as False).
     """
 
     n_obs_steps: int = 2
@@ -70,6 +75,7 @@ class DiffusionModelConfig:
     action_normalization: str = "MIN_MAX"
     action_frame: str = "relative"
     max_obs_gap_s: float = 0.25
+    language_conditioning: bool = True
 
     def __post_init__(self) -> None:
         self.down_dims = tuple(int(d) for d in self.down_dims)
@@ -111,6 +117,8 @@ class DiffusionModelConfig:
         require_choice("", "action_frame", self.action_frame, ACTION_FRAMES)
         if self.max_obs_gap_s <= 0:
             raise ValueError("max_obs_gap_s must be > 0")
+        if not isinstance(self.language_conditioning, bool):
+            raise ValueError(f"language_conditioning must be true or false, got {self.language_conditioning!r}")
 
     @property
     def drop_n_last_frames(self) -> int:
@@ -144,6 +152,8 @@ class PolicyTrainConfig:
     log_every_steps: int = 50
     embed_batch_size: int = 32
     num_threads: int = 2
+    checkpoint_every_steps: int = 500
+    init_stats: str = "recompute"
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
@@ -162,6 +172,8 @@ class PolicyTrainConfig:
         require_range(owner, "val_fraction", self.val_fraction, 0.0, 1.0, hi_open=True)
         for name in ("eval_every_steps", "eval_max_samples", "log_every_steps", "embed_batch_size", "num_threads"):
             require_int(owner, name, getattr(self, name), lo=1)
+        require_int(owner, "checkpoint_every_steps", self.checkpoint_every_steps, lo=0)
+        require_choice(owner, "init_stats", self.init_stats, INIT_STATS)
 
 
 @dataclass

@@ -14,8 +14,8 @@ from dynaflip_ros.errors import UserError
 class PolicyObservation:
     """embedding: (D,) float32 image embedding of the frame; state: (7,) float32 joint positions
     (rad) + gripper (0 open..1 closed); stamp_s: capture time of the image (s); instruction: the
-    task sentence ("put the red cube in the sink"), required by a language-conditioned policy
-    (None for a policy without language input)."""
+    episode's instruction ("put the red cube in the sink"), required by a language-conditioned
+    policy (a ValueError without it), ignored by an image-only one; it may change mid-episode."""
 
     embedding: np.ndarray
     state: np.ndarray
@@ -38,6 +38,11 @@ class ActionChunk:
 
 class EncoderMismatchError(RuntimeError, UserError):
     """The policy was trained on embeddings of a different encoder (sha256 differs)."""
+
+
+class TextEncoderMismatchError(EncoderMismatchError):
+    """A language-conditioned policy was trained with another text encoder (the sha256 of the
+    sentence encoder's weights differs from the one the policy recorded)."""
 
 
 class PolicyDataError(ValueError, UserError):

@@ -6,9 +6,11 @@ import argparse
 from dynaflip_ros.cli import exit_codes_epilog
 
 DESCRIPTION = """Train a diffusion policy (LeRobot DiffusionPolicy, no vision backbone) on the embeddings
-of a frozen, exported encoder. Every frame of the LeRobotDataset is embedded once (cached by
-encoder sha256 + dataset fingerprint), then the policy learns (embedding, state) history ->
-action chunk. The checkpoint records the encoder's sha256 and refuses any other encoder."""
+of a frozen, exported encoder and (model.language_conditioning, the default) the frozen MiniLM
+sentence embedding of each episode's instruction, drawn among its recorded paraphrases. Every
+frame and every distinct instruction is embedded once (cached by encoder sha256 + dataset
+fingerprint), then the policy learns (embedding, instruction, state) history -> action chunk.
+The checkpoint records the encoder's and the text encoder's sha256 and refuses any other."""
 
 EPILOG = """examples:
   dynaflip train-policy --dataset outputs/demos --encoder models/encoder --out models/policy
@@ -16,10 +18,17 @@ EPILOG = """examples:
       --steps 500 --batch-size 32 --seed 1
   dynaflip train-policy --dataset outputs/demos --encoder models/encoder --out models/policy \\
       --config config/policy.yaml --backend torch --cache-dir outputs/cache/embeddings
+  # fine-tune the shipped policy on new demos (same model section; stats: train.init_stats)
+  dynaflip train-policy --dataset outputs/teleop_demos --encoder models/encoder --out /tmp/ft \
+      --init models/policy --steps 1000
+  # continue a killed run from its latest checkpoint in --out/checkpoints (same other flags;
+  # without a checkpoint: a fresh run, or nothing to do when --out holds this run's policy)
+  dynaflip train-policy --dataset outputs/demos --encoder models/encoder --out models/policy --resume
 
 outputs in --out: model.safetensors + config.json (LeRobot), policy_{pre,post}processor.json +
 normaliser stats (.safetensors), policy.json (config, encoder sha256 + manifest, train info),
-train_log.jsonl (one JSON object per log / eval event).
+train_log.jsonl (one JSON object per log / eval event). While training: checkpoints/ (resumable
+state every train.checkpoint_every_steps steps; deleted when the policy is written).
 """ + exit_codes_epilog()
 
 
@@ -46,6 +55,15 @@ def register(subparsers) -> None:
     t.add_argument("--steps", type=int, default=None, help="training steps (overrides the config)")
     t.add_argument("--batch-size", type=int, default=None, help="batch size (overrides the config)")
     t.add_argument("--seed", type=int, default=None, help="random seed (overrides the config)")
+    t.add_argument(
+        "--init", default=None, metavar="DIR",
+        help="start from this policy checkpoint's weights (same architecture and embedding widths)",
+    )
+    t.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --out from its latest checkpoint in --out/checkpoints (same config, dataset "
+        "and --init; a complete run: nothing to do); no checkpoint there: a fresh run",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, help="output policy directory")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -75,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
     except ValueError as e:  # the train config's own range checks on the flag values
         raise UserError(f"bad config: {e}") from e
-    for flag, path in (("--dataset", args.dataset), ("--encoder", args.encoder)):
-        if not Path(path).is_dir():
+    for flag, path in (("--dataset", args.dataset), ("--encoder", args.encoder), ("--init", args.init)):
+        if path is not None and not Path(path).is_dir():
             raise UserError(f"{flag} {path} is not a directory")
     info = train_policy_from_dataset(
         args.dataset,
@@ -86,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
+        init_dir=args.init,
+        resume=args.resume,
     )
     summary = {
         k: info.get(k)
@@ -93,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
             "num_parameters",
             "checkpoint_bytes",
             "steps",
+            "total_steps",
+            "resumed_from_steps",
             "final_loss",
             "final_eval",
             "train_time_s",
@@ -101,5 +123,8 @@ def run(args: argparse.Namespace) -> int:
         )
     }
     print(json.dumps(summary, indent=2))
-    print(f"policy written to {args.out}")
+    if info.get("already_complete"):
+        print(f"policy in {args.out} already complete (--resume): nothing to do")
+    else:
+        print(f"policy written to {args.out}")
     return 0

@@ -4,8 +4,15 @@ Model: Chi et al., "Diffusion Policy" (RSS 2023), LeRobot implementation
 (`lerobot.policies.diffusion.modeling_diffusion`): a 1-D conditional UNet denoises a chunk of
 `horizon` actions, FiLM-conditioned on the last `n_obs_steps` observations. There is no vision
 backbone: the frame embedding f(o_t) (D,) enters as `observation.environment_state`
-(FeatureType.ENV) next to `observation.state` (7,). Normalisation is LeRobot's pre/post processor
-pipeline (`make_pre_post_processors(cfg, dataset_stats=...)`).
+(FeatureType.ENV) next to `observation.state` (7,). With `language_conditioning` the frozen
+sentence embedding of the instruction (T = 384, `policies.language`) is appended:
+environment_state = [f(o_t) (D,), E_text(instruction) (T,)] (LeRobot 0.4.4's DiffusionPolicy has
+no language input; its global conditioning concatenates state, image features and this one ENV
+vector per observation step, so the instruction reaches the UNet through FiLM like the image).
+The instruction of the CURRENT observation conditions every step of the window (training uses one
+instruction per sample). Normalisation is LeRobot's pre/post processor pipeline
+(`make_pre_post_processors(cfg, dataset_stats=...)`); the instruction part's stats are
+`policies.language.text_stats`.
 
 Action indexing (LeRobot `DiffusionPolicy.select_action`): the denoised horizon starts at the
 OLDEST observation of the window, so horizon index n_obs_steps-1 is the action for the CURRENT
@@ -20,7 +27,9 @@ Checkpoint directory (`save` / `load`), safetensors + JSON only:
   policy_preprocessor.json + *_normalizer_processor.safetensors    normalisation stats (LeRobot)
   policy_postprocessor.json + *_unnormalizer_processor.safetensors
   policy.json        this module's config, embedding dim, fps, the encoder's weights_sha256 and
-                     manifest, train info, and the sha256 of every file above.
+                     manifest, the text encoder (name, dim, weights_sha256; null for an image-only
+                     policy), train info (data, recipe, steps, init), and the sha256 of every file
+                     above. format_version 2; version 1 (image-only, no text_encoder) still loads.
 """
 from __future__ import annotations
 
@@ -37,10 +46,27 @@ from dynaflip_ros.configs.io import from_dict, to_dict
 from dynaflip_ros.configs.policy import DiffusionModelConfig
 from dynaflip_ros.data import schema
 from dynaflip_ros.encoder.manifest import EncoderArtifactError, EncoderManifest, check_recorded_sha256, sha256_file
-from dynaflip_ros.policies.base import ActionChunk, EncoderMismatchError, PolicyCheckpointError, PolicyObservation
+from dynaflip_ros.policies.base import (
+    ActionChunk,
+    EncoderMismatchError,
+    PolicyCheckpointError,
+    PolicyObservation,
+)
+from dynaflip_ros.policies.language import (
+    TEXT_DIM,
+    TEXT_STATS_KEY,
+    MiniLMTextEncoder,
+    check_instruction,
+    check_text_encoder,
+    default_text_stats,
+    embed_texts,
+    text_encoder_info,
+)
 
 POLICY_JSON = "policy.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+_INSTRUCTION_CACHE_SIZE = 256  # embedded instructions kept per runner
 POLICY_TYPE = "lerobot_diffusion_on_embeddings"
 OBS_STATE = "observation.state"
 OBS_EMBEDDING = "observation.environment_state"
@@ -55,11 +81,16 @@ def import_lerobot() -> None:
     torchvision_shim.apply()
 
 
-def make_lerobot_config(model: DiffusionModelConfig, embedding_dim: int):
-    """DiffusionModelConfig + embedding dim D -> `lerobot...DiffusionConfig` (CPU, no images).
+def environment_dim(model: DiffusionModelConfig, embedding_dim: int) -> int:
+    """Width of observation.environment_state: D, plus T = 384 with language conditioning."""
+    return int(embedding_dim) + (TEXT_DIM if model.language_conditioning else 0)
 
-    Inputs: observation.state (STATE, (7,)) and observation.environment_state (ENV, (D,));
-    output: action (ACTION, (7,)). Raises ValueError on D < 1.
+
+def make_lerobot_config(model: DiffusionModelConfig, embedding_dim: int):
+    """DiffusionModelConfig + image embedding dim D -> `lerobot...DiffusionConfig` (CPU, no images).
+
+    Inputs: observation.state (STATE, (7,)) and observation.environment_state (ENV, (D,), or
+    (D + 384,) with language conditioning); output: action (ACTION, (7,)). Raises ValueError on D < 1.
     """
     if int(embedding_dim) < 1:
         raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
@@ -70,7 +101,7 @@ def make_lerobot_config(model: DiffusionModelConfig, embedding_dim: int):
     return DiffusionConfig(
         input_features={
             OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(schema.STATE_DIM,)),
-            OBS_EMBEDDING: PolicyFeature(type=FeatureType.ENV, shape=(int(embedding_dim),)),
+            OBS_EMBEDDING: PolicyFeature(type=FeatureType.ENV, shape=(environment_dim(model, embedding_dim),)),
         },
         output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(schema.ACTION_DIM,))},
         normalization_mapping={
@@ -140,10 +171,13 @@ class DiffusionPolicyRunner:
     """`policies.base.Policy` backed by a LeRobot DiffusionPolicy on (embedding, state) inputs.
 
     Keeps the last n_obs_steps normalised observations (LeRobot `populate_queues` semantics: the
-    first observation after `reset()` fills the whole window). With `seed` set, the diffusion
-    noise comes from a private generator re-seeded by `reset()`, so a rollout is reproducible and
-    two runners with the same weights and seed return identical chunks; with seed None the global
-    torch RNG is used. Thread-safe (one lock around history + sampling).
+    first observation after `reset()` fills the whole window). A language-conditioned runner
+    (`language_conditioned`) embeds `obs.instruction` with its text encoder (once per distinct
+    string) and conditions the whole window on the instruction of the observation it samples
+    for. With `seed` set, the diffusion noise comes from a private generator re-seeded by
+    `reset()`, so a rollout is reproducible and two runners with the same weights and seed return
+    identical chunks; with seed None the global torch RNG is used. Thread-safe (one lock around
+    history + sampling).
 
     Build with `DiffusionPolicyRunner.create(...)` (fresh weights, for training) or `.load(dir, ...)`.
     """
@@ -159,6 +193,8 @@ class DiffusionPolicyRunner:
         encoder_manifest: dict[str, Any],
         train_info: dict[str, Any] | None = None,
         seed: int | None = None,
+        text_encoder=None,
+        text_info: dict[str, Any] | None = None,
     ) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be > 0, got {fps}")
@@ -174,6 +210,15 @@ class DiffusionPolicyRunner:
         self.encoder_sha256: str = str(encoder_manifest["weights_sha256"])
         self.train_info: dict[str, Any] = dict(train_info or {})
         self.seed = seed
+        # text encoder (policies.language) and what the manifest records of it; None when image-only
+        self.language_conditioned = bool(model_config.language_conditioning)
+        self.text_encoder = text_encoder
+        if self.language_conditioned and text_info is None:
+            if text_encoder is None:
+                self.text_encoder = text_encoder = MiniLMTextEncoder()
+            text_info = text_encoder_info(text_encoder)
+        self.text_info: dict[str, Any] | None = dict(text_info) if self.language_conditioned else None
+        self._instructions: dict[str, np.ndarray] = {}  # instruction -> (T,) embedding
         # sha256 of model.safetensors once saved / loaded (None for a model only in memory)
         self.weights_sha256: str | None = None
         self._lock = threading.Lock()
@@ -193,10 +238,14 @@ class DiffusionPolicyRunner:
         fps: float,
         encoder_manifest: EncoderManifest | dict[str, Any],
         seed: int | None = None,
+        text_encoder=None,
     ) -> DiffusionPolicyRunner:
         """Freshly initialised policy. stats: {"observation.state" | "observation.environment_state" |
         "action": {"mean","std","min","max": (F,) arrays}} from the training data (action stats in
-        the model's action frame, see `to_model_frame`)."""
+        the model's action frame, see `to_model_frame`; environment_state stats of the image
+        embedding (D,)), plus for language conditioning optionally "observation.instruction" (T,)
+        (`policies.language.text_stats`; default `default_text_stats`). text_encoder: see
+        `policies.language` (default: the shipped MiniLM)."""
         import_lerobot()
         from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
         from lerobot.policies.factory import make_pre_post_processors
@@ -204,11 +253,20 @@ class DiffusionPolicyRunner:
         missing = {OBS_STATE, OBS_EMBEDDING, ACTION} - set(stats)
         if missing:
             raise ValueError(f"stats lack {sorted(missing)}")
+        stats = {k: dict(v) for k, v in stats.items()}
+        text = stats.pop(TEXT_STATS_KEY, None)
+        if model_config.language_conditioning:  # environment_state = [image (D,), instruction (T,)]
+            text = default_text_stats() if text is None else text
+            image = stats[OBS_EMBEDDING]
+            stats[OBS_EMBEDDING] = {
+                k: np.concatenate([np.asarray(image[k], np.float32), np.asarray(text[k], np.float32)])
+                for k in ("mean", "std", "min", "max")
+            }
         cfg = make_lerobot_config(model_config, embedding_dim)
         policy = DiffusionPolicy(cfg)
         pre, post = make_pre_post_processors(cfg, dataset_stats=stats_to_torch(stats))
         manifest = asdict(encoder_manifest) if isinstance(encoder_manifest, EncoderManifest) else encoder_manifest
-        return cls(policy, pre, post, model_config, embedding_dim, fps, manifest, seed=seed)
+        return cls(policy, pre, post, model_config, embedding_dim, fps, manifest, seed=seed, text_encoder=text_encoder)
 
     @property
     def dt_s(self) -> float:
@@ -234,22 +292,28 @@ class DiffusionPolicyRunner:
 
     def observe(self, obs: PolicyObservation) -> None:
         """Add an observation to the history without sampling (call at every frame when chunks are
-        requested less often than the 1/fps training spacing). Raises ValueError on bad input."""
-        batch = self._normalise(obs)
+        requested less often than the 1/fps training spacing). Raises ValueError on bad input
+        (a language-conditioned policy: also on a missing or empty `obs.instruction`)."""
+        batch, _ = self._normalise(obs)  # the instruction is checked; the next chunk's conditions the window
         with self._lock:
             self._push(batch, float(obs.stamp_s))
 
     def predict_action_chunk(self, obs: PolicyObservation) -> ActionChunk:
         """Observe `obs` and sample a chunk: actions (n_action_steps, 7) (rad + gripper 0..1),
         t0_s = obs.stamp_s + 1/fps (a recorded action is the target one period after its frame),
-        dt_s = 1/fps. Raises ValueError on a wrong shape, NaN/inf input, or a
-        stamp older than the previous observation."""
+        dt_s = 1/fps. Raises ValueError on a wrong shape, NaN/inf input, a stamp older than the
+        previous observation, or (language-conditioned) a missing or empty `obs.instruction`."""
         import torch
 
-        batch = self._normalise(obs)
+        batch, text = self._normalise(obs)
         with self._lock:
             self._push(batch, float(obs.stamp_s))
             window = {k: torch.stack(list(q), dim=1) for k, q in self._history.items()}  # (1, n_obs, F)
+            if text is not None:  # the current instruction conditions every step of the window
+                n_obs = window[OBS_EMBEDDING].shape[1]
+                window[OBS_EMBEDDING] = torch.cat(  # (1, n_obs, D + T)
+                    [window[OBS_EMBEDDING], text[:, None, :].expand(1, n_obs, text.shape[-1])], dim=-1
+                )
             with torch.inference_mode():
                 actions = self._sample(window)  # (1, n_action_steps, 7) normalised
                 actions = self.postprocessor(actions)  # (1, n_action_steps, 7) rad / gripper
@@ -259,8 +323,24 @@ class DiffusionPolicyRunner:
             raise RuntimeError("policy produced non-finite actions")
         return ActionChunk(actions=out, t0_s=float(obs.stamp_s) + self.dt_s, dt_s=self.dt_s)
 
+    def embed_instruction(self, instruction: str) -> np.ndarray:
+        """(T,) float32 text embedding of `instruction` (cached per string; call once at start-up
+        to load the text model before the first episode). Raises ValueError on None / empty,
+        RuntimeError when the policy is image-only."""
+        if not self.language_conditioned:
+            raise RuntimeError("this policy is image-only (model.language_conditioning false)")
+        text = check_instruction(instruction)
+        cached = self._instructions.get(text)
+        if cached is None:
+            cached = embed_texts(self.text_encoder, [text])[0]  # (T,)
+            if len(self._instructions) >= _INSTRUCTION_CACHE_SIZE:
+                self._instructions.pop(next(iter(self._instructions)))
+            self._instructions[text] = cached
+        return cached
+
     # ---- internals ----------------------------------------------------------------------------
-    def _normalise(self, obs: PolicyObservation) -> dict:
+    def _normalise(self, obs: PolicyObservation) -> tuple[dict, Any]:
+        """Normalised ({state (1, 7), image embedding (1, D)}, instruction (1, T) or None)."""
         import torch
 
         emb = np.asarray(obs.embedding)
@@ -277,13 +357,18 @@ class DiffusionPolicyRunner:
             raise ValueError("state contains NaN or inf")
         if not np.isfinite(obs.stamp_s):
             raise ValueError(f"stamp_s must be finite, got {obs.stamp_s}")
+        env = emb.astype(np.float32)  # (D,)
+        if self.language_conditioned:
+            env = np.concatenate([env, self.embed_instruction(obs.instruction)])  # (D + T,)
         raw = {
             OBS_STATE: torch.from_numpy(state.astype(np.float32)),  # (7,)
-            OBS_EMBEDDING: torch.from_numpy(emb.astype(np.float32)),  # (D,)
+            OBS_EMBEDDING: torch.from_numpy(env),  # (D,) or (D + T,)
         }
         with torch.inference_mode():
             out = self.preprocessor(raw)
-        return {OBS_STATE: out[OBS_STATE], OBS_EMBEDDING: out[OBS_EMBEDDING]}  # (1, 7), (1, D)
+        d = self.embedding_dim
+        text = out[OBS_EMBEDDING][:, d:] if self.language_conditioned else None  # (1, T)
+        return {OBS_STATE: out[OBS_STATE], OBS_EMBEDDING: out[OBS_EMBEDDING][:, :d]}, text  # (1, 7), (1, D)
 
     def _push(self, batch: dict, stamp_s: float) -> None:
         from lerobot.policies.utils import populate_queues
@@ -341,6 +426,7 @@ class DiffusionPolicyRunner:
             "lerobot_version": lerobot.__version__,
             "model": to_dict(self.model_config),
             "embedding_dim": self.embedding_dim,
+            "environment_state_dim": environment_dim(self.model_config, self.embedding_dim),
             "state_dim": schema.STATE_DIM,
             "action_dim": schema.ACTION_DIM,
             "fps": self.fps,
@@ -349,6 +435,12 @@ class DiffusionPolicyRunner:
                 "chunk = horizon[n_obs_steps-1 : n_obs_steps-1+n_action_steps]; action i due at obs stamp + (i+1)/fps"
             ),
             "encoder": {"weights_sha256": self.encoder_sha256, "manifest": self.encoder_manifest},
+            "text_encoder": self.text_info,
+            "input": (
+                "observation.environment_state = [image embedding (D,), instruction embedding (T,)]"
+                if self.language_conditioned
+                else "observation.environment_state = image embedding (D,)"
+            ),
             "train": self.train_info,
             "files_sha256": {name: sha256_file(directory / name) for name in files},
         }
@@ -369,22 +461,38 @@ class DiffusionPolicyRunner:
             raise PolicyCheckpointError(f"{path}: unreadable (damaged or truncated? copy the checkpoint again): {e}") from e
         if not isinstance(meta, dict):
             raise PolicyCheckpointError(f"{path}: not a policy description (a JSON object expected)")
-        if meta.get("format_version") != FORMAT_VERSION or meta.get("policy_type") != POLICY_TYPE:
+        if meta.get("format_version") not in READABLE_FORMATS or meta.get("policy_type") != POLICY_TYPE:
             raise PolicyCheckpointError(
                 f"{path}: unsupported policy format {meta.get('policy_type')!r} v{meta.get('format_version')}"
             )
         return meta
 
+    @staticmethod
+    def model_config_of(meta: dict[str, Any], where: str = POLICY_JSON) -> DiffusionModelConfig:
+        """The DiffusionModelConfig recorded in policy.json; a checkpoint without
+        `language_conditioning` (format 1, before instructions) is image-only."""
+        model = dict(meta["model"])
+        model.setdefault("language_conditioning", False)
+        return from_dict(DiffusionModelConfig, model, f"{where}:model")
+
     @classmethod
     def load(
-        cls, directory: str | Path, *, encoder_sha256: str | None, seed: int | None = None
+        cls,
+        directory: str | Path,
+        *,
+        encoder_sha256: str | None,
+        seed: int | None = None,
+        text_encoder=None,
     ) -> DiffusionPolicyRunner:
         """Load a checkpoint written by `save`.
 
         encoder_sha256: weights_sha256 of the encoder that will produce the embeddings; raises
         EncoderMismatchError when it differs from the one the policy was trained on (pass None
-        only to inspect a checkpoint without running it on an encoder). The checkpoint's files
-        are checked against policy.json first. Raises FileNotFoundError on missing files and
+        only to inspect a checkpoint without running it on an encoder; that skips the text
+        encoder check too). text_encoder (language-conditioned policies; default the shipped
+        MiniLM, `policies.language`): raises TextEncoderMismatchError (an EncoderMismatchError)
+        when its weights sha256 differs from the recorded one. The checkpoint's files are
+        checked against policy.json first. Raises FileNotFoundError on missing files and
         PolicyCheckpointError (a ValueError) when a file is damaged or truncated, or its sha256
         differs from policy.json (corrupt or mixed checkpoint).
         """
@@ -407,6 +515,15 @@ class DiffusionPolicyRunner:
                 f"but the running encoder is {encoder_sha256[:16]}...; retrain the policy "
                 f"(dynaflip train-policy) or deploy the matching encoder"
             )
+        model_config = cls.model_config_of(meta, str(directory / POLICY_JSON))
+        text_info = meta.get("text_encoder")
+        if model_config.language_conditioning:
+            if not isinstance(text_info, dict) or not {"name", "dim", "weights_sha256"} <= set(text_info):
+                raise PolicyCheckpointError(f"{directory / POLICY_JSON}: language-conditioned but no text_encoder record")
+            if text_encoder is None:
+                text_encoder = MiniLMTextEncoder()
+            if encoder_sha256 is not None:
+                check_text_encoder(text_info, text_encoder, directory)
 
         import_lerobot()
         import torch
@@ -414,7 +531,6 @@ class DiffusionPolicyRunner:
         from lerobot.policies.factory import make_pre_post_processors
         from safetensors.torch import load_model
 
-        model_config = from_dict(DiffusionModelConfig, meta["model"], f"{directory / POLICY_JSON}:model")
         cfg = make_lerobot_config(model_config, meta["embedding_dim"])
         policy = DiffusionPolicy(cfg)
         load_model(policy, str(directory / "model.safetensors"), strict=True, device="cpu")
@@ -431,6 +547,9 @@ class DiffusionPolicyRunner:
             meta["encoder"]["manifest"] or {"weights_sha256": trained_on},
             train_info=meta.get("train"),
             seed=seed,
+            text_encoder=text_encoder,
+            text_info=text_info,
         )
         runner.weights_sha256 = meta["files_sha256"].get("model.safetensors")
         return runner
+

@@ -1,12 +1,20 @@
 """Precompute frozen-encoder embeddings f(o_t) for every frame of a recorded LeRobotDataset v3.
 
-The policy never sees images: it is trained on (embedding, state) -> action chunks, so the
-embeddings are computed once per (encoder, dataset) pair and cached as an `.npz`
+The policy never sees images: it is trained on (embedding, instruction, state) -> action chunks,
+so the embeddings are computed once per (encoder, dataset) pair and cached as an `.npz`
 (`allow_pickle=False`) keyed by the encoder's `weights_sha256` and a content fingerprint of the
 dataset files. Dataset layout: `dynaflip_ros.data.schema` (LeRobotDataset v3.0).
+
+Instructions: each episode's paraphrases are the recorded task string followed by the
+recorder's `extra["instruction_paraphrases"]` (`data.dataset_io.read_episode_records`; only the
+task string when absent), de-duplicated; training draws one per sample. Every distinct string is
+embedded once by the frozen text encoder (`policies.language`); the cache file carries the
+strings, the episode -> paraphrase table and, when computed, their embeddings with the text
+encoder's sha256 (recomputed, text part only, for another text encoder).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -16,7 +24,7 @@ import numpy as np
 
 from dynaflip_ros.data import schema
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _FINGERPRINT_DIRS = ("meta", "data", "videos")
 
 
@@ -28,6 +36,11 @@ class EmbeddedEpisodes:
     action: (N, 7) float32 joint targets (rad) + gripper command; episode_index: (N,) int64;
     frame_index: (N,) int64 (0..len-1 inside each episode); task: (N,) str;
     fps: recording rate (Hz); encoder_sha256 / dataset_fingerprint: the cache key.
+    Instructions (None: each episode's task string, derived from `task`): instruction_texts (U,)
+    str, the distinct strings; paraphrase_episode / paraphrase_text (P,) int64, one row per
+    (episode, paraphrase) pair (index into instruction_texts), every episode with at least one;
+    instruction_embedding (U, T) float32 or None (not embedded yet), by the text encoder whose
+    weights sha256 is text_encoder_sha256 ("" when none).
     """
 
     embedding: np.ndarray
@@ -39,6 +52,11 @@ class EmbeddedEpisodes:
     fps: float
     encoder_sha256: str
     dataset_fingerprint: str
+    instruction_texts: np.ndarray | None = None
+    paraphrase_episode: np.ndarray | None = None
+    paraphrase_text: np.ndarray | None = None
+    instruction_embedding: np.ndarray | None = None
+    text_encoder_sha256: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.embedding)
@@ -58,10 +76,49 @@ class EmbeddedEpisodes:
         if self.fps <= 0:
             raise ValueError(f"fps must be > 0, got {self.fps}")
         _check_episode_layout(self.episode_index, self.frame_index)
+        if self.instruction_texts is None:  # each episode's task string
+            starts = self.episode_bounds()[0]
+            texts, table = _paraphrase_table(
+                self.episode_index[starts], [[str(self.task[s])] for s in starts]
+            )
+            object.__setattr__(self, "instruction_texts", texts)
+            object.__setattr__(self, "paraphrase_episode", table[0])
+            object.__setattr__(self, "paraphrase_text", table[1])
+        self._check_instructions()
+
+    def _check_instructions(self) -> None:
+        texts, pe, pt = self.instruction_texts, self.paraphrase_episode, self.paraphrase_text
+        if texts.ndim != 1 or pe is None or pt is None or pe.shape != pt.shape or pe.ndim != 1:
+            raise ValueError("instruction_texts (U,) and paraphrase_episode / paraphrase_text (P,) must be given together")
+        if len(pt) and (pt.min() < 0 or pt.max() >= len(texts)):
+            raise ValueError("paraphrase_text indexes outside instruction_texts")
+        missing = np.setdiff1d(np.unique(self.episode_index), pe)
+        if len(missing):
+            raise ValueError(f"episodes {missing[:8].tolist()} have no instruction")
+        emb = self.instruction_embedding
+        if emb is not None and (emb.ndim != 2 or len(emb) != len(texts) or emb.dtype != np.float32):
+            raise ValueError(f"instruction_embedding must be float32 ({len(texts)}, T), got {emb.dtype} {emb.shape}")
+        if emb is not None and not np.all(np.isfinite(emb)):
+            raise ValueError("instruction_embedding contains NaN or inf")
 
     @property
     def embedding_dim(self) -> int:
         return int(self.embedding.shape[1])
+
+    def paraphrases(self, episode_id: int) -> list[str]:
+        """The instructions of one episode (the recorded task string first)."""
+        return [str(self.instruction_texts[i]) for i in self.paraphrase_text[self.paraphrase_episode == episode_id]]
+
+    def with_instruction_embeddings(self, text_encoder) -> EmbeddedEpisodes:
+        """A copy whose instruction_embedding is text_encoder's (policies.language), every distinct
+        string embedded once."""
+        from dynaflip_ros.policies.language import embed_texts
+
+        return dataclasses.replace(
+            self,
+            instruction_embedding=embed_texts(text_encoder, [str(t) for t in self.instruction_texts]),
+            text_encoder_sha256=str(text_encoder.weights_sha256),
+        )
 
     def episode_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Row ranges [start, end) of each episode: (starts (E,), ends (E,)) int64."""
@@ -73,16 +130,17 @@ class EmbeddedEpisodes:
     def select_episodes(self, episode_ids: np.ndarray) -> EmbeddedEpisodes:
         """Rows of the given episode ids (in dataset order)."""
         mask = np.isin(self.episode_index, np.asarray(episode_ids))
-        return EmbeddedEpisodes(
+        pairs = np.isin(self.paraphrase_episode, np.asarray(episode_ids))
+        return dataclasses.replace(  # the string table stays whole (paraphrase_text indexes it)
+            self,
             embedding=self.embedding[mask],
             state=self.state[mask],
             action=self.action[mask],
             episode_index=self.episode_index[mask],
             frame_index=self.frame_index[mask],
             task=self.task[mask],
-            fps=self.fps,
-            encoder_sha256=self.encoder_sha256,
-            dataset_fingerprint=self.dataset_fingerprint,
+            paraphrase_episode=self.paraphrase_episode[pairs],
+            paraphrase_text=self.paraphrase_text[pairs],
         )
 
     def save_npz(self, path: str | Path) -> None:
@@ -101,7 +159,12 @@ class EmbeddedEpisodes:
             fps=np.float64(self.fps),
             encoder_sha256=np.str_(self.encoder_sha256),
             dataset_fingerprint=np.str_(self.dataset_fingerprint),
+            instruction_texts=self.instruction_texts.astype(str),
+            paraphrase_episode=self.paraphrase_episode.astype(np.int64),
+            paraphrase_text=self.paraphrase_text.astype(np.int64),
+            text_encoder_sha256=np.str_(self.text_encoder_sha256),
             cache_version=np.int64(CACHE_VERSION),
+            **({} if self.instruction_embedding is None else {"instruction_embedding": self.instruction_embedding}),
         )
         os.replace(tmp, path)
 
@@ -121,7 +184,39 @@ class EmbeddedEpisodes:
                 fps=float(z["fps"]),
                 encoder_sha256=str(z["encoder_sha256"]),
                 dataset_fingerprint=str(z["dataset_fingerprint"]),
+                instruction_texts=z["instruction_texts"],
+                paraphrase_episode=z["paraphrase_episode"],
+                paraphrase_text=z["paraphrase_text"],
+                instruction_embedding=z["instruction_embedding"] if "instruction_embedding" in z.files else None,
+                text_encoder_sha256=str(z["text_encoder_sha256"]),
             )
+
+
+def _paraphrase_table(episode_ids, paraphrases: list[list[str]]) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Per-episode string lists -> (distinct strings (U,) in first-seen order, (episode (P,),
+    string index (P,))), duplicates inside an episode dropped."""
+    index: dict[str, int] = {}
+    pe, pt = [], []
+    for ep, strings in zip(np.asarray(episode_ids).tolist(), paraphrases):
+        for text in dict.fromkeys(strings):
+            pe.append(ep)
+            pt.append(index.setdefault(text, len(index)))
+    return np.asarray(list(index), dtype=str), (np.asarray(pe, np.int64), np.asarray(pt, np.int64))
+
+
+def episode_paraphrases(records: list[dict], episode_ids, tasks) -> list[list[str]]:
+    """Each episode's instructions: its task string, then the recorder's
+    `extra["instruction_paraphrases"]` (side records, `data.dataset_io.read_episode_records`)
+    when present. Raises ValueError on a malformed paraphrase list."""
+    by_episode = {int(r["episode_index"]): r for r in records if isinstance(r, dict) and "episode_index" in r}
+    out = []
+    for ep, task in zip(np.asarray(episode_ids).tolist(), tasks):
+        extra = (by_episode.get(int(ep)) or {}).get("extra") or {}
+        paras = extra.get("instruction_paraphrases") or []
+        if not isinstance(paras, list) or not all(isinstance(p, str) and p.strip() for p in paras):
+            raise ValueError(f"episode {ep}: extra.instruction_paraphrases must be a list of non-empty strings")
+        out.append([str(task), *paras])
+    return out
 
 
 def _check_episode_layout(episode_index: np.ndarray, frame_index: np.ndarray) -> None:
@@ -177,6 +272,7 @@ def compute_embeddings(
     cache_dir: str | Path | None = None,
     image_key: str = schema.IMAGE_KEY,
     progress: bool = True,
+    text_encoder=None,
 ) -> EmbeddedEpisodes:
     """Embed every frame of the LeRobotDataset v3 at `dataset_root` with a frozen encoder.
 
@@ -184,7 +280,9 @@ def compute_embeddings(
     `.manifest.weights_sha256`, `.manifest.embedding_dim`). Images are read as stored (uint8 RGB)
     and passed to `embed` in batches of `batch_size` (tqdm bar). With `cache_dir` (None: no cache),
     a cache file keyed by the encoder sha256 + `dataset_fingerprint` is loaded when present and
-    written otherwise.
+    written otherwise. With `text_encoder` (policies.language), the episodes' instructions are
+    embedded too (once per distinct string; a cached file of another text encoder gets its text
+    part recomputed and rewritten).
 
     Returns EmbeddedEpisodes (rows ordered by episode, then frame). Raises FileNotFoundError (no
     dataset), ValueError (missing keys, non-contiguous episodes, wrong embedding shape/dtype or
@@ -196,9 +294,12 @@ def compute_embeddings(
     fingerprint = dataset_fingerprint(dataset_root)
     cached = cache_path(cache_dir, manifest.weights_sha256, fingerprint) if cache_dir is not None else None
     if cached is not None and cached.is_file():
-        emb = EmbeddedEpisodes.load_npz(cached)
-        if emb.encoder_sha256 == manifest.weights_sha256 and emb.dataset_fingerprint == fingerprint:
-            return emb
+        try:
+            emb = EmbeddedEpisodes.load_npz(cached)
+        except (ValueError, KeyError, OSError):  # an older cache version or a damaged file: recompute
+            emb = None
+        if emb is not None and emb.encoder_sha256 == manifest.weights_sha256 and emb.dataset_fingerprint == fingerprint:
+            return _with_text(emb, text_encoder, cached)
 
     from dynaflip_ros._compat import torchvision_shim
 
@@ -223,6 +324,12 @@ def compute_embeddings(
     task_names = [str(name) for name in ds.meta.tasks.index]
     task = np.asarray([task_names[i] for i in np.asarray(table["task_index"])[order]], dtype=str)
     _check_episode_layout(episode_index, frame_index)
+    from dynaflip_ros.data.dataset_io import read_episode_records
+
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(episode_index)) + 1])
+    texts, (para_ep, para_text) = _paraphrase_table(
+        episode_index[starts], episode_paraphrases(read_episode_records(root), episode_index[starts], task[starts])
+    )
 
     n = len(order)
     dim = int(manifest.embedding_dim)
@@ -257,7 +364,22 @@ def compute_embeddings(
         fps=float(ds.fps),
         encoder_sha256=manifest.weights_sha256,
         dataset_fingerprint=fingerprint,
+        instruction_texts=texts,
+        paraphrase_episode=para_ep,
+        paraphrase_text=para_text,
     )
     if cached is not None:
         result.save_npz(cached)
-    return result
+    return _with_text(result, text_encoder, cached)
+
+
+def _with_text(emb: EmbeddedEpisodes, text_encoder, cached: Path | None) -> EmbeddedEpisodes:
+    """`emb` with the instruction embeddings of `text_encoder` (as is when None or already there)."""
+    if text_encoder is None:
+        return emb
+    if emb.instruction_embedding is not None and emb.text_encoder_sha256 == text_encoder.weights_sha256:
+        return emb
+    emb = emb.with_instruction_embeddings(text_encoder)
+    if cached is not None:
+        emb.save_npz(cached)
+    return emb

@@ -1,17 +1,19 @@
 """Behaviour cloning of the diffusion policy on precomputed embeddings (`dynaflip train-policy`).
 
-Training samples follow LeRobot's delta-timestamp semantics exactly (`LeRobotDataset.
-_get_query_indices` with the `DiffusionConfig.observation_delta_indices` / `action_delta_indices`):
-for an anchor frame t of an episode [start, end), observations are read at t + (1-n_obs_steps .. 0)
-and actions at t + (1-n_obs_steps .. horizon-n_obs_steps), indices clamped into the episode (copy
-padding) and `action_is_pad` marking the clamped ones. Anchors skip the last `drop_n_last_frames`
-frames of each episode (LeRobot `EpisodeAwareSampler`). Optimiser: Adam + cosine schedule with
-linear warmup (diffusers `get_scheduler`, as LeRobot's diffusion preset), gradient clipping.
-Validation is by held-out episodes (floor(val_fraction * E) of the E episodes, none when that is
-0, which is logged once and stated in the train info): the diffusion loss at fixed noise, and the
-action error of sampled chunks against the demonstrations next to a "hold the current state"
-baseline. Raises `policies.base.PolicyDataError` (a UserError) when the episodes cannot train the
-policy (all too short for its horizon, embeddings of another encoder).
+Samples (LeRobot delta-timestamp indexing, instruction draws, stats, validation) are built in
+`policies.samples`. Optimiser: Adam + cosine schedule with linear warmup (diffusers
+`get_scheduler`, as LeRobot's diffusion preset), gradient clipping. Validation is by held-out
+episodes (floor(val_fraction * E) of the E episodes, none when that is 0, which is logged once
+and stated in the train info): the diffusion loss at fixed noise, and the action error of sampled
+chunks against the demonstrations next to a "hold the current state" baseline.
+
+Language conditioning (docs/method.md §3): every distinct instruction is embedded once by the
+frozen text encoder; each training sample draws one of its episode's paraphrases at every use.
+`init_dir` starts from another policy's weights, `checkpoint_dir` + `resume` write / continue
+resumable checkpoints (`policies.checkpoint`). The train info (policy.json "train") records the
+data, the recipe and the step counts. Raises `policies.base.PolicyDataError` (a UserError) when
+the episodes cannot train the policy (all too short for its horizon, embeddings of another
+encoder) and PolicyCheckpointError for an unusable init or resume checkpoint.
 """
 from __future__ import annotations
 
@@ -28,181 +30,24 @@ import numpy as np
 
 from dynaflip_ros.configs.io import to_dict
 from dynaflip_ros.configs.policy import DiffusionModelConfig, PolicyConfig
-from dynaflip_ros.policies.diffusion import (
-    ACTION,
-    OBS_EMBEDDING,
-    OBS_STATE,
-    DiffusionPolicyRunner,
-    from_model_frame,
-    import_lerobot,
-    make_lerobot_config,
-    to_model_frame,
-)
-from dynaflip_ros.policies.base import PolicyDataError
+from dynaflip_ros.policies import checkpoint as ckpt
+from dynaflip_ros.policies.base import PolicyCheckpointError, PolicyDataError
+from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
 from dynaflip_ros.policies.embeddings import EmbeddedEpisodes, compute_embeddings, default_cache_dir
+from dynaflip_ros.policies.language import MiniLMTextEncoder, text_encoder_info
+from dynaflip_ros.policies.samples import (  # noqa: F401  (re-exported: the trainer's data API)
+    Samples,
+    anchor_rows,
+    compute_stats,
+    delta_indices,
+    evaluate,
+    num_val_episodes,
+    query_indices,
+    split_episodes,
+)
 
 log_ = logging.getLogger(__name__)
 _MAX_LENGTHS_SHOWN = 12  # episode lengths quoted in an error message
-
-
-def delta_indices(model: DiffusionModelConfig) -> tuple[list[int], list[int]]:
-    """(observation deltas, action deltas) in frames, read from LeRobot's DiffusionConfig."""
-    cfg = make_lerobot_config(model, embedding_dim=1)
-    return list(cfg.observation_delta_indices), list(cfg.action_delta_indices)
-
-
-def query_indices(
-    episode_index: np.ndarray, anchors: np.ndarray, deltas: list[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows to read for each anchor row, LeRobotDataset semantics.
-
-    episode_index: (N,) episode id per row (episodes contiguous); anchors: (S,) row numbers;
-    deltas: (T,) frame offsets. Returns idx (S, T) int64 clamped into the anchor's episode and
-    is_pad (S, T) bool, True where anchor + delta falls outside the episode.
-    """
-    episode_index = np.asarray(episode_index)
-    anchors = np.asarray(anchors, np.int64)
-    change = np.flatnonzero(np.diff(episode_index)) + 1
-    starts = np.concatenate([[0], change])
-    ends = np.concatenate([change, [len(episode_index)]])
-    which = np.searchsorted(starts, anchors, side="right") - 1  # (S,) episode block of each anchor
-    ep_start, ep_end = starts[which][:, None], ends[which][:, None]  # (S, 1)
-    raw = anchors[:, None] + np.asarray(deltas, np.int64)[None, :]  # (S, T)
-    is_pad = (raw < ep_start) | (raw >= ep_end)
-    idx = np.clip(raw, ep_start, ep_end - 1)
-    return idx.astype(np.int64), is_pad
-
-
-def anchor_rows(episodes: EmbeddedEpisodes, drop_n_last_frames: int) -> np.ndarray:
-    """Training anchors: every row except the last `drop_n_last_frames` of each episode
-    (LeRobot `EpisodeAwareSampler(drop_n_last_frames=...)`). Returns (S,) int64."""
-    import_lerobot()
-    from lerobot.datasets.sampler import EpisodeAwareSampler
-
-    starts, ends = episodes.episode_bounds()
-    sampler = EpisodeAwareSampler(starts.tolist(), ends.tolist(), drop_n_last_frames=drop_n_last_frames)
-    return np.asarray(sampler.indices, np.int64)
-
-
-def compute_stats(
-    episodes: EmbeddedEpisodes, action_targets: np.ndarray | None = None
-) -> dict[str, dict[str, np.ndarray]]:
-    """Per-feature min/max/mean/std (LeRobot `compute_stats.get_feature_stats`): the
-    `dataset_stats` of the normalisers. State and embedding over all rows; actions over
-    `action_targets` (M, 7) when given (model-frame targets of the training samples), else over
-    the recorded actions."""
-    import_lerobot()
-    from lerobot.datasets.compute_stats import get_feature_stats
-
-    actions = episodes.action if action_targets is None else action_targets
-    out = {}
-    for key, arr in ((OBS_STATE, episodes.state), (OBS_EMBEDDING, episodes.embedding), (ACTION, actions)):
-        st = get_feature_stats(np.asarray(arr, np.float64), axis=0, keepdims=False)
-        out[key] = {k: np.asarray(st[k], np.float32) for k in ("min", "max", "mean", "std")}
-    return out
-
-
-def num_val_episodes(num_episodes: int, val_fraction: float) -> int:
-    """Episodes held out for validation: floor(val_fraction * E), so never more than the share
-    asked for and none when that is 0 (e.g. 0.1 of 2 episodes); always < E since val_fraction < 1.
-    (The 1e-9 absorbs float error: 0.29 * 100 counts as 29.)"""
-    return max(0, min(num_episodes - 1, math.floor(val_fraction * num_episodes + 1e-9)))
-
-
-def split_episodes(episode_ids: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random split of unique episode ids into (train, val); val gets `num_val_episodes(E,
-    val_fraction)` = floor(val_fraction * E) episodes, never frames of a train episode."""
-    ids = np.unique(np.asarray(episode_ids))
-    n_val = num_val_episodes(len(ids), val_fraction)
-    perm = np.random.default_rng(seed).permutation(ids)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-class _Samples:
-    """Index tables of one split: anchors (S,), obs rows (S, n_obs), action rows + pads (S, H) and
-    the model-frame action targets (S, H, 7); `normalise(runner)` adds normalised tensors."""
-
-    def __init__(self, episodes: EmbeddedEpisodes, model: DiffusionModelConfig):
-        obs_deltas, act_deltas = delta_indices(model)
-        self.anchors = anchor_rows(episodes, model.drop_n_last_frames)  # (S,)
-        self.obs_idx, _ = query_indices(episodes.episode_index, self.anchors, obs_deltas)  # (S, n_obs)
-        self.act_idx, self.act_pad = query_indices(episodes.episode_index, self.anchors, act_deltas)  # (S, H)
-        self.episodes = episodes
-        self.action_frame = model.action_frame
-        self.targets = to_model_frame(  # (S, H, 7)
-            episodes.action[self.act_idx], episodes.state[self.anchors], model.action_frame
-        )
-
-    def __len__(self) -> int:
-        return len(self.anchors)
-
-    def normalise(self, runner: DiffusionPolicyRunner) -> _Samples:
-        import torch
-
-        with torch.no_grad():
-            norm = runner.preprocessor(
-                {
-                    OBS_STATE: torch.from_numpy(self.episodes.state),  # (N, 7)
-                    OBS_EMBEDDING: torch.from_numpy(self.episodes.embedding),  # (N, D)
-                    ACTION: torch.from_numpy(self.targets),  # (S, H, 7)
-                }
-            )
-        self.state = norm[OBS_STATE].float()  # (N, 7) normalised
-        self.embedding = norm[OBS_EMBEDDING].float()  # (N, D)
-        self.action = norm[ACTION].float()  # (S, H, 7)
-        return self
-
-    def batch(self, sel: np.ndarray) -> dict:
-        import torch
-
-        o = torch.from_numpy(self.obs_idx[sel])  # (B, n_obs)
-        return {
-            OBS_STATE: self.state[o],  # (B, n_obs, 7)
-            OBS_EMBEDDING: self.embedding[o],  # (B, n_obs, D)
-            ACTION: self.action[torch.from_numpy(sel)],  # (B, H, 7)
-            "action_is_pad": torch.from_numpy(self.act_pad[sel]),  # (B, H)
-        }
-
-
-def evaluate(runner: DiffusionPolicyRunner, samples: _Samples, max_samples: int, seed: int) -> dict[str, float]:
-    """Held-out metrics: diffusion `loss` (fixed noise), and for sampled chunks (n_action_steps from
-    the current step, non-padded targets only) joint RMSE (rad) and gripper MAE, with the same
-    errors for the baseline that holds the current state."""
-    import torch
-
-    model = runner.model_config
-    sel = np.linspace(0, len(samples) - 1, min(max_samples, len(samples))).round().astype(np.int64)
-    batch = samples.batch(sel)
-    policy = runner.policy
-    was_training = policy.training
-    policy.eval()
-    with torch.inference_mode(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        loss, _ = policy.forward(batch)
-        obs = {OBS_STATE: batch[OBS_STATE], OBS_EMBEDDING: batch[OBS_EMBEDDING]}
-        pred = runner.postprocessor(policy.diffusion.generate_actions(obs)).numpy()  # (B, n_act, 7)
-    policy.train(was_training)
-    current = samples.episodes.state[samples.anchors[sel]]  # (B, 7)
-    pred = from_model_frame(pred, current, model.action_frame)  # (B, n_act, 7) absolute
-    k0, k1 = model.n_obs_steps - 1, model.n_obs_steps - 1 + model.n_action_steps
-    target = samples.episodes.action[samples.act_idx[sel, k0:k1]]  # (B, n_act, 7)
-    valid = ~samples.act_pad[sel, k0:k1]  # (B, n_act)
-    hold = np.broadcast_to(current[:, None, :], target.shape)  # (B, n_act, 7)
-
-    def errors(x: np.ndarray) -> tuple[float, float]:
-        d = (x - target)[valid]  # (M, 7)
-        return float(np.sqrt(np.mean(d[:, :6] ** 2))), float(np.mean(np.abs(d[:, 6])))
-
-    joint, grip = errors(pred)
-    hold_joint, hold_grip = errors(hold)
-    return {
-        "val_loss": float(loss),
-        "val_joint_rmse_rad": joint,
-        "val_gripper_mae": grip,
-        "hold_joint_rmse_rad": hold_joint,
-        "hold_gripper_mae": hold_grip,
-        "val_samples": len(sel),
-    }
 
 
 def _too_short_message(train: EmbeddedEpisodes, n_val: int, model: DiffusionModelConfig) -> str:
@@ -220,6 +65,48 @@ def _too_short_message(train: EmbeddedEpisodes, n_val: int, model: DiffusionMode
     )
 
 
+def _text_encoder_for(episodes: EmbeddedEpisodes, model: DiffusionModelConfig, text_encoder):
+    """(episodes with instruction embeddings, text encoder) for a language-conditioned model;
+    (episodes, None) for an image-only one."""
+    if not model.language_conditioning:
+        return episodes, None
+    text_encoder = MiniLMTextEncoder() if text_encoder is None else text_encoder
+    if episodes.instruction_embedding is None or episodes.text_encoder_sha256 != text_encoder.weights_sha256:
+        episodes = episodes.with_instruction_embeddings(text_encoder)
+    return episodes, text_encoder
+
+
+def _fresh_runner(train_set: Samples, episodes: EmbeddedEpisodes, config: PolicyConfig, encoder_manifest,
+                  text_encoder, init: DiffusionPolicyRunner | None) -> DiffusionPolicyRunner:
+    """A new runner: stats of `train_set` (or the init's with init_stats "keep"), weights of the
+    init when given (created first anyway, so the torch RNG advances as in a run without init)."""
+    tc, mc = config.train, config.model
+    text_weights = train_set.text_weights() if mc.language_conditioning else None
+    stats = compute_stats(train_set.episodes, train_set.targets[~train_set.act_pad], text_weights)
+    runner = DiffusionPolicyRunner.create(
+        mc, episodes.embedding_dim, stats, episodes.fps, encoder_manifest, seed=tc.seed, text_encoder=text_encoder
+    )
+    if init is not None:
+        runner.policy.load_state_dict(init.policy.state_dict(), strict=True)
+        if tc.init_stats == "keep":
+            runner.preprocessor, runner.postprocessor = init.preprocessor, init.postprocessor
+    return runner
+
+
+def _identity(config: PolicyConfig, episodes: EmbeddedEpisodes, train_ids, val_ids, text_encoder,
+              init_record: dict | None) -> dict[str, Any]:
+    """What a resumed run must share with the interrupted one (policies.checkpoint.check_resumable)."""
+    return {
+        "config": to_dict(config),
+        "dataset_fingerprint": episodes.dataset_fingerprint,
+        "encoder_sha256": episodes.encoder_sha256,
+        "text_encoder_sha256": None if text_encoder is None else str(text_encoder.weights_sha256),
+        "train_episodes": [int(i) for i in train_ids],
+        "val_episodes": [int(i) for i in val_ids],
+        "init_weights_sha256": None if init_record is None else init_record["weights_sha256"],
+    }
+
+
 def train_policy(
     episodes: EmbeddedEpisodes,
     config: PolicyConfig,
@@ -227,12 +114,22 @@ def train_policy(
     log_path: str | Path | None = None,
     progress: bool = True,
     log_fn: Callable[[dict], None] | None = None,
+    *,
+    text_encoder=None,
+    init_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> tuple[DiffusionPolicyRunner, dict[str, Any]]:
     """Train a DiffusionPolicyRunner on `episodes` (embeddings of the encoder in `encoder_manifest`).
 
     Uses config.train (steps, batch_size, lr, seed, ...) and config.model. Writes one JSON line
-    per log / eval event to `log_path` (if given). Returns (runner in eval mode, train_info dict:
-    steps, batch size, seed, episode split, final losses, val metrics, train_time_s, s_per_step).
+    per log / eval event to `log_path` (if given; appended to when resuming). text_encoder:
+    `policies.language` (language-conditioned models; default the shipped MiniLM, loaded only when
+    the episodes' instructions are not embedded yet). init_dir: start from that policy
+    checkpoint's weights (`policies.checkpoint.load_init`). checkpoint_dir: write a resumable
+    checkpoint there every train.checkpoint_every_steps steps; resume: continue from its latest
+    one (PolicyCheckpointError when there is none or the run differs). Returns (runner in eval
+    mode, train_info dict: data, recipe, split, step counts, final losses, val metrics, timing).
     Raises PolicyDataError (a ValueError) when the encoder sha differs from the episodes' or no
     training episode is long enough for the model's horizon (the message gives the lengths).
     """
@@ -247,9 +144,10 @@ def train_policy(
         raise PolicyDataError(
             f"embeddings were computed by encoder {episodes.encoder_sha256[:16]}..., not {manifest_sha[:16]}..."
         )
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume needs checkpoint_dir")
     torch.set_num_threads(tc.num_threads)
-    torch.manual_seed(tc.seed)
-    rng = np.random.default_rng(tc.seed)
+    episodes, text_encoder = _text_encoder_for(episodes, mc, text_encoder)
 
     train_ids, val_ids = split_episodes(episodes.episode_index, tc.val_fraction, tc.seed)
     validation_note = None
@@ -259,15 +157,36 @@ def train_policy(
             "record more episodes or raise train.val_fraction for a validation loss"
         )
         log_.warning("%s", validation_note)
-    train_set = _Samples(episodes.select_episodes(train_ids), mc)
+    train_set = Samples(episodes.select_episodes(train_ids), mc)
     if len(train_set) == 0:
         raise PolicyDataError(_too_short_message(train_set.episodes, len(val_ids), mc))
-    stats = compute_stats(train_set.episodes, train_set.targets[~train_set.act_pad])
-    runner = DiffusionPolicyRunner.create(
-        mc, episodes.embedding_dim, stats, episodes.fps, encoder_manifest, seed=tc.seed
-    )
+    init, init_record = None, None
+    if init_dir is not None:
+        init, init_record = ckpt.load_init(
+            init_dir, mc, episodes.embedding_dim, manifest_sha, text_encoder, tc.init_stats
+        )
+    identity = _identity(config, episodes, train_ids, val_ids, text_encoder, init_record)
+
+    state, tensors, resumed_from = None, None, []
+    if resume:
+        where = ckpt.latest_checkpoint(checkpoint_dir)
+        if where is None:
+            raise PolicyCheckpointError(
+                f"--resume: no training checkpoint in {checkpoint_dir} (the run finished, never reached "
+                f"train.checkpoint_every_steps = {tc.checkpoint_every_steps}, or wrote to another --out); "
+                "train without --resume"
+            )
+        state, tensors = ckpt.read_checkpoint(where)
+        ckpt.check_resumable(state["identity"], identity, where)
+        runner = DiffusionPolicyRunner.load(where, encoder_sha256=manifest_sha, seed=tc.seed, text_encoder=text_encoder)
+        resumed_from = [*state["resumed_from"], int(state["step"])]
+        log_.info("resuming from %s (step %d of %d)", where, state["step"], tc.steps)
+    else:
+        torch.manual_seed(tc.seed)
+        runner = _fresh_runner(train_set, episodes, config, encoder_manifest, text_encoder, init)
+    rng = np.random.default_rng(tc.seed)
     train_set.normalise(runner)
-    val_set = _Samples(episodes.select_episodes(val_ids), mc) if len(val_ids) else None
+    val_set = Samples(episodes.select_episodes(val_ids), mc) if len(val_ids) else None
     val_set = val_set.normalise(runner) if val_set is not None and len(val_set) else None
 
     policy = runner.policy
@@ -280,11 +199,24 @@ def train_policy(
     scheduler = get_scheduler(
         "cosine", optimizer=optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps
     )
+    if state is None:
+        order, cursor, start_step = rng.permutation(len(train_set)), 0, 0
+        running, history_loss, evals, time_before_s = 0.0, [], [], 0.0
+    else:  # restore everything the loop depends on (checkpoint module docstring)
+        optimizer.load_state_dict(ckpt.optimizer_from_flat(state["optimizer"], tensors))
+        scheduler.load_state_dict(state["scheduler"])
+        rng = ckpt.restore_numpy_rng(state["rng"]["numpy"], tc.seed)
+        ckpt.restore_rng_states(state["rng"], tensors)
+        loop = state["loop"]
+        order, cursor, start_step = tensors["loop.order"].numpy().astype(np.int64), int(loop["cursor"]), int(state["step"])
+        running, history_loss, evals = float(loop["running"]), list(loop["history_loss"]), list(loop["evals"])
+        time_before_s = float(loop["train_time_s"])
+
     stack = contextlib.ExitStack()
     log_file = None
     if log_path is not None:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        log_file = stack.enter_context(open(log_path, "w"))
+        log_file = stack.enter_context(open(log_path, "a" if resume else "w"))
 
     def log(record: dict) -> None:
         if log_file is not None:
@@ -293,18 +225,30 @@ def train_policy(
         if log_fn is not None:
             log_fn(record)
 
-    order = rng.permutation(len(train_set))
-    cursor = 0
-    running, history_loss, evals = 0.0, [], []
+    def write_checkpoint(step: int) -> None:
+        opt_json, opt_tensors = ckpt.optimizer_to_flat(optimizer.state_dict())
+        rng_json, rng_tensors = ckpt.rng_states()
+        rng_json["numpy"] = ckpt.rng_numpy_state(rng)
+        loop = {"cursor": cursor, "running": running, "history_loss": history_loss, "evals": evals,
+                "train_time_s": time_before_s + time.perf_counter() - t_start}
+        ckpt.save_checkpoint(
+            checkpoint_dir, step, runner,
+            {"identity": identity, "optimizer": opt_json, "scheduler": scheduler.state_dict(), "rng": rng_json,
+             "loop": loop, "resumed_from": resumed_from},
+            {**opt_tensors, **rng_tensors, "loop.order": torch.from_numpy(np.asarray(order, np.int64))},
+        )  # fmt: skip
+        policy.train()
+
     t_start = time.perf_counter()
-    bar = tqdm(range(1, tc.steps + 1), desc="train-policy", unit="step", disable=not progress)
+    bar = tqdm(range(start_step + 1, tc.steps + 1), desc="train-policy", unit="step", disable=not progress)
     try:
         for step in bar:
             if cursor + tc.batch_size > len(order):  # new epoch
                 order, cursor = rng.permutation(len(train_set)), 0
             sel = order[cursor : cursor + tc.batch_size]
             cursor += tc.batch_size
-            loss, _ = policy.forward(train_set.batch(sel))
+            text_ids = train_set.draw_texts(sel, rng) if train_set.language else None
+            loss, _ = policy.forward(train_set.batch(sel, text_ids))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at step {step}")
             optimizer.zero_grad(set_to_none=True)
@@ -326,25 +270,40 @@ def train_policy(
                         "loss": mean_loss,
                         "grad_norm": float(grad_norm),
                         "lr": scheduler.get_last_lr()[0],
-                        "elapsed_s": time.perf_counter() - t_start,
+                        "elapsed_s": time_before_s + time.perf_counter() - t_start,
                     }
                 )
             if val_set is not None and (step % tc.eval_every_steps == 0 or step == tc.steps):
                 metrics = evaluate(runner, val_set, tc.eval_max_samples, tc.seed)
                 evals.append({"step": step, **metrics})
-                log({"event": "eval", "step": step, **metrics, "elapsed_s": time.perf_counter() - t_start})
+                log({"event": "eval", "step": step, **metrics, "elapsed_s": time_before_s + time.perf_counter() - t_start})
+            every = tc.checkpoint_every_steps
+            if checkpoint_dir is not None and every and step % every == 0 and step < tc.steps:
+                write_checkpoint(step)
     finally:
         bar.close()
         stack.close()
-    train_time_s = time.perf_counter() - t_start
+    train_time_s = time_before_s + time.perf_counter() - t_start
     policy.eval()
     runner.reset()
 
     info = {
         "steps": tc.steps,
+        "total_steps": tc.steps + int((init_record or {}).get("total_steps") or 0),
+        "steps_this_run": tc.steps - start_step,
+        "resumed_from_steps": resumed_from,
         "batch_size": tc.batch_size,
         "seed": tc.seed,
         "config": to_dict(config),
+        "dataset": {
+            "fingerprint": episodes.dataset_fingerprint,
+            "episodes": len(train_ids) + len(val_ids),
+            "frames": len(episodes.embedding),
+            "instructions": len(episodes.instruction_texts),
+        },
+        "init": init_record,
+        "language_conditioning": mc.language_conditioning,
+        "text_encoder": None if text_encoder is None else text_encoder_info(text_encoder),
         "train_episodes": [int(i) for i in train_ids],
         "val_episodes": [int(i) for i in val_ids],
         "train_anchors": len(train_set),
@@ -355,7 +314,7 @@ def train_policy(
         "final_eval": evals[-1] if evals else None,
         **({"validation_note": validation_note} if validation_note else {}),
         "train_time_s": train_time_s,
-        "s_per_step": train_time_s / tc.steps,
+        "s_per_step": train_time_s / max(1, tc.steps),
         "num_parameters": runner.num_parameters,
         "torch_threads": tc.num_threads,
     }
@@ -376,6 +335,11 @@ def load_encoder_backend(encoder_dir: str | Path, backend: str, num_threads: int
     )
 
 
+def load_text_encoder():
+    """The shipped text encoder (`policies.language.MiniLMTextEncoder`; tests replace this)."""
+    return MiniLMTextEncoder()
+
+
 def train_policy_from_dataset(
     dataset_root: str | Path,
     encoder_dir: str | Path,
@@ -385,17 +349,29 @@ def train_policy_from_dataset(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     encoder_backend=None,
+    *,
+    init_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Embed the dataset with the encoder at `encoder_dir` (cached), train, and save to `out_dir`.
+    """Embed the dataset with the encoder at `encoder_dir` (and, language-conditioned, its
+    instructions with the text encoder; both cached), train, and save to `out_dir`.
 
-    `encoder_backend` overrides loading from `encoder_dir` (tests). Writes `out_dir`/ (checkpoint,
-    see policies.diffusion) and `out_dir/train_log.jsonl`. Returns the train info (also stored in
-    policy.json), with `embedding_time_s` and `checkpoint_bytes` added.
+    `encoder_backend` overrides loading from `encoder_dir` (tests). init_dir: see `train_policy`.
+    Resumable checkpoints go to `out_dir/checkpoints/` and are deleted once the policy is saved,
+    so `out_dir` is the deployable policy. resume (as `dynaflip train-encoder --resume`): continue
+    from the latest checkpoint there (another config / dataset / init is refused); with none, a
+    policy already complete in `out_dir` for the same run is left as it is (nothing to do, its
+    train info returned with "already_complete": True), otherwise a fresh run. Without resume a
+    fresh run deletes any checkpoint there. Writes `out_dir`/ (checkpoint, see
+    policies.diffusion) and `out_dir/train_log.jsonl`. Returns the train info (also stored in
+    policy.json), with the dataset root, encoder directory, `embedding_time_s` and
+    `checkpoint_bytes` added.
     """
     out_dir = Path(out_dir)
     enc = encoder_backend
     if enc is None:
         enc = load_encoder_backend(encoder_dir, backend, config.train.num_threads)
+    text_encoder = load_text_encoder() if config.model.language_conditioning else None
     t0 = time.perf_counter()
     episodes = compute_embeddings(
         dataset_root,
@@ -403,21 +379,69 @@ def train_policy_from_dataset(
         batch_size=config.train.embed_batch_size,
         cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
         progress=progress,
+        text_encoder=text_encoder,
     )
     embedding_time_s = time.perf_counter() - t0
     if episodes.embedding_dim != enc.manifest.embedding_dim:
         raise PolicyDataError(f"embedding dim {episodes.embedding_dim} != manifest {enc.manifest.embedding_dim}")
+    checkpoint_dir = out_dir / ckpt.CHECKPOINTS_DIR
+    if resume and ckpt.latest_checkpoint(checkpoint_dir) is None:
+        done = _completed_run(out_dir, config, episodes, enc.manifest.weights_sha256, text_encoder, init_dir)
+        if done is not None:
+            log_.warning("--resume: the policy in %s is complete for this run (%d steps); nothing to do",
+                         out_dir, config.train.steps)
+            done["already_complete"] = True
+            done["checkpoint_bytes"] = int(sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file()))
+            return done
+        log_.warning("--resume: no training checkpoint in %s; starting a fresh run", checkpoint_dir)
+        resume = False
+    if not resume:
+        ckpt.remove_checkpoints(checkpoint_dir)
     runner, info = train_policy(
-        episodes, config, enc.manifest, log_path=out_dir / "train_log.jsonl", progress=progress
-    )
+        episodes, config, enc.manifest, log_path=out_dir / "train_log.jsonl", progress=progress,
+        text_encoder=text_encoder, init_dir=init_dir, checkpoint_dir=checkpoint_dir, resume=resume,
+    )  # fmt: skip
     info["embedding_time_s"] = embedding_time_s
     info["dataset_root"] = str(Path(dataset_root).resolve())
+    info["dataset"]["root"] = info["dataset_root"]
     info["encoder_dir"] = str(Path(encoder_dir).resolve())
     info["encoder_backend"] = type(enc).__name__
     runner.train_info = info
     runner.save(out_dir)
+    ckpt.remove_checkpoints(checkpoint_dir)
     info["checkpoint_bytes"] = int(sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file()))
     return info
+
+
+def _completed_run(out_dir: Path, config: PolicyConfig, episodes: EmbeddedEpisodes, encoder_sha256: str,
+                   text_encoder, init_dir) -> dict[str, Any] | None:
+    """The train info of an intact policy in `out_dir` trained by this same run (config, data,
+    encoders, split, init, all its steps), else None."""
+    try:
+        runner = DiffusionPolicyRunner.load(out_dir, encoder_sha256=encoder_sha256, text_encoder=text_encoder)
+    except (OSError, ValueError, RuntimeError):  # none, damaged, or other encoders: not this run's
+        return None
+    info = dict(runner.train_info)
+    if not {"config", "dataset_fingerprint", "train_episodes", "val_episodes"} <= set(info):
+        return None
+    init_sha = None
+    if init_dir is not None:
+        init_sha = DiffusionPolicyRunner.read_metadata(init_dir)["files_sha256"].get("model.safetensors")
+    train_ids, val_ids = split_episodes(episodes.episode_index, config.train.val_fraction, config.train.seed)
+    current = _identity(config, episodes, train_ids, val_ids, text_encoder, None)
+    current["init_weights_sha256"] = init_sha
+    recorded = {
+        "config": info["config"], "dataset_fingerprint": info["dataset_fingerprint"],
+        "encoder_sha256": runner.encoder_sha256, "text_encoder_sha256": (runner.text_info or {}).get("weights_sha256"),
+        "train_episodes": info["train_episodes"], "val_episodes": info["val_episodes"],
+        "init_weights_sha256": (info.get("init") or {}).get("weights_sha256"),
+    }  # fmt: skip
+    try:
+        ckpt.check_resumable(recorded, current, out_dir)
+    except PolicyCheckpointError as e:
+        log_.warning("%s", e)
+        return None
+    return info if info.get("steps") == config.train.steps else None
 
 
 __all__ = [

@@ -1,0 +1,264 @@
+"""Training samples of the diffusion policy: LeRobot delta-timestamp indexing, normalisation
+stats, the episode split, instruction sampling and held-out evaluation (`policies.train`).
+
+Samples follow LeRobot's delta-timestamp semantics exactly (`LeRobotDataset._get_query_indices`
+with the `DiffusionConfig.observation_delta_indices` / `action_delta_indices`): for an anchor
+frame t of an episode [start, end), observations are read at t + (1-n_obs_steps .. 0) and actions
+at t + (1-n_obs_steps .. horizon-n_obs_steps), indices clamped into the episode (copy padding)
+and `action_is_pad` marking the clamped ones. Anchors skip the last `drop_n_last_frames` frames
+of each episode (LeRobot `EpisodeAwareSampler`).
+
+Instructions (language-conditioned policies, docs/method.md §3): each training sample draws one
+of its episode's paraphrases (`EmbeddedEpisodes.paraphrases`) uniformly at every use, so every
+epoch sees other wording; the whole observation window gets that one instruction. Validation
+uses each episode's first instruction (the recorded task string).
+"""
+from __future__ import annotations
+
+import math
+import numpy as np
+
+from dynaflip_ros.configs.policy import DiffusionModelConfig
+from dynaflip_ros.policies.diffusion import (
+    ACTION,
+    OBS_EMBEDDING,
+    OBS_STATE,
+    DiffusionPolicyRunner,
+    from_model_frame,
+    import_lerobot,
+    make_lerobot_config,
+    to_model_frame,
+)
+from dynaflip_ros.policies.embeddings import EmbeddedEpisodes
+from dynaflip_ros.policies.language import TEXT_STATS_KEY, text_stats
+
+
+def delta_indices(model: DiffusionModelConfig) -> tuple[list[int], list[int]]:
+    """(observation deltas, action deltas) in frames, read from LeRobot's DiffusionConfig."""
+    cfg = make_lerobot_config(model, embedding_dim=1)
+    return list(cfg.observation_delta_indices), list(cfg.action_delta_indices)
+
+
+def query_indices(
+    episode_index: np.ndarray, anchors: np.ndarray, deltas: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows to read for each anchor row, LeRobotDataset semantics.
+
+    episode_index: (N,) episode id per row (episodes contiguous); anchors: (S,) row numbers;
+    deltas: (T,) frame offsets. Returns idx (S, T) int64 clamped into the anchor's episode and
+    is_pad (S, T) bool, True where anchor + delta falls outside the episode.
+    """
+    episode_index = np.asarray(episode_index)
+    anchors = np.asarray(anchors, np.int64)
+    change = np.flatnonzero(np.diff(episode_index)) + 1
+    starts = np.concatenate([[0], change])
+    ends = np.concatenate([change, [len(episode_index)]])
+    which = np.searchsorted(starts, anchors, side="right") - 1  # (S,) episode block of each anchor
+    ep_start, ep_end = starts[which][:, None], ends[which][:, None]  # (S, 1)
+    raw = anchors[:, None] + np.asarray(deltas, np.int64)[None, :]  # (S, T)
+    is_pad = (raw < ep_start) | (raw >= ep_end)
+    idx = np.clip(raw, ep_start, ep_end - 1)
+    return idx.astype(np.int64), is_pad
+
+
+def anchor_rows(episodes: EmbeddedEpisodes, drop_n_last_frames: int) -> np.ndarray:
+    """Training anchors: every row except the last `drop_n_last_frames` of each episode
+    (LeRobot `EpisodeAwareSampler(drop_n_last_frames=...)`). Returns (S,) int64."""
+    import_lerobot()
+    from lerobot.datasets.sampler import EpisodeAwareSampler
+
+    starts, ends = episodes.episode_bounds()
+    sampler = EpisodeAwareSampler(starts.tolist(), ends.tolist(), drop_n_last_frames=drop_n_last_frames)
+    return np.asarray(sampler.indices, np.int64)
+
+
+def compute_stats(
+    episodes: EmbeddedEpisodes, action_targets: np.ndarray | None = None, text_weights: np.ndarray | None = None
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per-feature min/max/mean/std (LeRobot `compute_stats.get_feature_stats`): the
+    `dataset_stats` of the normalisers. State and embedding over all rows; actions over
+    `action_targets` (M, 7) when given (model-frame targets of the training samples), else over
+    the recorded actions. With `text_weights` (U,) (how often each instruction string is drawn),
+    also "observation.instruction" (`policies.language.text_stats` of the instruction embeddings)."""
+    import_lerobot()
+    from lerobot.datasets.compute_stats import get_feature_stats
+
+    actions = episodes.action if action_targets is None else action_targets
+    out = {}
+    for key, arr in ((OBS_STATE, episodes.state), (OBS_EMBEDDING, episodes.embedding), (ACTION, actions)):
+        st = get_feature_stats(np.asarray(arr, np.float64), axis=0, keepdims=False)
+        out[key] = {k: np.asarray(st[k], np.float32) for k in ("min", "max", "mean", "std")}
+    if text_weights is not None:
+        if episodes.instruction_embedding is None:
+            raise ValueError("the instructions are not embedded (EmbeddedEpisodes.with_instruction_embeddings)")
+        out[TEXT_STATS_KEY] = text_stats(episodes.instruction_embedding, text_weights)
+    return out
+
+
+def num_val_episodes(num_episodes: int, val_fraction: float) -> int:
+    """Episodes held out for validation: floor(val_fraction * E), so never more than the share
+    asked for and none when that is 0 (e.g. 0.1 of 2 episodes); always < E since val_fraction < 1.
+    (The 1e-9 absorbs float error: 0.29 * 100 counts as 29.)"""
+    return max(0, min(num_episodes - 1, math.floor(val_fraction * num_episodes + 1e-9)))
+
+
+def split_episodes(episode_ids: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random split of unique episode ids into (train, val); val gets `num_val_episodes(E,
+    val_fraction)` = floor(val_fraction * E) episodes, never frames of a train episode."""
+    ids = np.unique(np.asarray(episode_ids))
+    n_val = num_val_episodes(len(ids), val_fraction)
+    perm = np.random.default_rng(seed).permutation(ids)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+class Samples:
+    """Index tables of one split: anchors (S,), obs rows (S, n_obs), action rows + pads (S, H) and
+    the model-frame action targets (S, H, 7); with language conditioning each anchor's range in
+    the (episode-sorted) paraphrase table: text_offset (S,), text_count (S,) into text_flat (P,).
+    `normalise(runner)` adds normalised tensors."""
+
+    def __init__(self, episodes: EmbeddedEpisodes, model: DiffusionModelConfig):
+        obs_deltas, act_deltas = delta_indices(model)
+        self.anchors = anchor_rows(episodes, model.drop_n_last_frames)  # (S,)
+        self.obs_idx, _ = query_indices(episodes.episode_index, self.anchors, obs_deltas)  # (S, n_obs)
+        self.act_idx, self.act_pad = query_indices(episodes.episode_index, self.anchors, act_deltas)  # (S, H)
+        self.episodes = episodes
+        self.action_frame = model.action_frame
+        self.targets = to_model_frame(  # (S, H, 7)
+            episodes.action[self.act_idx], episodes.state[self.anchors], model.action_frame
+        )
+        self.language = bool(model.language_conditioning)
+        order = np.argsort(episodes.paraphrase_episode, kind="stable")  # keeps each episode's order
+        pair_episode = episodes.paraphrase_episode[order]  # (P,) sorted
+        self.text_flat = episodes.paraphrase_text[order]  # (P,) string index
+        anchor_episode = episodes.episode_index[self.anchors]  # (S,)
+        self.text_offset = np.searchsorted(pair_episode, anchor_episode, side="left")  # (S,)
+        self.text_count = np.searchsorted(pair_episode, anchor_episode, side="right") - self.text_offset  # (S,)
+
+    def text_weights(self) -> np.ndarray:
+        """(U,) expected number of draws of each instruction string over one pass of the anchors."""
+        weights = np.zeros(len(self.episodes.instruction_texts))
+        for k in np.unique(self.text_count):
+            rows = np.flatnonzero(self.text_count == k)
+            for j in range(k):
+                np.add.at(weights, self.text_flat[self.text_offset[rows] + j], 1.0 / k)
+        return weights
+
+    def draw_texts(self, sel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(B,) string index per sample, one of its episode's paraphrases uniformly."""
+        return self.text_flat[self.text_offset[sel] + rng.integers(0, self.text_count[sel])]
+
+    def first_texts(self, sel: np.ndarray) -> np.ndarray:
+        """(B,) string index of each sample's first instruction (the recorded task string)."""
+        return self.text_flat[self.text_offset[sel]]
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    def normalise(self, runner: DiffusionPolicyRunner) -> Samples:
+        arrays = {OBS_STATE: self.episodes.state, ACTION: self.targets, "image": self.episodes.embedding}
+        if self.language:
+            if self.episodes.instruction_embedding is None:
+                raise ValueError("the instructions are not embedded (EmbeddedEpisodes.with_instruction_embeddings)")
+            arrays["instruction"] = self.episodes.instruction_embedding
+        norm = normalise_arrays(runner, arrays)
+        self.state = norm[OBS_STATE]  # (N, 7) normalised
+        self.embedding = norm["image"]  # (N, D)
+        self.action = norm[ACTION]  # (S, H, 7)
+        self.text = norm.get("instruction")  # (U, T) or None
+        return self
+
+    def batch(self, sel: np.ndarray, text_ids: np.ndarray | None = None) -> dict:
+        """LeRobot training batch of samples `sel` (B,); text_ids (B,): each sample's instruction
+        (language conditioning; None: the first one)."""
+        import torch
+
+        o = torch.from_numpy(self.obs_idx[sel])  # (B, n_obs)
+        env = self.embedding[o]  # (B, n_obs, D)
+        if self.language:
+            ids = self.first_texts(sel) if text_ids is None else text_ids
+            text = self.text[torch.from_numpy(np.asarray(ids, np.int64))]  # (B, T)
+            env = torch.cat([env, text[:, None, :].expand(-1, env.shape[1], -1)], dim=-1)  # (B, n_obs, D + T)
+        return {
+            OBS_STATE: self.state[o],  # (B, n_obs, 7)
+            OBS_EMBEDDING: env,  # (B, n_obs, D [+ T])
+            ACTION: self.action[torch.from_numpy(sel)],  # (B, H, 7)
+            "action_is_pad": torch.from_numpy(self.act_pad[sel]),  # (B, H)
+        }
+
+
+def evaluate(runner: DiffusionPolicyRunner, samples: Samples, max_samples: int, seed: int) -> dict[str, float]:
+    """Held-out metrics: diffusion `loss` (fixed noise), and for sampled chunks (n_action_steps from
+    the current step, non-padded targets only) joint RMSE (rad) and gripper MAE, with the same
+    errors for the baseline that holds the current state. Each sample gets its episode's first
+    instruction. Leaves the global RNG untouched."""
+    import torch
+
+    model = runner.model_config
+    sel = np.linspace(0, len(samples) - 1, min(max_samples, len(samples))).round().astype(np.int64)
+    batch = samples.batch(sel)
+    policy = runner.policy
+    was_training = policy.training
+    policy.eval()
+    with torch.inference_mode(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        loss, _ = policy.forward(batch)
+        obs = {OBS_STATE: batch[OBS_STATE], OBS_EMBEDDING: batch[OBS_EMBEDDING]}
+        pred = runner.postprocessor(policy.diffusion.generate_actions(obs)).numpy()  # (B, n_act, 7)
+    policy.train(was_training)
+    current = samples.episodes.state[samples.anchors[sel]]  # (B, 7)
+    pred = from_model_frame(pred, current, model.action_frame)  # (B, n_act, 7) absolute
+    k0, k1 = model.n_obs_steps - 1, model.n_obs_steps - 1 + model.n_action_steps
+    target = samples.episodes.action[samples.act_idx[sel, k0:k1]]  # (B, n_act, 7)
+    valid = ~samples.act_pad[sel, k0:k1]  # (B, n_act)
+    hold = np.broadcast_to(current[:, None, :], target.shape)  # (B, n_act, 7)
+
+    def errors(x: np.ndarray) -> tuple[float, float]:
+        d = (x - target)[valid]  # (M, 7)
+        return float(np.sqrt(np.mean(d[:, :6] ** 2))), float(np.mean(np.abs(d[:, 6])))
+
+    joint, grip = errors(pred)
+    hold_joint, hold_grip = errors(hold)
+    return {
+        "val_loss": float(loss),
+        "val_joint_rmse_rad": joint,
+        "val_gripper_mae": grip,
+        "hold_joint_rmse_rad": hold_joint,
+        "hold_gripper_mae": hold_grip,
+        "val_samples": len(sel),
+    }
+
+
+def normalise_arrays(runner: DiffusionPolicyRunner, arrays: dict[str, np.ndarray]) -> dict:
+    """Normalise training arrays with `runner`'s stats, each feature on its own leading
+    shape: "observation.state" (..., 7), "action" (..., 7), "image" (..., D) and
+    "instruction" (..., T) (the two parts of environment_state; normalisation is per
+    dimension, so each part is padded with the other's mean). Returns float32 tensors."""
+    import torch
+
+    stats = environment_stats(runner)
+    d = runner.embedding_dim
+    raw = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in arrays.items() if k in (OBS_STATE, ACTION)}
+    out = {}
+    with torch.no_grad():
+        if raw:
+            norm = runner.preprocessor(raw)
+            out.update({k: norm[k].float() for k in raw})
+        for key, lo, hi in (("image", 0, d), ("instruction", d, None)):
+            if key not in arrays:
+                continue
+            part = np.asarray(arrays[key], np.float32)
+            full = np.broadcast_to(stats["mean"], (*part.shape[:-1], len(stats["mean"]))).copy()
+            full[..., lo:hi] = part
+            norm = runner.preprocessor({OBS_EMBEDDING: torch.from_numpy(full)})[OBS_EMBEDDING]
+            out[key] = norm[..., lo:hi].float()
+    return out
+
+
+def environment_stats(runner: DiffusionPolicyRunner) -> dict[str, np.ndarray]:
+    """The environment_state normalisation stats of `runner`: {"mean", "std", "min", "max"}."""
+    for step in runner.preprocessor.steps:
+        stats = getattr(step, "stats", None)
+        if stats and OBS_EMBEDDING in stats:
+            return {k: np.asarray(v, np.float32) for k, v in stats[OBS_EMBEDDING].items()}
+    raise RuntimeError("the preprocessor has no environment_state stats")
