@@ -42,11 +42,12 @@ STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
 RESUME_FORMAT = 1
 # Config fields that may differ between an interrupted run and its resumption (logging,
-# threads, inference-only settings); any other difference is refused.
+# validation, threads); any other difference is refused (the model section is restored from the
+# checkpoint, so it must match entirely).
 RESUME_FREE_FIELDS = {
     "train": {"log_every_steps", "eval_every_steps", "eval_max_samples", "checkpoint_every_steps",
               "embed_batch_size", "num_threads"},
-    "model": {"num_inference_steps", "max_obs_gap_s", "n_action_steps"},
+    "model": set(),
 }
 # Model fields an --init checkpoint must share: the weight shapes and what the weights mean.
 ARCHITECTURE_FIELDS = (
