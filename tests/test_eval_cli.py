@@ -6,7 +6,7 @@ import json
 import pytest
 
 from dynaflip_ros.errors import UserError
-from dynaflip_ros.eval.cli import episode_count
+from dynaflip_ros.eval.cli import episode_count, sim_config_for
 
 
 def test_episode_count_defaults_and_errors():
@@ -16,6 +16,18 @@ def test_episode_count_defaults_and_errors():
     for episodes, pairs in ((0, 0), (-1, 2), (None, -1), (2, -1)):
         with pytest.raises(UserError):
             episode_count(episodes, pairs)
+
+
+def test_objects_and_object_pool_make_the_scene():
+    cfg = sim_config_for(1, "red cube, blue bar")
+    assert cfg.objects == ("red cube", "blue bar") and cfg.objects_per_episode == (1, 1) and cfg.episode_split == "any"
+    default = sim_config_for(None, None)
+    assert default.objects == () and default.objects_per_episode == (2, 4) and default.episode_split == "train"
+    assert sim_config_for(3, None).objects_per_episode == (3, 3)
+    for objects, pool, match in ((5, None, "1..4"), (0, None, "1..4"), (None, "red cube,teal torus", "unknown"),
+                                 (None, ",", "unknown"), (3, "red cube,blue bar", "fewer than")):
+        with pytest.raises(UserError, match=match):
+            sim_config_for(objects, pool)
 
 
 def test_bad_counts_fail_before_loading_anything(tmp_path, capsys):
@@ -29,12 +41,12 @@ def test_bad_counts_fail_before_loading_anything(tmp_path, capsys):
 def test_eval_writes_rates_and_swap_accuracy(tmp_path, monkeypatch, capsys):
     pytest.importorskip("mujoco")
     pytest.importorskip("torch")
+    import dataclasses
     from types import SimpleNamespace
 
     import numpy as np
 
     from dynaflip_ros.cli import main
-    from dynaflip_ros.configs.sim import SimConfig
     from dynaflip_ros.eval import closed_loop
     from dynaflip_ros.inference import factory
     from dynaflip_ros.policies import diffusion
@@ -63,7 +75,7 @@ def test_eval_writes_rates_and_swap_accuracy(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(factory, "load_encoder_backend", lambda *a, **k: FakeEncoder())
     monkeypatch.setattr(diffusion.DiffusionPolicyRunner, "load", staticmethod(lambda *a, **k: HoldPolicy()))
     monkeypatch.setattr(closed_loop, "evaluate_in_sim",
-                        lambda *a, **k: real(*a, sim_config=SimConfig(image_hw=(16, 16)), **k))
+                        lambda *a, sim_config, **k: real(*a, sim_config=dataclasses.replace(sim_config, image_hw=(16, 16)), **k))
     out = tmp_path / "eval.json"
     rc = main(["eval", "--sim", "--encoder", str(tmp_path), "--policy", str(tmp_path), "--episodes", "1",
                "--swap-pairs", "1", "--episode-timeout-s", "0.3", "--seed", "100", "--out", str(out)])

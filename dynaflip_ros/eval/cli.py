@@ -14,6 +14,8 @@ EPILOG = """examples:
       --seed 100000 --out outputs/eval.json
   dynaflip eval --sim --encoder models/encoder --policy models/policy --swap-pairs 10
   dynaflip eval --sim --encoder models/encoder --policy models/policy --episodes 20 --swap-pairs 10
+  dynaflip eval --sim --encoder models/encoder --policy models/policy --episodes 20 --objects 1 \
+      --object-pool "red cube,green cylinder,blue bar,yellow ball"    # the single-object task
 
 Runs episodes in lock-step simulation time (deterministic per seed, no real-time waits): every
 0.1 s render -> encoder -> policy; chunks go through the interpolator, the 125 Hz servo loop and
@@ -53,6 +55,11 @@ def register(subparsers) -> None:
     episodes.add_argument("--swap-pairs", type=int, default=0, metavar="N",
                           help="instruction-swap check: N scenes, each run twice naming two different objects "
                                "(default 0: off)")
+    episodes.add_argument("--objects", type=int, default=None, metavar="N",
+                          help="objects on the table per episode, 1-4 (default: 2-4, drawn by the seed)")
+    episodes.add_argument("--object-pool", default=None, metavar="NAMES",
+                          help="comma-separated catalogue objects the episodes draw from (default: the train split), "
+                               "e.g. 'red cube,green cylinder,blue bar,yellow ball' (the original single-object cell)")
     output = p.add_argument_group("output")
     output.add_argument("--out", metavar="PATH",
                         help="write the evaluation record (JSON) here (default outputs/eval/lockstep_<UTC time>.json)")
@@ -72,12 +79,37 @@ def episode_count(episodes: int | None, swap_pairs: int) -> int:
     return n
 
 
+def sim_config_for(objects: int | None, object_pool: str | None):
+    """The `SimConfig` of `--objects` / `--object-pool`: a pool builds only those objects into the
+    cell and draws from all of them (split "any"). Raises UserError on a bad count, an empty or
+    unknown name, or a pool smaller than the count."""
+    from dynaflip_ros.configs.sim import SimConfig
+    from dynaflip_ros.errors import UserError
+    from dynaflip_ros.task.catalogue import CATALOGUE
+
+    kwargs: dict = {}
+    if objects is not None:
+        if not 1 <= objects <= 4:
+            raise UserError("--objects must be 1..4")
+        kwargs["objects_per_episode"] = (objects, objects)
+    if object_pool is not None:
+        names = tuple(n.strip() for n in object_pool.split(",") if n.strip())
+        unknown = [n for n in names if n not in CATALOGUE]
+        if not names or unknown:
+            raise UserError(f"--object-pool: unknown objects {unknown or [object_pool]}; the catalogue has {list(CATALOGUE)}")
+        if len(names) < (objects or 2):
+            raise UserError(f"--object-pool has {len(names)} objects, fewer than --objects {objects or 2}")
+        kwargs.update(objects=names, episode_split="any")
+    return SimConfig(**kwargs)
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dynaflip_ros.errors import UserError
 
     episodes = episode_count(args.episodes, args.swap_pairs)
+    sim_config = sim_config_for(args.objects, args.object_pool)
     for flag, path in (("--encoder", args.encoder), ("--policy", args.policy)):
         if not Path(path).is_dir():
             raise UserError(f"{flag}: not a directory: {path}")
@@ -98,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     report = EvalReport(
         mode="lockstep", config={"episodes": episodes, "swap_pairs": args.swap_pairs, "seed": args.seed,
                                  "max_duration_s": args.episode_timeout_s, "backend": args.backend,
+                                 "objects": args.objects, "object_pool": args.object_pool,
                                  "encoder": str(args.encoder), "policy": str(args.policy)},
         models={"encoder": encoder.manifest.weights_sha256, "policy": policy.weights_sha256})
 
@@ -109,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         print("[eval] " + format_pair(pair, len(report.pairs) - 1, args.swap_pairs, report.pairs_correct), flush=True)
 
     evaluate_in_sim(encoder, policy, episodes, seed=args.seed, max_duration_s=args.episode_timeout_s,
-                    on_episode=on_episode, report=report, swap_pairs=args.swap_pairs, on_pair=on_pair)
+                    sim_config=sim_config, on_episode=on_episode, report=report, swap_pairs=args.swap_pairs, on_pair=on_pair)
     path = report.write_json(args.out or default_results_path("lockstep"))
     print(format_summary(report.to_dict(), path), flush=True)
     return 0
