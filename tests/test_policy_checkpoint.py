@@ -3,7 +3,6 @@ resumed ends with the same weights as an uninterrupted one; the checkpoint layou
 pickle-free; resuming another run, or initialising from another architecture, is refused."""
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -13,21 +12,12 @@ from dynaflip_ros.configs.policy import DiffusionModelConfig, PolicyConfig, Poli
 from dynaflip_ros.errors import UserError
 from dynaflip_ros.policies.base import PolicyCheckpointError
 from dynaflip_ros.policies.embeddings import EmbeddedEpisodes
+from fake_text import FakeText  # noqa: E402
 
 SHA = "3" * 64
 TINY = DiffusionModelConfig(down_dims=(16, 32), diffusion_step_embed_dim=16)
 LENGTHS = (20, 22, 20, 21)
 TASKS = ("put the red cube in the sink", "drop the blue ball into the basin")
-
-
-class FakeText:
-    """Text encoder stand-in (policies.language): a unit 384-vector per string from its hash."""
-
-    name, dim, weights_sha256 = "fake-text", 384, "e" * 64
-
-    def embed(self, texts):
-        out = [np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)).normal(size=384) for t in texts]
-        return np.asarray([v / np.linalg.norm(v) for v in out], np.float32)
 
 
 class Crash(Exception):

@@ -2,7 +2,6 @@
 training samples, and `dynaflip train-policy` end to end with a fake encoder backend."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 
@@ -12,24 +11,10 @@ import pytest
 from dynaflip_ros.configs.policy import DiffusionModelConfig
 from dynaflip_ros.data import schema
 from dynaflip_ros.encoder.manifest import EncoderManifest
+from fake_text import FakeText  # noqa: E402
 
 EPISODE_LENGTHS = (7, 9, 12)
 IMAGE_HW = (24, 32)
-
-
-class FakeText:
-    """Text encoder stand-in (policies.language): a unit 384-vector per string from its hash."""
-
-    name, dim = "fake-text", 384
-
-    def __init__(self, sha: str = "e" * 64):
-        self.weights_sha256 = sha
-        self.calls: list[list[str]] = []
-
-    def embed(self, texts):
-        self.calls.append(list(texts))
-        out = [np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)).normal(size=384) for t in texts]
-        return np.asarray([v / np.linalg.norm(v) for v in out], np.float32)
 
 
 class FakeBackend:

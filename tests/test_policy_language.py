@@ -5,7 +5,6 @@ text-encoder version-skew guard, old image-only checkpoints, paraphrase sampling
 instruction-part normalisation."""
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -15,6 +14,7 @@ from dynaflip_ros.configs.policy import DiffusionModelConfig, PolicyConfig, Poli
 from dynaflip_ros.errors import UserError
 from dynaflip_ros.policies.base import EncoderMismatchError, PolicyObservation, TextEncoderMismatchError
 from dynaflip_ros.policies.embeddings import EmbeddedEpisodes
+from fake_text import FakeText  # noqa: E402
 
 SHA = "3" * 64
 DIM = 16
@@ -23,21 +23,6 @@ Q_FIRST = np.array([0.8, -0.6, 0.5, 0.7, -0.8, 0.4])
 TARGETS = (Q_FIRST, -Q_FIRST)  # joint configurations (rad) named by the instruction
 PARAPHRASES = (("reach the first target", "go to target one"), ("reach the second target", "go to target two"))
 TINY = DiffusionModelConfig(down_dims=(16, 32), diffusion_step_embed_dim=16)
-
-
-class FakeText:
-    """Text encoder stand-in (policies.language): a unit 384-vector per string from its hash."""
-
-    name, dim = "fake-text", 384
-
-    def __init__(self, sha: str = "e" * 64):
-        self.weights_sha256 = sha
-        self.calls: list[list[str]] = []
-
-    def embed(self, texts):
-        self.calls.append(list(texts))
-        out = [np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)).normal(size=384) for t in texts]
-        return np.asarray([v / np.linalg.norm(v) for v in out], np.float32)
 
 
 def min_jerk(q0: np.ndarray, target: np.ndarray) -> np.ndarray:

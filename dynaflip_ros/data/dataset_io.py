@@ -127,16 +127,9 @@ def import_lerobot():
 
 
 # ---------------------------------------------------------------------------- atomic file helpers
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_file(path: Path) -> None:
-    """Flush one file's data to disk (power-loss durability; SIGKILL alone keeps the page cache)."""
+    """Flush one file's (or directory's entries') data to disk (power-loss durability; SIGKILL
+    alone keeps the page cache)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -154,7 +147,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_file(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any, indent: int | None = 4) -> None:

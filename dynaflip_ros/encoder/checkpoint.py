@@ -36,6 +36,7 @@ import torch
 
 from dynaflip_ros.configs.encoder import EncoderConfig, EncoderModelConfig
 from dynaflip_ros.configs.io import to_dict
+from dynaflip_ros.data.dataset_io import fsync_file
 from dynaflip_ros.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"  # the same name as `dynaflip train-policy`
@@ -56,11 +57,7 @@ class EncoderInitError(ValueError, UserError):
 
 
 def _fsync_replace(tmp: Path, path: Path) -> None:
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(tmp)
     os.replace(tmp, path)
 
 
@@ -137,11 +134,7 @@ def save_checkpoint(
     tmp = d / (LATEST_FILE + ".tmp")
     tmp.write_text(json.dumps(record, sort_keys=True))
     _fsync_replace(tmp, latest)
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(d)
     for p in d.iterdir():
         if p.name not in (LATEST_FILE, model_file, optim_file):
             p.unlink()

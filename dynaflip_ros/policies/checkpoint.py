@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from dynaflip_ros.configs.policy import DiffusionModelConfig
+from dynaflip_ros.data.dataset_io import fsync_file
 from dynaflip_ros.encoder.manifest import sha256_file
 from dynaflip_ros.policies.base import PolicyCheckpointError
 from dynaflip_ros.policies.diffusion import POLICY_JSON, DiffusionPolicyRunner
@@ -59,14 +60,6 @@ NORMALIZATION_FIELDS = ("embedding_normalization", "state_normalization", "actio
 
 
 # ---- resume ---------------------------------------------------------------------------------
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(root: str | Path, step: int, runner: DiffusionPolicyRunner, state: dict[str, Any],
                     tensors: dict[str, Any]) -> Path:
     """Write `root/step_<step>/` atomically (see module docstring) and point latest.json at it.
@@ -84,18 +77,18 @@ def save_checkpoint(root: str | Path, step: int, runner: DiffusionPolicyRunner, 
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / STATE_TENSORS))
     (tmp / STATE_JSON).write_text(json.dumps({"format": RESUME_FORMAT, "step": int(step), **state}) + "\n")
     for path in tmp.iterdir():
-        _fsync(path)
-    _fsync(tmp)
+        fsync_file(path)
+    fsync_file(tmp)
     final = root / name
     if final.exists():  # a step directory left by a run that crashed before updating latest.json
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync(root)
+    fsync_file(root)
     pointer = root / f".{LATEST_JSON}.tmp"
     pointer.write_text(json.dumps({"step": int(step), "dir": name}) + "\n")
-    _fsync(pointer)
+    fsync_file(pointer)
     os.replace(pointer, root / LATEST_JSON)
-    _fsync(root)
+    fsync_file(root)
     for old in root.iterdir():  # earlier checkpoints and leftovers of crashed writes
         if old.is_dir() and old.name != name and (old.name.startswith("step_") or old.name.startswith(".tmp_")):
             shutil.rmtree(old, ignore_errors=True)
