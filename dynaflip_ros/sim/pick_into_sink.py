@@ -269,15 +269,12 @@ class PickIntoSinkEnv:
         out["camera_rotation_deg"] = float(np.degrees((base.inv() * (base * turn)).magnitude()).round(3))
         return out
 
-    def _radius(self, name: str) -> float:
-        return self.object_specs[name].radius_xy_m
-
     def _place_random(self, name: str, rng: np.random.Generator, placed: list, tries: int = 200) -> float | None:
         """Place `name` at a random pose clear of `placed` (x, y, radius) entries by
         `config.min_object_gap_m`; returns the yaw, or None when no clear spot was found in
         `tries` draws (the object is then not moved)."""
         cfg = self.config
-        r = self._radius(name)
+        r = self.object_specs[name].radius_xy_m
         for _ in range(tries):
             x = rng.uniform(*cfg.object_region_x_m)
             y = rng.uniform(*cfg.object_region_y_m)
@@ -480,15 +477,14 @@ class PickIntoSinkEnv:
                 rows = slice(o0 + k * n_o, o0 + (k + 1) * n_o)
                 pts[rows] = self._other_points[name] @ r.T + p
                 filled[rows] = True
-            fovy = float(self.model.cam_fovy[self.camera_id])
         optical = self.to_optical(pts)  # (N_TRACK, 3)
-        h, w = self.config.image_hw
-        fy = 0.5 * h / math.tan(math.radians(fovy) / 2)
+        k = self.camera.intrinsics  # the rendered image's pinhole model (pixel centres at integers)
         z = optical[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
-            u = fy * optical[:, 0] / z + w / 2
-            v = fy * optical[:, 1] / z + h / 2
-        valid = filled & (z > self.config.camera_znear_m) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+            u = k.fx * optical[:, 0] / z + k.cx
+            v = k.fy * optical[:, 1] / z + k.cy
+        inside = (u >= -0.5) & (u < k.width - 0.5) & (v >= -0.5) & (v < k.height - 0.5)
+        valid = filled & (z > self.config.camera_znear_m) & inside
         optical[~filled] = 0.0
         return optical.astype(np.float32), valid
 

@@ -23,9 +23,8 @@ Instruction (`PolicyObservation.instruction`): the running episode's own (its st
 `instruction`: the sim cell sets one per episode) when there is one, else the latest message on
 /dynaflip/instruction (std_msgs/String, latched), which starts as the `instruction` parameter
 (the real cell's `instruction:=` launch argument; published latched at start-up when given).
-A language-conditioned policy (`language_conditioned` true, or one that raises ValueError
-without an instruction) gets no observation and sends no chunk until there is an instruction;
-the node logs why once (`skipped["no_instruction"]` counts the frames). An image-only policy
+A language-conditioned policy (its `language_conditioned` attribute true) gets no observation
+and sends no chunk until there is an instruction; the node logs why once (`skipped["no_instruction"]` counts the frames). An image-only policy
 ignores the instruction.
 
 Subscribed: /dynaflip/embedding (IMAGE_QOS), /joint_states (STATE_QOS),
