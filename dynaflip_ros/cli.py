@@ -31,6 +31,7 @@ VERBS: dict[str, str] = {
     "export": "dynaflip_ros.export.cli",
     "train-policy": "dynaflip_ros.policies.cli",
     "eval": "dynaflip_ros.eval.cli",
+    "probe": "dynaflip_ros.eval.probe_cli",
     "launch": "dynaflip_ros.ros.launch_cli",
     "fault-inject": "dynaflip_ros.eval.fault_cli",
     "calibrate": "dynaflip_ros.calibration.cli",
@@ -43,6 +44,7 @@ EPILOG = """examples:
   dynaflip export --encoder outputs/encoder --out models/encoder
   dynaflip train-policy --dataset outputs/demos --encoder models/encoder --out models/policy
   dynaflip eval --sim --encoder models/encoder --policy models/policy --episodes 20
+  dynaflip probe --dataset outputs/demos --encoder models/encoder
   dynaflip launch pick_into_sink --sim --episodes 20
   dynaflip fault-inject
   dynaflip calibrate hand-eye --mode eye-to-hand --sim

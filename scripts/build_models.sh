@@ -6,7 +6,8 @@
 #   2. pre-training episodes: scripted expert, randomised lights,
 #      table / floor colours and camera pose (train-split objects)   -> outputs/pretrain
 #   3. DynaFLIP encoder pre-training on (2)                          -> outputs/encoder
-#   4. ONNX export with the parity gate                              -> models/encoder
+#   4. ONNX export with the parity gate, and a linear probe of its
+#      embeddings on (1) (joints, each object's position)            -> models/encoder, outputs/eval/probe.json
 #   5. language-conditioned diffusion policy on frozen embeddings
 #      of (1)                                                        -> outputs/policy -> models/policy
 #   6. lock-step evaluation on held-out seeds + the instruction-swap check -> outputs/eval/
@@ -40,6 +41,7 @@ dynaflip train-encoder --dataset outputs/pretrain --out outputs/encoder --steps 
   --threads "$THREADS" --resume
 stage "4/6 ONNX export + parity gate"
 dynaflip export --encoder outputs/encoder --out models/encoder --tensorrt auto --precision fp32
+dynaflip probe --dataset outputs/demos --encoder models/encoder --out outputs/eval/probe.json --no-progress
 stage "5/6 language-conditioned diffusion policy: $POLICY_STEPS steps"
 dynaflip train-policy --dataset outputs/demos --encoder models/encoder --out outputs/policy \
   --steps "$POLICY_STEPS" --resume

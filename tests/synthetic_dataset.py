@@ -94,6 +94,7 @@ def write_synthetic_dataset(root, n_episodes=4, length=30, idle_tail=10, image_h
         ds.save_episode()
         if side_records:
             append_episode_record(root, {"episode_index": ep, "task": f"put the {name} in the sink", "seed": ep,
-                                         "object_name": name, "extra": {"objects": [name, OTHER_OBJECT]}})
+                                         "object_name": name, "extra": {"objects": [name, OTHER_OBJECT],
+                                                                   "distractors": [OTHER_OBJECT]}})
     ds.finalize()
     return root

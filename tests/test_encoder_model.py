@@ -5,14 +5,33 @@ import numpy as np
 import pytest
 import torch
 
-from dynaflip_ros.configs.encoder import EncoderConfig, EncoderModelConfig
+from dynaflip_ros.configs.encoder import EncoderConfig, EncoderModelConfig, TripletDataConfig
 from dynaflip_ros.encoder.manifest import EncoderManifest, sha256_file
 
 torch.set_num_threads(1)
 
 
 def _cfg(**model_kw) -> EncoderConfig:
-    return EncoderConfig(model=EncoderModelConfig(input_hw=(64, 64), **model_kw))
+    """The recorded track layout (N = 96 flow rows); `test_object_slot_layout_sizes_the_heads`
+    covers the default layout."""
+    return EncoderConfig(model=EncoderModelConfig(input_hw=(64, 64), **model_kw), data=TripletDataConfig(track_layout="recorded"))
+
+
+def test_object_slot_layout_sizes_the_heads():
+    """The default layout (one slot per catalogue object + finger pads) sets the flow rows of the
+    normaliser, the flow encoder's mask and the actor head."""
+    from dynaflip_ros.encoder.model import DynaFlipModel
+    from dynaflip_ros.task.catalogue import CATALOGUE
+
+    cfg = EncoderConfig(model=EncoderModelConfig(input_hw=(64, 64)))
+    n = len(CATALOGUE) * cfg.data.points_per_object + 16
+    assert cfg.data.track_layout == "object_slots" and cfg.data.flow_points == n
+    model = DynaFlipModel(cfg)
+    flow = torch.zeros(2, 6, n, 3) + torch.tensor([0.0, 0.0, 0.8])
+    out = model(torch.zeros(2, 2, 3, 64, 64), torch.zeros(2, 384), flow, torch.ones(2, n, dtype=torch.bool))
+    assert out.flow_pred.shape == out.flow_target.shape == (2, n, 18)
+    with pytest.raises(ValueError, match="flow"):
+        model(torch.zeros(2, 2, 3, 64, 64), torch.zeros(2, 384), torch.zeros(2, 6, 96, 3))
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,16 @@ import pytest
 from dynaflip_ros.configs.encoder import TripletDataConfig
 from dynaflip_ros.data import schema
 
-from synthetic_dataset import EMPTY_ROWS, FOCAL_PX, OCCLUDED_FRAMES, OCCLUDED_ROWS, OBJECTS, write_synthetic_dataset
+from synthetic_dataset import (
+    EMPTY_ROWS, FOCAL_PX, OCCLUDED_FRAMES, OCCLUDED_ROWS, OBJECTS, OTHER_OBJECT, write_synthetic_dataset,
+)
 
 
 def _cfg(**kw) -> TripletDataConfig:
+    """Recorded track layout (rows as stored) unless asked otherwise: these tests check masks on
+    the recorded rows; the object-slot layout has its own tests below."""
     kw.setdefault("heldout_fraction", 0.0)
+    kw.setdefault("track_layout", "recorded")
     return TripletDataConfig(**kw)
 
 
@@ -167,7 +172,7 @@ def test_flow_padding_at_episode_end_and_independent_tcn(frames):
 def test_heldout_split_by_episode(frames):
     from dynaflip_ros.data.triplets import TripletSampler
 
-    sampler = TripletSampler(frames, TripletDataConfig(heldout_fraction=0.34, still_keep_fraction=0.0))
+    sampler = TripletSampler(frames, _cfg(heldout_fraction=0.34, still_keep_fraction=0.0))
     held_eps = set(frames.episode_index[sampler.clip_rows[sampler.heldout_clips]].tolist())
     train_eps = set(frames.episode_index[sampler.clip_rows[sampler.train_clips]].tolist())
     assert len(held_eps) == 1 and not held_eps & train_eps and len(train_eps) == 2
@@ -201,6 +206,53 @@ def test_sampler_rejects_wrong_point_count(frames):
 
     with pytest.raises(TripletDataError, match="num_points"):
         TripletSampler(frames, TripletDataConfig(num_points=32))
+    with pytest.raises(TripletDataError, match="num_points"):
+        TripletSampler(frames, TripletDataConfig(num_points=32, track_layout="object_slots"))
+
+
+def test_object_slot_rows():
+    """Each catalogue object owns P fixed slot rows, filled from its own recorded block."""
+    from dynaflip_ros.data.triplets import object_slot_rows
+    from dynaflip_ros.task.catalogue import CATALOGUE
+
+    names = list(CATALOGUE)
+    src, dst = object_slot_rows(("green cube", "red cube", "not an object", "yellow ball"), 4)
+    pairs = dict(zip(dst.tolist(), src.tolist()))
+    g, r, y = (names.index(n) * 4 for n in ("green cube", "red cube", "yellow ball"))
+    assert [pairs[g + j] for j in range(4)] == [0, 8, 16, 24]  # the target block, evenly spaced
+    assert [pairs[r + j] for j in range(4)] == [48, 52, 56, 60]  # first other-object block
+    assert [pairs[y + j] for j in range(4)] == [80, 84, 88, 92]  # third block (second one unknown)
+    fingers = len(names) * 4 + np.arange(16)
+    assert [pairs[int(d)] for d in fingers] == list(range(32, 48))
+    assert len(src) == 3 * 4 + 16
+    with pytest.raises(ValueError, match="points_per_object"):
+        object_slot_rows(("red cube",), 17)
+
+
+def test_object_slot_layout(frames):
+    """With track_layout "object_slots" a row always means the same catalogue object: the
+    target's slot and the other object's slot hold their recorded points, absent objects are
+    invalid, and the flow has data.flow_points rows."""
+    from dynaflip_ros.data.triplets import TripletSampler
+    from dynaflip_ros.task.catalogue import CATALOGUE
+
+    cfg = _cfg(track_layout="object_slots", points_per_object=8, still_keep_fraction=1.0, augment=False)
+    n = len(CATALOGUE) * 8 + 16
+    assert cfg.flow_points == n and _cfg().flow_points == schema.N_TRACK
+    sampler = TripletSampler(frames, cfg)
+    assert sampler.frames.tracks.shape == (90, n, 3) and sampler.frames.valid.shape == (90, n)
+    names = list(CATALOGUE)
+    for e, target in enumerate(frames.episode_target):  # red cube, blue bar, red cube; the other: white mug
+        rows = slice(frames.episode_start[e], frames.episode_start[e] + frames.episode_length[e])
+        t0, m0 = names.index(target) * 8, names.index(OTHER_OBJECT) * 8
+        assert np.array_equal(sampler.frames.tracks[rows, t0:t0 + 8], frames.tracks[rows, 0:32:4])
+        assert np.array_equal(sampler.frames.tracks[rows, m0:m0 + 8], frames.tracks[rows, 48:64:2])
+        assert np.array_equal(sampler.frames.valid[rows, n - 16:], frames.valid[rows, 32:48])
+        present = {t0 // 8, m0 // 8}
+        absent = [j for j in range(len(names)) if j not in present]
+        assert not sampler.frames.valid[rows][:, [j * 8 + i for j in absent for i in range(8)]].any()
+    batch = sampler.sample(8, np.random.default_rng(0))
+    assert batch.flow.shape == (8, 6, n, 3) and batch.flow_valid.shape == (8, n)
 
 
 def test_reads_only_committed_files_of_a_recorder_dataset(dataset, frames, tmp_path):

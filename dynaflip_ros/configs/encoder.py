@@ -27,6 +27,7 @@ AREA_MODES = ("sqrt", "squared")
 POSITIVE_ENERGY_FORMS = ("difference", "closed_form")
 MOTION_SOURCES = ("tracks", "state", "either", "none")
 CLIP_PHASES = ("dominant", "start")
+TRACK_LAYOUTS = ("recorded", "object_slots")
 TCN_MODES = ("reuse_pair", "independent")
 BN_MODES = ("train", "frozen")
 BACKBONES = ("tf_efficientnet_lite0",)
@@ -175,8 +176,15 @@ class TripletDataConfig:
     frame_offset: k, frames between o_t and o_t+k (at 10 Hz: 5 = 0.5 s).
     flow_window: T, steps of the 3D flow F = point_tracks[t : t+T] (padded at the episode end by
         repeating the last frame). T = k + 1 covers exactly the image transition.
-    num_points: N tracked points per frame (schema.N_TRACK = 96: target, finger pads, other
-        objects); a point counts for a clip only when valid in every frame of its window.
+    num_points: N tracked points per recorded frame (schema.N_TRACK = 96: target, finger pads,
+        other objects); a point counts for a clip only when valid in every frame of its window.
+    track_layout: how the recorded rows become the flow the losses see. "recorded": as stored
+        (target, finger pads, the other objects in the episode's own order). "object_slots": one
+        fixed slot of `points_per_object` points per catalogue object (task.catalogue order; the
+        slot is invalid while that object is not on the table) plus the finger pads, so a row
+        always means the same object and the actor head f(o_t) -> flow must say where every
+        object is, not only the one that moves (ours; docs/method.md §1 "Inputs").
+    points_per_object: points kept per object slot (evenly spaced over its recorded points).
     clip_phase: which expert phase names a clip's language: "dominant" (the most frequent phase
         among the frames t .. t+k of the image transition, ties to the earlier phase) or "start"
         (the phase at t) (ours).
@@ -199,6 +207,8 @@ class TripletDataConfig:
     frame_offset: int = 5
     flow_window: int = 6
     num_points: int = 96
+    track_layout: str = "object_slots"
+    points_per_object: int = 8
     clip_phase: str = "dominant"
     motion_source: str = "either"
     min_track_motion_m: float = 0.005
@@ -219,6 +229,8 @@ class TripletDataConfig:
             raise ValueError(f"flow_window must be >= 2, got {self.flow_window}")
         if self.num_points < 1:
             raise ValueError(f"num_points must be >= 1, got {self.num_points}")
+        require_choice("", "track_layout", self.track_layout, TRACK_LAYOUTS)
+        require_int(type(self).__name__, "points_per_object", self.points_per_object, lo=1, hi=16)
         require_choice("", "clip_phase", self.clip_phase, CLIP_PHASES)
         require_choice("", "motion_source", self.motion_source, MOTION_SOURCES)
         if self.min_track_motion_m < 0 or self.min_state_motion < 0:
@@ -232,6 +244,18 @@ class TripletDataConfig:
             raise ValueError(f"max_shift_px must be >= 0, got {self.max_shift_px}")
         if not (0.0 <= self.brightness < 1.0 and 0.0 <= self.contrast < 1.0):
             raise ValueError("brightness and contrast jitter must be in [0, 1)")
+
+    @property
+    def flow_points(self) -> int:
+        """Points per clip the losses and heads see: num_points ("recorded"), or one slot of
+        points_per_object per catalogue object plus the finger pads ("object_slots")."""
+        if self.track_layout == "recorded":
+            return int(self.num_points)
+        from dynaflip_ros.data.schema import TRACK_SLICES
+        from dynaflip_ros.task.catalogue import CATALOGUE
+
+        fingers = TRACK_SLICES["fingers"]
+        return len(CATALOGUE) * int(self.points_per_object) + (fingers.stop - fingers.start)
 
 
 @dataclass

@@ -20,6 +20,7 @@ NOISE_SCHEDULERS = ("DDPM", "DDIM")
 PREDICTION_TYPES = ("epsilon", "sample")
 ACTION_FRAMES = ("absolute", "relative")
 INIT_STATS = ("recompute", "keep")
+CONDITION_FUSIONS = ("concat", "film_mlp")  # policies.fusion.FUSIONS
 
 
 @dataclass
@@ -50,6 +51,11 @@ class DiffusionModelConfig:
     language_conditioning: the policy also sees the instruction (PolicyObservation.instruction)
         as a frozen 384-d sentence embedding appended to the image embedding (docs/method.md §3).
         False: the image-only policy (a checkpoint without this field loads as False).
+    condition_fusion: how instruction and image embedding reach the UNet (`policies.fusion`).
+        "concat": LeRobot's conditioning, [state, image, instruction] into every FiLM layer.
+        "film_mlp": the instruction FiLM-modulates the image embedding, then an MLP (hidden
+        fusion_hidden_dim) maps [image', instruction] to fusion_dim features (language-conditioned
+        policies only; a checkpoint without this field loads as "concat").
     """
 
     n_obs_steps: int = 2
@@ -76,6 +82,9 @@ class DiffusionModelConfig:
     action_frame: str = "relative"
     max_obs_gap_s: float = 0.25
     language_conditioning: bool = True
+    condition_fusion: str = "concat"
+    fusion_hidden_dim: int = 256
+    fusion_dim: int = 128
 
     def __post_init__(self) -> None:
         self.down_dims = tuple(int(d) for d in self.down_dims)
@@ -119,6 +128,11 @@ class DiffusionModelConfig:
             raise ValueError("max_obs_gap_s must be > 0")
         if not isinstance(self.language_conditioning, bool):
             raise ValueError(f"language_conditioning must be true or false, got {self.language_conditioning!r}")
+        require_choice("", "condition_fusion", self.condition_fusion, CONDITION_FUSIONS)
+        if self.condition_fusion != "concat" and not self.language_conditioning:
+            raise ValueError(f"condition_fusion {self.condition_fusion!r} needs language_conditioning (there is no instruction to fuse)")
+        for name in ("fusion_hidden_dim", "fusion_dim"):
+            require_int("DiffusionModelConfig", name, getattr(self, name), lo=1)
 
     @property
     def drop_n_last_frames(self) -> int:

@@ -21,6 +21,7 @@ raises `TripletDataError` instead of producing zero flow.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,10 +68,63 @@ class EpisodeFrames:
     episode_target: list[str | None]
     fps: float
     root: str = ""
+    episode_objects: list[tuple[str, ...]] | None = None
 
     @property
     def num_frames(self) -> int:
         return int(len(self.images))
+
+    def objects_of(self, e: int) -> tuple[str, ...]:
+        """Objects of episode row `e` in track-row order (target first); () when unknown."""
+        if self.episode_objects is not None:
+            return tuple(self.episode_objects[e])
+        target = self.episode_target[e]
+        return (target,) if target is not None else ()
+
+
+def object_slot_rows(objects: tuple[str, ...], points_per_object: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each object's recorded rows go in the "object_slots" layout (TripletDataConfig.track_layout).
+
+    objects: the episode's objects in row order (target first, then the other-object blocks).
+    Returns (src (K,), dst (K,)) int64: recorded row src[i] (schema.TRACK_SLICES) fills slot row
+    dst[i]; object j of task.catalogue's order owns slot rows j*P .. j*P+P-1 (P =
+    points_per_object, evenly spaced over its recorded points); the finger pads follow in the last
+    16 rows. Objects outside the catalogue, and other objects beyond schema.MAX_OTHER_OBJECTS, are
+    left out. Raises ValueError when P exceeds an object block's recorded points.
+    """
+    names = list(CATALOGUE)
+    p = int(points_per_object)
+    target, others, fingers = (schema.TRACK_SLICES[k] for k in ("target", "others", "fingers"))
+    if not 1 <= p <= schema.POINTS_PER_OTHER_OBJECT:
+        raise ValueError(f"points_per_object must be in [1, {schema.POINTS_PER_OTHER_OBJECT}], got {p}")
+    src, dst = [], []
+    for k, name in enumerate(objects[: 1 + schema.MAX_OTHER_OBJECTS]):
+        if name not in CATALOGUE:
+            continue
+        if k == 0:
+            start, count = target.start, target.stop - target.start
+        else:
+            start, count = others.start + (k - 1) * schema.POINTS_PER_OTHER_OBJECT, schema.POINTS_PER_OTHER_OBJECT
+        src.append(start + (np.arange(p) * count) // p)
+        dst.append(names.index(name) * p + np.arange(p))
+    n_fingers = fingers.stop - fingers.start
+    src.append(np.arange(fingers.start, fingers.stop))
+    dst.append(len(names) * p + np.arange(n_fingers))
+    return np.concatenate(src).astype(np.int64), np.concatenate(dst).astype(np.int64)
+
+
+def to_object_slots(frames: EpisodeFrames, points_per_object: int) -> EpisodeFrames:
+    """A copy of `frames` whose tracks / valid are in the "object_slots" layout (`object_slot_rows`):
+    (M, len(CATALOGUE) * P + 16, 3) and (M, len(CATALOGUE) * P + 16); slots of objects not on the
+    table are zero and invalid."""
+    n_out = len(CATALOGUE) * int(points_per_object) + (schema.TRACK_SLICES["fingers"].stop - schema.TRACK_SLICES["fingers"].start)
+    tracks = np.zeros((frames.num_frames, n_out, 3), np.float32)
+    valid = np.zeros((frames.num_frames, n_out), bool)
+    for e, (s, n) in enumerate(zip(frames.episode_start, frames.episode_length)):
+        src, dst = object_slot_rows(frames.objects_of(e), points_per_object)
+        tracks[s : s + n, dst] = frames.tracks[s : s + n][:, src]
+        valid[s : s + n, dst] = frames.valid[s : s + n][:, src]
+    return dataclasses.replace(frames, tracks=tracks, valid=valid)
 def _decode_image(cell: dict | None, root: Path, image_hw: tuple[int, int]) -> np.ndarray:
     import cv2
 
@@ -122,19 +176,30 @@ def _committed_files_and_tasks(root: Path) -> tuple[list[Path] | None, dict[int,
     return files, dict(enumerate(commit.tasks))
 
 
-def _episode_targets(root: Path, episode_ids: np.ndarray) -> list[str | None]:
-    """Target object of each episode from the recorder's side records (None when unknown)."""
+def _episode_objects(root: Path, episode_ids: np.ndarray) -> tuple[list[str | None], list[tuple[str, ...]]]:
+    """From the recorder's side records, per episode: the target object (None when the records do
+    not name a catalogue object) and the objects in track-row order (target, then the recorded
+    `distractors` list that fills the other-object rows; () when the target is unknown)."""
     from dynaflip_ros.data.dataset_io import read_episode_records
 
-    names = {int(r["episode_index"]): r.get("object_name") for r in read_episode_records(root)}
-    return [names.get(int(e)) if names.get(int(e)) in CATALOGUE else None for e in episode_ids]
+    records = {int(r["episode_index"]): r for r in read_episode_records(root)}
+    targets, objects = [], []
+    for e in episode_ids:
+        r = records.get(int(e), {})
+        name = r.get("object_name")
+        extra = r.get("extra") if isinstance(r.get("extra"), dict) else {}
+        target = name if name in CATALOGUE else None
+        targets.append(target)
+        objects.append((target, *(str(o) for o in extra.get("distractors", ()))) if target is not None else ())
+    return targets, objects
 
 
-def load_episode_frames(root: str | Path, image_hw: tuple[int, int], progress: bool = True) -> EpisodeFrames:
+def load_episode_frames(root: str | Path, image_hw: tuple[int, int] | None, progress: bool = True) -> EpisodeFrames:
     """Load every frame of the LeRobotDataset v3.0 at `root` (schema `data.schema`) into memory.
 
-    image_hw: (H, W) the images are resized to (the encoder's input_hw). Shows a tqdm bar while
-    decoding. Raises FileNotFoundError (no dataset / no data files), TripletDataError (a
+    image_hw: (H, W) the images are resized to (the encoder's input_hw); None: images are not
+    read (`images` is then (M, 0, 0, 3); for readers of the tracks and state only). Shows a tqdm
+    bar while decoding. Raises FileNotFoundError (no dataset / no data files), TripletDataError (a
     ValueError and UserError: wrong codebase version, video-mode images, missing schema keys --
     `observation.point_valid` missing means the old schema: re-record --, point tracks never
     valid (a recording without ground-truth 3D tracks), non-contiguous episodes, bad images).
@@ -176,17 +241,18 @@ def load_episode_frames(root: str | Path, image_hw: tuple[int, int], progress: b
     keys = (schema.STATE_KEY, schema.TRACKS_KEY, schema.VALID_KEY, schema.PHASE_KEY, "episode_index", "frame_index", "task_index")
     shapes = ((schema.STATE_DIM,), (n_points, 3), (n_points,), (), (), (), ())
     dtypes = (np.float32, np.float32, np.float32, np.int64, np.int64, np.int64, np.int64)
-    tables = [pq.read_table(f, columns=[schema.IMAGE_KEY, *keys]) for f in files]
+    with_images = image_hw is not None
+    tables = [pq.read_table(f, columns=[schema.IMAGE_KEY, *keys] if with_images else list(keys)) for f in files]
     n_total = sum(t.num_rows for t in tables)
-    h, w = image_hw
+    h, w = image_hw if with_images else (0, 0)
     images = np.empty((n_total, h, w, 3), np.uint8)  # (M, H, W, 3)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     row = 0
-    with tqdm(total=n_total, desc="decoding frames", unit="frame", disable=not progress) as bar:
+    with tqdm(total=n_total, desc="decoding frames", unit="frame", disable=not progress or not with_images) as bar:
         for f, table in zip(files, tables):
             for key, shape, dtype in zip(keys, shapes, dtypes):
                 parts[key].append(_column_array(table, key, shape, dtype))
-            for cell in table.column(schema.IMAGE_KEY).to_pylist():
+            for cell in table.column(schema.IMAGE_KEY).to_pylist() if with_images else ():
                 try:
                     images[row] = _decode_image(cell, root, image_hw)
                 except ValueError as e:
@@ -208,6 +274,7 @@ def load_episode_frames(root: str | Path, image_hw: tuple[int, int], progress: b
         )
 
     episode_ids, episode_start, episode_length = np.unique(episode_index, return_index=True, return_counts=True)
+    episode_target, episode_objects = _episode_objects(root, episode_ids)
     for e, s, n in zip(episode_ids, episode_start, episode_length):
         if not np.array_equal(frame_index[s : s + n], np.arange(n)):
             raise TripletDataError(f"{root}: episode {e} frames are not 0..{n - 1} (duplicated or missing rows)")
@@ -229,9 +296,10 @@ def load_episode_frames(root: str | Path, image_hw: tuple[int, int], progress: b
         episode_start=episode_start.astype(np.int64),
         episode_length=episode_length.astype(np.int64),
         episode_task=[task_by_index[int(task_index[s])] for s in episode_start],
-        episode_target=_episode_targets(root, episode_ids),
+        episode_target=episode_target,
         fps=float(info.get("fps", schema.RECORD_FPS)),
         root=str(root),
+        episode_objects=episode_objects,
     )
 @dataclass
 class TripletBatch:
@@ -266,7 +334,9 @@ class TripletSampler:
     episode into train / held-out (`heldout_fraction`, `split_seed`). `sample` draws train clips,
     `heldout_batch` the held-out ones. Language: `texts` (every distinct sentence, embed each
     once) and one group per meaning (`group_keys`: (phase name, target), ("still", None) or
-    ("task", task string)). Raises TripletDataError when the track count differs from
+    ("task", task string)). With data.track_layout "object_slots" the frames' tracks are first
+    rearranged into one slot per catalogue object (`to_object_slots`), so `frames.tracks` and every
+    batch's flow have data.flow_points rows. Raises TripletDataError when the track count differs from
     cfg.num_points or no clip is left for training.
     """
 
@@ -274,6 +344,11 @@ class TripletSampler:
         where = frames.root or "dataset"
         if frames.tracks.shape[1] != cfg.num_points:
             raise TripletDataError(f"{where}: {frames.tracks.shape[1]} tracked points per frame, config data.num_points={cfg.num_points}")
+        if cfg.track_layout == "object_slots":
+            if cfg.num_points != schema.N_TRACK:
+                raise TripletDataError(f"{where}: track_layout 'object_slots' needs the recorded layout of "
+                                       f"{schema.N_TRACK} points (data.schema), config data.num_points={cfg.num_points}")
+            frames = to_object_slots(frames, cfg.points_per_object)  # clips see the slot layout
         self.frames = frames
         self.cfg = cfg
         k, t_win = cfg.frame_offset, cfg.flow_window

@@ -222,7 +222,7 @@ def init_from_artifact(model: torch.nn.Module, init_dir: str | Path, cfg: Encode
     The image encoder always; with heads.safetensors also every head, the flow normaliser and
     logit_scale (returned "heads": True). Raises FileNotFoundError (no artifact),
     EncoderArtifactError (damaged files), EncoderInitError (the architecture differs: every
-    model field except INIT_FREE_MODEL_FIELDS, and data.flow_window / num_points when heads
+    model field except INIT_FREE_MODEL_FIELDS, and data.flow_window / num_points / track_layout / points_per_object when heads
     are loaded). Returns {"dir", "weights_sha256", "heads"}.
     """
     from dynaflip_ros.encoder.model import HEADS_FILE, _load_safetensors, _read_manifest_and_config, load_image_encoder
@@ -237,7 +237,7 @@ def init_from_artifact(model: torch.nn.Module, init_dir: str | Path, cfg: Encode
              if f.name not in INIT_FREE_MODEL_FIELDS and getattr(icfg.model, f.name) != getattr(cfg.model, f.name)]
     if heads_path.is_file():
         diffs += [f"data.{n} {getattr(icfg.data, n)!r} != {getattr(cfg.data, n)!r}"
-                  for n in ("flow_window", "num_points") if getattr(icfg.data, n) != getattr(cfg.data, n)]
+                  for n in ("flow_window", "num_points", "track_layout", "points_per_object") if getattr(icfg.data, n) != getattr(cfg.data, n)]
     if diffs:
         raise EncoderInitError(f"--init {init_dir}: its architecture differs from this run's (artifact != run): " + "; ".join(diffs))
     encoder, _ = load_image_encoder(init_dir)

@@ -8,7 +8,8 @@ backbone: the frame embedding f(o_t) (D,) enters as `observation.environment_sta
 sentence embedding of the instruction (T = 384, `policies.language`) is appended:
 environment_state = [f(o_t) (D,), E_text(instruction) (T,)] (LeRobot 0.4.4's DiffusionPolicy has
 no language input; its global conditioning concatenates state, image features and this one ENV
-vector per observation step, so the instruction reaches the UNet through FiLM like the image).
+vector per observation step, so the instruction reaches the UNet through FiLM like the image;
+`condition_fusion: film_mlp` puts `policies.fusion.ConditionFusion` in front of that instead).
 The instruction of the CURRENT observation conditions every step of the window (training uses one
 instruction per sample). Normalisation is LeRobot's pre/post processor pipeline
 (`make_pre_post_processors(cfg, dataset_stats=...)`); the instruction part's stats are
@@ -84,6 +85,21 @@ def import_lerobot() -> None:
 def environment_dim(model: DiffusionModelConfig, embedding_dim: int) -> int:
     """Width of observation.environment_state: D, plus T = 384 with language conditioning."""
     return int(embedding_dim) + (TEXT_DIM if model.language_conditioning else 0)
+
+
+def build_policy(lerobot_config, model: DiffusionModelConfig, embedding_dim: int):
+    """A fresh LeRobot DiffusionPolicy for `lerobot_config` (`make_lerobot_config`) whose
+    DiffusionModel has the conditioning of `model.condition_fusion` (`policies.fusion`)."""
+    import_lerobot()
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+
+    from dynaflip_ros.policies.fusion import make_diffusion_model
+
+    policy = DiffusionPolicy(lerobot_config)
+    if model.condition_fusion != "concat":
+        policy.diffusion = make_diffusion_model(lerobot_config, model.condition_fusion, int(embedding_dim), TEXT_DIM,
+                                                model.fusion_hidden_dim, model.fusion_dim)
+    return policy
 
 
 def make_lerobot_config(model: DiffusionModelConfig, embedding_dim: int):
@@ -247,7 +263,6 @@ class DiffusionPolicyRunner:
         (`policies.language.text_stats`; default `default_text_stats`). text_encoder: see
         `policies.language` (default: the shipped MiniLM)."""
         import_lerobot()
-        from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
         from lerobot.policies.factory import make_pre_post_processors
 
         missing = {OBS_STATE, OBS_EMBEDDING, ACTION} - set(stats)
@@ -263,7 +278,7 @@ class DiffusionPolicyRunner:
                 for k in ("mean", "std", "min", "max")
             }
         cfg = make_lerobot_config(model_config, embedding_dim)
-        policy = DiffusionPolicy(cfg)
+        policy = build_policy(cfg, model_config, embedding_dim)
         pre, post = make_pre_post_processors(cfg, dataset_stats=stats_to_torch(stats))
         manifest = asdict(encoder_manifest) if isinstance(encoder_manifest, EncoderManifest) else encoder_manifest
         return cls(policy, pre, post, model_config, embedding_dim, fps, manifest, seed=seed, text_encoder=text_encoder)
@@ -470,9 +485,11 @@ class DiffusionPolicyRunner:
     @staticmethod
     def model_config_of(meta: dict[str, Any], where: str = POLICY_JSON) -> DiffusionModelConfig:
         """The DiffusionModelConfig recorded in policy.json; a checkpoint without
-        `language_conditioning` (format 1, before instructions) is image-only."""
+        `language_conditioning` (format 1, before instructions) is image-only, one without
+        `condition_fusion` concatenates (LeRobot's conditioning)."""
         model = dict(meta["model"])
         model.setdefault("language_conditioning", False)
+        model.setdefault("condition_fusion", "concat")
         return from_dict(DiffusionModelConfig, model, f"{where}:model")
 
     @classmethod
@@ -527,12 +544,11 @@ class DiffusionPolicyRunner:
 
         import_lerobot()
         import torch
-        from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
         from lerobot.policies.factory import make_pre_post_processors
         from safetensors.torch import load_model
 
         cfg = make_lerobot_config(model_config, meta["embedding_dim"])
-        policy = DiffusionPolicy(cfg)
+        policy = build_policy(cfg, model_config, meta["embedding_dim"])
         load_model(policy, str(directory / "model.safetensors"), strict=True, device="cpu")
         policy.eval()
         with torch.inference_mode():
