@@ -37,6 +37,17 @@ TRACK_SLICES: dict[str, slice] = {
 POINTS_PER_FINGER = 8
 POINTS_PER_OTHER_OBJECT = 16
 MAX_OTHER_OBJECTS = 3
+
+
+def object_rows(k: int) -> slice:
+    """Rows of the k-th object of an episode in row order: k = 0 the target (32 rows), k = 1..3
+    the other-object blocks (16 rows each). Raises ValueError for k outside 0..MAX_OTHER_OBJECTS."""
+    if not 0 <= k <= MAX_OTHER_OBJECTS:
+        raise ValueError(f"object index must be in [0, {MAX_OTHER_OBJECTS}], got {k}")
+    if k == 0:
+        return TRACK_SLICES["target"]
+    start = TRACK_SLICES["others"].start + (k - 1) * POINTS_PER_OTHER_OBJECT
+    return slice(start, start + POINTS_PER_OTHER_OBJECT)
 STATE_DIM = 7
 ACTION_DIM = 7
 

@@ -94,18 +94,15 @@ def object_slot_rows(objects: tuple[str, ...], points_per_object: int) -> tuple[
     """
     names = list(CATALOGUE)
     p = int(points_per_object)
-    target, others, fingers = (schema.TRACK_SLICES[k] for k in ("target", "others", "fingers"))
+    fingers = schema.TRACK_SLICES["fingers"]
     if not 1 <= p <= schema.POINTS_PER_OTHER_OBJECT:
         raise ValueError(f"points_per_object must be in [1, {schema.POINTS_PER_OTHER_OBJECT}], got {p}")
     src, dst = [], []
     for k, name in enumerate(objects[: 1 + schema.MAX_OTHER_OBJECTS]):
         if name not in CATALOGUE:
             continue
-        if k == 0:
-            start, count = target.start, target.stop - target.start
-        else:
-            start, count = others.start + (k - 1) * schema.POINTS_PER_OTHER_OBJECT, schema.POINTS_PER_OTHER_OBJECT
-        src.append(start + (np.arange(p) * count) // p)
+        block = schema.object_rows(k)
+        src.append(block.start + (np.arange(p) * (block.stop - block.start)) // p)
         dst.append(names.index(name) * p + np.arange(p))
     n_fingers = fingers.stop - fingers.start
     src.append(np.arange(fingers.start, fingers.stop))
@@ -125,6 +122,8 @@ def to_object_slots(frames: EpisodeFrames, points_per_object: int) -> EpisodeFra
         tracks[s : s + n, dst] = frames.tracks[s : s + n][:, src]
         valid[s : s + n, dst] = frames.valid[s : s + n][:, src]
     return dataclasses.replace(frames, tracks=tracks, valid=valid)
+
+
 def _decode_image(cell: dict | None, root: Path, image_hw: tuple[int, int]) -> np.ndarray:
     import cv2
 

@@ -78,14 +78,12 @@ def object_centres(tracks: np.ndarray, valid: np.ndarray, episode_start: np.ndar
                          f"got {tracks.shape} / {valid.shape}")
     names = list(CATALOGUE)
     out = np.full((len(tracks), len(names), 3), np.nan)
-    target, others = schema.TRACK_SLICES["target"], schema.TRACK_SLICES["others"]
-    n_o = schema.POINTS_PER_OTHER_OBJECT
     for s, n, objects in zip(episode_start, episode_length, episode_objects):
         rows = slice(int(s), int(s) + int(n))
         for k, name in enumerate(objects[: 1 + schema.MAX_OTHER_OBJECTS]):
             if name not in CATALOGUE:
                 continue
-            block = target if k == 0 else slice(others.start + (k - 1) * n_o, others.start + k * n_o)
+            block = schema.object_rows(k)
             w = valid[rows, block].astype(np.float64)  # (n, P)
             count = w.sum(1)
             centre = (tracks[rows, block] * w[..., None]).sum(1) / np.maximum(count, 1.0)[:, None]

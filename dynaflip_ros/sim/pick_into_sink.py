@@ -470,11 +470,10 @@ class PickIntoSinkEnv:
                 rows = slice(f0 + k * schema.POINTS_PER_FINGER, f0 + (k + 1) * schema.POINTS_PER_FINGER)
                 pts[rows] = self._pad_points @ self.data.geom_xmat[g].reshape(3, 3).T + self.data.geom_xpos[g]
                 filled[rows] = True
-            o0, n_o = schema.TRACK_SLICES["others"].start, schema.POINTS_PER_OTHER_OBJECT
             for k, name in enumerate(self.episode.distractors[:schema.MAX_OTHER_OBJECTS]):
                 b = self._obj_body[name]
                 r, p = self.data.xmat[b].reshape(3, 3), self.data.xpos[b]
-                rows = slice(o0 + k * n_o, o0 + (k + 1) * n_o)
+                rows = schema.object_rows(k + 1)
                 pts[rows] = self._other_points[name] @ r.T + p
                 filled[rows] = True
         optical = self.to_optical(pts)  # (N_TRACK, 3)
