@@ -20,12 +20,13 @@ def _cfg(**model_kw) -> EncoderConfig:
 def test_object_slot_layout_sizes_the_heads():
     """The default layout (one slot per catalogue object + finger pads) sets the flow rows of the
     normaliser, the flow encoder's mask and the actor head."""
+    from dynaflip_ros.data.triplets import flow_points
     from dynaflip_ros.encoder.model import DynaFlipModel
     from dynaflip_ros.task.catalogue import CATALOGUE
 
     cfg = EncoderConfig(model=EncoderModelConfig(input_hw=(64, 64)))
     n = len(CATALOGUE) * cfg.data.points_per_object + 16
-    assert cfg.data.track_layout == "object_slots" and cfg.data.flow_points == n
+    assert cfg.data.track_layout == "object_slots" and flow_points(cfg.data) == n
     model = DynaFlipModel(cfg)
     flow = torch.zeros(2, 6, n, 3) + torch.tensor([0.0, 0.0, 0.8])
     out = model(torch.zeros(2, 2, 3, 64, 64), torch.zeros(2, 384), flow, torch.ones(2, n, dtype=torch.bool))

@@ -232,13 +232,13 @@ def test_object_slot_rows():
 def test_object_slot_layout(frames):
     """With track_layout "object_slots" a row always means the same catalogue object: the
     target's slot and the other object's slot hold their recorded points, absent objects are
-    invalid, and the flow has data.flow_points rows."""
-    from dynaflip_ros.data.triplets import TripletSampler
+    invalid, and the flow has flow_points(cfg) rows."""
+    from dynaflip_ros.data.triplets import TripletSampler, flow_points
     from dynaflip_ros.task.catalogue import CATALOGUE
 
     cfg = _cfg(track_layout="object_slots", points_per_object=8, still_keep_fraction=1.0, augment=False)
     n = len(CATALOGUE) * 8 + 16
-    assert cfg.flow_points == n and _cfg().flow_points == schema.N_TRACK
+    assert flow_points(cfg) == n and flow_points(_cfg()) == schema.N_TRACK
     sampler = TripletSampler(frames, cfg)
     assert sampler.frames.tracks.shape == (90, n, 3) and sampler.frames.valid.shape == (90, n)
     names = list(CATALOGUE)

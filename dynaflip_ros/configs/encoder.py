@@ -245,18 +245,6 @@ class TripletDataConfig:
         if not (0.0 <= self.brightness < 1.0 and 0.0 <= self.contrast < 1.0):
             raise ValueError("brightness and contrast jitter must be in [0, 1)")
 
-    @property
-    def flow_points(self) -> int:
-        """Points per clip the losses and heads see: num_points ("recorded"), or one slot of
-        points_per_object per catalogue object plus the finger pads ("object_slots")."""
-        if self.track_layout == "recorded":
-            return int(self.num_points)
-        from dynaflip_ros.data.schema import TRACK_SLICES
-        from dynaflip_ros.task.catalogue import CATALOGUE
-
-        fingers = TRACK_SLICES["fingers"]
-        return len(CATALOGUE) * int(self.points_per_object) + (fingers.stop - fingers.start)
-
 
 @dataclass
 class EncoderTrainConfig:

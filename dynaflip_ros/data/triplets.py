@@ -82,6 +82,16 @@ class EpisodeFrames:
         return (target,) if target is not None else ()
 
 
+def flow_points(cfg: TripletDataConfig) -> int:
+    """Points per clip the losses and heads see (`TripletDataConfig.track_layout`): num_points
+    ("recorded"), or one slot of points_per_object per catalogue object plus the finger pads
+    ("object_slots")."""
+    if cfg.track_layout == "recorded":
+        return int(cfg.num_points)
+    fingers = schema.TRACK_SLICES["fingers"]
+    return len(CATALOGUE) * int(cfg.points_per_object) + (fingers.stop - fingers.start)
+
+
 def object_slot_rows(objects: tuple[str, ...], points_per_object: int) -> tuple[np.ndarray, np.ndarray]:
     """Where each object's recorded rows go in the "object_slots" layout (TripletDataConfig.track_layout).
 
@@ -114,7 +124,8 @@ def to_object_slots(frames: EpisodeFrames, points_per_object: int) -> EpisodeFra
     """A copy of `frames` whose tracks / valid are in the "object_slots" layout (`object_slot_rows`):
     (M, len(CATALOGUE) * P + 16, 3) and (M, len(CATALOGUE) * P + 16); slots of objects not on the
     table are zero and invalid."""
-    n_out = len(CATALOGUE) * int(points_per_object) + (schema.TRACK_SLICES["fingers"].stop - schema.TRACK_SLICES["fingers"].start)
+    fingers = schema.TRACK_SLICES["fingers"]
+    n_out = len(CATALOGUE) * int(points_per_object) + (fingers.stop - fingers.start)
     tracks = np.zeros((frames.num_frames, n_out, 3), np.float32)
     valid = np.zeros((frames.num_frames, n_out), bool)
     for e, (s, n) in enumerate(zip(frames.episode_start, frames.episode_length)):
@@ -335,7 +346,7 @@ class TripletSampler:
     once) and one group per meaning (`group_keys`: (phase name, target), ("still", None) or
     ("task", task string)). With data.track_layout "object_slots" the frames' tracks are first
     rearranged into one slot per catalogue object (`to_object_slots`), so `frames.tracks` and every
-    batch's flow have data.flow_points rows. Raises TripletDataError when the track count differs from
+    batch's flow have `flow_points(cfg)` rows. Raises TripletDataError when the track count differs from
     cfg.num_points or no clip is left for training.
     """
 

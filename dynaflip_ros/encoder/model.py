@@ -37,6 +37,7 @@ from torch import nn
 
 from dynaflip_ros.configs.encoder import EncoderConfig, EncoderModelConfig, lite0_trunk_stride
 from dynaflip_ros.configs.io import from_dict, to_dict
+from dynaflip_ros.data.triplets import flow_points
 from dynaflip_ros.encoder.manifest import EncoderArtifactError, EncoderManifest, check_recorded_sha256, sha256_file
 
 IMAGE_MEAN = (0.5, 0.5, 0.5)  # tf_efficientnet_lite0 ImageNet normalisation (timm pretrained_cfg)
@@ -283,9 +284,9 @@ class DynaFlipModel(nn.Module):
         self.image_encoder = ImageEncoder(m, imagenet_init=imagenet_init)
         self.projection = _mlp(m.embedding_dim, m.projection_hidden_dim, m.joint_dim)
         self.language_head = _mlp(m.text_dim, m.text_hidden_dim, m.joint_dim)
-        self.flow_normalizer = FlowNormalizer(d.flow_window, d.flow_points)
+        self.flow_normalizer = FlowNormalizer(d.flow_window, flow_points(d))
         self.flow_encoder = FlowEncoder(d.flow_window, m.embedding_dim, m.flow_point_hidden_dim, m.flow_hidden_dim, m.joint_dim)
-        self.actor = ActorHead(m.embedding_dim, m.actor_hidden_dim, d.flow_window, d.flow_points)
+        self.actor = ActorHead(m.embedding_dim, m.actor_hidden_dim, d.flow_window, flow_points(d))
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.loss.logit_scale_init)), requires_grad=cfg.loss.learn_temperature)
 
     def transition_embedding(self, f_t: torch.Tensor, f_tk: torch.Tensor) -> torch.Tensor:
@@ -301,8 +302,8 @@ class DynaFlipModel(nn.Module):
     ) -> DynaFlipOutputs:
         """images: (B, V, 3, H, W) normalised, view 0 = o_t, view 1 = o_t+k (further views: TCN
         frames); text_embeddings: (B, text_dim) frozen sentence embeddings; flow: (B, T, N, 3)
-        metres; flow_valid: (B, N) bool, the points that count (default all); N = data.flow_points
-        (the track layout's points, `TripletDataConfig.flow_points`). Raises ValueError
+        metres; flow_valid: (B, N) bool, the points that count (default all); N =
+        `data.triplets.flow_points(cfg.data)` (the track layout's points). Raises ValueError
         on bad shapes."""
         if images.ndim != 5 or images.shape[1] < 2:
             raise ValueError(f"images must be (B, V>=2, 3, H, W), got {tuple(images.shape)}")
@@ -314,7 +315,7 @@ class DynaFlipModel(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         feats = self.image_encoder(x).view(b, v, -1)  # (B, V, D)
         f_t, f_tk = feats[:, 0], feats[:, 1]  # (B, D)
-        n = self.cfg.data.flow_points
+        n = flow_points(self.cfg.data)
         if flow_valid is None:
             flow_valid = torch.ones(b, n, dtype=torch.bool, device=flow.device)
         if tuple(flow_valid.shape) != (b, n):
