@@ -146,6 +146,22 @@ def test_compute_embeddings_rejects_bad_backend_output(dataset_root):
         compute_embeddings(dataset_root, FakeBackend(), image_key="observation.images.wrist", progress=False)
 
 
+
+def test_compute_embeddings_refuses_a_dataset_caught_mid_recording(dataset_root, tmp_path):
+    """Frames that name a task meta/tasks.parquet does not list yet (the recorder is still
+    writing) give a clear ValueError, not an IndexError."""
+    import pandas as pd
+
+    from dynaflip_ros.policies.embeddings import compute_embeddings
+
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset_root, copy)
+    tasks = pd.read_parquet(copy / "meta" / "tasks.parquet")
+    assert len(tasks) > 1
+    tasks.iloc[:1].to_parquet(copy / "meta" / "tasks.parquet")
+    with pytest.raises(ValueError, match="still writing"):
+        compute_embeddings(copy, FakeBackend(), progress=False)
+
 @pytest.mark.parametrize("n_obs_steps,horizon,n_action_steps", [(2, 16, 8), (1, 8, 4), (3, 8, 6)])
 def test_training_samples_match_lerobot_delta_timestamps(dataset_root, n_obs_steps, horizon, n_action_steps):
     """Our vectorised (obs rows, action rows, is_pad) == LeRobotDataset(delta_timestamps=...)."""

@@ -322,7 +322,12 @@ def compute_embeddings(
     episode_index = np.asarray(table["episode_index"], np.int64)[order]
     frame_index = np.asarray(table["frame_index"], np.int64)[order]
     task_names = [str(name) for name in ds.meta.tasks.index]
-    task = np.asarray([task_names[i] for i in np.asarray(table["task_index"])[order]], dtype=str)
+    task_index = np.asarray(table["task_index"], np.int64)[order]
+    if len(task_index) and (task_index.min() < 0 or task_index.max() >= len(task_names)):
+        raise ValueError(f"{root}: frames name task {int(task_index.max())} but meta/tasks.parquet lists "
+                         f"{len(task_names)} tasks (is a recording still writing this dataset? embed it "
+                         f"once the recorder has finished, or a copy of it)")
+    task = np.asarray([task_names[i] for i in task_index], dtype=str)
     _check_episode_layout(episode_index, frame_index)
     from dynaflip_ros.data.dataset_io import read_episode_records
 
