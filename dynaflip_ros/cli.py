@@ -32,6 +32,7 @@ VERBS: dict[str, str] = {
     "train-policy": "dynaflip_ros.policies.cli",
     "eval": "dynaflip_ros.eval.cli",
     "probe": "dynaflip_ros.eval.probe_cli",
+    "privileged": "dynaflip_ros.eval.privileged_cli",
     "launch": "dynaflip_ros.ros.launch_cli",
     "fault-inject": "dynaflip_ros.eval.fault_cli",
     "calibrate": "dynaflip_ros.calibration.cli",
@@ -45,6 +46,7 @@ EPILOG = """examples:
   dynaflip train-policy --dataset outputs/demos --encoder models/encoder --out models/policy
   dynaflip eval --sim --encoder models/encoder --policy models/policy --episodes 20
   dynaflip probe --dataset outputs/demos --encoder models/encoder
+  dynaflip privileged --dataset outputs/demos --policy outputs/policy_privileged --episodes 20
   dynaflip launch pick_into_sink --sim --episodes 20
   dynaflip fault-inject
   dynaflip calibrate hand-eye --mode eye-to-hand --sim

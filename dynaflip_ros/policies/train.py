@@ -352,11 +352,14 @@ def train_policy_from_dataset(
     *,
     init_dir: str | Path | None = None,
     resume: bool = False,
+    episodes: EmbeddedEpisodes | None = None,
 ) -> dict[str, Any]:
     """Embed the dataset with the encoder at `encoder_dir` (and, language-conditioned, its
     instructions with the text encoder; both cached), train, and save to `out_dir`.
 
-    `encoder_backend` overrides loading from `encoder_dir` (tests). init_dir: see `train_policy`.
+    `encoder_backend` overrides loading from `encoder_dir` (tests); `episodes`, already embedded
+    by that backend (its manifest's sha256), skips the embedding (`eval.privileged`).
+    init_dir: see `train_policy`.
     Resumable checkpoints go to `out_dir/checkpoints/` and are deleted once the policy is saved,
     so `out_dir` is the deployable policy. resume (as `dynaflip train-encoder --resume`): continue
     from the latest checkpoint there (another config / dataset / init is refused); with none, a
@@ -373,14 +376,15 @@ def train_policy_from_dataset(
         enc = load_encoder_backend(encoder_dir, backend, config.train.num_threads)
     text_encoder = load_text_encoder() if config.model.language_conditioning else None
     t0 = time.perf_counter()
-    episodes = compute_embeddings(
-        dataset_root,
-        enc,
-        batch_size=config.train.embed_batch_size,
-        cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
-        progress=progress,
-        text_encoder=text_encoder,
-    )
+    if episodes is None:
+        episodes = compute_embeddings(
+            dataset_root,
+            enc,
+            batch_size=config.train.embed_batch_size,
+            cache_dir=default_cache_dir() if cache_dir is None else cache_dir,
+            progress=progress,
+            text_encoder=text_encoder,
+        )
     embedding_time_s = time.perf_counter() - t0
     if episodes.embedding_dim != enc.manifest.embedding_dim:
         raise PolicyDataError(f"embedding dim {episodes.embedding_dim} != manifest {enc.manifest.embedding_dim}")

@@ -1,0 +1,152 @@
+"""Privileged-state features: the policy recipe's ceiling when the embedding says everything.
+
+A policy trained and run on ground-truth scene state instead of f(o_t) (a "privileged" or
+"state-based" policy, the usual upper-bound arm of visuomotor papers, e.g. Diffusion Policy's
+state-observation results, Chi et al. 2023 §5) separates the two ways the learned stack can
+fail: when this policy cannot do the task either, the policy recipe (data, steps, action
+representation) is what limits, not the image encoder.
+
+The features are read off the recorded point tracks (`data.schema.TRACK_SLICES`; camera optical
+frame, metres), so the training data is the recorded demos themselves and the simulated cell
+produces the same vector at run time (`SimPrivilegedBackend`, `sim.pick_into_sink.
+PickIntoSinkEnv.scene_tracks`). Per catalogue object (`task.catalogue` order), 10 values:
+
+    present (0 / 1), centre (3), covariance of its tracked points (6: xx, yy, zz, xy, xz, yz,
+    in cm^2, i.e. 1e4 m^2, so the shape and in-plane orientation of elongated objects show)
+
+all zero when the object is not on the table or none of its points is valid; then each finger
+pad's centre (2 x 3; their distance is the gripper opening, their axis the gripper yaw). The
+centre and covariance come from the object's valid points; its recorded points are a fixed
+surface sample, 32 points for the instructed object and 16 for the others (`sim.pick_into_sink`),
+so the two samples' centres differ by a few millimetres - a small cue of which object is the
+target, which makes this bound, if anything, optimistic.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from dynaflip_ros.data import schema
+from dynaflip_ros.task.catalogue import CATALOGUE
+
+FEATURES_PER_OBJECT = 10
+PRIVILEGED_DIM = len(CATALOGUE) * FEATURES_PER_OBJECT + 2 * 3
+FEATURE_VERSION = "privileged-v1:present,centre,cov_cm2;finger_pads"
+_COV_SCALE = 1e4  # m^2 -> cm^2
+_IU = (np.array([0, 1, 2, 0, 0, 1]), np.array([0, 1, 2, 1, 2, 2]))  # xx yy zz xy xz yz
+
+
+def privileged_features(tracks: np.ndarray, valid: np.ndarray, episode_start: np.ndarray,
+                        episode_length: np.ndarray, episode_objects: list[tuple[str, ...]]) -> np.ndarray:
+    """(M, PRIVILEGED_DIM) float32 features (module docstring) of M frames.
+
+    tracks (M, N_TRACK, 3) metres, valid (M, N_TRACK) bool, rows ordered by episode;
+    episode_start / episode_length (E,) row ranges; episode_objects: per episode the objects in
+    track-row order (target first, then the other-object blocks). Objects outside the catalogue
+    are left out. Raises ValueError on a track count other than N_TRACK or mismatched lengths.
+    """
+    tracks = np.asarray(tracks, np.float64)
+    valid = np.asarray(valid, bool)
+    if tracks.shape[1:] != (schema.N_TRACK, 3) or valid.shape != tracks.shape[:2]:
+        raise ValueError(f"tracks must be (M, {schema.N_TRACK}, 3) with valid (M, {schema.N_TRACK}), "
+                         f"got {tracks.shape} / {valid.shape}")
+    if not len(episode_start) == len(episode_length) == len(episode_objects):
+        raise ValueError("episode_start, episode_length and episode_objects must have one entry per episode")
+    names = list(CATALOGUE)
+    out = np.zeros((len(tracks), PRIVILEGED_DIM))
+    for s, n, objects in zip(episode_start, episode_length, episode_objects):
+        rows = slice(int(s), int(s) + int(n))
+        for k, name in enumerate(objects[: 1 + schema.MAX_OTHER_OBJECTS]):
+            if name not in CATALOGUE:
+                continue
+            block = schema.object_rows(k)
+            pts, w = tracks[rows, block], valid[rows, block].astype(np.float64)  # (n, P, 3), (n, P)
+            count = w.sum(1)
+            centre = (pts * w[..., None]).sum(1) / np.maximum(count, 1.0)[:, None]  # (n, 3)
+            d = (pts - centre[:, None]) * w[..., None]
+            cov = np.einsum("npi,npj->nij", d, d) / np.maximum(count, 1.0)[:, None, None]  # (n, 3, 3)
+            f = np.concatenate([np.ones((len(centre), 1)), centre, _COV_SCALE * cov[:, _IU[0], _IU[1]]], axis=1)
+            f[count == 0] = 0.0
+            j = names.index(name) * FEATURES_PER_OBJECT
+            out[rows, j : j + FEATURES_PER_OBJECT] = f
+    fingers = schema.TRACK_SLICES["fingers"].start
+    for pad in range(2):
+        r = slice(fingers + pad * schema.POINTS_PER_FINGER, fingers + (pad + 1) * schema.POINTS_PER_FINGER)
+        w = valid[:, r].astype(np.float64)
+        c = (tracks[:, r] * w[..., None]).sum(1) / np.maximum(w.sum(1), 1.0)[:, None]
+        out[:, len(names) * FEATURES_PER_OBJECT + 3 * pad : len(names) * FEATURES_PER_OBJECT + 3 * pad + 3] = c
+    return out.astype(np.float32)
+
+
+def privileged_manifest():
+    """An `encoder.manifest.EncoderManifest` for the privileged features, so the policy trainer,
+    checkpoint and version-skew guard treat them like any encoder: embedding_dim PRIVILEGED_DIM,
+    weights_sha256 the sha256 of FEATURE_VERSION and the catalogue's names (another feature
+    definition or catalogue is another "encoder")."""
+    from dynaflip_ros.encoder.manifest import EncoderManifest
+
+    ident = hashlib.sha256((FEATURE_VERSION + "|" + ",".join(CATALOGUE)).encode()).hexdigest()
+    return EncoderManifest(input_hw=(1, 1), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), embedding_dim=PRIVILEGED_DIM,
+                           weights_sha256=ident, architecture=FEATURE_VERSION,
+                           config={"kind": "privileged", "source": "point tracks (data.schema.TRACK_SLICES)"})
+
+
+class SimPrivilegedBackend:
+    """An `inference.base.EncoderBackend` look-alike for `eval.closed_loop`: `embed(images)`
+    ignores the images and returns the privileged features of the simulated scene's current
+    state, (B, PRIVILEGED_DIM) float32 (the same row B times). `env`: a reset
+    `sim.pick_into_sink.PickIntoSinkEnv`; RuntimeError when it has no episode yet."""
+
+    def __init__(self, env):
+        self.env = env
+        self.manifest = privileged_manifest()
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        ep = self.env.episode
+        if ep is None:
+            raise RuntimeError("SimPrivilegedBackend: the environment has not been reset")
+        pts, ok = self.env.scene_tracks()
+        f = privileged_features(pts[None], ok[None], np.array([0]), np.array([1]), [(ep.object_name, *ep.distractors)])
+        return np.repeat(f, len(images), axis=0)
+
+
+class _StateOnly:
+    """`compute_embeddings` reads state, actions and instructions and asks a backend for one row
+    per frame; this one answers zeros (the privileged features replace them afterwards)."""
+
+    def __init__(self):
+        self.manifest = privileged_manifest()
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        return np.zeros((len(images), PRIVILEGED_DIM), np.float32)
+
+
+def train_privileged_policy(dataset_root, out_dir, config, *, resume: bool = False, progress: bool = True):
+    """Train the diffusion policy of `config` (configs.policy.PolicyConfig) on the privileged
+    features of the recorded dataset at `dataset_root` and save it to `out_dir` (checkpoints and
+    --resume as `policies.train.train_policy_from_dataset`). Returns the loaded
+    `policies.diffusion.DiffusionPolicyRunner` (eval mode). Raises UserError when the dataset has
+    no valid point tracks (`data.triplets.load_episode_frames`), or its rows do not line up with
+    the embedded table (changed while reading)."""
+    import dataclasses
+
+    from dynaflip_ros.data.triplets import load_episode_frames
+    from dynaflip_ros.errors import UserError
+    from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
+    from dynaflip_ros.policies.embeddings import compute_embeddings
+    from dynaflip_ros.policies.train import load_text_encoder, train_policy_from_dataset
+
+    frames = load_episode_frames(dataset_root, None, progress=False)
+    backend = _StateOnly()
+    text_encoder = load_text_encoder() if config.model.language_conditioning else None
+    table = compute_embeddings(dataset_root, backend, batch_size=256, cache_dir=None, progress=progress,
+                               text_encoder=text_encoder)
+    if not (np.array_equal(table.episode_index, frames.episode_index) and np.array_equal(table.frame_index, frames.frame_index)):
+        raise UserError(f"{dataset_root}: the dataset's frames and point tracks do not line up (changed while reading?)")
+    features = privileged_features(frames.tracks, frames.valid, frames.episode_start, frames.episode_length,
+                                   [frames.objects_of(e) for e in range(len(frames.episode_ids))])
+    episodes = dataclasses.replace(table, embedding=features)
+    train_policy_from_dataset(dataset_root, "privileged", out_dir, config, encoder_backend=backend, progress=progress,
+                              resume=resume, episodes=episodes)
+    return DiffusionPolicyRunner.load(out_dir, encoder_sha256=backend.manifest.weights_sha256)
