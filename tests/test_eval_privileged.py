@@ -61,6 +61,21 @@ def test_features_by_identity_with_shape_and_absent_objects_zero():
         privileged_features(tracks, valid, np.array([0, 2]), np.array([4]), [objects])
 
 
+
+def test_target_first_leads_with_the_instructed_objects_block():
+    from dynaflip_ros.eval.privileged import feature_dim, privileged_manifest
+
+    tracks, valid, objects = _episode()
+    plain = privileged_features(tracks, valid, np.array([0]), np.array([4]), [objects])
+    lead = privileged_features(tracks, valid, np.array([0]), np.array([4]), [objects], target_first=True)
+    assert lead.shape == (4, feature_dim(True)) == (4, PRIVILEGED_DIM + FEATURES_PER_OBJECT)
+    assert np.array_equal(lead[:, FEATURES_PER_OBJECT:], plain)
+    assert np.array_equal(lead[:, :FEATURES_PER_OBJECT], _block(plain, "red cube"))
+    other = privileged_features(tracks, valid, np.array([0]), np.array([4]), [("blue bar", "red cube")], target_first=True)
+    assert np.array_equal(other[:, :FEATURES_PER_OBJECT], _block(other[:, FEATURES_PER_OBJECT:], "blue bar"))
+    assert privileged_manifest(True).weights_sha256 != privileged_manifest(False).weights_sha256
+    assert privileged_manifest(True).embedding_dim == feature_dim(True)
+
 def test_sim_backend_matches_the_recorded_feature_function():
     from dynaflip_ros.configs.sim import SimConfig
     from dynaflip_ros.eval.privileged import SimPrivilegedBackend, privileged_manifest
@@ -98,7 +113,7 @@ def test_privileged_cli_trains_saves_and_evaluates(tmp_path, capsys):
                "--episodes", "1", "--episode-timeout-s", "0.5", "--out", str(out), "--no-progress"])
     assert rc == 0
     report = json.loads(out.read_text())
-    assert report["config"]["privileged"] is True and len(report["episodes"]) == 1
+    assert report["config"]["privileged"] == "slots" and len(report["episodes"]) == 1
     assert report["episodes"][0]["outcome"] in ("success", "wrong_object", "timeout", "safety_stop")
     meta = DiffusionPolicyRunner.read_metadata(tmp_path / "policy")
     assert meta is not None

@@ -15,7 +15,10 @@ PickIntoSinkEnv.scene_tracks`). Per catalogue object (`task.catalogue` order), 1
     in cm^2, i.e. 1e4 m^2, so the shape and in-plane orientation of elongated objects show)
 
 all zero when the object is not on the table or none of its points is valid; then each finger
-pad's centre (2 x 3; their distance is the gripper opening, their axis the gripper yaw). The
+pad's centre (2 x 3; their distance is the gripper opening, their axis the gripper yaw). With
+`target_first`, the instructed object's 10 values come first as well (dimension
+PRIVILEGED_DIM + FEATURES_PER_OBJECT): the instruction is then grounded for the policy, so the
+difference between the two bounds is what grounding the instruction in the object slots costs. The
 centre and covariance come from the object's valid points; its recorded points are a fixed
 surface sample, 32 points for the instructed object and 16 for the others (`sim.pick_into_sink`),
 so the two samples' centres differ by a few millimetres - a small cue of which object is the
@@ -37,9 +40,15 @@ _COV_SCALE = 1e4  # m^2 -> cm^2
 _IU = (np.array([0, 1, 2, 0, 0, 1]), np.array([0, 1, 2, 1, 2, 2]))  # xx yy zz xy xz yz
 
 
+def feature_dim(target_first: bool = False) -> int:
+    """Width of `privileged_features` (module docstring)."""
+    return PRIVILEGED_DIM + (FEATURES_PER_OBJECT if target_first else 0)
+
+
 def privileged_features(tracks: np.ndarray, valid: np.ndarray, episode_start: np.ndarray,
-                        episode_length: np.ndarray, episode_objects: list[tuple[str, ...]]) -> np.ndarray:
-    """(M, PRIVILEGED_DIM) float32 features (module docstring) of M frames.
+                        episode_length: np.ndarray, episode_objects: list[tuple[str, ...]],
+                        target_first: bool = False) -> np.ndarray:
+    """(M, feature_dim(target_first)) float32 features (module docstring) of M frames.
 
     tracks (M, N_TRACK, 3) metres, valid (M, N_TRACK) bool, rows ordered by episode;
     episode_start / episode_length (E,) row ranges; episode_objects: per episode the objects in
@@ -76,38 +85,49 @@ def privileged_features(tracks: np.ndarray, valid: np.ndarray, episode_start: np
         w = valid[:, r].astype(np.float64)
         c = (tracks[:, r] * w[..., None]).sum(1) / np.maximum(w.sum(1), 1.0)[:, None]
         out[:, len(names) * FEATURES_PER_OBJECT + 3 * pad : len(names) * FEATURES_PER_OBJECT + 3 * pad + 3] = c
+    if target_first:
+        target = np.zeros((len(out), FEATURES_PER_OBJECT))
+        for s, n, objects in zip(episode_start, episode_length, episode_objects):
+            if objects and objects[0] in CATALOGUE:
+                j = names.index(objects[0]) * FEATURES_PER_OBJECT
+                target[int(s) : int(s) + int(n)] = out[int(s) : int(s) + int(n), j : j + FEATURES_PER_OBJECT]
+        out = np.concatenate([target, out], axis=1)
     return out.astype(np.float32)
 
 
-def privileged_manifest():
+def privileged_manifest(target_first: bool = False):
     """An `encoder.manifest.EncoderManifest` for the privileged features, so the policy trainer,
     checkpoint and version-skew guard treat them like any encoder: embedding_dim PRIVILEGED_DIM,
-    weights_sha256 the sha256 of FEATURE_VERSION and the catalogue's names (another feature
-    definition or catalogue is another "encoder")."""
+    weights_sha256 the sha256 of FEATURE_VERSION, the layout and the catalogue's names (another
+    feature definition or catalogue is another "encoder")."""
     from dynaflip_ros.encoder.manifest import EncoderManifest
 
-    ident = hashlib.sha256((FEATURE_VERSION + "|" + ",".join(CATALOGUE)).encode()).hexdigest()
-    return EncoderManifest(input_hw=(1, 1), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), embedding_dim=PRIVILEGED_DIM,
-                           weights_sha256=ident, architecture=FEATURE_VERSION,
-                           config={"kind": "privileged", "source": "point tracks (data.schema.TRACK_SLICES)"})
+    layout = "target_first" if target_first else "slots"
+    ident = hashlib.sha256(f"{FEATURE_VERSION}|{layout}|{','.join(CATALOGUE)}".encode()).hexdigest()
+    return EncoderManifest(input_hw=(1, 1), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                           embedding_dim=feature_dim(target_first), weights_sha256=ident, architecture=FEATURE_VERSION,
+                           config={"kind": "privileged", "layout": layout,
+                                   "source": "point tracks (data.schema.TRACK_SLICES)"})
 
 
 class SimPrivilegedBackend:
     """An `inference.base.EncoderBackend` look-alike for `eval.closed_loop`: `embed(images)`
     ignores the images and returns the privileged features of the simulated scene's current
-    state, (B, PRIVILEGED_DIM) float32 (the same row B times). `env`: a reset
+    state, (B, feature_dim(target_first)) float32 (the same row B times). `env`: a reset
     `sim.pick_into_sink.PickIntoSinkEnv`; RuntimeError when it has no episode yet."""
 
-    def __init__(self, env):
+    def __init__(self, env, target_first: bool = False):
         self.env = env
-        self.manifest = privileged_manifest()
+        self.target_first = bool(target_first)
+        self.manifest = privileged_manifest(self.target_first)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         ep = self.env.episode
         if ep is None:
             raise RuntimeError("SimPrivilegedBackend: the environment has not been reset")
         pts, ok = self.env.scene_tracks()
-        f = privileged_features(pts[None], ok[None], np.array([0]), np.array([1]), [(ep.object_name, *ep.distractors)])
+        f = privileged_features(pts[None], ok[None], np.array([0]), np.array([1]), [(ep.object_name, *ep.distractors)],
+                                target_first=self.target_first)
         return np.repeat(f, len(images), axis=0)
 
 
@@ -115,14 +135,15 @@ class _StateOnly:
     """`compute_embeddings` reads state, actions and instructions and asks a backend for one row
     per frame; this one answers zeros (the privileged features replace them afterwards)."""
 
-    def __init__(self):
-        self.manifest = privileged_manifest()
+    def __init__(self, target_first: bool):
+        self.manifest = privileged_manifest(target_first)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        return np.zeros((len(images), PRIVILEGED_DIM), np.float32)
+        return np.zeros((len(images), self.manifest.embedding_dim), np.float32)
 
 
-def train_privileged_policy(dataset_root, out_dir, config, *, resume: bool = False, progress: bool = True):
+def train_privileged_policy(dataset_root, out_dir, config, *, target_first: bool = False, resume: bool = False,
+                            progress: bool = True):
     """Train the diffusion policy of `config` (configs.policy.PolicyConfig) on the privileged
     features of the recorded dataset at `dataset_root` and save it to `out_dir` (checkpoints and
     --resume as `policies.train.train_policy_from_dataset`). Returns the loaded
@@ -138,14 +159,14 @@ def train_privileged_policy(dataset_root, out_dir, config, *, resume: bool = Fal
     from dynaflip_ros.policies.train import load_text_encoder, train_policy_from_dataset
 
     frames = load_episode_frames(dataset_root, None, progress=False)
-    backend = _StateOnly()
+    backend = _StateOnly(target_first)
     text_encoder = load_text_encoder() if config.model.language_conditioning else None
     table = compute_embeddings(dataset_root, backend, batch_size=256, cache_dir=None, progress=progress,
                                text_encoder=text_encoder)
     if not (np.array_equal(table.episode_index, frames.episode_index) and np.array_equal(table.frame_index, frames.frame_index)):
         raise UserError(f"{dataset_root}: the dataset's frames and point tracks do not line up (changed while reading?)")
     features = privileged_features(frames.tracks, frames.valid, frames.episode_start, frames.episode_length,
-                                   [frames.objects_of(e) for e in range(len(frames.episode_ids))])
+                                   [frames.objects_of(e) for e in range(len(frames.episode_ids))], target_first=target_first)
     episodes = dataclasses.replace(table, embedding=features)
     train_policy_from_dataset(dataset_root, "privileged", out_dir, config, encoder_backend=backend, progress=progress,
                               resume=resume, episodes=episodes)
