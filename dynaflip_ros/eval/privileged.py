@@ -163,10 +163,12 @@ def train_privileged_policy(dataset_root, out_dir, config, *, target_first: bool
     text_encoder = load_text_encoder() if config.model.language_conditioning else None
     table = compute_embeddings(dataset_root, backend, batch_size=256, cache_dir=None, progress=progress,
                                text_encoder=text_encoder)
-    if not (np.array_equal(table.episode_index, frames.episode_index) and np.array_equal(table.frame_index, frames.frame_index)):
+    if not (np.array_equal(table.episode_index, frames.episode_index)
+            and np.array_equal(table.frame_index, frames.frame_index)):
         raise UserError(f"{dataset_root}: the dataset's frames and point tracks do not line up (changed while reading?)")
     features = privileged_features(frames.tracks, frames.valid, frames.episode_start, frames.episode_length,
-                                   [frames.objects_of(e) for e in range(len(frames.episode_ids))], target_first=target_first)
+                                   [frames.objects_of(e) for e in range(len(frames.episode_ids))],
+                                   target_first=target_first)
     episodes = dataclasses.replace(table, embedding=features)
     train_policy_from_dataset(dataset_root, "privileged", out_dir, config, encoder_backend=backend, progress=progress,
                               resume=resume, episodes=episodes)

@@ -74,14 +74,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"bad config: {e}") from e
     config = dataclasses.replace(config, train=train)
     torch.set_num_threads(args.threads)
-    policy = train_privileged_policy(args.dataset, args.policy, config, target_first=args.target_first, resume=args.resume,
-                                     progress=not args.no_progress)
+    policy = train_privileged_policy(args.dataset, args.policy, config, target_first=args.target_first,
+                                     resume=args.resume, progress=not args.no_progress)
     env = PickIntoSinkEnv(SimConfig())
     encoder = SimPrivilegedBackend(env, target_first=args.target_first)
-    report = EvalReport(mode="lockstep", config={"episodes": args.episodes, "seed": args.seed, "privileged": "target_first" if args.target_first else "slots",
-                                                 "max_duration_s": args.episode_timeout_s, "dataset": str(args.dataset),
-                                                 "policy": str(args.policy)},
-                        models={"encoder": encoder.manifest.weights_sha256, "policy": policy.weights_sha256})
+    report = EvalReport(
+        mode="lockstep",
+        config={"episodes": args.episodes, "seed": args.seed, "max_duration_s": args.episode_timeout_s,
+                "privileged": "target_first" if args.target_first else "slots", "dataset": str(args.dataset),
+                "policy": str(args.policy)},
+        models={"encoder": encoder.manifest.weights_sha256, "policy": policy.weights_sha256})
 
     def on_episode(record, report) -> None:
         print("[privileged] " + format_episode(record, len(report.episodes) - 1, args.episodes, report.successes), flush=True)

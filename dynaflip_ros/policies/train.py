@@ -408,7 +408,7 @@ def train_policy_from_dataset(
     info["embedding_time_s"] = embedding_time_s
     info["dataset_root"] = str(Path(dataset_root).resolve())
     info["dataset"]["root"] = info["dataset_root"]
-    info["encoder_dir"] = str(Path(encoder_dir).resolve())
+    info["encoder_dir"] = str(Path(encoder_dir).resolve()) if Path(encoder_dir).is_dir() else str(encoder_dir)
     info["encoder_backend"] = type(enc).__name__
     runner.train_info = info
     runner.save(out_dir)
