@@ -31,6 +31,7 @@ import hashlib
 import numpy as np
 
 from dynaflip_ros.data import schema
+from dynaflip_ros.eval.probe import object_blocks
 from dynaflip_ros.task.catalogue import CATALOGUE
 
 FEATURES_PER_OBJECT = 10
@@ -64,21 +65,15 @@ def privileged_features(tracks: np.ndarray, valid: np.ndarray, episode_start: np
         raise ValueError("episode_start, episode_length and episode_objects must have one entry per episode")
     names = list(CATALOGUE)
     out = np.zeros((len(tracks), PRIVILEGED_DIM))
-    for s, n, objects in zip(episode_start, episode_length, episode_objects):
-        rows = slice(int(s), int(s) + int(n))
-        for k, name in enumerate(objects[: 1 + schema.MAX_OTHER_OBJECTS]):
-            if name not in CATALOGUE:
-                continue
-            block = schema.object_rows(k)
-            pts, w = tracks[rows, block], valid[rows, block].astype(np.float64)  # (n, P, 3), (n, P)
-            count = w.sum(1)
-            centre = (pts * w[..., None]).sum(1) / np.maximum(count, 1.0)[:, None]  # (n, 3)
-            d = (pts - centre[:, None]) * w[..., None]
-            cov = np.einsum("npi,npj->nij", d, d) / np.maximum(count, 1.0)[:, None, None]  # (n, 3, 3)
-            f = np.concatenate([np.ones((len(centre), 1)), centre, _COV_SCALE * cov[:, _IU[0], _IU[1]]], axis=1)
-            f[count == 0] = 0.0
-            j = names.index(name) * FEATURES_PER_OBJECT
-            out[rows, j : j + FEATURES_PER_OBJECT] = f
+    for rows, j, block in object_blocks(episode_start, episode_length, episode_objects):
+        pts, w = tracks[rows, block], valid[rows, block].astype(np.float64)  # (n, P, 3), (n, P)
+        count = w.sum(1)
+        centre = (pts * w[..., None]).sum(1) / np.maximum(count, 1.0)[:, None]  # (n, 3)
+        d = (pts - centre[:, None]) * w[..., None]
+        cov = np.einsum("npi,npj->nij", d, d) / np.maximum(count, 1.0)[:, None, None]  # (n, 3, 3)
+        f = np.concatenate([np.ones((len(centre), 1)), centre, _COV_SCALE * cov[:, _IU[0], _IU[1]]], axis=1)
+        f[count == 0] = 0.0
+        out[rows, j * FEATURES_PER_OBJECT : (j + 1) * FEATURES_PER_OBJECT] = f
     fingers = schema.TRACK_SLICES["fingers"].start
     for pad in range(2):
         r = slice(fingers + pad * schema.POINTS_PER_FINGER, fingers + (pad + 1) * schema.POINTS_PER_FINGER)

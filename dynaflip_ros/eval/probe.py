@@ -65,6 +65,19 @@ class ProbeReport:
         return asdict(self)
 
 
+def object_blocks(episode_start: np.ndarray, episode_length: np.ndarray, episode_objects: list[tuple[str, ...]]):
+    """Yield (rows, j, block) for every catalogue object of every episode: rows the episode's
+    slice of frames, j the object's index in task.catalogue order, block its slice of track rows
+    (`data.schema.object_rows`; target first, then the other-object blocks). Objects outside the
+    catalogue, and other objects beyond schema.MAX_OTHER_OBJECTS, are skipped."""
+    names = list(CATALOGUE)
+    for s, n, objects in zip(episode_start, episode_length, episode_objects):
+        rows = slice(int(s), int(s) + int(n))
+        for k, name in enumerate(objects[: 1 + schema.MAX_OTHER_OBJECTS]):
+            if name in CATALOGUE:
+                yield rows, names.index(name), schema.object_rows(k)
+
+
 def object_centres(tracks: np.ndarray, valid: np.ndarray, episode_start: np.ndarray, episode_length: np.ndarray,
                    episode_objects: list[tuple[str, ...]]) -> np.ndarray:
     """(M, len(CATALOGUE), 3) centre of each catalogue object's valid recorded points per frame
@@ -76,19 +89,13 @@ def object_centres(tracks: np.ndarray, valid: np.ndarray, episode_start: np.ndar
     if tracks.shape[1:] != (schema.N_TRACK, 3) or valid.shape != tracks.shape[:2]:
         raise ValueError(f"tracks must be (M, {schema.N_TRACK}, 3) with valid (M, {schema.N_TRACK}), "
                          f"got {tracks.shape} / {valid.shape}")
-    names = list(CATALOGUE)
-    out = np.full((len(tracks), len(names), 3), np.nan)
-    for s, n, objects in zip(episode_start, episode_length, episode_objects):
-        rows = slice(int(s), int(s) + int(n))
-        for k, name in enumerate(objects[: 1 + schema.MAX_OTHER_OBJECTS]):
-            if name not in CATALOGUE:
-                continue
-            block = schema.object_rows(k)
-            w = valid[rows, block].astype(np.float64)  # (n, P)
-            count = w.sum(1)
-            centre = (tracks[rows, block] * w[..., None]).sum(1) / np.maximum(count, 1.0)[:, None]
-            centre[count == 0] = np.nan
-            out[rows, names.index(name)] = centre
+    out = np.full((len(tracks), len(CATALOGUE), 3), np.nan)
+    for rows, j, block in object_blocks(episode_start, episode_length, episode_objects):
+        w = valid[rows, block].astype(np.float64)  # (n, P)
+        count = w.sum(1)
+        centre = (tracks[rows, block] * w[..., None]).sum(1) / np.maximum(count, 1.0)[:, None]
+        centre[count == 0] = np.nan
+        out[rows, j] = centre
     return out
 
 
