@@ -65,6 +65,7 @@ def privileged_features(tracks: np.ndarray, valid: np.ndarray, episode_start: np
         raise ValueError("episode_start, episode_length and episode_objects must have one entry per episode")
     names = list(CATALOGUE)
     out = np.zeros((len(tracks), PRIVILEGED_DIM))
+    target = np.zeros((len(tracks), FEATURES_PER_OBJECT))  # the instructed object's block (target_first)
     for rows, j, block in object_blocks(episode_start, episode_length, episode_objects):
         pts, w = tracks[rows, block], valid[rows, block].astype(np.float64)  # (n, P, 3), (n, P)
         count = w.sum(1)
@@ -74,6 +75,8 @@ def privileged_features(tracks: np.ndarray, valid: np.ndarray, episode_start: np
         f = np.concatenate([np.ones((len(centre), 1)), centre, _COV_SCALE * cov[:, _IU[0], _IU[1]]], axis=1)
         f[count == 0] = 0.0
         out[rows, j * FEATURES_PER_OBJECT : (j + 1) * FEATURES_PER_OBJECT] = f
+        if block == schema.object_rows(0):
+            target[rows] = f
     fingers = schema.TRACK_SLICES["fingers"].start
     for pad in range(2):
         r = slice(fingers + pad * schema.POINTS_PER_FINGER, fingers + (pad + 1) * schema.POINTS_PER_FINGER)
@@ -81,11 +84,6 @@ def privileged_features(tracks: np.ndarray, valid: np.ndarray, episode_start: np
         c = (tracks[:, r] * w[..., None]).sum(1) / np.maximum(w.sum(1), 1.0)[:, None]
         out[:, len(names) * FEATURES_PER_OBJECT + 3 * pad : len(names) * FEATURES_PER_OBJECT + 3 * pad + 3] = c
     if target_first:
-        target = np.zeros((len(out), FEATURES_PER_OBJECT))
-        for s, n, objects in zip(episode_start, episode_length, episode_objects):
-            if objects and objects[0] in CATALOGUE:
-                j = names.index(objects[0]) * FEATURES_PER_OBJECT
-                target[int(s) : int(s) + int(n)] = out[int(s) : int(s) + int(n), j : j + FEATURES_PER_OBJECT]
         out = np.concatenate([target, out], axis=1)
     return out.astype(np.float32)
 
@@ -126,45 +124,40 @@ class SimPrivilegedBackend:
         return np.repeat(f, len(images), axis=0)
 
 
-class _StateOnly:
-    """`compute_embeddings` reads state, actions and instructions and asks a backend for one row
-    per frame; this one answers zeros (the privileged features replace them afterwards)."""
+class _FeatureSource:
+    """What `policies.train.train_policy_from_dataset` reads of an encoder backend when the
+    episodes come already embedded: the manifest."""
 
     def __init__(self, target_first: bool):
         self.manifest = privileged_manifest(target_first)
-
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        return np.zeros((len(images), self.manifest.embedding_dim), np.float32)
 
 
 def train_privileged_policy(dataset_root, out_dir, config, *, target_first: bool = False, resume: bool = False,
                             progress: bool = True):
     """Train the diffusion policy of `config` (configs.policy.PolicyConfig) on the privileged
     features of the recorded dataset at `dataset_root` and save it to `out_dir` (checkpoints and
-    --resume as `policies.train.train_policy_from_dataset`). Returns the loaded
-    `policies.diffusion.DiffusionPolicyRunner` (eval mode). Raises UserError when the dataset has
-    no valid point tracks (`data.triplets.load_episode_frames`), or its rows do not line up with
-    the embedded table (changed while reading)."""
-    import dataclasses
-
+    --resume as `policies.train.train_policy_from_dataset`; the instructions are embedded there).
+    No image is read. Returns the loaded `policies.diffusion.DiffusionPolicyRunner` (eval mode).
+    Raises UserError when the dataset has no valid point tracks (`data.triplets.load_episode_frames`),
+    or its rows do not line up with the dataset table (changed while reading)."""
     from dynaflip_ros.data.triplets import load_episode_frames
     from dynaflip_ros.errors import UserError
     from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
-    from dynaflip_ros.policies.embeddings import compute_embeddings
-    from dynaflip_ros.policies.train import load_text_encoder, train_policy_from_dataset
+    from dynaflip_ros.policies.embeddings import episodes_with_embedding
+    from dynaflip_ros.policies.train import train_policy_from_dataset
 
     frames = load_episode_frames(dataset_root, None, progress=False)
-    backend = _StateOnly(target_first)
-    text_encoder = load_text_encoder() if config.model.language_conditioning else None
-    table = compute_embeddings(dataset_root, backend, batch_size=256, cache_dir=None, progress=progress,
-                               text_encoder=text_encoder)
-    if not (np.array_equal(table.episode_index, frames.episode_index)
-            and np.array_equal(table.frame_index, frames.frame_index)):
-        raise UserError(f"{dataset_root}: the dataset's frames and point tracks do not line up (changed while reading?)")
+    source = _FeatureSource(target_first)
     features = privileged_features(frames.tracks, frames.valid, frames.episode_start, frames.episode_length,
                                    [frames.objects_of(e) for e in range(len(frames.episode_ids))],
                                    target_first=target_first)
-    episodes = dataclasses.replace(table, embedding=features)
-    train_policy_from_dataset(dataset_root, "privileged", out_dir, config, encoder_backend=backend, progress=progress,
+    try:
+        episodes = episodes_with_embedding(dataset_root, features, source.manifest.weights_sha256)
+    except ValueError as e:
+        raise UserError(f"{dataset_root}: {e}") from e
+    if not (np.array_equal(episodes.episode_index, frames.episode_index)
+            and np.array_equal(episodes.frame_index, frames.frame_index)):
+        raise UserError(f"{dataset_root}: the dataset's frames and point tracks do not line up (changed while reading?)")
+    train_policy_from_dataset(dataset_root, "privileged", out_dir, config, encoder_backend=source, progress=progress,
                               resume=resume, episodes=episodes)
-    return DiffusionPolicyRunner.load(out_dir, encoder_sha256=backend.manifest.weights_sha256)
+    return DiffusionPolicyRunner.load(out_dir, encoder_sha256=source.manifest.weights_sha256)

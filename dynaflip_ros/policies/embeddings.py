@@ -265,6 +265,68 @@ def default_cache_dir() -> Path:
     return Path(base) / "dynaflip_ros" / "embeddings"
 
 
+def _read_table(dataset_root: str | Path, required: tuple[str, ...]):
+    """Open the LeRobotDataset v3 at `dataset_root` and read everything of `EmbeddedEpisodes` but
+    the row embeddings. Returns (dataset, order (N,) row indices by absolute index, fields: the
+    EmbeddedEpisodes keyword arguments state, action, episode_index, frame_index, task, fps,
+    instruction_texts, paraphrase_episode, paraphrase_text). Raises ValueError when a `required`
+    feature is missing, a frame names a task the dataset does not list, or episodes are not
+    contiguous."""
+    from dynaflip_ros._compat import torchvision_shim
+
+    torchvision_shim.apply()
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    root = Path(dataset_root)
+    ds = LeRobotDataset(repo_id=f"local/{root.name}", root=root)
+    for key in required:
+        if key not in ds.features:
+            raise ValueError(f"{root}: dataset has no feature {key!r} (features: {sorted(ds.features)})")
+    if ds.hf_dataset is None:  # lazily loaded in some LeRobot versions
+        ds._ensure_hf_dataset_loaded()
+    columns = [schema.STATE_KEY, schema.ACTION_KEY, "episode_index", "frame_index", "index", "task_index"]
+    table = ds.hf_dataset.select_columns(columns).with_format("numpy")[:]
+    order = np.argsort(table["index"], kind="stable")  # rows by absolute index
+    state = np.asarray(table[schema.STATE_KEY], np.float32)[order]  # (N, 7)
+    action = np.asarray(table[schema.ACTION_KEY], np.float32)[order]  # (N, 7)
+    episode_index = np.asarray(table["episode_index"], np.int64)[order]
+    frame_index = np.asarray(table["frame_index"], np.int64)[order]
+    task_names = [str(name) for name in ds.meta.tasks.index]
+    task_index = np.asarray(table["task_index"], np.int64)[order]
+    if len(task_index) and (task_index.min() < 0 or task_index.max() >= len(task_names)):
+        raise ValueError(f"{root}: frames name task {int(task_index.max())} but meta/tasks.parquet lists "
+                         f"{len(task_names)} tasks (is a recording still writing this dataset? embed it "
+                         f"once the recorder has finished, or a copy of it)")
+    task = np.asarray([task_names[i] for i in task_index], dtype=str)
+    _check_episode_layout(episode_index, frame_index)
+    from dynaflip_ros.data.dataset_io import read_episode_records
+
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(episode_index)) + 1])
+    texts, (para_ep, para_text) = _paraphrase_table(
+        episode_index[starts], episode_paraphrases(read_episode_records(root), episode_index[starts], task[starts])
+    )
+
+    fields = dict(state=state, action=action, episode_index=episode_index, frame_index=frame_index, task=task,
+                  fps=float(ds.fps), instruction_texts=texts, paraphrase_episode=para_ep, paraphrase_text=para_text)
+    return ds, order, fields
+
+
+def episodes_with_embedding(dataset_root: str | Path, embedding: np.ndarray, encoder_sha256: str,
+                            text_encoder=None) -> EmbeddedEpisodes:
+    """EmbeddedEpisodes of the dataset at `dataset_root` whose row embeddings the caller computed
+    (N, D) float32, rows ordered by (episode, frame), e.g. features that are not a function of the
+    image (`eval.privileged`); no image is read and nothing is cached. encoder_sha256 names the
+    feature source. Raises ValueError as `compute_embeddings` does, and when `embedding` does not
+    have one finite row per frame."""
+    fingerprint = dataset_fingerprint(dataset_root)
+    _, _, table = _read_table(dataset_root, required=(schema.STATE_KEY, schema.ACTION_KEY))
+    embedding = np.asarray(embedding, np.float32)
+    if embedding.ndim != 2 or len(embedding) != len(table["state"]) or not np.all(np.isfinite(embedding)):
+        raise ValueError(f"embedding must be ({len(table['state'])}, D) finite, got {embedding.shape}")
+    return _with_text(EmbeddedEpisodes(embedding=embedding, encoder_sha256=encoder_sha256,
+                                       dataset_fingerprint=fingerprint, **table), text_encoder, None)
+
+
 def compute_embeddings(
     dataset_root: str | Path,
     encoder_backend,
@@ -301,40 +363,9 @@ def compute_embeddings(
         if emb is not None and emb.encoder_sha256 == manifest.weights_sha256 and emb.dataset_fingerprint == fingerprint:
             return _with_text(emb, text_encoder, cached)
 
-    from dynaflip_ros._compat import torchvision_shim
-
-    torchvision_shim.apply()
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
     from tqdm import tqdm
 
-    root = Path(dataset_root)
-    ds = LeRobotDataset(repo_id=f"local/{root.name}", root=root)
-    for key in (image_key, schema.STATE_KEY, schema.ACTION_KEY):
-        if key not in ds.features:
-            raise ValueError(f"{root}: dataset has no feature {key!r} (features: {sorted(ds.features)})")
-    if ds.hf_dataset is None:  # lazily loaded in some LeRobot versions
-        ds._ensure_hf_dataset_loaded()
-    columns = [schema.STATE_KEY, schema.ACTION_KEY, "episode_index", "frame_index", "index", "task_index"]
-    table = ds.hf_dataset.select_columns(columns).with_format("numpy")[:]
-    order = np.argsort(table["index"], kind="stable")  # rows by absolute index
-    state = np.asarray(table[schema.STATE_KEY], np.float32)[order]  # (N, 7)
-    action = np.asarray(table[schema.ACTION_KEY], np.float32)[order]  # (N, 7)
-    episode_index = np.asarray(table["episode_index"], np.int64)[order]
-    frame_index = np.asarray(table["frame_index"], np.int64)[order]
-    task_names = [str(name) for name in ds.meta.tasks.index]
-    task_index = np.asarray(table["task_index"], np.int64)[order]
-    if len(task_index) and (task_index.min() < 0 or task_index.max() >= len(task_names)):
-        raise ValueError(f"{root}: frames name task {int(task_index.max())} but meta/tasks.parquet lists "
-                         f"{len(task_names)} tasks (is a recording still writing this dataset? embed it "
-                         f"once the recorder has finished, or a copy of it)")
-    task = np.asarray([task_names[i] for i in task_index], dtype=str)
-    _check_episode_layout(episode_index, frame_index)
-    from dynaflip_ros.data.dataset_io import read_episode_records
-
-    starts = np.concatenate([[0], np.flatnonzero(np.diff(episode_index)) + 1])
-    texts, (para_ep, para_text) = _paraphrase_table(
-        episode_index[starts], episode_paraphrases(read_episode_records(root), episode_index[starts], task[starts])
-    )
+    ds, order, table = _read_table(dataset_root, required=(image_key, schema.STATE_KEY, schema.ACTION_KEY))
 
     n = len(order)
     dim = int(manifest.embedding_dim)
@@ -359,20 +390,8 @@ def compute_embeddings(
             embedding[start : start + len(rows)] = out
             bar.update(len(rows))
 
-    result = EmbeddedEpisodes(
-        embedding=embedding,
-        state=state,
-        action=action,
-        episode_index=episode_index,
-        frame_index=frame_index,
-        task=task,
-        fps=float(ds.fps),
-        encoder_sha256=manifest.weights_sha256,
-        dataset_fingerprint=fingerprint,
-        instruction_texts=texts,
-        paraphrase_episode=para_ep,
-        paraphrase_text=para_text,
-    )
+    result = EmbeddedEpisodes(embedding=embedding, encoder_sha256=manifest.weights_sha256,
+                              dataset_fingerprint=fingerprint, **table)
     if cached is not None:
         result.save_npz(cached)
     return _with_text(result, text_encoder, cached)
