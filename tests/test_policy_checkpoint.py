@@ -170,3 +170,73 @@ def test_init_starts_from_the_checkpoint_and_refuses_another_architecture(tmp_pa
         train(config(model=image_only), init_dir=init_dir)
     with pytest.raises(FileNotFoundError):
         train(config(), init_dir=tmp_path / "missing")
+
+
+def test_ema_weights_are_saved_and_a_resumed_run_keeps_the_average(tmp_path):
+    """With train.ema_max_decay the saved policy holds the weight average, not the last iterate;
+    a checkpoint's policy files hold the average too, and resuming restores both the average and
+    the raw iterate, so the final weights equal an uninterrupted run's."""
+    import torch
+
+    from dynaflip_ros.policies import checkpoint as ckpt
+
+    cfg = config(ema_max_decay=0.9, ema_power=0.75)
+    full, info = train(cfg, checkpoint_dir=tmp_path / "full")
+    raw, _ = train(config(), checkpoint_dir=tmp_path / "raw")
+    assert info["weights"] == "ema" and 0.0 < info["ema_final_decay"] <= 0.9
+    assert not same_weights(full, raw)  # same seed and data: the average differs from the iterate
+    root = tmp_path / "checkpoints"
+    with pytest.raises(Crash):
+        train(cfg, checkpoint_dir=root, log_fn=crash_at(5))
+    state, tensors = ckpt.read_checkpoint(ckpt.latest_checkpoint(root))
+    assert state["ema"]["optimization_step"] == 4
+    n = state["ema"]["num_parameters"]
+    avg = [tensors[f"ema.avg.{i}"] for i in range(n)]
+    stored = ckpt.DiffusionPolicyRunner.load(root / "step_00000004", encoder_sha256=SHA, text_encoder=FakeText())
+    assert all(torch.equal(a, p) for a, p in zip(avg, stored.policy.parameters()))  # the files hold the average
+    assert any(not torch.equal(a, tensors[f"ema.raw.{i}"]) for i, a in enumerate(avg))
+    resumed, _ = train(cfg, checkpoint_dir=root, resume=True)
+    assert same_weights(full, resumed)
+
+
+def test_weight_average_follows_the_warmup_schedule_and_refuses_a_foreign_state():
+    import torch
+
+    from dynaflip_ros.policies.ema import WeightAverage
+
+    module = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        module.weight.fill_(0.0)
+    avg = WeightAverage(module, max_decay=0.5, power=1.0)
+    assert avg.decay == 0.0  # the first update copies the weights
+    with torch.no_grad():
+        module.weight.fill_(1.0)
+    avg.update()  # decay 0: average = 1
+    with torch.no_grad():
+        module.weight.fill_(3.0)
+    assert avg.decay == 0.5  # min(0.5, 1 - (1 + 1)^-1)
+    avg.update()  # 0.5 * 1 + 0.5 * 3 = 2
+    with avg.averaged():
+        assert torch.allclose(module.weight, torch.full((1, 2), 2.0))
+    assert torch.allclose(module.weight, torch.full((1, 2), 3.0))  # own weights back
+    info, tensors = avg.state()
+    other = WeightAverage(torch.nn.Linear(3, 1, bias=False), max_decay=0.5, power=1.0)
+    with pytest.raises(ValueError, match="shape"):
+        other.load_state(info, tensors)
+    with pytest.raises(ValueError, match="0 < max_decay < 1"):
+        WeightAverage(module, max_decay=1.0, power=1.0)
+    avg.copy_to_module()
+    assert torch.allclose(module.weight, torch.full((1, 2), 2.0))
+
+
+def test_resume_accepts_a_run_recorded_before_a_config_field_existed(tmp_path):
+    """A field the recorded config lacks counts as its default: an old run resumes, a changed field does not."""
+    from dynaflip_ros.configs.io import to_dict
+    from dynaflip_ros.policies.checkpoint import check_resumable
+
+    current = {"config": to_dict(config())}
+    old = {"config": json.loads(json.dumps(current["config"]))}
+    del old["config"]["train"]["ema_max_decay"]
+    check_resumable(old, current, tmp_path)
+    with pytest.raises(PolicyCheckpointError, match=r"train.ema_max_decay 0.0 \(checkpoint\) vs 0.9 \(now\)"):
+        check_resumable(old, {"config": to_dict(config(ema_max_decay=0.9))}, tmp_path)

@@ -157,7 +157,9 @@ def test_sim_cell_episode_and_action_chunks_through_safe_arm(ros_context):
         moved = _wait(lambda: abs(env.arm.state().q[0] - target[0]) < 0.02, HANG_S)
         assert moved, f"q0 {env.arm.state().q[0]:.4f} did not reach {target[0]:.4f}"
         s = driver.safe.stats
-        assert s.accepted > 50 and s.rejected == 0
+        # Every servo command went through SafeArm and none was refused. How many there were
+        # depends on how late the chunk arrived on a loaded machine (35-125 seen), so only > 0.
+        assert s.accepted > 0 and s.rejected == 0
         status = _wait(lambda: statuses[-1] if statuses[-1].safety["accepted"] > 0 else None, HANG_S)
         assert status and status.driver["chunks"]["queued"] == 1
         assert status.realtime["real_time_factor"] > 0  # how fast depends on the machine's load

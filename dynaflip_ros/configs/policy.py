@@ -18,7 +18,7 @@ from dynaflip_ros.configs.validate import require_choice, require_finite, requir
 NORMALIZATION_MODES = ("IDENTITY", "MEAN_STD", "MIN_MAX")
 NOISE_SCHEDULERS = ("DDPM", "DDIM")
 PREDICTION_TYPES = ("epsilon", "sample")
-ACTION_FRAMES = ("absolute", "relative")
+ACTION_FRAMES = ("absolute", "relative", "tcp_relative")
 INIT_STATS = ("recompute", "keep")
 CONDITION_FUSIONS = ("concat", "film_mlp")  # policies.fusion.FUSIONS
 
@@ -45,6 +45,13 @@ class DiffusionModelConfig:
         absolute); converted back to absolute targets before they leave the policy, so the
         ActionChunk contract (absolute rad + gripper) is the same either way. Relative targets
         spare the small UNet from having to copy the state through FiLM and learn much faster.
+        "tcp_relative": the TCP pose of each joint target relative to the current TCP pose
+        (position m + rotation vector rad, UR base frame) and the gripper; the observation
+        state gains the current TCP pose; inverse kinematics turns a chunk back into joints
+        before it leaves the policy (`policies.tcp_frame`).
+    tcp_offset_m: flange -> TCP distance along the flange z axis (m) of the "tcp_relative"
+        frame's forward / inverse kinematics (0.15: between the finger pads of the cell's gripper,
+        as `configs.safety.SafetyConfig.tcp_offset_m`).
     max_obs_gap_s: at inference, an observation more than this after the previous one means the
         history is stale (e.g. a stalled camera): the window is refilled with the new observation,
         as at episode start.
@@ -80,6 +87,7 @@ class DiffusionModelConfig:
     state_normalization: str = "MIN_MAX"
     action_normalization: str = "MIN_MAX"
     action_frame: str = "relative"
+    tcp_offset_m: float = 0.15
     max_obs_gap_s: float = 0.25
     language_conditioning: bool = True
     condition_fusion: str = "concat"
@@ -124,6 +132,7 @@ class DiffusionModelConfig:
         for name in ("embedding_normalization", "state_normalization", "action_normalization"):
             require_choice("", name, getattr(self, name), NORMALIZATION_MODES)
         require_choice("", "action_frame", self.action_frame, ACTION_FRAMES)
+        require_range("DiffusionModelConfig", "tcp_offset_m", self.tcp_offset_m, 0.0, 0.5, unit="m")
         if self.max_obs_gap_s <= 0:
             raise ValueError("max_obs_gap_s must be > 0")
         if not isinstance(self.language_conditioning, bool):
@@ -133,6 +142,14 @@ class DiffusionModelConfig:
             raise ValueError(f"condition_fusion {self.condition_fusion!r} needs language_conditioning (there is no instruction to fuse)")
         for name in ("fusion_hidden_dim", "fusion_dim"):
             require_int("DiffusionModelConfig", name, getattr(self, name), lo=1)
+
+    @property
+    def state_dim(self) -> int:
+        """Width of the model's observation.state: 7 (joints + gripper), 16 in the "tcp_relative"
+        frame (+ TCP position and 6-D rotation, `policies.tcp_frame.model_state`)."""
+        from dynaflip_ros.policies.tcp_frame import TCP_STATE_DIM
+
+        return TCP_STATE_DIM if self.action_frame == "tcp_relative" else 7
 
     @property
     def drop_n_last_frames(self) -> int:
@@ -149,6 +166,12 @@ class PolicyTrainConfig:
     episodes, none when that is 0 (e.g. 0.1 of 2 episodes; logged once and stated as
     `validation_note` in the train info). embed_batch_size: images per encoder call
     when precomputing embeddings. num_threads: torch intra-op threads (2-core machines).
+
+    ema_max_decay / ema_power: exponential moving average of the weights, as in Diffusion Policy
+    (Chi et al., RSS 2023, §IV-C; diffusers `EMAModel` with warm-up): after optimiser step k the
+    average moves with decay min(ema_max_decay, 1 - (1 + k)^-ema_power) and the saved policy, the
+    validation metrics and the checkpoints' evaluation weights are the averaged ones.
+    ema_max_decay 0 turns it off (the raw weights of the last step are saved).
     """
 
     steps: int = 5000
@@ -168,6 +191,8 @@ class PolicyTrainConfig:
     num_threads: int = 2
     checkpoint_every_steps: int = 500
     init_stats: str = "recompute"
+    ema_max_decay: float = 0.0
+    ema_power: float = 0.75
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)
@@ -188,6 +213,13 @@ class PolicyTrainConfig:
             require_int(owner, name, getattr(self, name), lo=1)
         require_int(owner, "checkpoint_every_steps", self.checkpoint_every_steps, lo=0)
         require_choice(owner, "init_stats", self.init_stats, INIT_STATS)
+        require_range(owner, "ema_max_decay", self.ema_max_decay, 0.0, 1.0, hi_open=True)
+        require_finite(owner, "ema_power", self.ema_power, lo=0.0, lo_open=True)
+
+    @property
+    def ema(self) -> bool:
+        """Whether the weights are averaged (ema_max_decay > 0)."""
+        return self.ema_max_decay > 0.0
 
 
 @dataclass

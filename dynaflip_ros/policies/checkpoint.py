@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from dynaflip_ros.configs.policy import DiffusionModelConfig
+from dynaflip_ros.configs.io import to_dict
+from dynaflip_ros.configs.policy import DiffusionModelConfig, PolicyConfig
 from dynaflip_ros.data.dataset_io import fsync_file
 from dynaflip_ros.encoder.manifest import sha256_file
 from dynaflip_ros.policies.base import PolicyCheckpointError
@@ -54,7 +55,7 @@ RESUME_FREE_FIELDS = {
 ARCHITECTURE_FIELDS = (
     "n_obs_steps", "horizon", "down_dims", "kernel_size", "n_groups", "diffusion_step_embed_dim",
     "use_film_scale_modulation", "language_conditioning", "num_train_timesteps", "beta_schedule",
-    "beta_start", "beta_end", "prediction_type", "action_frame",
+    "beta_start", "beta_end", "prediction_type", "action_frame", "tcp_offset_m",
 )  # fmt: skip
 NORMALIZATION_FIELDS = ("embedding_normalization", "state_normalization", "action_normalization")
 
@@ -173,10 +174,13 @@ def restore_rng_states(part: dict[str, Any], tensors: dict[str, Any]) -> None:
 
 def check_resumable(recorded: dict[str, Any], current: dict[str, Any], where: Path) -> None:
     """Refuse (PolicyCheckpointError) to resume a run whose identity differs: config outside
-    RESUME_FREE_FIELDS, dataset fingerprint, encoder / text encoder sha256, split, init."""
+    RESUME_FREE_FIELDS, dataset fingerprint, encoder / text encoder sha256, split, init. A config
+    field the recorded run predates counts as its default (the behaviour that run had)."""
+    defaults = to_dict(PolicyConfig())
     problems = []
     for section in ("model", "train"):
         a, b = recorded["config"].get(section, {}), current["config"].get(section, {})
+        a = {**{k: v for k, v in defaults[section].items() if k in b}, **a}
         for key in sorted(set(a) | set(b)):
             if key not in RESUME_FREE_FIELDS[section] and a.get(key) != b.get(key):
                 problems.append(f"{section}.{key} {a.get(key)!r} (checkpoint) vs {b.get(key)!r} (now)")

@@ -105,7 +105,7 @@ def build_policy(lerobot_config, model: DiffusionModelConfig, embedding_dim: int
 def make_lerobot_config(model: DiffusionModelConfig, embedding_dim: int):
     """DiffusionModelConfig + image embedding dim D -> `lerobot...DiffusionConfig` (CPU, no images).
 
-    Inputs: observation.state (STATE, (7,)) and observation.environment_state (ENV, (D,), or
+    Inputs: observation.state (STATE, (model.state_dim,): 7, or 16 with the TCP pose) and observation.environment_state (ENV, (D,), or
     (D + 384,) with language conditioning); output: action (ACTION, (7,)). Raises ValueError on D < 1.
     """
     if int(embedding_dim) < 1:
@@ -116,7 +116,7 @@ def make_lerobot_config(model: DiffusionModelConfig, embedding_dim: int):
 
     return DiffusionConfig(
         input_features={
-            OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(schema.STATE_DIM,)),
+            OBS_STATE: PolicyFeature(type=FeatureType.STATE, shape=(model.state_dim,)),
             OBS_EMBEDDING: PolicyFeature(type=FeatureType.ENV, shape=(environment_dim(model, embedding_dim),)),
         },
         output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(schema.ACTION_DIM,))},
@@ -152,12 +152,20 @@ def make_lerobot_config(model: DiffusionModelConfig, embedding_dim: int):
 N_JOINTS = 6  # action/state dims 0..5 are joint positions (rad); dim 6 is the gripper
 
 
-def to_model_frame(actions: np.ndarray, current_state: np.ndarray, action_frame: str) -> np.ndarray:
+def to_model_frame(actions: np.ndarray, current_state: np.ndarray, action_frame: str,
+                   tcp_offset_m: float = 0.15) -> np.ndarray:
     """Absolute actions (..., H, 7) -> what the model predicts (DiffusionModelConfig.action_frame).
 
     current_state: (..., 7) measured state at the current observation. "relative" subtracts the
-    current joint positions from the 6 joint targets; the gripper command stays absolute.
+    current joint positions from the 6 joint targets; "tcp_relative" gives the targets' TCP poses
+    relative to the current one (`policies.tcp_frame.joints_to_tcp_relative`, TCP `tcp_offset_m`
+    along the flange z axis); the gripper command stays absolute. Raises ValueError on an
+    unknown frame.
     """
+    if action_frame == "tcp_relative":
+        from dynaflip_ros.policies.tcp_frame import joints_to_tcp_relative
+
+        return joints_to_tcp_relative(actions, current_state, tcp_offset_m)
     out = np.array(actions, dtype=np.float32, copy=True)
     if action_frame == "relative":
         out[..., :N_JOINTS] -= np.asarray(current_state, np.float32)[..., None, :N_JOINTS]
@@ -166,14 +174,34 @@ def to_model_frame(actions: np.ndarray, current_state: np.ndarray, action_frame:
     return out
 
 
-def from_model_frame(actions: np.ndarray, current_state: np.ndarray, action_frame: str) -> np.ndarray:
-    """Inverse of `to_model_frame`: model-frame actions (..., H, 7) -> absolute actions."""
+def from_model_frame(actions: np.ndarray, current_state: np.ndarray, action_frame: str,
+                     tcp_offset_m: float = 0.15) -> np.ndarray:
+    """Inverse of `to_model_frame`: model-frame actions (..., H, 7) -> absolute actions
+    ("tcp_relative": inverse kinematics per chunk, `policies.tcp_frame.chunk_to_joints`)."""
+    if action_frame == "tcp_relative":
+        from dynaflip_ros.policies.tcp_frame import chunk_to_joints
+
+        actions = np.asarray(actions, np.float32)
+        state = np.broadcast_to(np.asarray(current_state, np.float32), (*actions.shape[:-2], actions.shape[-1]))
+        flat_a, flat_s = actions.reshape(-1, *actions.shape[-2:]), state.reshape(-1, state.shape[-1])
+        out = np.stack([chunk_to_joints(a, st, tcp_offset_m)[0] for a, st in zip(flat_a, flat_s)])
+        return out.reshape(actions.shape)
     out = np.array(actions, dtype=np.float32, copy=True)
     if action_frame == "relative":
         out[..., :N_JOINTS] += np.asarray(current_state, np.float32)[..., None, :N_JOINTS]
     elif action_frame != "absolute":
         raise ValueError(f"unknown action_frame {action_frame!r}")
     return out
+
+
+def model_state(state: np.ndarray, model: DiffusionModelConfig) -> np.ndarray:
+    """Measured states (..., 7) -> the model's observation.state (..., model.state_dim) float32:
+    unchanged, or with the TCP pose appended in the "tcp_relative" frame (`policies.tcp_frame`)."""
+    if model.action_frame == "tcp_relative":
+        from dynaflip_ros.policies.tcp_frame import model_state as tcp_model_state
+
+        return tcp_model_state(state, model.tcp_offset_m)
+    return np.asarray(state, np.float32)
 
 
 def stats_to_torch(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -242,6 +270,7 @@ class DiffusionPolicyRunner:
         self._history: dict[str, deque] = {}
         self._stamps: deque = deque()
         self.stale_history_resets = 0
+        self.ik_unconverged = 0  # "tcp_relative" chunk poses inverse kinematics did not reach (policies.tcp_frame)
         self.reset()
 
     # ---- construction -------------------------------------------------------------------------
@@ -333,7 +362,14 @@ class DiffusionPolicyRunner:
                 actions = self._sample(window)  # (1, n_action_steps, 7) normalised
                 actions = self.postprocessor(actions)  # (1, n_action_steps, 7) rad / gripper
         out = actions[0].detach().cpu().numpy().astype(np.float32)  # (n_action_steps, 7) model frame
-        out = from_model_frame(out, np.asarray(obs.state, np.float32), self.model_config.action_frame)
+        mc = self.model_config
+        if mc.action_frame == "tcp_relative":  # inverse kinematics from the measured joints
+            from dynaflip_ros.policies.tcp_frame import chunk_to_joints
+
+            out, missed = chunk_to_joints(out, np.asarray(obs.state, np.float32), mc.tcp_offset_m)
+            self.ik_unconverged += missed
+        else:
+            out = from_model_frame(out, np.asarray(obs.state, np.float32), mc.action_frame)
         if not np.all(np.isfinite(out)):
             raise RuntimeError("policy produced non-finite actions")
         return ActionChunk(actions=out, t0_s=float(obs.stamp_s) + self.dt_s, dt_s=self.dt_s)
@@ -355,7 +391,7 @@ class DiffusionPolicyRunner:
 
     # ---- internals ----------------------------------------------------------------------------
     def _normalise(self, obs: PolicyObservation) -> tuple[dict, Any]:
-        """Normalised ({state (1, 7), image embedding (1, D)}, instruction (1, T) or None)."""
+        """Normalised ({state (1, state_dim), image embedding (1, D)}, instruction (1, T) or None)."""
         import torch
 
         emb = np.asarray(obs.embedding)
@@ -376,14 +412,14 @@ class DiffusionPolicyRunner:
         if self.language_conditioned:
             env = np.concatenate([env, self.embed_instruction(obs.instruction)])  # (D + T,)
         raw = {
-            OBS_STATE: torch.from_numpy(state.astype(np.float32)),  # (7,)
+            OBS_STATE: torch.from_numpy(model_state(state, self.model_config)),  # (state_dim,)
             OBS_EMBEDDING: torch.from_numpy(env),  # (D,) or (D + T,)
         }
         with torch.inference_mode():
             out = self.preprocessor(raw)
         d = self.embedding_dim
         text = out[OBS_EMBEDDING][:, d:] if self.language_conditioned else None  # (1, T)
-        return {OBS_STATE: out[OBS_STATE], OBS_EMBEDDING: out[OBS_EMBEDDING][:, :d]}, text  # (1, 7), (1, D)
+        return {OBS_STATE: out[OBS_STATE], OBS_EMBEDDING: out[OBS_EMBEDDING][:, :d]}, text  # (1, S), (1, D)
 
     def _push(self, batch: dict, stamp_s: float) -> None:
         from lerobot.policies.utils import populate_queues

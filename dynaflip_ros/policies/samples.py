@@ -27,6 +27,7 @@ from dynaflip_ros.policies.diffusion import (
     from_model_frame,
     import_lerobot,
     make_lerobot_config,
+    model_state,
     to_model_frame,
 )
 from dynaflip_ros.policies.embeddings import EmbeddedEpisodes
@@ -73,19 +74,23 @@ def anchor_rows(episodes: EmbeddedEpisodes, drop_n_last_frames: int) -> np.ndarr
 
 
 def compute_stats(
-    episodes: EmbeddedEpisodes, action_targets: np.ndarray | None = None, text_weights: np.ndarray | None = None
+    episodes: EmbeddedEpisodes, action_targets: np.ndarray | None = None, text_weights: np.ndarray | None = None,
+    states: np.ndarray | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Per-feature min/max/mean/std (LeRobot `compute_stats.get_feature_stats`): the
     `dataset_stats` of the normalisers. State and embedding over all rows; actions over
     `action_targets` (M, 7) when given (model-frame targets of the training samples), else over
-    the recorded actions. With `text_weights` (U,) (how often each instruction string is drawn),
-    also "observation.instruction" (`policies.language.text_stats` of the instruction embeddings)."""
+    the recorded actions; states over `states` (N, S) when given (the model's observation.state,
+    `policies.diffusion.model_state`), else the recorded ones. With `text_weights` (U,) (how
+    often each instruction string is drawn), also "observation.instruction"
+    (`policies.language.text_stats` of the instruction embeddings)."""
     import_lerobot()
     from lerobot.datasets.compute_stats import get_feature_stats
 
     actions = episodes.action if action_targets is None else action_targets
+    states = episodes.state if states is None else states
     out = {}
-    for key, arr in ((OBS_STATE, episodes.state), (OBS_EMBEDDING, episodes.embedding), (ACTION, actions)):
+    for key, arr in ((OBS_STATE, states), (OBS_EMBEDDING, episodes.embedding), (ACTION, actions)):
         st = get_feature_stats(np.asarray(arr, np.float64), axis=0, keepdims=False)
         out[key] = {k: np.asarray(st[k], np.float32) for k in ("min", "max", "mean", "std")}
     if text_weights is not None:
@@ -125,8 +130,9 @@ class Samples:
         self.episodes = episodes
         self.action_frame = model.action_frame
         self.targets = to_model_frame(  # (S, H, 7)
-            episodes.action[self.act_idx], episodes.state[self.anchors], model.action_frame
+            episodes.action[self.act_idx], episodes.state[self.anchors], model.action_frame, model.tcp_offset_m
         )
+        self.model_state = model_state(episodes.state, model)  # (N, model.state_dim)
         self.language = bool(model.language_conditioning)
         order = np.argsort(episodes.paraphrase_episode, kind="stable")  # keeps each episode's order
         pair_episode = episodes.paraphrase_episode[order]  # (P,) sorted
@@ -156,13 +162,13 @@ class Samples:
         return len(self.anchors)
 
     def normalise(self, runner: DiffusionPolicyRunner) -> Samples:
-        arrays = {OBS_STATE: self.episodes.state, ACTION: self.targets, "image": self.episodes.embedding}
+        arrays = {OBS_STATE: self.model_state, ACTION: self.targets, "image": self.episodes.embedding}
         if self.language:
             if self.episodes.instruction_embedding is None:
                 raise ValueError("the instructions are not embedded (EmbeddedEpisodes.with_instruction_embeddings)")
             arrays["instruction"] = self.episodes.instruction_embedding
         norm = normalise_arrays(runner, arrays)
-        self.state = norm[OBS_STATE]  # (N, 7) normalised
+        self.state = norm[OBS_STATE]  # (N, state_dim) normalised
         self.embedding = norm["image"]  # (N, D)
         self.action = norm[ACTION]  # (S, H, 7)
         self.text = norm.get("instruction")  # (U, T) or None
@@ -180,7 +186,7 @@ class Samples:
             text = self.text[torch.from_numpy(np.asarray(ids, np.int64))]  # (B, T)
             env = torch.cat([env, text[:, None, :].expand(-1, env.shape[1], -1)], dim=-1)  # (B, n_obs, D + T)
         return {
-            OBS_STATE: self.state[o],  # (B, n_obs, 7)
+            OBS_STATE: self.state[o],  # (B, n_obs, state_dim)
             OBS_EMBEDDING: env,  # (B, n_obs, D [+ T])
             ACTION: self.action[torch.from_numpy(sel)],  # (B, H, 7)
             "action_is_pad": torch.from_numpy(self.act_pad[sel]),  # (B, H)
@@ -207,7 +213,7 @@ def evaluate(runner: DiffusionPolicyRunner, samples: Samples, max_samples: int, 
         pred = runner.postprocessor(policy.diffusion.generate_actions(obs)).numpy()  # (B, n_act, 7)
     policy.train(was_training)
     current = samples.episodes.state[samples.anchors[sel]]  # (B, 7)
-    pred = from_model_frame(pred, current, model.action_frame)  # (B, n_act, 7) absolute
+    pred = from_model_frame(pred, current, model.action_frame, model.tcp_offset_m)  # (B, n_act, 7) absolute
     k0, k1 = model.n_obs_steps - 1, model.n_obs_steps - 1 + model.n_action_steps
     target = samples.episodes.action[samples.act_idx[sel, k0:k1]]  # (B, n_act, 7)
     valid = ~samples.act_pad[sel, k0:k1]  # (B, n_act)
@@ -231,7 +237,7 @@ def evaluate(runner: DiffusionPolicyRunner, samples: Samples, max_samples: int, 
 
 def normalise_arrays(runner: DiffusionPolicyRunner, arrays: dict[str, np.ndarray]) -> dict:
     """Normalise training arrays with `runner`'s stats, each feature on its own leading
-    shape: "observation.state" (..., 7), "action" (..., 7), "image" (..., D) and
+    shape: "observation.state" (..., state_dim), "action" (..., 7), "image" (..., D) and
     "instruction" (..., T) (the two parts of environment_state; normalisation is per
     dimension, so each part is padded with the other's mean). Returns float32 tensors."""
     import torch

@@ -10,7 +10,9 @@ chunks against the demonstrations next to a "hold the current state" baseline.
 Language conditioning (docs/method.md §3): every distinct instruction is embedded once by the
 frozen text encoder; each training sample draws one of its episode's paraphrases at every use.
 `init_dir` starts from another policy's weights, `checkpoint_dir` + `resume` write / continue
-resumable checkpoints (`policies.checkpoint`). The train info (policy.json "train") records the
+resumable checkpoints (`policies.checkpoint`). With train.ema_max_decay > 0 the saved policy,
+the validation metrics and each checkpoint's policy files use the exponential moving average of
+the weights (`policies.ema`). The train info (policy.json "train") records the
 data, the recipe and the step counts. Raises `policies.base.PolicyDataError` (a UserError) when
 the episodes cannot train the policy (all too short for its horizon, embeddings of another
 encoder) and PolicyCheckpointError for an unusable init or resume checkpoint.
@@ -33,6 +35,7 @@ from dynaflip_ros.configs.policy import DiffusionModelConfig, PolicyConfig
 from dynaflip_ros.policies import checkpoint as ckpt
 from dynaflip_ros.policies.base import PolicyCheckpointError, PolicyDataError
 from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
+from dynaflip_ros.policies.ema import WeightAverage
 from dynaflip_ros.policies.embeddings import EmbeddedEpisodes, compute_embeddings, default_cache_dir
 from dynaflip_ros.policies.language import MiniLMTextEncoder, text_encoder_info
 from dynaflip_ros.policies.samples import (  # noqa: F401  (re-exported: the trainer's data API)
@@ -82,7 +85,8 @@ def _fresh_runner(train_set: Samples, episodes: EmbeddedEpisodes, config: Policy
     init when given (created first anyway, so the torch RNG advances as in a run without init)."""
     tc, mc = config.train, config.model
     text_weights = train_set.text_weights() if mc.language_conditioning else None
-    stats = compute_stats(train_set.episodes, train_set.targets[~train_set.act_pad], text_weights)
+    stats = compute_stats(train_set.episodes, train_set.targets[~train_set.act_pad], text_weights,
+                          states=train_set.model_state)
     runner = DiffusionPolicyRunner.create(
         mc, episodes.embedding_dim, stats, episodes.fps, encoder_manifest, seed=tc.seed, text_encoder=text_encoder
     )
@@ -199,12 +203,16 @@ def train_policy(
     scheduler = get_scheduler(
         "cosine", optimizer=optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps
     )
+    ema = WeightAverage(policy, tc.ema_max_decay, tc.ema_power) if tc.ema else None
+    averaged = ema.averaged if ema is not None else contextlib.nullcontext
     if state is None:
         order, cursor, start_step = rng.permutation(len(train_set)), 0, 0
         running, history_loss, evals, time_before_s = 0.0, [], [], 0.0
     else:  # restore everything the loop depends on (checkpoint module docstring)
         optimizer.load_state_dict(ckpt.optimizer_from_flat(state["optimizer"], tensors))
         scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:  # the checkpoint's policy files hold the average; the raw iterate is restored here
+            ema.load_state(state["ema"], tensors)
         rng = ckpt.restore_numpy_rng(state["rng"]["numpy"], tc.seed)
         ckpt.restore_rng_states(state["rng"], tensors)
         loop = state["loop"]
@@ -231,12 +239,15 @@ def train_policy(
         rng_json["numpy"] = ckpt.rng_numpy_state(rng)
         loop = {"cursor": cursor, "running": running, "history_loss": history_loss, "evals": evals,
                 "train_time_s": time_before_s + time.perf_counter() - t_start}
-        ckpt.save_checkpoint(
-            checkpoint_dir, step, runner,
-            {"identity": identity, "optimizer": opt_json, "scheduler": scheduler.state_dict(), "rng": rng_json,
-             "loop": loop, "resumed_from": resumed_from},
-            {**opt_tensors, **rng_tensors, "loop.order": torch.from_numpy(np.asarray(order, np.int64))},
-        )  # fmt: skip
+        ema_json, ema_tensors = ema.state() if ema is not None else (None, {})
+        with averaged():  # the step directory is a usable policy: the weights that would ship
+            ckpt.save_checkpoint(
+                checkpoint_dir, step, runner,
+                {"identity": identity, "optimizer": opt_json, "scheduler": scheduler.state_dict(), "rng": rng_json,
+                 "loop": loop, "resumed_from": resumed_from, "ema": ema_json},
+                {**opt_tensors, **rng_tensors, **ema_tensors,
+                 "loop.order": torch.from_numpy(np.asarray(order, np.int64))},
+            )  # fmt: skip
         policy.train()
 
     t_start = time.perf_counter()
@@ -256,6 +267,8 @@ def train_policy(
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), tc.grad_clip_norm)
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update()
             running += float(loss.detach())
             if step % tc.log_every_steps == 0 or step == tc.steps:
                 n = tc.log_every_steps if step % tc.log_every_steps == 0 else step % tc.log_every_steps
@@ -274,7 +287,8 @@ def train_policy(
                     }
                 )
             if val_set is not None and (step % tc.eval_every_steps == 0 or step == tc.steps):
-                metrics = evaluate(runner, val_set, tc.eval_max_samples, tc.seed)
+                with averaged():
+                    metrics = evaluate(runner, val_set, tc.eval_max_samples, tc.seed)
                 evals.append({"step": step, **metrics})
                 log({"event": "eval", "step": step, **metrics, "elapsed_s": time_before_s + time.perf_counter() - t_start})
             every = tc.checkpoint_every_steps
@@ -284,6 +298,8 @@ def train_policy(
         bar.close()
         stack.close()
     train_time_s = time_before_s + time.perf_counter() - t_start
+    if ema is not None:
+        ema.copy_to_module()
     policy.eval()
     runner.reset()
 
@@ -294,6 +310,8 @@ def train_policy(
         "resumed_from_steps": resumed_from,
         "batch_size": tc.batch_size,
         "seed": tc.seed,
+        "weights": "ema" if ema is not None else "last_step",
+        **({"ema_final_decay": ema.decay} if ema is not None else {}),
         "config": to_dict(config),
         "dataset": {
             "fingerprint": episodes.dataset_fingerprint,
