@@ -104,3 +104,71 @@ def test_record_yaml_matches_dataclass_defaults():
         RecordConfig(episodes=0)
     with pytest.raises(ValueError, match="image_hw"):
         RecordConfig(image_hw=(224,))
+
+
+def _episode_arrays(root):
+    (rec,) = dataset_io.read_episode_records(root)
+    ds = dataset_io.open_dataset(root)
+    rows = [ds[i] for i in range(rec["length"])]
+    states = np.stack([r[schema.STATE_KEY].numpy() for r in rows])  # (T, 7)
+    actions = np.stack([r[schema.ACTION_KEY].numpy() for r in rows])  # (T, 7)
+    phases = np.array([r[schema.PHASE_KEY].item() for r in rows])  # (T,)
+    return rec, states, actions, phases
+
+
+def test_action_noise_perturbs_the_arm_and_keeps_the_expert_labels(tmp_path):
+    """DART recording: same seed with and without --action-noise-rad: the recorded actions (the
+    expert's open-loop plan) are the same, the recorded states leave the clean run's during the
+    approach and are back on it after the grasp; the episode records the noise."""
+    clean = record_sim_episodes(1, tmp_path / "clean", seed=2, image_hw=HW, progress=False)
+    noisy = record_sim_episodes(1, tmp_path / "noisy", seed=2, image_hw=HW, progress=False, action_noise_rad=0.03)
+    assert clean["episodes_kept"] == noisy["episodes_kept"] == 1
+    rec_c, s_c, a_c, ph_c = _episode_arrays(tmp_path / "clean")
+    rec_n, s_n, a_n, ph_n = _episode_arrays(tmp_path / "noisy")
+    assert "action_noise_rad" not in rec_c["extra"] and rec_n["extra"]["action_noise_rad"] == 0.03
+    n = min(len(a_c), len(a_n))
+    np.testing.assert_allclose(a_n[:n], a_c[:n], atol=1e-6)  # labels: the clean plan
+    np.testing.assert_array_equal(ph_n[:n], ph_c[:n])
+    approach = ph_c[:n] == schema.PHASES.index("approach")
+    dev = np.abs(s_n[:n, :6] - s_c[:n, :6]).max(axis=1)  # (n,) rad
+    assert dev[approach].max() > 0.01  # the perturbed arm left the clean path
+    carry = np.flatnonzero(ph_c[:n] == schema.PHASES.index("carry"))
+    assert dev[carry[len(carry) // 2 :]].max() < 0.2 * dev[approach].max()  # and came back to it
+    with pytest.raises(ValueError, match="action_noise_rad"):
+        record_sim_episodes(1, tmp_path / "bad", action_noise_rad=-0.1)
+
+
+def test_joint_action_noise_process():
+    from dynaflip_ros.sim.action_noise import JointActionNoise
+    from dynaflip_ros.sim.expert import PHASE_INDEX
+
+    noise = JointActionNoise(0.02, 0.3, 0.1)
+    noise.reset(5)
+    action = np.r_[np.zeros(6), 0.7]
+    carry = PHASE_INDEX["carry"]
+    np.testing.assert_array_equal(noise.perturb(action, carry), action)  # not driven outside its phases
+    driven = np.stack([noise.perturb(action, PHASE_INDEX["approach"]) for _ in range(4000)])
+    assert np.all(driven[:, 6] == 0.7)  # the gripper is never perturbed
+    assert 0.017 < driven[100:, :6].std() < 0.023  # stationary std_rad
+    before = np.abs(noise.current_rad).max()
+    for _ in range(20):  # 2 s = 6.7 tau outside the driven phases
+        noise.perturb(action, carry)
+    assert np.abs(noise.current_rad).max() < 0.01 * before
+    again = JointActionNoise(0.02, 0.3, 0.1)
+    again.reset(5)
+    np.testing.assert_array_equal(again.perturb(action, carry), action)
+    np.testing.assert_array_equal(again.perturb(action, PHASE_INDEX["approach"]), driven[0])  # seeded
+    with pytest.raises(ValueError, match="unknown expert phases"):
+        JointActionNoise(0.02, 0.3, 0.1, phases=("wiggle",))
+    with pytest.raises(ValueError, match="> 0"):
+        JointActionNoise(0.0, 0.3, 0.1)
+
+
+def test_cli_record_action_noise_flag(tmp_path, capsys):
+    out = tmp_path / "demos"
+    assert main(["record", "--sim", "--out", str(out), "--action-noise-rad", "0.5", "--no-progress"]) == 2
+    assert "action_noise_rad" in capsys.readouterr().err and not out.exists()
+    assert main(["record", "--sim", "--episodes", "1", "--seed", "2", "--image-size", "48x64", "--out", str(out),
+                 "--no-progress", "--action-noise-rad", "0.01"]) == 0
+    (rec,) = dataset_io.read_episode_records(out)
+    assert rec["extra"]["action_noise_rad"] == 0.01 and rec["extra"]["action_noise_tau_s"] == 0.3

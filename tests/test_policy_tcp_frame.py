@@ -125,7 +125,9 @@ def test_a_tcp_relative_policy_trains_emits_joint_chunks_and_reloads(tmp_path):
     cfg = PolicyConfig(model=model, train=PolicyTrainConfig(steps=4, batch_size=8, warmup_steps=1, val_fraction=0.25,
                                                             eval_every_steps=4, eval_max_samples=8, num_threads=1))
     runner, info = train_policy(eps, cfg, {"weights_sha256": sha}, progress=False, text_encoder=FakeText())
-    assert np.isfinite(info["final_eval"]["val_joint_rmse_rad"])
+    ev = info["final_eval"]
+    assert np.isfinite(ev["val_joint_rmse_rad"]) and ev["hold_tcp_rmse_m"] > 0.0
+    assert 0.0 < ev["val_tcp_rmse_m"] < 1.0  # metres: the validation also reports where the fingers go
     assert runner.policy.config.input_features["observation.state"].shape == (TCP_STATE_DIM,)
     obs = PolicyObservation(embedding=eps.embedding[0], state=eps.state[0], stamp_s=0.0,
                             instruction="put the red cube in the sink")

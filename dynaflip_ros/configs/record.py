@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dynaflip_ros.configs.image import require_image_hw
-from dynaflip_ros.configs.validate import require_finite, require_int
+from dynaflip_ros.configs.validate import require_finite, require_int, require_range
 
 
 @dataclass
@@ -28,6 +28,10 @@ class RecordConfig:
         randomize_scene: draw lights, table / floor colours and the camera pose per episode
             (`configs.sim.SceneRandomization`; the encoder's pre-training data); False records
             the nominal scene (the policy's demos).
+        action_noise_rad: > 0 perturbs the expert's joint commands during approach and descent
+            by an Ornstein-Uhlenbeck process of this standard deviation, rad (DART recovery data,
+            `sim.action_noise`); the recorded actions stay the expert's clean targets. 0: none.
+        action_noise_tau_s: correlation time of that process, s.
     """
 
     repo_id: str = "local/pick_into_sink"
@@ -37,6 +41,8 @@ class RecordConfig:
     only_success: bool = True
     max_episode_s: float = 15.0
     randomize_scene: bool = False
+    action_noise_rad: float = 0.0
+    action_noise_tau_s: float = 0.3
 
     def __post_init__(self) -> None:
         if not isinstance(self.repo_id, str) or self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
@@ -49,3 +55,5 @@ class RecordConfig:
         require_finite("RecordConfig", "max_episode_s", self.max_episode_s, lo=0, lo_open=True)
         if not isinstance(self.randomize_scene, bool):
             raise ValueError(f"RecordConfig.randomize_scene must be a bool, got {self.randomize_scene!r}")
+        require_range("RecordConfig", "action_noise_rad", self.action_noise_rad, 0.0, 0.2, unit="rad")
+        require_finite("RecordConfig", "action_noise_tau_s", self.action_noise_tau_s, lo=0, lo_open=True)

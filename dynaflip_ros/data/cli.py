@@ -81,6 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--keep-failed", action="store_true", help="keep failed expert episodes (success=false)")
     e.add_argument("--randomize-scene", action="store_true",
                    help="--sim: draw lights, table / floor colours and camera pose per episode (encoder pre-training data)")
+    e.add_argument("--action-noise-rad", type=float, default=None,
+                   help="--sim: perturb the expert's joint commands during approach and descent by this "
+                        "standard deviation, rad (DART recovery data; labels stay clean; default 0)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help="dataset directory (created; see --resume); required with --sim")
     o.add_argument("--resume", action="store_true", help="append to the dataset at --out (repairs a killed run)")
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             "repo_id": args.repo_id,
             "only_success": False if args.keep_failed else None,
             "randomize_scene": True if args.randomize_scene else None,
+            "action_noise_rad": args.action_noise_rad,
         }
         merged = {**to_dict(cfg), **{k: v for k, v in overrides.items() if v is not None}}
         cfg = from_dict(RecordConfig, merged, "dynaflip record")
@@ -154,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
             repo_id=cfg.repo_id,
             max_episode_s=cfg.max_episode_s,
             sim_config=SimConfig(randomization=SceneRandomization(enabled=cfg.randomize_scene)),
+            action_noise_rad=cfg.action_noise_rad,
+            action_noise_tau_s=cfg.action_noise_tau_s,
         )
     except DatasetSchemaError as e:
         print(f"dynaflip record: {e}", file=sys.stderr)

@@ -32,6 +32,7 @@ from dynaflip_ros.policies.diffusion import (
 )
 from dynaflip_ros.policies.embeddings import EmbeddedEpisodes
 from dynaflip_ros.policies.language import TEXT_STATS_KEY, text_stats
+from dynaflip_ros.policies.tcp_frame import batch_fk
 
 
 def delta_indices(model: DiffusionModelConfig) -> tuple[list[int], list[int]]:
@@ -195,8 +196,9 @@ class Samples:
 
 def evaluate(runner: DiffusionPolicyRunner, samples: Samples, max_samples: int, seed: int) -> dict[str, float]:
     """Held-out metrics: diffusion `loss` (fixed noise), and for sampled chunks (n_action_steps from
-    the current step, non-padded targets only) joint RMSE (rad) and gripper MAE, with the same
-    errors for the baseline that holds the current state. Each sample gets its episode's first
+    the current step, non-padded targets only) joint RMSE (rad), gripper MAE and the RMSE of the
+    TCP position (m; forward kinematics with model.tcp_offset_m, whatever the action frame),
+    with the same errors for the baseline that holds the current state. Each sample gets its episode's first
     instruction. Leaves the global RNG untouched."""
     import torch
 
@@ -219,18 +221,23 @@ def evaluate(runner: DiffusionPolicyRunner, samples: Samples, max_samples: int, 
     valid = ~samples.act_pad[sel, k0:k1]  # (B, n_act)
     hold = np.broadcast_to(current[:, None, :], target.shape)  # (B, n_act, 7)
 
-    def errors(x: np.ndarray) -> tuple[float, float]:
-        d = (x - target)[valid]  # (M, 7)
-        return float(np.sqrt(np.mean(d[:, :6] ** 2))), float(np.mean(np.abs(d[:, 6])))
+    p_target, _ = batch_fk(target[..., :6], model.tcp_offset_m)  # (B, n_act, 3)
 
-    joint, grip = errors(pred)
-    hold_joint, hold_grip = errors(hold)
+    def errors(x: np.ndarray) -> tuple[float, float, float]:
+        d = (x - target)[valid]  # (M, 7)
+        tcp = np.linalg.norm(batch_fk(x[..., :6], model.tcp_offset_m)[0] - p_target, axis=-1)[valid]  # (M,)
+        return float(np.sqrt(np.mean(d[:, :6] ** 2))), float(np.mean(np.abs(d[:, 6]))), float(np.sqrt(np.mean(tcp**2)))
+
+    joint, grip, tcp = errors(pred)
+    hold_joint, hold_grip, hold_tcp = errors(hold)
     return {
         "val_loss": float(loss),
         "val_joint_rmse_rad": joint,
         "val_gripper_mae": grip,
+        "val_tcp_rmse_m": tcp,
         "hold_joint_rmse_rad": hold_joint,
         "hold_gripper_mae": hold_grip,
+        "hold_tcp_rmse_m": hold_tcp,
         "val_samples": len(sel),
     }
 

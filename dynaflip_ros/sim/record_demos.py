@@ -19,6 +19,7 @@ from dynaflip_ros.configs.sim import SimConfig
 from dynaflip_ros.data import dataset_io, schema
 from dynaflip_ros.data.dataset_io import DEFAULT_REPO_ID
 from dynaflip_ros.data.recorder import EpisodeRecorder
+from dynaflip_ros.sim.action_noise import JointActionNoise
 from dynaflip_ros.sim.expert import IKError, ScriptedExpert
 from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv
 from dynaflip_ros.sim.rollout import SimRunner
@@ -52,6 +53,8 @@ def record_sim_episodes(
     repo_id: str = DEFAULT_REPO_ID,
     max_episode_s: float = 15.0,
     sim_config=None,
+    action_noise_rad: float = 0.0,
+    action_noise_tau_s: float = 0.3,
 ) -> dict:
     """Record `n_episodes` scripted-expert episodes of the MuJoCo pick-into-sink cell.
 
@@ -70,6 +73,10 @@ def record_sim_episodes(
         image_hw: rendered and recorded image size (H, W).
         max_episode_s: simulated-time cap of one expert episode.
         sim_config: a `configs.sim.SimConfig` to start from (its image_hw is replaced).
+        action_noise_rad / action_noise_tau_s: > 0: the expert's joint commands are perturbed
+            during approach and descent (`sim.action_noise.JointActionNoise`, DART recovery
+            data; the recorded action stays the expert's clean target, the recorded state is
+            where the perturbed arm is); the episode records the two values.
 
     Returns a summary dict: episodes_attempted, episodes_kept, episodes_discarded,
     episodes_skipped_existing, ik_failures, frames_kept, seconds, dataset_episodes,
@@ -85,6 +92,8 @@ def record_sim_episodes(
     if not (math.isfinite(max_episode_s) and max_episode_s > 0):
         raise ValueError(f"max_episode_s must be finite and > 0, got {max_episode_s!r}")
     image_hw = (int(image_hw[0]), int(image_hw[1]))
+    if not (math.isfinite(action_noise_rad) and action_noise_rad >= 0):
+        raise ValueError(f"action_noise_rad must be finite and >= 0, got {action_noise_rad!r}")
 
     cfg = dataclasses.replace(sim_config if sim_config is not None else SimConfig(), image_hw=image_hw)
     if cfg.expert.control_rate_hz != schema.RECORD_FPS:
@@ -112,6 +121,9 @@ def record_sim_episodes(
         try:
             runner = SimRunner(env)
             expert = ScriptedExpert(cfg)
+            noise = None
+            if action_noise_rad > 0:
+                noise = JointActionNoise(action_noise_rad, action_noise_tau_s, 1.0 / cfg.expert.control_rate_hz)
 
             def on_frame(frame, state, action, phase, point_tracks, point_valid) -> None:
                 state_7 = np.concatenate([np.asarray(state.q, dtype=np.float64), [state.gripper]])  # (7,)
@@ -131,10 +143,15 @@ def record_sim_episodes(
                     object_name=info.object_name,
                     source="sim",
                     demonstrator="expert",
-                    extra=episode_extra(info),
+                    extra={**episode_extra(info),
+                           **({"action_noise_rad": float(action_noise_rad), "action_noise_tau_s": float(action_noise_tau_s)}
+                              if noise is not None else {})},
                 )
+                if noise is not None:
+                    noise.reset(ep_seed)
                 try:
-                    result = runner.run_expert_episode(expert, on_frame=on_frame, max_duration_s=max_episode_s)
+                    result = runner.run_expert_episode(expert, on_frame=on_frame, max_duration_s=max_episode_s,
+                                                       action_noise=noise)
                 except IKError as e:
                     log.warning("seed %d: expert IK failed (%s); episode discarded", ep_seed, e)
                     rec.discard_episode()

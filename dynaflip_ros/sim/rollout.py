@@ -142,13 +142,16 @@ class SimRunner:
 
     # ------------------------------------------------------------------ expert episodes
     def run_expert_episode(self, expert, on_frame: OnFrame | None = None, max_duration_s: float = 15.0,
-                           settle_s: float = 0.3) -> EpisodeResult:
+                           settle_s: float = 0.3, action_noise=None) -> EpisodeResult:
         """Run the scripted expert on the current episode (call `reset` first).
 
         At each 10 Hz step: state = SafeArm.state(); (action (7,), phase) = expert.act(state, t);
         on_frame(frame, state, action, phase, point_tracks (N_TRACK, 3), point_valid (N_TRACK,))
         if given (renders the camera; `env.scene_tracks()`);
-        the action is queued (due 0.1 s later) and the sim advances 0.1 s. Stops when the plan
+        the action is queued (due 0.1 s later) and the sim advances 0.1 s. With `action_noise`
+        (`sim.action_noise.JointActionNoise`, reset by the caller) the queued command is
+        `action_noise.perturb(action, phase)` while on_frame still sees the expert's clean action
+        (DART recovery data); the commands go through SafeArm like any other. Stops when the plan
         is done or after max_duration_s, then lets the scene settle for settle_s (not recorded)
         before checking `env.success()`.
         """
@@ -166,7 +169,8 @@ class SimRunner:
             if on_frame is not None:
                 frame = env.camera.read()
                 on_frame(frame, state, action, int(phase), *env.scene_tracks())
-            self.apply_action(action, due_s=t + dt)
+            command = action if action_noise is None else action_noise.perturb(action, phase)
+            self.apply_action(command, due_s=t + dt)
             self.advance(dt)
             steps += 1
             if expert.done(t + dt) or self._sched_s - t_start >= max_duration_s - 1e-9:
