@@ -32,8 +32,8 @@ THREADS="${THREADS:-2}"
 stage() { printf '\n[build %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 t0=$(date +%s)
 
-stage "1/6 policy demos: $DEMO_EPISODES nominal episodes"
-dynaflip record --sim --episodes "$DEMO_EPISODES" --seed 0 --out outputs/demos --resume
+stage "1/6 policy demos: $DEMO_EPISODES nominal episodes, DART-perturbed expert (docs/method.md §3)"
+dynaflip record --sim --episodes "$DEMO_EPISODES" --seed 0 --action-noise-rad 0.02 --out outputs/demos --resume
 stage "2/6 pre-training episodes: $PRETRAIN_EPISODES randomised episodes"
 dynaflip record --sim --randomize-scene --episodes "$PRETRAIN_EPISODES" --seed 200000 --out outputs/pretrain --resume
 stage "3/6 DynaFLIP encoder pre-training: $ENCODER_STEPS steps"
