@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "encoder": {"configs", "data", "_compat"},
     "export": {"configs", "encoder", "data", "_compat"},
     "inference": {"configs", "encoder", "export", "_compat"},
-    "policies": {"configs", "data", "encoder", "inference", "_compat"},
+    "policies": {"configs", "robot", "data", "encoder", "inference", "_compat"},  # robot: UR3 kinematics (tcp_frame)
     "calibration": {"configs", "robot", "cameras", "sim", "resources"},
     "teleop": {"configs", "robot", "cameras", "sim", "data", "task", "resources", "episodes"},
     "eval": {"configs", "robot", "cameras", "sim", "data", "encoder", "export", "inference", "policies",

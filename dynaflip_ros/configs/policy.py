@@ -20,6 +20,7 @@ NOISE_SCHEDULERS = ("DDPM", "DDIM")
 PREDICTION_TYPES = ("epsilon", "sample")
 ACTION_FRAMES = ("absolute", "relative", "tcp_relative")
 INIT_STATS = ("recompute", "keep")
+TCP_STATE_DIM = 7 + 3 + 6  # "tcp_relative" model state: q, gripper, TCP position, 6-D rotation
 CONDITION_FUSIONS = ("concat", "film_mlp")  # policies.fusion.FUSIONS
 
 
@@ -147,8 +148,6 @@ class DiffusionModelConfig:
     def state_dim(self) -> int:
         """Width of the model's observation.state: 7 (joints + gripper), 16 in the "tcp_relative"
         frame (+ TCP position and 6-D rotation, `policies.tcp_frame.model_state`)."""
-        from dynaflip_ros.policies.tcp_frame import TCP_STATE_DIM
-
         return TCP_STATE_DIM if self.action_frame == "tcp_relative" else 7
 
     @property

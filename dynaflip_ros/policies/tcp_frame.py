@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from dynaflip_ros.configs.policy import TCP_STATE_DIM  # noqa: F401  (q, gripper, TCP position, rotation 6-D)
 from dynaflip_ros.configs.ur3 import UR3_CB3_DH, DHParams
 
 N_JOINTS = 6
-TCP_STATE_DIM = 7 + 3 + 6  # q, gripper, TCP position, rotation 6-D
 IK_MAX_ITERATIONS = 50
 
 
