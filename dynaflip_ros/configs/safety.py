@@ -41,6 +41,13 @@ _DEFAULT_JOINT_LIMITS_RAD: tuple[tuple[float, float], ...] = tuple(
 _DEFAULT_MAX_JOINT_SPEED_RAD_S: tuple[float, ...] = tuple(float(v) for v in UR3_MAX_JOINT_SPEED_RAD_S)
 
 
+def tool_transform(tcp_offset_m: float) -> np.ndarray:
+    """(4, 4) flange -> TCP transform: a translation of `tcp_offset_m` (m) along the flange z axis."""
+    t = np.eye(4)
+    t[2, 3] = float(tcp_offset_m)
+    return t
+
+
 @dataclass(frozen=True)
 class SafetyConfig:
     """Limits checked on every command before it reaches an `Arm`.
@@ -164,6 +171,4 @@ class SafetyConfig:
     @property
     def tool_transform(self) -> np.ndarray:
         """(4, 4) flange -> TCP transform: a translation of tcp_offset_m along flange z."""
-        t = np.eye(4)
-        t[2, 3] = self.tcp_offset_m
-        return t
+        return tool_transform(self.tcp_offset_m)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from dynaflip_ros.configs.policy import DiffusionModelConfig
-
-N_JOINTS = 6  # action/state dims 0..5 are joint positions (rad); dim 6 is the gripper
+from dynaflip_ros.policies.tcp_frame import N_JOINTS, chunk_to_joints, joints_to_tcp_relative
+from dynaflip_ros.policies.tcp_frame import model_state as tcp_model_state
 
 
 def to_model_frame(actions: np.ndarray, current_state: np.ndarray, action_frame: str,
@@ -22,8 +22,6 @@ def to_model_frame(actions: np.ndarray, current_state: np.ndarray, action_frame:
     unknown frame.
     """
     if action_frame == "tcp_relative":
-        from dynaflip_ros.policies.tcp_frame import joints_to_tcp_relative
-
         return joints_to_tcp_relative(actions, current_state, tcp_offset_m)
     out = np.array(actions, dtype=np.float32, copy=True)
     if action_frame == "relative":
@@ -38,8 +36,6 @@ def from_model_frame(actions: np.ndarray, current_state: np.ndarray, action_fram
     """Inverse of `to_model_frame`: model-frame actions (..., H, 7) -> absolute actions
     ("tcp_relative": inverse kinematics per chunk, `policies.tcp_frame.chunk_to_joints`)."""
     if action_frame == "tcp_relative":
-        from dynaflip_ros.policies.tcp_frame import chunk_to_joints
-
         actions = np.asarray(actions, np.float32)
         state = np.broadcast_to(np.asarray(current_state, np.float32), (*actions.shape[:-2], actions.shape[-1]))
         flat_a, flat_s = actions.reshape(-1, *actions.shape[-2:]), state.reshape(-1, state.shape[-1])
@@ -57,7 +53,5 @@ def model_state(state: np.ndarray, model: DiffusionModelConfig) -> np.ndarray:
     """Measured states (..., 7) -> the model's observation.state (..., model.state_dim) float32:
     unchanged, or with the TCP pose appended in the "tcp_relative" frame (`policies.tcp_frame`)."""
     if model.action_frame == "tcp_relative":
-        from dynaflip_ros.policies.tcp_frame import model_state as tcp_model_state
-
         return tcp_model_state(state, model.tcp_offset_m)
     return np.asarray(state, np.float32)

@@ -30,36 +30,18 @@ from __future__ import annotations
 import numpy as np
 
 from dynaflip_ros.configs.policy import TCP_STATE_DIM  # noqa: F401  (q, gripper, TCP position, rotation 6-D)
+from dynaflip_ros.configs.safety import tool_transform
 from dynaflip_ros.configs.ur3 import UR3_CB3_DH, DHParams
+from dynaflip_ros.robot.kinematics import forward_kinematics_batch, inverse_kinematics
 
-N_JOINTS = 6
+N_JOINTS = 6  # action/state dims 0..5 are joint positions (rad); dim 6 is the gripper
 IK_MAX_ITERATIONS = 50
-
-
-def tool_transform(tcp_offset_m: float) -> np.ndarray:
-    """(4, 4) flange -> TCP transform: a translation of `tcp_offset_m` along the flange z axis."""
-    t = np.eye(4)
-    t[2, 3] = float(tcp_offset_m)
-    return t
 
 
 def batch_fk(q: np.ndarray, tcp_offset_m: float, dh: DHParams = UR3_CB3_DH) -> tuple[np.ndarray, np.ndarray]:
     """TCP pose of joints q (..., 6) rad: positions (..., 3) m and rotations (..., 3, 3), UR base
-    frame (standard DH, as `robot.kinematics.forward_kinematics`, vectorised)."""
-    q = np.asarray(q, np.float64)
-    lead = q.shape[:-1]
-    t = np.broadcast_to(np.eye(4), (*lead, 4, 4)).copy()
-    for i in range(N_JOINTS):
-        ct, st = np.cos(q[..., i]), np.sin(q[..., i])
-        ca, sa = np.cos(dh.alpha[i]), np.sin(dh.alpha[i])
-        a = np.zeros((*lead, 4, 4))
-        a[..., 0, 0], a[..., 0, 1], a[..., 0, 2], a[..., 0, 3] = ct, -st * ca, st * sa, dh.a[i] * ct
-        a[..., 1, 0], a[..., 1, 1], a[..., 1, 2], a[..., 1, 3] = st, ct * ca, -ct * sa, dh.a[i] * st
-        a[..., 2, 1], a[..., 2, 2], a[..., 2, 3] = sa, ca, dh.d[i]
-        a[..., 3, 3] = 1.0
-        t = t @ a
-    t = t @ tool_transform(tcp_offset_m)
-    return t[..., :3, 3], t[..., :3, :3]
+    frame (`robot.kinematics.forward_kinematics_batch` with the TCP `tcp_offset_m` along flange z)."""
+    return forward_kinematics_batch(q, dh, tool_transform(tcp_offset_m))
 
 
 def model_state(state: np.ndarray, tcp_offset_m: float) -> np.ndarray:
@@ -99,8 +81,6 @@ def chunk_to_joints(model_actions: np.ndarray, state: np.ndarray, tcp_offset_m: 
     non-finite input (`robot.kinematics.inverse_kinematics`)."""
     from scipy.spatial.transform import Rotation
 
-    from dynaflip_ros.robot.kinematics import inverse_kinematics
-
     model_actions = np.asarray(model_actions, np.float64)
     state = np.asarray(state, np.float64)
     if model_actions.ndim != 2 or model_actions.shape[1] != N_JOINTS + 1 or state.shape != (N_JOINTS + 1,):
@@ -108,11 +88,12 @@ def chunk_to_joints(model_actions: np.ndarray, state: np.ndarray, tcp_offset_m: 
     p0, r0 = batch_fk(state[:N_JOINTS], tcp_offset_m)
     tool = tool_transform(tcp_offset_m)
     out = np.empty_like(model_actions)
+    rotations = Rotation.from_rotvec(model_actions[:, 3:6]).as_matrix() @ r0  # (H, 3, 3) targets
     q, missed = state[:N_JOINTS].copy(), 0
     for k, a in enumerate(model_actions):
         target = np.eye(4)
         target[:3, 3] = p0 + a[:3]
-        target[:3, :3] = Rotation.from_rotvec(a[3:6]).as_matrix() @ r0
+        target[:3, :3] = rotations[k]
         res = inverse_kinematics(target, q, tool=tool, joint_limits_rad=joint_limits_rad,
                                  max_iterations=IK_MAX_ITERATIONS)
         q = res.q

@@ -57,6 +57,29 @@ def forward_kinematics(
     return t
 
 
+def forward_kinematics_batch(
+    q: np.ndarray, dh: DHParams = UR3_CB3_DH, tool: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`forward_kinematics` of many joint vectors at once: q (..., 6) rad -> TCP positions
+    (..., 3) m and rotations (..., 3, 3), UR base frame (same DH chain, vectorised over the
+    leading axes; no input checks: training-time conversions of whole datasets)."""
+    q = np.asarray(q, np.float64)
+    lead = q.shape[:-1]
+    t = np.broadcast_to(np.eye(4), (*lead, 4, 4)).copy()
+    for i in range(6):
+        ct, st = np.cos(q[..., i]), np.sin(q[..., i])
+        ca, sa = np.cos(dh.alpha[i]), np.sin(dh.alpha[i])
+        link = np.zeros((*lead, 4, 4))  # dh_transform, one per leading index
+        link[..., 0, 0], link[..., 0, 1], link[..., 0, 2], link[..., 0, 3] = ct, -st * ca, st * sa, dh.a[i] * ct
+        link[..., 1, 0], link[..., 1, 1], link[..., 1, 2], link[..., 1, 3] = st, ct * ca, -ct * sa, dh.a[i] * st
+        link[..., 2, 1], link[..., 2, 2], link[..., 2, 3] = sa, ca, dh.d[i]
+        link[..., 3, 3] = 1.0
+        t = t @ link
+    if tool is not None:
+        t = t @ tool
+    return t[..., :3, 3], t[..., :3, :3]
+
+
 def rotation_to_quat_wxyz(r: np.ndarray) -> np.ndarray:
     """(3, 3) rotation matrix -> (4,) unit quaternion w, x, y, z (w >= 0).
 
