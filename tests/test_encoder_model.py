@@ -230,3 +230,39 @@ def test_save_load_round_trip(model, tmp_path):
         load_image_encoder(tmp_path)
     with pytest.raises(FileNotFoundError):
         load_image_encoder(tmp_path / "missing")
+
+
+def test_output_tokens_append_the_trunk_feature_map_and_change_no_weight(tmp_path):
+    """model.output_tokens: the run-time output is [f(o_t) (D,), the (h, w, C) feature map
+    flattened cell-major]; f(o_t) itself and the weights are those of the plain encoder, the
+    manifest's embedding_dim is the wider output and token_layout reads it back."""
+    from dynaflip_ros.encoder.manifest import EncoderArtifactError, token_layout
+    from dynaflip_ros.encoder.model import DynaFlipModel, ImageEncoder, load_image_encoder, save_encoder
+
+    torch.manual_seed(0)
+    plain = ImageEncoder(EncoderModelConfig(input_hw=(64, 64))).eval()
+    tok_cfg = EncoderModelConfig(input_hw=(64, 64), output_tokens=True)
+    assert tok_cfg.token_grid == (4, 4) and tok_cfg.output_dim == 128 + 4 * 4 * 112
+    with_tokens = ImageEncoder(tok_cfg).eval()
+    with_tokens.load_state_dict(plain.state_dict(), strict=True)  # same parameters
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = with_tokens(x)
+        feats = plain.trunk(x)  # (2, 112, 4, 4)
+        assert out.shape == (2, tok_cfg.output_dim)
+        torch.testing.assert_close(out[:, :128], plain(x))
+        torch.testing.assert_close(with_tokens.features(x), plain(x))
+        tokens = out[:, 128:].reshape(2, 4, 4, 112)
+        torch.testing.assert_close(tokens[:, 1, 2], feats[:, :, 1, 2])  # cell (row 1, col 2)
+    cfg = EncoderConfig(model=tok_cfg, data=TripletDataConfig(track_layout="recorded"))
+    model = DynaFlipModel(cfg)
+    manifest = save_encoder(tmp_path / "enc", model, cfg)
+    assert manifest.embedding_dim == tok_cfg.output_dim and manifest.architecture.endswith("+tokens(4x4x112)")
+    layout = token_layout(manifest)
+    assert (layout.embedding_dim, layout.grid, layout.channels, layout.token_dim) == (128, (4, 4), 112, 1792)
+    loaded, _ = load_image_encoder(tmp_path / "enc")
+    assert loaded(x).shape == (2, tok_cfg.output_dim)
+    assert token_layout(save_encoder(tmp_path / "plain", DynaFlipModel(_cfg()), _cfg())) is None
+    bad = dict(manifest.__dict__, embedding_dim=128)
+    with pytest.raises(EncoderArtifactError, match="embedding_dim"):
+        token_layout(bad)

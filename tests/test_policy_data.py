@@ -2,6 +2,8 @@
 training samples, and `dynaflip train-policy` end to end with a fake encoder backend."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 
@@ -106,7 +108,7 @@ def test_compute_embeddings_matches_frames_and_caches(dataset_root, tmp_path):
         np.testing.assert_array_equal(emb.action[row], item[schema.ACTION_KEY].numpy())
 
     # cache hit: no encoder call, identical arrays; the file is a plain (pickle-free) npz
-    path = cache_path(cache, enc.manifest.weights_sha256, emb.dataset_fingerprint)
+    path = cache_path(cache, enc.manifest.weights_sha256, emb.dataset_fingerprint, 5)
     assert path.is_file()
     with np.load(path, allow_pickle=False) as z:
         assert z["embedding"].shape == (n, 5)
@@ -120,6 +122,13 @@ def test_compute_embeddings_matches_frames_and_caches(dataset_root, tmp_path):
     enc3 = FakeBackend(sha="2" * 64)
     compute_embeddings(dataset_root, enc3, batch_size=64, cache_dir=cache, progress=False)
     assert enc3.calls == 1 and len(list(cache.glob("*.npz"))) == 2
+
+    # the same weights with another output width (exported with / without patch tokens) -> its own file
+    wide = FakeBackend()
+    wide.manifest = dataclasses.replace(wide.manifest, embedding_dim=3)
+    wide.out_dim = 3
+    assert compute_embeddings(dataset_root, wide, batch_size=64, cache_dir=cache, progress=False).embedding_dim == 3
+    assert wide.calls == 1 and len(list(cache.glob("*.npz"))) == 3
 
 
 def test_dataset_fingerprint_tracks_content_not_path(dataset_root, tmp_path):

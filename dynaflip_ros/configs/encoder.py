@@ -70,6 +70,12 @@ class EncoderModelConfig:
     bn_mode: "train" (BatchNorm statistics update during training) or "frozen" (ImageNet
         statistics kept, affine parameters still trained).
     channels_last: run the trunk in channels-last memory format (about 2x faster on CPU).
+    output_tokens: False: the run-time output is f(o_t) (B, embedding_dim). True: the trunk's
+        feature map follows it as h*w patch tokens of trunk_channels each, row-major (cell
+        (i, j), then channel), (B, embedding_dim + h*w*C) = `output_dim` (the "patch tokens"
+        of a frozen backbone that a policy reads with its own spatial readout, e.g. Diffusion
+        Policy's spatial softmax; `policies.fusion` "token_readout"). Pre-training losses use
+        f(o_t) only, so the flag changes no trained weight (ours).
     """
 
     backbone: str = "tf_efficientnet_lite0"
@@ -88,6 +94,7 @@ class EncoderModelConfig:
     actor_hidden_dim: int = 256
     bn_mode: str = "train"
     channels_last: bool = True
+    output_tokens: bool = False
 
     def __post_init__(self) -> None:
         self.input_hw = tuple(int(v) for v in self.input_hw)
@@ -110,6 +117,22 @@ class EncoderModelConfig:
     @property
     def trunk_channels(self) -> int:
         return lite0_trunk_channels(self.trunk_stages)
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        """(h, w) of the trunk's feature map: every stride-2 conv of the TF-"same"-padded trunk
+        gives ceil(x / 2)."""
+        h, w = self.input_hw
+        for _ in range(int(round(math.log2(lite0_trunk_stride(self.trunk_stages))))):
+            h, w = (h + 1) // 2, (w + 1) // 2
+        return h, w
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the run-time output (the manifest's embedding_dim): embedding_dim, plus
+        h*w*trunk_channels with output_tokens."""
+        h, w = self.token_grid
+        return int(self.embedding_dim) + (h * w * self.trunk_channels if self.output_tokens else 0)
 
 
 @dataclass

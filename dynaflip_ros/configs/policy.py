@@ -21,7 +21,7 @@ PREDICTION_TYPES = ("epsilon", "sample")
 ACTION_FRAMES = ("absolute", "relative", "tcp_relative")
 INIT_STATS = ("recompute", "keep")
 TCP_STATE_DIM = 7 + 3 + 6  # "tcp_relative" model state: q, gripper, TCP position, 6-D rotation
-CONDITION_FUSIONS = ("concat", "film_mlp")  # policies.fusion.FUSIONS
+CONDITION_FUSIONS = ("concat", "film_mlp", "token_readout")  # policies.fusion.FUSIONS
 
 
 @dataclass
@@ -64,6 +64,11 @@ class DiffusionModelConfig:
         "film_mlp": the instruction FiLM-modulates the image embedding, then an MLP (hidden
         fusion_hidden_dim) maps [image', instruction] to fusion_dim features (language-conditioned
         policies only; a checkpoint without this field loads as "concat").
+        "token_readout": as film_mlp, plus an instruction-conditioned spatial softmax over the
+        encoder's patch tokens (an encoder exported with `output_tokens`): readout_keypoints
+        maps from a per-token MLP (hidden readout_hidden_dim) whose hidden layer the
+        instruction FiLM-modulates, each map's expected (x, y) and peak logit join the MLP's input.
+    readout_keypoints / readout_hidden_dim: the token readout's K maps and per-token width.
     """
 
     n_obs_steps: int = 2
@@ -94,6 +99,8 @@ class DiffusionModelConfig:
     condition_fusion: str = "concat"
     fusion_hidden_dim: int = 256
     fusion_dim: int = 128
+    readout_keypoints: int = 32
+    readout_hidden_dim: int = 64
 
     def __post_init__(self) -> None:
         self.down_dims = tuple(int(d) for d in self.down_dims)
@@ -141,7 +148,7 @@ class DiffusionModelConfig:
         require_choice("", "condition_fusion", self.condition_fusion, CONDITION_FUSIONS)
         if self.condition_fusion != "concat" and not self.language_conditioning:
             raise ValueError(f"condition_fusion {self.condition_fusion!r} needs language_conditioning (there is no instruction to fuse)")
-        for name in ("fusion_hidden_dim", "fusion_dim"):
+        for name in ("fusion_hidden_dim", "fusion_dim", "readout_keypoints", "readout_hidden_dim"):
             require_int("DiffusionModelConfig", name, getattr(self, name), lo=1)
 
     @property

@@ -120,3 +120,40 @@ class EncoderManifest:
             return cls(**d)
         except (KeyError, TypeError) as e:
             raise EncoderArtifactError(f"{path}: malformed encoder manifest: {e}") from e
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where the patch tokens sit in an encoder's run-time output (`configs.encoder.
+    EncoderModelConfig.output_tokens`): output (B, embedding_dim + h*w*channels) = [f(o_t) (D,),
+    tokens (h, w, channels) flattened row-major]."""
+
+    embedding_dim: int
+    grid: tuple[int, int]
+    channels: int
+
+    @property
+    def token_dim(self) -> int:
+        return self.grid[0] * self.grid[1] * self.channels
+
+
+def token_layout(manifest: "EncoderManifest | dict") -> TokenLayout | None:
+    """The TokenLayout of an encoder manifest (object or `asdict` form), None when its output
+    holds no tokens (output_tokens off, an artifact older than the option, or features that are
+    not an image encoder's, e.g. `eval.privileged`). Raises EncoderArtifactError when the
+    manifest's model config is malformed or disagrees with its embedding_dim."""
+    d = asdict(manifest) if isinstance(manifest, EncoderManifest) else dict(manifest)
+    model = (d.get("config") or {}).get("model")
+    if not isinstance(model, dict) or not model.get("output_tokens", False):
+        return None
+    from dynaflip_ros.configs.encoder import EncoderModelConfig
+    from dynaflip_ros.configs.io import from_dict
+
+    try:
+        cfg = from_dict(EncoderModelConfig, model, "manifest config.model")
+    except (TypeError, ValueError) as e:
+        raise EncoderArtifactError(f"malformed encoder manifest model config: {e}") from e
+    if cfg.output_dim != int(d.get("embedding_dim", -1)):
+        raise EncoderArtifactError(f"encoder manifest embedding_dim {d.get('embedding_dim')} != {cfg.output_dim} "
+                                   f"(embedding {cfg.embedding_dim} + tokens {cfg.token_grid} x {cfg.trunk_channels})")
+    return TokenLayout(int(cfg.embedding_dim), tuple(cfg.token_grid), int(cfg.trunk_channels))

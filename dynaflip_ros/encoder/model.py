@@ -80,11 +80,15 @@ def load_imagenet_lite0(model: nn.Module) -> None:
 
 
 def feature_hw(cfg: EncoderModelConfig) -> tuple[int, int]:
-    """Trunk output (h, w): every stride-2 conv of the TF-"same"-padded trunk gives ceil(x / 2)."""
-    h, w = cfg.input_hw
-    for _ in range(int(round(math.log2(lite0_trunk_stride(cfg.trunk_stages))))):
-        h, w = (h + 1) // 2, (w + 1) // 2
-    return h, w
+    """Trunk output (h, w) (`EncoderModelConfig.token_grid`)."""
+    return cfg.token_grid
+
+
+def keypoint_grid(h: int, w: int) -> torch.Tensor:
+    """(h*w, 2) float32 cell-centre coordinates (x, y) in [-1, 1] (x right, y down), row-major
+    cells: what a spatial softmax's expectation is taken over."""
+    gy, gx = torch.meshgrid(torch.linspace(-1.0, 1.0, h), torch.linspace(-1.0, 1.0, w), indexing="ij")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
 
 
 class SpatialSoftmax(nn.Module):
@@ -98,11 +102,7 @@ class SpatialSoftmax(nn.Module):
         super().__init__()
         self.hw = tuple(hw)
         self.conv = nn.Conv2d(in_channels, num_keypoints, kernel_size=1)
-        h, w = self.hw
-        ys = torch.linspace(-1.0, 1.0, h)
-        xs = torch.linspace(-1.0, 1.0, w)
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        self.register_buffer("grid", torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1), persistent=False)  # (h*w, 2)
+        self.register_buffer("grid", keypoint_grid(*self.hw), persistent=False)  # (h*w, 2)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         maps = self.conv(feats)  # (B, K, h, w)
@@ -113,6 +113,9 @@ class SpatialSoftmax(nn.Module):
 class ImageEncoder(nn.Module):
     """f: (B, 3, H, W) float32 RGB normalised with mean = std = 0.5 -> (B, D) embedding.
 
+    `features(x)` is f(o_t) (B, D = cfg.embedding_dim), what pre-training shapes; `forward(x)` is
+    the run-time output (B, cfg.output_dim): f(o_t), followed with cfg.output_tokens by the trunk's
+    (h, w, C) feature map flattened row-major (B, h*w*C) (`configs.encoder.EncoderModelConfig`).
     H, W must equal cfg.input_hw (ValueError otherwise). `imagenet_init` loads the ImageNet
     weights (training start); artifacts load their own weights instead.
     """
@@ -130,13 +133,25 @@ class ImageEncoder(nn.Module):
         self.keypoints = SpatialSoftmax(channels, cfg.num_keypoints, feature_hw(cfg))
         self.fc = nn.Linear(2 * cfg.num_keypoints + channels, cfg.embedding_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != self.input_hw:
             raise ValueError(f"expected (B, 3, {self.input_hw[0]}, {self.input_hw[1]}) input, got {tuple(x.shape)}")
         feats = self.trunk(x)  # (B, C, h, w)
         kp = self.keypoints(feats).flatten(1)  # (B, 2K)
         pooled = feats.mean(dim=(2, 3))  # (B, C)
-        return self.fc(torch.cat([kp, pooled], dim=1))  # (B, D)
+        return self.fc(torch.cat([kp, pooled], dim=1)), feats  # (B, D), (B, C, h, w)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """f(o_t): (B, 3, H, W) -> (B, D)."""
+        return self._encode(x)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The run-time output: (B, 3, H, W) -> (B, cfg.output_dim) (class docstring)."""
+        emb, feats = self._encode(x)
+        if not self.cfg.output_tokens:
+            return emb  # (B, D)
+        tokens = feats.permute(0, 2, 3, 1).flatten(1)  # (B, h*w*C), cell-major
+        return torch.cat([emb, tokens], dim=1)  # (B, D + h*w*C)
 
     def train(self, mode: bool = True) -> "ImageEncoder":
         """As nn.Module.train, but BatchNorm layers stay in eval mode when cfg.bn_mode == "frozen"."""
@@ -150,10 +165,14 @@ class ImageEncoder(nn.Module):
 
 def architecture_name(cfg: EncoderModelConfig) -> str:
     """Short human-readable description stored in the manifest."""
-    return (
+    name = (
         f"{cfg.backbone}[stages:{cfg.trunk_stages},{cfg.trunk_channels}ch]"
         f"+spatial_softmax(K={cfg.num_keypoints})+gap->linear({cfg.embedding_dim})"
     )
+    if cfg.output_tokens:
+        h, w = cfg.token_grid
+        name += f"+tokens({h}x{w}x{cfg.trunk_channels})"
+    return name
 
 
 # ------------------------------------------------------------------------------ heads
@@ -313,7 +332,7 @@ class DynaFlipModel(nn.Module):
         x = images.flatten(0, 1)  # (B*V, 3, H, W)
         if self.cfg.model.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        feats = self.image_encoder(x).view(b, v, -1)  # (B, V, D)
+        feats = self.image_encoder.features(x).view(b, v, -1)  # (B, V, D)
         f_t, f_tk = feats[:, 0], feats[:, 1]  # (B, D)
         n = flow_points(self.cfg.data)
         if flow_valid is None:
@@ -381,7 +400,7 @@ def save_encoder(
         input_hw=tuple(cfg.model.input_hw),
         mean=IMAGE_MEAN,
         std=IMAGE_STD,
-        embedding_dim=int(cfg.model.embedding_dim),
+        embedding_dim=int(cfg.model.output_dim),
         weights_sha256=sha256_file(enc_path),
         architecture=architecture_name(cfg.model),
         config=config,
@@ -405,7 +424,7 @@ def _read_manifest_and_config(enc_dir: Path) -> tuple[EncoderManifest, EncoderCo
     if "model" not in sections:
         raise EncoderArtifactError(f"{path}: manifest config has no 'model' section")
     cfg = from_dict(EncoderConfig, sections, str(path))
-    if tuple(cfg.model.input_hw) != tuple(manifest.input_hw) or cfg.model.embedding_dim != manifest.embedding_dim:
+    if tuple(cfg.model.input_hw) != tuple(manifest.input_hw) or cfg.model.output_dim != manifest.embedding_dim:
         raise EncoderArtifactError(f"{path}: input_hw/embedding_dim disagree with the model config")
     return manifest, cfg
 

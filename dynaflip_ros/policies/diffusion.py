@@ -46,7 +46,13 @@ import numpy as np
 from dynaflip_ros.configs.io import from_dict, to_dict
 from dynaflip_ros.configs.policy import DiffusionModelConfig
 from dynaflip_ros.data import schema
-from dynaflip_ros.encoder.manifest import EncoderArtifactError, EncoderManifest, check_recorded_sha256, sha256_file
+from dynaflip_ros.encoder.manifest import (
+    EncoderArtifactError,
+    EncoderManifest,
+    check_recorded_sha256,
+    sha256_file,
+    token_layout,
+)
 from dynaflip_ros.policies.action_frame import N_JOINTS, from_model_frame, model_state, to_model_frame  # noqa: F401
 from dynaflip_ros.policies.base import (
     ActionChunk,
@@ -88,9 +94,11 @@ def environment_dim(model: DiffusionModelConfig, embedding_dim: int) -> int:
     return int(embedding_dim) + (TEXT_DIM if model.language_conditioning else 0)
 
 
-def build_policy(lerobot_config, model: DiffusionModelConfig, embedding_dim: int):
+def build_policy(lerobot_config, model: DiffusionModelConfig, embedding_dim: int, encoder_manifest=None):
     """A fresh LeRobot DiffusionPolicy for `lerobot_config` (`make_lerobot_config`) whose
-    DiffusionModel has the conditioning of `model.condition_fusion` (`policies.fusion`)."""
+    DiffusionModel has the conditioning of `model.condition_fusion` (`policies.fusion`; the
+    "token_readout" fusion reads the token layout of `encoder_manifest`, an EncoderManifest or
+    its dict). Raises ValueError when that fusion meets an encoder without tokens."""
     import_lerobot()
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
 
@@ -98,8 +106,11 @@ def build_policy(lerobot_config, model: DiffusionModelConfig, embedding_dim: int
 
     policy = DiffusionPolicy(lerobot_config)
     if model.condition_fusion != "concat":
+        layout = token_layout(encoder_manifest) if encoder_manifest is not None else None
         policy.diffusion = make_diffusion_model(lerobot_config, model.condition_fusion, int(embedding_dim), TEXT_DIM,
-                                                model.fusion_hidden_dim, model.fusion_dim)
+                                                model.fusion_hidden_dim, model.fusion_dim, token_layout=layout,
+                                                readout_keypoints=model.readout_keypoints,
+                                                readout_hidden_dim=model.readout_hidden_dim)
     return policy
 
 
@@ -252,10 +263,10 @@ class DiffusionPolicyRunner:
                 k: np.concatenate([np.asarray(image[k], np.float32), np.asarray(text[k], np.float32)])
                 for k in ("mean", "std", "min", "max")
             }
-        cfg = make_lerobot_config(model_config, embedding_dim)
-        policy = build_policy(cfg, model_config, embedding_dim)
-        pre, post = make_pre_post_processors(cfg, dataset_stats=stats_to_torch(stats))
         manifest = asdict(encoder_manifest) if isinstance(encoder_manifest, EncoderManifest) else encoder_manifest
+        cfg = make_lerobot_config(model_config, embedding_dim)
+        policy = build_policy(cfg, model_config, embedding_dim, manifest)
+        pre, post = make_pre_post_processors(cfg, dataset_stats=stats_to_torch(stats))
         return cls(policy, pre, post, model_config, embedding_dim, fps, manifest, seed=seed, text_encoder=text_encoder)
 
     @property
@@ -530,7 +541,7 @@ class DiffusionPolicyRunner:
         from safetensors.torch import load_model
 
         cfg = make_lerobot_config(model_config, meta["embedding_dim"])
-        policy = build_policy(cfg, model_config, meta["embedding_dim"])
+        policy = build_policy(cfg, model_config, meta["embedding_dim"], meta["encoder"]["manifest"])
         load_model(policy, str(directory / "model.safetensors"), strict=True, device="cpu")
         policy.eval()
         with torch.inference_mode():

@@ -254,9 +254,12 @@ def dataset_fingerprint(dataset_root: str | Path) -> str:
     return h.hexdigest()
 
 
-def cache_path(cache_dir: str | Path, encoder_sha256: str, fingerprint: str) -> Path:
-    """`<cache_dir>/emb_<encoder sha[:16]>_<dataset fingerprint[:16]>.npz`."""
-    return Path(cache_dir) / f"emb_{encoder_sha256[:16]}_{fingerprint[:16]}.npz"
+def cache_path(cache_dir: str | Path, encoder_sha256: str, fingerprint: str, embedding_dim: int | None = None) -> Path:
+    """`<cache_dir>/emb_<encoder sha[:16]>_<dataset fingerprint[:16]>[_d<D>].npz`; the width D is
+    part of the name when given, because one set of weights can be exported with or without its
+    patch tokens (`configs.encoder.EncoderModelConfig.output_tokens`)."""
+    width = "" if embedding_dim is None else f"_d{int(embedding_dim)}"
+    return Path(cache_dir) / f"emb_{encoder_sha256[:16]}_{fingerprint[:16]}{width}.npz"
 
 
 def default_cache_dir() -> Path:
@@ -354,13 +357,15 @@ def compute_embeddings(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     manifest = encoder_backend.manifest
     fingerprint = dataset_fingerprint(dataset_root)
-    cached = cache_path(cache_dir, manifest.weights_sha256, fingerprint) if cache_dir is not None else None
+    dim = int(manifest.embedding_dim)
+    cached = cache_path(cache_dir, manifest.weights_sha256, fingerprint, dim) if cache_dir is not None else None
     if cached is not None and cached.is_file():
         try:
             emb = EmbeddedEpisodes.load_npz(cached)
         except (ValueError, KeyError, OSError):  # an older cache version or a damaged file: recompute
             emb = None
-        if emb is not None and emb.encoder_sha256 == manifest.weights_sha256 and emb.dataset_fingerprint == fingerprint:
+        if (emb is not None and emb.encoder_sha256 == manifest.weights_sha256 and emb.dataset_fingerprint == fingerprint
+                and emb.embedding_dim == dim):
             return _with_text(emb, text_encoder, cached)
 
     from tqdm import tqdm
@@ -368,7 +373,6 @@ def compute_embeddings(
     ds, order, table = _read_table(dataset_root, required=(image_key, schema.STATE_KEY, schema.ACTION_KEY))
 
     n = len(order)
-    dim = int(manifest.embedding_dim)
     embedding = np.empty((n, dim), np.float32)  # (N, D)
     is_video = image_key in ds.meta.video_keys
     images_view = None if is_video else ds.hf_dataset.select_columns([image_key]).with_format("numpy")

@@ -14,14 +14,31 @@ instruction: Perez et al. 2018 "FiLM"; RT-1, Brohan et al. 2022; BC-Z, Jang et a
 The UNet then sees [state (7,), fused (F,)] per observation step. "concat" is LeRobot's own
 path, unchanged (and the only one of checkpoints written before this option existed).
 
-Shapes: environment_state (B, S, D + T) -> (B, S, F); S = n_obs_steps.
+"token_readout" also reads the encoder's patch tokens (an encoder exported with
+`output_tokens`; `encoder.manifest.TokenLayout`), where a pooled embedding cannot say where
+each of several objects is. Each token x_c (C,) of the h x w grid goes through a small MLP whose
+hidden layer the instruction FiLM-modulates (the FiLM placement of RT-1's instruction-
+conditioned EfficientNet, Brohan et al. 2022), giving K logit maps; a spatial softmax per map
+(Levine et al. 2016; Diffusion Policy's obs encoder, Chi et al. 2023) gives its expected cell
+position (x, y) in [-1, 1] and its peak logit (how sure the map is):
+
+    a = Linear(Mish(Linear(x_c) * (1 + gamma'(text)) + beta'(text)))  (K,) per cell
+    keypoints_k = sum_c softmax_c(a_k) grid_c,  peak_k = max_c a_k
+    fused = Linear(Mish(Linear([image', keypoints (2K,), peak (K,), text])))
+
+so "where is the object this sentence names" is one map's softmax. gamma', beta' start at zero.
+
+Shapes: environment_state (B, S, D + T) -> (B, S, F); S = n_obs_steps; with tokens
+D = D_f + h*w*C (the encoder's output_dim).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-FUSIONS = ("concat", "film_mlp")
+from dynaflip_ros.encoder.model import keypoint_grid
+
+FUSIONS = ("concat", "film_mlp", "token_readout")
 
 
 class ConditionFusion(nn.Module):
@@ -46,24 +63,70 @@ class ConditionFusion(nn.Module):
         return self.mlp(torch.cat([image, text], dim=-1))
 
 
-def make_diffusion_model(lerobot_config, fusion: str, image_dim: int, text_dim: int, hidden_dim: int, out_dim: int):
+class TokenReadoutFusion(nn.Module):
+    """(..., D_f + h*w*C + T) [image embedding, patch tokens, instruction] -> (..., F) (module
+    docstring, "token_readout"). layout: `encoder.manifest.TokenLayout`."""
+
+    def __init__(self, layout, text_dim: int, keypoints: int, readout_hidden_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__()
+        if min(text_dim, keypoints, readout_hidden_dim, hidden_dim, out_dim) < 1:
+            raise ValueError("token readout dims must be >= 1")
+        self.layout = layout
+        self.text_dim = int(text_dim)
+        h, w = layout.grid
+        self.token_in = nn.Linear(layout.channels, readout_hidden_dim)
+        self.token_film = nn.Linear(text_dim, 2 * readout_hidden_dim)
+        nn.init.zeros_(self.token_film.weight)
+        nn.init.zeros_(self.token_film.bias)
+        self.token_out = nn.Linear(readout_hidden_dim, keypoints)
+        self.register_buffer("grid", keypoint_grid(h, w), persistent=False)  # (h*w, 2), encoder's convention
+        self.image = ConditionFusion(layout.embedding_dim + 3 * keypoints, text_dim, hidden_dim, out_dim)
+
+    def forward(self, env: torch.Tensor) -> torch.Tensor:
+        lay = self.layout
+        d, n_tok, c = lay.embedding_dim, lay.grid[0] * lay.grid[1], lay.channels
+        if env.shape[-1] != d + lay.token_dim + self.text_dim:
+            raise ValueError(f"expected (..., {d + lay.token_dim + self.text_dim}) input, got {tuple(env.shape)}")
+        lead = env.shape[:-1]
+        emb, text = env[..., :d], env[..., d + lay.token_dim :]  # (..., D_f), (..., T)
+        tokens = env[..., d : d + lay.token_dim].reshape(*lead, n_tok, c)  # (..., h*w, C)
+        gamma, beta = self.token_film(text).chunk(2, dim=-1)  # (..., H) each
+        hidden = self.token_in(tokens) * (1.0 + gamma[..., None, :]) + beta[..., None, :]  # (..., h*w, H)
+        logits = self.token_out(nn.functional.mish(hidden)).transpose(-1, -2)  # (..., K, h*w)
+        attn = torch.softmax(logits, dim=-1)
+        keypoints = (attn @ self.grid).flatten(-2)  # (..., 2K)
+        peak = logits.max(dim=-1).values  # (..., K)
+        return self.image(torch.cat([emb, keypoints, peak, text], dim=-1))
+
+
+def make_diffusion_model(lerobot_config, fusion: str, image_dim: int, text_dim: int, hidden_dim: int, out_dim: int,
+                         token_layout=None, readout_keypoints: int = 32, readout_hidden_dim: int = 64):
     """The `DiffusionModel` of a DiffusionPolicy: LeRobot's own ("concat") or one whose global
-    conditioning runs the environment state through `ConditionFusion` ("film_mlp", its UNet
-    sized for [state, fused] per step). Raises ValueError on an unknown fusion."""
+    conditioning runs the environment state through `ConditionFusion` ("film_mlp") or
+    `TokenReadoutFusion` ("token_readout", which needs the encoder's `token_layout`), its UNet
+    sized for [state, fused] per step. Raises ValueError on an unknown fusion, or
+    "token_readout" without a token layout (an encoder without output_tokens)."""
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionConditionalUnet1d, DiffusionModel
     from lerobot.utils.constants import OBS_ENV_STATE, OBS_STATE
 
     if fusion == "concat":
         return DiffusionModel(lerobot_config)
-    if fusion != "film_mlp":
+    if fusion not in FUSIONS:
         raise ValueError(f"condition_fusion must be one of {FUSIONS}, got {fusion!r}")
+    if fusion == "token_readout" and token_layout is None:
+        raise ValueError("condition_fusion 'token_readout' needs an encoder whose output holds patch tokens "
+                         "(model.output_tokens: true in its encoder config)")
 
     class FusedDiffusionModel(DiffusionModel):
         """DiffusionModel with `ConditionFusion` on observation.environment_state."""
 
         def __init__(self, config):
             super().__init__(config)
-            self.fusion = ConditionFusion(image_dim, text_dim, hidden_dim, out_dim)
+            if fusion == "token_readout":
+                self.fusion = TokenReadoutFusion(token_layout, text_dim, readout_keypoints, readout_hidden_dim,
+                                                 hidden_dim, out_dim)
+            else:
+                self.fusion = ConditionFusion(image_dim, text_dim, hidden_dim, out_dim)
             state_dim = config.robot_state_feature.shape[0]
             self.unet = DiffusionConditionalUnet1d(config, global_cond_dim=(state_dim + out_dim) * config.n_obs_steps)
 
