@@ -25,7 +25,6 @@ EncoderConfig plus a "run" record), train_log.jsonl (one JSON object per logged 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynaflip_ros.configs.encoder import EncoderConfig, EncoderModelConfig, lite0_trunk_stride
+from dynaflip_ros.configs.encoder import EncoderConfig, EncoderModelConfig
 from dynaflip_ros.configs.io import from_dict, to_dict
 from dynaflip_ros.data.triplets import flow_points
 from dynaflip_ros.encoder.manifest import EncoderArtifactError, EncoderManifest, check_recorded_sha256, sha256_file
