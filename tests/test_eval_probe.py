@@ -120,3 +120,52 @@ def test_probe_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert "joints" in printed and "R2" in printed
     assert main(["probe", "--dataset", str(tmp_path / "missing"), "--encoder", str(tmp_path)]) == 2
     assert main(["probe", "--dataset", str(ds), "--encoder", str(tmp_path), "--heldout-fraction", "0"]) == 2
+    # --spatial-steps needs an encoder that outputs patch tokens (FakeBackend's manifest has none)
+    assert main(["probe", "--dataset", str(ds), "--encoder", str(tmp_path), "--cache-dir", str(tmp_path / "cache"),
+                 "--spatial-steps", "10", "--no-progress"]) == 2
+    assert "outputs no patch tokens" in capsys.readouterr().err
+
+
+def _token_scene(n_episodes=60, length=3, grid=(6, 6), channels=4, seed=0):
+    """Two objects on a 6 x 6 token grid, each marked by its own channel in one cell; its centre
+    (metres) is a linear function of that cell's (x, y); object 1 is absent in odd episodes."""
+    rng = np.random.default_rng(seed)
+    m = n_episodes * length
+    h, w = grid
+    tokens = rng.normal(scale=0.1, size=(m, h, w, channels)).astype(np.float32)
+    centres = np.full((m, 2, 3), np.nan)
+    for e in range(n_episodes):
+        rows = slice(e * length, (e + 1) * length)
+        for j in range(2 if e % 2 == 0 else 1):
+            i, k = rng.integers(h), rng.integers(w)
+            tokens[rows, i, k, j] += 3.0
+            centres[rows, j] = [0.1 * k, 0.05 * i, 0.7]
+    return tokens, centres, np.repeat(np.arange(n_episodes), length)
+
+
+def test_spatial_probe_finds_marked_objects_and_an_unmarked_grid_does_not():
+    from dynaflip_ros.eval.spatial_probe import spatial_object_probe
+
+    tokens, centres, episodes = _token_scene()
+    found = spatial_object_probe(tokens, centres, episodes, steps=300, seed=0)
+    assert found.grid == (6, 6) and set(found.per_object) == {0, 1} and found.n_test > 0
+    # the cells are 2 cm (y) and 4 cm (x) apart: the readout finds the marked cell
+    assert found.median_error_m < 0.4 * found.baseline_median_m
+    blind = spatial_object_probe(np.random.default_rng(1).normal(size=tokens.shape).astype(np.float32), centres,
+                                 episodes, steps=300, seed=0)
+    assert blind.median_error_m > 0.7 * blind.baseline_median_m
+    assert found.to_dict()["steps"] == 300
+
+
+def test_spatial_probe_refuses_bad_input():
+    from dynaflip_ros.eval.spatial_probe import spatial_object_probe
+
+    tokens, centres, episodes = _token_scene(n_episodes=4)
+    with pytest.raises(ValueError, match="tokens"):
+        spatial_object_probe(tokens[:, 0], centres, episodes)
+    with pytest.raises(ValueError, match="two episodes"):
+        spatial_object_probe(tokens, centres, np.zeros(len(tokens), int))
+    with pytest.raises(ValueError, match="steps"):
+        spatial_object_probe(tokens, centres, episodes, steps=0)
+    with pytest.raises(ValueError, match="no object"):
+        spatial_object_probe(tokens, np.full_like(centres, np.nan), episodes)
