@@ -99,6 +99,20 @@ def object_centres(tracks: np.ndarray, valid: np.ndarray, episode_start: np.ndar
     return out
 
 
+def split_episodes(episode_index: np.ndarray, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out split by episode: (test episode ids (sorted), (M,) bool mask of their frames);
+    heldout_fraction of the episodes, at least one and never all, by a seeded permutation.
+    Raises ValueError with heldout_fraction outside (0, 1) or fewer than two episodes."""
+    if not 0.0 < heldout_fraction < 1.0:
+        raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+    ids = np.unique(episode_index)
+    if len(ids) < 2:
+        raise ValueError(f"need at least two episodes to split, got {len(ids)}")
+    n_test = min(max(1, int(round(heldout_fraction * len(ids)))), len(ids) - 1)
+    test_ids = np.sort(np.random.default_rng(seed).permutation(ids)[:n_test])
+    return test_ids, np.isin(episode_index, test_ids)
+
+
 def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ridge regression on standardised inputs: returns (mean (D,), std (D,), W (D + 1, K)) so
     that predict = [(x - mean) / std, 1] @ W. x (M, D), y (M, K). The bias is not penalised."""
@@ -132,14 +146,7 @@ def probe(embedding: np.ndarray, state: np.ndarray, tracks: np.ndarray, valid: n
     m = len(embedding)
     if not (len(state) == len(tracks) == len(valid) == len(episode_index) == m):
         raise ValueError(f"embedding, state, tracks, valid and episode_index must have one row per frame ({m})")
-    if not 0.0 < heldout_fraction < 1.0:
-        raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
-    ids = np.unique(episode_index)
-    if len(ids) < 2:
-        raise ValueError(f"need at least two episodes to split, got {len(ids)}")
-    n_test = min(max(1, int(round(heldout_fraction * len(ids)))), len(ids) - 1)
-    test_ids = np.sort(np.random.default_rng(seed).permutation(ids)[:n_test])
-    te = np.isin(episode_index, test_ids)
+    test_ids, te = split_episodes(episode_index, heldout_fraction, seed)
     x = np.asarray(embedding, np.float64)
     centres = object_centres(tracks, valid, episode_start, episode_length, episode_objects)  # (M, O, 3)
     names = list(CATALOGUE)

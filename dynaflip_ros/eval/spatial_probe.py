@@ -59,6 +59,7 @@ def spatial_object_probe(tokens: np.ndarray, centres: np.ndarray, episode_index:
     import torch
 
     from dynaflip_ros.encoder.model import keypoint_grid
+    from dynaflip_ros.eval.probe import split_episodes
 
     tokens = np.asarray(tokens)
     centres = np.asarray(centres, np.float64)
@@ -66,14 +67,9 @@ def spatial_object_probe(tokens: np.ndarray, centres: np.ndarray, episode_index:
     if tokens.ndim != 4 or centres.ndim != 3 or centres.shape[-1] != 3 or len(centres) != m or len(episode_index) != m:
         raise ValueError(f"need tokens (M, h, w, C), centres (M, O, 3) and episode_index (M,), got "
                          f"{tokens.shape}, {centres.shape}, {np.shape(episode_index)}")
-    if not 0.0 < heldout_fraction < 1.0 or steps < 1:
-        raise ValueError(f"need 0 < heldout_fraction < 1 and steps >= 1, got {heldout_fraction}, {steps}")
-    ids = np.unique(episode_index)
-    if len(ids) < 2:
-        raise ValueError(f"need at least two episodes to split, got {len(ids)}")
-    n_test = min(max(1, int(round(heldout_fraction * len(ids)))), len(ids) - 1)
-    test_ids = np.sort(np.random.default_rng(seed).permutation(ids)[:n_test])
-    te = np.isin(episode_index, test_ids)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    test_ids, te = split_episodes(np.asarray(episode_index), heldout_fraction, seed)  # by episode, as eval.probe
     present = ~np.isnan(centres).any(-1)  # (M, O)
     train_rows = np.flatnonzero(~te & present.any(1))
     test_rows = np.flatnonzero(te & present.any(1))
