@@ -206,7 +206,7 @@ def test_observation_history_window(trained):
 
 
 def test_model_frame_roundtrip():
-    from dynaflip_ros.policies.diffusion import from_model_frame, to_model_frame
+    from dynaflip_ros.policies.action_frame import from_model_frame, to_model_frame
 
     rng = np.random.default_rng(0)
     actions, state = rng.normal(size=(5, 16, 7)).astype(np.float32), rng.normal(size=(5, 7)).astype(np.float32)

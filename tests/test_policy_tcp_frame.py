@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dynaflip_ros.configs.policy import DiffusionModelConfig, PolicyConfig, PolicyTrainConfig
+from dynaflip_ros.configs.policy import TCP_STATE_DIM, DiffusionModelConfig, PolicyConfig, PolicyTrainConfig
 from dynaflip_ros.policies.tcp_frame import (
-    TCP_STATE_DIM,
     batch_fk,
     chunk_to_joints,
     joints_to_tcp_relative,

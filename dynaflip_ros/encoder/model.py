@@ -78,11 +78,6 @@ def load_imagenet_lite0(model: nn.Module) -> None:
     model.load_state_dict(mapped, strict=True)
 
 
-def feature_hw(cfg: EncoderModelConfig) -> tuple[int, int]:
-    """Trunk output (h, w) (`EncoderModelConfig.token_grid`)."""
-    return cfg.token_grid
-
-
 def keypoint_grid(h: int, w: int) -> torch.Tensor:
     """(h*w, 2) float32 cell-centre coordinates (x, y) in [-1, 1] (x right, y down), row-major
     cells: what a spatial softmax's expectation is taken over."""
@@ -129,7 +124,7 @@ class ImageEncoder(nn.Module):
             load_imagenet_lite0(net)
         self.trunk = nn.Sequential(net.conv_stem, net.bn1, *net.blocks[: cfg.trunk_stages])
         channels = cfg.trunk_channels
-        self.keypoints = SpatialSoftmax(channels, cfg.num_keypoints, feature_hw(cfg))
+        self.keypoints = SpatialSoftmax(channels, cfg.num_keypoints, cfg.token_grid)
         self.fc = nn.Linear(2 * cfg.num_keypoints + channels, cfg.embedding_dim)
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

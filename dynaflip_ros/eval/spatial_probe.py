@@ -78,9 +78,10 @@ def spatial_object_probe(tokens: np.ndarray, centres: np.ndarray, episode_index:
     _, h, w, c = tokens.shape
     n_obj = centres.shape[1]
     flat = tokens.reshape(m, h * w, c)  # (M, h*w, C), no copy
-    tr_all = np.flatnonzero(~te)
-    mu = flat[tr_all].mean(0, dtype=np.float64).astype(np.float32)  # (h*w, C)
-    sd = (flat[tr_all].std(0, dtype=np.float64) + 1e-6).astype(np.float32)
+    train_tokens = flat[~te]  # one copy of the training frames' tokens
+    mu = train_tokens.mean(0, dtype=np.float64).astype(np.float32)  # (h*w, C)
+    sd = (train_tokens.std(0, dtype=np.float64) + 1e-6).astype(np.float32)
+    del train_tokens
     seen = centres[~te][present[~te]]
     c_mean, c_std = seen.mean(0), seen.std(0) + 1e-9  # (3,)
     target = np.nan_to_num((centres - c_mean) / c_std).astype(np.float32)  # (M, O, 3)

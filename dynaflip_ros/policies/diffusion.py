@@ -53,7 +53,7 @@ from dynaflip_ros.encoder.manifest import (
     sha256_file,
     token_layout,
 )
-from dynaflip_ros.policies.action_frame import N_JOINTS, from_model_frame, model_state, to_model_frame  # noqa: F401
+from dynaflip_ros.policies.action_frame import from_model_frame, model_state
 from dynaflip_ros.policies.base import (
     ActionChunk,
     EncoderMismatchError,

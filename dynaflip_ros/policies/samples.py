@@ -19,16 +19,14 @@ import math
 import numpy as np
 
 from dynaflip_ros.configs.policy import DiffusionModelConfig
+from dynaflip_ros.policies.action_frame import from_model_frame, model_state, to_model_frame
 from dynaflip_ros.policies.diffusion import (
     ACTION,
     OBS_EMBEDDING,
     OBS_STATE,
     DiffusionPolicyRunner,
-    from_model_frame,
     import_lerobot,
     make_lerobot_config,
-    model_state,
-    to_model_frame,
 )
 from dynaflip_ros.policies.embeddings import EmbeddedEpisodes
 from dynaflip_ros.policies.language import TEXT_STATS_KEY, text_stats

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from dynaflip_ros.configs.policy import TCP_STATE_DIM  # noqa: F401  (q, gripper, TCP position, rotation 6-D)
 from dynaflip_ros.configs.safety import tool_transform
 from dynaflip_ros.configs.ur3 import UR3_CB3_DH, DHParams
 from dynaflip_ros.robot.kinematics import forward_kinematics_batch, inverse_kinematics

@@ -25,17 +25,17 @@ from dynaflip_ros.configs.ur3 import (  # noqa: F401
 )
 
 
-def dh_transform(a: float, d: float, alpha: float, theta: float) -> np.ndarray:
-    """(4, 4) standard DH link transform Rz(theta) Tz(d) Tx(a) Rx(alpha)."""
+def dh_transform(a: float, d: float, alpha: float, theta) -> np.ndarray:
+    """(..., 4, 4) standard DH link transform Rz(theta) Tz(d) Tx(a) Rx(alpha); theta a scalar
+    ((4, 4)) or an array (...,) of joint angles, rad."""
+    theta = np.asarray(theta, dtype=float)
     ct, st, ca, sa = np.cos(theta), np.sin(theta), np.cos(alpha), np.sin(alpha)
-    return np.array(
-        [
-            [ct, -st * ca, st * sa, a * ct],
-            [st, ct * ca, -ct * sa, a * st],
-            [0.0, sa, ca, d],
-            [0.0, 0.0, 0.0, 1.0],
-        ]
-    )
+    t = np.zeros((*theta.shape, 4, 4))
+    t[..., 0, 0], t[..., 0, 1], t[..., 0, 2], t[..., 0, 3] = ct, -st * ca, st * sa, a * ct
+    t[..., 1, 0], t[..., 1, 1], t[..., 1, 2], t[..., 1, 3] = st, ct * ca, -ct * sa, a * st
+    t[..., 2, 1], t[..., 2, 2], t[..., 2, 3] = sa, ca, d
+    t[..., 3, 3] = 1.0
+    return t
 
 
 def forward_kinematics(
@@ -67,14 +67,7 @@ def forward_kinematics_batch(
     lead = q.shape[:-1]
     t = np.broadcast_to(np.eye(4), (*lead, 4, 4)).copy()
     for i in range(6):
-        ct, st = np.cos(q[..., i]), np.sin(q[..., i])
-        ca, sa = np.cos(dh.alpha[i]), np.sin(dh.alpha[i])
-        link = np.zeros((*lead, 4, 4))  # dh_transform, one per leading index
-        link[..., 0, 0], link[..., 0, 1], link[..., 0, 2], link[..., 0, 3] = ct, -st * ca, st * sa, dh.a[i] * ct
-        link[..., 1, 0], link[..., 1, 1], link[..., 1, 2], link[..., 1, 3] = st, ct * ca, -ct * sa, dh.a[i] * st
-        link[..., 2, 1], link[..., 2, 2], link[..., 2, 3] = sa, ca, dh.d[i]
-        link[..., 3, 3] = 1.0
-        t = t @ link
+        t = t @ dh_transform(dh.a[i], dh.d[i], dh.alpha[i], q[..., i])  # (..., 4, 4)
     if tool is not None:
         t = t @ tool
     return t[..., :3, 3], t[..., :3, :3]
