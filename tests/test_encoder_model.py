@@ -266,3 +266,35 @@ def test_output_tokens_append_the_trunk_feature_map_and_change_no_weight(tmp_pat
     bad = dict(manifest.__dict__, embedding_dim=128)
     with pytest.raises(EncoderArtifactError, match="embedding_dim"):
         token_layout(bad)
+
+
+def test_token_stages_take_an_earlier_finer_feature_map_and_change_no_weight(tmp_path):
+    """model.token_stages: the tokens are the feature map after that many stages (stage 3:
+    stride 8, 40 channels) of the same forward pass; f(o_t) still reads the whole trunk, the
+    parameters are the plain encoder's, and the manifest / token_layout describe the finer grid.
+    Out-of-range values are refused."""
+    from dynaflip_ros.encoder.manifest import token_layout
+    from dynaflip_ros.encoder.model import DynaFlipModel, ImageEncoder, save_encoder
+
+    torch.manual_seed(0)
+    plain = ImageEncoder(EncoderModelConfig(input_hw=(64, 64))).eval()
+    cfg3 = EncoderModelConfig(input_hw=(64, 64), output_tokens=True, token_stages=3)
+    assert (cfg3.token_grid, cfg3.token_channels, cfg3.feature_grid) == ((8, 8), 40, (4, 4))
+    assert cfg3.output_dim == 128 + 8 * 8 * 40
+    fine = ImageEncoder(cfg3).eval()
+    fine.load_state_dict(plain.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = fine(x)
+        stage3 = plain.trunk[: 2 + 3](x)  # conv_stem, bn1, blocks 0..2: (2, 40, 8, 8)
+        torch.testing.assert_close(out[:, :128], plain(x))
+        torch.testing.assert_close(out[:, 128:].reshape(2, 8, 8, 40)[:, 5, 2], stage3[:, :, 5, 2])
+    cfg = EncoderConfig(model=cfg3, data=TripletDataConfig(track_layout="recorded"))
+    manifest = save_encoder(tmp_path / "enc", DynaFlipModel(cfg), cfg)
+    assert manifest.architecture.endswith("+tokens(8x8x40)")
+    layout = token_layout(manifest)
+    assert (layout.grid, layout.channels) == ((8, 8), 40)
+    assert EncoderModelConfig(output_tokens=True, token_stages=0).token_grid == EncoderModelConfig().feature_grid
+    for bad in (-1, 6):
+        with pytest.raises(ValueError, match="token_stages"):
+            EncoderModelConfig(token_stages=bad)

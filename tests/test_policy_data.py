@@ -108,7 +108,7 @@ def test_compute_embeddings_matches_frames_and_caches(dataset_root, tmp_path):
         np.testing.assert_array_equal(emb.action[row], item[schema.ACTION_KEY].numpy())
 
     # cache hit: no encoder call, identical arrays; the file is a plain (pickle-free) npz
-    path = cache_path(cache, enc.manifest.weights_sha256, emb.dataset_fingerprint, 5)
+    path = cache_path(cache, enc.manifest, emb.dataset_fingerprint)
     assert path.is_file()
     with np.load(path, allow_pickle=False) as z:
         assert z["embedding"].shape == (n, 5)
@@ -129,6 +129,12 @@ def test_compute_embeddings_matches_frames_and_caches(dataset_root, tmp_path):
     wide.out_dim = 3
     assert compute_embeddings(dataset_root, wide, batch_size=64, cache_dir=cache, progress=False).embedding_dim == 3
     assert wide.calls == 1 and len(list(cache.glob("*.npz"))) == 3
+
+    # the same weights and width at another input size (other pixels, other embeddings) -> its own file
+    resized = FakeBackend()
+    resized.manifest = dataclasses.replace(resized.manifest, input_hw=(IMAGE_HW[0] // 2, IMAGE_HW[1] // 2))
+    compute_embeddings(dataset_root, resized, batch_size=64, cache_dir=cache, progress=False)
+    assert resized.calls == 1 and len(list(cache.glob("*.npz"))) == 4
 
 
 def test_dataset_fingerprint_tracks_content_not_path(dataset_root, tmp_path):

@@ -174,3 +174,76 @@ def test_token_readout_policy_needs_tokens_and_round_trips(tmp_path):
     assert loaded.model_config.condition_fusion == "token_readout"
     np.testing.assert_allclose(loaded.predict_action_chunk(obs(eps, 0, 0.0, "reach the first target")).actions, a,
                                atol=1e-6)
+
+
+def _token_episodes(n: int, seed: int):
+    """instructed_episodes with a 3 x 3 x 4 token grid per frame: each episode's instructed object
+    is a hot cell (channel 0) at a random cell, with a distractor (channel 1) at another, and
+    target_centre is that cell's (x, y) in metres at depth 0.6 (frames 0-1 of each episode
+    unknown: NaN). Returns (episodes, manifest)."""
+    from dynaflip_ros.configs.encoder import EncoderModelConfig
+    from dynaflip_ros.configs.io import to_dict
+    from dynaflip_ros.encoder.manifest import EncoderManifest
+
+    enc_model = EncoderModelConfig(input_hw=(48, 48), output_tokens=True, embedding_dim=DIM, token_stages=4)
+    assert enc_model.token_grid == (3, 3) and enc_model.token_channels == 80
+    manifest = EncoderManifest(input_hw=(48, 48), mean=(0.5,) * 3, std=(0.5,) * 3, embedding_dim=enc_model.output_dim,
+                               weights_sha256=SHA, architecture="test", config={"model": to_dict(enc_model)})
+    eps, _ = instructed_episodes(n, seed=seed)
+    rng = np.random.default_rng(seed)
+    tokens = 0.1 * rng.normal(size=(len(eps.embedding), 3, 3, 80)).astype(np.float32)
+    centre = np.full((len(eps.embedding), 3), np.nan, np.float32)
+    starts, ends = eps.episode_bounds()
+    for s, e in zip(starts, ends):
+        cells = rng.choice(9, size=2, replace=False)
+        (ti, tj), (di, dj) = divmod(int(cells[0]), 3), divmod(int(cells[1]), 3)
+        tokens[s:e, ti, tj, 0] += 3.0
+        tokens[s:e, di, dj, 1] += 3.0
+        centre[s + 2 : e] = (0.1 * (tj - 1), 0.1 * (ti - 1), 0.6)
+    eps = dataclasses.replace(eps, embedding=np.concatenate([eps.embedding, tokens.reshape(len(tokens), -1)], axis=1),
+                              target_centre=centre)
+    return eps, manifest
+
+
+def test_readout_target_loss_teaches_the_readout_where_the_object_is():
+    """readout_target_weight > 0: batches carry the standardised target centre (unknown frames
+    masked), the loss adds the head's error, and after training the head places the instructed
+    object far better than the spread of the centres; without the weight no head exists; a
+    config asking for it on another fusion, or episodes without centres, are refused."""
+    from dynaflip_ros.configs.policy import PolicyConfig, PolicyTrainConfig
+    from dynaflip_ros.policies.base import PolicyDataError
+    from dynaflip_ros.policies.fusion import TARGET_CENTRE, TARGET_VALID
+    from dynaflip_ros.policies.train import train_policy
+
+    with pytest.raises(ValueError, match="token_readout"):
+        DiffusionModelConfig(condition_fusion="film_mlp", readout_target_weight=1.0)
+    eps, manifest = _token_episodes(40, seed=0)
+    model = dataclasses.replace(TINY, condition_fusion="token_readout", fusion_hidden_dim=16, fusion_dim=8,
+                                readout_keypoints=4, readout_hidden_dim=8, readout_target_weight=1.0)
+    cfg = PolicyConfig(model=model, train=PolicyTrainConfig(steps=300, batch_size=32, warmup_steps=10, lr=3e-3,
+                                                            val_fraction=0.2, eval_every_steps=300, log_every_steps=50,
+                                                            num_threads=1))
+    records = []
+    runner, info = train_policy(eps, cfg, manifest, progress=False, text_encoder=FakeText(), log_fn=records.append)
+    assert runner.policy.diffusion.fusion.target_head is not None
+    spread = float(np.median(np.linalg.norm(eps.target_centre[~np.isnan(eps.target_centre).any(1)]
+                                            - np.nanmean(eps.target_centre, 0), axis=1)))
+    err = info["final_eval"]["val_target_median_error_m"]
+    assert err < 0.5 * spread, (err, spread)
+
+    from dynaflip_ros.policies.samples import Samples, target_centre_stats
+
+    stats = target_centre_stats(eps)
+    batch = Samples(eps.with_instruction_embeddings(FakeText()), model).normalise(runner, stats).batch(np.arange(4))
+    assert batch[TARGET_CENTRE].shape == (4, model.n_obs_steps, 3)
+    assert not batch[TARGET_VALID][0].any()  # frames 0-1 of episode 0: centre unknown -> masked, zero-filled
+    assert torch.equal(batch[TARGET_CENTRE][0], torch.zeros(model.n_obs_steps, 3))
+    assert batch[TARGET_VALID][3].all()
+
+    with pytest.raises(PolicyDataError, match="point tracks"):
+        train_policy(dataclasses.replace(eps, target_centre=None), cfg, manifest, progress=False,
+                     text_encoder=FakeText())
+    plain = dataclasses.replace(model, readout_target_weight=0.0)
+    runner0, _ = train_policy(eps, PolicyConfig(model=plain, train=dataclasses.replace(cfg.train, steps=2)), manifest,
+                              progress=False, text_encoder=FakeText())
+    assert runner0.policy.diffusion.fusion.target_head is None

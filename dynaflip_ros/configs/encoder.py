@@ -46,6 +46,15 @@ def lite0_trunk_stride(trunk_stages: int) -> int:
     return _LITE0_STAGE_STRIDES[trunk_stages - 1]
 
 
+def lite0_feature_grid(input_hw: tuple[int, int], stages: int) -> tuple[int, int]:
+    """(h, w) of the feature map after the first `stages` stages for an (H, W) input: every
+    stride-2 conv of the TF-"same"-padded trunk gives ceil(x / 2)."""
+    h, w = input_hw
+    for _ in range(int(round(math.log2(lite0_trunk_stride(stages))))):
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return h, w
+
+
 @dataclass
 class EncoderModelConfig:
     """Architecture. Image encoder f: (B, 3, H, W) normalised RGB -> (B, embedding_dim).
@@ -71,11 +80,15 @@ class EncoderModelConfig:
         statistics kept, affine parameters still trained).
     channels_last: run the trunk in channels-last memory format (about 2x faster on CPU).
     output_tokens: False: the run-time output is f(o_t) (B, embedding_dim). True: the trunk's
-        feature map follows it as h*w patch tokens of trunk_channels each, row-major (cell
+        feature map (see token_stages) follows it as h*w patch tokens of C channels each, row-major (cell
         (i, j), then channel), (B, embedding_dim + h*w*C) = `output_dim` (the "patch tokens"
         of a frozen backbone that a policy reads with its own spatial readout, e.g. Diffusion
         Policy's spatial softmax; `policies.fusion` "token_readout"). Pre-training losses use
         f(o_t) only, so the flag changes no trained weight (ours).
+    token_stages: which feature map the tokens are: the one after the first `token_stages`
+        stages (e.g. 3: stride 8, 40 channels), 0 = the trunk's own (trunk_stages). An earlier
+        stage has finer cells (where an object is, to a few millimetres more) from the same
+        forward pass; f(o_t) still reads the whole trunk, so the choice changes no weight (ours).
     """
 
     backbone: str = "tf_efficientnet_lite0"
@@ -95,6 +108,7 @@ class EncoderModelConfig:
     bn_mode: str = "train"
     channels_last: bool = True
     output_tokens: bool = False
+    token_stages: int = 0
 
     def __post_init__(self) -> None:
         self.input_hw = tuple(int(v) for v in self.input_hw)
@@ -113,26 +127,39 @@ class EncoderModelConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         require_choice("", "bn_mode", self.bn_mode, BN_MODES)
+        if not 0 <= self.token_stages <= self.trunk_stages:
+            raise ValueError(f"token_stages must be in [0, trunk_stages = {self.trunk_stages}] (0: the trunk's "
+                             f"own feature map), got {self.token_stages}")
 
     @property
     def trunk_channels(self) -> int:
         return lite0_trunk_channels(self.trunk_stages)
 
     @property
+    def feature_grid(self) -> tuple[int, int]:
+        """(h, w) of the trunk's feature map (what f(o_t)'s spatial softmax reads)."""
+        return lite0_feature_grid(self.input_hw, self.trunk_stages)
+
+    @property
+    def token_source_stages(self) -> int:
+        """Stages before the token feature map (token_stages, or trunk_stages when 0)."""
+        return int(self.token_stages) or int(self.trunk_stages)
+
+    @property
+    def token_channels(self) -> int:
+        return lite0_trunk_channels(self.token_source_stages)
+
+    @property
     def token_grid(self) -> tuple[int, int]:
-        """(h, w) of the trunk's feature map: every stride-2 conv of the TF-"same"-padded trunk
-        gives ceil(x / 2)."""
-        h, w = self.input_hw
-        for _ in range(int(round(math.log2(lite0_trunk_stride(self.trunk_stages))))):
-            h, w = (h + 1) // 2, (w + 1) // 2
-        return h, w
+        """(h, w) of the patch-token grid (the feature map after token_source_stages stages)."""
+        return lite0_feature_grid(self.input_hw, self.token_source_stages)
 
     @property
     def output_dim(self) -> int:
         """Width of the run-time output (the manifest's embedding_dim): embedding_dim, plus
-        h*w*trunk_channels with output_tokens."""
+        h*w*token_channels with output_tokens."""
         h, w = self.token_grid
-        return int(self.embedding_dim) + (h * w * self.trunk_channels if self.output_tokens else 0)
+        return int(self.embedding_dim) + (h * w * self.token_channels if self.output_tokens else 0)
 
 
 @dataclass

@@ -69,6 +69,13 @@ class DiffusionModelConfig:
         maps from a per-token MLP (hidden readout_hidden_dim) whose hidden layer the
         instruction FiLM-modulates, each map's expected (x, y) and peak logit join the MLP's input.
     readout_keypoints / readout_hidden_dim: the token readout's K maps and per-token width.
+    readout_target_weight: token_readout only; > 0 adds an auxiliary loss (this weight times the
+        mean squared error of the standardised 3-D centre of the instructed object, predicted by
+        a linear head from the readout's keypoints and peaks) so the instruction-conditioned maps
+        are taught where the named object is rather than left to find it through the action loss
+        alone (auxiliary state prediction, e.g. Kalashnikov et al. 2018 QT-Opt's / Jaderberg et
+        al. 2017 UNREAL's auxiliary tasks). The centre is read off the demos' point tracks, so
+        training needs recordings with tracks (sim); at run time the head is unused (ours).
     """
 
     n_obs_steps: int = 2
@@ -101,6 +108,7 @@ class DiffusionModelConfig:
     fusion_dim: int = 128
     readout_keypoints: int = 32
     readout_hidden_dim: int = 64
+    readout_target_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.down_dims = tuple(int(d) for d in self.down_dims)
@@ -150,6 +158,10 @@ class DiffusionModelConfig:
             raise ValueError(f"condition_fusion {self.condition_fusion!r} needs language_conditioning (there is no instruction to fuse)")
         for name in ("fusion_hidden_dim", "fusion_dim", "readout_keypoints", "readout_hidden_dim"):
             require_int("DiffusionModelConfig", name, getattr(self, name), lo=1)
+        require_range("DiffusionModelConfig", "readout_target_weight", self.readout_target_weight, 0.0, 100.0)
+        if self.readout_target_weight > 0 and self.condition_fusion != "token_readout":
+            raise ValueError(f"readout_target_weight {self.readout_target_weight} needs condition_fusion "
+                             f"'token_readout' (it trains the token readout), got {self.condition_fusion!r}")
 
     @property
     def state_dim(self) -> int:

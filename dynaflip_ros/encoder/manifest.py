@@ -155,5 +155,5 @@ def token_layout(manifest: "EncoderManifest | dict") -> TokenLayout | None:
         raise EncoderArtifactError(f"malformed encoder manifest model config: {e}") from e
     if cfg.output_dim != int(d.get("embedding_dim", -1)):
         raise EncoderArtifactError(f"encoder manifest embedding_dim {d.get('embedding_dim')} != {cfg.output_dim} "
-                                   f"(embedding {cfg.embedding_dim} + tokens {cfg.token_grid} x {cfg.trunk_channels})")
-    return TokenLayout(int(cfg.embedding_dim), tuple(cfg.token_grid), int(cfg.trunk_channels))
+                                   f"(embedding {cfg.embedding_dim} + tokens {cfg.token_grid} x {cfg.token_channels})")
+    return TokenLayout(int(cfg.embedding_dim), tuple(cfg.token_grid), int(cfg.token_channels))

@@ -108,8 +108,9 @@ class ImageEncoder(nn.Module):
     """f: (B, 3, H, W) float32 RGB normalised with mean = std = 0.5 -> (B, D) embedding.
 
     `features(x)` is f(o_t) (B, D = cfg.embedding_dim), what pre-training shapes; `forward(x)` is
-    the run-time output (B, cfg.output_dim): f(o_t), followed with cfg.output_tokens by the trunk's
-    (h, w, C) feature map flattened row-major (B, h*w*C) (`configs.encoder.EncoderModelConfig`).
+    the run-time output (B, cfg.output_dim): f(o_t), followed with cfg.output_tokens by the token
+    feature map (the trunk's, or an earlier stage's with cfg.token_stages) flattened row-major
+    (B, h*w*C) (`configs.encoder.EncoderModelConfig`).
     H, W must equal cfg.input_hw (ValueError otherwise). `imagenet_init` loads the ImageNet
     weights (training start); artifacts load their own weights instead.
     """
@@ -124,16 +125,18 @@ class ImageEncoder(nn.Module):
             load_imagenet_lite0(net)
         self.trunk = nn.Sequential(net.conv_stem, net.bn1, *net.blocks[: cfg.trunk_stages])
         channels = cfg.trunk_channels
-        self.keypoints = SpatialSoftmax(channels, cfg.num_keypoints, cfg.token_grid)
+        self.keypoints = SpatialSoftmax(channels, cfg.num_keypoints, cfg.feature_grid)
+        self._token_split = 2 + cfg.token_source_stages  # trunk[:split] ends at the token feature map
         self.fc = nn.Linear(2 * cfg.num_keypoints + channels, cfg.embedding_dim)
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != self.input_hw:
             raise ValueError(f"expected (B, 3, {self.input_hw[0]}, {self.input_hw[1]}) input, got {tuple(x.shape)}")
-        feats = self.trunk(x)  # (B, C, h, w)
+        early = self.trunk[: self._token_split](x)  # (B, C_tok, h_tok, w_tok)
+        feats = self.trunk[self._token_split :](early)  # (B, C, h, w); the same tensor when token_stages is 0
         kp = self.keypoints(feats).flatten(1)  # (B, 2K)
         pooled = feats.mean(dim=(2, 3))  # (B, C)
-        return self.fc(torch.cat([kp, pooled], dim=1)), feats  # (B, D), (B, C, h, w)
+        return self.fc(torch.cat([kp, pooled], dim=1)), early  # (B, D), token feature map
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """f(o_t): (B, 3, H, W) -> (B, D)."""
@@ -141,10 +144,10 @@ class ImageEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The run-time output: (B, 3, H, W) -> (B, cfg.output_dim) (class docstring)."""
-        emb, feats = self._encode(x)
+        emb, token_map = self._encode(x)
         if not self.cfg.output_tokens:
             return emb  # (B, D)
-        tokens = feats.permute(0, 2, 3, 1).flatten(1)  # (B, h*w*C), cell-major
+        tokens = token_map.permute(0, 2, 3, 1).flatten(1)  # (B, h*w*C), cell-major
         return torch.cat([emb, tokens], dim=1)  # (B, D + h*w*C)
 
     def train(self, mode: bool = True) -> "ImageEncoder":
@@ -165,7 +168,7 @@ def architecture_name(cfg: EncoderModelConfig) -> str:
     )
     if cfg.output_tokens:
         h, w = cfg.token_grid
-        name += f"+tokens({h}x{w}x{cfg.trunk_channels})"
+        name += f"+tokens({h}x{w}x{cfg.token_channels})"
     return name
 
 

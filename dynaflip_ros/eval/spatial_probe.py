@@ -60,6 +60,7 @@ def spatial_object_probe(tokens: np.ndarray, centres: np.ndarray, episode_index:
 
     from dynaflip_ros.encoder.model import keypoint_grid
     from dynaflip_ros.eval.probe import split_episodes
+    from dynaflip_ros.policies.embeddings import column_stats
 
     tokens = np.asarray(tokens)
     centres = np.asarray(centres, np.float64)
@@ -78,10 +79,9 @@ def spatial_object_probe(tokens: np.ndarray, centres: np.ndarray, episode_index:
     _, h, w, c = tokens.shape
     n_obj = centres.shape[1]
     flat = tokens.reshape(m, h * w, c)  # (M, h*w, C), no copy
-    train_tokens = flat[~te]  # one copy of the training frames' tokens
-    mu = train_tokens.mean(0, dtype=np.float64).astype(np.float32)  # (h*w, C)
-    sd = (train_tokens.std(0, dtype=np.float64) + 1e-6).astype(np.float32)
-    del train_tokens
+    moments = column_stats(flat.reshape(m, h * w * c), np.flatnonzero(~te))  # chunked: no copy of the tokens
+    mu = moments["mean"].reshape(h * w, c)
+    sd = moments["std"].reshape(h * w, c) + 1e-6
     seen = centres[~te][present[~te]]
     c_mean, c_std = seen.mean(0), seen.std(0) + 1e-9  # (3,)
     target = np.nan_to_num((centres - c_mean) / c_std).astype(np.float32)  # (M, O, 3)

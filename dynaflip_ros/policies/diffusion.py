@@ -110,7 +110,8 @@ def build_policy(lerobot_config, model: DiffusionModelConfig, embedding_dim: int
         policy.diffusion = make_diffusion_model(lerobot_config, model.condition_fusion, int(embedding_dim), TEXT_DIM,
                                                 model.fusion_hidden_dim, model.fusion_dim, token_layout=layout,
                                                 readout_keypoints=model.readout_keypoints,
-                                                readout_hidden_dim=model.readout_hidden_dim)
+                                                readout_hidden_dim=model.readout_hidden_dim,
+                                                readout_target_weight=model.readout_target_weight)
     return policy
 
 

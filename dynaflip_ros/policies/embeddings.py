@@ -2,8 +2,8 @@
 
 The policy never sees images: it is trained on (embedding, instruction, state) -> action chunks,
 so the embeddings are computed once per (encoder, dataset) pair and cached as an `.npz`
-(`allow_pickle=False`) keyed by the encoder's `weights_sha256` and a content fingerprint of the
-dataset files. Dataset layout: `dynaflip_ros.data.schema` (LeRobotDataset v3.0).
+(`allow_pickle=False`) keyed by the encoder (`encoder_cache_key`: weights, input size and
+architecture) and a content fingerprint of the dataset files. Dataset layout: `dynaflip_ros.data.schema` (LeRobotDataset v3.0).
 
 Instructions: each episode's paraphrases are the recorded task string followed by the
 recorder's `extra["instruction_paraphrases"]` (`data.dataset_io.read_episode_records`; only the
@@ -40,7 +40,10 @@ class EmbeddedEpisodes:
     str, the distinct strings; paraphrase_episode / paraphrase_text (P,) int64, one row per
     (episode, paraphrase) pair (index into instruction_texts), every episode with at least one;
     instruction_embedding (U, T) float32 or None (not embedded yet), by the text encoder whose
-    weights sha256 is text_encoder_sha256 ("" when none).
+    weights sha256 is text_encoder_sha256 ("" when none). target_centre: (N, 3) float32 centre of
+    the instructed object (m, camera frame, NaN where unknown; `data.triplets.EpisodeFrames.
+    target_centre`) for the token readout's auxiliary loss, or None; read from the point tracks,
+    not cached.
     """
 
     embedding: np.ndarray
@@ -57,6 +60,7 @@ class EmbeddedEpisodes:
     paraphrase_text: np.ndarray | None = None
     instruction_embedding: np.ndarray | None = None
     text_encoder_sha256: str = ""
+    target_centre: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.embedding)
@@ -76,6 +80,9 @@ class EmbeddedEpisodes:
         if self.fps <= 0:
             raise ValueError(f"fps must be > 0, got {self.fps}")
         _check_episode_layout(self.episode_index, self.frame_index)
+        tc = self.target_centre
+        if tc is not None and (tc.shape != (n, 3) or tc.dtype != np.float32):
+            raise ValueError(f"target_centre must be float32 ({n}, 3), got {tc.dtype} {tc.shape}")
         if self.instruction_texts is None:  # each episode's task string
             starts = self.episode_bounds()[0]
             texts, table = _paraphrase_table(
@@ -141,6 +148,7 @@ class EmbeddedEpisodes:
             task=self.task[mask],
             paraphrase_episode=self.paraphrase_episode[pairs],
             paraphrase_text=self.paraphrase_text[pairs],
+            target_centre=None if self.target_centre is None else self.target_centre[mask],
         )
 
     def save_npz(self, path: str | Path) -> None:
@@ -254,12 +262,49 @@ def dataset_fingerprint(dataset_root: str | Path) -> str:
     return h.hexdigest()
 
 
-def cache_path(cache_dir: str | Path, encoder_sha256: str, fingerprint: str, embedding_dim: int | None = None) -> Path:
-    """`<cache_dir>/emb_<encoder sha[:16]>_<dataset fingerprint[:16]>[_d<D>].npz`; the width D is
-    part of the name when given, because one set of weights can be exported with or without its
-    patch tokens (`configs.encoder.EncoderModelConfig.output_tokens`)."""
-    width = "" if embedding_dim is None else f"_d{int(embedding_dim)}"
-    return Path(cache_dir) / f"emb_{encoder_sha256[:16]}_{fingerprint[:16]}{width}.npz"
+def column_stats(array: np.ndarray, rows: np.ndarray | None = None, chunk_rows: int = 4096) -> dict[str, np.ndarray]:
+    """Per-column min, max, mean and (population) std of array[rows] (M, D) (all rows when None),
+    float32 (D,) each, accumulated in float64 over chunks of rows: no copy of a large array (an
+    embedding with patch tokens is gigabytes) is made. The same quantities as LeRobot's
+    `compute_stats.get_feature_stats(..., axis=0)` min / max / mean / std. Raises ValueError on an
+    empty selection or an array that is not 2-D."""
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f"column_stats needs (M, D), got {array.shape}")
+    rows = np.arange(len(array)) if rows is None else np.asarray(rows)
+    if len(rows) == 0:
+        raise ValueError("column_stats of no rows")
+    d = array.shape[1]
+    total, total_sq = np.zeros(d), np.zeros(d)
+    lo, hi = np.full(d, np.inf), np.full(d, -np.inf)
+    for i in range(0, len(rows), chunk_rows):
+        part = array[rows[i : i + chunk_rows]].astype(np.float64)
+        total += part.sum(0)
+        total_sq += (part * part).sum(0)
+        lo, hi = np.minimum(lo, part.min(0)), np.maximum(hi, part.max(0))
+    mean = total / len(rows)
+    std = np.sqrt(np.maximum(total_sq / len(rows) - mean * mean, 0.0))
+    return {k: v.astype(np.float32) for k, v in (("min", lo), ("max", hi), ("mean", mean), ("std", std))}
+
+
+def encoder_cache_key(manifest) -> str:
+    """16 hex digits naming what an encoder computes: its weights sha256 together with the
+    preprocessing and architecture its manifest records (input_hw, mean, std, output width and
+    model config). The same weights exported at another input size, or with patch tokens from
+    another stage (`configs.encoder.EncoderModelConfig.token_stages`), give other embeddings and
+    so another key. manifest: `encoder.manifest.EncoderManifest`."""
+    import json
+
+    model = (getattr(manifest, "config", None) or {}).get("model", {})
+    ident = {"weights_sha256": manifest.weights_sha256, "input_hw": [int(v) for v in manifest.input_hw],
+             "mean": [float(v) for v in manifest.mean], "std": [float(v) for v in manifest.std],
+             "embedding_dim": int(manifest.embedding_dim), "model": model}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_path(cache_dir: str | Path, manifest, fingerprint: str) -> Path:
+    """`<cache_dir>/emb_<encoder_cache_key(manifest)>_<dataset fingerprint[:16]>_d<D>.npz`."""
+    return Path(cache_dir) / f"emb_{encoder_cache_key(manifest)}_{fingerprint[:16]}_d{int(manifest.embedding_dim)}.npz"
 
 
 def default_cache_dir() -> Path:
@@ -344,7 +389,7 @@ def compute_embeddings(
     encoder_backend: any `inference.base.EncoderBackend` (`embed(uint8 (B,H,W,3)) -> float32 (B,D)`,
     `.manifest.weights_sha256`, `.manifest.embedding_dim`). Images are read as stored (uint8 RGB)
     and passed to `embed` in batches of `batch_size` (tqdm bar). With `cache_dir` (None: no cache),
-    a cache file keyed by the encoder sha256 + `dataset_fingerprint` is loaded when present and
+    a cache file keyed by `encoder_cache_key` + `dataset_fingerprint` is loaded when present and
     written otherwise. With `text_encoder` (policies.language), the episodes' instructions are
     embedded too (once per distinct string; a cached file of another text encoder gets its text
     part recomputed and rewritten).
@@ -358,7 +403,7 @@ def compute_embeddings(
     manifest = encoder_backend.manifest
     fingerprint = dataset_fingerprint(dataset_root)
     dim = int(manifest.embedding_dim)
-    cached = cache_path(cache_dir, manifest.weights_sha256, fingerprint, dim) if cache_dir is not None else None
+    cached = cache_path(cache_dir, manifest, fingerprint) if cache_dir is not None else None
     if cached is not None and cached.is_file():
         try:
             emb = EmbeddedEpisodes.load_npz(cached)

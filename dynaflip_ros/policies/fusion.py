@@ -27,6 +27,10 @@ position (x, y) in [-1, 1] and its peak logit (how sure the map is):
     fused = Linear(Mish(Linear([image', keypoints (2K,), peak (K,), text])))
 
 so "where is the object this sentence names" is one map's softmax. gamma', beta' start at zero.
+With `readout_target_weight` > 0 (`configs.policy.DiffusionModelConfig`), a linear head reads
+[keypoints, peak] (3K,) to the instructed object's standardised 3-D centre, and training adds
+that weight times its squared error (batch keys TARGET_CENTRE (B, S, 3) and TARGET_VALID (B, S))
+to the diffusion loss, so the maps are taught where the named object is; run time ignores it.
 
 Shapes: environment_state (B, S, D + T) -> (B, S, F); S = n_obs_steps; with tokens
 D = D_f + h*w*C (the encoder's output_dim).
@@ -39,6 +43,8 @@ from torch import nn
 from dynaflip_ros.encoder.model import keypoint_grid
 
 FUSIONS = ("concat", "film_mlp", "token_readout")
+TARGET_CENTRE = "observation.target_centre"  # (B, S, 3) standardised centre of the instructed object
+TARGET_VALID = "observation.target_centre_is_valid"  # (B, S) bool: the centre is known
 
 
 class ConditionFusion(nn.Module):
@@ -65,9 +71,11 @@ class ConditionFusion(nn.Module):
 
 class TokenReadoutFusion(nn.Module):
     """(..., D_f + h*w*C + T) [image embedding, patch tokens, instruction] -> (..., F) (module
-    docstring, "token_readout"). layout: `encoder.manifest.TokenLayout`."""
+    docstring, "token_readout"). layout: `encoder.manifest.TokenLayout`; target_head: also build
+    the linear head [keypoints, peak] (3K,) -> instructed object's centre (3,) (`predict_target`)."""
 
-    def __init__(self, layout, text_dim: int, keypoints: int, readout_hidden_dim: int, hidden_dim: int, out_dim: int):
+    def __init__(self, layout, text_dim: int, keypoints: int, readout_hidden_dim: int, hidden_dim: int, out_dim: int,
+                 target_head: bool = False):
         super().__init__()
         if min(text_dim, keypoints, readout_hidden_dim, hidden_dim, out_dim) < 1:
             raise ValueError("token readout dims must be >= 1")
@@ -81,8 +89,11 @@ class TokenReadoutFusion(nn.Module):
         self.token_out = nn.Linear(readout_hidden_dim, keypoints)
         self.register_buffer("grid", keypoint_grid(h, w), persistent=False)  # (h*w, 2), encoder's convention
         self.image = ConditionFusion(layout.embedding_dim + 3 * keypoints, text_dim, hidden_dim, out_dim)
+        self.target_head = nn.Linear(3 * keypoints, 3) if target_head else None
 
-    def forward(self, env: torch.Tensor) -> torch.Tensor:
+    def readout(self, env: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(..., D_f + h*w*C + T) -> (embedding (..., D_f), [keypoints (2K), peak (K)] (..., 3K),
+        instruction (..., T))."""
         lay = self.layout
         d, n_tok, c = lay.embedding_dim, lay.grid[0] * lay.grid[1], lay.channels
         if env.shape[-1] != d + lay.token_dim + self.text_dim:
@@ -96,16 +107,33 @@ class TokenReadoutFusion(nn.Module):
         attn = torch.softmax(logits, dim=-1)
         keypoints = (attn @ self.grid).flatten(-2)  # (..., 2K)
         peak = logits.max(dim=-1).values  # (..., K)
-        return self.image(torch.cat([emb, keypoints, peak, text], dim=-1))
+        return emb, torch.cat([keypoints, peak], dim=-1), text
+
+    def fuse(self, emb: torch.Tensor, points: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The parts of `readout` -> (..., F)."""
+        return self.image(torch.cat([emb, points, text], dim=-1))
+
+    def forward(self, env: torch.Tensor) -> torch.Tensor:
+        return self.fuse(*self.readout(env))
+
+    def predict_target(self, points: torch.Tensor) -> torch.Tensor:
+        """[keypoints, peak] (..., 3K) of `readout` -> standardised centre of the instructed
+        object (..., 3). Raises RuntimeError when built without target_head."""
+        if self.target_head is None:
+            raise RuntimeError("this token readout has no target head (readout_target_weight 0)")
+        return self.target_head(points)
 
 
 def make_diffusion_model(lerobot_config, fusion: str, image_dim: int, text_dim: int, hidden_dim: int, out_dim: int,
-                         token_layout=None, readout_keypoints: int = 32, readout_hidden_dim: int = 64):
+                         token_layout=None, readout_keypoints: int = 32, readout_hidden_dim: int = 64,
+                         readout_target_weight: float = 0.0):
     """The `DiffusionModel` of a DiffusionPolicy: LeRobot's own ("concat") or one whose global
     conditioning runs the environment state through `ConditionFusion` ("film_mlp") or
     `TokenReadoutFusion` ("token_readout", which needs the encoder's `token_layout`), its UNet
-    sized for [state, fused] per step. Raises ValueError on an unknown fusion, or
-    "token_readout" without a token layout (an encoder without output_tokens)."""
+    sized for [state, fused] per step. With readout_target_weight > 0 its training loss adds the
+    target-centre term of the module docstring for batches that carry TARGET_CENTRE. Raises
+    ValueError on an unknown fusion, or "token_readout" without a token layout (an encoder
+    without output_tokens)."""
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionConditionalUnet1d, DiffusionModel
     from lerobot.utils.constants import OBS_ENV_STATE, OBS_STATE
 
@@ -117,6 +145,8 @@ def make_diffusion_model(lerobot_config, fusion: str, image_dim: int, text_dim: 
         raise ValueError("condition_fusion 'token_readout' needs an encoder whose output holds patch tokens "
                          "(model.output_tokens: true in its encoder config)")
 
+    target_weight = float(readout_target_weight) if fusion == "token_readout" else 0.0
+
     class FusedDiffusionModel(DiffusionModel):
         """DiffusionModel with `ConditionFusion` on observation.environment_state."""
 
@@ -124,14 +154,29 @@ def make_diffusion_model(lerobot_config, fusion: str, image_dim: int, text_dim: 
             super().__init__(config)
             if fusion == "token_readout":
                 self.fusion = TokenReadoutFusion(token_layout, text_dim, readout_keypoints, readout_hidden_dim,
-                                                 hidden_dim, out_dim)
+                                                 hidden_dim, out_dim, target_head=target_weight > 0)
             else:
                 self.fusion = ConditionFusion(image_dim, text_dim, hidden_dim, out_dim)
             state_dim = config.robot_state_feature.shape[0]
             self.unet = DiffusionConditionalUnet1d(config, global_cond_dim=(state_dim + out_dim) * config.n_obs_steps)
+            self.last_target_loss: torch.Tensor | None = None  # the auxiliary term of the last compute_loss
 
         def _prepare_global_conditioning(self, batch):
-            fused = self.fusion(batch[OBS_ENV_STATE])  # (B, S, F)
+            if target_weight > 0 and TARGET_CENTRE in batch:  # the readout once, for both losses
+                emb, points, text = self.fusion.readout(batch[OBS_ENV_STATE])
+                err = ((self.fusion.predict_target(points) - batch[TARGET_CENTRE]) ** 2).sum(-1)  # (B, S)
+                valid = batch[TARGET_VALID].to(err.dtype)
+                self.last_target_loss = (err * valid).sum() / valid.sum().clamp(min=1.0)
+                fused = self.fusion.fuse(emb, points, text)  # (B, S, F)
+            else:
+                fused = self.fusion(batch[OBS_ENV_STATE])  # (B, S, F)
             return torch.cat([batch[OBS_STATE], fused], dim=-1).flatten(start_dim=1)  # (B, S * (7 + F))
+
+        def compute_loss(self, batch):
+            self.last_target_loss = None
+            loss = super().compute_loss(batch)
+            if self.last_target_loss is not None:
+                loss = loss + target_weight * self.last_target_loss
+            return loss
 
     return FusedDiffusionModel(lerobot_config)

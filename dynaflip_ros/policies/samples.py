@@ -28,7 +28,8 @@ from dynaflip_ros.policies.diffusion import (
     import_lerobot,
     make_lerobot_config,
 )
-from dynaflip_ros.policies.embeddings import EmbeddedEpisodes
+from dynaflip_ros.policies.embeddings import EmbeddedEpisodes, column_stats
+from dynaflip_ros.policies.fusion import TARGET_CENTRE, TARGET_VALID
 from dynaflip_ros.policies.language import TEXT_STATS_KEY, text_stats
 from dynaflip_ros.policies.tcp_frame import batch_fk
 
@@ -76,7 +77,8 @@ def compute_stats(
     episodes: EmbeddedEpisodes, action_targets: np.ndarray | None = None, text_weights: np.ndarray | None = None,
     states: np.ndarray | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Per-feature min/max/mean/std (LeRobot `compute_stats.get_feature_stats`): the
+    """Per-feature min/max/mean/std (LeRobot `compute_stats.get_feature_stats`; the embedding's by
+    `policies.embeddings.column_stats`, the same quantities without copying it): the
     `dataset_stats` of the normalisers. State and embedding over all rows; actions over
     `action_targets` (M, 7) when given (model-frame targets of the training samples), else over
     the recorded actions; states over `states` (N, S) when given (the model's observation.state,
@@ -89,9 +91,10 @@ def compute_stats(
     actions = episodes.action if action_targets is None else action_targets
     states = episodes.state if states is None else states
     out = {}
-    for key, arr in ((OBS_STATE, states), (OBS_EMBEDDING, episodes.embedding), (ACTION, actions)):
+    for key, arr in ((OBS_STATE, states), (ACTION, actions)):
         st = get_feature_stats(np.asarray(arr, np.float64), axis=0, keepdims=False)
         out[key] = {k: np.asarray(st[k], np.float32) for k in ("min", "max", "mean", "std")}
+    out[OBS_EMBEDDING] = column_stats(episodes.embedding)  # chunked: patch tokens make this gigabytes
     if text_weights is not None:
         if episodes.instruction_embedding is None:
             raise ValueError("the instructions are not embedded (EmbeddedEpisodes.with_instruction_embeddings)")
@@ -133,6 +136,7 @@ class Samples:
         )
         self.model_state = model_state(episodes.state, model)  # (N, model.state_dim)
         self.language = bool(model.language_conditioning)
+        self.target_stats: tuple[np.ndarray, np.ndarray] | None = None  # (mean (3,), std (3,)) m, `normalise`
         order = np.argsort(episodes.paraphrase_episode, kind="stable")  # keeps each episode's order
         pair_episode = episodes.paraphrase_episode[order]  # (P,) sorted
         self.text_flat = episodes.paraphrase_text[order]  # (P,) string index
@@ -160,22 +164,34 @@ class Samples:
     def __len__(self) -> int:
         return len(self.anchors)
 
-    def normalise(self, runner: DiffusionPolicyRunner) -> Samples:
-        arrays = {OBS_STATE: self.model_state, ACTION: self.targets, "image": self.episodes.embedding}
-        if self.language:
-            if self.episodes.instruction_embedding is None:
-                raise ValueError("the instructions are not embedded (EmbeddedEpisodes.with_instruction_embeddings)")
-            arrays["instruction"] = self.episodes.instruction_embedding
-        norm = normalise_arrays(runner, arrays)
+    def normalise(self, runner: DiffusionPolicyRunner,
+                  target_stats: tuple[np.ndarray, np.ndarray] | None = None) -> Samples:
+        """Normalise state and action targets with `runner`'s stats; the environment state
+        ([embedding, instruction]) is normalised per batch by the same preprocessor (`batch`), so
+        the embedding, gigabytes with patch tokens, is never copied. target_stats (mean (3,),
+        std (3,), m; `target_centre_stats` of the training split): batches also carry the
+        instructed object's standardised centre (`policies.fusion.TARGET_CENTRE`); needs
+        episodes.target_centre (ValueError otherwise)."""
+        import torch
+
+        if target_stats is not None:
+            if self.episodes.target_centre is None:
+                raise ValueError("target_stats given but the episodes carry no target_centre")
+            self.target_stats = (np.asarray(target_stats[0], np.float32), np.asarray(target_stats[1], np.float32))
+
+        if self.language and self.episodes.instruction_embedding is None:
+            raise ValueError("the instructions are not embedded (EmbeddedEpisodes.with_instruction_embeddings)")
+        norm = normalise_arrays(runner, {OBS_STATE: self.model_state, ACTION: self.targets})
         self.state = norm[OBS_STATE]  # (N, state_dim) normalised
-        self.embedding = norm["image"]  # (N, D)
         self.action = norm[ACTION]  # (S, H, 7)
-        self.text = norm.get("instruction")  # (U, T) or None
+        self.embedding = torch.from_numpy(self.episodes.embedding)  # (N, D) raw, shares memory
+        self.text = torch.from_numpy(self.episodes.instruction_embedding) if self.language else None  # (U, T) raw
+        self._preprocessor = runner.preprocessor
         return self
 
     def batch(self, sel: np.ndarray, text_ids: np.ndarray | None = None) -> dict:
         """LeRobot training batch of samples `sel` (B,); text_ids (B,): each sample's instruction
-        (language conditioning; None: the first one)."""
+        (language conditioning; None: the first one). Needs `normalise` first."""
         import torch
 
         o = torch.from_numpy(self.obs_idx[sel])  # (B, n_obs)
@@ -184,12 +200,36 @@ class Samples:
             ids = self.first_texts(sel) if text_ids is None else text_ids
             text = self.text[torch.from_numpy(np.asarray(ids, np.int64))]  # (B, T)
             env = torch.cat([env, text[:, None, :].expand(-1, env.shape[1], -1)], dim=-1)  # (B, n_obs, D + T)
-        return {
+        with torch.no_grad():
+            env = self._preprocessor({OBS_EMBEDDING: env})[OBS_EMBEDDING].float()  # normalised, as at run time
+        out = {
             OBS_STATE: self.state[o],  # (B, n_obs, state_dim)
             OBS_EMBEDDING: env,  # (B, n_obs, D [+ T])
             ACTION: self.action[torch.from_numpy(sel)],  # (B, H, 7)
             "action_is_pad": torch.from_numpy(self.act_pad[sel]),  # (B, H)
         }
+        if self.target_stats is not None:
+            centre = self.episodes.target_centre[self.obs_idx[sel]]  # (B, n_obs, 3) m, NaN unknown
+            valid = ~np.isnan(centre).any(-1)
+            standard = np.nan_to_num((centre - self.target_stats[0]) / self.target_stats[1])
+            out[TARGET_CENTRE] = torch.from_numpy(standard.astype(np.float32))
+            out[TARGET_VALID] = torch.from_numpy(valid)
+        return out
+
+
+def target_centre_stats(episodes: EmbeddedEpisodes) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (3,), std (3,)) in metres of the known instructed-object centres of `episodes`
+    (std + 1e-6), the standardisation of the token readout's auxiliary target. Raises
+    PolicyDataError when the episodes carry none (a recording without point tracks)."""
+    from dynaflip_ros.policies.base import PolicyDataError
+
+    centre = episodes.target_centre
+    known = None if centre is None else centre[~np.isnan(centre).any(-1)]
+    if known is None or len(known) == 0:
+        raise PolicyDataError("model.readout_target_weight > 0 needs the instructed object's centre in the "
+                              "training frames, read from the demos' point tracks (recordings of dynaflip record "
+                              "--sim have them; teleop recordings do not): set readout_target_weight: 0")
+    return known.mean(0, dtype=np.float64).astype(np.float32), (known.std(0, dtype=np.float64) + 1e-6).astype(np.float32)
 
 
 def evaluate(runner: DiffusionPolicyRunner, samples: Samples, max_samples: int, seed: int) -> dict[str, float]:
@@ -211,6 +251,7 @@ def evaluate(runner: DiffusionPolicyRunner, samples: Samples, max_samples: int, 
         loss, _ = policy.forward(batch)
         obs = {OBS_STATE: batch[OBS_STATE], OBS_EMBEDDING: batch[OBS_EMBEDDING]}
         pred = runner.postprocessor(policy.diffusion.generate_actions(obs)).numpy()  # (B, n_act, 7)
+        target_error = _target_error_m(policy.diffusion, batch, samples.target_stats)
     policy.train(was_training)
     current = samples.episodes.state[samples.anchors[sel]]  # (B, 7)
     pred = from_model_frame(pred, current, model.action_frame, model.tcp_offset_m)  # (B, n_act, 7) absolute
@@ -237,33 +278,33 @@ def evaluate(runner: DiffusionPolicyRunner, samples: Samples, max_samples: int, 
         "hold_gripper_mae": hold_grip,
         "hold_tcp_rmse_m": hold_tcp,
         "val_samples": len(sel),
+        **({} if target_error is None else {"val_target_median_error_m": target_error}),
     }
 
 
+def _target_error_m(model, batch: dict, target_stats) -> float | None:
+    """Median 3-D error (m) of the token readout's instructed-object centre over the batch's
+    known centres (every observation step), or None without a target head or targets."""
+    fusion = getattr(model, "fusion", None)
+    if target_stats is None or TARGET_CENTRE not in batch or getattr(fusion, "target_head", None) is None:
+        return None
+    _, points, _ = fusion.readout(batch[OBS_EMBEDDING])
+    err = (fusion.predict_target(points) - batch[TARGET_CENTRE]).numpy() * target_stats[1]  # (B, S, 3) m
+    known = batch[TARGET_VALID].numpy()
+    return float(np.median(np.linalg.norm(err[known], axis=-1))) if known.any() else None
+
+
 def normalise_arrays(runner: DiffusionPolicyRunner, arrays: dict[str, np.ndarray]) -> dict:
-    """Normalise training arrays with `runner`'s stats, each feature on its own leading
-    shape: "observation.state" (..., state_dim), "action" (..., 7), "image" (..., D) and
-    "instruction" (..., T) (the two parts of environment_state; normalisation is per
-    dimension, so each part is padded with the other's mean). Returns float32 tensors."""
+    """Normalise training arrays with `runner`'s preprocessor: "observation.state" (...,
+    state_dim) and "action" (..., 7), each on its own leading shape. Returns float32 tensors."""
     import torch
 
-    stats = environment_stats(runner)
-    d = runner.embedding_dim
-    raw = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in arrays.items() if k in (OBS_STATE, ACTION)}
-    out = {}
+    raw = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in arrays.items()}
+    if set(raw) - {OBS_STATE, ACTION}:
+        raise ValueError(f"normalise_arrays takes {OBS_STATE!r} and {ACTION!r}, got {sorted(raw)}")
     with torch.no_grad():
-        if raw:
-            norm = runner.preprocessor(raw)
-            out.update({k: norm[k].float() for k in raw})
-        for key, lo, hi in (("image", 0, d), ("instruction", d, None)):
-            if key not in arrays:
-                continue
-            part = np.asarray(arrays[key], np.float32)
-            full = np.broadcast_to(stats["mean"], (*part.shape[:-1], len(stats["mean"]))).copy()
-            full[..., lo:hi] = part
-            norm = runner.preprocessor({OBS_EMBEDDING: torch.from_numpy(full)})[OBS_EMBEDDING]
-            out[key] = norm[..., lo:hi].float()
-    return out
+        norm = runner.preprocessor(raw)
+    return {k: norm[k].float() for k in raw}
 
 
 def environment_stats(runner: DiffusionPolicyRunner) -> dict[str, np.ndarray]:

@@ -20,6 +20,7 @@ encoder) and PolicyCheckpointError for an unusable init or resume checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -47,6 +48,7 @@ from dynaflip_ros.policies.samples import (  # noqa: F401  (re-exported: the tra
     num_val_episodes,
     query_indices,
     split_episodes,
+    target_centre_stats,
 )
 
 log_ = logging.getLogger(__name__)
@@ -189,9 +191,10 @@ def train_policy(
         torch.manual_seed(tc.seed)
         runner = _fresh_runner(train_set, episodes, config, encoder_manifest, text_encoder, init)
     rng = np.random.default_rng(tc.seed)
-    train_set.normalise(runner)
+    target_stats = target_centre_stats(train_set.episodes) if mc.readout_target_weight > 0 else None
+    train_set.normalise(runner, target_stats)
     val_set = Samples(episodes.select_episodes(val_ids), mc) if len(val_ids) else None
-    val_set = val_set.normalise(runner) if val_set is not None and len(val_set) else None
+    val_set = val_set.normalise(runner, target_stats) if val_set is not None and len(val_set) else None
 
     policy = runner.policy
     policy.train()
@@ -404,6 +407,8 @@ def train_policy_from_dataset(
             text_encoder=text_encoder,
         )
     embedding_time_s = time.perf_counter() - t0
+    if config.model.readout_target_weight > 0 and episodes.target_centre is None:
+        episodes = with_target_centres(episodes, dataset_root)
     if episodes.embedding_dim != enc.manifest.embedding_dim:
         raise PolicyDataError(f"embedding dim {episodes.embedding_dim} != manifest {enc.manifest.embedding_dim}")
     checkpoint_dir = out_dir / ckpt.CHECKPOINTS_DIR
@@ -433,6 +438,21 @@ def train_policy_from_dataset(
     ckpt.remove_checkpoints(checkpoint_dir)
     info["checkpoint_bytes"] = int(sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file()))
     return info
+
+
+def with_target_centres(episodes: EmbeddedEpisodes, dataset_root: str | Path) -> EmbeddedEpisodes:
+    """`episodes` with target_centre read from the point tracks of the dataset they were embedded
+    from (`data.triplets.EpisodeFrames.target_centre`; no image is decoded). Raises UserError
+    (TripletDataError) when the recording has no valid tracks, PolicyDataError when its rows do
+    not line up with `episodes` (the dataset changed since it was embedded)."""
+    from dynaflip_ros.data.triplets import load_episode_frames
+
+    frames = load_episode_frames(dataset_root, None, progress=False)
+    if not (np.array_equal(frames.episode_index, episodes.episode_index)
+            and np.array_equal(frames.frame_index, episodes.frame_index)):
+        raise PolicyDataError(f"{dataset_root}: the point tracks do not line up with the embedded frames "
+                              "(the dataset changed while reading?)")
+    return dataclasses.replace(episodes, target_centre=frames.target_centre())
 
 
 def _completed_run(out_dir: Path, config: PolicyConfig, episodes: EmbeddedEpisodes, encoder_sha256: str,
