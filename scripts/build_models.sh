@@ -6,10 +6,12 @@
 #   2. pre-training episodes: scripted expert, randomised lights,
 #      table / floor colours and camera pose (train-split objects)   -> outputs/pretrain
 #   3. DynaFLIP encoder pre-training on (2)                          -> outputs/encoder
-#   4. ONNX export with the parity gate, and a linear probe of its
-#      embeddings on (1) (joints, each object's position)            -> models/encoder, outputs/eval/probe.json
-#   5. language-conditioned diffusion policy on frozen embeddings
-#      of (1)                                                        -> outputs/policy -> models/policy
+#   4. ONNX export with the parity gate at a 192 x 192 input with
+#      24 x 24 patch tokens of the stride-8 stage (docs/method.md §1),
+#      and a linear probe of its embeddings on (1)                   -> models/encoder, outputs/eval/probe.json
+#   5. language-conditioned diffusion policy on the frozen embeddings
+#      and patch tokens of (1): token readout + instructed-object
+#      centre loss (config/policy_token_readout.yaml)                -> outputs/policy -> models/policy
 #   6. lock-step evaluation on held-out seeds + the instruction-swap check -> outputs/eval/
 #
 # Every stage resumes: recordings skip the seeds they hold, training continues from its last
@@ -40,11 +42,12 @@ stage "3/6 DynaFLIP encoder pre-training: $ENCODER_STEPS steps"
 dynaflip train-encoder --dataset outputs/pretrain --out outputs/encoder --steps "$ENCODER_STEPS" \
   --threads "$THREADS" --resume
 stage "4/6 ONNX export + parity gate"
-dynaflip export --encoder outputs/encoder --out models/encoder --tensorrt auto --precision fp32
+dynaflip export --encoder outputs/encoder --out models/encoder --input-hw 192 192 --token-stages 3 \
+  --tolerance 5e-4 --tensorrt auto --precision fp32
 dynaflip probe --dataset outputs/demos --encoder models/encoder --out outputs/eval/probe.json --no-progress
 stage "5/6 language-conditioned diffusion policy: $POLICY_STEPS steps"
 dynaflip train-policy --dataset outputs/demos --encoder models/encoder --out outputs/policy \
-  --steps "$POLICY_STEPS" --resume
+  --config config/policy_token_readout.yaml --steps "$POLICY_STEPS" --resume
 rm -rf models/policy.new && cp -r outputs/policy models/policy.new
 rm -rf models/policy && mv models/policy.new models/policy
 stage "6/6 evaluation: $EVAL_EPISODES held-out episodes, $SWAP_PAIRS swap pairs"

@@ -136,6 +136,12 @@ def test_action_noise_perturbs_the_arm_and_keeps_the_expert_labels(tmp_path):
     assert dev[carry[len(carry) // 2 :]].max() < 0.2 * dev[approach].max()  # and came back to it
     with pytest.raises(ValueError, match="action_noise_rad"):
         record_sim_episodes(1, tmp_path / "bad", action_noise_rad=-0.1)
+    # --resume never mixes recipes: nominal episodes are not appended to a DART dataset (or back)
+    with pytest.raises(ValueError, match="one dataset, one recipe"):
+        record_sim_episodes(2, tmp_path / "noisy", seed=2, image_hw=HW, progress=False)
+    with pytest.raises(ValueError, match="--action-noise-rad 0.05"):
+        record_sim_episodes(2, tmp_path / "clean", seed=2, image_hw=HW, progress=False, action_noise_rad=0.05)
+    assert len(dataset_io.read_episode_records(tmp_path / "clean")) == 1  # nothing appended
 
 
 def test_joint_action_noise_process():

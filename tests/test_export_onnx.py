@@ -226,3 +226,40 @@ def test_tolerance_validation():
         ParityTolerance(max_abs_diff=-1.0)
     with pytest.raises(ValueError):
         ParityTolerance(min_cosine=1.5)
+
+
+def test_cli_runtime_view_exports_tokens_at_another_input_size(encoder_dir, tmp_path):
+    """--input-hw / --token-stages: the same weights (sha256 unchanged) exported at another input
+    size with patch tokens from an earlier stage; the ONNX output has the manifest's wider width
+    and its tokens are the stage's feature map. A stage the trunk lacks is refused (exit 4) and
+    nothing is installed."""
+    import onnxruntime as ort
+    import torch
+
+    from dynaflip_ros.encoder.manifest import token_layout
+    from dynaflip_ros.encoder.model import load_image_encoder
+
+    out = tmp_path / "view"
+    rc, stdout, stderr = run_cli(["export", "--encoder", str(encoder_dir), "--out", str(out), "--tensorrt", "off",
+                                  "--input-hw", "48", "48", "--token-stages", "2", "--threads", "2"])
+    assert rc == 0, stdout + stderr
+    src = EncoderManifest.from_json(encoder_dir / "manifest.json")
+    m = EncoderManifest.from_json(out / "manifest.json")
+    assert m.weights_sha256 == src.weights_sha256 and m.input_hw == (48, 48)
+    lay = token_layout(m)
+    assert (lay.grid, lay.channels) == ((12, 12), 24) and m.embedding_dim == EMBEDDING_DIM + 12 * 12 * 24
+    assert not any(p.name.startswith(".view_") for p in out.iterdir())
+    module, _ = load_image_encoder(out)
+    x = np.random.default_rng(0).uniform(-1, 1, size=(2, 3, 48, 48)).astype(np.float32)
+    sess = ort.InferenceSession(str(out / ONNX_FILENAME), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert got.shape == (2, m.embedding_dim)
+    with torch.no_grad():
+        stage2 = module.eval().trunk[: 2 + 2](torch.from_numpy(x))  # (2, 24, 12, 12)
+    np.testing.assert_allclose(got[:, EMBEDDING_DIM:].reshape(2, 12, 12, 24)[:, 3, 7], stage2[:, :, 3, 7].numpy(),
+                               atol=1e-4, rtol=1e-4)
+    bad = tmp_path / "bad"
+    rc, stdout, stderr = run_cli(["export", "--encoder", str(encoder_dir), "--out", str(bad), "--tensorrt", "off",
+                                  "--token-stages", "5"])
+    assert rc == 4 and "token_stages" in stdout + stderr
+    assert not (bad / ONNX_FILENAME).exists()

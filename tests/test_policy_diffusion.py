@@ -236,6 +236,10 @@ def test_default_model_fits_the_checkpoint_budget(embedding_dim, language):
 
 def test_config_validation_and_yaml_defaults():
     assert load_yaml(PolicyConfig, REPO / "config" / "policy.yaml") == PolicyConfig()
+    shipped = load_yaml(PolicyConfig, REPO / "config" / "policy_token_readout.yaml")  # the build's recipe
+    assert shipped.model == dataclasses.replace(PolicyConfig().model, condition_fusion="token_readout",
+                                                readout_target_weight=1.0)
+    assert shipped.train == PolicyConfig().train
     with pytest.raises(ValueError, match="n_action_steps"):
         DiffusionModelConfig(n_obs_steps=2, horizon=16, n_action_steps=16)
     DiffusionModelConfig(n_obs_steps=2, horizon=16, n_action_steps=15)  # the full predicted future

@@ -412,6 +412,41 @@ def save_encoder(
     return manifest
 
 
+def write_runtime_view(enc_dir: str | Path, out_dir: str | Path, *, input_hw: tuple[int, int] | None = None,
+                       token_stages: int | None = None) -> EncoderManifest:
+    """Copy the encoder artifact at `enc_dir` to `out_dir` with other run-time fields and the same
+    weights (`configs.encoder.EncoderModelConfig`): input_hw (H, W) px, and with token_stages
+    (0: the trunk's own feature map, N: after N stages) the patch tokens switched on from that
+    map. Neither changes a weight, so weights_sha256 stays; the manifest's input_hw,
+    embedding_dim (= output width), architecture and config.model follow. None keeps a field.
+    Returns the new manifest. Raises EncoderArtifactError (a ValueError) on an invalid artifact
+    or a value the config refuses (input too small for the trunk, stage out of range)."""
+    import dataclasses
+    import shutil
+
+    manifest, cfg = _read_manifest_and_config(Path(enc_dir))
+    model = to_dict(cfg.model)
+    if input_hw is not None:
+        model["input_hw"] = [int(v) for v in input_hw]
+    if token_stages is not None:
+        model.update(output_tokens=True, token_stages=int(token_stages))
+    try:
+        view = from_dict(EncoderModelConfig, model, "runtime view")
+    except (TypeError, ValueError) as e:
+        raise EncoderArtifactError(f"{enc_dir}: {e}") from e
+    config = dict(manifest.config)
+    config["model"] = to_dict(view)
+    new = dataclasses.replace(manifest, input_hw=tuple(view.input_hw), embedding_dim=int(view.output_dim),
+                              architecture=architecture_name(view), config=config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(Path(enc_dir) / IMAGE_ENCODER_FILE, out / IMAGE_ENCODER_FILE)
+    tmp = out / (MANIFEST_FILE + ".tmp")
+    new.to_json(tmp)
+    os.replace(tmp, out / MANIFEST_FILE)
+    return new
+
+
 def _read_manifest_and_config(enc_dir: Path) -> tuple[EncoderManifest, EncoderConfig]:
     path = enc_dir / MANIFEST_FILE
     if not path.is_file():

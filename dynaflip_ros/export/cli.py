@@ -17,6 +17,9 @@ EPILOG = """examples:
   dynaflip export --encoder models/encoder --out models/encoder --tensorrt require --precision fp16
       on the GPU machine: fail unless an fp16 engine is built and passes its parity gate
   dynaflip export --encoder outputs/encoder --out /tmp/enc --tolerance 1e-5 --min-cosine 0.99999
+  dynaflip export --encoder outputs/encoder --out models/encoder --input-hw 192 192 --token-stages 3 --tolerance 5e-4
+      the same weights at a 192 x 192 input, with 24 x 24 x 40 patch tokens (stride 8) after f(o_t)
+      for a token_readout policy (values in the tens: a looser absolute parity limit)
 
 ok = ONNX written; the engine too unless TensorRT is unavailable in auto mode.
 engine cache: $DYNAFLIP_TRT_CACHE or ~/.cache/dynaflip_ros/tensorrt (never committed).
@@ -43,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder", required=True, help="trained encoder dir (image_encoder.safetensors + manifest.json)")
     p.add_argument("--config", default=None, help="ExportConfig YAML, e.g. config/export.yaml (default: the ExportConfig defaults); flags override it")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch / ONNX Runtime")
+    v = p.add_argument_group("run-time view (changes no weight; docs/method.md §1 patch tokens)")
+    v.add_argument("--input-hw", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="network input size in px (default: the encoder's)")
+    v.add_argument("--token-stages", type=int, default=None, metavar="N",
+                   help="append patch tokens from the feature map after N trunk stages (3: stride 8; "
+                        "0: the trunk's own) (model.token_stages; default: the encoder's setting)")
     x = p.add_argument_group("ONNX export and parity gate")
     x.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
     x.add_argument("--exporter", choices=("dynamo", "torchscript"), default=None, help="torch.onnx exporter (default dynamo)")
@@ -112,14 +121,13 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
     import sys
+    import tempfile
     from pathlib import Path
 
     from dynaflip_ros.errors import UserError
     from dynaflip_ros.export.artifact import EncoderArtifactError
-    from dynaflip_ros.export.onnx_export import export_onnx
-    from dynaflip_ros.export.parity import ExportParityError
-    from dynaflip_ros.export.tensorrt_engine import tensorrt_unavailable_reason
 
     # A bad config, flag value or image dir: one line from dynaflip_ros.cli.main (exit 2).
     try:
@@ -128,6 +136,32 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from e
     images = _load_images(args.images) if args.images else None
     out = Path(args.out)
+    with contextlib.ExitStack() as stack:
+        encoder_dir = args.encoder
+        if args.input_hw is not None or args.token_stages is not None:
+            from dynaflip_ros.encoder.model import write_runtime_view
+
+            out.mkdir(parents=True, exist_ok=True)
+            encoder_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix=".view_", dir=out))
+            try:
+                view = write_runtime_view(args.encoder, encoder_dir, input_hw=args.input_hw,
+                                          token_stages=args.token_stages)
+            except (FileNotFoundError, EncoderArtifactError) as e:
+                print(f"dynaflip export: {e}", file=sys.stderr)
+                return EXIT_INVALID
+            print(f"run-time view: {view.architecture}, input {view.input_hw[0]}x{view.input_hw[1]}, "
+                  f"output width {view.embedding_dim}")
+        return _export(args, cfg, images, out, encoder_dir)
+
+
+def _export(args: argparse.Namespace, cfg, images, out, encoder_dir: str) -> int:
+    """ONNX export + gate of `encoder_dir` into `out`, then the TensorRT engine (`run`)."""
+    import sys
+
+    from dynaflip_ros.export.artifact import EncoderArtifactError
+    from dynaflip_ros.export.onnx_export import export_onnx
+    from dynaflip_ros.export.parity import ExportParityError
+    from dynaflip_ros.export.tensorrt_engine import tensorrt_unavailable_reason
 
     trt_reason = None
     if cfg.tensorrt != "off":
@@ -138,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = export_onnx(
-            args.encoder,
+            encoder_dir,
             out,
             opset=cfg.opset,
             dynamic_batch=cfg.dynamic_batch,

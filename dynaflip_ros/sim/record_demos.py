@@ -42,6 +42,29 @@ def episode_extra(info) -> dict:
     }
 
 
+def check_same_recipe(records: list[dict], action_noise_rad: float, action_noise_tau_s: float,
+                      randomize_scene: bool, root) -> None:
+    """Refuse to append to a dataset whose expert episodes were recorded with another recipe: a
+    resumed recording must not mix nominal and DART-perturbed (`action_noise_rad`, `_tau_s`) or
+    nominal and randomised-scene episodes, which a trainer could not tell apart. records: the
+    dataset's sim expert episode records (`data.dataset_io.read_episode_records`). Raises
+    ValueError naming the first differing episode."""
+    want_noise = (float(action_noise_rad), float(action_noise_tau_s)) if action_noise_rad > 0 else None
+    for r in records:
+        extra = r.get("extra") or {}
+        noise = (float(extra["action_noise_rad"]), float(extra.get("action_noise_tau_s", 0.0))) \
+            if "action_noise_rad" in extra else None
+        randomised = bool(extra.get("scene"))
+        if noise != want_noise or randomised != bool(randomize_scene):
+            def recipe(n, rand):
+                return (f"--action-noise-rad {n[0]} (tau {n[1]} s)" if n else "no action noise") + (
+                    ", --randomize-scene" if rand else ", nominal scenes")
+            raise ValueError(
+                f"{root}: episode {r.get('episode_index')} (seed {r.get('seed')}) was recorded with "
+                f"{recipe(noise, randomised)}, this run asks for {recipe(want_noise, randomize_scene)}; "
+                f"record into another --out (one dataset, one recipe)")
+
+
 def record_sim_episodes(
     n_episodes: int,
     root: str | Path,
@@ -112,11 +135,10 @@ def record_sim_episodes(
         "frames_kept": 0,
     }
     with EpisodeRecorder(root, image_hw, fps=schema.RECORD_FPS, repo_id=repo_id, resume=resume) as rec:
-        done_seeds = {
-            r["seed"]
-            for r in dataset_io.read_episode_records(rec.root)
-            if r.get("source") == "sim" and r.get("demonstrator") == "expert"
-        }
+        expert_records = [r for r in dataset_io.read_episode_records(rec.root)
+                          if r.get("source") == "sim" and r.get("demonstrator") == "expert"]
+        check_same_recipe(expert_records, action_noise_rad, action_noise_tau_s, cfg.randomization.enabled, root)
+        done_seeds = {r["seed"] for r in expert_records}
         env = PickIntoSinkEnv(cfg)
         try:
             runner = SimRunner(env)
