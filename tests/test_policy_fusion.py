@@ -247,3 +247,29 @@ def test_readout_target_loss_teaches_the_readout_where_the_object_is():
     runner0, _ = train_policy(eps, PolicyConfig(model=plain, train=dataclasses.replace(cfg.train, steps=2)), manifest,
                               progress=False, text_encoder=FakeText())
     assert runner0.policy.diffusion.fusion.target_head is None
+
+
+def test_with_target_centres_reads_the_instructed_objects_valid_points(tmp_path):
+    """policies.train.with_target_centres: per frame the mean of the target rows' valid points
+    (occluded rows left out); a recording without tracks is refused with the triplet error."""
+    from dynaflip_ros.data import schema
+    from dynaflip_ros.data.triplets import TripletDataError, load_episode_frames
+    from dynaflip_ros.policies.embeddings import compute_embeddings
+    from dynaflip_ros.policies.train import with_target_centres
+
+    from synthetic_dataset import write_synthetic_dataset
+    from test_policy_data import FakeBackend
+
+    ds = write_synthetic_dataset(tmp_path / "ds", n_episodes=2, length=20, idle_tail=4)
+    eps = compute_embeddings(ds, FakeBackend(), progress=False)
+    got = with_target_centres(eps, ds).target_centre  # (N, 3)
+    frames = load_episode_frames(ds, None, progress=False)
+    rows = schema.object_rows(0)
+    for i in (0, 7, len(got) - 1):
+        ok = frames.valid[i, rows]
+        np.testing.assert_allclose(got[i], frames.tracks[i, rows][ok].mean(0), atol=1e-6)
+    occluded = np.flatnonzero(~frames.valid[:, rows].all(1))
+    assert len(occluded) and np.isfinite(got[occluded]).all()  # partly occluded: still known
+    bare = write_synthetic_dataset(tmp_path / "bare", n_episodes=2, length=20, idle_tail=4, no_tracks=True)
+    with pytest.raises(TripletDataError):
+        with_target_centres(compute_embeddings(bare, FakeBackend(), progress=False), bare)

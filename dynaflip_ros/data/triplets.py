@@ -74,16 +74,6 @@ class EpisodeFrames:
     def num_frames(self) -> int:
         return int(len(self.images))
 
-    def target_centre(self) -> np.ndarray:
-        """(M, 3) float32 centre of the instructed object's valid points per frame (its track rows,
-        `schema.object_rows(0)`; camera optical frame, m), NaN where none of them is valid."""
-        rows = schema.object_rows(0)
-        w = self.valid[:, rows].astype(np.float64)  # (M, P)
-        count = w.sum(1)
-        centre = (self.tracks[:, rows] * w[..., None]).sum(1) / np.maximum(count, 1.0)[:, None]
-        centre[count == 0] = np.nan
-        return centre.astype(np.float32)
-
     def objects_of(self, e: int) -> tuple[str, ...]:
         """Objects of episode row `e` in track-row order (target first); () when unknown."""
         if self.episode_objects is not None:

@@ -41,8 +41,8 @@ class EmbeddedEpisodes:
     (episode, paraphrase) pair (index into instruction_texts), every episode with at least one;
     instruction_embedding (U, T) float32 or None (not embedded yet), by the text encoder whose
     weights sha256 is text_encoder_sha256 ("" when none). target_centre: (N, 3) float32 centre of
-    the instructed object (m, camera frame, NaN where unknown; `data.triplets.EpisodeFrames.
-    target_centre`) for the token readout's auxiliary loss, or None; read from the point tracks,
+    the instructed object (m, camera frame, NaN where unknown; `policies.train.
+    with_target_centres`) for the token readout's auxiliary loss, or None; read from the point tracks,
     not cached.
     """
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from dynaflip_ros.configs.io import to_dict
+from dynaflip_ros.data import schema
 from dynaflip_ros.configs.policy import DiffusionModelConfig, PolicyConfig
 from dynaflip_ros.policies import checkpoint as ckpt
 from dynaflip_ros.policies.base import PolicyCheckpointError, PolicyDataError
@@ -442,7 +443,9 @@ def train_policy_from_dataset(
 
 def with_target_centres(episodes: EmbeddedEpisodes, dataset_root: str | Path) -> EmbeddedEpisodes:
     """`episodes` with target_centre read from the point tracks of the dataset they were embedded
-    from (`data.triplets.EpisodeFrames.target_centre`; no image is decoded). Raises UserError
+    from: per frame the centre of the instructed object's valid points (its track rows,
+    `data.schema.object_rows(0)`; camera optical frame, m), NaN where none is valid; no image is
+    decoded. Raises UserError
     (TripletDataError) when the recording has no valid tracks, PolicyDataError when its rows do
     not line up with `episodes` (the dataset changed since it was embedded)."""
     from dynaflip_ros.data.triplets import load_episode_frames
@@ -452,7 +455,12 @@ def with_target_centres(episodes: EmbeddedEpisodes, dataset_root: str | Path) ->
             and np.array_equal(frames.frame_index, episodes.frame_index)):
         raise PolicyDataError(f"{dataset_root}: the point tracks do not line up with the embedded frames "
                               "(the dataset changed while reading?)")
-    return dataclasses.replace(episodes, target_centre=frames.target_centre())
+    rows = schema.object_rows(0)
+    w = frames.valid[:, rows].astype(np.float64)  # (M, P)
+    count = w.sum(1)
+    centre = (frames.tracks[:, rows] * w[..., None]).sum(1) / np.maximum(count, 1.0)[:, None]  # (M, 3)
+    centre[count == 0] = np.nan
+    return dataclasses.replace(episodes, target_centre=centre.astype(np.float32))
 
 
 def _completed_run(out_dir: Path, config: PolicyConfig, episodes: EmbeddedEpisodes, encoder_sha256: str,
