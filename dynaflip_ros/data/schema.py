@@ -81,3 +81,15 @@ def features(image_hw: tuple[int, int]) -> dict:
         VALID_KEY: {"dtype": "float32", "shape": (N_TRACK,), "names": ["point"]},
         PHASE_KEY: {"dtype": "int64", "shape": (1,), "names": ["phase"]},
     }
+
+
+def valid_point_centre(points, valid):
+    """Mean of the valid points: points (..., P, 3) metres, valid (..., P) bool -> (..., 3)
+    float64, NaN where none of the P points is valid."""
+    import numpy as np
+
+    w = np.asarray(valid).astype(np.float64)
+    count = w.sum(-1)
+    centre = (np.asarray(points, np.float64) * w[..., None]).sum(-2) / np.maximum(count, 1.0)[..., None]
+    centre[count == 0] = np.nan
+    return centre

@@ -91,11 +91,7 @@ def object_centres(tracks: np.ndarray, valid: np.ndarray, episode_start: np.ndar
                          f"got {tracks.shape} / {valid.shape}")
     out = np.full((len(tracks), len(CATALOGUE), 3), np.nan)
     for rows, j, block in object_blocks(episode_start, episode_length, episode_objects):
-        w = valid[rows, block].astype(np.float64)  # (n, P)
-        count = w.sum(1)
-        centre = (tracks[rows, block] * w[..., None]).sum(1) / np.maximum(count, 1.0)[:, None]
-        centre[count == 0] = np.nan
-        out[rows, j] = centre
+        out[rows, j] = schema.valid_point_centre(tracks[rows, block], valid[rows, block])  # (n, 3)
     return out
 
 

@@ -445,9 +445,9 @@ def with_target_centres(episodes: EmbeddedEpisodes, dataset_root: str | Path) ->
     """`episodes` with target_centre read from the point tracks of the dataset they were embedded
     from: per frame the centre of the instructed object's valid points (its track rows,
     `data.schema.object_rows(0)`; camera optical frame, m), NaN where none is valid; no image is
-    decoded. Raises UserError
-    (TripletDataError) when the recording has no valid tracks, PolicyDataError when its rows do
-    not line up with `episodes` (the dataset changed since it was embedded)."""
+    decoded. Raises UserError (TripletDataError) when the recording has no valid tracks,
+    PolicyDataError when its rows do not line up with `episodes` (the dataset changed since it
+    was embedded)."""
     from dynaflip_ros.data.triplets import load_episode_frames
 
     frames = load_episode_frames(dataset_root, None, progress=False)
@@ -456,10 +456,7 @@ def with_target_centres(episodes: EmbeddedEpisodes, dataset_root: str | Path) ->
         raise PolicyDataError(f"{dataset_root}: the point tracks do not line up with the embedded frames "
                               "(the dataset changed while reading?)")
     rows = schema.object_rows(0)
-    w = frames.valid[:, rows].astype(np.float64)  # (M, P)
-    count = w.sum(1)
-    centre = (frames.tracks[:, rows] * w[..., None]).sum(1) / np.maximum(count, 1.0)[:, None]  # (M, 3)
-    centre[count == 0] = np.nan
+    centre = schema.valid_point_centre(frames.tracks[:, rows], frames.valid[:, rows])  # (M, 3)
     return dataclasses.replace(episodes, target_centre=centre.astype(np.float32))
 
 
