@@ -60,6 +60,8 @@ def test_eval_writes_rates_and_swap_accuracy(tmp_path, monkeypatch, capsys):
 
     class HoldPolicy:
         weights_sha256 = "p" * 64
+        model_config = SimpleNamespace(n_action_steps=8)
+        chunks = 0
 
         def reset(self, seed=None):
             pass
@@ -69,6 +71,7 @@ def test_eval_writes_rates_and_swap_accuracy(tmp_path, monkeypatch, capsys):
 
         def predict_action_chunk(self, obs):
             assert obs.instruction  # every observation carries the episode's instruction
+            HoldPolicy.chunks += 1
             return ActionChunk(obs.state[None].repeat(8, 0), obs.stamp_s + 0.1, 0.1)
 
     real = closed_loop.evaluate_in_sim
@@ -90,3 +93,13 @@ def test_eval_writes_rates_and_swap_accuracy(tmp_path, monkeypatch, capsys):
     assert len(d["pairs"]) == 1 and [r["outcome"] for r in d["pairs"][0]["runs"]] == ["timeout", "timeout"]
     assert "[eval] episode 1/1 seed=100 target=" in text and "[eval] swap pair 1/1 seed=100" in text
     assert "instruction swap: 0/1 pairs correct" in text and f"results: {out}" in text
+    assert HoldPolicy.chunks == 3 and d["config"]["n_action_steps"] == 8  # one chunk per 0.3 s run
+
+    # --n-action-steps 1: a new chunk every 0.1 s step (3 per run), as the policy node's parameter
+    HoldPolicy.chunks = 0
+    rc = main(["eval", "--sim", "--encoder", str(tmp_path), "--policy", str(tmp_path), "--episodes", "1",
+               "--episode-timeout-s", "0.3", "--seed", "100", "--n-action-steps", "1", "--out", str(out)])
+    assert rc == 0 and HoldPolicy.chunks == 3 and json.loads(out.read_text())["config"]["n_action_steps"] == 1
+    for bad in ("9", "-1"):
+        rc = main(["eval", "--sim", "--encoder", str(tmp_path), "--policy", str(tmp_path), "--n-action-steps", bad])
+        assert rc == 2 and "--n-action-steps must be in 0..8" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dynaflip_ros.configs.image import require_image_hw
-from dynaflip_ros.configs.validate import require_finite, require_int, require_range
+from dynaflip_ros.configs.validate import require_finite, require_int, require_range, require_range_pair
 
 
 @dataclass
@@ -32,6 +32,13 @@ class RecordConfig:
             by an Ornstein-Uhlenbeck process of this standard deviation, rad (DART recovery data,
             `sim.action_noise`); the recorded actions stay the expert's clean targets. 0: none.
         action_noise_tau_s: correlation time of that process, s.
+        regrasp_fraction: share of episodes (drawn per seed) whose first grasp the expert aims
+            `regrasp_offset_m` off the object, so it closes beside it, lifts, sees the object
+            still on the table and re-plans the pick from there (recovery data for a policy
+            whose grasp missed; `sim.rollout.SimRunner.run_expert_episode`). The frames before
+            the re-plan are recorded as context, not as training targets. 0: none.
+        regrasp_offset_m: (min, max) distance of that offset in the table plane, m (direction
+            uniform).
     """
 
     repo_id: str = "local/pick_into_sink"
@@ -43,6 +50,8 @@ class RecordConfig:
     randomize_scene: bool = False
     action_noise_rad: float = 0.0
     action_noise_tau_s: float = 0.3
+    regrasp_fraction: float = 0.0
+    regrasp_offset_m: tuple[float, float] = (0.025, 0.05)
 
     def __post_init__(self) -> None:
         if not isinstance(self.repo_id, str) or self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
@@ -57,3 +66,7 @@ class RecordConfig:
             raise ValueError(f"RecordConfig.randomize_scene must be a bool, got {self.randomize_scene!r}")
         require_range("RecordConfig", "action_noise_rad", self.action_noise_rad, 0.0, 0.2, unit="rad")
         require_finite("RecordConfig", "action_noise_tau_s", self.action_noise_tau_s, lo=0, lo_open=True)
+        require_range("RecordConfig", "regrasp_fraction", self.regrasp_fraction, 0.0, 1.0)
+        self.regrasp_offset_m = require_range_pair("RecordConfig", "regrasp_offset_m", self.regrasp_offset_m)
+        require_range("RecordConfig", "regrasp_offset_m[0]", self.regrasp_offset_m[0], 0.0, 0.2, lo_open=True, unit="m")
+        require_range("RecordConfig", "regrasp_offset_m[1]", self.regrasp_offset_m[1], 0.0, 0.2, lo_open=True, unit="m")

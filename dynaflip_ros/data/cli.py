@@ -84,6 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--action-noise-rad", type=float, default=None,
                    help="--sim: perturb the expert's joint commands during approach and descent by this "
                         "standard deviation, rad (DART recovery data; labels stay clean; default 0)")
+    e.add_argument("--regrasp-fraction", type=float, default=None, metavar="F",
+                   help="--sim: share of episodes whose first grasp misses on purpose before the expert re-plans "
+                        "and picks the object (recovery data; the missed attempt is context only; default 0)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help="dataset directory (created; see --resume); required with --sim")
     o.add_argument("--resume", action="store_true", help="append to the dataset at --out (repairs a killed run)")
@@ -127,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
             "only_success": False if args.keep_failed else None,
             "randomize_scene": True if args.randomize_scene else None,
             "action_noise_rad": args.action_noise_rad,
+            "regrasp_fraction": args.regrasp_fraction,
         }
         merged = {**to_dict(cfg), **{k: v for k, v in overrides.items() if v is not None}}
         cfg = from_dict(RecordConfig, merged, "dynaflip record")
@@ -160,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
             sim_config=SimConfig(randomization=SceneRandomization(enabled=cfg.randomize_scene)),
             action_noise_rad=cfg.action_noise_rad,
             action_noise_tau_s=cfg.action_noise_tau_s,
+            regrasp_fraction=cfg.regrasp_fraction,
+            regrasp_offset_m=cfg.regrasp_offset_m,
         )
     except DatasetSchemaError as e:
         print(f"dynaflip record: {e}", file=sys.stderr)

@@ -46,6 +46,9 @@ def register(subparsers) -> None:
     models.add_argument("--backend", default="onnxruntime", choices=["auto", "onnxruntime", "tensorrt", "torch"],
                         help="encoder backend (default onnxruntime)")
     models.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (default 1)")
+    models.add_argument("--n-action-steps", type=int, default=0, metavar="N",
+                        help="replan after N actions of each chunk (0, default: the policy's whole chunk; "
+                             "the policy node's n_action_steps parameter)")
     episodes = p.add_argument_group("episodes")
     episodes.add_argument("--episodes", type=int, default=None,
                           help="number of regular episodes (default 20; 0 with --swap-pairs)")
@@ -126,11 +129,15 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_encoder_backend(
         args.encoder, backend=args.backend, onnxruntime_options={"intra_op_num_threads": args.threads})
     policy = DiffusionPolicyRunner.load(args.policy, encoder_sha256=encoder.manifest.weights_sha256)
+    chunk_len = policy.model_config.n_action_steps
+    if not 0 <= args.n_action_steps <= chunk_len:
+        raise UserError(f"--n-action-steps must be in 0..{chunk_len} (the policy's chunk), got {args.n_action_steps}")
 
     report = EvalReport(
         mode="lockstep", config={"episodes": episodes, "swap_pairs": args.swap_pairs, "seed": args.seed,
                                  "max_duration_s": args.episode_timeout_s, "backend": args.backend,
                                  "objects": args.objects, "object_pool": args.object_pool,
+                                 "n_action_steps": args.n_action_steps or chunk_len,
                                  "encoder": str(args.encoder), "policy": str(args.policy)},
         models={"encoder": encoder.manifest.weights_sha256, "policy": policy.weights_sha256})
 
@@ -142,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         print("[eval] " + format_pair(pair, len(report.pairs) - 1, args.swap_pairs, report.pairs_correct), flush=True)
 
     evaluate_in_sim(encoder, policy, episodes, seed=args.seed, max_duration_s=args.episode_timeout_s,
-                    sim_config=sim_config, on_episode=on_episode, report=report, swap_pairs=args.swap_pairs, on_pair=on_pair)
+                    replan_steps=args.n_action_steps or None, sim_config=sim_config, on_episode=on_episode, report=report, swap_pairs=args.swap_pairs, on_pair=on_pair)
     path = report.write_json(args.out or default_results_path("lockstep"))
     print(format_summary(report.to_dict(), path), flush=True)
     return 0

@@ -43,7 +43,9 @@ class EmbeddedEpisodes:
     weights sha256 is text_encoder_sha256 ("" when none). target_centre: (N, 3) float32 centre of
     the instructed object (m, camera frame, NaN where unknown; `policies.train.
     with_target_centres`) for the token readout's auxiliary loss, or None; read from the point tracks,
-    not cached.
+    not cached. demonstrated: (N,) bool, False on context-only frames (before a recorded
+    episode's `demonstration_start_frame`: a deliberately missed grasp, `policies.train.
+    with_demonstration_marks`), which are never training anchors; None = every frame; not cached.
     """
 
     embedding: np.ndarray
@@ -61,6 +63,7 @@ class EmbeddedEpisodes:
     instruction_embedding: np.ndarray | None = None
     text_encoder_sha256: str = ""
     target_centre: np.ndarray | None = None
+    demonstrated: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.embedding)
@@ -83,6 +86,9 @@ class EmbeddedEpisodes:
         tc = self.target_centre
         if tc is not None and (tc.shape != (n, 3) or tc.dtype != np.float32):
             raise ValueError(f"target_centre must be float32 ({n}, 3), got {tc.dtype} {tc.shape}")
+        dm = self.demonstrated
+        if dm is not None and (dm.shape != (n,) or dm.dtype != np.bool_):
+            raise ValueError(f"demonstrated must be bool ({n},), got {dm.dtype} {dm.shape}")
         if self.instruction_texts is None:  # each episode's task string
             starts = self.episode_bounds()[0]
             texts, table = _paraphrase_table(
@@ -149,6 +155,7 @@ class EmbeddedEpisodes:
             paraphrase_episode=self.paraphrase_episode[pairs],
             paraphrase_text=self.paraphrase_text[pairs],
             target_centre=None if self.target_centre is None else self.target_centre[mask],
+            demonstrated=None if self.demonstrated is None else self.demonstrated[mask],
         )
 
     def save_npz(self, path: str | Path) -> None:

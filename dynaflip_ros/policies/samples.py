@@ -128,6 +128,9 @@ class Samples:
         obs_deltas, act_deltas = delta_indices(model)
         self.anchors = anchor_rows(episodes, model.drop_n_last_frames)  # (S,)
         self.obs_idx, _ = query_indices(episodes.episode_index, self.anchors, obs_deltas)  # (S, n_obs)
+        if episodes.demonstrated is not None:  # whole observation window past the context-only frames
+            keep = episodes.demonstrated[self.obs_idx].all(axis=1)
+            self.anchors, self.obs_idx = self.anchors[keep], self.obs_idx[keep]
         self.act_idx, self.act_pad = query_indices(episodes.episode_index, self.anchors, act_deltas)  # (S, H)
         self.episodes = episodes
         self.action_frame = model.action_frame

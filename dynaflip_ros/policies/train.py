@@ -321,6 +321,7 @@ def train_policy(
             "fingerprint": episodes.dataset_fingerprint,
             "episodes": len(train_ids) + len(val_ids),
             "frames": len(episodes.embedding),
+            "context_only_frames": 0 if episodes.demonstrated is None else int((~episodes.demonstrated).sum()),
             "instructions": len(episodes.instruction_texts),
         },
         "init": init_record,
@@ -410,6 +411,8 @@ def train_policy_from_dataset(
     embedding_time_s = time.perf_counter() - t0
     if config.model.readout_target_weight > 0 and episodes.target_centre is None:
         episodes = with_target_centres(episodes, dataset_root)
+    if episodes.demonstrated is None:
+        episodes = with_demonstration_marks(episodes, dataset_root)
     if episodes.embedding_dim != enc.manifest.embedding_dim:
         raise PolicyDataError(f"embedding dim {episodes.embedding_dim} != manifest {enc.manifest.embedding_dim}")
     checkpoint_dir = out_dir / ckpt.CHECKPOINTS_DIR
@@ -439,6 +442,20 @@ def train_policy_from_dataset(
     ckpt.remove_checkpoints(checkpoint_dir)
     info["checkpoint_bytes"] = int(sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file()))
     return info
+
+
+def with_demonstration_marks(episodes: EmbeddedEpisodes, dataset_root: str | Path) -> EmbeddedEpisodes:
+    """`episodes` with demonstrated (N,) bool set from the dataset's episode records: False on
+    the frames before an episode's `extra["demonstration_start_frame"]` (a missed grasp recorded
+    as context, `dynaflip record --regrasp-fraction`); unchanged (None) when no episode has one."""
+    from dynaflip_ros.data.dataset_io import read_episode_records
+
+    starts = {int(r["episode_index"]): int((r.get("extra") or {}).get("demonstration_start_frame", 0))
+              for r in read_episode_records(dataset_root) if isinstance(r, dict) and "episode_index" in r}
+    first = np.array([starts.get(int(e), 0) for e in episodes.episode_index], np.int64)  # (N,)
+    if not first.any():
+        return episodes
+    return dataclasses.replace(episodes, demonstrated=episodes.frame_index >= first)
 
 
 def with_target_centres(episodes: EmbeddedEpisodes, dataset_root: str | Path) -> EmbeddedEpisodes:

@@ -162,11 +162,14 @@ class ScriptedExpert:
         self._t0 = 0.0
 
     # ------------------------------------------------------------------ planning
-    def reset(self, env, info=None) -> None:
+    def reset(self, env, info=None, grasp_offset_m=None) -> None:
         """Plan the episode from the env's current arm state and target object pose.
 
-        Raises IKError if a waypoint is unreachable or the joint path cannot be timed within
-        `max_joint_speed_fraction` of the UR3 speed limits.
+        grasp_offset_m: (2,) m added to the grasp point in the base xy-plane (a deliberately
+        missed grasp, `sim.rollout.SimRunner.run_expert_episode(regrasp_offset_m=...)`); None:
+        the object's grasp point. Calling `reset` again mid-episode re-plans from where the arm
+        is (the recovery after a missed grasp). Raises IKError if a waypoint is unreachable or
+        the joint path cannot be timed within `max_joint_speed_fraction` of the UR3 speed limits.
         """
         from dynaflip_ros.sim.cell import OBJECT_SPECS
 
@@ -180,6 +183,8 @@ class ScriptedExpert:
         p_home, r_home = self.ik.fk(st.q)
         yaw_home = yaw_of(r_home)
         centre = obj[:3] + Rotation.from_quat(obj[3:], scalar_first=True).apply(spec.grasp_offset_m)
+        if grasp_offset_m is not None:
+            centre = centre + np.array([float(grasp_offset_m[0]), float(grasp_offset_m[1]), 0.0])
         others = [(env.object_pose(n)[:3], OBJECT_SPECS[n]) for n in info.distractors]
         yaw_grasp = self._grasp_yaw(spec, obj_yaw, yaw_home, centre, others)
         c = self.cfg

@@ -26,6 +26,8 @@ from dynaflip_ros.sim.rollout import SimRunner
 from dynaflip_ros.task.instructions import instruction_paraphrases
 
 log = logging.getLogger(__name__)
+REGRASP_STREAM = 0x52E6
+"""Mixed into the seed of `regrasp_offset`'s random stream."""
 
 
 def episode_extra(info) -> dict:
@@ -43,26 +45,41 @@ def episode_extra(info) -> dict:
 
 
 def check_same_recipe(records: list[dict], action_noise_rad: float, action_noise_tau_s: float,
-                      randomize_scene: bool, root) -> None:
+                      randomize_scene: bool, root, regrasp_fraction: float = 0.0) -> None:
     """Refuse to append to a dataset whose expert episodes were recorded with another recipe: a
-    resumed recording must not mix nominal and DART-perturbed (`action_noise_rad`, `_tau_s`) or
-    nominal and randomised-scene episodes, which a trainer could not tell apart. records: the
-    dataset's sim expert episode records (`data.dataset_io.read_episode_records`). Raises
-    ValueError naming the first differing episode."""
+    resumed recording must not mix nominal and DART-perturbed (`action_noise_rad`, `_tau_s`),
+    nominal and randomised-scene episodes, or another share of missed-grasp recoveries
+    (`regrasp_fraction`), which a trainer could not tell apart. records: the dataset's sim
+    expert episode records (`data.dataset_io.read_episode_records`). Raises ValueError naming
+    the first differing episode."""
     want_noise = (float(action_noise_rad), float(action_noise_tau_s)) if action_noise_rad > 0 else None
+    want = (want_noise, bool(randomize_scene), float(regrasp_fraction))
     for r in records:
         extra = r.get("extra") or {}
         noise = (float(extra["action_noise_rad"]), float(extra.get("action_noise_tau_s", 0.0))) \
             if "action_noise_rad" in extra else None
-        randomised = bool(extra.get("scene"))
-        if noise != want_noise or randomised != bool(randomize_scene):
-            def recipe(n, rand):
+        got = (noise, bool(extra.get("scene")), float(extra.get("regrasp_fraction", 0.0)))
+        if got != want:
+            def recipe(n, rand, regrasp):
                 return (f"--action-noise-rad {n[0]} (tau {n[1]} s)" if n else "no action noise") + (
-                    ", --randomize-scene" if rand else ", nominal scenes")
+                    ", --randomize-scene" if rand else ", nominal scenes") + (
+                    f", --regrasp-fraction {regrasp:g}" if regrasp else "")
             raise ValueError(
                 f"{root}: episode {r.get('episode_index')} (seed {r.get('seed')}) was recorded with "
-                f"{recipe(noise, randomised)}, this run asks for {recipe(want_noise, randomize_scene)}; "
+                f"{recipe(*got)}, this run asks for {recipe(*want)}; "
                 f"record into another --out (one dataset, one recipe)")
+
+
+def regrasp_offset(seed: int, fraction: float, offset_m: tuple[float, float]) -> np.ndarray | None:
+    """The deliberate grasp offset of the episode `seed`: (2,) m in the base xy-plane, its length
+    uniform in `offset_m` and its direction uniform, for a share `fraction` of seeds; None for
+    the others. Deterministic per seed (its own random stream, so the scene's draws do not
+    change)."""
+    rng = np.random.default_rng([int(seed), REGRASP_STREAM])
+    if not rng.random() < fraction:
+        return None
+    angle, length = rng.uniform(0.0, 2.0 * math.pi), rng.uniform(*offset_m)
+    return length * np.array([math.cos(angle), math.sin(angle)])
 
 
 def record_sim_episodes(
@@ -78,6 +95,8 @@ def record_sim_episodes(
     sim_config=None,
     action_noise_rad: float = 0.0,
     action_noise_tau_s: float = 0.3,
+    regrasp_fraction: float = 0.0,
+    regrasp_offset_m: tuple[float, float] = (0.025, 0.05),
 ) -> dict:
     """Record `n_episodes` scripted-expert episodes of the MuJoCo pick-into-sink cell.
 
@@ -100,6 +119,11 @@ def record_sim_episodes(
             during approach and descent (`sim.action_noise.JointActionNoise`, DART recovery
             data; the recorded action stays the expert's clean target, the recorded state is
             where the perturbed arm is); the episode records the two values.
+        regrasp_fraction / regrasp_offset_m: that share of seeds (`regrasp_offset`) gets a first
+            grasp aimed off the object, then the expert's re-planned pick
+            (`SimRunner.run_expert_episode(regrasp_offset_m=...)`); the episode records the
+            offset, whether it missed and `demonstration_start_frame` (frames before it are
+            context for a learner, not action targets); every episode records the fraction.
 
     Returns a summary dict: episodes_attempted, episodes_kept, episodes_discarded,
     episodes_skipped_existing, ik_failures, frames_kept, seconds, dataset_episodes,
@@ -115,6 +139,8 @@ def record_sim_episodes(
     if not (math.isfinite(max_episode_s) and max_episode_s > 0):
         raise ValueError(f"max_episode_s must be finite and > 0, got {max_episode_s!r}")
     image_hw = (int(image_hw[0]), int(image_hw[1]))
+    if not (math.isfinite(regrasp_fraction) and 0.0 <= regrasp_fraction <= 1.0):
+        raise ValueError(f"regrasp_fraction must be in [0, 1], got {regrasp_fraction!r}")
     if not (math.isfinite(action_noise_rad) and action_noise_rad >= 0):
         raise ValueError(f"action_noise_rad must be finite and >= 0, got {action_noise_rad!r}")
 
@@ -137,7 +163,8 @@ def record_sim_episodes(
     with EpisodeRecorder(root, image_hw, fps=schema.RECORD_FPS, repo_id=repo_id, resume=resume) as rec:
         expert_records = [r for r in dataset_io.read_episode_records(rec.root)
                           if r.get("source") == "sim" and r.get("demonstrator") == "expert"]
-        check_same_recipe(expert_records, action_noise_rad, action_noise_tau_s, cfg.randomization.enabled, root)
+        check_same_recipe(expert_records, action_noise_rad, action_noise_tau_s, cfg.randomization.enabled, root,
+                          regrasp_fraction)
         done_seeds = {r["seed"] for r in expert_records}
         env = PickIntoSinkEnv(cfg)
         try:
@@ -159,6 +186,7 @@ def record_sim_episodes(
                     continue
                 summary["episodes_attempted"] += 1
                 info = runner.reset(seed=ep_seed)
+                offset = regrasp_offset(ep_seed, regrasp_fraction, regrasp_offset_m) if regrasp_fraction > 0 else None
                 rec.begin_episode(
                     info.instruction,
                     seed=ep_seed,
@@ -167,13 +195,15 @@ def record_sim_episodes(
                     demonstrator="expert",
                     extra={**episode_extra(info),
                            **({"action_noise_rad": float(action_noise_rad), "action_noise_tau_s": float(action_noise_tau_s)}
-                              if noise is not None else {})},
+                              if noise is not None else {}),
+                           **({"regrasp_fraction": float(regrasp_fraction)} if regrasp_fraction > 0 else {}),
+                           **({"regrasp_offset_m": [float(v) for v in offset]} if offset is not None else {})},
                 )
                 if noise is not None:
                     noise.reset(ep_seed)
                 try:
                     result = runner.run_expert_episode(expert, on_frame=on_frame, max_duration_s=max_episode_s,
-                                                       action_noise=noise)
+                                                       action_noise=noise, regrasp_offset_m=offset)
                 except IKError as e:
                     log.warning("seed %d: expert IK failed (%s); episode discarded", ep_seed, e)
                     rec.discard_episode()
@@ -188,6 +218,9 @@ def record_sim_episodes(
                     summary["episodes_discarded"] += 1
                 else:
                     outcome = {"duration_s": float(result.duration_s)}
+                    if offset is not None:
+                        outcome.update(demonstration_start_frame=int(result.demonstration_start_step),
+                                       regrasp_missed=bool(result.regrasp_missed))
                     if dataclasses.is_dataclass(result.safety):
                         outcome["safety"] = dataclasses.asdict(result.safety)
                     rec.end_episode(bool(result.success), extra=outcome)

@@ -20,8 +20,13 @@ import numpy as np
 
 from dynaflip_ros.cameras.base import Frame
 from dynaflip_ros.configs.safety import SafetyConfig
+from dynaflip_ros.data.schema import PHASES
 from dynaflip_ros.robot.arm import ArmState
 from dynaflip_ros.sim.pick_into_sink import EpisodeInfo, PickIntoSinkEnv
+
+REGRASP_LIFTED_M = 0.03
+"""A target this much above its start height when an offset grasp's lift ends was picked anyway."""
+_LIFT_PHASE = PHASES.index("lift")
 
 OnFrame = Callable[[Frame, ArmState, np.ndarray, int, np.ndarray, np.ndarray], None]
 
@@ -34,7 +39,11 @@ class EpisodeResult:
     "wrong_object" or None); duration_s: simulated episode length, s; steps: 10 Hz
     control steps (= frames passed to on_frame); physics_steps: MuJoCo steps; wall_time_s: real
     time spent; info: the episode; safety: SafeArm counters (`robot.safety.SafetyStats`);
-    servo: ServoLoop counters (`robot.servo_loop.ServoLoopStats`).
+    servo: ServoLoop counters (`robot.servo_loop.ServoLoopStats`). With a deliberately missed
+    first grasp (`regrasp_offset_m`): demonstration_start_step, the first step whose action the
+    expert planned for the object where it is (earlier steps aimed at the offset point: context
+    for a learner, not targets; 0 without an offset), and regrasp_missed, whether the offset
+    grasp left the object on the table so the expert re-planned from there (None without one).
     """
 
     success: bool
@@ -46,6 +55,8 @@ class EpisodeResult:
     info: EpisodeInfo
     safety: object
     servo: object
+    demonstration_start_step: int = 0
+    regrasp_missed: bool | None = None
 
 
 class SimRunner:
@@ -142,7 +153,7 @@ class SimRunner:
 
     # ------------------------------------------------------------------ expert episodes
     def run_expert_episode(self, expert, on_frame: OnFrame | None = None, max_duration_s: float = 15.0,
-                           settle_s: float = 0.3, action_noise=None) -> EpisodeResult:
+                           settle_s: float = 0.3, action_noise=None, regrasp_offset_m=None) -> EpisodeResult:
         """Run the scripted expert on the current episode (call `reset` first).
 
         At each 10 Hz step: state = SafeArm.state(); (action (7,), phase) = expert.act(state, t);
@@ -154,18 +165,35 @@ class SimRunner:
         (DART recovery data); the commands go through SafeArm like any other. Stops when the plan
         is done or after max_duration_s, then lets the scene settle for settle_s (not recorded)
         before checking `env.success()`.
+
+        regrasp_offset_m: (2,) m: the expert's first plan aims its grasp this far off the object
+        in the base xy-plane (`ScriptedExpert.reset(grasp_offset_m=...)`); when that plan's lift
+        ends, the target is checked: still within `REGRASP_LIFTED_M` of its start height (the
+        grasp missed), the expert re-plans from the arm's current state to the object where it now
+        lies and picks it (recovery data: a missed grasp, then the retry); lifted anyway, the
+        plan carries on. Either way the result's demonstration_start_step marks the step from
+        which actions are the expert's plan for the real object.
         """
         self._require_reset()
         env = self.env
         wall0 = time.perf_counter()
-        expert.reset(env, self.info)
+        expert.reset(env, self.info, grasp_offset_m=regrasp_offset_m)
         dt = 1.0 / expert.cfg.control_rate_hz
         t_start = self._sched_s
         steps = 0
+        regrasp_pending = regrasp_offset_m is not None
+        target_z0_m = float(env.object_pose(self.info.object_name)[2])
+        demonstration_start, regrasp_missed = 0, None
         while True:
             t = self._sched_s
             state = self.safe.state()
             action, phase = expert.act(state, t)
+            if regrasp_pending and phase > _LIFT_PHASE:  # the offset grasp's lift is over
+                regrasp_pending, demonstration_start = False, steps
+                regrasp_missed = float(env.object_pose(self.info.object_name)[2]) < target_z0_m + REGRASP_LIFTED_M
+                if regrasp_missed:
+                    expert.reset(env, self.info)
+                    action, phase = expert.act(state, t)
             if on_frame is not None:
                 frame = env.camera.read()
                 on_frame(frame, state, action, int(phase), *env.scene_tracks())
@@ -184,4 +212,4 @@ class SimRunner:
         return EpisodeResult(
             success=outcome == "success", outcome=outcome, duration_s=duration, steps=steps, physics_steps=self.physics_steps,
             wall_time_s=time.perf_counter() - wall0, info=self.info, safety=self.safe.stats,
-            servo=self.loop.stats)
+            servo=self.loop.stats, demonstration_start_step=demonstration_start, regrasp_missed=regrasp_missed)
