@@ -63,7 +63,7 @@ def test_recording_marks_context_frames_and_training_skips_them(tmp_path):
 
     out = tmp_path / "demos"
     summary = record_sim_episodes(2, out, seed=1, image_hw=HW, progress=False, regrasp_fraction=1.0)
-    assert summary["episodes_kept"] == 2
+    assert summary["episodes_kept"] == 2 and summary["regrasp_recovered"] == 2 and summary["regrasp_held"] == 0
     records = dataset_io.read_episode_records(out)
     starts = [r["extra"]["demonstration_start_frame"] for r in records]
     assert all(r["extra"]["regrasp_fraction"] == 1.0 and len(r["extra"]["regrasp_offset_m"]) == 2 for r in records)

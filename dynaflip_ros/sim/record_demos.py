@@ -126,8 +126,9 @@ def record_sim_episodes(
             context for a learner, not action targets); every episode records the fraction.
 
     Returns a summary dict: episodes_attempted, episodes_kept, episodes_discarded,
-    episodes_skipped_existing, ik_failures, frames_kept, seconds, dataset_episodes,
-    dataset_frames, root. Raises ValueError on bad arguments; other errors of the sim propagate
+    episodes_skipped_existing, ik_failures, frames_kept, regrasp_recovered / regrasp_held (kept
+    episodes whose offset grasp missed and was re-planned / picked the object anyway), seconds,
+    dataset_episodes, dataset_frames, root. Raises ValueError on bad arguments; other errors of the sim propagate
     after the open episode is discarded (every episode committed before stays in the dataset).
     """
     from tqdm import tqdm
@@ -159,6 +160,8 @@ def record_sim_episodes(
         "episodes_skipped_existing": 0,
         "ik_failures": 0,
         "frames_kept": 0,
+        "regrasp_recovered": 0,
+        "regrasp_held": 0,
     }
     with EpisodeRecorder(root, image_hw, fps=schema.RECORD_FPS, repo_id=repo_id, resume=resume) as rec:
         expert_records = [r for r in dataset_io.read_episode_records(rec.root)
@@ -221,6 +224,7 @@ def record_sim_episodes(
                     if offset is not None:
                         outcome.update(demonstration_start_frame=int(result.demonstration_start_step),
                                        regrasp_missed=bool(result.regrasp_missed))
+                        summary["regrasp_recovered" if result.regrasp_missed else "regrasp_held"] += 1
                     if dataclasses.is_dataclass(result.safety):
                         outcome["safety"] = dataclasses.asdict(result.safety)
                     rec.end_episode(bool(result.success), extra=outcome)
