@@ -149,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
         print("[eval] " + format_pair(pair, len(report.pairs) - 1, args.swap_pairs, report.pairs_correct), flush=True)
 
     evaluate_in_sim(encoder, policy, episodes, seed=args.seed, max_duration_s=args.episode_timeout_s,
-                    replan_steps=args.n_action_steps or None, sim_config=sim_config, on_episode=on_episode, report=report, swap_pairs=args.swap_pairs, on_pair=on_pair)
+                    replan_steps=args.n_action_steps or None, sim_config=sim_config, on_episode=on_episode,
+                    report=report, swap_pairs=args.swap_pairs, on_pair=on_pair)
     path = report.write_json(args.out or default_results_path("lockstep"))
     print(format_summary(report.to_dict(), path), flush=True)
     return 0
