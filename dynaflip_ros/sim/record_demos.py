@@ -189,7 +189,7 @@ def record_sim_episodes(
                     continue
                 summary["episodes_attempted"] += 1
                 info = runner.reset(seed=ep_seed)
-                offset = regrasp_offset(ep_seed, regrasp_fraction, regrasp_offset_m) if regrasp_fraction > 0 else None
+                offset = regrasp_offset(ep_seed, regrasp_fraction, regrasp_offset_m)
                 rec.begin_episode(
                     info.instruction,
                     seed=ep_seed,
