@@ -103,3 +103,14 @@ def test_eval_writes_rates_and_swap_accuracy(tmp_path, monkeypatch, capsys):
     for bad in ("9", "-1"):
         rc = main(["eval", "--sim", "--encoder", str(tmp_path), "--policy", str(tmp_path), "--n-action-steps", bad])
         assert rc == 2 and "--n-action-steps must be in 0..8" in capsys.readouterr().err
+
+    # --temporal-ensemble-coeff: the policy is queried at every step and its chunks ensembled
+    HoldPolicy.chunks = 0
+    rc = main(["eval", "--sim", "--encoder", str(tmp_path), "--policy", str(tmp_path), "--episodes", "1",
+               "--episode-timeout-s", "0.3", "--seed", "100", "--temporal-ensemble-coeff", "0.01", "--out", str(out)])
+    config = json.loads(out.read_text())["config"]
+    assert rc == 0 and HoldPolicy.chunks == 3
+    assert config["n_action_steps"] == 1 and config["temporal_ensemble_coeff"] == 0.01
+    for bad in (["--temporal-ensemble-coeff", "0.01", "--n-action-steps", "4"], ["--temporal-ensemble-coeff", "nan"]):
+        rc = main(["eval", "--sim", "--encoder", str(tmp_path), "--policy", str(tmp_path), *bad])
+        assert rc == 2 and "--temporal-ensemble-coeff must be finite" in capsys.readouterr().err

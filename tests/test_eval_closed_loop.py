@@ -194,3 +194,61 @@ def test_evaluate_in_sim_report_rates_and_swap_accuracy(env, tmp_path):
     assert "instruction swap: 2/2 pairs correct" in format_summary(d)
     with pytest.raises(ValueError):
         evaluate_in_sim(FakeEncoder(), policy, 0, env=env)
+
+
+class GripperPolicy(FakePolicy):
+    """Holds the arm and commands the gripper by schedule: `closed(t_s)` -> 0 open / 1 closed."""
+
+    def __init__(self, env, closed) -> None:
+        super().__init__(env)
+        self.closed = closed
+
+    def predict_action_chunk(self, obs) -> ActionChunk:
+        times = obs.stamp_s + 0.1 * np.arange(1, 9)
+        actions = np.tile(obs.state, (8, 1))
+        actions[:, 6] = [self.closed(t) for t in times]
+        return ActionChunk(actions.astype(np.float32), obs.stamp_s + 0.1, 0.1)
+
+
+def test_grasp_monitor_counts_closings_and_measures_the_first(env, runner):
+    info = runner.reset(seed=6)
+    expected = float(np.linalg.norm(env.tcp_position()[:2] - env.grasp_point(info.object_name)[:2]))
+    record, _ = run_episode(runner, FakeEncoder(), GripperPolicy(env, lambda t: 1.0), max_duration_s=1.5)
+    assert record.grasps == 1  # the arm held still: the TCP is where it was at the reset
+    assert record.first_grasp_xy_error_m == pytest.approx(expected, abs=2e-3) and expected > 0.05
+    runner.reset(seed=6)
+    t0 = runner.now_s
+    twice = GripperPolicy(env, lambda t: 1.0 if (t - t0) < 1.0 or (t - t0) > 2.5 else 0.0)
+    record, _ = run_episode(runner, FakeEncoder(), twice, replan_steps=1, max_duration_s=4.0)
+    assert record.grasps == 2 and record.first_grasp_xy_error_m == pytest.approx(expected, abs=2e-3)
+    runner.reset(seed=6)
+    record, _ = run_episode(runner, FakeEncoder(), FakePolicy(env), max_duration_s=1.0)
+    assert record.grasps == 0 and record.first_grasp_xy_error_m is None
+    report = EvalReport(mode="lockstep")
+    report.add(record)
+    assert report.summary()["first_grasp_xy_error_m"] is None
+
+
+def test_grasp_point_follows_the_object_pose(env, runner):
+    from scipy.spatial.transform import Rotation
+
+    runner.reset(seed=7, object_name="white mug")
+    env.place_object("white mug", 0.3, -0.2, 0.7)
+    pose = env.object_pose("white mug")
+    offset = env.object_specs["white mug"].grasp_offset_m
+    np.testing.assert_allclose(env.grasp_point("white mug"),
+                               pose[:3] + Rotation.from_euler("z", 0.7).apply(offset), atol=1e-6)
+
+
+def test_grasp_error_summary_splits_successes():
+    from dynaflip_ros.episodes.record import EpisodeRecord, grasp_error_summary
+
+    recs = [EpisodeRecord(episode=i, seed=i, outcome=o, grasps=g, first_grasp_xy_error_m=e) for i, (o, g, e) in
+            enumerate([("success", 1, 0.004), ("success", 1, 0.006), ("timeout", 2, 0.03), ("timeout", 0, None)])]
+    g = grasp_error_summary(recs)
+    assert g["n"] == 3 and g["median"] == pytest.approx(0.006) and g["regrasped"] == 1
+    assert g["n_success"] == 2 and g["median_success"] == pytest.approx(0.005)
+    assert g["n_failure"] == 1 and g["median_failure"] == pytest.approx(0.03)
+    text = format_summary({"mode": "lockstep", "summary": {**EvalReport(mode="lockstep").summary(),
+                                                           "first_grasp_xy_error_m": g}})
+    assert "first grasp, TCP to the target's grasp point (xy): median 0.6 cm" in text

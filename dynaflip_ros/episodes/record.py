@@ -105,6 +105,9 @@ class EpisodeRecord:
     models: {"encoder": weights sha256, "policy": weights sha256}. safety / driver: this
     episode's share of the SafeArm / driver counters. realtime_factor: simulation seconds per
     wall second (ROS graph only). control_steps: 10 Hz control steps (lock-step only).
+    grasps: gripper closings in the episode; first_grasp_xy_error_m: horizontal distance (m)
+    from the TCP to the target's grasp point when the first closing began (None without a
+    closing); both lock-step only (`eval.closed_loop.GraspMonitor`).
     """
 
     episode: int
@@ -123,6 +126,8 @@ class EpisodeRecord:
     driver: dict[str, Any] | None = None
     realtime_factor: float | None = None
     control_steps: int | None = None
+    grasps: int | None = None
+    first_grasp_xy_error_m: float | None = None
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)
@@ -238,6 +243,7 @@ class EvalReport:
             "swap_accuracy": k_pairs / n_pairs if n_pairs else None,
             "swap_accuracy_ci95": list(wilson_interval(k_pairs, n_pairs)) if n_pairs else None,
             "latency_ms": latency_summary(self._samples_ms),
+            "first_grasp_xy_error_m": grasp_error_summary(self.episodes),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -255,6 +261,26 @@ class EvalReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(json_safe(self.to_dict()), indent=2, allow_nan=False) + "\n")
         return path
+
+
+def grasp_error_summary(records: Iterable[EpisodeRecord]) -> dict[str, Any] | None:
+    """Median / 90th percentile of `first_grasp_xy_error_m` (m) over the episodes that closed the
+    gripper, overall and for successes and the rest: {"n", "median", "p90", "n_success",
+    "median_success", "n_failure", "median_failure", "regrasped"} (regrasped: episodes with more
+    than one closing); None when no episode recorded a grasp."""
+    records = [r for r in records if r.first_grasp_xy_error_m is not None]
+    if not records:
+        return None
+
+    def median(values: list[float]) -> float | None:
+        return float(np.median(values)) if values else None
+
+    err = [float(r.first_grasp_xy_error_m) for r in records]
+    ok = [float(r.first_grasp_xy_error_m) for r in records if r.success]
+    bad = [float(r.first_grasp_xy_error_m) for r in records if not r.success]
+    return {"n": len(err), "median": median(err), "p90": float(np.percentile(err, 90)),
+            "n_success": len(ok), "median_success": median(ok), "n_failure": len(bad), "median_failure": median(bad),
+            "regrasped": sum(1 for r in records if (r.grasps or 0) > 1)}
 
 
 def _run_text(record: EpisodeRecord) -> str:
@@ -307,6 +333,12 @@ def format_summary(report: Mapping[str, Any], path: str | Path | None = None) ->
         lo, hi = s["swap_accuracy_ci95"]
         lines.append(f"instruction swap: {s['swap_pairs_correct']}/{s['swap_pairs']} pairs correct "
                      f"(swap accuracy {100.0 * s['swap_accuracy']:.1f} %, Wilson 95 % CI {100 * lo:.0f}-{100 * hi:.0f} %)")
+    g = s.get("first_grasp_xy_error_m")
+    if g:
+        cm = lambda v: "n/a" if v is None else f"{100 * v:.1f} cm"
+        lines.append(f"first grasp, TCP to the target's grasp point (xy): median {cm(g['median'])}, p90 {cm(g['p90'])} "
+                     f"over {g['n']} episodes; successes {cm(g['median_success'])} ({g['n_success']}), "
+                     f"others {cm(g['median_failure'])} ({g['n_failure']}); closed more than once: {g['regrasped']}")
     lines.append(f"{'stage':<22}{'n':>7}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
     for stage, st in s["latency_ms"].items():
         lines.append(f"{stage:<22}{st['n']:>7}{st['p50']:>10.2f}{st['p95']:>10.2f}{st['p99']:>10.2f}")

@@ -49,6 +49,10 @@ def register(subparsers) -> None:
     models.add_argument("--n-action-steps", type=int, default=0, metavar="N",
                         help="replan after N actions of each chunk (0, default: the policy's whole chunk; "
                              "the policy node's n_action_steps parameter)")
+    models.add_argument("--temporal-ensemble-coeff", type=float, default=None, metavar="C",
+                        help="query the policy at every observation and execute the temporal ensemble of the "
+                             "overlapping chunks, weights exp(-C * i) with i = 0 the oldest prediction (ACT; "
+                             "0.01 in the paper); default: off")
     episodes = p.add_argument_group("episodes")
     episodes.add_argument("--episodes", type=int, default=None,
                           help="number of regular episodes (default 20; 0 with --swap-pairs)")
@@ -132,12 +136,23 @@ def run(args: argparse.Namespace) -> int:
     chunk_len = policy.model_config.n_action_steps
     if not 0 <= args.n_action_steps <= chunk_len:
         raise UserError(f"--n-action-steps must be in 0..{chunk_len} (the policy's chunk), got {args.n_action_steps}")
+    replan_steps = args.n_action_steps or None
+    if args.temporal_ensemble_coeff is not None:
+        import math
+
+        from dynaflip_ros.policies.ensemble import TemporallyEnsembledPolicy
+
+        if args.n_action_steps not in (0, 1) or not math.isfinite(args.temporal_ensemble_coeff):
+            raise UserError("--temporal-ensemble-coeff must be finite and queries the policy at every step: "
+                            "leave --n-action-steps at 0 (or 1)")
+        policy, replan_steps = TemporallyEnsembledPolicy(policy, args.temporal_ensemble_coeff), 1
 
     report = EvalReport(
         mode="lockstep", config={"episodes": episodes, "swap_pairs": args.swap_pairs, "seed": args.seed,
                                  "max_duration_s": args.episode_timeout_s, "backend": args.backend,
                                  "objects": args.objects, "object_pool": args.object_pool,
-                                 "n_action_steps": args.n_action_steps or chunk_len,
+                                 "n_action_steps": replan_steps or chunk_len,
+                                 "temporal_ensemble_coeff": args.temporal_ensemble_coeff,
                                  "encoder": str(args.encoder), "policy": str(args.policy)},
         models={"encoder": encoder.manifest.weights_sha256, "policy": policy.weights_sha256})
 
@@ -149,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         print("[eval] " + format_pair(pair, len(report.pairs) - 1, args.swap_pairs, report.pairs_correct), flush=True)
 
     evaluate_in_sim(encoder, policy, episodes, seed=args.seed, max_duration_s=args.episode_timeout_s,
-                    replan_steps=args.n_action_steps or None, sim_config=sim_config, on_episode=on_episode,
+                    replan_steps=replan_steps, sim_config=sim_config, on_episode=on_episode,
                     report=report, swap_pairs=args.swap_pairs, on_pair=on_pair)
     path = report.write_json(args.out or default_results_path("lockstep"))
     print(format_summary(report.to_dict(), path), flush=True)

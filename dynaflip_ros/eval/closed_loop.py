@@ -42,6 +42,33 @@ so they do not follow the scene's own draws of the same seed."""
 OnChunk = Callable[[int, float, np.ndarray, np.ndarray], None]
 
 
+class GraspMonitor:
+    """Counts gripper closings and measures how far the first one was from the target.
+
+    Fed the measured gripper position (0 open .. 1 closed) after every 0.1 s step: a closing
+    begins when it rises to `closing_from` or more after having been at `open_below` or less
+    (hysteresis, so the fingers settling on an object count once). At the first closing the
+    horizontal distance (m) between the TCP and the named object's grasp point
+    (`PickIntoSinkEnv.grasp_point`, the point the scripted expert grasps) is kept: a precision
+    measure of the approach that does not need a success to be informative.
+    """
+
+    def __init__(self, closing_from: float = 0.15, open_below: float = 0.05) -> None:
+        self.closing_from, self.open_below = float(closing_from), float(open_below)
+        self.grasps = 0
+        self.first_xy_error_m: float | None = None
+        self._open = True
+
+    def update(self, gripper: float, env) -> None:
+        if self._open and gripper >= self.closing_from:
+            self._open = False
+            self.grasps += 1
+            if self.first_xy_error_m is None:
+                self.first_xy_error_m = float(np.linalg.norm(env.tcp_position()[:2] - env.grasp_point()[:2]))
+        elif gripper <= self.open_below:
+            self._open = True
+
+
 def run_episode(runner, encoder: EncoderBackend, policy, *, episode: int = 0, max_duration_s: float = 15.0,
                 replan_steps: Optional[int] = None,
                 on_chunk: Optional[OnChunk] = None) -> tuple[EpisodeRecord, dict[str, list[float]]]:
@@ -51,7 +78,8 @@ def run_episode(runner, encoder: EncoderBackend, policy, *, episode: int = 0, ma
     `env.outcome()` (checked after every 0.1 s step), when SafeArm halts (`safety_stop`) or
     after `max_duration_s` simulation seconds (`timeout`). Returns the record (instruction,
     target, objects, outcome, times, this episode's SafeArm counters) and its latency samples
-    ({"encode": [ms], "policy": [ms]}, wall clock). `on_chunk(episode, obs_stamp_s, times_s
+    ({"encode": [ms], "policy": [ms]}, wall clock). The record counts the gripper closings and
+    the first one's distance from the target (`GraspMonitor`). `on_chunk(episode, obs_stamp_s, times_s
     (H,), actions (H, 7))` sees every action chunk (times relative to the episode start).
     Raises RuntimeError when the runner was not reset; a policy's errors propagate (a
     language-conditioned policy raises ValueError without an instruction, never the case here).
@@ -64,6 +92,7 @@ def run_episode(runner, encoder: EncoderBackend, policy, *, episode: int = 0, ma
     wall0 = time.perf_counter()
     samples_ms: dict[str, list[float]] = defaultdict(list)
     steps, since_plan, len_chunk, outcome = 0, None, 0, None
+    grasp = GraspMonitor()
     while outcome is None and runner.now_s - t0 < max_duration_s - 1e-9:
         frame = env.camera.read()
         st = runner.safe.state()
@@ -84,6 +113,7 @@ def run_episode(runner, encoder: EncoderBackend, policy, *, episode: int = 0, ma
         else:
             policy.observe(obs)
         runner.advance(CONTROL_PERIOD_S)
+        grasp.update(float(runner.safe.state().gripper), env)
         steps += 1
         since_plan += 1
         decided = env.outcome()
@@ -100,7 +130,7 @@ def run_episode(runner, encoder: EncoderBackend, policy, *, episode: int = 0, ma
         episode_sim_time_s=duration_s, wall_time_s=time.perf_counter() - wall0,
         safety={**dataclasses.asdict(stats), "rejected": int(stats.rejected),
                 **({"halt_reason": runner.safe.halt_reason} if runner.safe.halted else {})},
-        control_steps=steps)
+        control_steps=steps, grasps=grasp.grasps, first_grasp_xy_error_m=grasp.first_xy_error_m)
     return record, dict(samples_ms)
 
 

@@ -182,7 +182,7 @@ class ScriptedExpert:
         obj_yaw = yaw_from_quat_wxyz(obj[3:])
         p_home, r_home = self.ik.fk(st.q)
         yaw_home = yaw_of(r_home)
-        centre = obj[:3] + Rotation.from_quat(obj[3:], scalar_first=True).apply(spec.grasp_offset_m)
+        centre = env.grasp_point(name)
         if grasp_offset_m is not None:
             centre = centre + np.array([float(grasp_offset_m[0]), float(grasp_offset_m[1]), 0.0])
         others = [(env.object_pose(n)[:3], OBJECT_SPECS[n]) for n in info.distractors]

@@ -381,6 +381,20 @@ class PickIntoSinkEnv:
             a = self._obj_qadr[name]
             return self.data.qpos[a:a + 7].copy()
 
+    def grasp_point(self, name: str | None = None) -> np.ndarray:
+        """(3,) centre of an object's grasp part (default: the target) in the UR base frame (m):
+        the point the scripted expert grasps (`task.catalogue.ObjectSpec.grasp_offset_m`: the
+        mug's body, the T-block's stem)."""
+        name = self.target_object if name is None else name
+        pose = self.object_pose(name)
+        return pose[:3] + Rotation.from_quat(pose[3:], scalar_first=True).apply(self.object_specs[name].grasp_offset_m)
+
+    def tcp_position(self) -> np.ndarray:
+        """(3,) position of the TCP (between the finger pads) in the UR base frame (m), as
+        simulated now."""
+        with self.lock:
+            return self.data.site_xpos[self.tcp_site_id].copy()
+
     def object_velocity(self, name: str | None = None) -> np.ndarray:
         """(6,) linear (m/s, world) and angular (rad/s) velocity of an object's free joint."""
         name = self.target_object if name is None else name
