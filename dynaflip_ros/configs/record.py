@@ -39,6 +39,10 @@ class RecordConfig:
             the re-plan are recorded as context, not as training targets. 0: none.
         regrasp_offset_m: (min, max) distance of that offset in the table plane, m (direction
             uniform).
+        takeover_window_s: (min, max) s: with a learner's policy (`dynaflip record --sim
+            --policy DIR --encoder DIR`), it drives each episode until a time drawn uniformly in
+            this window (or until it commands the gripper closed), then the expert takes over
+            from that state (`sim.record_demos.record_sim_episodes`).
     """
 
     repo_id: str = "local/pick_into_sink"
@@ -52,6 +56,7 @@ class RecordConfig:
     action_noise_tau_s: float = 0.3
     regrasp_fraction: float = 0.0
     regrasp_offset_m: tuple[float, float] = (0.025, 0.05)
+    takeover_window_s: tuple[float, float] = (1.0, 6.0)
 
     def __post_init__(self) -> None:
         if not isinstance(self.repo_id, str) or self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
@@ -70,3 +75,6 @@ class RecordConfig:
         self.regrasp_offset_m = require_range_pair("RecordConfig", "regrasp_offset_m", self.regrasp_offset_m)
         require_range("RecordConfig", "regrasp_offset_m[0]", self.regrasp_offset_m[0], 0.0, 0.2, lo_open=True, unit="m")
         require_range("RecordConfig", "regrasp_offset_m[1]", self.regrasp_offset_m[1], 0.0, 0.2, lo_open=True, unit="m")
+        self.takeover_window_s = require_range_pair("RecordConfig", "takeover_window_s", self.takeover_window_s)
+        require_range("RecordConfig", "takeover_window_s[0]", self.takeover_window_s[0], 0.0, 60.0, unit="s")
+        require_range("RecordConfig", "takeover_window_s[1]", self.takeover_window_s[1], 0.0, 60.0, unit="s")

@@ -57,6 +57,22 @@ def _image_hw(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def load_takeover_driver(encoder_dir: str, policy_dir: str):
+    """The learner of expert-takeover recording: (`eval.closed_loop.PolicyDriver` of the encoder
+    and policy, {"encoder": sha256, "policy": sha256}); one torch / ONNX Runtime thread. Raises
+    the loaders' errors (EncoderMismatchError for a policy trained on another encoder)."""
+    import torch
+
+    from dynaflip_ros.eval.closed_loop import PolicyDriver
+    from dynaflip_ros.inference.factory import load_encoder_backend
+    from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
+
+    torch.set_num_threads(1)
+    encoder = load_encoder_backend(encoder_dir, backend="onnxruntime", onnxruntime_options={"intra_op_num_threads": 1})
+    policy = DiffusionPolicyRunner.load(policy_dir, encoder_sha256=encoder.manifest.weights_sha256)
+    return PolicyDriver(encoder, policy), {"encoder": encoder.manifest.weights_sha256, "policy": policy.weights_sha256}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "record",
@@ -87,6 +103,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--regrasp-fraction", type=float, default=None, metavar="F",
                    help="--sim: share of episodes whose first grasp misses on purpose before the expert re-plans "
                         "and picks the object (recovery data; the missed attempt is context only; default 0)")
+    e.add_argument("--takeover-window-s", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="--sim with --policy/--encoder: the learner drives each episode until a time drawn in "
+                        "[MIN, MAX] s (or until it closes the gripper), then the expert takes over (default 1 6)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help="dataset directory (created; see --resume); required with --sim")
     o.add_argument("--resume", action="store_true", help="append to the dataset at --out (repairs a killed run)")
@@ -131,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             "randomize_scene": True if args.randomize_scene else None,
             "action_noise_rad": args.action_noise_rad,
             "regrasp_fraction": args.regrasp_fraction,
+            "takeover_window_s": tuple(args.takeover_window_s) if args.takeover_window_s else None,
         }
         merged = {**to_dict(cfg), **{k: v for k, v in overrides.items() if v is not None}}
         cfg = from_dict(RecordConfig, merged, "dynaflip record")
@@ -150,6 +170,13 @@ def run(args: argparse.Namespace) -> int:
     from dynaflip_ros.data.recorder import DatasetSchemaError
     from dynaflip_ros.sim.record_demos import record_sim_episodes
 
+    driver, driver_info = None, None
+    if args.policy or args.encoder:
+        if not (args.policy and args.encoder):
+            print("dynaflip record: expert takeover needs both --policy and --encoder (the learner)", file=sys.stderr)
+            return EXIT_USAGE
+        driver, driver_info = load_takeover_driver(args.encoder, args.policy)
+
     try:
         summary = record_sim_episodes(
             cfg.episodes,
@@ -166,6 +193,9 @@ def run(args: argparse.Namespace) -> int:
             action_noise_tau_s=cfg.action_noise_tau_s,
             regrasp_fraction=cfg.regrasp_fraction,
             regrasp_offset_m=cfg.regrasp_offset_m,
+            driver=driver,
+            driver_info=driver_info,
+            takeover_window_s=cfg.takeover_window_s,
         )
     except DatasetSchemaError as e:
         print(f"dynaflip record: {e}", file=sys.stderr)

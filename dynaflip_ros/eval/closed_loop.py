@@ -69,6 +69,39 @@ class GraspMonitor:
             self._open = True
 
 
+class PolicyDriver:
+    """A learner's encoder + policy as a one-action-per-step driver (the takeover recording of
+    `sim.rollout.SimRunner.run_expert_episode(driver=...)`).
+
+    Per 0.1 s step `act(frame, state, t_s)` embeds the frame and either samples a new chunk
+    (`policy.predict_action_chunk`, when the previous chunk is used up) or adds the observation
+    to the policy's history (`policy.observe`), as `run_episode` does with whole chunks, and
+    returns the chunk's action due at t_s + 0.1: (7,) joint targets (rad) + gripper (0..1).
+    """
+
+    def __init__(self, encoder: EncoderBackend, policy) -> None:
+        self.encoder, self.policy = encoder, policy
+        self._chunk: np.ndarray | None = None
+        self._next = 0
+        self._instruction: str | None = None
+
+    def reset(self, seed: int | None = None, instruction: str | None = None) -> None:
+        self.policy.reset(seed=seed)
+        self._chunk, self._next, self._instruction = None, 0, instruction
+
+    def act(self, frame, state, t_s: float) -> np.ndarray:
+        emb = self.encoder.embed(frame.rgb[None])[0]  # (D,)
+        obs = PolicyObservation(embedding=emb, state=np.concatenate([state.q, [state.gripper]]).astype(np.float32),
+                                stamp_s=float(t_s), instruction=self._instruction)
+        if self._chunk is None or self._next >= len(self._chunk):
+            self._chunk, self._next = np.asarray(self.policy.predict_action_chunk(obs).actions), 0
+        else:
+            self.policy.observe(obs)
+        action = self._chunk[self._next]
+        self._next += 1
+        return action
+
+
 def run_episode(runner, encoder: EncoderBackend, policy, *, episode: int = 0, max_duration_s: float = 15.0,
                 replan_steps: Optional[int] = None,
                 on_chunk: Optional[OnChunk] = None) -> tuple[EpisodeRecord, dict[str, list[float]]]:

@@ -47,6 +47,7 @@ _FINGERTIP_BELOW_TCP_M = 0.0175   # pad half-height: the fingertips reach this f
 _FINGER_CLEARANCE_M = 0.03        # fingertips pass at least this high over other objects
 _OPEN_FINGER_OFFSET_M = 0.05      # open finger pad centre from the TCP axis (42.5 mm stroke + pad)
 _FINGER_ROOM_ENOUGH_M = 0.03      # a grasp yaw with this much room is as good as any
+_SIDEWAYS_CORRECTION_M = 0.06     # a re-plan from low this close to the grasp corrects at its own height
 
 
 class IKError(RuntimeError):
@@ -168,7 +169,11 @@ class ScriptedExpert:
         grasp_offset_m: (2,) m added to the grasp point in the base xy-plane (a deliberately
         missed grasp, `sim.rollout.SimRunner.run_expert_episode(regrasp_offset_m=...)`); None:
         the object's grasp point. Calling `reset` again mid-episode re-plans from where the arm
-        is (the recovery after a missed grasp). Raises IKError if a waypoint is unreachable or
+        is (the recovery after a missed grasp, the takeover from a learner's policy); from a TCP
+        lower than the approach height above the grasp (never the case from home) the approach
+        ends above the grasp at the current height (within `_SIDEWAYS_CORRECTION_M` of it; farther
+        away at least at the height clearing the other objects), so the correction is sideways,
+        then the descent. Raises IKError if a waypoint is unreachable or
         the joint path cannot be timed within `max_joint_speed_fraction` of the UR3 speed limits.
         """
         from dynaflip_ros.sim.cell import OBJECT_SPECS
@@ -192,6 +197,9 @@ class ScriptedExpert:
         tallest = max((o.height_m for _, o in others), default=0.0)
         clear_z = tallest + _FINGERTIP_BELOW_TCP_M + _FINGER_CLEARANCE_M   # fingertips above every other object
         above = np.array([grasp[0], grasp[1], max(grasp[2] + c.approach_height_m, clear_z)])
+        if p_home[2] < above[2]:  # re-planned from low (a takeover mid-descent): never climb back to the
+            near = np.linalg.norm(p_home[:2] - grasp[:2]) <= _SIDEWAYS_CORRECTION_M  # approach height; the
+            above[2] = max(p_home[2], grasp[2] if near else clear_z)  # fingers are already at this height
         lifted = np.array([grasp[0], grasp[1], c.lift_height_m])
         sx, sy = self.sim_config.sink_center_xy_m
         over_sink = np.array([sx, sy, c.release_height_m])

@@ -28,6 +28,8 @@ from dynaflip_ros.task.instructions import instruction_paraphrases
 log = logging.getLogger(__name__)
 REGRASP_STREAM = 0x52E6
 """Mixed into the seed of `regrasp_offset`'s random stream."""
+TAKEOVER_STREAM = 0x7A4E
+"""Mixed into the seed of `takeover_time`'s random stream."""
 
 
 def episode_extra(info) -> dict:
@@ -82,6 +84,14 @@ def regrasp_offset(seed: int, fraction: float, offset_m: tuple[float, float]) ->
     return length * np.array([math.cos(angle), math.sin(angle)])
 
 
+def takeover_time(seed: int, window_s: tuple[float, float]) -> float:
+    """The takeover time (s) of a seed's expert-takeover episode: uniform in window_s, drawn from
+    the seed's own stream (`numpy.random.default_rng([seed, TAKEOVER_STREAM])`), so the scene,
+    the action noise and the takeover never share draws."""
+    rng = np.random.default_rng([int(seed), TAKEOVER_STREAM])
+    return float(rng.uniform(float(window_s[0]), float(window_s[1])))
+
+
 def record_sim_episodes(
     n_episodes: int,
     root: str | Path,
@@ -97,6 +107,9 @@ def record_sim_episodes(
     action_noise_tau_s: float = 0.3,
     regrasp_fraction: float = 0.0,
     regrasp_offset_m: tuple[float, float] = (0.025, 0.05),
+    driver=None,
+    driver_info: dict | None = None,
+    takeover_window_s: tuple[float, float] = (1.0, 6.0),
 ) -> dict:
     """Record `n_episodes` scripted-expert episodes of the MuJoCo pick-into-sink cell.
 
@@ -124,10 +137,18 @@ def record_sim_episodes(
             (`SimRunner.run_expert_episode(regrasp_offset_m=...)`); the episode records the
             offset, whether it missed and `demonstration_start_frame` (frames before it are
             context for a learner, not action targets); every episode records the fraction.
+        driver / driver_info / takeover_window_s: expert takeover (DAgger-style data from the
+            learner's own states): a learner's policy (`eval.closed_loop.PolicyDriver`) drives
+            each episode first, until a takeover time drawn per seed (`takeover_time`) uniformly
+            in takeover_window_s (s) or until it commands the gripper closed, then the expert
+            plans from there and finishes (`SimRunner.run_expert_episode(driver=...)`); the
+            episode records takeover_s, driver_info (the learner's model sha256s) and
+            `demonstration_start_frame` (the learner's frames are context, not targets).
 
     Returns a summary dict: episodes_attempted, episodes_kept, episodes_discarded,
     episodes_skipped_existing, ik_failures, frames_kept, regrasp_recovered / regrasp_held (kept
-    episodes whose offset grasp missed and was re-planned / picked the object anyway), seconds,
+    episodes whose offset grasp missed and was re-planned / picked the object anyway),
+    takeover_frames (kept frames the learner drove), seconds,
     dataset_episodes, dataset_frames, root. Raises ValueError on bad arguments; other errors of the sim propagate
     after the open episode is discarded (every episode committed before stays in the dataset).
     """
@@ -142,6 +163,9 @@ def record_sim_episodes(
     image_hw = (int(image_hw[0]), int(image_hw[1]))
     if not (math.isfinite(regrasp_fraction) and 0.0 <= regrasp_fraction <= 1.0):
         raise ValueError(f"regrasp_fraction must be in [0, 1], got {regrasp_fraction!r}")
+    lo, hi = (float(v) for v in takeover_window_s)
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo <= hi):
+        raise ValueError(f"takeover_window_s must be (lo, hi) with 0 <= lo <= hi, got {takeover_window_s!r}")
     if not (math.isfinite(action_noise_rad) and action_noise_rad >= 0):
         raise ValueError(f"action_noise_rad must be finite and >= 0, got {action_noise_rad!r}")
 
@@ -162,6 +186,7 @@ def record_sim_episodes(
         "frames_kept": 0,
         "regrasp_recovered": 0,
         "regrasp_held": 0,
+        "takeover_frames": 0,
     }
     with EpisodeRecorder(root, image_hw, fps=schema.RECORD_FPS, repo_id=repo_id, resume=resume) as rec:
         expert_records = [r for r in dataset_io.read_episode_records(rec.root)
@@ -190,6 +215,7 @@ def record_sim_episodes(
                 summary["episodes_attempted"] += 1
                 info = runner.reset(seed=ep_seed)
                 offset = regrasp_offset(ep_seed, regrasp_fraction, regrasp_offset_m)
+                takeover_s = None if driver is None else takeover_time(ep_seed, (lo, hi))
                 rec.begin_episode(
                     info.instruction,
                     seed=ep_seed,
@@ -200,13 +226,16 @@ def record_sim_episodes(
                            **({"action_noise_rad": float(action_noise_rad), "action_noise_tau_s": float(action_noise_tau_s)}
                               if noise is not None else {}),
                            **({"regrasp_fraction": float(regrasp_fraction)} if regrasp_fraction > 0 else {}),
-                           **({"regrasp_offset_m": [float(v) for v in offset]} if offset is not None else {})},
+                           **({"regrasp_offset_m": [float(v) for v in offset]} if offset is not None else {}),
+                           **({"takeover_s": takeover_s, "takeover_driver": dict(driver_info or {})}
+                              if driver is not None else {})},
                 )
                 if noise is not None:
                     noise.reset(ep_seed)
                 try:
                     result = runner.run_expert_episode(expert, on_frame=on_frame, max_duration_s=max_episode_s,
-                                                       action_noise=noise, regrasp_offset_m=offset)
+                                                       action_noise=noise, regrasp_offset_m=offset,
+                                                       driver=driver, takeover_s=takeover_s)
                 except IKError as e:
                     log.warning("seed %d: expert IK failed (%s); episode discarded", ep_seed, e)
                     rec.discard_episode()
@@ -225,6 +254,9 @@ def record_sim_episodes(
                         outcome.update(demonstration_start_frame=int(result.demonstration_start_step),
                                        regrasp_missed=bool(result.regrasp_missed))
                         summary["regrasp_recovered" if result.regrasp_missed else "regrasp_held"] += 1
+                    if driver is not None:
+                        outcome["demonstration_start_frame"] = int(result.demonstration_start_step)
+                        summary["takeover_frames"] += int(result.demonstration_start_step)
                     if dataclasses.is_dataclass(result.safety):
                         outcome["safety"] = dataclasses.asdict(result.safety)
                     rec.end_episode(bool(result.success), extra=outcome)

@@ -27,6 +27,7 @@ from dynaflip_ros.sim.pick_into_sink import EpisodeInfo, PickIntoSinkEnv
 REGRASP_LIFTED_M = 0.03
 """A target this much above its start height when an offset grasp's lift ends was picked anyway."""
 _LIFT_PHASE = PHASES.index("lift")
+_APPROACH_PHASE = PHASES.index("approach")
 
 OnFrame = Callable[[Frame, ArmState, np.ndarray, int, np.ndarray, np.ndarray], None]
 
@@ -42,7 +43,8 @@ class EpisodeResult:
     servo: ServoLoop counters (`robot.servo_loop.ServoLoopStats`). With a deliberately missed
     first grasp (`regrasp_offset_m`): demonstration_start_step, the first step whose action the
     expert planned for the object where it is (earlier steps aimed at the offset point: context
-    for a learner, not targets; 0 without an offset), and regrasp_missed, whether the offset
+    for a learner, not targets; 0 without an offset; with a takeover driver, the takeover
+    step), and regrasp_missed, whether the offset
     grasp left the object on the table so the expert re-planned from there (None without one).
     """
 
@@ -153,7 +155,8 @@ class SimRunner:
 
     # ------------------------------------------------------------------ expert episodes
     def run_expert_episode(self, expert, on_frame: OnFrame | None = None, max_duration_s: float = 15.0,
-                           settle_s: float = 0.3, action_noise=None, regrasp_offset_m=None) -> EpisodeResult:
+                           settle_s: float = 0.3, action_noise=None, regrasp_offset_m=None,
+                           driver=None, takeover_s: float | None = None) -> EpisodeResult:
         """Run the scripted expert on the current episode (call `reset` first).
 
         At each 10 Hz step: state = SafeArm.state(); (action (7,), phase) = expert.act(state, t);
@@ -173,17 +176,43 @@ class SimRunner:
         lies and picks it (recovery data: a missed grasp, then the retry); lifted anyway, the
         plan carries on. Either way the result's demonstration_start_step marks the step from
         which actions are the expert's plan for the real object.
+
+        driver / takeover_s (expert takeover, a DAgger-style aggregation of the learner's own
+        states, Ross et al. 2011; Kelly et al. 2019 "HG-DAgger"): a learner's policy
+        (`eval.closed_loop.PolicyDriver`: `reset(seed, instruction)`, `act(frame, state, t_s)`
+        -> (7,) action due 0.1 s later) drives the arm first, its frames and actions recorded
+        through on_frame (phase "approach"), until takeover_s of simulated time have passed or
+        it commands the gripper closed (>= 0.5); then the expert plans from where the arm is
+        and finishes the episode. demonstration_start_step is the takeover step: the learner's
+        frames are observation context, the expert's labels from the state the learner reached
+        are the targets.
         """
         self._require_reset()
         env = self.env
         wall0 = time.perf_counter()
-        expert.reset(env, self.info, grasp_offset_m=regrasp_offset_m)
         dt = 1.0 / expert.cfg.control_rate_hz
         t_start = self._sched_s
         steps = 0
+        if driver is not None:
+            if takeover_s is None or not takeover_s >= 0:
+                raise ValueError(f"a driver needs takeover_s >= 0, got {takeover_s!r}")
+            driver.reset(seed=self.info.seed, instruction=self.info.instruction)
+            while self._sched_s - t_start < min(takeover_s, max_duration_s) - 1e-9:
+                t = self._sched_s
+                state = self.safe.state()
+                frame = env.camera.read()
+                action = np.asarray(driver.act(frame, state, t), dtype=float)
+                if action[6] >= 0.5:  # the learner starts to close: the expert takes over here
+                    break
+                if on_frame is not None:
+                    on_frame(frame, state, action, _APPROACH_PHASE, *env.scene_tracks())
+                self.apply_action(action, due_s=t + dt)
+                self.advance(dt)
+                steps += 1
+        expert.reset(env, self.info, grasp_offset_m=regrasp_offset_m)
         regrasp_pending = regrasp_offset_m is not None
         target_z0_m = float(env.object_pose(self.info.object_name)[2])
-        demonstration_start, regrasp_missed = 0, None
+        demonstration_start, regrasp_missed = steps, None
         while True:
             t = self._sched_s
             state = self.safe.state()

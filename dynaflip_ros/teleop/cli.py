@@ -41,8 +41,12 @@ def add_teleop_arguments(parser: argparse.ArgumentParser) -> None:
     m = parser.add_argument_group("provenance (--teleop; episode metadata)")
     m.add_argument("--operator", default=None, help="operator name (episode metadata)")
     m.add_argument("--note", default=None, help="operator note (episode metadata)")
-    m.add_argument("--encoder", default=None, help="encoder model dir whose manifest sha256 is logged (provenance)")
-    m.add_argument("--policy", default=None, help="policy model dir whose manifest sha256 is logged (provenance)")
+    m.add_argument("--encoder", default=None,
+                   help="encoder model dir: --teleop logs its manifest sha256 (provenance); --sim with --policy: "
+                        "the learner's encoder for expert-takeover episodes")
+    m.add_argument("--policy", default=None,
+                   help="policy model dir: --teleop logs its sha256 (provenance); --sim: the learner's policy drives "
+                        "each episode until the scripted expert takes over (DAgger-style data, docs/method.md §3)")
 
 
 def teleop_config_from_args(args: argparse.Namespace):
