@@ -1,4 +1,5 @@
-"""Temporal ensembling of overlapping action chunks (ACT, Zhao et al., RSS 2023, §III-C).
+"""Temporal ensembling of overlapping action chunks (ACT: Zhao et al., "Learning Fine-Grained
+Bimanual Manipulation with Low-Cost Hardware", RSS 2023).
 
 The policy is queried at every observation; each query predicts actions for the next few due
 times, so the chunks overlap. Every prediction made for a due time is kept, and the action sent
@@ -9,8 +10,8 @@ per due time, so memory is one running mean and one count per pending slot.
 
 Times: a chunk's action i is due at t0_s + i * dt_s (`policies.base.ActionChunk`); due times are
 matched on a grid of dt_s anchored at the first chunk of the episode (a chunk off that grid by
-more than a quarter period raises ValueError, which the 10 Hz lock-step and the policy node's
-stamping never produce). Slots whose due time has passed are dropped when a newer chunk arrives.
+more than a quarter period raises ValueError, which the 10 Hz lock-step evaluation never
+produces). Slots whose due time has passed are dropped when a newer chunk arrives.
 The gripper channel is averaged like the joints (0 open .. 1 closed; the gripper driver takes
 the continuous command).
 
