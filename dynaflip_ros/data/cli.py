@@ -61,15 +61,9 @@ def load_takeover_driver(encoder_dir: str, policy_dir: str):
     """The learner of expert-takeover recording: (`eval.closed_loop.PolicyDriver` of the encoder
     and policy, {"encoder": sha256, "policy": sha256}); one torch / ONNX Runtime thread. Raises
     the loaders' errors (EncoderMismatchError for a policy trained on another encoder)."""
-    import torch
+    from dynaflip_ros.eval.closed_loop import PolicyDriver, load_encoder_and_policy
 
-    from dynaflip_ros.eval.closed_loop import PolicyDriver
-    from dynaflip_ros.inference.factory import load_encoder_backend
-    from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
-
-    torch.set_num_threads(1)
-    encoder = load_encoder_backend(encoder_dir, backend="onnxruntime", onnxruntime_options={"intra_op_num_threads": 1})
-    policy = DiffusionPolicyRunner.load(policy_dir, encoder_sha256=encoder.manifest.weights_sha256)
+    encoder, policy = load_encoder_and_policy(encoder_dir, policy_dir, threads=1)
     return PolicyDriver(encoder, policy), {"encoder": encoder.manifest.weights_sha256, "policy": policy.weights_sha256}
 
 

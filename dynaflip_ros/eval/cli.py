@@ -120,19 +120,12 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (("--encoder", args.encoder), ("--policy", args.policy)):
         if not Path(path).is_dir():
             raise UserError(f"{flag}: not a directory: {path}")
-    import torch
-
     from dynaflip_ros.episodes.record import (
         EvalReport, default_results_path, format_episode, format_pair, format_summary,
     )
-    from dynaflip_ros.eval.closed_loop import evaluate_in_sim
-    from dynaflip_ros.inference.factory import load_encoder_backend
-    from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
+    from dynaflip_ros.eval.closed_loop import evaluate_in_sim, load_encoder_and_policy
 
-    torch.set_num_threads(args.threads)
-    encoder = load_encoder_backend(
-        args.encoder, backend=args.backend, onnxruntime_options={"intra_op_num_threads": args.threads})
-    policy = DiffusionPolicyRunner.load(args.policy, encoder_sha256=encoder.manifest.weights_sha256)
+    encoder, policy = load_encoder_and_policy(args.encoder, args.policy, backend=args.backend, threads=args.threads)
     chunk_len = policy.model_config.n_action_steps
     if not 0 <= args.n_action_steps <= chunk_len:
         raise UserError(f"--n-action-steps must be in 0..{chunk_len} (the policy's chunk), got {args.n_action_steps}")

@@ -42,6 +42,22 @@ so they do not follow the scene's own draws of the same seed."""
 OnChunk = Callable[[int, float, np.ndarray, np.ndarray], None]
 
 
+def load_encoder_and_policy(encoder_dir, policy_dir, *, backend: str = "onnxruntime", threads: int = 1,
+                            seed: int | None = None):
+    """(encoder backend, `DiffusionPolicyRunner`) of an exported encoder and a policy trained on
+    it, with `threads` torch / ONNX Runtime threads. Raises the loaders' errors
+    (EncoderMismatchError when the policy was trained on another encoder)."""
+    import torch
+
+    from dynaflip_ros.inference.factory import load_encoder_backend
+    from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
+
+    torch.set_num_threads(threads)
+    encoder = load_encoder_backend(str(encoder_dir), backend=backend, onnxruntime_options={"intra_op_num_threads": threads})
+    policy = DiffusionPolicyRunner.load(str(policy_dir), encoder_sha256=encoder.manifest.weights_sha256, seed=seed)
+    return encoder, policy
+
+
 class GraspMonitor:
     """Counts gripper closings and measures how far the first one was from the target.
 

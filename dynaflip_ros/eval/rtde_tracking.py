@@ -54,20 +54,13 @@ def record_policy_chunks(encoder_dir: str | Path, policy_dir: str | Path, seed: 
     """Run one closed-loop sim episode and keep the policy's chunks (see module docstring).
     Raises FileNotFoundError / ValueError from the model loaders."""
     from dynaflip_ros.configs.sim import SimConfig
-    from dynaflip_ros.eval.closed_loop import evaluate_in_sim
-    from dynaflip_ros.inference.factory import load_encoder_backend
-    from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
+    from dynaflip_ros.eval.closed_loop import evaluate_in_sim, load_encoder_and_policy
     from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv
 
     with PickIntoSinkEnv(SimConfig()) as env:
         env.reset(seed=seed)
         q0 = np.asarray(env.arm.read_state().q, dtype=float)
-    import torch
-
-    torch.set_num_threads(threads)
-    encoder = load_encoder_backend(str(encoder_dir), backend="onnxruntime",
-                                   onnxruntime_options={"intra_op_num_threads": threads})
-    policy = DiffusionPolicyRunner.load(str(policy_dir), encoder_sha256=encoder.manifest.weights_sha256, seed=seed)
+    encoder, policy = load_encoder_and_policy(encoder_dir, policy_dir, threads=threads, seed=seed)
     chunks: list[ChunkRecord] = []
 
     def on_chunk(ep: int, obs_s: float, times_s: np.ndarray, actions: np.ndarray) -> None:
