@@ -178,3 +178,45 @@ def test_cli_record_action_noise_flag(tmp_path, capsys):
                  "--no-progress", "--action-noise-rad", "0.01"]) == 0
     (rec,) = dataset_io.read_episode_records(out)
     assert rec["extra"]["action_noise_rad"] == 0.01 and rec["extra"]["action_noise_tau_s"] == 0.3
+
+
+def test_cli_record_action_noise_phases(tmp_path, capsys):
+    """--action-noise-phases: recorded with the episode, the descent left unperturbed (the noise
+    only decays there), a resume with other phases refused, unknown names refused before anything
+    is recorded (flag and YAML alike)."""
+    out = tmp_path / "demos"
+    with pytest.raises(SystemExit) as exc:
+        main(["record", "--sim", "--out", str(out), "--action-noise-phases", "approach,wiggle",
+              "--action-noise-rad", "0.03", "--no-progress"])
+    assert exc.value.code == 2
+    assert "unknown expert phase" in capsys.readouterr().err and not out.exists()
+    bad_yaml = tmp_path / "record.yaml"
+    bad_yaml.write_text("action_noise_phases: [wiggle]\n")
+    assert main(["record", "--sim", "--out", str(out), "--config", str(bad_yaml), "--no-progress"]) == 2
+    assert "wiggle" in capsys.readouterr().err and not out.exists()
+    args = ["record", "--sim", "--episodes", "1", "--seed", "2", "--image-size", "48x64", "--out", str(out),
+            "--no-progress", "--action-noise-rad", "0.03"]
+    assert main([*args, "--action-noise-phases", "approach"]) == 0
+    capsys.readouterr()
+    (rec,) = dataset_io.read_episode_records(out)
+    assert rec["extra"]["action_noise_phases"] == ["approach"]
+    assert main([*args, "--episodes", "2", "--resume"]) == 2  # default phases: another recipe
+    assert "phases approach,descend" in capsys.readouterr().err
+    assert len(dataset_io.read_episode_records(out)) == 1
+
+
+def test_action_noise_phases_reach_the_noise_process(tmp_path):
+    """Approach-only noise: the recorded states leave the clean path in the approach and the
+    perturbation only decays through the descent (never grows there)."""
+    record_sim_episodes(1, tmp_path / "clean", seed=2, image_hw=HW, progress=False)
+    record_sim_episodes(1, tmp_path / "app", seed=2, image_hw=HW, progress=False, action_noise_rad=0.05,
+                        action_noise_phases=("approach",))
+    _, s_c, a_c, ph_c = _episode_arrays(tmp_path / "clean")
+    _, s_n, a_n, _ = _episode_arrays(tmp_path / "app")
+    n = min(len(a_c), len(a_n))
+    np.testing.assert_allclose(a_n[:n], a_c[:n], atol=1e-6)
+    dev = np.abs(s_n[:n, :6] - s_c[:n, :6]).max(axis=1)
+    approach = np.flatnonzero(ph_c[:n] == schema.PHASES.index("approach"))
+    descend = np.flatnonzero(ph_c[:n] == schema.PHASES.index("descend"))
+    assert dev[approach].max() > 0.02
+    assert dev[descend[-1]] < dev[approach[-1]]  # decaying back to the path by the grasp

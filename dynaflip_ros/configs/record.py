@@ -32,6 +32,10 @@ class RecordConfig:
             by an Ornstein-Uhlenbeck process of this standard deviation, rad (DART recovery data,
             `sim.action_noise`); the recorded actions stay the expert's clean targets. 0: none.
         action_noise_tau_s: correlation time of that process, s.
+        action_noise_phases: the expert phases (`data.schema.PHASES`) in which that process is
+            driven; in the others it decays with action_noise_tau_s (`sim.action_noise`).
+            ("approach",) with a larger action_noise_rad puts the recorded states where a
+            policy's imprecise approach ends, and leaves the descent to decay back to the path.
         regrasp_fraction: share of episodes (drawn per seed) whose first grasp the expert aims
             `regrasp_offset_m` off the object, so it closes beside it, lifts, sees the object
             still on the table and re-plans the pick from there (recovery data for a policy
@@ -54,6 +58,7 @@ class RecordConfig:
     randomize_scene: bool = False
     action_noise_rad: float = 0.0
     action_noise_tau_s: float = 0.3
+    action_noise_phases: tuple[str, ...] = ("approach", "descend")
     regrasp_fraction: float = 0.0
     regrasp_offset_m: tuple[float, float] = (0.025, 0.05)
     takeover_window_s: tuple[float, float] = (1.0, 6.0)
@@ -71,6 +76,12 @@ class RecordConfig:
             raise ValueError(f"RecordConfig.randomize_scene must be a bool, got {self.randomize_scene!r}")
         require_range("RecordConfig", "action_noise_rad", self.action_noise_rad, 0.0, 0.2, unit="rad")
         require_finite("RecordConfig", "action_noise_tau_s", self.action_noise_tau_s, lo=0, lo_open=True)
+        phases = self.action_noise_phases
+        if isinstance(phases, str) or not phases or not all(isinstance(p, str) and p for p in phases) \
+                or len(set(phases)) != len(phases):
+            raise ValueError(f"RecordConfig.action_noise_phases must be a non-empty list of distinct expert phase "
+                             f"names, got {phases!r}")
+        self.action_noise_phases = tuple(phases)  # names checked against data.schema.PHASES by sim.action_noise
         require_range("RecordConfig", "regrasp_fraction", self.regrasp_fraction, 0.0, 1.0)
         self.regrasp_offset_m = require_range_pair("RecordConfig", "regrasp_offset_m", self.regrasp_offset_m)
         require_range("RecordConfig", "regrasp_offset_m[0]", self.regrasp_offset_m[0], 0.0, 0.2, lo_open=True, unit="m")

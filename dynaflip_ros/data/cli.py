@@ -57,6 +57,17 @@ def _image_hw(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def _phase_list(text: str) -> tuple[str, ...]:
+    """'approach,descend' -> ("approach", "descend"); names of `data.schema.PHASES`."""
+    from dynaflip_ros.data.schema import PHASES
+
+    names = tuple(p.strip() for p in text.split(","))
+    unknown = [n for n in names if n not in PHASES]
+    if unknown or not all(names):
+        raise argparse.ArgumentTypeError(f"unknown expert phase(s) {unknown or [text]}; known: {','.join(PHASES)}")
+    return names
+
+
 def load_takeover_driver(encoder_dir: str, policy_dir: str):
     """The learner of expert-takeover recording: (`eval.closed_loop.PolicyDriver` of the encoder
     and policy, {"encoder": sha256, "policy": sha256}); one torch / ONNX Runtime thread. Raises
@@ -94,6 +105,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--action-noise-rad", type=float, default=None,
                    help="--sim: perturb the expert's joint commands during approach and descent by this "
                         "standard deviation, rad (DART recovery data; labels stay clean; default 0)")
+    e.add_argument("--action-noise-phases", type=_phase_list, default=None, metavar="PHASE[,PHASE...]",
+                   help="--sim: expert phases in which that perturbation is driven; it decays in the others "
+                        "(default approach,descend)")
     e.add_argument("--regrasp-fraction", type=float, default=None, metavar="F",
                    help="--sim: share of episodes whose first grasp misses on purpose before the expert re-plans "
                         "and picks the object (recovery data; the missed attempt is context only; default 0)")
@@ -143,12 +157,14 @@ def run(args: argparse.Namespace) -> int:
             "only_success": False if args.keep_failed else None,
             "randomize_scene": True if args.randomize_scene else None,
             "action_noise_rad": args.action_noise_rad,
+            "action_noise_phases": args.action_noise_phases,
             "regrasp_fraction": args.regrasp_fraction,
             "takeover_window_s": tuple(args.takeover_window_s) if args.takeover_window_s else None,
         }
         merged = {**to_dict(cfg), **{k: v for k, v in overrides.items() if v is not None}}
         cfg = from_dict(RecordConfig, merged, "dynaflip record")
-    except (ConfigError, OSError) as e:
+        _phase_list(",".join(cfg.action_noise_phases))  # a YAML's phase names, checked like the flag's
+    except (ConfigError, OSError, argparse.ArgumentTypeError) as e:
         print(f"dynaflip record: {e}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -185,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
             sim_config=SimConfig(randomization=SceneRandomization(enabled=cfg.randomize_scene)),
             action_noise_rad=cfg.action_noise_rad,
             action_noise_tau_s=cfg.action_noise_tau_s,
+            action_noise_phases=cfg.action_noise_phases,
             regrasp_fraction=cfg.regrasp_fraction,
             regrasp_offset_m=cfg.regrasp_offset_m,
             driver=driver,

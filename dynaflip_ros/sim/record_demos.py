@@ -19,7 +19,8 @@ from dynaflip_ros.configs.sim import SimConfig
 from dynaflip_ros.data import dataset_io, schema
 from dynaflip_ros.data.dataset_io import DEFAULT_REPO_ID
 from dynaflip_ros.data.recorder import EpisodeRecorder
-from dynaflip_ros.sim.action_noise import JointActionNoise
+from dynaflip_ros.errors import UserError
+from dynaflip_ros.sim.action_noise import DEFAULT_PHASES, JointActionNoise
 from dynaflip_ros.sim.expert import IKError, ScriptedExpert
 from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv
 from dynaflip_ros.sim.rollout import SimRunner
@@ -46,27 +47,34 @@ def episode_extra(info) -> dict:
     }
 
 
+class RecipeMismatchError(ValueError, UserError):
+    """A resumed recording asked for another recipe than the dataset's episodes were recorded with."""
+
+
 def check_same_recipe(records: list[dict], action_noise_rad: float, action_noise_tau_s: float,
-                      randomize_scene: bool, root, regrasp_fraction: float = 0.0) -> None:
+                      randomize_scene: bool, root, regrasp_fraction: float = 0.0,
+                      action_noise_phases: tuple[str, ...] = DEFAULT_PHASES) -> None:
     """Refuse to append to a dataset whose expert episodes were recorded with another recipe: a
     resumed recording must not mix nominal and DART-perturbed (`action_noise_rad`, `_tau_s`),
     nominal and randomised-scene episodes, or another share of missed-grasp recoveries
     (`regrasp_fraction`), which a trainer could not tell apart. records: the dataset's sim
-    expert episode records (`data.dataset_io.read_episode_records`). Raises ValueError naming
-    the first differing episode."""
-    want_noise = (float(action_noise_rad), float(action_noise_tau_s)) if action_noise_rad > 0 else None
+    expert episode records (`data.dataset_io.read_episode_records`). Raises RecipeMismatchError
+    (a ValueError and UserError: exit 2 on the command line) naming the first differing episode."""
+    want_noise = (float(action_noise_rad), float(action_noise_tau_s), tuple(action_noise_phases)) \
+        if action_noise_rad > 0 else None
     want = (want_noise, bool(randomize_scene), float(regrasp_fraction))
     for r in records:
         extra = r.get("extra") or {}
-        noise = (float(extra["action_noise_rad"]), float(extra.get("action_noise_tau_s", 0.0))) \
-            if "action_noise_rad" in extra else None
+        noise = (float(extra["action_noise_rad"]), float(extra.get("action_noise_tau_s", 0.0)),
+                 tuple(extra.get("action_noise_phases", DEFAULT_PHASES))) if "action_noise_rad" in extra else None
         got = (noise, bool(extra.get("scene")), float(extra.get("regrasp_fraction", 0.0)))
         if got != want:
             def recipe(n, rand, regrasp):
-                return (f"--action-noise-rad {n[0]} (tau {n[1]} s)" if n else "no action noise") + (
+                return (f"--action-noise-rad {n[0]} (tau {n[1]} s, phases {','.join(n[2])})" if n
+                        else "no action noise") + (
                     ", --randomize-scene" if rand else ", nominal scenes") + (
                     f", --regrasp-fraction {regrasp:g}" if regrasp else "")
-            raise ValueError(
+            raise RecipeMismatchError(
                 f"{root}: episode {r.get('episode_index')} (seed {r.get('seed')}) was recorded with "
                 f"{recipe(*got)}, this run asks for {recipe(*want)}; "
                 f"record into another --out (one dataset, one recipe)")
@@ -105,6 +113,7 @@ def record_sim_episodes(
     sim_config=None,
     action_noise_rad: float = 0.0,
     action_noise_tau_s: float = 0.3,
+    action_noise_phases: tuple[str, ...] = DEFAULT_PHASES,
     regrasp_fraction: float = 0.0,
     regrasp_offset_m: tuple[float, float] = (0.025, 0.05),
     driver=None,
@@ -128,10 +137,11 @@ def record_sim_episodes(
         image_hw: rendered and recorded image size (H, W).
         max_episode_s: simulated-time cap of one expert episode.
         sim_config: a `configs.sim.SimConfig` to start from (its image_hw is replaced).
-        action_noise_rad / action_noise_tau_s: > 0: the expert's joint commands are perturbed
-            during approach and descent (`sim.action_noise.JointActionNoise`, DART recovery
-            data; the recorded action stays the expert's clean target, the recorded state is
-            where the perturbed arm is); the episode records the two values.
+        action_noise_rad / action_noise_tau_s / action_noise_phases: > 0: the expert's joint
+            commands are perturbed, driven in those phases (default approach and descent) and
+            decaying in the others (`sim.action_noise.JointActionNoise`, DART recovery data; the
+            recorded action stays the expert's clean target, the recorded state is where the
+            perturbed arm is); the episode records the three values.
         regrasp_fraction / regrasp_offset_m: that share of seeds (`regrasp_offset`) gets a first
             grasp aimed off the object, then the expert's re-planned pick
             (`SimRunner.run_expert_episode(regrasp_offset_m=...)`); the episode records the
@@ -192,7 +202,7 @@ def record_sim_episodes(
         expert_records = [r for r in dataset_io.read_episode_records(rec.root)
                           if r.get("source") == "sim" and r.get("demonstrator") == "expert"]
         check_same_recipe(expert_records, action_noise_rad, action_noise_tau_s, cfg.randomization.enabled, root,
-                          regrasp_fraction)
+                          regrasp_fraction, action_noise_phases)
         done_seeds = {r["seed"] for r in expert_records}
         env = PickIntoSinkEnv(cfg)
         try:
@@ -200,7 +210,8 @@ def record_sim_episodes(
             expert = ScriptedExpert(cfg)
             noise = None
             if action_noise_rad > 0:
-                noise = JointActionNoise(action_noise_rad, action_noise_tau_s, 1.0 / cfg.expert.control_rate_hz)
+                noise = JointActionNoise(action_noise_rad, action_noise_tau_s, 1.0 / cfg.expert.control_rate_hz,
+                                         tuple(action_noise_phases))
 
             def on_frame(frame, state, action, phase, point_tracks, point_valid) -> None:
                 state_7 = np.concatenate([np.asarray(state.q, dtype=np.float64), [state.gripper]])  # (7,)
@@ -223,8 +234,8 @@ def record_sim_episodes(
                     source="sim",
                     demonstrator="expert",
                     extra={**episode_extra(info),
-                           **({"action_noise_rad": float(action_noise_rad), "action_noise_tau_s": float(action_noise_tau_s)}
-                              if noise is not None else {}),
+                           **({"action_noise_rad": float(action_noise_rad), "action_noise_tau_s": float(action_noise_tau_s),
+                               "action_noise_phases": list(action_noise_phases)} if noise is not None else {}),
                            **({"regrasp_fraction": float(regrasp_fraction)} if regrasp_fraction > 0 else {}),
                            **({"regrasp_offset_m": [float(v) for v in offset]} if offset is not None else {}),
                            **({"takeover_s": takeover_s, "takeover_driver": dict(driver_info or {})}
