@@ -229,6 +229,37 @@ def test_grasp_monitor_counts_closings_and_measures_the_first(env, runner):
     assert report.summary()["first_grasp_xy_error_m"] is None
 
 
+def test_grasp_monitor_keeps_the_error_at_the_end_of_the_approach():
+    """approach_end_xy_error_m is the xy error lead_steps updates before the first closing; None
+    when the closing came sooner; later updates change neither figure."""
+    from dynaflip_ros.eval.closed_loop import GraspMonitor
+
+    class Scene:
+        x = 0.0
+
+        def tcp_position(self):
+            return np.array([self.x, 0.0, 0.3])
+
+        def grasp_point(self):
+            return np.array([0.0, 0.0, 0.0])
+
+    scene, monitor = Scene(), GraspMonitor(lead_steps=6)
+    for k in range(10):  # approach: 10, 9, ... 1 cm from the grasp point, gripper open
+        scene.x = 0.01 * (10 - k)
+        monitor.update(0.0, scene)
+    scene.x = 0.004
+    monitor.update(0.5, scene)  # closing: 6 updates earlier (k = 4) the TCP was 0.06 m away
+    assert monitor.first_xy_error_m == pytest.approx(0.004)
+    assert monitor.approach_end_xy_error_m == pytest.approx(0.06)
+    scene.x = 0.2
+    monitor.update(0.0, scene), monitor.update(0.5, scene)
+    assert monitor.grasps == 2 and monitor.approach_end_xy_error_m == pytest.approx(0.06)
+    early = GraspMonitor(lead_steps=6)
+    for g in (0.0, 0.0, 0.5):
+        early.update(g, scene)
+    assert early.first_xy_error_m == pytest.approx(0.2) and early.approach_end_xy_error_m is None
+
+
 def test_grasp_point_follows_the_object_pose(env, runner):
     from scipy.spatial.transform import Rotation
 
@@ -243,12 +274,17 @@ def test_grasp_point_follows_the_object_pose(env, runner):
 def test_grasp_error_summary_splits_successes():
     from dynaflip_ros.episodes.record import EpisodeRecord, grasp_error_summary
 
-    recs = [EpisodeRecord(episode=i, seed=i, outcome=o, grasps=g, first_grasp_xy_error_m=e) for i, (o, g, e) in
-            enumerate([("success", 1, 0.004), ("success", 1, 0.006), ("timeout", 2, 0.03), ("timeout", 0, None)])]
+    recs = [EpisodeRecord(episode=i, seed=i, outcome=o, grasps=g, first_grasp_xy_error_m=e,
+                          approach_end_xy_error_m=a) for i, (o, g, e, a) in
+            enumerate([("success", 1, 0.004, 0.01), ("success", 1, 0.006, None), ("timeout", 2, 0.03, 0.03),
+                       ("timeout", 0, None, None)])]
     g = grasp_error_summary(recs)
+    assert g["approach_end_median"] == pytest.approx(0.02)
     assert g["n"] == 3 and g["median"] == pytest.approx(0.006) and g["regrasped"] == 1
     assert g["n_success"] == 2 and g["median_success"] == pytest.approx(0.005)
     assert g["n_failure"] == 1 and g["median_failure"] == pytest.approx(0.03)
     text = format_summary({"mode": "lockstep", "summary": {**EvalReport(mode="lockstep").summary(),
                                                            "first_grasp_xy_error_m": g}})
     assert "first grasp, TCP to the target's grasp point (xy): median 0.6 cm" in text
+    assert "0.6 s before that closing (the end of the approach): median 2.0 cm" in text
+    assert recs[0].to_dict()["approach_end_xy_error_m"] == 0.01

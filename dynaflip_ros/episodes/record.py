@@ -107,7 +107,9 @@ class EpisodeRecord:
     wall second (ROS graph only). control_steps: 10 Hz control steps (lock-step only).
     grasps: gripper closings in the episode; first_grasp_xy_error_m: horizontal distance (m)
     from the TCP to the target's grasp point when the first closing began (None without a
-    closing); both lock-step only (`eval.closed_loop.GraspMonitor`).
+    closing); approach_end_xy_error_m: the same distance 0.6 s before that closing, where the
+    scripted expert's approach ends above the object (None without a closing or when the
+    episode closed sooner); all three lock-step only (`eval.closed_loop.GraspMonitor`).
     """
 
     episode: int
@@ -128,6 +130,7 @@ class EpisodeRecord:
     control_steps: int | None = None
     grasps: int | None = None
     first_grasp_xy_error_m: float | None = None
+    approach_end_xy_error_m: float | None = None
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)
@@ -266,8 +269,10 @@ class EvalReport:
 def grasp_error_summary(records: Iterable[EpisodeRecord]) -> dict[str, Any] | None:
     """Median / 90th percentile of `first_grasp_xy_error_m` (m) over the episodes that closed the
     gripper, overall and for successes and the rest: {"n", "median", "p90", "n_success",
-    "median_success", "n_failure", "median_failure", "regrasped"} (regrasped: episodes with more
-    than one closing); None when no episode recorded a grasp."""
+    "median_success", "n_failure", "median_failure", "regrasped", "approach_end_median",
+    "approach_end_p90"} (regrasped: episodes with more than one closing; approach_end_*: of
+    `approach_end_xy_error_m`, None when no episode has one); None when no episode recorded a
+    grasp."""
     records = [r for r in records if r.first_grasp_xy_error_m is not None]
     if not records:
         return None
@@ -278,9 +283,11 @@ def grasp_error_summary(records: Iterable[EpisodeRecord]) -> dict[str, Any] | No
     err = [float(r.first_grasp_xy_error_m) for r in records]
     ok = [float(r.first_grasp_xy_error_m) for r in records if r.success]
     bad = [float(r.first_grasp_xy_error_m) for r in records if not r.success]
+    end = [float(r.approach_end_xy_error_m) for r in records if r.approach_end_xy_error_m is not None]
     return {"n": len(err), "median": median(err), "p90": float(np.percentile(err, 90)),
             "n_success": len(ok), "median_success": median(ok), "n_failure": len(bad), "median_failure": median(bad),
-            "regrasped": sum(1 for r in records if (r.grasps or 0) > 1)}
+            "regrasped": sum(1 for r in records if (r.grasps or 0) > 1),
+            "approach_end_median": median(end), "approach_end_p90": float(np.percentile(end, 90)) if end else None}
 
 
 def _run_text(record: EpisodeRecord) -> str:
@@ -339,6 +346,9 @@ def format_summary(report: Mapping[str, Any], path: str | Path | None = None) ->
         lines.append(f"first grasp, TCP to the target's grasp point (xy): median {cm(g['median'])}, p90 {cm(g['p90'])} "
                      f"over {g['n']} episodes; successes {cm(g['median_success'])} ({g['n_success']}), "
                      f"others {cm(g['median_failure'])} ({g['n_failure']}); closed more than once: {g['regrasped']}")
+        if g.get("approach_end_median") is not None:
+            lines.append(f"  0.6 s before that closing (the end of the approach): median {cm(g['approach_end_median'])}, "
+                         f"p90 {cm(g['approach_end_p90'])}")
     lines.append(f"{'stage':<22}{'n':>7}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
     for stage, st in s["latency_ms"].items():
         lines.append(f"{stage:<22}{st['n']:>7}{st['p50']:>10.2f}{st['p95']:>10.2f}{st['p99']:>10.2f}")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -66,21 +66,30 @@ class GraspMonitor:
     (hysteresis, so the fingers settling on an object count once). At the first closing the
     horizontal distance (m) between the TCP and the named object's grasp point
     (`PickIntoSinkEnv.grasp_point`, the point the scripted expert grasps) is kept: a precision
-    measure of the approach that does not need a success to be informative.
+    measure of the approach that does not need a success to be informative. So is the same
+    distance `lead_steps` updates earlier (approach_end_xy_error_m; 6 steps = 0.6 s, where the
+    scripted expert's approach has ended above the object and its descent not yet begun): a
+    larger error there than at the closing means the descent corrected, the same means it did not.
     """
 
-    def __init__(self, closing_from: float = 0.15, open_below: float = 0.05) -> None:
+    def __init__(self, closing_from: float = 0.15, open_below: float = 0.05, lead_steps: int = 6) -> None:
         self.closing_from, self.open_below = float(closing_from), float(open_below)
         self.grasps = 0
         self.first_xy_error_m: float | None = None
+        self.approach_end_xy_error_m: float | None = None
         self._open = True
+        self._recent: deque[float] = deque(maxlen=int(lead_steps) + 1)  # xy errors (m), oldest first
 
     def update(self, gripper: float, env) -> None:
+        if self.first_xy_error_m is None:
+            self._recent.append(float(np.linalg.norm(env.tcp_position()[:2] - env.grasp_point()[:2])))
         if self._open and gripper >= self.closing_from:
             self._open = False
             self.grasps += 1
             if self.first_xy_error_m is None:
-                self.first_xy_error_m = float(np.linalg.norm(env.tcp_position()[:2] - env.grasp_point()[:2]))
+                self.first_xy_error_m = self._recent[-1]
+                if len(self._recent) == self._recent.maxlen:
+                    self.approach_end_xy_error_m = self._recent[0]
         elif gripper <= self.open_below:
             self._open = True
 
@@ -179,7 +188,8 @@ def run_episode(runner, encoder: EncoderBackend, policy, *, episode: int = 0, ma
         episode_sim_time_s=duration_s, wall_time_s=time.perf_counter() - wall0,
         safety={**dataclasses.asdict(stats), "rejected": int(stats.rejected),
                 **({"halt_reason": runner.safe.halt_reason} if runner.safe.halted else {})},
-        control_steps=steps, grasps=grasp.grasps, first_grasp_xy_error_m=grasp.first_xy_error_m)
+        control_steps=steps, grasps=grasp.grasps, first_grasp_xy_error_m=grasp.first_xy_error_m,
+        approach_end_xy_error_m=grasp.approach_end_xy_error_m)
     return record, dict(samples_ms)
 
 
