@@ -103,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--randomize-scene", action="store_true",
                    help="--sim: draw lights, table / floor colours and camera pose per episode (encoder pre-training data)")
     e.add_argument("--action-noise-rad", type=float, default=None,
-                   help="--sim: perturb the expert's joint commands during approach and descent by this "
+                   help="--sim: perturb the expert's joint commands (in the --action-noise-phases) by this "
                         "standard deviation, rad (DART recovery data; labels stay clean; default 0)")
     e.add_argument("--action-noise-phases", type=_phase_list, default=None, metavar="PHASE[,PHASE...]",
                    help="--sim: expert phases in which that perturbation is driven; it decays in the others "
