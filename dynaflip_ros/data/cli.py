@@ -57,15 +57,21 @@ def _image_hw(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def _phase_list(text: str) -> tuple[str, ...]:
-    """'approach,descend' -> ("approach", "descend"); names of `data.schema.PHASES`."""
+def _check_phases(names) -> tuple[str, ...]:
+    """The expert phase names `names` as a tuple; ArgumentTypeError naming any that is not in
+    `data.schema.PHASES` (the --action-noise-phases flag and a RecordConfig YAML alike)."""
     from dynaflip_ros.data.schema import PHASES
 
-    names = tuple(p.strip() for p in text.split(","))
+    names = tuple(names)
     unknown = [n for n in names if n not in PHASES]
-    if unknown or not all(names):
-        raise argparse.ArgumentTypeError(f"unknown expert phase(s) {unknown or [text]}; known: {','.join(PHASES)}")
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown expert phase(s) {unknown or [names]}; known: {','.join(PHASES)}")
     return names
+
+
+def _phase_list(text: str) -> tuple[str, ...]:
+    """'approach,descend' -> ("approach", "descend") (`_check_phases`)."""
+    return _check_phases(p.strip() for p in text.split(","))
 
 
 def load_takeover_driver(encoder_dir: str, policy_dir: str):
@@ -163,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         }
         merged = {**to_dict(cfg), **{k: v for k, v in overrides.items() if v is not None}}
         cfg = from_dict(RecordConfig, merged, "dynaflip record")
-        _phase_list(",".join(cfg.action_noise_phases))  # a YAML's phase names, checked like the flag's
+        _check_phases(cfg.action_noise_phases)  # a YAML's phase names, checked like the flag's
     except (ConfigError, OSError, argparse.ArgumentTypeError) as e:
         print(f"dynaflip record: {e}", file=sys.stderr)
         return EXIT_USAGE
