@@ -76,6 +76,32 @@ def test_target_first_leads_with_the_instructed_objects_block():
     assert privileged_manifest(True).weights_sha256 != privileged_manifest(False).weights_sha256
     assert privileged_manifest(True).embedding_dim == feature_dim(True)
 
+
+def test_finger_offset_closes_the_vector_with_target_minus_pad_midpoint():
+    """finger_offset: 3 more values, the instructed object's valid-point centre minus the
+    midpoint of the two finger pads (0 when a pad is out of view), in either layout; another
+    feature identity for the version-skew guard."""
+    from dynaflip_ros.data import schema
+    from dynaflip_ros.eval.privileged import feature_dim, privileged_manifest
+
+    tracks, valid, objects = _episode()
+    args = (tracks, valid, np.array([0]), np.array([4]), [objects])
+    lead = privileged_features(*args, target_first=True)
+    both = privileged_features(*args, target_first=True, finger_offset=True)
+    assert both.shape == (4, feature_dim(True, True)) == (4, PRIVILEGED_DIM + FEATURES_PER_OBJECT + 3)
+    assert np.array_equal(both[:, :-3], lead)
+    f0 = schema.TRACK_SLICES["fingers"].start
+    pad = [tracks[:, f0 + k * schema.POINTS_PER_FINGER : f0 + (k + 1) * schema.POINTS_PER_FINGER].mean(1) for k in (0, 1)]
+    target = lead[:, 1:4]
+    np.testing.assert_allclose(both[:, -3:], target - 0.5 * (pad[0] + pad[1]), atol=1e-5)
+    slots = privileged_features(*args, finger_offset=True)
+    assert np.array_equal(slots[:, -3:], both[:, -3:]) and slots.shape[1] == feature_dim(False, True)
+    hidden = valid.copy()
+    hidden[:, f0 : f0 + schema.POINTS_PER_FINGER] = False
+    assert not privileged_features(tracks, hidden, *args[2:], finger_offset=True)[:, -3:].any()
+    ids = {privileged_manifest(t, o).weights_sha256 for t in (False, True) for o in (False, True)}
+    assert len(ids) == 4 and privileged_manifest(True, True).embedding_dim == feature_dim(True, True)
+
 def test_sim_backend_matches_the_recorded_feature_function():
     from dynaflip_ros.configs.sim import SimConfig
     from dynaflip_ros.eval.privileged import SimPrivilegedBackend, privileged_manifest
@@ -118,5 +144,12 @@ def test_privileged_cli_trains_saves_and_evaluates(tmp_path, capsys):
     meta = DiffusionPolicyRunner.read_metadata(tmp_path / "policy")
     assert meta is not None
     assert "[privileged]" in capsys.readouterr().out
+    rc = main(["privileged", "--dataset", str(ds), "--policy", str(tmp_path / "offset"), "--config", str(cfg),
+               "--target-first", "--finger-offset", "--episodes", "1", "--episode-timeout-s", "0.5", "--out", str(out),
+               "--no-progress"])
+    assert rc == 0 and json.loads(out.read_text())["config"]["privileged"] == "target_first+finger_offset"
+    from dynaflip_ros.eval.privileged import feature_dim
+
+    assert DiffusionPolicyRunner.read_metadata(tmp_path / "offset")["embedding_dim"] == feature_dim(True, True)
     assert main(["privileged", "--dataset", str(tmp_path / "missing"), "--policy", str(tmp_path / "p")]) == 2
     assert main(["privileged", "--dataset", str(ds), "--policy", str(tmp_path / "p"), "--episodes", "0"]) == 2

@@ -273,3 +273,71 @@ def test_with_target_centres_reads_the_instructed_objects_valid_points(tmp_path)
     bare = write_synthetic_dataset(tmp_path / "bare", n_episodes=2, length=20, idle_tail=4, no_tracks=True)
     with pytest.raises(TripletDataError):
         with_target_centres(compute_embeddings(bare, FakeBackend(), progress=False), bare)
+
+
+def test_target_input_conditions_the_policy_on_the_heads_prediction(tmp_path):
+    """readout_target_input: the head's (detached) prediction joins the fusion MLP's input, so
+    changing the head changes the fused vector, the diffusion loss sends no gradient into the
+    head, and a trained policy round-trips through save/load; the config refuses it without a
+    target loss and an unknown target frame."""
+    from dynaflip_ros.configs.policy import PolicyConfig, PolicyTrainConfig
+    from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
+    from dynaflip_ros.policies.train import train_policy
+
+    with pytest.raises(ValueError, match="readout_target_weight"):
+        DiffusionModelConfig(condition_fusion="token_readout", readout_target_input=True)
+    with pytest.raises(ValueError, match="readout_target_frame"):
+        DiffusionModelConfig(condition_fusion="token_readout", readout_target_frame="base")
+    eps, manifest = _token_episodes(12, seed=1)
+    model = dataclasses.replace(TINY, condition_fusion="token_readout", fusion_hidden_dim=16, fusion_dim=8,
+                                readout_keypoints=4, readout_hidden_dim=8, readout_target_weight=1.0,
+                                readout_target_input=True)
+    cfg = PolicyConfig(model=model, train=PolicyTrainConfig(steps=20, batch_size=16, warmup_steps=2, val_fraction=0.2,
+                                                            eval_every_steps=20, log_every_steps=10, num_threads=1))
+    text = FakeText()
+    runner, info = train_policy(eps, cfg, manifest, progress=False, text_encoder=text)
+    fusion = runner.policy.diffusion.fusion
+    assert fusion.target_input and fusion.image.image_dim == DIM + 3 * 4 + 3  # [embedding, 2K + K, target]
+    assert "val_target_median_error_m" in info["final_eval"]
+    env = torch.from_numpy(np.concatenate([eps.embedding[:3], np.zeros((3, text.dim), np.float32)], 1))
+    runner.policy.zero_grad(set_to_none=True)
+    fused = fusion(env)
+    fused.sum().backward()
+    assert fusion.target_head.weight.grad is None or not fusion.target_head.weight.grad.any()
+    with torch.no_grad():
+        fusion.target_head.bias.add_(1.0)
+    assert not torch.allclose(fusion(env), fused.detach())
+    loaded = DiffusionPolicyRunner.load(runner.save(tmp_path / "ti"), encoder_sha256=SHA, text_encoder=text)
+    assert loaded.model_config.readout_target_input and loaded.model_config.readout_target_frame == "camera"
+    runner.reset(seed=0)
+    loaded.reset(seed=0)
+    np.testing.assert_allclose(loaded.predict_action_chunk(obs(eps, 0, 0.0, "reach the first target")).actions,
+                               runner.predict_action_chunk(obs(eps, 0, 0.0, "reach the first target")).actions,
+                               atol=1e-6)
+
+
+def test_with_target_centres_in_the_finger_frame(tmp_path):
+    """frame "fingers": the instructed object's centre minus the midpoint of the two finger pads'
+    valid points (data.schema.finger_pad_centres); unknown frames are refused."""
+    from dynaflip_ros.data import schema
+    from dynaflip_ros.data.triplets import load_episode_frames
+    from dynaflip_ros.policies.embeddings import compute_embeddings
+    from dynaflip_ros.policies.train import with_target_centres
+
+    from synthetic_dataset import write_synthetic_dataset
+    from test_policy_data import FakeBackend
+
+    ds = write_synthetic_dataset(tmp_path / "ds", n_episodes=2, length=20, idle_tail=4)
+    eps = compute_embeddings(ds, FakeBackend(), progress=False)
+    camera = with_target_centres(eps, ds).target_centre
+    fingers = with_target_centres(eps, ds, "fingers").target_centre
+    frames = load_episode_frames(ds, None, progress=False)
+    f0 = schema.TRACK_SLICES["fingers"].start
+    for i in (0, 9, len(eps.embedding) - 1):
+        pads = [frames.tracks[i, r][frames.valid[i, r]].mean(0)
+                for r in (slice(f0, f0 + schema.POINTS_PER_FINGER),
+                          slice(f0 + schema.POINTS_PER_FINGER, f0 + 2 * schema.POINTS_PER_FINGER))]
+        np.testing.assert_allclose(fingers[i], camera[i] - 0.5 * (pads[0] + pads[1]), atol=1e-5)
+    assert not np.allclose(fingers, camera)
+    with pytest.raises(ValueError, match="frame"):
+        with_target_centres(eps, ds, "base")

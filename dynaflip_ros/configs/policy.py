@@ -22,6 +22,7 @@ ACTION_FRAMES = ("absolute", "relative", "tcp_relative")
 INIT_STATS = ("recompute", "keep")
 TCP_STATE_DIM = 7 + 3 + 6  # "tcp_relative" model state: q, gripper, TCP position, 6-D rotation
 CONDITION_FUSIONS = ("concat", "film_mlp", "token_readout")  # policies.fusion.FUSIONS
+READOUT_TARGET_FRAMES = ("camera", "fingers")  # DiffusionModelConfig.readout_target_frame
 
 
 @dataclass
@@ -76,6 +77,13 @@ class DiffusionModelConfig:
         alone (auxiliary state prediction, e.g. Kalashnikov et al. 2018 QT-Opt's / Jaderberg et
         al. 2017 UNREAL's auxiliary tasks). The centre is read off the demos' point tracks, so
         training needs recordings with tracks (sim); at run time the head is unused (ours).
+    readout_target_frame: what that head predicts. "camera": the instructed object's centre in the
+        camera optical frame. "fingers": that centre minus the midpoint of the two finger pads
+        (same axes, m), i.e. the offset the gripper still has to close (docs/method.md §3).
+    readout_target_input: the head's prediction (standardised, gradient stopped) also joins the
+        fusion MLP's input, so the policy conditions on its own estimate of the target (or, with
+        "fingers", of the finger-to-object offset); needs readout_target_weight > 0. False (and
+        checkpoints without the field): the head is training-only.
     """
 
     n_obs_steps: int = 2
@@ -109,6 +117,8 @@ class DiffusionModelConfig:
     readout_keypoints: int = 32
     readout_hidden_dim: int = 64
     readout_target_weight: float = 0.0
+    readout_target_frame: str = "camera"
+    readout_target_input: bool = False
 
     def __post_init__(self) -> None:
         self.down_dims = tuple(int(d) for d in self.down_dims)
@@ -162,6 +172,12 @@ class DiffusionModelConfig:
         if self.readout_target_weight > 0 and self.condition_fusion != "token_readout":
             raise ValueError(f"readout_target_weight {self.readout_target_weight} needs condition_fusion "
                              f"'token_readout' (it trains the token readout), got {self.condition_fusion!r}")
+        require_choice("", "readout_target_frame", self.readout_target_frame, READOUT_TARGET_FRAMES)
+        if not isinstance(self.readout_target_input, bool):
+            raise ValueError(f"readout_target_input must be true or false, got {self.readout_target_input!r}")
+        if self.readout_target_input and self.readout_target_weight <= 0:
+            raise ValueError("readout_target_input needs readout_target_weight > 0 (an untrained target head "
+                             "would feed the policy noise)")
 
     @property
     def state_dim(self) -> int:

@@ -93,3 +93,14 @@ def valid_point_centre(points, valid):
     centre = (np.asarray(points, np.float64) * w[..., None]).sum(-2) / np.maximum(count, 1.0)[..., None]
     centre[count == 0] = np.nan
     return centre
+
+
+def finger_pad_centres(tracks, valid):
+    """Centre of each finger pad's valid points: tracks (..., N_TRACK, 3) metres, valid
+    (..., N_TRACK) bool -> (..., 2, 3) float64 (rows `TRACK_SLICES["fingers"]`, POINTS_PER_FINGER
+    per pad), NaN for a pad with no valid point. Their midpoint is where the gripper closes."""
+    import numpy as np
+
+    f0 = TRACK_SLICES["fingers"].start
+    pads = [slice(f0 + k * POINTS_PER_FINGER, f0 + (k + 1) * POINTS_PER_FINGER) for k in range(2)]
+    return np.stack([valid_point_centre(np.asarray(tracks)[..., r, :], np.asarray(valid)[..., r]) for r in pads], axis=-2)

@@ -18,7 +18,11 @@ all zero when the object is not on the table or none of its points is valid; the
 pad's centre (2 x 3; their distance is the gripper opening, their axis the gripper yaw). With
 `target_first`, the instructed object's 10 values come first as well (dimension
 PRIVILEGED_DIM + FEATURES_PER_OBJECT): the instruction is then grounded for the policy, so the
-difference between the two bounds is what grounding the instruction in the object slots costs. The
+difference between the two bounds is what grounding the instruction in the object slots costs. With
+`finger_offset`, 3 more values close the vector: the instructed object's centre minus the
+midpoint of the finger pads (m, camera axes; 0 when either is out of view), the offset the gripper
+still has to close, which the policy then need not form as a difference of two positions (a
+policy given it grasps far more precisely, docs/results.md). The
 centre and covariance come from the object's valid points; its recorded points are a fixed
 surface sample, 32 points for the instructed object and 16 for the others (`sim.pick_into_sink`),
 so the two samples' centres differ by a few millimetres - a small cue of which object is the
@@ -41,15 +45,15 @@ _COV_SCALE = 1e4  # m^2 -> cm^2
 _IU = (np.array([0, 1, 2, 0, 0, 1]), np.array([0, 1, 2, 1, 2, 2]))  # xx yy zz xy xz yz
 
 
-def feature_dim(target_first: bool = False) -> int:
+def feature_dim(target_first: bool = False, finger_offset: bool = False) -> int:
     """Width of `privileged_features` (module docstring)."""
-    return PRIVILEGED_DIM + (FEATURES_PER_OBJECT if target_first else 0)
+    return PRIVILEGED_DIM + (FEATURES_PER_OBJECT if target_first else 0) + (3 if finger_offset else 0)
 
 
 def privileged_features(tracks: np.ndarray, valid: np.ndarray, episode_start: np.ndarray,
                         episode_length: np.ndarray, episode_objects: list[tuple[str, ...]],
-                        target_first: bool = False) -> np.ndarray:
-    """(M, feature_dim(target_first)) float32 features (module docstring) of M frames.
+                        target_first: bool = False, finger_offset: bool = False) -> np.ndarray:
+    """(M, feature_dim(target_first, finger_offset)) float32 features (module docstring) of M frames.
 
     tracks (M, N_TRACK, 3) metres, valid (M, N_TRACK) bool, rows ordered by episode;
     episode_start / episode_length (E,) row ranges; episode_objects: per episode the objects in
@@ -77,28 +81,32 @@ def privileged_features(tracks: np.ndarray, valid: np.ndarray, episode_start: np
         out[rows, j * FEATURES_PER_OBJECT : (j + 1) * FEATURES_PER_OBJECT] = f
         if block == schema.object_rows(0):
             target[rows] = f
-    fingers = schema.TRACK_SLICES["fingers"].start
-    for pad in range(2):
-        r = slice(fingers + pad * schema.POINTS_PER_FINGER, fingers + (pad + 1) * schema.POINTS_PER_FINGER)
-        w = valid[:, r].astype(np.float64)
-        c = (tracks[:, r] * w[..., None]).sum(1) / np.maximum(w.sum(1), 1.0)[:, None]
-        out[:, len(names) * FEATURES_PER_OBJECT + 3 * pad : len(names) * FEATURES_PER_OBJECT + 3 * pad + 3] = c
-    if target_first:
-        out = np.concatenate([target, out], axis=1)
-    return out.astype(np.float32)
+    pads = schema.finger_pad_centres(tracks, valid)  # (M, 2, 3), NaN where a pad is out of view
+    out[:, len(names) * FEATURES_PER_OBJECT :] = np.nan_to_num(pads).reshape(len(tracks), 6)
+    parts = [target, out] if target_first else [out]
+    if finger_offset:
+        rows = schema.object_rows(0)
+        offset = schema.valid_point_centre(tracks[:, rows], valid[:, rows]) - pads.mean(axis=1)  # (M, 3)
+        parts.append(np.nan_to_num(offset))
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def privileged_manifest(target_first: bool = False):
+def layout_name(target_first: bool = False, finger_offset: bool = False) -> str:
+    """"slots" or "target_first", with "+finger_offset" when those 3 values close the vector."""
+    return ("target_first" if target_first else "slots") + ("+finger_offset" if finger_offset else "")
+
+
+def privileged_manifest(target_first: bool = False, finger_offset: bool = False):
     """An `encoder.manifest.EncoderManifest` for the privileged features, so the policy trainer,
     checkpoint and version-skew guard treat them like any encoder: embedding_dim PRIVILEGED_DIM,
     weights_sha256 the sha256 of FEATURE_VERSION, the layout and the catalogue's names (another
     feature definition or catalogue is another "encoder")."""
     from dynaflip_ros.encoder.manifest import EncoderManifest
 
-    layout = "target_first" if target_first else "slots"
+    layout = layout_name(target_first, finger_offset)
     ident = hashlib.sha256(f"{FEATURE_VERSION}|{layout}|{','.join(CATALOGUE)}".encode()).hexdigest()
     return EncoderManifest(input_hw=(1, 1), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                           embedding_dim=feature_dim(target_first), weights_sha256=ident, architecture=FEATURE_VERSION,
+                           embedding_dim=feature_dim(target_first, finger_offset), weights_sha256=ident, architecture=FEATURE_VERSION,
                            config={"kind": "privileged", "layout": layout,
                                    "source": "point tracks (data.schema.TRACK_SLICES)"})
 
@@ -106,13 +114,14 @@ def privileged_manifest(target_first: bool = False):
 class SimPrivilegedBackend:
     """An `inference.base.EncoderBackend` look-alike for `eval.closed_loop`: `embed(images)`
     ignores the images and returns the privileged features of the simulated scene's current
-    state, (B, feature_dim(target_first)) float32 (the same row B times). `env`: a reset
-    `sim.pick_into_sink.PickIntoSinkEnv`; RuntimeError when it has no episode yet."""
+    state, (B, feature_dim(target_first, finger_offset)) float32 (the same row B times). `env`: a
+    reset `sim.pick_into_sink.PickIntoSinkEnv`; RuntimeError when it has no episode yet."""
 
-    def __init__(self, env, target_first: bool = False):
+    def __init__(self, env, target_first: bool = False, finger_offset: bool = False):
         self.env = env
         self.target_first = bool(target_first)
-        self.manifest = privileged_manifest(self.target_first)
+        self.finger_offset = bool(finger_offset)
+        self.manifest = privileged_manifest(self.target_first, self.finger_offset)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         ep = self.env.episode
@@ -120,7 +129,7 @@ class SimPrivilegedBackend:
             raise RuntimeError("SimPrivilegedBackend: the environment has not been reset")
         pts, ok = self.env.scene_tracks()
         f = privileged_features(pts[None], ok[None], np.array([0]), np.array([1]), [(ep.object_name, *ep.distractors)],
-                                target_first=self.target_first)
+                                target_first=self.target_first, finger_offset=self.finger_offset)
         return np.repeat(f, len(images), axis=0)
 
 
@@ -128,12 +137,12 @@ class _FeatureSource:
     """What `policies.train.train_policy_from_dataset` reads of an encoder backend when the
     episodes come already embedded: the manifest."""
 
-    def __init__(self, target_first: bool):
-        self.manifest = privileged_manifest(target_first)
+    def __init__(self, target_first: bool, finger_offset: bool):
+        self.manifest = privileged_manifest(target_first, finger_offset)
 
 
-def train_privileged_policy(dataset_root, out_dir, config, *, target_first: bool = False, resume: bool = False,
-                            progress: bool = True):
+def train_privileged_policy(dataset_root, out_dir, config, *, target_first: bool = False, finger_offset: bool = False,
+                            resume: bool = False, progress: bool = True):
     """Train the diffusion policy of `config` (configs.policy.PolicyConfig) on the privileged
     features of the recorded dataset at `dataset_root` and save it to `out_dir` (checkpoints and
     --resume as `policies.train.train_policy_from_dataset`; the instructions are embedded there).
@@ -147,10 +156,10 @@ def train_privileged_policy(dataset_root, out_dir, config, *, target_first: bool
     from dynaflip_ros.policies.train import train_policy_from_dataset
 
     frames = load_episode_frames(dataset_root, None, progress=False)
-    source = _FeatureSource(target_first)
+    source = _FeatureSource(target_first, finger_offset)
     features = privileged_features(frames.tracks, frames.valid, frames.episode_start, frames.episode_length,
                                    [frames.objects_of(e) for e in range(len(frames.episode_ids))],
-                                   target_first=target_first)
+                                   target_first=target_first, finger_offset=finger_offset)
     try:
         episodes = episodes_with_embedding(dataset_root, features, source.manifest.weights_sha256)
     except ValueError as e:

@@ -16,6 +16,8 @@ EPILOG = """examples:
   dynaflip privileged --dataset outputs/demos --policy outputs/policy_privileged --episodes 20
   dynaflip privileged --dataset outputs/demos --policy outputs/policy_privileged --config config/policy.yaml \\
       --steps 10000 --episodes 50 --out outputs/eval/privileged.json
+  dynaflip privileged --dataset outputs/demos --policy outputs/policy_privileged_offset --target-first \\
+      --finger-offset --episodes 50
 
 The policy is trained into --policy (resumable: --resume continues from its checkpoints; a policy
 already complete there for the same run is reused), then run closed-loop in the simulated cell on
@@ -35,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--target-first", action="store_true",
                    help="also give the instructed object's features in a leading slot (grounding solved for the "
                         "policy; the gap to the plain run is what grounding the instruction costs)")
+    p.add_argument("--finger-offset", action="store_true",
+                   help="also give the instructed object's centre minus the finger pads' midpoint (3 values, m): "
+                        "the offset the gripper still has to close")
     p.add_argument("--resume", action="store_true", help="continue training from the latest checkpoint in --policy")
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes (default 20)")
     p.add_argument("--seed", type=int, default=100_000, help="seed of evaluation episode 0 (default 100000)")
@@ -59,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from dynaflip_ros.episodes.record import EvalReport, default_results_path, format_episode, format_summary
     from dynaflip_ros.errors import UserError
     from dynaflip_ros.eval.closed_loop import evaluate_in_sim
-    from dynaflip_ros.eval.privileged import SimPrivilegedBackend, train_privileged_policy
+    from dynaflip_ros.eval.privileged import SimPrivilegedBackend, layout_name, train_privileged_policy
     from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv
 
     if not Path(args.dataset).is_dir():
@@ -75,13 +80,14 @@ def run(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, train=train)
     torch.set_num_threads(args.threads)
     policy = train_privileged_policy(args.dataset, args.policy, config, target_first=args.target_first,
-                                     resume=args.resume, progress=not args.no_progress)
+                                     finger_offset=args.finger_offset, resume=args.resume,
+                                     progress=not args.no_progress)
     env = PickIntoSinkEnv(SimConfig())
-    encoder = SimPrivilegedBackend(env, target_first=args.target_first)
+    encoder = SimPrivilegedBackend(env, target_first=args.target_first, finger_offset=args.finger_offset)
     report = EvalReport(
         mode="lockstep",
         config={"episodes": args.episodes, "seed": args.seed, "max_duration_s": args.episode_timeout_s,
-                "privileged": "target_first" if args.target_first else "slots", "dataset": str(args.dataset),
+                "privileged": layout_name(args.target_first, args.finger_offset), "dataset": str(args.dataset),
                 "policy": str(args.policy)},
         models={"encoder": encoder.manifest.weights_sha256, "policy": policy.weights_sha256})
 

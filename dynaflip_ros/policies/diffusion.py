@@ -111,7 +111,8 @@ def build_policy(lerobot_config, model: DiffusionModelConfig, embedding_dim: int
                                                 model.fusion_hidden_dim, model.fusion_dim, token_layout=layout,
                                                 readout_keypoints=model.readout_keypoints,
                                                 readout_hidden_dim=model.readout_hidden_dim,
-                                                readout_target_weight=model.readout_target_weight)
+                                                readout_target_weight=model.readout_target_weight,
+                                                readout_target_input=model.readout_target_input)
     return policy
 
 

@@ -30,7 +30,12 @@ so "where is the object this sentence names" is one map's softmax. gamma', beta'
 With `readout_target_weight` > 0 (`configs.policy.DiffusionModelConfig`), a linear head reads
 [keypoints, peak] (3K,) to the instructed object's standardised 3-D centre, and training adds
 that weight times its squared error (batch keys TARGET_CENTRE (B, S, 3) and TARGET_VALID (B, S))
-to the diffusion loss, so the maps are taught where the named object is; run time ignores it.
+to the diffusion loss, so the maps are taught where the named object is. What the head predicts
+is `readout_target_frame`: the centre in the camera frame, or ("fingers") the centre minus the
+finger pads' midpoint. With `readout_target_input` its prediction t (3,), gradient stopped, also
+joins the MLP, fused = Linear(Mish(Linear([image', keypoints, peak, t, text]))): a policy handed
+the finger-to-object offset explicitly grasps far more precisely than one that must form the
+difference of two positions itself (docs/method.md §3). Otherwise run time ignores the head.
 
 Shapes: environment_state (B, S, D + T) -> (B, S, F); S = n_obs_steps; with tokens
 D = D_f + h*w*C (the encoder's output_dim).
@@ -43,7 +48,7 @@ from torch import nn
 from dynaflip_ros.encoder.model import keypoint_grid
 
 FUSIONS = ("concat", "film_mlp", "token_readout")
-TARGET_CENTRE = "observation.target_centre"  # (B, S, 3) standardised centre of the instructed object
+TARGET_CENTRE = "observation.target_centre"  # (B, S, 3) standardised readout target (readout_target_frame)
 TARGET_VALID = "observation.target_centre_is_valid"  # (B, S) bool: the centre is known
 
 
@@ -72,13 +77,17 @@ class ConditionFusion(nn.Module):
 class TokenReadoutFusion(nn.Module):
     """(..., D_f + h*w*C + T) [image embedding, patch tokens, instruction] -> (..., F) (module
     docstring, "token_readout"). layout: `encoder.manifest.TokenLayout`; target_head: also build
-    the linear head [keypoints, peak] (3K,) -> instructed object's centre (3,) (`predict_target`)."""
+    the linear head [keypoints, peak] (3K,) -> instructed object's centre (3,) (`predict_target`);
+    target_input: its prediction also joins the fused input (needs target_head; ValueError)."""
 
     def __init__(self, layout, text_dim: int, keypoints: int, readout_hidden_dim: int, hidden_dim: int, out_dim: int,
-                 target_head: bool = False):
+                 target_head: bool = False, target_input: bool = False):
         super().__init__()
         if min(text_dim, keypoints, readout_hidden_dim, hidden_dim, out_dim) < 1:
             raise ValueError("token readout dims must be >= 1")
+        if target_input and not target_head:
+            raise ValueError("target_input needs the target head")
+        self.target_input = bool(target_input)
         self.layout = layout
         self.text_dim = int(text_dim)
         h, w = layout.grid
@@ -88,7 +97,8 @@ class TokenReadoutFusion(nn.Module):
         nn.init.zeros_(self.token_film.bias)
         self.token_out = nn.Linear(readout_hidden_dim, keypoints)
         self.register_buffer("grid", keypoint_grid(h, w), persistent=False)  # (h*w, 2), encoder's convention
-        self.image = ConditionFusion(layout.embedding_dim + 3 * keypoints, text_dim, hidden_dim, out_dim)
+        self.image = ConditionFusion(layout.embedding_dim + 3 * keypoints + 3 * self.target_input, text_dim,
+                                     hidden_dim, out_dim)
         self.target_head = nn.Linear(3 * keypoints, 3) if target_head else None
 
     def readout(self, env: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -110,8 +120,10 @@ class TokenReadoutFusion(nn.Module):
         return emb, torch.cat([keypoints, peak], dim=-1), text
 
     def fuse(self, emb: torch.Tensor, points: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """The parts of `readout` -> (..., F)."""
-        return self.image(torch.cat([emb, points, text], dim=-1))
+        """The parts of `readout` -> (..., F); with target_input the head's prediction, detached,
+        joins them."""
+        parts = [emb, points] + ([self.predict_target(points).detach()] if self.target_input else []) + [text]
+        return self.image(torch.cat(parts, dim=-1))
 
     def forward(self, env: torch.Tensor) -> torch.Tensor:
         return self.fuse(*self.readout(env))
@@ -126,12 +138,13 @@ class TokenReadoutFusion(nn.Module):
 
 def make_diffusion_model(lerobot_config, fusion: str, image_dim: int, text_dim: int, hidden_dim: int, out_dim: int,
                          token_layout=None, readout_keypoints: int = 32, readout_hidden_dim: int = 64,
-                         readout_target_weight: float = 0.0):
+                         readout_target_weight: float = 0.0, readout_target_input: bool = False):
     """The `DiffusionModel` of a DiffusionPolicy: LeRobot's own ("concat") or one whose global
     conditioning runs the environment state through `ConditionFusion` ("film_mlp") or
     `TokenReadoutFusion` ("token_readout", which needs the encoder's `token_layout`), its UNet
     sized for [state, fused] per step. With readout_target_weight > 0 its training loss adds the
-    target-centre term of the module docstring for batches that carry TARGET_CENTRE. Raises
+    target-centre term of the module docstring for batches that carry TARGET_CENTRE, and with
+    readout_target_input the fusion also conditions on that head's prediction. Raises
     ValueError on an unknown fusion, or "token_readout" without a token layout (an encoder
     without output_tokens)."""
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionConditionalUnet1d, DiffusionModel
@@ -154,7 +167,8 @@ def make_diffusion_model(lerobot_config, fusion: str, image_dim: int, text_dim: 
             super().__init__(config)
             if fusion == "token_readout":
                 self.fusion = TokenReadoutFusion(token_layout, text_dim, readout_keypoints, readout_hidden_dim,
-                                                 hidden_dim, out_dim, target_head=target_weight > 0)
+                                                 hidden_dim, out_dim, target_head=target_weight > 0,
+                                                 target_input=bool(readout_target_input))
             else:
                 self.fusion = ConditionFusion(image_dim, text_dim, hidden_dim, out_dim)
             state_dim = config.robot_state_feature.shape[0]

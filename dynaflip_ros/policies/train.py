@@ -33,7 +33,7 @@ import numpy as np
 
 from dynaflip_ros.configs.io import to_dict
 from dynaflip_ros.data import schema
-from dynaflip_ros.configs.policy import DiffusionModelConfig, PolicyConfig
+from dynaflip_ros.configs.policy import READOUT_TARGET_FRAMES, DiffusionModelConfig, PolicyConfig
 from dynaflip_ros.policies import checkpoint as ckpt
 from dynaflip_ros.policies.base import PolicyCheckpointError, PolicyDataError
 from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
@@ -410,7 +410,7 @@ def train_policy_from_dataset(
         )
     embedding_time_s = time.perf_counter() - t0
     if config.model.readout_target_weight > 0 and episodes.target_centre is None:
-        episodes = with_target_centres(episodes, dataset_root)
+        episodes = with_target_centres(episodes, dataset_root, config.model.readout_target_frame)
     if episodes.demonstrated is None:
         episodes = with_demonstration_marks(episodes, dataset_root)
     if episodes.embedding_dim != enc.manifest.embedding_dim:
@@ -458,13 +458,17 @@ def with_demonstration_marks(episodes: EmbeddedEpisodes, dataset_root: str | Pat
     return dataclasses.replace(episodes, demonstrated=episodes.frame_index >= first)
 
 
-def with_target_centres(episodes: EmbeddedEpisodes, dataset_root: str | Path) -> EmbeddedEpisodes:
+def with_target_centres(episodes: EmbeddedEpisodes, dataset_root: str | Path, frame: str = "camera") -> EmbeddedEpisodes:
     """`episodes` with target_centre read from the point tracks of the dataset they were embedded
     from: per frame the centre of the instructed object's valid points (its track rows,
-    `data.schema.object_rows(0)`; camera optical frame, m), NaN where none is valid; no image is
+    `data.schema.object_rows(0)`; camera optical frame, m), with frame "fingers" minus the
+    midpoint of the finger pads (`data.schema.finger_pad_centres`; the
+    `DiffusionModelConfig.readout_target_frame`), NaN where any of them has no valid point; no image is
     decoded. Raises UserError (TripletDataError) when the recording has no valid tracks,
     PolicyDataError when its rows do not line up with `episodes` (the dataset changed since it
-    was embedded)."""
+    was embedded), ValueError on another frame."""
+    if frame not in READOUT_TARGET_FRAMES:
+        raise ValueError(f"frame must be one of {READOUT_TARGET_FRAMES}, got {frame!r}")
     from dynaflip_ros.data.triplets import load_episode_frames
 
     frames = load_episode_frames(dataset_root, None, progress=False)
@@ -474,6 +478,8 @@ def with_target_centres(episodes: EmbeddedEpisodes, dataset_root: str | Path) ->
                               "(the dataset changed while reading?)")
     rows = schema.object_rows(0)
     centre = schema.valid_point_centre(frames.tracks[:, rows], frames.valid[:, rows])  # (M, 3)
+    if frame == "fingers":
+        centre = centre - schema.finger_pad_centres(frames.tracks, frames.valid).mean(axis=-2)  # NaN propagates
     return dataclasses.replace(episodes, target_centre=centre.astype(np.float32))
 
 
