@@ -275,11 +275,13 @@ def test_with_target_centres_reads_the_instructed_objects_valid_points(tmp_path)
         with_target_centres(compute_embeddings(bare, FakeBackend(), progress=False), bare)
 
 
-def test_target_input_conditions_the_policy_on_the_heads_prediction(tmp_path):
+@pytest.mark.parametrize("head", ["linear", "mlp_state"])
+def test_target_input_conditions_the_policy_on_the_heads_prediction(tmp_path, head):
     """readout_target_input: the head's (detached) prediction joins the fusion MLP's input, so
     changing the head changes the fused vector, the diffusion loss sends no gradient into the
-    head, and a trained policy round-trips through save/load; the config refuses it without a
-    target loss and an unknown target frame."""
+    head, and a trained policy round-trips through save/load; the "mlp_state" head also reads the
+    observation state (and refuses to run without it); the config refuses target input without
+    a target loss, and unknown frames or heads."""
     from dynaflip_ros.configs.policy import PolicyConfig, PolicyTrainConfig
     from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
     from dynaflip_ros.policies.train import train_policy
@@ -288,10 +290,12 @@ def test_target_input_conditions_the_policy_on_the_heads_prediction(tmp_path):
         DiffusionModelConfig(condition_fusion="token_readout", readout_target_input=True)
     with pytest.raises(ValueError, match="readout_target_frame"):
         DiffusionModelConfig(condition_fusion="token_readout", readout_target_frame="base")
+    with pytest.raises(ValueError, match="readout_target_head"):
+        DiffusionModelConfig(condition_fusion="token_readout", readout_target_head="transformer")
     eps, manifest = _token_episodes(12, seed=1)
     model = dataclasses.replace(TINY, condition_fusion="token_readout", fusion_hidden_dim=16, fusion_dim=8,
                                 readout_keypoints=4, readout_hidden_dim=8, readout_target_weight=1.0,
-                                readout_target_input=True)
+                                readout_target_input=True, readout_target_head=head)
     cfg = PolicyConfig(model=model, train=PolicyTrainConfig(steps=20, batch_size=16, warmup_steps=2, val_fraction=0.2,
                                                             eval_every_steps=20, log_every_steps=10, num_threads=1))
     text = FakeText()
@@ -300,15 +304,20 @@ def test_target_input_conditions_the_policy_on_the_heads_prediction(tmp_path):
     assert fusion.target_input and fusion.image.image_dim == DIM + 3 * 4 + 3  # [embedding, 2K + K, target]
     assert "val_target_median_error_m" in info["final_eval"]
     env = torch.from_numpy(np.concatenate([eps.embedding[:3], np.zeros((3, text.dim), np.float32)], 1))
+    state = torch.rand(3, model.state_dim) if head == "mlp_state" else None
     runner.policy.zero_grad(set_to_none=True)
-    fused = fusion(env)
+    fused = fusion(env, state)
     fused.sum().backward()
-    assert fusion.target_head.weight.grad is None or not fusion.target_head.weight.grad.any()
+    assert all(p.grad is None or not p.grad.any() for p in fusion.target_head.parameters())
     with torch.no_grad():
-        fusion.target_head.bias.add_(1.0)
-    assert not torch.allclose(fusion(env), fused.detach())
+        last = fusion.target_head if head == "linear" else fusion.target_head[-1]
+        last.bias.add_(1.0)
+    assert not torch.allclose(fusion(env, state), fused.detach())
+    if head == "mlp_state":
+        with pytest.raises(ValueError, match="observation state"):
+            fusion(env)
     loaded = DiffusionPolicyRunner.load(runner.save(tmp_path / "ti"), encoder_sha256=SHA, text_encoder=text)
-    assert loaded.model_config.readout_target_input and loaded.model_config.readout_target_frame == "camera"
+    assert loaded.model_config.readout_target_input and loaded.model_config.readout_target_head == head
     runner.reset(seed=0)
     loaded.reset(seed=0)
     np.testing.assert_allclose(loaded.predict_action_chunk(obs(eps, 0, 0.0, "reach the first target")).actions,

@@ -23,6 +23,7 @@ INIT_STATS = ("recompute", "keep")
 TCP_STATE_DIM = 7 + 3 + 6  # "tcp_relative" model state: q, gripper, TCP position, 6-D rotation
 CONDITION_FUSIONS = ("concat", "film_mlp", "token_readout")  # policies.fusion.FUSIONS
 READOUT_TARGET_FRAMES = ("camera", "fingers")  # DiffusionModelConfig.readout_target_frame
+READOUT_TARGET_HEADS = ("linear", "mlp_state")  # DiffusionModelConfig.readout_target_head
 
 
 @dataclass
@@ -80,6 +81,9 @@ class DiffusionModelConfig:
     readout_target_frame: what that head predicts. "camera": the instructed object's centre in the
         camera optical frame. "fingers": that centre minus the midpoint of the two finger pads
         (same axes, m), i.e. the offset the gripper still has to close (docs/method.md §3).
+    readout_target_head: "linear" (a linear map of the readout's keypoints and peaks) or
+        "mlp_state" (an MLP, hidden fusion_hidden_dim, of those and the observation state: where
+        the fingers are follows from the joints, which the image alone gives only roughly).
     readout_target_input: the head's prediction (standardised, gradient stopped) also joins the
         fusion MLP's input, so the policy conditions on its own estimate of the target (or, with
         "fingers", of the finger-to-object offset); needs readout_target_weight > 0. False (and
@@ -118,6 +122,7 @@ class DiffusionModelConfig:
     readout_hidden_dim: int = 64
     readout_target_weight: float = 0.0
     readout_target_frame: str = "camera"
+    readout_target_head: str = "linear"
     readout_target_input: bool = False
 
     def __post_init__(self) -> None:
@@ -173,6 +178,7 @@ class DiffusionModelConfig:
             raise ValueError(f"readout_target_weight {self.readout_target_weight} needs condition_fusion "
                              f"'token_readout' (it trains the token readout), got {self.condition_fusion!r}")
         require_choice("", "readout_target_frame", self.readout_target_frame, READOUT_TARGET_FRAMES)
+        require_choice("", "readout_target_head", self.readout_target_head, READOUT_TARGET_HEADS)
         if not isinstance(self.readout_target_input, bool):
             raise ValueError(f"readout_target_input must be true or false, got {self.readout_target_input!r}")
         if self.readout_target_input and self.readout_target_weight <= 0:

@@ -112,7 +112,8 @@ def build_policy(lerobot_config, model: DiffusionModelConfig, embedding_dim: int
                                                 readout_keypoints=model.readout_keypoints,
                                                 readout_hidden_dim=model.readout_hidden_dim,
                                                 readout_target_weight=model.readout_target_weight,
-                                                readout_target_input=model.readout_target_input)
+                                                readout_target_input=model.readout_target_input,
+                                                readout_target_head=model.readout_target_head)
     return policy
 
 

@@ -78,10 +78,12 @@ class TokenReadoutFusion(nn.Module):
     """(..., D_f + h*w*C + T) [image embedding, patch tokens, instruction] -> (..., F) (module
     docstring, "token_readout"). layout: `encoder.manifest.TokenLayout`; target_head: also build
     the linear head [keypoints, peak] (3K,) -> instructed object's centre (3,) (`predict_target`);
+    target_state_dim > 0: that head is instead an MLP (hidden `hidden_dim`) of [keypoints, peak,
+    observation state (target_state_dim,)], so where the fingers are can come from the joints;
     target_input: its prediction also joins the fused input (needs target_head; ValueError)."""
 
     def __init__(self, layout, text_dim: int, keypoints: int, readout_hidden_dim: int, hidden_dim: int, out_dim: int,
-                 target_head: bool = False, target_input: bool = False):
+                 target_head: bool = False, target_input: bool = False, target_state_dim: int = 0):
         super().__init__()
         if min(text_dim, keypoints, readout_hidden_dim, hidden_dim, out_dim) < 1:
             raise ValueError("token readout dims must be >= 1")
@@ -99,7 +101,14 @@ class TokenReadoutFusion(nn.Module):
         self.register_buffer("grid", keypoint_grid(h, w), persistent=False)  # (h*w, 2), encoder's convention
         self.image = ConditionFusion(layout.embedding_dim + 3 * keypoints + 3 * self.target_input, text_dim,
                                      hidden_dim, out_dim)
-        self.target_head = nn.Linear(3 * keypoints, 3) if target_head else None
+        self.target_state_dim = int(target_state_dim)
+        if not target_head:
+            self.target_head = None
+        elif self.target_state_dim > 0:
+            self.target_head = nn.Sequential(nn.Linear(3 * keypoints + self.target_state_dim, hidden_dim), nn.Mish(),
+                                             nn.Linear(hidden_dim, 3))
+        else:
+            self.target_head = nn.Linear(3 * keypoints, 3)
 
     def readout(self, env: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(..., D_f + h*w*C + T) -> (embedding (..., D_f), [keypoints (2K), peak (K)] (..., 3K),
@@ -119,32 +128,42 @@ class TokenReadoutFusion(nn.Module):
         peak = logits.max(dim=-1).values  # (..., K)
         return emb, torch.cat([keypoints, peak], dim=-1), text
 
-    def fuse(self, emb: torch.Tensor, points: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def fuse(self, emb: torch.Tensor, points: torch.Tensor, text: torch.Tensor,
+             state: torch.Tensor | None = None) -> torch.Tensor:
         """The parts of `readout` -> (..., F); with target_input the head's prediction, detached,
-        joins them."""
-        parts = [emb, points] + ([self.predict_target(points).detach()] if self.target_input else []) + [text]
-        return self.image(torch.cat(parts, dim=-1))
+        joins them (state: the normalised observation state (..., target_state_dim) its head reads)."""
+        target = [self.predict_target(points, state).detach()] if self.target_input else []
+        return self.image(torch.cat([emb, points, *target, text], dim=-1))
 
-    def forward(self, env: torch.Tensor) -> torch.Tensor:
-        return self.fuse(*self.readout(env))
+    def forward(self, env: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fuse(*self.readout(env), state)
 
-    def predict_target(self, points: torch.Tensor) -> torch.Tensor:
-        """[keypoints, peak] (..., 3K) of `readout` -> standardised centre of the instructed
-        object (..., 3). Raises RuntimeError when built without target_head."""
+    def predict_target(self, points: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """[keypoints, peak] (..., 3K) of `readout` (and, for a head built with target_state_dim,
+        the normalised observation state (..., target_state_dim)) -> the standardised readout
+        target (..., 3). Raises RuntimeError when built without target_head, ValueError when its
+        head needs the state and none is given."""
         if self.target_head is None:
             raise RuntimeError("this token readout has no target head (readout_target_weight 0)")
+        if self.target_state_dim:
+            if state is None or state.shape[-1] != self.target_state_dim:
+                raise ValueError(f"this target head reads the observation state (..., {self.target_state_dim}), "
+                                 f"got {None if state is None else tuple(state.shape)}")
+            points = torch.cat([points, state], dim=-1)
         return self.target_head(points)
 
 
 def make_diffusion_model(lerobot_config, fusion: str, image_dim: int, text_dim: int, hidden_dim: int, out_dim: int,
                          token_layout=None, readout_keypoints: int = 32, readout_hidden_dim: int = 64,
-                         readout_target_weight: float = 0.0, readout_target_input: bool = False):
+                         readout_target_weight: float = 0.0, readout_target_input: bool = False,
+                         readout_target_head: str = "linear"):
     """The `DiffusionModel` of a DiffusionPolicy: LeRobot's own ("concat") or one whose global
     conditioning runs the environment state through `ConditionFusion` ("film_mlp") or
     `TokenReadoutFusion` ("token_readout", which needs the encoder's `token_layout`), its UNet
     sized for [state, fused] per step. With readout_target_weight > 0 its training loss adds the
     target-centre term of the module docstring for batches that carry TARGET_CENTRE, and with
-    readout_target_input the fusion also conditions on that head's prediction. Raises
+    readout_target_input the fusion also conditions on that head's prediction; readout_target_head
+    "mlp_state" makes that head an MLP that also reads the observation state. Raises
     ValueError on an unknown fusion, or "token_readout" without a token layout (an encoder
     without output_tokens)."""
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionConditionalUnet1d, DiffusionModel
@@ -165,23 +184,27 @@ def make_diffusion_model(lerobot_config, fusion: str, image_dim: int, text_dim: 
 
         def __init__(self, config):
             super().__init__(config)
+            state_dim = config.robot_state_feature.shape[0]
             if fusion == "token_readout":
-                self.fusion = TokenReadoutFusion(token_layout, text_dim, readout_keypoints, readout_hidden_dim,
-                                                 hidden_dim, out_dim, target_head=target_weight > 0,
-                                                 target_input=bool(readout_target_input))
+                self.fusion = TokenReadoutFusion(
+                    token_layout, text_dim, readout_keypoints, readout_hidden_dim, hidden_dim, out_dim,
+                    target_head=target_weight > 0, target_input=bool(readout_target_input),
+                    target_state_dim=state_dim if readout_target_head == "mlp_state" else 0)
             else:
                 self.fusion = ConditionFusion(image_dim, text_dim, hidden_dim, out_dim)
-            state_dim = config.robot_state_feature.shape[0]
             self.unet = DiffusionConditionalUnet1d(config, global_cond_dim=(state_dim + out_dim) * config.n_obs_steps)
             self.last_target_loss: torch.Tensor | None = None  # the auxiliary term of the last compute_loss
 
         def _prepare_global_conditioning(self, batch):
             if target_weight > 0 and TARGET_CENTRE in batch:  # the readout once, for both losses
                 emb, points, text = self.fusion.readout(batch[OBS_ENV_STATE])
-                err = ((self.fusion.predict_target(points) - batch[TARGET_CENTRE]) ** 2).sum(-1)  # (B, S)
+                target = self.fusion.predict_target(points, batch[OBS_STATE])
+                err = ((target - batch[TARGET_CENTRE]) ** 2).sum(-1)  # (B, S)
                 valid = batch[TARGET_VALID].to(err.dtype)
                 self.last_target_loss = (err * valid).sum() / valid.sum().clamp(min=1.0)
-                fused = self.fusion.fuse(emb, points, text)  # (B, S, F)
+                fused = self.fusion.fuse(emb, points, text, batch[OBS_STATE])  # (B, S, F)
+            elif fusion == "token_readout":
+                fused = self.fusion(batch[OBS_ENV_STATE], batch[OBS_STATE])  # (B, S, F)
             else:
                 fused = self.fusion(batch[OBS_ENV_STATE])  # (B, S, F)
             return torch.cat([batch[OBS_STATE], fused], dim=-1).flatten(start_dim=1)  # (B, S * (7 + F))

@@ -292,7 +292,7 @@ def _target_error_m(model, batch: dict, target_stats) -> float | None:
     if target_stats is None or TARGET_CENTRE not in batch or getattr(fusion, "target_head", None) is None:
         return None
     _, points, _ = fusion.readout(batch[OBS_EMBEDDING])
-    err = (fusion.predict_target(points) - batch[TARGET_CENTRE]).numpy() * target_stats[1]  # (B, S, 3) m
+    err = (fusion.predict_target(points, batch[OBS_STATE]) - batch[TARGET_CENTRE]).numpy() * target_stats[1]  # (B, S, 3) m
     known = batch[TARGET_VALID].numpy()
     return float(np.median(np.linalg.norm(err[known], axis=-1))) if known.any() else None
 
