@@ -10,8 +10,9 @@
 #      24 x 24 patch tokens of the stride-8 stage (docs/method.md §1),
 #      and a linear probe of its embeddings on (1)                   -> models/encoder, outputs/eval/probe.json
 #   5. language-conditioned diffusion policy on the frozen embeddings
-#      and patch tokens of (1): token readout + instructed-object
-#      centre loss (config/policy_token_readout.yaml)                -> outputs/policy -> models/policy
+#      and patch tokens of (1): token readout whose head estimates the
+#      fingers-to-named-object offset, an input of the policy
+#      (config/policy_token_readout.yaml)                            -> outputs/policy -> models/policy
 #   6. lock-step evaluation on held-out seeds + the instruction-swap check -> outputs/eval/
 #
 # Every stage resumes: recordings skip the seeds they hold, training continues from its last

@@ -238,7 +238,8 @@ def test_config_validation_and_yaml_defaults():
     assert load_yaml(PolicyConfig, REPO / "config" / "policy.yaml") == PolicyConfig()
     shipped = load_yaml(PolicyConfig, REPO / "config" / "policy_token_readout.yaml")  # the build's recipe
     assert shipped.model == dataclasses.replace(PolicyConfig().model, condition_fusion="token_readout",
-                                                readout_target_weight=1.0)
+                                                readout_target_weight=1.0, readout_target_frame="fingers",
+                                                readout_target_head="mlp_state", readout_target_input=True)
     assert shipped.train == PolicyConfig().train
     with pytest.raises(ValueError, match="n_action_steps"):
         DiffusionModelConfig(n_obs_steps=2, horizon=16, n_action_steps=16)
