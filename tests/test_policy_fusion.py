@@ -350,3 +350,34 @@ def test_with_target_centres_in_the_finger_frame(tmp_path):
     assert not np.allclose(fingers, camera)
     with pytest.raises(ValueError, match="frame"):
         with_target_centres(eps, ds, "base")
+
+
+def test_teacher_forcing_feeds_the_label_in_training_only_where_known():
+    """readout_target_teacher_forcing: the training conditioning uses the batch's label where it
+    is valid (changing it changes the conditioning) and the head's estimate where it is not; the
+    config refuses it without readout_target_input."""
+    from dynaflip_ros.configs.policy import PolicyConfig, PolicyTrainConfig
+    from dynaflip_ros.policies.fusion import TARGET_CENTRE, TARGET_VALID
+    from dynaflip_ros.policies.samples import Samples, target_centre_stats
+    from dynaflip_ros.policies.train import train_policy
+
+    with pytest.raises(ValueError, match="readout_target_input"):
+        DiffusionModelConfig(condition_fusion="token_readout", readout_target_weight=1.0,
+                             readout_target_teacher_forcing=True)
+    eps, manifest = _token_episodes(8, seed=2)
+    model = dataclasses.replace(TINY, condition_fusion="token_readout", fusion_hidden_dim=16, fusion_dim=8,
+                                readout_keypoints=4, readout_hidden_dim=8, readout_target_weight=1.0,
+                                readout_target_input=True, readout_target_teacher_forcing=True)
+    cfg = PolicyConfig(model=model, train=PolicyTrainConfig(steps=4, batch_size=8, warmup_steps=1, val_fraction=0.0,
+                                                            num_threads=1))
+    runner, _ = train_policy(eps, cfg, manifest, progress=False, text_encoder=FakeText())
+    batch = Samples(eps.with_instruction_embeddings(FakeText()), model).normalise(
+        runner, target_centre_stats(eps)).batch(np.arange(4))
+    assert not batch[TARGET_VALID][0].any() and batch[TARGET_VALID][3].all()
+    diffusion = runner.policy.diffusion
+    with torch.no_grad():
+        base = diffusion._prepare_global_conditioning(batch)  # (B, S * (state + F))
+        moved = dict(batch, **{TARGET_CENTRE: batch[TARGET_CENTRE] + 5.0})
+        cond = diffusion._prepare_global_conditioning(moved)
+    assert torch.allclose(cond[0], base[0])  # label unknown: the estimate, whatever the label says
+    assert not torch.allclose(cond[3], base[3])  # label known: the label is the input

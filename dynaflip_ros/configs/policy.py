@@ -88,6 +88,9 @@ class DiffusionModelConfig:
         fusion MLP's input, so the policy conditions on its own estimate of the target (or, with
         "fingers", of the finger-to-object offset); needs readout_target_weight > 0. False (and
         checkpoints without the field): the head is training-only.
+    readout_target_teacher_forcing: with readout_target_input, training feeds the label (the
+        exact value from the tracks) where it is known instead of the head's prediction, so the
+        policy learns to act on an exact offset; run time always feeds the prediction.
     """
 
     n_obs_steps: int = 2
@@ -124,6 +127,7 @@ class DiffusionModelConfig:
     readout_target_frame: str = "camera"
     readout_target_head: str = "linear"
     readout_target_input: bool = False
+    readout_target_teacher_forcing: bool = False
 
     def __post_init__(self) -> None:
         self.down_dims = tuple(int(d) for d in self.down_dims)
@@ -184,6 +188,10 @@ class DiffusionModelConfig:
         if self.readout_target_input and self.readout_target_weight <= 0:
             raise ValueError("readout_target_input needs readout_target_weight > 0 (an untrained target head "
                              "would feed the policy noise)")
+        if not isinstance(self.readout_target_teacher_forcing, bool):
+            raise ValueError("readout_target_teacher_forcing must be true or false")
+        if self.readout_target_teacher_forcing and not self.readout_target_input:
+            raise ValueError("readout_target_teacher_forcing needs readout_target_input (it decides what that input is)")
 
     @property
     def state_dim(self) -> int:

@@ -113,7 +113,8 @@ def build_policy(lerobot_config, model: DiffusionModelConfig, embedding_dim: int
                                                 readout_hidden_dim=model.readout_hidden_dim,
                                                 readout_target_weight=model.readout_target_weight,
                                                 readout_target_input=model.readout_target_input,
-                                                readout_target_head=model.readout_target_head)
+                                                readout_target_head=model.readout_target_head,
+                                                readout_target_teacher_forcing=model.readout_target_teacher_forcing)
     return policy
 
 

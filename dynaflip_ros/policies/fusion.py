@@ -129,11 +129,14 @@ class TokenReadoutFusion(nn.Module):
         return emb, torch.cat([keypoints, peak], dim=-1), text
 
     def fuse(self, emb: torch.Tensor, points: torch.Tensor, text: torch.Tensor,
-             state: torch.Tensor | None = None) -> torch.Tensor:
+             state: torch.Tensor | None = None, target: torch.Tensor | None = None) -> torch.Tensor:
         """The parts of `readout` -> (..., F); with target_input the head's prediction, detached,
-        joins them (state: the normalised observation state (..., target_state_dim) its head reads)."""
-        target = [self.predict_target(points, state).detach()] if self.target_input else []
-        return self.image(torch.cat([emb, points, *target, text], dim=-1))
+        joins them (state: the normalised observation state (..., target_state_dim) its head
+        reads; target (..., 3): a standardised value to feed instead, e.g. the training label)."""
+        if not self.target_input:
+            return self.image(torch.cat([emb, points, text], dim=-1))
+        target = self.predict_target(points, state) if target is None else target
+        return self.image(torch.cat([emb, points, target.detach(), text], dim=-1))
 
     def forward(self, env: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         return self.fuse(*self.readout(env), state)
@@ -156,14 +159,16 @@ class TokenReadoutFusion(nn.Module):
 def make_diffusion_model(lerobot_config, fusion: str, image_dim: int, text_dim: int, hidden_dim: int, out_dim: int,
                          token_layout=None, readout_keypoints: int = 32, readout_hidden_dim: int = 64,
                          readout_target_weight: float = 0.0, readout_target_input: bool = False,
-                         readout_target_head: str = "linear"):
+                         readout_target_head: str = "linear", readout_target_teacher_forcing: bool = False):
     """The `DiffusionModel` of a DiffusionPolicy: LeRobot's own ("concat") or one whose global
     conditioning runs the environment state through `ConditionFusion` ("film_mlp") or
     `TokenReadoutFusion` ("token_readout", which needs the encoder's `token_layout`), its UNet
     sized for [state, fused] per step. With readout_target_weight > 0 its training loss adds the
     target-centre term of the module docstring for batches that carry TARGET_CENTRE, and with
     readout_target_input the fusion also conditions on that head's prediction; readout_target_head
-    "mlp_state" makes that head an MLP that also reads the observation state. Raises
+    "mlp_state" makes that head an MLP that also reads the observation state, and
+    readout_target_teacher_forcing feeds the label instead of the prediction in training where
+    the label is known. Raises
     ValueError on an unknown fusion, or "token_readout" without a token layout (an encoder
     without output_tokens)."""
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionConditionalUnet1d, DiffusionModel
@@ -202,7 +207,10 @@ def make_diffusion_model(lerobot_config, fusion: str, image_dim: int, text_dim: 
                 err = ((target - batch[TARGET_CENTRE]) ** 2).sum(-1)  # (B, S)
                 valid = batch[TARGET_VALID].to(err.dtype)
                 self.last_target_loss = (err * valid).sum() / valid.sum().clamp(min=1.0)
-                fused = self.fusion.fuse(emb, points, text, batch[OBS_STATE])  # (B, S, F)
+                given = None
+                if readout_target_teacher_forcing:  # the exact value where known, else the estimate
+                    given = torch.where(batch[TARGET_VALID][..., None], batch[TARGET_CENTRE], target)
+                fused = self.fusion.fuse(emb, points, text, batch[OBS_STATE], given)  # (B, S, F)
             elif fusion == "token_readout":
                 fused = self.fusion(batch[OBS_ENV_STATE], batch[OBS_STATE])  # (B, S, F)
             else:
