@@ -104,3 +104,15 @@ def finger_pad_centres(tracks, valid):
     f0 = TRACK_SLICES["fingers"].start
     pads = [slice(f0 + k * POINTS_PER_FINGER, f0 + (k + 1) * POINTS_PER_FINGER) for k in range(2)]
     return np.stack([valid_point_centre(np.asarray(tracks)[..., r, :], np.asarray(valid)[..., r]) for r in pads], axis=-2)
+
+
+def target_offset_from_fingers(tracks, valid):
+    """The instructed object's centre (rows `object_rows(0)`) minus the midpoint of the finger
+    pads (`finger_pad_centres`): tracks (..., N_TRACK, 3) metres, valid (..., N_TRACK) bool ->
+    (..., 3) float64, camera axes, NaN where the object or a pad has no valid point; the offset
+    the gripper still has to close."""
+    import numpy as np
+
+    rows = object_rows(0)
+    tracks, valid = np.asarray(tracks), np.asarray(valid)
+    return valid_point_centre(tracks[..., rows, :], valid[..., rows]) - finger_pad_centres(tracks, valid).mean(axis=-2)

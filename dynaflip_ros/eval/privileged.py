@@ -85,9 +85,7 @@ def privileged_features(tracks: np.ndarray, valid: np.ndarray, episode_start: np
     out[:, len(names) * FEATURES_PER_OBJECT :] = np.nan_to_num(pads).reshape(len(tracks), 6)
     parts = [target, out] if target_first else [out]
     if finger_offset:
-        rows = schema.object_rows(0)
-        offset = schema.valid_point_centre(tracks[:, rows], valid[:, rows]) - pads.mean(axis=1)  # (M, 3)
-        parts.append(np.nan_to_num(offset))
+        parts.append(np.nan_to_num(schema.target_offset_from_fingers(tracks, valid)))  # (M, 3)
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 

@@ -207,7 +207,7 @@ def make_diffusion_model(lerobot_config, fusion: str, image_dim: int, text_dim: 
                 err = ((target - batch[TARGET_CENTRE]) ** 2).sum(-1)  # (B, S)
                 valid = batch[TARGET_VALID].to(err.dtype)
                 self.last_target_loss = (err * valid).sum() / valid.sum().clamp(min=1.0)
-                given = None
+                given = target  # the prediction once, for the loss and (detached) as the input
                 if readout_target_teacher_forcing:  # the exact value where known, else the estimate
                     given = torch.where(batch[TARGET_VALID][..., None], batch[TARGET_CENTRE], target)
                 fused = self.fusion.fuse(emb, points, text, batch[OBS_STATE], given)  # (B, S, F)

@@ -462,7 +462,7 @@ def with_target_centres(episodes: EmbeddedEpisodes, dataset_root: str | Path, fr
     """`episodes` with target_centre read from the point tracks of the dataset they were embedded
     from: per frame the centre of the instructed object's valid points (its track rows,
     `data.schema.object_rows(0)`; camera optical frame, m), with frame "fingers" minus the
-    midpoint of the finger pads (`data.schema.finger_pad_centres`; the
+    midpoint of the finger pads (`data.schema.target_offset_from_fingers`; the
     `DiffusionModelConfig.readout_target_frame`), NaN where any of them has no valid point; no image is
     decoded. Raises UserError (TripletDataError) when the recording has no valid tracks,
     PolicyDataError when its rows do not line up with `episodes` (the dataset changed since it
@@ -476,10 +476,11 @@ def with_target_centres(episodes: EmbeddedEpisodes, dataset_root: str | Path, fr
             and np.array_equal(frames.frame_index, episodes.frame_index)):
         raise PolicyDataError(f"{dataset_root}: the point tracks do not line up with the embedded frames "
                               "(the dataset changed while reading?)")
-    rows = schema.object_rows(0)
-    centre = schema.valid_point_centre(frames.tracks[:, rows], frames.valid[:, rows])  # (M, 3)
     if frame == "fingers":
-        centre = centre - schema.finger_pad_centres(frames.tracks, frames.valid).mean(axis=-2)  # NaN propagates
+        centre = schema.target_offset_from_fingers(frames.tracks, frames.valid)  # (M, 3)
+    else:
+        rows = schema.object_rows(0)
+        centre = schema.valid_point_centre(frames.tracks[:, rows], frames.valid[:, rows])  # (M, 3)
     return dataclasses.replace(episodes, target_centre=centre.astype(np.float32))
 
 
