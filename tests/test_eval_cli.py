@@ -76,7 +76,8 @@ def test_eval_writes_rates_and_swap_accuracy(tmp_path, monkeypatch, capsys):
 
     real = closed_loop.evaluate_in_sim
     monkeypatch.setattr(factory, "load_encoder_backend", lambda *a, **k: FakeEncoder())
-    monkeypatch.setattr(diffusion.DiffusionPolicyRunner, "load", staticmethod(lambda *a, **k: HoldPolicy()))
+    loads = []
+    monkeypatch.setattr(diffusion.DiffusionPolicyRunner, "load", staticmethod(lambda *a, **k: loads.append(k) or HoldPolicy()))
     monkeypatch.setattr(closed_loop, "evaluate_in_sim",
                         lambda *a, sim_config, **k: real(*a, sim_config=dataclasses.replace(sim_config, image_hw=(16, 16)), **k))
     out = tmp_path / "eval.json"
@@ -94,6 +95,15 @@ def test_eval_writes_rates_and_swap_accuracy(tmp_path, monkeypatch, capsys):
     assert "[eval] episode 1/1 seed=100 target=" in text and "[eval] swap pair 1/1 seed=100" in text
     assert "instruction swap: 0/1 pairs correct" in text and f"results: {out}" in text
     assert HoldPolicy.chunks == 3 and d["config"]["n_action_steps"] == 8  # one chunk per 0.3 s run
+    # the deployment default of chunks averaged per prediction reaches the runner and the record
+    from dynaflip_ros.configs.policy import DEFAULT_SAMPLES_PER_CHUNK
+    assert loads[-1]["samples_per_chunk"] == DEFAULT_SAMPLES_PER_CHUNK == d["config"]["samples_per_chunk"]
+    rc = main(["eval", "--sim", "--encoder", str(tmp_path), "--policy", str(tmp_path), "--episodes", "1",
+               "--episode-timeout-s", "0.1", "--samples-per-chunk", "1", "--out", str(out)])
+    assert rc == 0 and loads[-1]["samples_per_chunk"] == 1 == json.loads(out.read_text())["config"]["samples_per_chunk"]
+    for bad in ("0", "65"):
+        rc = main(["eval", "--sim", "--encoder", str(tmp_path), "--policy", str(tmp_path), "--samples-per-chunk", bad])
+        assert rc == 2 and "--samples-per-chunk must be in 1..64" in capsys.readouterr().err
 
     # --n-action-steps 1: a new chunk every 0.1 s step (3 per run), as the policy node's parameter
     HoldPolicy.chunks = 0

@@ -13,6 +13,7 @@ import pytest
 from dynaflip_ros.configs.io import ConfigError, load_yaml, to_dict
 from dynaflip_ros.configs.policy import DiffusionModelConfig, PolicyConfig, PolicyTrainConfig
 from dynaflip_ros.encoder.manifest import EncoderManifest
+from dynaflip_ros.policies.action_frame import from_model_frame
 from dynaflip_ros.policies.base import ActionChunk, EncoderMismatchError, Policy, PolicyObservation
 from dynaflip_ros.policies.embeddings import EmbeddedEpisodes
 
@@ -156,6 +157,46 @@ def test_save_load_roundtrip_identical_chunks(trained, tmp_path):
         DiffusionPolicyRunner.load(out, encoder_sha256=SHA)
     with pytest.raises(FileNotFoundError):
         DiffusionPolicyRunner.load(tmp_path / "missing", encoder_sha256=SHA)
+
+
+def test_samples_per_chunk_averages_k_denoised_chunks(trained):
+    """K > 1: one window expanded to K rows, K chunks denoised in one batch, their mean returned
+    (normalised space; the unnormaliser is affine). Bad K: ValueError, the runner keeps its K."""
+    import torch
+
+    runner, _ = trained
+    eps = reaching_episodes(1, seed=5)
+    diffusion = runner.policy.diffusion
+    real = diffusion.generate_actions
+    batches, outputs = [], []
+
+    def spy(window):
+        batches.append({k: v.shape[0] for k, v in window.items()})
+        out = real(window)  # (K, n_action_steps, 7) normalised
+        outputs.append(out.clone())
+        return out
+
+    diffusion.generate_actions = spy
+    try:
+        runner.samples_per_chunk = 4
+        runner.reset(seed=3)
+        chunk = runner.predict_action_chunk(obs_at(eps, 0, 0.0))
+        assert set(batches[-1].values()) == {4} and outputs[-1].shape[0] == 4
+        assert not torch.equal(outputs[-1][0], outputs[-1][1])  # K different initial noises
+        mean = runner.postprocessor(outputs[-1].mean(0, keepdim=True))[0].numpy()
+        np.testing.assert_allclose(chunk.actions, from_model_frame(mean, eps.state[0], runner.model_config.action_frame),
+                                   atol=1e-5)
+        runner.samples_per_chunk = 1
+        runner.reset(seed=3)
+        runner.predict_action_chunk(obs_at(eps, 0, 0.0))
+        assert set(batches[-1].values()) == {1}
+    finally:
+        diffusion.generate_actions = real
+        runner.samples_per_chunk = 1
+    for bad in (0, 65, 2.5, True, "4"):
+        with pytest.raises(ValueError, match="samples_per_chunk must be an integer in 1..64"):
+            runner.samples_per_chunk = bad
+    assert runner.samples_per_chunk == 1
 
 
 def test_bad_observations_raise_clear_errors(trained):

@@ -56,6 +56,21 @@ def test_instruction_launch_argument_is_a_string_parameter_of_the_policy_node():
         assert any(n.executable == "policy_node" for _, n in ls.graph("pick_into_sink.launch.py", mode == graph.SIM))
 
 
+def test_samples_per_chunk_parameter():
+    """The policy node averages the deployment default of chunks per prediction (both cells'
+    params files say so explicitly); out of 1..64 is refused at configuration time."""
+    from dynaflip_ros.configs.policy import DEFAULT_SAMPLES_PER_CHUNK
+
+    assert PolicyNodeConfig().samples_per_chunk == DEFAULT_SAMPLES_PER_CHUNK
+    assert PolicyNodeConfig(samples_per_chunk=1).samples_per_chunk == 1
+    for bad in (0, 65, 2.5):
+        with pytest.raises(ConfigError, match="samples_per_chunk"):
+            PolicyNodeConfig(samples_per_chunk=bad)
+    for name in ("pick_into_sink", "real_cell"):
+        doc = read_params_file(ROOT / "config" / f"{name}.yaml")
+        assert doc["policy"]["ros__parameters"]["samples_per_chunk"] == DEFAULT_SAMPLES_PER_CHUNK
+
+
 def test_instruction_configs():
     assert PolicyNodeConfig().instruction == "" and PolicyNodeConfig(instruction="x").instruction == "x"
     assert EpisodeManagerNodeConfig(object_name="red cube", instruction="put the red cube in the sink")

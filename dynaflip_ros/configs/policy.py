@@ -17,6 +17,11 @@ from dynaflip_ros.configs.validate import require_choice, require_finite, requir
 
 NORMALIZATION_MODES = ("IDENTITY", "MEAN_STD", "MIN_MAX")
 NOISE_SCHEDULERS = ("DDPM", "DDIM")
+# Run-time chunks averaged per prediction (`DiffusionPolicyRunner.samples_per_chunk`): the
+# deployment default of `dynaflip eval --samples-per-chunk` and the policy node's parameter,
+# the setting measured in docs/results.md (issue 10, eleventh round).
+DEFAULT_SAMPLES_PER_CHUNK = 8
+MAX_SAMPLES_PER_CHUNK = 64
 PREDICTION_TYPES = ("epsilon", "sample")
 ACTION_FRAMES = ("absolute", "relative", "tcp_relative")
 INIT_STATS = ("recompute", "keep")

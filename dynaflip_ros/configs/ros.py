@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dynaflip_ros.configs.io import ConfigError
+from dynaflip_ros.configs.policy import DEFAULT_SAMPLES_PER_CHUNK, MAX_SAMPLES_PER_CHUNK
 from dynaflip_ros.configs.realsense import RealSenseConfig
 from dynaflip_ros.configs.robot import URRtdeConfig
 from dynaflip_ros.configs.safety import SafetyConfig
@@ -142,6 +143,8 @@ class PolicyNodeConfig:
     num_threads: torch intra-op threads for inference on the CPU. 1 by default: with the sim,
         encoder and policy processes sharing a 2-core CPU, a 2-thread torch pool is ~10x slower
         (measured 0.5-1.0 s vs 60-80 ms per 10-step DDIM chunk of the default 1.4 M-parameter policy).
+    samples_per_chunk: chunks denoised in one batch and averaged per prediction
+        (`DiffusionPolicyRunner.samples_per_chunk`; 1 = the plain sampler).
     instruction: the task sentence for the real cell ("put the red cube in the sink"; "" = none
         yet), published latched on /dynaflip/instruction at start-up; a message on that topic
         replaces it at run time. In simulation every episode brings its own (the sim cell's),
@@ -153,10 +156,12 @@ class PolicyNodeConfig:
     max_observation_age_s: float = 0.5
     max_joint_state_age_s: float = 0.5
     num_threads: int = 1
+    samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK
     instruction: str = ""
 
     def __post_init__(self) -> None:
         require_non_empty("PolicyNodeConfig", "model_dir", self.model_dir)
+        require_int("PolicyNodeConfig", "samples_per_chunk", self.samples_per_chunk, 1, MAX_SAMPLES_PER_CHUNK)
         require_int("PolicyNodeConfig", "n_action_steps", self.n_action_steps, 0)
         require_positive("PolicyNodeConfig", "max_observation_age_s", self.max_observation_age_s, 10.0)
         require_positive("PolicyNodeConfig", "max_joint_state_age_s", self.max_joint_state_age_s, 10.0)

@@ -35,6 +35,8 @@ too. For the real-time check through the ROS 2 graph use `dynaflip launch pick_i
 
 
 def register(subparsers) -> None:
+    from dynaflip_ros.configs.policy import DEFAULT_SAMPLES_PER_CHUNK
+
     p = subparsers.add_parser(
         "eval", help="closed-loop success rate of encoder + policy in sim (no ROS)",
         description=__doc__.splitlines()[0], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -49,6 +51,10 @@ def register(subparsers) -> None:
     models.add_argument("--n-action-steps", type=int, default=0, metavar="N",
                         help="replan after N actions of each chunk (0, default: the policy's whole chunk; "
                              "the policy node's n_action_steps parameter)")
+    models.add_argument("--samples-per-chunk", type=int, default=DEFAULT_SAMPLES_PER_CHUNK, metavar="K",
+                        help="denoise K chunks from K initial noises in one batch and execute their mean "
+                             f"(1: the plain sampler; default {DEFAULT_SAMPLES_PER_CHUNK}, the policy node's "
+                             "samples_per_chunk parameter)")
     models.add_argument("--temporal-ensemble-coeff", type=float, default=None, metavar="C",
                         help="query the policy at every observation and execute the temporal ensemble of the "
                              "overlapping chunks, weights exp(-C * i) with i = 0 the oldest prediction (ACT; "
@@ -113,6 +119,7 @@ def sim_config_for(objects: int | None, object_pool: str | None):
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from dynaflip_ros.configs.policy import MAX_SAMPLES_PER_CHUNK
     from dynaflip_ros.errors import UserError
 
     episodes = episode_count(args.episodes, args.swap_pairs)
@@ -125,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
     )
     from dynaflip_ros.eval.closed_loop import evaluate_in_sim, load_encoder_and_policy
 
-    encoder, policy = load_encoder_and_policy(args.encoder, args.policy, backend=args.backend, threads=args.threads)
+    if not 1 <= args.samples_per_chunk <= MAX_SAMPLES_PER_CHUNK:
+        raise UserError(f"--samples-per-chunk must be in 1..{MAX_SAMPLES_PER_CHUNK}, got {args.samples_per_chunk}")
+    encoder, policy = load_encoder_and_policy(args.encoder, args.policy, backend=args.backend, threads=args.threads,
+                                              samples_per_chunk=args.samples_per_chunk)
     chunk_len = policy.model_config.n_action_steps
     if not 0 <= args.n_action_steps <= chunk_len:
         raise UserError(f"--n-action-steps must be in 0..{chunk_len} (the policy's chunk), got {args.n_action_steps}")
@@ -146,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
                                  "objects": args.objects, "object_pool": args.object_pool,
                                  "n_action_steps": replan_steps or chunk_len,
                                  "temporal_ensemble_coeff": args.temporal_ensemble_coeff,
+                                 "samples_per_chunk": args.samples_per_chunk,
                                  "encoder": str(args.encoder), "policy": str(args.policy)},
         models={"encoder": encoder.manifest.weights_sha256, "policy": policy.weights_sha256})
 

@@ -15,6 +15,11 @@ instruction per sample). Normalisation is LeRobot's pre/post processor pipeline
 (`make_pre_post_processors(cfg, dataset_stats=...)`); the instruction part's stats are
 `policies.language.text_stats`.
 
+Samples per chunk (run-time option K, `samples_per_chunk`): each chunk is denoised from K initial
+noises on the same window in one batch and the K chunks are averaged in the normalised action
+space (affine in the action, so the mean commutes with unnormalisation): the sampler's own spread
+removed, for K times the UNet work (docs/method.md §4). K = 1 is the plain sampler.
+
 Action indexing (LeRobot `DiffusionPolicy.select_action`): the denoised horizon starts at the
 OLDEST observation of the window, so horizon index n_obs_steps-1 is the action for the CURRENT
 observation. `predict_action_chunk` returns horizon[n_obs_steps-1 : n_obs_steps-1+n_action_steps],
@@ -44,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from dynaflip_ros.configs.io import from_dict, to_dict
-from dynaflip_ros.configs.policy import DiffusionModelConfig
+from dynaflip_ros.configs.policy import MAX_SAMPLES_PER_CHUNK, DiffusionModelConfig
 from dynaflip_ros.data import schema
 from dynaflip_ros.encoder.manifest import (
     EncoderArtifactError,
@@ -200,6 +205,7 @@ class DiffusionPolicyRunner:
         seed: int | None = None,
         text_encoder=None,
         text_info: dict[str, Any] | None = None,
+        samples_per_chunk: int = 1,
     ) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be > 0, got {fps}")
@@ -228,6 +234,7 @@ class DiffusionPolicyRunner:
         self.weights_sha256: str | None = None
         self._lock = threading.Lock()
         self._generator = None
+        self.samples_per_chunk = samples_per_chunk
         self._history: dict[str, deque] = {}
         self._stamps: deque = deque()
         self.stale_history_resets = 0
@@ -272,6 +279,18 @@ class DiffusionPolicyRunner:
         policy = build_policy(cfg, model_config, embedding_dim, manifest)
         pre, post = make_pre_post_processors(cfg, dataset_stats=stats_to_torch(stats))
         return cls(policy, pre, post, model_config, embedding_dim, fps, manifest, seed=seed, text_encoder=text_encoder)
+
+    @property
+    def samples_per_chunk(self) -> int:
+        """K chunks denoised and averaged per `predict_action_chunk` (module docstring)."""
+        return self._samples_per_chunk
+
+    @samples_per_chunk.setter
+    def samples_per_chunk(self, k: int) -> None:
+        """Raises ValueError unless k is an int in 1..MAX_SAMPLES_PER_CHUNK."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_SAMPLES_PER_CHUNK:
+            raise ValueError(f"samples_per_chunk must be an integer in 1..{MAX_SAMPLES_PER_CHUNK}, got {k!r}")
+        self._samples_per_chunk = int(k)
 
     @property
     def dt_s(self) -> float:
@@ -406,15 +425,21 @@ class DiffusionPolicyRunner:
         stamps.append(stamp_s)
 
     def _sample(self, window: dict):
-        """Denoise one chunk; returns the n_action_steps actions from the current step (normalised)."""
+        """Denoise one chunk; returns the n_action_steps actions from the current step (normalised),
+        (1, n_action_steps, 7): the mean of `samples_per_chunk` chunks denoised in one batch."""
         import torch
 
+        k = self._samples_per_chunk
+        if k > 1:  # (1, n_obs, F) -> (K, n_obs, F): one window, K initial noises
+            window = {name: v.expand(k, *v.shape[1:]) for name, v in window.items()}
         if self._generator is None:
-            return self.policy.diffusion.generate_actions(window)
-        call_seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
-        with torch.random.fork_rng(devices=[]):  # reproducible, global RNG untouched
-            torch.manual_seed(call_seed)
-            return self.policy.diffusion.generate_actions(window)
+            actions = self.policy.diffusion.generate_actions(window)
+        else:
+            call_seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
+            with torch.random.fork_rng(devices=[]):  # reproducible, global RNG untouched
+                torch.manual_seed(call_seed)
+                actions = self.policy.diffusion.generate_actions(window)
+        return actions.mean(0, keepdim=True) if k > 1 else actions  # (1, n_action_steps, 7)
 
     # ---- persistence --------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -497,8 +522,11 @@ class DiffusionPolicyRunner:
         encoder_sha256: str | None,
         seed: int | None = None,
         text_encoder=None,
+        samples_per_chunk: int = 1,
     ) -> DiffusionPolicyRunner:
         """Load a checkpoint written by `save`.
+
+        samples_per_chunk: chunks averaged per prediction (module docstring; ValueError outside 1..64).
 
         encoder_sha256: weights_sha256 of the encoder that will produce the embeddings; raises
         EncoderMismatchError when it differs from the one the policy was trained on (pass None
@@ -562,6 +590,7 @@ class DiffusionPolicyRunner:
             seed=seed,
             text_encoder=text_encoder,
             text_info=text_info,
+            samples_per_chunk=samples_per_chunk,
         )
         runner.weights_sha256 = meta["files_sha256"].get("model.safetensors")
         return runner

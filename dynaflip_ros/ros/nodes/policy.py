@@ -194,7 +194,8 @@ class PolicyNode(Node):
 
         torch.set_num_threads(self.config.num_threads)
         try:
-            policy = DiffusionPolicyRunner.load(self.model_dir, encoder_sha256=encoder_sha256)
+            policy = DiffusionPolicyRunner.load(self.model_dir, encoder_sha256=encoder_sha256,
+                                                samples_per_chunk=self.config.samples_per_chunk)
         except (EncoderMismatchError, FileNotFoundError, ValueError) as e:
             self._refuse(e)
             return
