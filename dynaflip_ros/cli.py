@@ -30,6 +30,7 @@ VERBS: dict[str, str] = {
     "train-encoder": "dynaflip_ros.encoder.cli",
     "export": "dynaflip_ros.export.cli",
     "train-policy": "dynaflip_ros.policies.cli",
+    "ensemble-policy": "dynaflip_ros.policies.ensemble_cli",
     "eval": "dynaflip_ros.eval.cli",
     "probe": "dynaflip_ros.eval.probe_cli",
     "privileged": "dynaflip_ros.eval.privileged_cli",

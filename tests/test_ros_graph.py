@@ -77,7 +77,18 @@ def tiny_models(tmp_path_factory):
                                                "min": -np.ones(d, np.float32), "max": np.ones(d, np.float32)}}
     mc = DiffusionModelConfig(down_dims=(16, 32), n_groups=8, diffusion_step_embed_dim=16, num_inference_steps=3)
     DiffusionPolicyRunner.create(mc, d, stats, 10.0, manifest, seed=0).save(root / "policy")
+    torch.manual_seed(1)  # a second member for the checkpoint ensemble (other initial weights)
+    DiffusionPolicyRunner.create(mc, d, stats, 10.0, manifest, seed=1).save(root / "policy_b")
     return root / "encoder", root / "policy", manifest.weights_sha256
+
+
+@pytest.fixture(scope="module")
+def tiny_ensemble(tiny_models):
+    """A checkpoint ensemble (policies.checkpoint_ensemble) of the two tiny policies."""
+    from dynaflip_ros.policies.checkpoint_ensemble import write_ensemble
+
+    _enc, policy_dir, _sha = tiny_models
+    return write_ensemble([policy_dir, policy_dir.with_name("policy_b")], policy_dir.with_name("policy_ensemble"))
 
 
 _ENCODER_PROBE = textwrap.dedent(r"""
@@ -209,10 +220,13 @@ class _Probe:
 
 
 @pytest.mark.slow
-def test_graph_smoke_one_episode(tiny_models, tmp_path, monkeypatch, capsys):
+def test_graph_smoke_one_episode(tiny_models, tiny_ensemble, tmp_path, monkeypatch, capsys):
+    """The whole graph for one episode, its policy a checkpoint ensemble (as the shipped one)."""
     from dynaflip_ros.cli import main
+    from dynaflip_ros.encoder.manifest import sha256_file
 
-    enc_dir, policy_dir, sha = tiny_models
+    enc_dir, _single, sha = tiny_models
+    policy_dir = tiny_ensemble
     domain = _domain_id()
     monkeypatch.setenv("ROS_DOMAIN_ID", domain)
     results = tmp_path / "results.json"
@@ -247,7 +261,8 @@ def test_graph_smoke_one_episode(tiny_models, tmp_path, monkeypatch, capsys):
     assert ep["target"] == ep["objects"][0] and 2 <= len(ep["objects"]) <= 4 and ep["instruction"]
     assert list(res["summary"]["by_target"]) == [ep["target"]]
     assert probe.instructions and probe.instructions[-1] == ep["instruction"]  # latched by the sim cell
-    assert res["provenance"]["encoder"]["weights_sha256"] == sha and len(res["models"]["policy"]) == 64
+    assert res["provenance"]["encoder"]["weights_sha256"] == sha
+    assert res["models"]["policy"] == sha256_file(policy_dir / "ensemble.json")  # the ensemble's identity
     assert sum(res["summary"]["outcomes"].values()) == 1
     for stage in ("capture", "image_transport", "encode", "embedding_transport", "policy", "command"):
         st = res["summary"]["latency_ms"][stage]

@@ -134,7 +134,7 @@ class EncoderNodeConfig:
 class PolicyNodeConfig:
     """Node `policy`: (embedding, joint state) -> action chunk (JointTrajectory) at <= 10 Hz.
 
-    model_dir: policy artifact dir (`policies.diffusion.DiffusionPolicyRunner.load`).
+    model_dir: policy checkpoint or checkpoint-ensemble dir (`policies.checkpoint_ensemble.load_policy`).
     n_action_steps: replan once this many actions of the current chunk are due (0: the
         policy's own `n_action_steps`); between replans observations only feed the policy's
         observation history.

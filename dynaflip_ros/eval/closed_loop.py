@@ -44,19 +44,21 @@ OnChunk = Callable[[int, float, np.ndarray, np.ndarray], None]
 
 def load_encoder_and_policy(encoder_dir, policy_dir, *, backend: str = "onnxruntime", threads: int = 1,
                             seed: int | None = None, samples_per_chunk: int = 1):
-    """(encoder backend, `DiffusionPolicyRunner`) of an exported encoder and a policy trained on
-    it, with `threads` torch / ONNX Runtime threads and `samples_per_chunk` chunks averaged per
-    prediction. Raises the loaders' errors (EncoderMismatchError when the policy was trained on
-    another encoder; ValueError for samples_per_chunk outside 1..64)."""
+    """(encoder backend, policy) of an exported encoder and a policy trained on it: a
+    `DiffusionPolicyRunner`, or a `CheckpointEnsemble` for an ensemble directory
+    (`policies.checkpoint_ensemble.load_policy`), with `threads` torch / ONNX Runtime threads and
+    `samples_per_chunk` chunks averaged per prediction. Raises the loaders' errors
+    (EncoderMismatchError when the policy was trained on another encoder; ValueError for
+    samples_per_chunk outside 1..64)."""
     import torch
 
     from dynaflip_ros.inference.factory import load_encoder_backend
-    from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
+    from dynaflip_ros.policies.checkpoint_ensemble import load_policy
 
     torch.set_num_threads(threads)
     encoder = load_encoder_backend(str(encoder_dir), backend=backend, onnxruntime_options={"intra_op_num_threads": threads})
-    policy = DiffusionPolicyRunner.load(str(policy_dir), encoder_sha256=encoder.manifest.weights_sha256, seed=seed,
-                                        samples_per_chunk=samples_per_chunk)
+    policy = load_policy(str(policy_dir), encoder_sha256=encoder.manifest.weights_sha256, seed=seed,
+                         samples_per_chunk=samples_per_chunk)
     return encoder, policy
 
 

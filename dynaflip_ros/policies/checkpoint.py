@@ -214,10 +214,16 @@ def load_init(
 ) -> tuple[DiffusionPolicyRunner, dict[str, Any]]:
     """The policy checkpoint at `init_dir` (files verified) and what policy.json records of it.
 
-    Raises FileNotFoundError (no checkpoint) and PolicyCheckpointError when its architecture
+    Raises FileNotFoundError (no checkpoint) and PolicyCheckpointError for a checkpoint ensemble
+    (start from one member) and when its architecture
     (ARCHITECTURE_FIELDS), image embedding width or instruction width differs from this run's,
     or with init_stats "keep" its normalisation modes differ."""
+    from dynaflip_ros.policies.checkpoint_ensemble import is_ensemble
+
     init_dir = Path(init_dir)
+    if is_ensemble(init_dir):
+        raise PolicyCheckpointError(f"--init {init_dir} is a checkpoint ensemble (ensemble.json): start from one "
+                                    f"of its members, e.g. --init {init_dir / 'member_0'}")
     meta = DiffusionPolicyRunner.read_metadata(init_dir)
     theirs = DiffusionPolicyRunner.model_config_of(meta, str(init_dir / POLICY_JSON))
     fields = ARCHITECTURE_FIELDS + (NORMALIZATION_FIELDS if init_stats == "keep" else ())

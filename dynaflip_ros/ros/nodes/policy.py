@@ -119,14 +119,15 @@ def _preimport() -> None:
 
 
 class PolicyNode(Node):
-    """Runs a `DiffusionPolicyRunner` on embeddings + joint states. Raises ConfigError on bad
-    parameters and FileNotFoundError when `model_dir` does not exist."""
+    """Runs a `DiffusionPolicyRunner` (or a `CheckpointEnsemble` of them) on embeddings + joint
+    states. Raises ConfigError on bad parameters and FileNotFoundError when `model_dir` does not
+    exist."""
 
     def __init__(self, node_name: str = "policy") -> None:
         super().__init__(node_name, **node_kwargs())
         self.config = load_node_config(self, PolicyNodeConfig)
         self.model_dir = resolve_path(self.config.model_dir)
-        self.policy = None  # DiffusionPolicyRunner once the encoder is known
+        self.policy = None  # DiffusionPolicyRunner / CheckpointEnsemble once the encoder is known
         self.schedule: ReplanSchedule | None = None
         self.refused_reason = ""
         self.chunks_published = 0
@@ -188,14 +189,14 @@ class PolicyNode(Node):
 
     def _load(self, encoder_sha256: str) -> None:
         self._preload.join()  # never import torch / LeRobot from two threads at once
-        from dynaflip_ros.policies.diffusion import DiffusionPolicyRunner
+        from dynaflip_ros.policies.checkpoint_ensemble import load_policy
 
         import torch
 
         torch.set_num_threads(self.config.num_threads)
-        try:
-            policy = DiffusionPolicyRunner.load(self.model_dir, encoder_sha256=encoder_sha256,
-                                                samples_per_chunk=self.config.samples_per_chunk)
+        try:  # a policy checkpoint or an ensemble of them (policies.checkpoint_ensemble)
+            policy = load_policy(self.model_dir, encoder_sha256=encoder_sha256,
+                                 samples_per_chunk=self.config.samples_per_chunk)
         except (EncoderMismatchError, FileNotFoundError, ValueError) as e:
             self._refuse(e)
             return
