@@ -109,6 +109,15 @@ def test_write_ensemble_refuses_bad_members(members, tmp_path):
     with pytest.raises(PolicyCheckpointError, match="n_action_steps"):
         write_ensemble([dirs[0], other_chunk], tmp_path / "mixed")
     assert not (tmp_path / "mixed").exists() and not (tmp_path / "mixed.tmp").exists()
+    # a damaged member file is caught while copying; nothing is left behind
+    import shutil
+
+    damaged = shutil.copytree(dirs[1], tmp_path / "damaged")
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(PolicyCheckpointError, match="damaged member"):
+        write_ensemble([dirs[0], damaged], tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists() and not (tmp_path / "mixed.tmp").exists()
     # an existing --out survives a refused write
     good = write_ensemble(dirs, tmp_path / "keep")
     before = (good / "ensemble.json").read_bytes()

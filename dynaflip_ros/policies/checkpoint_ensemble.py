@@ -84,19 +84,24 @@ def write_ensemble(members: list[str | Path], out: str | Path) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    names, shas = [], {}
-    for i, d in enumerate(dirs):
-        name = f"member_{i}"
-        files = list(DiffusionPolicyRunner.read_metadata(d)["files_sha256"]) + [POLICY_JSON]
-        files += [TRAIN_LOG] if (d / TRAIN_LOG).is_file() else []
-        (tmp / name).mkdir()
-        for f in files:  # the checkpoint and its training log (not trainer checkpoints)
-            shutil.copy2(d / f, tmp / name / f)
-        names.append(name)
-        shas[name] = sha256_file(tmp / name / POLICY_JSON)
-    doc = {"format": ENSEMBLE_FORMAT, "members": names, "members_policy_json_sha256": shas,
-           "sources": [str(d) for d in dirs]}
-    (tmp / ENSEMBLE_JSON).write_text(json.dumps(doc, indent=1) + "\n")
+    try:
+        names, shas = [], {}
+        for i, d in enumerate(dirs):
+            name = f"member_{i}"
+            recorded = DiffusionPolicyRunner.read_metadata(d)["files_sha256"]
+            (tmp / name).mkdir()
+            for f in [*recorded, POLICY_JSON] + ([TRAIN_LOG] if (d / TRAIN_LOG).is_file() else []):
+                shutil.copy2(d / f, tmp / name / f)  # the checkpoint and its training log
+                if f in recorded and sha256_file(tmp / name / f) != recorded[f]:
+                    raise PolicyCheckpointError(f"{d / f}: sha256 differs from {d / POLICY_JSON} (damaged member)")
+            names.append(name)
+            shas[name] = sha256_file(tmp / name / POLICY_JSON)
+        doc = {"format": ENSEMBLE_FORMAT, "members": names, "members_policy_json_sha256": shas,
+               "sources": [str(d) for d in dirs]}
+        (tmp / ENSEMBLE_JSON).write_text(json.dumps(doc, indent=1) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
