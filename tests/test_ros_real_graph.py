@@ -57,6 +57,8 @@ def test_real_cell_graph_drives_the_loopback_arm(tmp_path):
     params["ur3_driver"]["ros__parameters"]["max_chunk_age_s"] = 3.0
     params["policy"]["ros__parameters"]["max_observation_age_s"] = 3.0
     params["policy"]["ros__parameters"]["max_joint_state_age_s"] = 3.0
+    # and the shipped policy's chunks cheaply: one torch thread, one sample per ensemble member
+    params["policy"]["ros__parameters"].update(num_threads=1, samples_per_chunk=1)
     cell = tmp_path / "cell.yaml"
     cell.write_text(yaml.safe_dump(params))
     domain = str(150 + (os.getpid() * 7 + next(_domains)) % 80)
