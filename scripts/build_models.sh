@@ -7,8 +7,8 @@
 #      table / floor colours and camera pose (train-split objects)   -> outputs/pretrain
 #      (1 and 2 run side by side, one core each; 2 logs to outputs/logs/build_pretrain_record.log)
 #   3. DynaFLIP encoder pre-training on (2)                          -> outputs/encoder
-#   4. optional (FINETUNE_STEPS > 0): DynaFLIP fine-tune of (3) on the
-#      policy demos (1) (--init)                                     -> outputs/encoder_ft
+#   4. DynaFLIP fine-tune of (3) on the policy demos (1) (--init;
+#      FINETUNE_STEPS=0 skips it)                                    -> outputs/encoder_ft
 #   5. ONNX export with the parity gate at a 192 x 192 input with
 #      24 x 24 patch tokens of the stride-8 stage (docs/method.md §1),
 #      and a linear probe of its embeddings on (1)                   -> models/encoder, outputs/eval/probe.json
@@ -31,7 +31,7 @@ export PATH="$root/.venv/bin:$PATH"
 DEMO_EPISODES="${DEMO_EPISODES:-1200}"          # policy demos (nominal scenes), seeds 0..
 PRETRAIN_EPISODES="${PRETRAIN_EPISODES:-600}"   # encoder pre-training episodes (randomised), seeds 200000..
 ENCODER_STEPS="${ENCODER_STEPS:-1500}"
-FINETUNE_STEPS="${FINETUNE_STEPS:-0}"          # encoder fine-tune on the policy demos (0: none)
+FINETUNE_STEPS="${FINETUNE_STEPS:-500}"        # encoder fine-tune on the policy demos (0: none)
 POLICY_SEEDS="${POLICY_SEEDS:-0 1}"             # one policy per training seed; two or more: an ensemble
 POLICY_STEPS="${POLICY_STEPS:-10000}"
 EVAL_EPISODES="${EVAL_EPISODES:-50}"
