@@ -22,6 +22,14 @@ NOISE_SCHEDULERS = ("DDPM", "DDIM")
 # the setting measured in docs/results.md (issue 10, eleventh round).
 DEFAULT_SAMPLES_PER_CHUNK = 8
 MAX_SAMPLES_PER_CHUNK = 64
+
+
+def check_samples_per_chunk(k) -> int:
+    """k as an int; raises ValueError unless it is an integer in 1..MAX_SAMPLES_PER_CHUNK."""
+    integer = not isinstance(k, bool) and hasattr(k, "__index__")  # int, numpy integers; not bool / float / str
+    if not integer or not 1 <= k <= MAX_SAMPLES_PER_CHUNK:
+        raise ValueError(f"samples_per_chunk must be an integer in 1..{MAX_SAMPLES_PER_CHUNK}, got {k!r}")
+    return int(k)
 PREDICTION_TYPES = ("epsilon", "sample")
 ACTION_FRAMES = ("absolute", "relative", "tcp_relative")
 INIT_STATS = ("recompute", "keep")

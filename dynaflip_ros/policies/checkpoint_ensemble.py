@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dynaflip_ros.configs.policy import MAX_SAMPLES_PER_CHUNK
+from dynaflip_ros.configs.policy import check_samples_per_chunk
 from dynaflip_ros.encoder.manifest import sha256_file
 from dynaflip_ros.policies.base import ActionChunk, PolicyCheckpointError, PolicyObservation
 from dynaflip_ros.policies.diffusion import POLICY_JSON, DiffusionPolicyRunner
@@ -50,23 +50,26 @@ def is_ensemble(directory: str | Path) -> bool:
     return (Path(directory) / ENSEMBLE_JSON).is_file()
 
 
-def _signature(directory: Path) -> dict[str, Any]:
-    """What a member's chunks depend on besides its weights (its policy.json)."""
-    meta = DiffusionPolicyRunner.read_metadata(directory)
+def _signature(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """What a member's chunks depend on besides its weights (from its policy.json `meta`)."""
     model = DiffusionPolicyRunner.model_config_of(meta, str(directory / POLICY_JSON))
     text = meta.get("text_encoder") or {}
     return {"encoder_sha256": meta["encoder"]["weights_sha256"], "text_encoder_sha256": text.get("weights_sha256"),
             **{k: meta[k] for k in _SHARED_META}, **{k: getattr(model, k) for k in _SHARED_MODEL}}
 
 
-def _check_compatible(dirs: list[Path]) -> None:
-    first = _signature(dirs[0])
-    for d in dirs[1:]:
-        other = _signature(d)
+def _read_compatible(dirs: list[Path]) -> list[dict[str, Any]]:
+    """Each member's policy.json, read once; raises PolicyCheckpointError when two members differ
+    in what makes their chunks comparable (and the errors of `read_metadata`)."""
+    metas = [DiffusionPolicyRunner.read_metadata(d) for d in dirs]
+    first = _signature(dirs[0], metas[0])
+    for d, meta in zip(dirs[1:], metas[1:]):
+        other = _signature(d, meta)
         diff = sorted(k for k in first if first[k] != other[k])
         if diff:
             raise PolicyCheckpointError(f"ensemble members {dirs[0]} and {d} differ in {diff}: "
                                         "members must be the same recipe on the same encoder")
+    return metas
 
 
 def write_ensemble(members: list[str | Path], out: str | Path) -> Path:
@@ -80,15 +83,15 @@ def write_ensemble(members: list[str | Path], out: str | Path) -> Path:
         raise ValueError(f"an ensemble needs at least 2 members, got {len(dirs)}")
     if any(d.resolve() == out.resolve() for d in dirs):
         raise ValueError(f"--out {out} is one of the members")
-    _check_compatible(dirs)
+    metas = _read_compatible(dirs)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         names, shas = [], {}
-        for i, d in enumerate(dirs):
+        for i, (d, meta) in enumerate(zip(dirs, metas)):
             name = f"member_{i}"
-            recorded = DiffusionPolicyRunner.read_metadata(d)["files_sha256"]
+            recorded = meta["files_sha256"]
             (tmp / name).mkdir()
             for f in [*recorded, POLICY_JSON] + ([TRAIN_LOG] if (d / TRAIN_LOG).is_file() else []):
                 shutil.copy2(d / f, tmp / name / f)  # the checkpoint and its training log
@@ -127,10 +130,9 @@ class CheckpointEnsemble:
     @samples_per_chunk.setter
     def samples_per_chunk(self, k: int) -> None:
         """k in total: ceil(k / M) per member. Raises ValueError unless k is an int in 1..64."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_SAMPLES_PER_CHUNK:
-            raise ValueError(f"samples_per_chunk must be an integer in 1..{MAX_SAMPLES_PER_CHUNK}, got {k!r}")
+        per_member = -(-check_samples_per_chunk(k) // len(self.members))
         for member in self.members:
-            member.samples_per_chunk = -(-int(k) // len(self.members))
+            member.samples_per_chunk = per_member
 
     # ---- the runner's read-only facts: member 0's, shared by construction ----------------------
     def __getattr__(self, name: str):
@@ -194,8 +196,8 @@ class CheckpointEnsemble:
                 raise FileNotFoundError(f"{d / POLICY_JSON} missing from the ensemble")
             if sha256_file(d / POLICY_JSON) != shas[d.name]:
                 raise PolicyCheckpointError(f"{d / POLICY_JSON}: sha256 differs from {ENSEMBLE_JSON}")
-        _check_compatible(dirs)
-        if text_encoder is None and DiffusionPolicyRunner.read_metadata(dirs[0]).get("text_encoder"):
+        metas = _read_compatible(dirs)
+        if text_encoder is None and metas[0].get("text_encoder"):
             from dynaflip_ros.policies.language import MiniLMTextEncoder
 
             text_encoder = MiniLMTextEncoder()  # one text model for every member

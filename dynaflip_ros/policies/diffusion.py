@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from dynaflip_ros.configs.io import from_dict, to_dict
-from dynaflip_ros.configs.policy import MAX_SAMPLES_PER_CHUNK, DiffusionModelConfig
+from dynaflip_ros.configs.policy import DiffusionModelConfig, check_samples_per_chunk
 from dynaflip_ros.data import schema
 from dynaflip_ros.encoder.manifest import (
     EncoderArtifactError,
@@ -287,10 +287,8 @@ class DiffusionPolicyRunner:
 
     @samples_per_chunk.setter
     def samples_per_chunk(self, k: int) -> None:
-        """Raises ValueError unless k is an int in 1..MAX_SAMPLES_PER_CHUNK."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_SAMPLES_PER_CHUNK:
-            raise ValueError(f"samples_per_chunk must be an integer in 1..{MAX_SAMPLES_PER_CHUNK}, got {k!r}")
-        self._samples_per_chunk = int(k)
+        """Raises ValueError unless k is an int in 1..64 (`configs.policy.check_samples_per_chunk`)."""
+        self._samples_per_chunk = check_samples_per_chunk(k)
 
     @property
     def dt_s(self) -> float:
