@@ -234,7 +234,7 @@ def test_report_summary_keys_json_and_text(tmp_path):
     s = report.summary()
     assert set(s) == {"episodes", "success_rate", "success_ci95", "wrong_object_rate", "wrong_object_ci95",
                       "timeout_rate", "timeout_ci95", "safety_stop_rate", "safety_stop_ci95", "outcomes", "by_target",
-                      "swap_pairs", "swap_pairs_correct", "swap_accuracy", "swap_accuracy_ci95", "latency_ms",
+                      "swap_pairs", "swap_pairs_correct", "swap_accuracy", "swap_accuracy_ci95", "latency_ms", "action_age_ms",
                       "first_grasp_xy_error_m"}
     assert s["first_grasp_xy_error_m"] is None  # no episode recorded a grasp
     assert s["episodes"] == 3 and s["success_rate"] == pytest.approx(1 / 3)

@@ -20,14 +20,16 @@ wildcards), https://docs.ros.org/en/jazzy/How-To-Guides/Node-arguments.html ; la
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from dynaflip_ros.configs.io import ConfigError, from_dict
+from dynaflip_ros.configs.io import ConfigError, from_dict, to_dict
 from dynaflip_ros.errors import UserError
 
 
@@ -82,6 +84,72 @@ def sub_parameters(params: dict[str, Any], prefix: str) -> dict[str, Any]:
     """The entries of flat `params` below `prefix.` (prefix stripped)."""
     n = len(prefix) + 1
     return {k[n:]: v for k, v in params.items() if k.startswith(prefix + ".")}
+
+
+def leaf_fields(cls: type, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted field name -> (type hint, default value) of every non-dataclass field of the
+    dataclass `cls` (nested dataclasses become dotted names: `safety.speed_scale`)."""
+    hints = typing.get_type_hints(cls)
+    default = cls()
+    out: dict[str, tuple[Any, Any]] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        value = getattr(default, f.name)
+        if dataclasses.is_dataclass(hint):
+            out.update(leaf_fields(hint, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = (hint, to_dict(value) if dataclasses.is_dataclass(value) else value)
+    return out
+
+
+def from_parameter_value(name: str, value: Any, hint: Any, default: Any) -> Any:
+    """ROS parameter value -> the shape and scalar type of the dataclass field: a flat array
+    back into equal-length tuples (`joint_limits_rad`, row-major), ints into floats. Raises
+    ConfigError when a flat array does not divide into the field's tuples."""
+    if isinstance(value, (list, tuple)) and isinstance(default, (tuple, list)) and default:
+        if all(isinstance(v, (tuple, list)) for v in default):
+            width = len(default[0])
+            if any(len(v) != width for v in default) or len(value) % width:
+                raise ConfigError(f"parameter {name}: expected a flat list of {width}-tuples "
+                                  f"(row-major), got {len(value)} values")
+            value = [list(value[i:i + width]) for i in range(0, len(value), width)]
+    # A YAML `10` for a float field arrives as an int: coerce (also inside tuples).
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, list) and typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if args and all(a is float for a in args if a is not Ellipsis):
+            return [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+    return value
+
+
+def nest_parameters(cls: type, params: dict[str, Any], where: str, ignore: Callable[[str], bool] = lambda n: False
+                    ) -> dict[str, Any]:
+    """Flat dotted parameters (as a node holds them) -> the nested dict `configs.io.from_dict`
+    reads for the dataclass `cls`, values in the fields' shapes (`from_parameter_value`).
+    Raises ConfigError naming every parameter `cls` has no field for (except those `ignore`s)."""
+    leaves = leaf_fields(cls)
+    unknown = sorted(n for n in params if n not in leaves and not ignore(n))
+    if unknown:
+        raise ConfigError(f"{where}: unknown parameters {unknown} for {cls.__name__}; valid: {sorted(leaves)}")
+    out: dict[str, Any] = {}
+    for name, (hint, default) in leaves.items():
+        if name not in params:
+            continue
+        d = out
+        *parents, leaf = name.split(".")
+        for p in parents:
+            d = d.setdefault(p, {})
+        d[leaf] = from_parameter_value(name, params[name], hint, default)
+    return out
+
+
+def node_config(cls: type, doc: dict[str, Any], node_name: str):
+    """The config dataclass `cls` of node `node_name` as a params file `doc` sets it, read as the
+    node reads its parameters (defaults <- the file; `nest_parameters`), without ROS. Raises
+    ConfigError on unknown or invalid values, LaunchArgumentError on a malformed section."""
+    where = f"params file section {node_name!r}"
+    return from_dict(cls, nest_parameters(cls, node_parameters(doc, node_name), where), where)
 
 
 def effective_config(cls: type, file_values: dict[str, Any], overrides: dict[str, Any], where: str):

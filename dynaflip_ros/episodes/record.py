@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,11 +83,14 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
 
 def counter_delta(start: Any, end: Any) -> Any:
-    """end - start for every integer counter of two (nested) counter dicts; other values from
-    end. Used for per-episode shares of cumulative counters (SafeArm, servo loop)."""
+    """end - start for every integer counter of two (nested) counter dicts, element-wise in
+    lists of equal length (histograms); other values from end. Used for per-episode shares of
+    cumulative counters (SafeArm, servo loop, `robot.action_age`)."""
     if isinstance(end, dict):
         start = start if isinstance(start, dict) else {}
         return {k: counter_delta(start.get(k), v) for k, v in end.items()}
+    if isinstance(end, list) and isinstance(start, list) and len(start) == len(end):
+        return [counter_delta(a, b) for a, b in zip(start, end)]
     if isinstance(end, int) and not isinstance(end, bool) and isinstance(start, int) and not isinstance(start, bool):
         return end - start
     return end
@@ -109,7 +113,10 @@ class EpisodeRecord:
     from the TCP to the target's grasp point when the first closing began (None without a
     closing); approach_end_xy_error_m: the same distance 0.6 s before that closing, where the
     scripted expert's approach ends above the object (None without a closing or when the
-    episode closed sooner); all three lock-step only (`eval.closed_loop.GraspMonitor`).
+    episode closed sooner); all three lock-step and in-process real time only
+    (`eval.closed_loop.GraspMonitor`). action_age: this episode's histogram of the executed
+    actions' ages (`robot.action_age`: servo-tick counts per 50 ms bin, ticks with nothing to
+    follow); action_age_ms its summary (`summarize_action_age`).
     """
 
     episode: int
@@ -131,9 +138,13 @@ class EpisodeRecord:
     grasps: int | None = None
     first_grasp_xy_error_m: float | None = None
     approach_end_xy_error_m: float | None = None
+    action_age: dict[str, Any] | None = None
+    action_age_ms: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.outcome = Outcome(self.outcome)
+        if self.action_age is not None and self.action_age_ms is None:
+            self.action_age_ms = summarize_action_age(self.action_age)
         if self.objects is not None:
             self.objects = [str(o) for o in self.objects]
 
@@ -246,6 +257,7 @@ class EvalReport:
             "swap_accuracy": k_pairs / n_pairs if n_pairs else None,
             "swap_accuracy_ci95": list(wilson_interval(k_pairs, n_pairs)) if n_pairs else None,
             "latency_ms": latency_summary(self._samples_ms),
+            "action_age_ms": action_age_summary(self.episodes),
             "first_grasp_xy_error_m": grasp_error_summary(self.episodes),
         }
 
@@ -264,6 +276,49 @@ class EvalReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(json_safe(self.to_dict()), indent=2, allow_nan=False) + "\n")
         return path
+
+
+def summarize_action_age(snapshot: Mapping[str, Any] | None) -> dict[str, float | int | None] | None:
+    """A `robot.action_age.ActionAgeMonitor` snapshot (or the difference of two) ->
+    {"n": ticks with an action, "dry_ticks",
+    "dry_share": dry / all ticks, "mean", "p50", "p95", "max_bin"} in ms; percentiles are the
+    upper edge of the bin that holds them (conservative, `bin_ms` resolution; inf in the last
+    bin). None for None or a snapshot without bins."""
+    if not snapshot or not snapshot.get("bins"):
+        return None
+    bins = np.asarray(snapshot["bins"], dtype=np.int64)
+    width = float(snapshot["bin_ms"])
+    n, dry = int(bins.sum()), int(snapshot.get("dry_ticks", 0))
+    edges = width * np.arange(1, len(bins) + 1, dtype=float)
+    edges[-1] = math.inf
+
+    def percentile(q: float) -> float | None:
+        if n == 0:
+            return None
+        return float(edges[int(np.searchsorted(np.cumsum(bins), q * n, side="left"))])
+
+    return {"n": n, "dry_ticks": dry, "dry_share": dry / (n + dry) if n + dry else None,
+            "mean": snapshot.get("sum_us", 0) / 1e3 / n if n else None,
+            "p50": percentile(0.5), "p95": percentile(0.95),
+            "max_bin": float(edges[int(np.flatnonzero(bins)[-1])]) if n else None}
+
+
+def action_age_summary(records: Iterable[EpisodeRecord]) -> dict[str, Any] | None:
+    """`summarize_action_age` of the episodes' histograms added up (None when no episode has
+    one)."""
+    total = None
+    for r in records:
+        h = r.action_age
+        if not h or not h.get("bins"):
+            continue
+        if total is None:
+            total = {"bin_ms": h.get("bin_ms"), "bins": list(h["bins"]), "sum_us": h.get("sum_us", 0),
+                     "dry_ticks": h.get("dry_ticks", 0)}
+        else:
+            total["bins"] = [a + b for a, b in zip(total["bins"], h["bins"])]
+            total["sum_us"] += h.get("sum_us", 0)
+            total["dry_ticks"] += h.get("dry_ticks", 0)
+    return summarize_action_age(total)
 
 
 def grasp_error_summary(records: Iterable[EpisodeRecord]) -> dict[str, Any] | None:
@@ -349,6 +404,11 @@ def format_summary(report: Mapping[str, Any], path: str | Path | None = None) ->
         if g.get("approach_end_median") is not None:
             lines.append(f"  0.6 s before that closing (the end of the approach): median {cm(g['approach_end_median'])}, "
                          f"p90 {cm(g['approach_end_p90'])}")
+    age = s.get("action_age_ms")
+    if age and age.get("n"):
+        lines.append(f"executed actions' age (servo ticks since their image): p50 <= {age['p50']:.0f} ms, "
+                     f"p95 <= {age['p95']:.0f} ms, mean {age['mean']:.0f} ms; nothing to follow in "
+                     f"{100 * (age['dry_share'] or 0):.1f} % of {age['n'] + age['dry_ticks']} ticks")
     lines.append(f"{'stage':<22}{'n':>7}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
     for stage, st in s["latency_ms"].items():
         lines.append(f"{stage:<22}{st['n']:>7}{st['p50']:>10.2f}{st['p95']:>10.2f}{st['p99']:>10.2f}")

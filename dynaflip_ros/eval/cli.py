@@ -14,6 +14,8 @@ EPILOG = """examples:
       --seed 100000 --out outputs/eval.json
   dynaflip eval --sim --encoder models/encoder --policy models/policy --swap-pairs 10
   dynaflip eval --sim --encoder models/encoder --policy models/policy --episodes 20 --swap-pairs 10
+  dynaflip eval --sim --encoder models/encoder --policy models/policy --episodes 40 \
+      --modes lockstep,realtime,ros --cpu-load 1 --out outputs/eval/modes.json
   dynaflip eval --sim --encoder models/encoder --policy models/policy --episodes 20 --objects 1 \
       --object-pool "red cube,green cylinder,blue bar,yellow ball"    # the single-object task
 
@@ -31,6 +33,18 @@ the same layout, each time naming another object of the table (both drawn by the
 is correct when both runs succeed. swap_accuracy (share of correct pairs, Wilson 95 % CI) and
 the pairs go into the record. With --swap-pairs only the pairs run unless --episodes is given
 too. For the real-time check through the ROS 2 graph use `dynaflip launch pick_into_sink --sim`.
+
+--modes lockstep,realtime,ros (where deployment loses success): the same seeds lock-step, in real
+time in this process without ROS (physics and the servo loop in a thread that follows the wall
+clock, camera -> encoder -> policy in the main thread; eval/realtime.py) and through the ROS 2
+graph (the processes of `dynaflip launch pick_into_sink --sim`), with the graph's params file
+(config/pick_into_sink.yaml) for the driver and camera settings of both real-time modes and the
+flags here for the models. --cpu-load N keeps N other processes busy (one core each) during all
+modes. The record (default outputs/eval/modes_<UTC time>.json) holds under `modes` each mode's
+success_rate (Wilson 95 %), watchdog_trips, action_age_ms (how old the executed actions were:
+servo ticks since the image they were planned from), latency_ms and its whole evaluation record,
+and under `paired` each pair of modes compared seed by seed (McNemar). Episode time-outs are
+simulated seconds in lock-step and realtime, wall seconds in the graph (its episode manager).
 """ + exit_codes_epilog()
 
 
@@ -73,6 +87,13 @@ def register(subparsers) -> None:
     episodes.add_argument("--object-pool", default=None, metavar="NAMES",
                           help="comma-separated catalogue objects the episodes draw from (default: the train split), "
                                "e.g. 'red cube,green cylinder,blue bar,yellow ball' (the original single-object cell)")
+    modes = p.add_argument_group("real time (where deployment loses success)")
+    modes.add_argument("--modes", default=None, metavar="LIST",
+                       help="comma-separated: lockstep, realtime (one process, no ROS), ros (the ROS 2 graph); "
+                            "runs the same seeds each way and writes one record with every mode (default: lockstep only, "
+                            "the plain record)")
+    modes.add_argument("--cpu-load", type=int, default=0, metavar="N",
+                       help="keep N busy processes (one core each) running during the modes (default 0)")
     output = p.add_argument_group("output")
     output.add_argument("--out", metavar="PATH",
                         help="write the evaluation record (JSON) here (default outputs/eval/lockstep_<UTC time>.json)")
@@ -116,22 +137,19 @@ def sim_config_for(objects: int | None, object_pool: str | None):
     return SimConfig(**kwargs)
 
 
-def run(args: argparse.Namespace) -> int:
+def load_models(args: argparse.Namespace):
+    """(encoder, policy, replan_steps) of the flags: the models loaded with --backend / --threads
+    / --samples-per-chunk, replan_steps from --n-action-steps (None: the whole chunk), the policy
+    wrapped in a temporal ensemble with --temporal-ensemble-coeff. Raises UserError on bad flags."""
     from pathlib import Path
 
     from dynaflip_ros.configs.policy import MAX_SAMPLES_PER_CHUNK
     from dynaflip_ros.errors import UserError
+    from dynaflip_ros.eval.closed_loop import load_encoder_and_policy
 
-    episodes = episode_count(args.episodes, args.swap_pairs)
-    sim_config = sim_config_for(args.objects, args.object_pool)
     for flag, path in (("--encoder", args.encoder), ("--policy", args.policy)):
         if not Path(path).is_dir():
             raise UserError(f"{flag}: not a directory: {path}")
-    from dynaflip_ros.episodes.record import (
-        EvalReport, default_results_path, format_episode, format_pair, format_summary,
-    )
-    from dynaflip_ros.eval.closed_loop import evaluate_in_sim, load_encoder_and_policy
-
     if not 1 <= args.samples_per_chunk <= MAX_SAMPLES_PER_CHUNK:
         raise UserError(f"--samples-per-chunk must be in 1..{MAX_SAMPLES_PER_CHUNK}, got {args.samples_per_chunk}")
     encoder, policy = load_encoder_and_policy(args.encoder, args.policy, backend=args.backend, threads=args.threads,
@@ -149,15 +167,37 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--temporal-ensemble-coeff must be finite and queries the policy at every step: "
                             "leave --n-action-steps at 0 (or 1)")
         policy, replan_steps = TemporallyEnsembledPolicy(policy, args.temporal_ensemble_coeff), 1
+    return encoder, policy, replan_steps
 
+
+def run_config(args: argparse.Namespace, episodes: int, replan_steps: int | None, chunk_len: int) -> dict:
+    """The settings an evaluation record keeps under `config`."""
+    return {"episodes": episodes, "swap_pairs": args.swap_pairs, "seed": args.seed,
+            "max_duration_s": args.episode_timeout_s, "backend": args.backend,
+            "objects": args.objects, "object_pool": args.object_pool,
+            "n_action_steps": replan_steps or chunk_len,
+            "temporal_ensemble_coeff": args.temporal_ensemble_coeff,
+            "samples_per_chunk": args.samples_per_chunk, "threads": args.threads,
+            "encoder": str(args.encoder), "policy": str(args.policy)}
+
+
+def run(args: argparse.Namespace) -> int:
+    from dynaflip_ros.errors import UserError
+
+    episodes = episode_count(args.episodes, args.swap_pairs)
+    sim_config = sim_config_for(args.objects, args.object_pool)
+    if args.modes is not None:
+        return run_modes(args, episodes, sim_config)
+    if args.cpu_load:
+        raise UserError("--cpu-load applies to --modes runs only")
+    from dynaflip_ros.episodes.record import (
+        EvalReport, default_results_path, format_episode, format_pair, format_summary,
+    )
+    from dynaflip_ros.eval.closed_loop import evaluate_in_sim
+
+    encoder, policy, replan_steps = load_models(args)
     report = EvalReport(
-        mode="lockstep", config={"episodes": episodes, "swap_pairs": args.swap_pairs, "seed": args.seed,
-                                 "max_duration_s": args.episode_timeout_s, "backend": args.backend,
-                                 "objects": args.objects, "object_pool": args.object_pool,
-                                 "n_action_steps": replan_steps or chunk_len,
-                                 "temporal_ensemble_coeff": args.temporal_ensemble_coeff,
-                                 "samples_per_chunk": args.samples_per_chunk,
-                                 "encoder": str(args.encoder), "policy": str(args.policy)},
+        mode="lockstep", config=run_config(args, episodes, replan_steps, policy.model_config.n_action_steps),
         models={"encoder": encoder.manifest.weights_sha256, "policy": policy.weights_sha256})
 
     def on_episode(record, report) -> None:
@@ -173,3 +213,90 @@ def run(args: argparse.Namespace) -> int:
     path = report.write_json(args.out or default_results_path("lockstep"))
     print(format_summary(report.to_dict(), path), flush=True)
     return 0
+
+
+def run_modes(args: argparse.Namespace, episodes: int, sim_config) -> int:
+    """`--modes`: the same seeds in each mode (module epilog), under `--cpu-load`; writes the
+    `eval.modes.modes_record` and prints its table. Raises UserError on flags the modes cannot
+    honour, and when the ROS graph fails."""
+    import json
+    from pathlib import Path
+
+    from dynaflip_ros import resources
+    from dynaflip_ros.configs.params_file import read_params_file
+    from dynaflip_ros.episodes.protocol import json_safe
+    from dynaflip_ros.episodes.record import EvalReport, default_results_path, format_episode, format_summary
+    from dynaflip_ros.errors import UserError
+    from dynaflip_ros.eval.closed_loop import evaluate_in_sim
+    from dynaflip_ros.eval.cpu_load import CpuLoad
+    from dynaflip_ros.eval.modes import format_modes, modes_record, parse_modes
+    from dynaflip_ros.eval.realtime import evaluate_realtime, realtime_settings
+
+    modes = parse_modes(args.modes)
+    if args.swap_pairs or args.temporal_ensemble_coeff is not None or episodes < 1:
+        raise UserError("--modes runs regular episodes (--episodes N >= 1); drop --swap-pairs / "
+                        "--temporal-ensemble-coeff")
+    if "ros" in modes and (args.objects is not None or args.object_pool is not None):
+        raise UserError("--objects / --object-pool do not reach the ROS graph (its sim_cell.sim parameters): "
+                        "drop them or the ros mode")
+    if args.cpu_load < 0:
+        raise UserError(f"--cpu-load must be >= 0, got {args.cpu_load}")
+    out = Path(args.out or default_results_path("modes"))
+    params = resources.params_file("pick_into_sink")
+    doc = read_params_file(params)
+    encoder, policy, replan_steps = load_models(args)
+    config = {**run_config(args, episodes, replan_steps, policy.model_config.n_action_steps),
+              "modes": modes, "cpu_load": args.cpu_load, "params_file": str(params)}
+    models = {"encoder": encoder.manifest.weights_sha256, "policy": policy.weights_sha256}
+    reports: dict[str, dict] = {}
+
+    def on_episode(record, report) -> None:
+        trips = (record.safety or {}).get("watchdog_stops", 0)
+        print(f"[eval {report.mode}] " + format_episode(record, len(report.episodes) - 1, episodes, report.successes)
+              + f"; watchdog trips {trips}", flush=True)
+
+    with CpuLoad(args.cpu_load):
+        for mode in modes:
+            print(f"[eval] mode {mode}: {episodes} episodes from seed {args.seed}, cpu load {args.cpu_load}", flush=True)
+            if mode == "ros":
+                reports[mode] = run_ros_mode(args, episodes, params, doc, out.with_name(out.stem + "_ros.json"))
+                continue
+            report = EvalReport(mode=mode, config=config, models=dict(models))
+            if mode == "lockstep":
+                evaluate_in_sim(encoder, policy, episodes, seed=args.seed, max_duration_s=args.episode_timeout_s,
+                                replan_steps=replan_steps, sim_config=sim_config, on_episode=on_episode, report=report)
+            else:
+                evaluate_realtime(encoder, policy, episodes, settings=realtime_settings(doc, args.n_action_steps),
+                                  seed=args.seed, max_duration_s=args.episode_timeout_s, sim_config=sim_config,
+                                  report=report, on_episode=on_episode)
+            reports[mode] = report.to_dict()
+            print(format_summary(reports[mode]), flush=True)
+    record = modes_record(config, reports)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(json_safe(record), indent=1, allow_nan=False) + "\n")
+    print("\n" + format_modes(record) + f"\nrecord: {out}", flush=True)
+    return 0
+
+
+def run_ros_mode(args: argparse.Namespace, episodes: int, params, doc: dict, results_path) -> dict:
+    """The episodes through the ROS 2 graph (`dynaflip launch pick_into_sink --sim` with the
+    models, seeds and inference settings of the flags); returns the episode manager's record.
+    Raises UserError when the graph fails."""
+    import json
+
+    from dynaflip_ros.errors import UserError
+    from dynaflip_ros.ros.launch_args import graph_overrides
+    from dynaflip_ros.ros.launch_cli import launch_graph
+
+    overrides = graph_overrides(doc, use_sim=True, results_path=str(results_path), encoder=str(args.encoder),
+                                backend=args.backend, policy=str(args.policy), episodes=episodes, seed=args.seed,
+                                episode_timeout_s=args.episode_timeout_s)
+    overrides["encoder"]["num_threads"] = args.threads
+    overrides["policy"].update(num_threads=args.threads, samples_per_chunk=args.samples_per_chunk,
+                               n_action_steps=args.n_action_steps)
+    results_path.unlink(missing_ok=True)
+    result = launch_graph("pick_into_sink", True, params, overrides)
+    if result.exit_code != 0 or not results_path.is_file():
+        raise UserError(f"the ROS graph failed (exit code {result.exit_code}, process {result.failed!r}); "
+                        f"no record at {results_path}")
+    return json.loads(results_path.read_text())

@@ -168,7 +168,7 @@ def run_episode(runner, encoder: EncoderBackend, policy, *, episode: int = 0, ma
             chunk = policy.predict_action_chunk(obs)
             samples_ms["policy"].append(1e3 * (time.perf_counter() - t_pol))
             len_chunk = len(chunk.actions)
-            runner.apply_chunk(chunk.times_s(), chunk.actions)
+            runner.apply_chunk(chunk.times_s(), chunk.actions, stamp_s=obs.stamp_s)
             if on_chunk is not None:
                 on_chunk(episode, obs.stamp_s - t0, np.asarray(chunk.times_s()) - t0, np.asarray(chunk.actions))
             since_plan = 0
@@ -193,7 +193,7 @@ def run_episode(runner, encoder: EncoderBackend, policy, *, episode: int = 0, ma
         safety={**dataclasses.asdict(stats), "rejected": int(stats.rejected),
                 **({"halt_reason": runner.safe.halt_reason} if runner.safe.halted else {})},
         control_steps=steps, grasps=grasp.grasps, first_grasp_xy_error_m=grasp.first_xy_error_m,
-        approach_end_xy_error_m=grasp.approach_end_xy_error_m)
+        approach_end_xy_error_m=grasp.approach_end_xy_error_m, action_age=runner.action_age.snapshot())
     return record, dict(samples_ms)
 
 

@@ -2,6 +2,7 @@
 errors a policy checkpoint raises."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -60,3 +61,19 @@ class Policy(Protocol):
     def reset(self) -> None: ...
 
     def predict_action_chunk(self, obs: PolicyObservation) -> ActionChunk: ...
+
+
+WARM_UP_INSTRUCTION = "put the red cube in the sink"  # any sentence: warm-up chunks are discarded
+
+
+def warm_up(policy) -> float:
+    """Two throw-away chunks from zero observations (the first inference calls are several
+    times slower: allocations), with `policy.reset()` before and after; returns the seconds it took."""
+    t0 = time.perf_counter()
+    policy.reset()
+    for i in range(2):
+        policy.predict_action_chunk(PolicyObservation(
+            embedding=np.zeros(policy.embedding_dim, np.float32), state=np.zeros(7, np.float32),
+            stamp_s=0.1 * i, instruction=WARM_UP_INSTRUCTION))
+    policy.reset()
+    return time.perf_counter() - t0

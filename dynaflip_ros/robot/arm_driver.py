@@ -37,6 +37,7 @@ import numpy as np
 from dynaflip_ros.configs.ros import Ur3DriverNodeConfig
 from dynaflip_ros.episodes.gate import EpisodeGate
 from dynaflip_ros.episodes.protocol import EpisodeStatus, Outcome
+from dynaflip_ros.robot.action_age import ActionAgeMonitor
 from dynaflip_ros.robot.arm import Arm
 from dynaflip_ros.robot.interpolation import ActionChunkInterpolator
 from dynaflip_ros.robot.safety import SafeArm
@@ -88,9 +89,10 @@ class ArmDriver:
         # A UR lags its servoj targets by about the lookahead time: hold a finished chunk's last
         # target that long (plus the lead) so the arm settles on it before the watchdog stops it.
         end_hold_s = (config.ur_rtde.settle_hold_s(config.command_lead_s) if config.backend == "ur_rtde" else 0.0)
+        self.action_age = ActionAgeMonitor()  # every servo tick: the executed action's age
         self.loop = ServoLoop(self.safe, self.interp, rate_hz=config.servo_rate_hz, clock=clock,
                               speed_scaling=speed_scaling, command_lead_s=config.command_lead_s,
-                              end_hold_s=end_hold_s)
+                              end_hold_s=end_hold_s, on_tick=self.action_age.tick)
         self.chunk_stats = ChunkStats()
         self._stats_lock = threading.Lock()  # leaf: counters and min_chunk_stamp_s
         self._min_chunk_stamp_s = 0.0  # chunks stamped before the last re-anchor are ignored
@@ -139,8 +141,11 @@ class ArmDriver:
         if recv_ros_s - stamp_s > self.config.max_chunk_age_s:
             self._count("stale")
             return "too_old"
-        times_traj_s = self.loop.to_trajectory_time(np.asarray(times_s) - recv_ros_s + recv_clock_s)
+        offset_s = recv_clock_s - recv_ros_s  # ROS clock -> loop clock
+        times_traj_s = self.loop.to_trajectory_time(np.asarray(times_s) + offset_s)
         kept = self.interp.add_chunk(times_traj_s, targets, now_s=self.loop.to_trajectory_time(self.clock()))
+        if kept:
+            self.action_age.chunk(stamp_s + offset_s, float(times_traj_s[-1]) + self.loop.trajectory_lag_s)
         self._count("queued" if kept else "stale")
         return "queued" if kept else "stale"
 
@@ -148,6 +153,7 @@ class ArmDriver:
     def hold(self) -> None:
         """Drop queued actions and anchor at the measured pose: the servo loop holds and the
         watchdog stops the arm."""
+        self.action_age.clear()
         self._exclusive(self.loop.reanchor)
 
     def reanchor(self, min_chunk_stamp_s: float) -> None:
@@ -157,6 +163,8 @@ class ArmDriver:
         Runs through `exclusive` (module docstring for the lock order)."""
         with self._stats_lock:
             self._min_chunk_stamp_s = float(min_chunk_stamp_s)
+
+        self.action_age.clear()
 
         def reanchor() -> None:
             self.safe.stop()  # SafeArm re-anchors its rate limiter at the measured pose on the next command
@@ -175,6 +183,7 @@ class ArmDriver:
             arm.rearm()
         with self._stats_lock:
             self._min_chunk_stamp_s = float(now_ros_s)
+        self.action_age.clear()
         self._exclusive(self.loop.rearm)
         return f"re-armed at q={[round(float(v), 4) for v in self.safe.state().q]}"
 
@@ -211,7 +220,8 @@ class ArmDriver:
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
-        """Counters of SafeArm, the servo loop, the interpolator and the chunk intake."""
+        """Counters of SafeArm, the servo loop, the interpolator, the chunk intake and the
+        executed actions' ages (`robot.action_age`, key "action_age")."""
         loop = self.loop.stats
         with self._stats_lock:
             chunks = dataclasses.asdict(self.chunk_stats)
@@ -230,6 +240,7 @@ class ArmDriver:
             "interpolator": {"chunks_added": self.interp.chunks_added, "stale_chunks": self.interp.stale_chunks,
                              "dropped_actions": self.interp.dropped_actions},
             "chunks": chunks,
+            "action_age": self.action_age.snapshot(),
         }
 
     def close(self) -> None:

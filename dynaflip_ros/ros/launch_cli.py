@@ -98,9 +98,36 @@ def build_overrides(args: argparse.Namespace, results_path: str, params_doc: dic
         gripper=args.gripper, camera_serial=args.camera_serial)
 
 
+def launch_graph(graph_name: str, use_sim: bool, params, node_overrides: dict[str, dict], *,
+                 domain_id: int | None = None, timeout_s: float | None = None, out=None):
+    """Run the graph `graph_name` (sim or real cell) with the params file `params` and the
+    per-node overrides {node: {param: value}} (written to a temporary params file, deleted
+    afterwards) until its main process exits; returns `ros.bringup.GraphResult`. The children
+    get ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST unless the environment sets one, and
+    ROS_DOMAIN_ID=`domain_id` when given; their logs go to `out` (default stdout)."""
+    import os
+
+    from dynaflip_ros.ros import bringup, graph
+    from dynaflip_ros.ros.launch_args import write_overrides_file
+
+    description = {g.name: g for g in graph.GRAPHS}[graph_name]
+    env = dict(os.environ)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(domain_id)
+    specs = [bringup.ProcessSpec.of(n) for n in description.processes(graph.mode(use_sim))]
+    overrides = write_overrides_file(node_overrides)  # a fresh temporary file; deleted below
+    print(f"dynaflip launch {graph_name} ({'sim' if use_sim else 'real'}): "
+          f"{[s.executable for s in specs]} with {params}", flush=True, file=out)
+    try:
+        return bringup.run_graph(specs, [params, overrides], main=description.main[graph.mode(use_sim)],
+                                 env=env, timeout_s=timeout_s, out=out)
+    finally:
+        overrides.unlink(missing_ok=True)
+
+
 def run(args: argparse.Namespace) -> int:
     import json
-    import os
     import sys
     from pathlib import Path
 
@@ -108,7 +135,6 @@ def run(args: argparse.Namespace) -> int:
 
     from dynaflip_ros import resources
     from dynaflip_ros.errors import UserError
-    from dynaflip_ros.ros import bringup
     from dynaflip_ros.episodes.record import default_results_path, format_summary
 
     from dynaflip_ros.ros import graph
@@ -126,22 +152,9 @@ def run(args: argparse.Namespace) -> int:
         except FileNotFoundError as e:
             raise UserError(f"{node} model not found: {e}; produce it (see README) or pass {flag}") from e
     results_path = Path(args.out or default_results_path("ros")).resolve()
-    env = dict(os.environ)
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    if args.domain_id is not None:
-        env["ROS_DOMAIN_ID"] = str(args.domain_id)
-    specs = [bringup.ProcessSpec.of(n) for n in description.processes(graph.mode(args.use_sim))]
-    from dynaflip_ros.ros.launch_args import write_overrides_file
-
     node_overrides = build_overrides(args, str(results_path), sections)  # LaunchArgumentError: exit 2 (main)
-    overrides = write_overrides_file(node_overrides)  # a fresh temporary file; deleted below
-    print(f"dynaflip launch {args.graph} ({'sim' if args.use_sim else 'real'}): "
-          f"{[s.executable for s in specs]} with {params}", flush=True)
-    try:
-        result = bringup.run_graph(specs, [params, overrides], main=description.main[graph.mode(args.use_sim)],
-                                   env=env, timeout_s=args.timeout_s)
-    finally:
-        overrides.unlink(missing_ok=True)
+    result = launch_graph(args.graph, args.use_sim, params, node_overrides, domain_id=args.domain_id,
+                          timeout_s=args.timeout_s)
     if result.failed:
         print(f"dynaflip launch: process {result.failed!r} failed; exit codes {result.exit_codes}", file=sys.stderr)
         return result.exit_code or 1

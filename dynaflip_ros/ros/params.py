@@ -13,14 +13,13 @@ Source: ROS 2 docs, "Parameters" and "Using parameters in a class (Python)".
 """
 from __future__ import annotations
 
-import dataclasses
-import typing
 from typing import Any, TypeVar
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
-from dynaflip_ros.configs.io import ConfigError, from_dict, to_dict
+from dynaflip_ros.configs.io import from_dict
+from dynaflip_ros.configs.params_file import leaf_fields, nest_parameters
 
 T = TypeVar("T")
 
@@ -31,21 +30,6 @@ ROS_BUILTIN_PARAMETERS = frozenset({"use_sim_time", "start_type_description_serv
 def node_kwargs() -> dict[str, Any]:
     """Keyword arguments for `rclpy.node.Node(...)` that `load_node_config` relies on."""
     return {"automatically_declare_parameters_from_overrides": True}
-
-
-def _leaf_fields(cls: type, prefix: str = "") -> dict[str, tuple[Any, Any]]:
-    """Dotted field name -> (type hint, default value) of every non-dataclass field of cls."""
-    hints = typing.get_type_hints(cls)
-    default = cls()
-    out: dict[str, tuple[Any, Any]] = {}
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        value = getattr(default, f.name)
-        if dataclasses.is_dataclass(hint):
-            out.update(_leaf_fields(hint, f"{prefix}{f.name}."))
-        else:
-            out[f"{prefix}{f.name}"] = (hint, to_dict(value) if dataclasses.is_dataclass(value) else value)
-    return out
 
 
 def _to_parameter_value(value: Any) -> Any:
@@ -70,31 +54,12 @@ def _to_parameter_value(value: Any) -> Any:
     return None
 
 
-def _from_parameter_value(name: str, value: Any, hint: Any, default: Any) -> Any:
-    """ROS parameter value -> the shape and scalar type of the dataclass field."""
-    if isinstance(value, (list, tuple)) and isinstance(default, (tuple, list)) and default:
-        if all(isinstance(v, (tuple, list)) for v in default):
-            width = len(default[0])
-            if any(len(v) != width for v in default) or len(value) % width:
-                raise ConfigError(f"parameter {name}: expected a flat list of {width}-tuples "
-                                  f"(row-major), got {len(value)} values")
-            value = [list(value[i:i + width]) for i in range(0, len(value), width)]
-    # A YAML `10` for a float field arrives as an int: coerce (also inside tuples).
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, list) and typing.get_origin(hint) is tuple:
-        args = typing.get_args(hint)
-        if args and all(a is float for a in args if a is not Ellipsis):
-            return [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
-    return value
-
-
 def declare_config_parameters(node: Node, cls: type) -> None:
     """Declare every field of dataclass `cls` not yet declared (override or default value).
 
     Fields whose default ROS cannot hold (None, empty tuples) are declared only when overridden.
     """
-    for name, (_hint, default) in _leaf_fields(cls).items():
+    for name, (_hint, default) in leaf_fields(cls).items():
         if node.has_parameter(name):
             continue
         value = _to_parameter_value(default)
@@ -108,26 +73,9 @@ def parameters_to_dict(node: Node, cls: type) -> dict[str, Any]:
 
     Raises ConfigError naming every parameter that `cls` has no field for.
     """
-    leaves = _leaf_fields(cls)
-    params = node.get_parameters_by_prefix("")
-    unknown = sorted(n for n in params if n not in leaves and n not in ROS_BUILTIN_PARAMETERS
-                     and not n.startswith("qos_overrides."))
-    if unknown:
-        raise ConfigError(
-            f"node '{node.get_name()}': unknown parameters {unknown} for {cls.__name__}; "
-            f"valid: {sorted(leaves)}"
-        )
-    nested: dict[str, Any] = {}
-    for name, (hint, default) in leaves.items():
-        if name not in params:
-            continue
-        value = _from_parameter_value(name, params[name].value, hint, default)
-        d = nested
-        *parents, leaf = name.split(".")
-        for p in parents:
-            d = d.setdefault(p, {})
-        d[leaf] = value
-    return nested
+    params = {name: p.value for name, p in node.get_parameters_by_prefix("").items()}
+    return nest_parameters(cls, params, f"node '{node.get_name()}'",
+                           ignore=lambda n: n in ROS_BUILTIN_PARAMETERS or n.startswith("qos_overrides."))
 
 
 def load_node_config(node: Node, cls: type[T]) -> T:

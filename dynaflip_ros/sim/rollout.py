@@ -88,6 +88,7 @@ class SimRunner:
         self.safe = None
         self.interp = None
         self.loop = None
+        self.action_age = None  # robot.action_age.ActionAgeMonitor of the episode
         self.info: EpisodeInfo | None = None
         self._sched_s = env.sim_time_s
         self.physics_steps = 0
@@ -97,6 +98,7 @@ class SimRunner:
               objects: int | Sequence[str] | None = None, instruction: str | None = None) -> EpisodeInfo:
         """Reset the env (`PickIntoSinkEnv.reset`: seed, target, objects on the table,
         instruction) and build a fresh SafeArm (sim clock) + interpolator + servo loop."""
+        from dynaflip_ros.robot.action_age import ActionAgeMonitor
         from dynaflip_ros.robot.interpolation import ActionChunkInterpolator
         from dynaflip_ros.robot.safety import SafeArm
         from dynaflip_ros.robot.servo_loop import ServoLoop
@@ -112,7 +114,9 @@ class SimRunner:
         st = self.safe.state()
         self.interp = ActionChunkInterpolator(n_dims=7)
         self.interp.reset(np.concatenate([st.q, [st.extra.get("gripper_command", st.gripper)]]))
-        self.loop = ServoLoop(self.safe, self.interp, rate_hz=self.control_rate_hz, clock=clock)
+        self.action_age = ActionAgeMonitor()
+        self.loop = ServoLoop(self.safe, self.interp, rate_hz=self.control_rate_hz, clock=clock,
+                              on_tick=self.action_age.tick)
         self._sched_s = env.sim_time_s
         self.physics_steps = 0
         return self.info
@@ -126,12 +130,16 @@ class SimRunner:
         if self.loop is None:
             raise RuntimeError("SimRunner.reset() must be called first")
 
-    def apply_chunk(self, times_s: np.ndarray, targets: np.ndarray) -> int:
+    def apply_chunk(self, times_s: np.ndarray, targets: np.ndarray, stamp_s: float | None = None) -> int:
         """Queue an action chunk: times_s (H,) on the sim clock, targets (H, 7) (joints rad +
-        gripper 0..1). Returns the number of actions kept (ValueError on bad shapes)."""
+        gripper 0..1), planned from the observation stamped `stamp_s` (default: now; feeds
+        `action_age`). Returns the number of actions kept (ValueError on bad shapes)."""
         self._require_reset()
-        return self.interp.add_chunk(np.asarray(times_s, dtype=float), np.asarray(targets, dtype=float),
-                                     self.now_s)
+        times = np.asarray(times_s, dtype=float)
+        kept = self.interp.add_chunk(times, np.asarray(targets, dtype=float), self.now_s)
+        if kept:
+            self.action_age.chunk(self.now_s if stamp_s is None else float(stamp_s), float(times[-1]))
+        return kept
 
     def apply_action(self, action: np.ndarray, due_s: float | None = None) -> int:
         """Queue one (7,) action due at `due_s` (default: one 10 Hz period after the schedule)."""

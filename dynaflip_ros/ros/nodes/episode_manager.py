@@ -183,14 +183,16 @@ class EpisodeManagerNode(Node):
             last = final or self._status or status
             latency = {k: list(v) for k, v in self._latency.items()}
         outcome = final.outcome if final else Outcome.TIMEOUT
+        # the driver's counters are cumulative: keep this episode's share
+        driver = counter_delta(status.driver, last.driver)
+        action_age = driver.pop("action_age", None) if isinstance(driver, dict) else None
         record = EpisodeRecord(
             episode=i, seed=cfg.seed + i, outcome=outcome, target=status.object_name,
             objects=list(status.objects) if status.objects else None, instruction=status.instruction,
             condition=status.condition,
             time_to_success_s=last.success_time_s if outcome is Outcome.SUCCESS else None,
             episode_sim_time_s=last.episode_sim_time_s, wall_time_s=wall_time_s,
-            # the driver's counters are cumulative: keep this episode's share
-            safety=counter_delta(status.safety, last.safety), driver=counter_delta(status.driver, last.driver),
+            safety=counter_delta(status.safety, last.safety), driver=driver, action_age=action_age,
             realtime_factor=(last.realtime or {}).get("recent_real_time_factor"),
         )
         return record, latency

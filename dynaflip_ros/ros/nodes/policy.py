@@ -51,7 +51,7 @@ from trajectory_msgs.msg import JointTrajectory
 from dynaflip_ros.configs.ros import PolicyNodeConfig
 from dynaflip_ros.episodes.gate import EpisodeGate, Transition
 from dynaflip_ros.episodes.protocol import EpisodeCommand, EpisodeStatus, ProtocolError
-from dynaflip_ros.policies.base import EncoderMismatchError, PolicyObservation
+from dynaflip_ros.policies.base import EncoderMismatchError, PolicyObservation, warm_up
 from dynaflip_ros.policies.replan import ReplanSchedule
 from dynaflip_ros.resources import resolve_path
 from dynaflip_ros.ros.conversions import (
@@ -69,7 +69,6 @@ from dynaflip_ros.ros.runtime import (
 )
 
 
-WARM_UP_INSTRUCTION = "put the red cube in the sink"  # any sentence: warm-up chunks are discarded
 
 
 def needs_instruction(policy) -> bool:
@@ -85,18 +84,6 @@ def nearest_joint_state(states, stamp_s: float) -> np.ndarray | None:
     """(7,) joint state of `states` ((header stamp s, receipt s, (7,)) entries) whose header
     stamp is nearest to `stamp_s`; None when there is none."""
     return min(states, key=lambda e: abs(e[0] - stamp_s))[2] if states else None
-
-
-def _warm_up(policy) -> float:
-    """Two throw-away chunks (the first inference calls are several times slower: allocations);
-    returns the seconds it took. The policy is reset afterwards."""
-    with Stopwatch() as warm:
-        for i in range(2):
-            policy.predict_action_chunk(PolicyObservation(
-                embedding=np.zeros(policy.embedding_dim, np.float32), state=np.zeros(7, np.float32),
-                stamp_s=0.1 * i, instruction=WARM_UP_INSTRUCTION))
-    policy.reset()
-    return warm.elapsed_s
 
 
 def _policy_facts(policy) -> dict:
@@ -200,7 +187,7 @@ class PolicyNode(Node):
         except (EncoderMismatchError, FileNotFoundError, ValueError) as e:
             self._refuse(e)
             return
-        warm_s = _warm_up(policy)
+        warm_s = warm_up(policy)
         self.needs_instruction = needs_instruction(policy)
         self.policy = policy
         self.schedule = ReplanSchedule(policy.dt_s, self.config.n_action_steps)

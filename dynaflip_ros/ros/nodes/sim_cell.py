@@ -51,6 +51,7 @@ from dynaflip_ros.ros.nodes.ur3_driver import Ur3DriverNode
 from dynaflip_ros.ros.params import load_node_config, node_kwargs
 from dynaflip_ros.ros.qos import EPISODE_COMMAND_TOPIC, EPISODE_STATUS_TOPIC, EVENT_QOS, INSTRUCTION_TOPIC, LATCHED_QOS
 from dynaflip_ros.ros.runtime import fail_startup, ros_now_s, safe_publish, spin_nodes
+from dynaflip_ros.sim.cell_reset import reset_cell_episode
 
 
 class SimCellNode(Node):
@@ -128,21 +129,9 @@ class SimCellNode(Node):
         seed = episode if seed is None else seed
         if self.gate.is_running(episode, seed):
             return
-        env, driver = self.env, self.driver
-        if object_name and object_name not in env.object_specs:  # refused before the arm is held
-            raise ValueError(f"unknown object {object_name!r}; this cell has {list(env.object_specs)}")
-
-        def reset_world():  # with the world held (lock order: world, servo loop, SafeArm)
-            driver.hold()
-            info = env.reset(seed=seed, object_name=object_name or None, instruction=instruction)
-            rearmed = driver.safe.halt_reason if driver.safe.halted else ""
-            if rearmed:  # a new world: its arm starts without the old protective stop
-                driver.rearm()
-            reset_stamp_s = ros_now_s(self)
-            driver.reanchor(min_chunk_stamp_s=reset_stamp_s)
-            return info, reset_stamp_s, rearmed
-
-        info, reset_stamp_s, rearmed = env.exclusive(reset_world)
+        core = self.driver.core if self.driver is not None else None  # bad commands are refused before it is used
+        info, reset_stamp_s, rearmed = reset_cell_episode(self.env, core, seed=seed, object_name=object_name,
+                                                          instruction=instruction, now_s=lambda: ros_now_s(self))
         self.gate.begin(episode, seed, reset_stamp_s, object_name=info.object_name, objects=info.objects,
                         instruction=info.instruction, condition=condition)
         safe_publish(self, self._instruction_pub, String(data=info.instruction), "instruction")
