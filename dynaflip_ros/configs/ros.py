@@ -79,6 +79,13 @@ class Ur3DriverNodeConfig:
     ur_rtde: connection / servoj settings of the real arm (configs/robot.py; backend ur_rtde).
     command_lead_s: the servo loop samples action chunks this far ahead (s) to compensate the
         controller's servoj filter delay (`ServoLoop.command_lead_s`); 0 in simulation.
+    dry_hold_s: when the chunk being followed ends (or expires) before the next one arrives, the
+        servo loop keeps streaming the last target for this long (s): the arm holds position
+        instead of being stopped by the watchdog for a late chunk; after it the loop goes quiet
+        and the watchdog stops the arm (`ServoLoop.end_hold_s`; the real arm's settle hold is
+        the larger of the two). 0: stop as soon as the chunk ends.
+    action_ttl_s: an action is executed only while its chunk's observation is at most this old
+        (s, on the loop's clock); past it the driver holds position as above (0: no limit).
     """
 
     backend: str = "sim"
@@ -89,12 +96,16 @@ class Ur3DriverNodeConfig:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     ur_rtde: URRtdeConfig = field(default_factory=URRtdeConfig)
     command_lead_s: float = 0.0
+    dry_hold_s: float = 0.5
+    action_ttl_s: float = 1.5
 
     def __post_init__(self) -> None:
         if isinstance(self.safety, dict):
             self.safety = SafetyConfig(**self.safety)
         if isinstance(self.ur_rtde, dict):
             self.ur_rtde = URRtdeConfig(**self.ur_rtde)
+        require_range("Ur3DriverNodeConfig", "dry_hold_s", self.dry_hold_s, 0, 1.0, kind="", unit="s")
+        require_range("Ur3DriverNodeConfig", "action_ttl_s", self.action_ttl_s, 0, 10.0, kind="", unit="s")
         require_choice("Ur3DriverNodeConfig", "backend", self.backend, ARM_BACKENDS)
         require_positive("Ur3DriverNodeConfig", "servo_rate_hz", self.servo_rate_hz, 1000.0)
         require_positive("Ur3DriverNodeConfig", "joint_state_rate_hz", self.joint_state_rate_hz, 1000.0)

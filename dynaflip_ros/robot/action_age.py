@@ -54,6 +54,13 @@ class ActionAgeMonitor:
         with self._lock:
             self._stamp_s, self._end_s = None, -math.inf
 
+    def age_s(self, now_s: float) -> float | None:
+        """now_s - the stamp of the chunk being followed; None when none is (dry)."""
+        with self._lock:
+            if self._stamp_s is None or now_s > self._end_s:
+                return None
+            return now_s - self._stamp_s
+
     def tick(self, now_s: float, *_: Any) -> None:
         """Count one servo tick at loop time `now_s` (extra arguments, e.g. the servo loop's
         `on_tick(now_s, target)`, are ignored)."""

@@ -88,16 +88,27 @@ class ArmDriver:
         speed_scaling = (lambda: arm.speed_scaling) if hasattr(arm, "speed_scaling") else None
         # A UR lags its servoj targets by about the lookahead time: hold a finished chunk's last
         # target that long (plus the lead) so the arm settles on it before the watchdog stops it.
-        end_hold_s = (config.ur_rtde.settle_hold_s(config.command_lead_s) if config.backend == "ur_rtde" else 0.0)
+        # A late chunk (the previous one ended or expired): hold position for dry_hold_s.
+        settle_s = (config.ur_rtde.settle_hold_s(config.command_lead_s) if config.backend == "ur_rtde" else 0.0)
         self.action_age = ActionAgeMonitor()  # every servo tick: the executed action's age
         self.loop = ServoLoop(self.safe, self.interp, rate_hz=config.servo_rate_hz, clock=clock,
                               speed_scaling=speed_scaling, command_lead_s=config.command_lead_s,
-                              end_hold_s=end_hold_s, on_tick=self.action_age.tick)
+                              end_hold_s=max(settle_s, config.dry_hold_s), on_tick=self.action_age.tick,
+                              expired=self._expired if config.action_ttl_s > 0 else None)
         self.chunk_stats = ChunkStats()
         self._stats_lock = threading.Lock()  # leaf: counters and min_chunk_stamp_s
         self._min_chunk_stamp_s = 0.0  # chunks stamped before the last re-anchor are ignored
         self.gate = EpisodeGate() if operator_episodes else None
         self.loop.reanchor()
+
+    def _expired(self, now_s: float) -> bool:
+        """The chunk being followed was planned from an observation older than action_ttl_s
+        (then it is not followed any more: the servo loop drops it and holds)."""
+        age_s = self.action_age.age_s(now_s)
+        if age_s is None or age_s <= self.config.action_ttl_s:
+            return False
+        self.action_age.clear()
+        return True
 
     def start_servo_thread(self) -> None:
         """Run the servo loop in its own thread (real arm), at the configured RT priority."""
@@ -232,7 +243,7 @@ class ArmDriver:
             "trajectory_lag_s": self.loop.trajectory_lag_s,
             "servo": {
                 "rate_hz": self.loop.rate_hz, "ticks": loop.ticks, "commands_sent": loop.commands_sent,
-                "holds": loop.holds, "safety_rejections": loop.safety_rejections,
+                "holds": loop.holds, "expired_chunks": loop.expired_chunks, "safety_rejections": loop.safety_rejections,
                 "rejections_by_reason": loop.rejections_by_reason, "errors": loop.errors,
                 "overruns": loop.overruns, "period_mean_ms": loop.period_mean_s * 1e3,
                 "jitter_p99_ms": loop.jitter_p99_s * 1e3, "jitter_max_ms": loop.jitter_max_s * 1e3,

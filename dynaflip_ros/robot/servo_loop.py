@@ -39,6 +39,7 @@ class ServoLoopStats:
     """Counters and timing of a `ServoLoop` (snapshot via `ServoLoop.stats`).
 
     ticks: ticks run; commands_sent: joint targets forwarded; holds: ticks with nothing to follow;
+    expired_chunks: chunks dropped because they got too old to execute (`expired`);
     safety_rejections: ticks whose target SafeArm refused (by reason in `rejections_by_reason`);
     errors: other exceptions (thread mode); watchdog_stops / protective_stops seen by the loop;
     overruns: deadlines missed by more than one period (those ticks are skipped, not bunched);
@@ -50,6 +51,7 @@ class ServoLoopStats:
     ticks: int = 0
     commands_sent: int = 0
     holds: int = 0
+    expired_chunks: int = 0
     safety_rejections: int = 0
     rejections_by_reason: dict = dataclasses.field(default_factory=dict)
     errors: int = 0
@@ -91,6 +93,10 @@ class ServoLoop:
             before going quiet (after which the watchdog stops the arm): an arm that lags its
             targets (UR servoj's lookahead filter) then settles on the chunk's final waypoint
             instead of being stopped short of it. 0 for the simulated arm.
+        expired: optional `expired(now_s) -> bool`: True when the chunk being followed is too
+            old to execute (its observation older than a time-to-live, `ArmDriver`); the loop
+            then drops the chunk's remaining actions, re-anchors the interpolator at the last
+            target (the next chunk starts from there) and holds that target (within `end_hold_s`).
         command_lead_s: sample the chunk this far ahead of now (s, >= 0): compensates the delay
             of the controller's servo filter (servoj's lookahead_time makes a UR lag its targets
             by roughly that much), so the arm reaches each action near its time stamp. 0 for
@@ -111,6 +117,7 @@ class ServoLoop:
         speed_scaling: Callable[[], float] | None = None,
         command_lead_s: float = 0.0,
         end_hold_s: float = 0.0,
+        expired: Callable[[float], bool] | None = None,
     ) -> None:
         if not isinstance(safe_arm, SafeArm):
             raise TypeError(f"safe_arm must be a robot.safety.SafeArm, got {type(safe_arm).__name__}")
@@ -144,6 +151,7 @@ class ServoLoop:
         if not (math.isfinite(end_hold_s) and 0.0 <= end_hold_s <= 1.0):
             raise ValueError(f"end_hold_s must be in [0, 1] s, got {end_hold_s!r}")
         self.end_hold_s = float(end_hold_s)
+        self.expired = expired
         self._held_target: np.ndarray | None = None  # last sampled target and when (loop clock)
         self._held_since_s = 0.0
         self._traj_lag_s = 0.0  # loop clock - trajectory clock (grows while speed scaling < 1)
@@ -219,7 +227,15 @@ class ServoLoop:
             with self._lock:
                 self._stats.protective_stops += 1
             self._reanchor_interp()
-        target = self.interp.sample(self._advance_trajectory_clock(now) + self.command_lead_s)
+        t_traj = self._advance_trajectory_clock(now)
+        if self.expired is not None and self.expired(now):
+            if self._held_target is not None:
+                self.interp.reset(self._held_target)  # the next chunk starts from the held target
+            target = None  # too old to execute: hold the last target (below)
+            with self._lock:
+                self._stats.expired_chunks += 1
+        else:
+            target = self.interp.sample(t_traj + self.command_lead_s)
         if target is not None:
             self._held_target, self._held_since_s = target, now
         elif self._held_target is not None and now - self._held_since_s <= self.end_hold_s:
