@@ -165,3 +165,51 @@ def test_launch_cli_module_imports_only_argparse():
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_dead_node_is_reported_with_its_reason(standin_env, tmp_path):
+    (tmp_path / "standin_refuses.py").write_text(textwrap.dedent("""
+        print("loading the policy", flush=True)
+        print("[ERROR] policy refuses to run: EncoderMismatchError: trained on another encoder", flush=True)
+        print("shutting down", flush=True)
+        raise SystemExit(2)
+    """))
+    standin_env["PYTHONPATH"] = str(tmp_path) + os.pathsep + standin_env["PYTHONPATH"]
+    out = io.StringIO()
+    res = bringup.run_graph([spec("standin_refuses"), spec("standin_server"), spec("standin_main")], [],
+                            main="standin_main", env=standin_env, out=out, grace_s=2.0)
+    assert res.failed == "standin_refuses" and res.exit_code == 1
+    assert res.failure_reason.startswith("exit code 2: [ERROR] policy refuses to run: EncoderMismatchError")
+    report = next(ln for ln in out.getvalue().splitlines() if "exited with code 2" in ln)
+    assert "EncoderMismatchError" in report and report.endswith("stopping the graph")
+
+
+def test_death_reason_names_the_signal_and_the_last_error():
+    assert bringup.death_reason(-9, ["a", "b"]) == "killed by SIGKILL: b"
+    assert bringup.death_reason(1, ["Traceback (most recent call last):", "  x", "ValueError: bad", "bye"]) \
+        == "exit code 1: ValueError: bad"
+    assert bringup.death_reason(0, []) == "exit code 0"
+
+
+def test_without_a_main_process_an_interrupt_is_the_normal_end(standin_env):
+    import signal
+    import threading
+
+    out = io.StringIO()
+    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        res = bringup.run_graph([spec("standin_server")], [], main=None, env=standin_env, out=out, grace_s=2.0)
+    finally:
+        timer.cancel()
+    assert res.exit_code == 0 and "interrupted" in out.getvalue() and res.exit_codes["standin_server"] == 0
+
+
+def test_the_arm_process_is_interrupted_first(standin_env):
+    out = io.StringIO()
+    arm = bringup.ProcessSpec("standin_server", "standin_server", "standin_server", ("ur3_driver",))
+    other = bringup.ProcessSpec("standin_other", "standin_server", "standin_server", ("policy",))
+    res = bringup.run_graph([other, arm, spec("standin_main")], [], main="standin_main", env=standin_env, out=out,
+                            grace_s=2.0)
+    lines = [ln for ln in out.getvalue().splitlines() if "got SIGINT" in ln]
+    assert res.exit_code == 0 and lines[0].startswith("[standin_server")

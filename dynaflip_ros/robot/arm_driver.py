@@ -162,10 +162,15 @@ class ArmDriver:
 
     # ------------------------------------------------------------------ holding and re-arming
     def hold(self) -> None:
-        """Drop queued actions and anchor at the measured pose: the servo loop holds and the
-        watchdog stops the arm."""
+        """Stop the arm (an explicit `SafeArm.stop`, not a watchdog trip), drop queued actions
+        and anchor at the measured pose: the servo loop holds until the next chunk."""
         self.action_age.clear()
-        self._exclusive(self.loop.reanchor)
+
+        def hold() -> None:
+            self.safe.stop()
+            self.loop.reanchor()
+
+        self._exclusive(hold)
 
     def reanchor(self, min_chunk_stamp_s: float) -> None:
         """After the arm was moved outside the driver (sim reset): drop queued actions, anchor the

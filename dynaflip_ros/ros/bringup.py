@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -100,28 +101,56 @@ class _Running:
 
 @dataclass
 class GraphResult:
-    """Outcome of `run_graph`: exit code, which process failed (if any), exit codes by process."""
+    """Outcome of `run_graph`: exit code, which process failed (if any) and why (`death_reason`),
+    exit codes by process."""
 
     exit_code: int
     failed: str = ""
+    failure_reason: str = ""
     exit_codes: dict[str, int | None] = field(default_factory=dict)
     escalations: dict[str, str] = field(default_factory=dict)
 
 
 class _LineSink:
-    """Thread-safe prefixed line writer."""
+    """Thread-safe prefixed line writer; keeps each prefix's last lines (`last_lines`)."""
+
+    KEEP = 20
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
         self._lock = threading.Lock()
         self.width = 0
+        self._recent: dict[str, deque[str]] = {}
 
     def write(self, prefix: str, line: str) -> None:
         with self._lock:
+            self._recent.setdefault(prefix, deque(maxlen=self.KEEP)).append(line.rstrip("\n"))
             self._out.write(f"[{prefix:<{self.width}}] {line}")
             if not line.endswith("\n"):
                 self._out.write("\n")
             self._out.flush()
+
+    def last_lines(self, prefix: str) -> list[str]:
+        with self._lock:
+            return list(self._recent.get(prefix, ()))
+
+
+def death_reason(exit_code: int | None, last_lines: list[str]) -> str:
+    """Why a process ended, for the launch's report: its exit code or signal, and its last
+    error line (the last line naming an error, an exception or a failure; else its last line)."""
+    if exit_code is None:
+        how = "still running"
+    elif exit_code < 0:
+        try:
+            how = f"killed by {signal.Signals(-exit_code).name}"
+        except ValueError:
+            how = f"killed by signal {-exit_code}"
+    else:
+        how = f"exit code {exit_code}"
+    lines = [ln.strip() for ln in last_lines if ln.strip()]
+    markers = ("error", "exception", "traceback", "failed", "refus", "fatal")
+    why = next((ln for ln in reversed(lines) if any(m in ln.lower() for m in markers)), lines[-1] if lines else "")
+    return f"{how}: {why[:300]}" if why else how
 
 
 def _pump(stream, sink: _LineSink, prefix: str) -> None:
@@ -181,15 +210,17 @@ def run_graph(
     Args:
         specs: processes to start, in order. params_files: `--params-file` arguments (later wins).
         main: name of the process whose exit ends the run (its exit code is returned); None: run
-            until interrupted (exit code 130) or until any process exits (exit code 1).
+            until interrupted (exit code 0) or until any process exits (exit code 1).
         env: environment of the children (default: os.environ); PYTHONUNBUFFERED=1 is added.
         out: where prefixed log lines go (default sys.stdout).
         grace_s: SIGINT -> SIGTERM -> SIGKILL escalation delay at teardown.
         timeout_s: wall-clock limit of the whole run (None: none) -> exit code 124.
         start_delay_s: pause between process starts.
         on_started: callback with {name: pid} once every process is started.
-    Returns GraphResult (exit_code: main's code; 1 if another process died first; 124 on
-    timeout; 130 on KeyboardInterrupt).
+    Returns GraphResult (exit_code: main's code; 1 if another process died first, with the
+    reason; 124 on timeout; 130 on KeyboardInterrupt / SIGTERM, 0 when there is no main process:
+    interrupting the real cell is how it ends). At teardown the process hosting the arm driver
+    is interrupted first (`ARM_OWNER_NODE`).
     Raises ValueError if `main` is not one of `specs`.
     """
     if main is not None and main not in {s.name for s in specs}:
@@ -224,8 +255,11 @@ def run_graph(
             dead = [(n, r.proc.poll()) for n, r in running.items() if n != main and r.proc.poll() is not None]
             if dead:
                 name, rc = dead[0]
+                running[name].reader.join(timeout=1.0)  # its last lines, for the reason
+                result.failure_reason = death_reason(rc, sink.last_lines(name))
                 sink.write("bringup", f"process {name} exited with code {rc}"
-                           f"{f' before {main} finished' if main else ''}; stopping the graph")
+                           f"{f' before {main} finished' if main else ''} ({result.failure_reason}); "
+                           "stopping the graph")
                 result.exit_code, result.failed = 1, name
                 break
             if timeout_s is not None and time.monotonic() - t_start > timeout_s:
@@ -235,7 +269,8 @@ def run_graph(
             time.sleep(poll_s)
     except KeyboardInterrupt:
         sink.write("bringup", "interrupted; stopping the graph")
-        result.exit_code = 130
+        # Without a main process (the real cell runs until Ctrl-C) an interrupt is the normal end.
+        result.exit_code = 130 if main is not None else 0
     finally:
         _teardown(running, grace_s, sink)
         if previous_sigterm is not None:
@@ -245,8 +280,23 @@ def run_graph(
     return result
 
 
-def _teardown(running: dict[str, _Running], grace_s: float, sink: _LineSink) -> None:
-    """SIGINT all live processes, then SIGTERM / SIGKILL the ones still alive after grace_s."""
+ARM_OWNER_NODE = "ur3_driver"
+"""The node that drives the arm: its process (ur3_driver_node, or sim_cell_node hosting it) is
+interrupted first at teardown, so the arm is stopped before the nodes that feed it go away."""
+
+
+def _teardown(running: dict[str, _Running], grace_s: float, sink: _LineSink, arm_first_s: float = 1.0) -> None:
+    """SIGINT the arm's process and wait up to `arm_first_s` for it (it stops the arm as it
+    closes), then SIGINT all live processes, then SIGTERM / SIGKILL the ones still alive after
+    grace_s."""
+    arm = [r for r in running.values() if ARM_OWNER_NODE in r.spec.node_names and r.proc.poll() is None]
+    for r in arm:
+        _signal_group(r, signal.SIGINT)
+    for r in arm:
+        try:
+            r.proc.wait(timeout=arm_first_s)
+        except subprocess.TimeoutExpired:
+            pass
     for sig, label in ((signal.SIGINT, ""), (signal.SIGTERM, "SIGTERM"), (signal.SIGKILL, "SIGKILL")):
         alive = [r for r in running.values() if r.proc.poll() is None]
         if not alive:

@@ -139,7 +139,7 @@ class SimCellNode(Node):
                                f"objects {list(info.objects)}){f'; re-armed after: {rearmed}' if rearmed else ''}")
 
     def stop_episode(self) -> None:
-        """End the current episode: the arm holds (the watchdog stops it)."""
+        """End the current episode: the arm is stopped and holds where it is."""
         if self.driver is not None:
             # The driver was built with exclusive=env.exclusive (main): its hold() takes the
             # world first, in the stepper's lock order (world, servo-loop tick lock, SafeArm).

@@ -21,7 +21,7 @@ Services:    /ur3_driver/start_episode  std_srvs/Trigger (real cell): the operat
                                      episode (refused while halted); queued actions are dropped
                                      and chunks planned before the start are ignored
              /ur3_driver/stop_episode   std_srvs/Trigger (real cell): the policy stops acting, the
-                                     arm holds where it is (the watchdog then stops it); a
+                                     arm is stopped (servoStop) and holds where it is; a
                                      protective stop also ends the episode
              /ur3_driver/rearm       std_srvs/Trigger: after a protective / emergency stop or a
                                      stopped control program, the driver holds (no streaming,
