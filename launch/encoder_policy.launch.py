@@ -11,6 +11,9 @@ whatever publishes /camera/color/image_raw and /joint_states, e.g. a rosbag2 rep
   encoder_node (encoder): /camera/color/image_raw -> /dynaflip/embedding
   policy_node  (policy):  /dynaflip/embedding + /joint_states -> /dynaflip/action_chunk
 
+combined_inference:=true is the CPU-frugal layout for machines without a GPU: no encoder_node;
+policy_node runs the encoder in its own process on /camera/color/image_raw (no embedding topic).
+
 instruction:="put the red cube in the sink" gives the policy its task sentence (published
 latched on /dynaflip/instruction; a language-conditioned policy sends nothing without one). It
 can be set or changed at run time too:
@@ -20,6 +23,7 @@ In simulation every episode brings its own instruction (the sim cell's), which t
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
+from launch.conditions import UnlessCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -46,15 +50,23 @@ def generate_launch_description() -> LaunchDescription:
                               description="task sentence for the policy, e.g. 'put the red cube in the sink' "
                                           "(real cell; empty = none until one is published on /dynaflip/instruction; "
                                           "in simulation each episode brings its own)"),
+        DeclareLaunchArgument("combined_inference", default_value="false", choices=["true", "false"],
+                              description="true: no encoder_node, the policy node runs the encoder in its own "
+                                          "process (CPU-frugal; no embedding topic)"),
     ]
     encoder = Node(
         package=PACKAGE, executable="encoder_node", name="encoder", output="screen",
         parameters=[params_file, {"model_dir": LaunchConfiguration("encoder_model_dir"),
                                   "backend": LaunchConfiguration("encoder_backend")}],
+        condition=UnlessCondition(LaunchConfiguration("combined_inference")),
     )
     policy = Node(
         package=PACKAGE, executable="policy_node", name="policy", output="screen",
         parameters=[params_file, {"model_dir": LaunchConfiguration("policy_model_dir"),
-                                  "instruction": ParameterValue(LaunchConfiguration("instruction"), value_type=str)}],
+                                  "instruction": ParameterValue(LaunchConfiguration("instruction"), value_type=str),
+                                  "encoder_in_process": ParameterValue(LaunchConfiguration("combined_inference"),
+                                                                       value_type=bool),
+                                  "encoder.model_dir": LaunchConfiguration("encoder_model_dir"),
+                                  "encoder.backend": LaunchConfiguration("encoder_backend")}],
     )
     return LaunchDescription(arguments + [encoder, policy])

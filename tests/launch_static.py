@@ -226,21 +226,26 @@ def launch_files() -> list[Path]:
     return sorted(LAUNCH_DIR.glob("*.launch.py"))
 
 
-def condition_holds(condition: str | None, use_sim: bool) -> bool:
-    """Evaluate an if:/unless: condition on `use_sim` (None: always)."""
+CONDITION_ARGUMENTS = ("use_sim", "combined_inference")
+
+
+def condition_holds(condition: str | None, use_sim: bool, combined_inference: bool = False) -> bool:
+    """Evaluate an if:/unless: condition on `use_sim` or `combined_inference` (None: always)."""
     if condition is None:
         return True
     kind, name = condition.split(":", 1)
-    assert name == "use_sim", f"unexpected condition on {name!r}"
-    return use_sim if kind == "if" else not use_sim
+    assert name in CONDITION_ARGUMENTS, f"unexpected condition on {name!r}"
+    value = use_sim if name == "use_sim" else combined_inference
+    return value if kind == "if" else not value
 
 
-def graph(name: str, use_sim: bool = False, _seen: tuple[str, ...] = ()) -> list[tuple[str, NodeCall]]:
-    """[(file, Node)] started by launch/<name> for use_sim, includes resolved."""
+def graph(name: str, use_sim: bool = False, combined_inference: bool = False,
+          _seen: tuple[str, ...] = ()) -> list[tuple[str, NodeCall]]:
+    """[(file, Node)] started by launch/<name> for use_sim / combined_inference, includes resolved."""
     assert name not in _seen, f"include cycle {_seen + (name,)}"
     lf = parse(LAUNCH_DIR / name)
-    out = [(name, n) for n in lf.nodes if condition_holds(n.condition, use_sim)]
+    out = [(name, n) for n in lf.nodes if condition_holds(n.condition, use_sim, combined_inference)]
     for inc in lf.includes:
-        if condition_holds(inc.condition, use_sim):
-            out += graph(inc.target, use_sim, _seen + (name,))
+        if condition_holds(inc.condition, use_sim, combined_inference):
+            out += graph(inc.target, use_sim, combined_inference, _seen + (name,))
     return out

@@ -213,3 +213,27 @@ def test_the_arm_process_is_interrupted_first(standin_env):
                             grace_s=2.0)
     lines = [ln for ln in out.getvalue().splitlines() if "got SIGINT" in ln]
     assert res.exit_code == 0 and lines[0].startswith("[standin_server")
+
+
+def test_combined_inference_moves_the_encoder_into_the_policy_process():
+    import argparse
+
+    from dynaflip_ros.ros.launch_args import read_params_file
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    doc = read_params_file(ROOT / "config" / "pick_into_sink.yaml")
+    args = parser.parse_args(["launch", "pick_into_sink", "--sim", "--combined-inference", "--encoder", "/m/enc"])
+    ov = build_overrides(args, "/tmp/r.json", doc)
+    assert "encoder" not in ov
+    assert ov["policy"]["encoder_in_process"] is True and ov["policy"]["encoder.model_dir"] == "/m/enc"
+    assert ov["policy"]["encoder.backend"] == "auto" and ov["policy"]["encoder.num_threads"] == 1  # the file's section
+    names = [s.executable for s in bringup.pick_into_sink_processes(True, combined_inference=True)]
+    assert "encoder_node" not in names and "policy_node" in names and "sim_cell_node" in names
+    assert "encoder_node" in [s.executable for s in bringup.pick_into_sink_processes(True)]
+    from dynaflip_ros.configs.params_file import nest_parameters
+    from dynaflip_ros.configs.io import from_dict
+    from dynaflip_ros.configs.ros import PolicyNodeConfig
+
+    cfg = from_dict(PolicyNodeConfig, nest_parameters(PolicyNodeConfig, ov["policy"], "policy"))
+    assert cfg.encoder_in_process and cfg.encoder.model_dir == "/m/enc"  # what the node will read

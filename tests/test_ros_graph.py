@@ -285,3 +285,39 @@ def test_graph_smoke_one_episode(tiny_models, tiny_ensemble, tmp_path, monkeypat
     assert probe.joint_states > 100
     assert any(s.running and s.episode == 0 for s in probe.statuses)
     print(f"graph smoke test: {wall_s:.1f} s wall")
+
+
+@pytest.mark.slow
+def test_graph_combined_inference_one_episode(tiny_models, tiny_ensemble, tmp_path, monkeypatch, capsys):
+    """The CPU-frugal layout: no encoder process, the policy node embeds the camera images itself
+    and publishes encoder_info; the episode runs as in the separate layout."""
+    from dynaflip_ros.cli import main
+
+    enc_dir, _single, sha = tiny_models
+    domain = _domain_id()
+    monkeypatch.setenv("ROS_DOMAIN_ID", domain)
+    results = tmp_path / "results.json"
+    rclpy.init(args=["probe"])
+    probe = _Probe()
+    probe.thread.start()
+    try:
+        rc = main(["launch", "pick_into_sink", "--sim", "--combined-inference", "--episodes", "1",
+                   "--episode-timeout-s", "5", "--seed", "1", "--startup-timeout-s", "60", "--encoder", str(enc_dir),
+                   "--backend", "onnxruntime", "--policy", str(tiny_ensemble), "--out", str(results),
+                   "--domain-id", domain, "--timeout-s", "85"])
+    finally:
+        probe.executor.shutdown(timeout_sec=1.0)
+        probe.node.destroy_node()
+        rclpy.try_shutdown()
+    out = capsys.readouterr().out
+    assert rc == 0, out[-4000:]
+    assert "[encoder" not in out and "[policy" in out  # no encoder process
+    assert not probe.embedding_stamps  # no embedding topic either
+    res = json.loads(results.read_text())
+    assert res["provenance"]["encoder"]["weights_sha256"] == sha and res["summary"]["episodes"] == 1
+    for stage in ("image_transport", "encode", "embedding_transport", "policy", "command"):
+        assert res["summary"]["latency_ms"][stage]["n"] > 0, stage
+    ep = res["episodes"][0]
+    assert ep["driver"]["chunks"]["queued"] > 0 and ep["action_age_ms"]["n"] > 0
+    chunk_stamps = [cv.stamp_to_s(c.header.stamp) for c in probe.chunks]
+    assert chunk_stamps and np.mean([s in probe.image_stamps for s in chunk_stamps]) >= 0.5

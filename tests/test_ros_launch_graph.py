@@ -37,9 +37,11 @@ def _key(d: dict) -> str:
 
 @pytest.mark.parametrize("g", graph.GRAPHS, ids=[g.name for g in graph.GRAPHS])
 @pytest.mark.parametrize("mode", graph.MODES)
-def test_launch_graph_is_the_description(g, mode):
-    launched = [_declared(f, n) for f, n in ls.graph(g.launch_file, use_sim=mode == graph.SIM)]
-    described = [_described(n) for n in g.processes(mode)]
+@pytest.mark.parametrize("combined", [False, True], ids=["separate", "combined_inference"])
+def test_launch_graph_is_the_description(g, mode, combined):
+    launched = [_declared(f, n) for f, n in ls.graph(g.launch_file, use_sim=mode == graph.SIM,
+                                                     combined_inference=combined)]
+    described = [_described(n) for n in g.processes(mode, combined_inference=combined)]
     assert sorted(launched, key=_key) == sorted(described, key=_key)
 
 
@@ -55,8 +57,11 @@ def test_branch_conditions_follow_the_modes():
     UnlessCondition(use_sim); nodes of included files carry no condition (the include has it)."""
     for g in graph.GRAPHS:
         for f, n in ((f, n) for m in graph.MODES for f, n in ls.graph(g.launch_file, m == graph.SIM)):
-            modes = g.node(n.executable).modes
-            if f != g.launch_file or set(modes) == set(graph.MODES):
+            node = g.node(n.executable)
+            modes = node.modes
+            if node.combined_inference != (False, True):  # the encoder process: only without combined inference
+                assert node.combined_inference == (False,) and n.condition == "unless:combined_inference"
+            elif f != g.launch_file or set(modes) == set(graph.MODES):
                 assert n.condition is None, (f, n.executable, n.condition)
             else:
                 assert n.condition == ("if:use_sim" if modes == (graph.SIM,) else "unless:use_sim")

@@ -160,6 +160,10 @@ class PolicyNodeConfig:
         yet), published latched on /dynaflip/instruction at start-up; a message on that topic
         replaces it at run time. In simulation every episode brings its own (the sim cell's),
         which takes precedence. A language-conditioned policy sends nothing without one.
+    encoder_in_process: the CPU-frugal layout: this node runs the image encoder itself
+        (`encoder`: its settings, as the encoder node's) on /camera/color/image_raw and hands
+        each embedding straight to the policy, with no encoder process and no embedding topic;
+        it publishes /dynaflip/encoder_info itself. False: embeddings come from the encoder node.
     """
 
     model_dir: str = "models/policy"
@@ -169,8 +173,13 @@ class PolicyNodeConfig:
     num_threads: int = 1
     samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK
     instruction: str = ""
+    encoder_in_process: bool = False
+    encoder: EncoderNodeConfig = field(default_factory=EncoderNodeConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.encoder, dict):
+            self.encoder = EncoderNodeConfig(**self.encoder)
+        require_choice("PolicyNodeConfig", "encoder_in_process", self.encoder_in_process, (False, True))
         require_non_empty("PolicyNodeConfig", "model_dir", self.model_dir)
         require_int("PolicyNodeConfig", "samples_per_chunk", self.samples_per_chunk, 1, MAX_SAMPLES_PER_CHUNK)
         require_int("PolicyNodeConfig", "n_action_steps", self.n_action_steps, 0)

@@ -37,7 +37,8 @@ too. For the real-time check through the ROS 2 graph use `dynaflip launch pick_i
 --modes lockstep,realtime,ros (where deployment loses success): the same seeds lock-step, in real
 time in this process without ROS (physics and the servo loop in a thread that follows the wall
 clock, camera -> encoder -> policy in the main thread; eval/realtime.py) and through the ROS 2
-graph (the processes of `dynaflip launch pick_into_sink --sim`), with the graph's params file
+graph (the processes of `dynaflip launch pick_into_sink --sim`; ros_combined: its CPU-frugal
+layout, `--combined-inference`, the encoder inside the policy process), with the graph's params file
 (config/pick_into_sink.yaml) for the driver and camera settings of both real-time modes and the
 flags here for the models. --cpu-load N keeps N other processes busy (one core each) during all
 modes. The record (default outputs/eval/modes_<UTC time>.json) holds under `modes` each mode's
@@ -89,7 +90,8 @@ def register(subparsers) -> None:
                                "e.g. 'red cube,green cylinder,blue bar,yellow ball' (the original single-object cell)")
     modes = p.add_argument_group("real time (where deployment loses success)")
     modes.add_argument("--modes", default=None, metavar="LIST",
-                       help="comma-separated: lockstep, realtime (one process, no ROS), ros (the ROS 2 graph); "
+                       help="comma-separated: lockstep, realtime (one process, no ROS), ros (the ROS 2 graph), "
+                            "ros_combined (the graph with the encoder inside the policy process); "
                             "runs the same seeds each way and writes one record with every mode (default: lockstep only, "
                             "the plain record)")
     modes.add_argument("--cpu-load", type=int, default=0, metavar="N",
@@ -236,7 +238,7 @@ def run_modes(args: argparse.Namespace, episodes: int, sim_config) -> int:
     if args.swap_pairs or args.temporal_ensemble_coeff is not None or episodes < 1:
         raise UserError("--modes runs regular episodes (--episodes N >= 1); drop --swap-pairs / "
                         "--temporal-ensemble-coeff")
-    if "ros" in modes and (args.objects is not None or args.object_pool is not None):
+    if {"ros", "ros_combined"} & set(modes) and (args.objects is not None or args.object_pool is not None):
         raise UserError("--objects / --object-pool do not reach the ROS graph (its sim_cell.sim parameters): "
                         "drop them or the ros mode")
     if args.cpu_load < 0:
@@ -258,8 +260,9 @@ def run_modes(args: argparse.Namespace, episodes: int, sim_config) -> int:
     with CpuLoad(args.cpu_load):
         for mode in modes:
             print(f"[eval] mode {mode}: {episodes} episodes from seed {args.seed}, cpu load {args.cpu_load}", flush=True)
-            if mode == "ros":
-                reports[mode] = run_ros_mode(args, episodes, params, doc, out.with_name(out.stem + "_ros.json"))
+            if mode in ("ros", "ros_combined"):
+                reports[mode] = run_ros_mode(args, episodes, params, doc, out.with_name(f"{out.stem}_{mode}.json"),
+                                             combined_inference=mode == "ros_combined")
                 continue
             report = EvalReport(mode=mode, config=config, models=dict(models))
             if mode == "lockstep":
@@ -278,10 +281,11 @@ def run_modes(args: argparse.Namespace, episodes: int, sim_config) -> int:
     return 0
 
 
-def run_ros_mode(args: argparse.Namespace, episodes: int, params, doc: dict, results_path) -> dict:
+def run_ros_mode(args: argparse.Namespace, episodes: int, params, doc: dict, results_path,
+                 combined_inference: bool = False) -> dict:
     """The episodes through the ROS 2 graph (`dynaflip launch pick_into_sink --sim` with the
-    models, seeds and inference settings of the flags); returns the episode manager's record.
-    Raises UserError when the graph fails."""
+    models, seeds and inference settings of the flags; `--combined-inference` layout when
+    asked); returns the episode manager's record. Raises UserError when the graph fails."""
     import json
 
     from dynaflip_ros.errors import UserError
@@ -290,12 +294,14 @@ def run_ros_mode(args: argparse.Namespace, episodes: int, params, doc: dict, res
 
     overrides = graph_overrides(doc, use_sim=True, results_path=str(results_path), encoder=str(args.encoder),
                                 backend=args.backend, policy=str(args.policy), episodes=episodes, seed=args.seed,
-                                episode_timeout_s=args.episode_timeout_s)
-    overrides["encoder"]["num_threads"] = args.threads
+                                episode_timeout_s=args.episode_timeout_s, combined_inference=combined_inference)
+    overrides.setdefault("encoder", {})["num_threads"] = args.threads
     overrides["policy"].update(num_threads=args.threads, samples_per_chunk=args.samples_per_chunk,
                                n_action_steps=args.n_action_steps)
+    if combined_inference:
+        overrides["policy"]["encoder.num_threads"] = overrides.pop("encoder")["num_threads"]
     results_path.unlink(missing_ok=True)
-    result = launch_graph("pick_into_sink", True, params, overrides)
+    result = launch_graph("pick_into_sink", True, params, overrides, combined_inference=combined_inference)
     if result.exit_code != 0 or not results_path.is_file():
         raise UserError(f"the ROS graph failed (exit code {result.exit_code}, process {result.failed!r}); "
                         f"no record at {results_path}")

@@ -4,7 +4,8 @@ through the ROS 2 graph (`dynaflip eval --sim --modes lockstep,realtime,ros [--c
 The three modes differ in one thing each: lock-step -> realtime adds time (inference, rendering
 and physics share the CPU and the wall clock; the arm executes actions that were planned from
 older images), realtime -> ros adds the graph (DDS transport, separate processes, the nodes'
-executors). Each mode's evaluation record (`episodes.record.EvalReport.to_dict`) goes into one
+executors); ros_combined is the graph without the encoder process (the policy node embeds the
+images itself, `--combined-inference` of `dynaflip launch`). Each mode's evaluation record (`episodes.record.EvalReport.to_dict`) goes into one
 file under `modes`, next to what the comparison needs (`mode_entry`): success rate with its Wilson
 interval, SafeArm watchdog trips (per episode and in total), the executed actions' ages
 (`robot.action_age`) and per-stage latency; `paired` compares two modes seed by seed (the
@@ -20,7 +21,8 @@ from typing import Any
 
 from dynaflip_ros.errors import UserError
 
-MODES: tuple[str, ...] = ("lockstep", "realtime", "ros")
+MODES: tuple[str, ...] = ("lockstep", "realtime", "ros", "ros_combined")
+"""ros_combined: the graph in its CPU-frugal layout (the encoder inside the policy process)."""
 MODES_FORMAT = "dynaflip_ros.eval_modes/1"
 
 

@@ -1,4 +1,5 @@
-"""`ReplanSchedule`: when a policy driven by 10 Hz observations samples a new action chunk.
+"""`ReplanSchedule`: when a policy driven by 10 Hz observations samples a new action chunk;
+`step` feeds it one observation, `JointStateBuffer` pairs images with joint states.
 
 A new chunk is sampled when
 
@@ -14,7 +15,12 @@ Not thread-safe: its owner (the policy node) calls it under its own lock.
 """
 from __future__ import annotations
 
-from dynaflip_ros.policies.base import ActionChunk
+import time
+from collections import deque
+
+import numpy as np
+
+from dynaflip_ros.policies.base import ActionChunk, PolicyObservation
 
 
 class ReplanSchedule:
@@ -60,3 +66,36 @@ class ReplanSchedule:
         else:
             a = self.latency_ema
             self.expected_latency_s = (1 - a) * self.expected_latency_s + a * float(latency_s)
+
+
+def step(policy, schedule: ReplanSchedule, obs: PolicyObservation) -> tuple[ActionChunk | None, float]:
+    """Feed one observation to `policy`: when `schedule` says a chunk is due, (the new chunk,
+    seconds its inference took); otherwise the observation only enters the policy's history:
+    (None, 0.0). The caller sends the chunk and reports it with `schedule.chunk_sent`. A
+    policy's errors propagate (ValueError / RuntimeError)."""
+    if not schedule.due(obs.stamp_s):
+        policy.observe(obs)
+        return None, 0.0
+    t0 = time.perf_counter()
+    chunk = policy.predict_action_chunk(obs)
+    return chunk, time.perf_counter() - t0
+
+
+class JointStateBuffer:
+    """Recent joint states (header stamp s, receipt s, (7,) joints rad + gripper): an observation
+    pairs the image with the joint state stamped nearest to the image's capture, as in training
+    (recorded frames pair image and state of one instant), not with whatever arrived last.
+    Not thread-safe: its owner (the policy node) calls it under its own lock."""
+
+    def __init__(self, maxlen: int = 128) -> None:
+        self._states: deque[tuple[float, float, np.ndarray]] = deque(maxlen=maxlen)
+
+    def add(self, stamp_s: float, received_s: float, state: np.ndarray) -> None:
+        self._states.append((float(stamp_s), float(received_s), state))
+
+    def nearest(self, stamp_s: float, now_s: float, max_age_s: float) -> np.ndarray | None:
+        """The (7,) state stamped nearest to `stamp_s`; None when there is none or the newest
+        arrived more than `max_age_s` before `now_s` (the arm's state stream is not fresh)."""
+        if not self._states or now_s - self._states[-1][1] > max_age_s:
+            return None
+        return min(self._states, key=lambda e: abs(e[0] - stamp_s))[2]

@@ -61,11 +61,12 @@ EPISODE_MANAGER = ProcessSpec.of(graph.EPISODE_MANAGER)
 ALL_PROCESSES: tuple[ProcessSpec, ...] = tuple(ProcessSpec.of(n) for n in graph.PICK_INTO_SINK.nodes)
 
 
-def pick_into_sink_processes(use_sim: bool) -> list[ProcessSpec]:
+def pick_into_sink_processes(use_sim: bool, combined_inference: bool = False) -> list[ProcessSpec]:
     """The processes of launch/pick_into_sink.launch.py (`graph.PICK_INTO_SINK`): sim ->
     sim_cell_node + encoder + policy + episode manager; real -> camera_node + ur3_driver_node +
-    encoder + policy (no episode manager: real-cell episodes are operator-driven)."""
-    return [ProcessSpec.of(n) for n in graph.PICK_INTO_SINK.processes(graph.mode(use_sim))]
+    encoder + policy (no episode manager: real-cell episodes are operator-driven); without the
+    encoder process with `combined_inference`."""
+    return [ProcessSpec.of(n) for n in graph.PICK_INTO_SINK.processes(graph.mode(use_sim), combined_inference)]
 
 
 def pick_into_sink_main(use_sim: bool) -> str | None:

@@ -20,7 +20,11 @@ Graph `pick_into_sink` (launch/pick_into_sink.launch.py, `use_sim` true|false):
        episode_manager_node (episode_manager)   its exit ends the launch / the bring-up
   real (real_cell.launch.py, included UnlessCondition(use_sim)):
        camera_node (camera), ur3_driver_node (ur3_driver)   each exit ends the launch
-  both (encoder_policy.launch.py): encoder_node (encoder), policy_node (policy)
+  both (encoder_policy.launch.py): encoder_node (encoder), policy_node (policy); with the
+       launch argument combined_inference:=true (`dynaflip launch --combined-inference`) no
+       encoder_node: the policy node runs the encoder in its own process (CPU-frugal layout,
+       `PolicyNodeConfig.encoder_in_process`), so encoder_node carries
+       UnlessCondition(combined_inference)
 
 Graph `record_teleop` (launch/record_teleop.launch.py): teleop_recorder_node (teleop_recorder);
 `use_sim` there is a node parameter, not a branch.
@@ -68,7 +72,9 @@ class GraphNode:
     modes: the `use_sim` branches it runs in (SIM, REAL); launch_parameters: parameters set from
     launch arguments; overrides_file: the launch passes a per-launch overrides params file after
     params_file (ros/launch_args.py); remappings: (from, to) topic remappings; ends_launch:
-    on_exit=Shutdown (its exit stops the whole launch).
+    on_exit=Shutdown (its exit stops the whole launch); combined_inference: the values of the
+    `combined_inference` launch argument it runs under ((False,): only with a separate encoder
+    process).
     """
 
     executable: str
@@ -82,6 +88,7 @@ class GraphNode:
     remappings: tuple[tuple[str, str], ...] = ()
     ends_launch: bool = False
     package: str = PACKAGE
+    combined_inference: tuple[bool, ...] = (False, True)
 
     @property
     def process_name(self) -> str:
@@ -103,11 +110,12 @@ class Graph:
     default_params: dict[str, str]
     main: dict[str, str | None]
 
-    def processes(self, mode: str) -> list[GraphNode]:
-        """The nodes that run in `mode` (SIM / REAL), in start order. Raises ValueError on an unknown mode."""
+    def processes(self, mode: str, combined_inference: bool = False) -> list[GraphNode]:
+        """The nodes that run in `mode` (SIM / REAL) and inference layout, in start order.
+        Raises ValueError on an unknown mode."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        return [n for n in self.nodes if mode in n.modes]
+        return [n for n in self.nodes if mode in n.modes and bool(combined_inference) in n.combined_inference]
 
     def node(self, executable: str) -> GraphNode:
         """The node with that executable. Raises KeyError."""
@@ -127,10 +135,14 @@ UR3_DRIVER = GraphNode("ur3_driver_node", _NODES + "ur3_driver", "ur3_driver", (
                        "real_cell.launch.py", modes=(REAL,), overrides_file=True, ends_launch=True)
 ENCODER = GraphNode("encoder_node", _NODES + "encoder", "encoder", ("encoder",), "encoder_policy.launch.py",
                     launch_parameters=(LaunchParameter("model_dir", "encoder_model_dir"),
-                                       LaunchParameter("backend", "encoder_backend")))
+                                       LaunchParameter("backend", "encoder_backend")),
+                    combined_inference=(False,))
 POLICY = GraphNode("policy_node", _NODES + "policy", "policy", ("policy",), "encoder_policy.launch.py",
                    launch_parameters=(LaunchParameter("model_dir", "policy_model_dir"),
-                                      LaunchParameter("instruction", "instruction", "str")))
+                                      LaunchParameter("instruction", "instruction", "str"),
+                                      LaunchParameter("encoder_in_process", "combined_inference", "bool"),
+                                      LaunchParameter("encoder.model_dir", "encoder_model_dir"),
+                                      LaunchParameter("encoder.backend", "encoder_backend")))
 EPISODE_MANAGER = GraphNode("episode_manager_node", _NODES + "episode_manager", "episode_manager",
                             ("episode_manager",), "pick_into_sink.launch.py", modes=(SIM,),
                             launch_parameters=(LaunchParameter("episodes", "episodes", "int"),

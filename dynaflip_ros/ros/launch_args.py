@@ -158,7 +158,7 @@ def graph_overrides(params_doc: dict[str, Any], *, use_sim: bool, results_path: 
                     object_name: str | None = None, instruction: str | None = None,
                     episode_timeout_s: float | None = None, startup_timeout_s: float | None = None,
                     robot_ip: str = "", ur_type: str = "", gripper: str = "",
-                    camera_serial: str = "") -> dict[str, dict[str, Any]]:
+                    camera_serial: str = "", combined_inference: bool = False) -> dict[str, dict[str, Any]]:
     """{node name: parameter overrides} of `dynaflip launch <graph>` over `params_doc`.
 
     encoder / backend / policy ("" = the params file's): `encoder.model_dir`, `encoder.backend`,
@@ -167,12 +167,19 @@ def graph_overrides(params_doc: dict[str, Any], *, use_sim: bool, results_path: 
     manager's (sent with every reset; needs object_name there, the object it names).
     use_sim: the episode manager gets `results_path` and every episode setting given (None =
     the params file's; episode_timeout_s / startup_timeout_s in s). Real cell: the hardware
-    arguments through `real_cell_overrides` (validated; "" = the params file's). Nodes without
-    overrides are left out. Raises LaunchArgumentError (also for a blank instruction, or one
+    arguments through `real_cell_overrides` (validated; "" = the params file's).
+    combined_inference: the CPU-frugal layout (no encoder process): the policy node gets
+    `encoder_in_process` and the encoder settings (the params file's `encoder` section, then
+    encoder / backend) as `encoder.*`. Nodes without overrides are left out. Raises LaunchArgumentError (also for a blank instruction, or one
     without object_name in simulation).
     """
     enc = {k: v for k, v in (("model_dir", encoder), ("backend", backend)) if v}
     pol: dict[str, Any] = {"model_dir": policy} if policy else {}
+    if combined_inference:  # no encoder process: the policy node runs it with the encoder section's settings
+        pol["encoder_in_process"] = True
+        encoder_section = node_parameters(params_doc, "encoder")
+        pol.update({f"encoder.{k}": v for k, v in {**encoder_section, **enc}.items()})
+        enc = {}
     if instruction is not None:
         instruction = instruction.strip()
         if not instruction:

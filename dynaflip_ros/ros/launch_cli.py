@@ -19,6 +19,7 @@ GRAPHS = ("pick_into_sink",)
 EPILOG = """examples:
   dynaflip launch pick_into_sink --sim --episodes 20
   dynaflip launch pick_into_sink --sim --episodes 5 --seed 100 --backend onnxruntime
+  dynaflip launch pick_into_sink --sim --episodes 20 --combined-inference   # encoder inside the policy process
   dynaflip launch pick_into_sink --sim --encoder outputs/encoder_onnx --policy outputs/policy
   dynaflip launch pick_into_sink --sim --params-file my_params.yaml --out outputs/run.json
   dynaflip launch pick_into_sink --real --robot-ip 192.168.1.102 --ur-type cb3
@@ -62,6 +63,9 @@ def register(subparsers) -> None:
     models.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt", "torch"),
                         help="encoder inference backend (default: params file, auto)")
     models.add_argument("--policy", help="policy checkpoint dir (default: params file, models/policy)")
+    models.add_argument("--combined-inference", action="store_true",
+                        help="CPU-frugal layout: no encoder process, the policy node runs the encoder in its own "
+                             "process (launch argument combined_inference:=true)")
     episodes = p.add_argument_group("episodes (--sim)")
     episodes.add_argument("--episodes", type=int, help="episodes to run (default: params file, 20)")
     episodes.add_argument("--seed", type=int, help="seed of episode 0; episode i uses seed + i")
@@ -95,14 +99,17 @@ def build_overrides(args: argparse.Namespace, results_path: str, params_doc: dic
         backend=args.backend or "", policy=args.policy or "", episodes=args.episodes, seed=args.seed,
         object_name=args.object_name, instruction=args.instruction, episode_timeout_s=args.episode_timeout_s,
         startup_timeout_s=args.startup_timeout_s, robot_ip=args.robot_ip, ur_type=args.ur_type,
-        gripper=args.gripper, camera_serial=args.camera_serial)
+        gripper=args.gripper, camera_serial=args.camera_serial, combined_inference=args.combined_inference)
 
 
 def launch_graph(graph_name: str, use_sim: bool, params, node_overrides: dict[str, dict], *,
-                 domain_id: int | None = None, timeout_s: float | None = None, out=None):
+                 combined_inference: bool = False, domain_id: int | None = None, timeout_s: float | None = None,
+                 out=None):
     """Run the graph `graph_name` (sim or real cell) with the params file `params` and the
     per-node overrides {node: {param: value}} (written to a temporary params file, deleted
-    afterwards) until its main process exits; returns `ros.bringup.GraphResult`. The children
+    afterwards) until its main process exits; returns `ros.bringup.GraphResult`. With
+    `combined_inference` no encoder process is started (the overrides must then set the policy
+    node's `encoder_in_process`, `ros.launch_args.graph_overrides`). The children
     get ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST unless the environment sets one, and
     ROS_DOMAIN_ID=`domain_id` when given; their logs go to `out` (default stdout)."""
     import os
@@ -115,7 +122,7 @@ def launch_graph(graph_name: str, use_sim: bool, params, node_overrides: dict[st
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(domain_id)
-    specs = [bringup.ProcessSpec.of(n) for n in description.processes(graph.mode(use_sim))]
+    specs = [bringup.ProcessSpec.of(n) for n in description.processes(graph.mode(use_sim), combined_inference)]
     overrides = write_overrides_file(node_overrides)  # a fresh temporary file; deleted below
     print(f"dynaflip launch {graph_name} ({'sim' if use_sim else 'real'}): "
           f"{[s.executable for s in specs]} with {params}", flush=True, file=out)
@@ -153,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{node} model not found: {e}; produce it (see README) or pass {flag}") from e
     results_path = Path(args.out or default_results_path("ros")).resolve()
     node_overrides = build_overrides(args, str(results_path), sections)  # LaunchArgumentError: exit 2 (main)
-    result = launch_graph(args.graph, args.use_sim, params, node_overrides, domain_id=args.domain_id,
-                          timeout_s=args.timeout_s)
+    result = launch_graph(args.graph, args.use_sim, params, node_overrides, combined_inference=args.combined_inference,
+                          domain_id=args.domain_id, timeout_s=args.timeout_s)
     if result.failed:
         print(f"dynaflip launch: process {result.failed!r} failed; exit codes {result.exit_codes}", file=sys.stderr)
         return result.exit_code or 1

@@ -54,6 +54,58 @@ def encoder_info(backend: EncoderBackend, model_dir: str) -> dict:
     }
 
 
+def load_encoder(config: EncoderNodeConfig) -> tuple[EncoderBackend, str]:
+    """(backend, resolved model dir) of an `EncoderNodeConfig` (`inference.factory`). Raises
+    FileNotFoundError (model dir) or the factory's errors."""
+    from dynaflip_ros.inference.factory import load_encoder_backend
+
+    model_dir = resolve_path(config.model_dir)
+    n = config.num_threads
+    backend = load_encoder_backend(str(model_dir), backend=config.backend,
+                                   onnxruntime_options={"intra_op_num_threads": n}, torch_options={"num_threads": n})
+    return backend, str(model_dir)
+
+
+def embed_image(backend: EncoderBackend, msg: Image):
+    """(embedding (D,) float32, seconds the forward pass took) of an rgb8 Image message.
+    Raises ValueError on a malformed image, RuntimeError from the backend."""
+    rgb = image_to_rgb(msg)  # (H, W, 3) uint8
+    with Stopwatch() as sw:
+        emb = backend.embed(rgb[None])  # (1, D) float32
+    return emb[0], sw.elapsed_s
+
+
+class InProcessEncoder:
+    """The encoder run inside another node's process (the policy node's CPU-frugal layout):
+    publishes /dynaflip/encoder_info from `node`, subscribes `node` to the camera images, embeds
+    each image it is allowed to (`wanted(stamp_s)`) and hands (embedding (D,), stamp s) to
+    `on_embedding` in the same callback, reporting "image_transport" and "encode" latency.
+
+    Raises FileNotFoundError / the factory's errors from loading (`load_encoder`)."""
+
+    def __init__(self, node: Node, config: EncoderNodeConfig, on_embedding, wanted, latency: LatencyReporter) -> None:
+        self.node, self.on_embedding, self.wanted, self._latency = node, on_embedding, wanted, latency
+        self.backend, model_dir = load_encoder(config)
+        self.errors = 0
+        self._info_pub = node.create_publisher(String, ENCODER_INFO_TOPIC, LATCHED_QOS)
+        safe_publish(node, self._info_pub, to_json_msg(encoder_info(self.backend, model_dir)), "encoder_info")
+        node.create_subscription(Image, IMAGE_TOPIC, self._on_image, IMAGE_QOS)
+
+    def _on_image(self, msg: Image) -> None:
+        stamp_s = stamp_to_s(msg.header.stamp)
+        self._latency.report("image_transport", ros_now_s(self.node) - stamp_s, stamp_s)
+        if not self.wanted(stamp_s):  # nothing would act on it: no encoding either
+            return
+        try:
+            embedding, encode_s = embed_image(self.backend, msg)
+        except (ValueError, RuntimeError) as e:
+            self.errors += 1
+            self.node.get_logger().error(f"embedding failed ({self.errors} so far): {e}", throttle_duration_sec=2.0)
+            return
+        self._latency.report("encode", encode_s, stamp_s)
+        self.on_embedding(embedding, stamp_s)
+
+
 class EncoderNode(Node):
     """Embeds every received image with `backend` and republishes it with the image's header.
 
@@ -66,14 +118,10 @@ class EncoderNode(Node):
     def __init__(self, backend: EncoderBackend | None = None, node_name: str = "encoder") -> None:
         super().__init__(node_name, **node_kwargs())
         self.config = load_node_config(self, EncoderNodeConfig)
-        model_dir = resolve_path(self.config.model_dir)
         if backend is None:
-            from dynaflip_ros.inference.factory import load_encoder_backend
-
-            n = self.config.num_threads
-            backend = load_encoder_backend(str(model_dir), backend=self.config.backend,
-                                           onnxruntime_options={"intra_op_num_threads": n},
-                                           torch_options={"num_threads": n})
+            backend, model_dir = load_encoder(self.config)
+        else:
+            model_dir = resolve_path(self.config.model_dir)
         self.backend = backend
         self.info = encoder_info(backend, str(model_dir))
         self.embeddings_published = 0
@@ -91,17 +139,15 @@ class EncoderNode(Node):
         stamp_s = stamp_to_s(msg.header.stamp)
         self._latency.report("image_transport", ros_now_s(self) - stamp_s, stamp_s)
         try:
-            rgb = image_to_rgb(msg)  # (H, W, 3) uint8
-            with Stopwatch() as sw:
-                emb = self.backend.embed(rgb[None])  # (1, D) float32
-            out = embedding_to_image(emb[0], msg.header)
+            emb, encode_s = embed_image(self.backend, msg)
+            out = embedding_to_image(emb, msg.header)
         except (ValueError, RuntimeError) as e:
             self.errors += 1
             self.get_logger().error(f"embedding failed ({self.errors} so far): {e}", throttle_duration_sec=2.0)
             return
         if safe_publish(self, self._emb_pub, out, "embedding"):
             self.embeddings_published += 1
-        self._latency.report("encode", sw.elapsed_s, stamp_s)
+        self._latency.report("encode", encode_s, stamp_s)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,14 @@ A language-conditioned policy (its `language_conditioned` attribute true) gets n
 and sends no chunk until there is an instruction; the node logs why once (`skipped["no_instruction"]` counts the frames). An image-only policy
 ignores the instruction.
 
-Subscribed: /dynaflip/embedding (IMAGE_QOS), /joint_states (STATE_QOS),
+CPU-frugal layout (`encoder_in_process: true`; `dynaflip launch --combined-inference`,
+`combined_inference:=true`): the node loads the image encoder itself (`encoder.*` parameters, as
+the encoder node's), subscribes to /camera/color/image_raw instead of /dynaflip/embedding, embeds
+each image and acts on it in the same callback (no encoder process, no embedding message), and
+publishes /dynaflip/encoder_info (LATCHED_QOS) and the latency stages "image_transport" and
+"encode" itself.
+
+Subscribed: /dynaflip/embedding (IMAGE_QOS; /camera/color/image_raw with encoder_in_process), /joint_states (STATE_QOS),
             /dynaflip/encoder_info, /dynaflip/instruction (LATCHED_QOS), /episode/command,
             /episode/status (EVENT_QOS)
 Published:  /dynaflip/action_chunk trajectory_msgs/JointTrajectory (COMMAND_QOS),
@@ -40,7 +47,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections import deque
 
 import numpy as np
 from rclpy.node import Node
@@ -51,8 +57,9 @@ from trajectory_msgs.msg import JointTrajectory
 from dynaflip_ros.configs.ros import PolicyNodeConfig
 from dynaflip_ros.episodes.gate import EpisodeGate, Transition
 from dynaflip_ros.episodes.protocol import EpisodeCommand, EpisodeStatus, ProtocolError
-from dynaflip_ros.policies.base import EncoderMismatchError, PolicyObservation, warm_up
-from dynaflip_ros.policies.replan import ReplanSchedule
+from dynaflip_ros.policies.base import EncoderMismatchError, PolicyObservation
+from dynaflip_ros.policies.replan import JointStateBuffer, ReplanSchedule
+from dynaflip_ros.policies.replan import step as replan_step
 from dynaflip_ros.resources import resolve_path
 from dynaflip_ros.ros.conversions import (
     action_chunk_to_trajectory, image_to_embedding, stamp_to_s, state_vector_from_joint_state,
@@ -65,7 +72,7 @@ from dynaflip_ros.ros.qos import (
 )
 from dynaflip_ros.ros.runtime import (
     run_node,
-    LatencyReporter, Stopwatch, from_json_msg, ros_now_s, safe_publish, to_json_msg,
+    LatencyReporter, from_json_msg, ros_now_s, safe_publish, to_json_msg,
 )
 
 
@@ -80,17 +87,20 @@ NO_INSTRUCTION = (f"the policy is language-conditioned and has no instruction: s
                   f"arrives (publish it latched on {INSTRUCTION_TOPIC}, or launch with instruction:=...)")
 
 
-def nearest_joint_state(states, stamp_s: float) -> np.ndarray | None:
-    """(7,) joint state of `states` ((header stamp s, receipt s, (7,)) entries) whose header
-    stamp is nearest to `stamp_s`; None when there is none."""
-    return min(states, key=lambda e: abs(e[0] - stamp_s))[2] if states else None
-
-
 def _policy_facts(policy) -> dict:
     """The loaded policy's provenance for /dynaflip/policy_info."""
     return dict(encoder_sha256=policy.encoder_sha256, weights_sha256=policy.weights_sha256, fps=policy.fps,
                 embedding_dim=policy.embedding_dim, n_obs_steps=policy.model_config.n_obs_steps,
                 chunk_len=policy.model_config.n_action_steps, language_conditioned=needs_instruction(policy))
+
+
+def _start_preimport() -> threading.Thread:
+    """Import torch + LeRobot (seconds) in a thread while the encoder starts; the load itself
+    waits for the encoder's sha256 and joins this thread (concurrent imports of torch / the
+    torchvision shim from two threads are not safe)."""
+    thread = threading.Thread(target=_preimport, name="policy_preimport", daemon=True)
+    thread.start()
+    return thread
 
 
 def _preimport() -> None:
@@ -117,18 +127,14 @@ class PolicyNode(Node):
         self.policy = None  # DiffusionPolicyRunner / CheckpointEnsemble once the encoder is known
         self.schedule: ReplanSchedule | None = None
         self.refused_reason = ""
-        self.chunks_published = 0
-        self.observations = 0
+        self.chunks_published = self.observations = 0
         self.skipped = {"inactive": 0, "stale": 0, "no_joint_state": 0, "no_instruction": 0, "error": 0}
         self.instruction = self.config.instruction.strip() or None  # the topic's (module docstring)
         self.needs_instruction = False  # set from the loaded policy
         self._told_no_instruction = False
         self._lock = threading.Lock()  # lock order: self._lock, then the gate's (a leaf)
         self.gate = EpisodeGate()
-        # Recent joint states (header stamp s, receipt s, (7,)): the observation pairs the image with
-        # the joint state stamped nearest to the image's capture, as in training (recorded frames
-        # pair image and state of the same instant), not with whatever arrived last.
-        self._joint_states: deque[tuple[float, float, np.ndarray]] = deque(maxlen=128)
+        self._joint_states = JointStateBuffer()
         self._latency = LatencyReporter(self)
         self._chunk_pub = self.create_publisher(JointTrajectory, ACTION_CHUNK_TOPIC, COMMAND_QOS)
         self._info_pub = self.create_publisher(String, POLICY_INFO_TOPIC, LATCHED_QOS)
@@ -141,20 +147,19 @@ class PolicyNode(Node):
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, STATE_QOS)
         self.create_subscription(String, EPISODE_COMMAND_TOPIC, self._on_episode_command, EVENT_QOS)
         self.create_subscription(String, EPISODE_STATUS_TOPIC, self._on_episode_status, EVENT_QOS)
-        self.create_subscription(Image, EMBEDDING_TOPIC, self._on_embedding, IMAGE_QOS)
-        # Import torch + LeRobot (seconds) while the encoder starts; the load itself waits for
-        # the encoder's sha256 and for this thread (concurrent imports of torch / the torchvision
-        # shim from two threads are not safe).
-        self._preload = threading.Thread(target=_preimport, name="policy_preimport", daemon=True)
-        self._preload.start()
+        if self.config.encoder_in_process:  # the image encoder runs here (module docstring)
+            from dynaflip_ros.ros.nodes.encoder import InProcessEncoder
+
+            self.encoder = InProcessEncoder(self, self.config.encoder, self._act, self._active, self._latency)
+        else:
+            self.create_subscription(Image, EMBEDDING_TOPIC, self._on_embedding, IMAGE_QOS)
+        self._preload = _start_preimport()
         self.get_logger().info(f"policy: {self.model_dir}; waiting for {ENCODER_INFO_TOPIC}")
 
     # ------------------------------------------------------------------ model
     def _publish_info(self, ready: bool, error: str, **extra) -> None:
         info = {"ready": ready, "error": error, "model_dir": str(self.model_dir), "instruction": self.instruction,
-                **extra}
-        if self.policy is not None:
-            info.update(_policy_facts(self.policy))
+                **extra, **(_policy_facts(self.policy) if self.policy is not None else {})}
         safe_publish(self, self._info_pub, to_json_msg(info), "policy_info")
 
     def _on_encoder_info(self, msg: String) -> None:
@@ -176,18 +181,15 @@ class PolicyNode(Node):
 
     def _load(self, encoder_sha256: str) -> None:
         self._preload.join()  # never import torch / LeRobot from two threads at once
-        from dynaflip_ros.policies.checkpoint_ensemble import load_policy
+        from dynaflip_ros.policies.checkpoint_ensemble import load_deployed_policy
 
-        import torch
-
-        torch.set_num_threads(self.config.num_threads)
         try:  # a policy checkpoint or an ensemble of them (policies.checkpoint_ensemble)
-            policy = load_policy(self.model_dir, encoder_sha256=encoder_sha256,
-                                 samples_per_chunk=self.config.samples_per_chunk)
+            policy, warm_s = load_deployed_policy(self.model_dir, encoder_sha256=encoder_sha256,
+                                                  num_threads=self.config.num_threads,
+                                                  samples_per_chunk=self.config.samples_per_chunk)
         except (EncoderMismatchError, FileNotFoundError, ValueError) as e:
             self._refuse(e)
             return
-        warm_s = warm_up(policy)
         self.needs_instruction = needs_instruction(policy)
         self.policy = policy
         self.schedule = ReplanSchedule(policy.dt_s, self.config.n_action_steps)
@@ -195,8 +197,7 @@ class PolicyNode(Node):
         self.get_logger().info(
             f"policy loaded: encoder sha256 {encoder_sha256[:12]} matches; chunk of "
             f"{policy.model_config.n_action_steps} actions at {policy.dt_s:g} s -> {ACTION_CHUNK_TOPIC} "
-            f"(warm-up {warm_s * 1e3:.0f} ms)"
-            f"{'; language-conditioned' if self.needs_instruction else ''}")
+            f"(warm-up {warm_s * 1e3:.0f} ms){'; language-conditioned' if self.needs_instruction else ''}")
 
     def _refuse(self, err: Exception) -> None:
         self.policy = None
@@ -224,32 +225,24 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ episode gating
     def _on_episode_command(self, msg: String) -> None:
-        try:
-            cmd = EpisodeCommand.from_json(msg.data)
-        except ProtocolError as e:
-            self.get_logger().error(f"{EPISODE_COMMAND_TOPIC} ignored: {e}")
-            return
-        with self._lock:
-            self._apply(self.gate.expect(cmd))
+        self._follow_episode(msg, EpisodeCommand.from_json, self.gate.expect, EPISODE_COMMAND_TOPIC)
 
     def _on_episode_status(self, msg: String) -> None:
+        self._follow_episode(msg, EpisodeStatus.from_json, self.gate.follow, EPISODE_STATUS_TOPIC)
+
+    def _follow_episode(self, msg: String, parse, transition, topic: str) -> None:
+        """A command / status through the gate; stopping or starting an episode clears the
+        policy's observation history and replan schedule."""
         try:
-            status = EpisodeStatus.from_json(msg.data)
+            message = parse(msg.data)
         except ProtocolError as e:
-            self.get_logger().error(f"{EPISODE_STATUS_TOPIC} ignored: {e}", throttle_duration_sec=5.0)
+            self.get_logger().error(f"{topic} ignored: {e}", throttle_duration_sec=5.0)
             return
         with self._lock:
-            self._apply(self.gate.follow(status))
-
-    def _apply(self, transition: Transition) -> None:
-        """Stopping or starting an episode clears the policy's observation history and replan
-        schedule (call with self._lock held)."""
-        if transition is Transition.NONE:
-            return
-        if self.policy is not None:
-            self.policy.reset()
-        if self.schedule is not None:
-            self.schedule.reset()
+            if transition(message) is not Transition.NONE:
+                for stateful in (self.policy, self.schedule):
+                    if stateful is not None:
+                        stateful.reset()
 
     # ------------------------------------------------------------------ data path
     def _on_joint_state(self, msg: JointState) -> None:
@@ -259,21 +252,42 @@ class PolicyNode(Node):
             self.get_logger().error(f"bad {JOINT_STATES_TOPIC}: {e}", throttle_duration_sec=5.0)
             return
         with self._lock:
-            self._joint_states.append((stamp_to_s(msg.header.stamp), ros_now_s(self), x))
+            self._joint_states.add(stamp_to_s(msg.header.stamp), ros_now_s(self), x)
+
+    def _admits(self, stamp_s: float) -> bool:
+        """Whether an observation stamped `stamp_s` is acted on (a loaded policy, a running
+        episode it belongs to); counts it as inactive otherwise. Call with the lock held."""
+        if self.policy is not None and self.gate.admits(stamp_s):
+            return True
+        self.skipped["inactive"] += 1
+        return False
+
+    def _active(self, stamp_s: float) -> bool:  # encoder_in_process: embed only images that are acted on
+        with self._lock:
+            return self._admits(stamp_s)
 
     def _on_embedding(self, msg: Image) -> None:
+        try:
+            embedding = image_to_embedding(msg)  # (D,)
+        except ValueError as e:
+            with self._lock:
+                self.skipped["error"] += 1
+            self.get_logger().error(f"bad {EMBEDDING_TOPIC}: {e}", throttle_duration_sec=2.0)
+            return
+        self._act(embedding, stamp_to_s(msg.header.stamp))
+
+    def _act(self, embedding: np.ndarray, stamp_s: float) -> None:
+        """One observation: the (D,) embedding of the image stamped `stamp_s` (ROS s)."""
         now_s = ros_now_s(self)
-        stamp_s = stamp_to_s(msg.header.stamp)
         self._latency.report("embedding_transport", now_s - stamp_s, stamp_s)
         with self._lock:
-            if self.policy is None or not self.gate.admits(stamp_s):
-                self.skipped["inactive"] += 1
+            if not self._admits(stamp_s):
                 return
             if now_s - stamp_s > self.config.max_observation_age_s:
                 self.skipped["stale"] += 1
                 return
-            js = nearest_joint_state(self._joint_states, stamp_s)
-            if js is None or now_s - self._joint_states[-1][1] > self.config.max_joint_state_age_s:
+            js = self._joint_states.nearest(stamp_s, now_s, self.config.max_joint_state_age_s)
+            if js is None:
                 self.skipped["no_joint_state"] += 1
                 self.get_logger().warning(f"no fresh {JOINT_STATES_TOPIC}: no action", throttle_duration_sec=2.0)
                 return
@@ -282,15 +296,12 @@ class PolicyNode(Node):
                 self._no_instruction()
                 return
             try:
-                obs = PolicyObservation(embedding=image_to_embedding(msg), state=js, stamp_s=stamp_s,
-                                        instruction=instruction)
+                obs = PolicyObservation(embedding=embedding, state=js, stamp_s=stamp_s, instruction=instruction)
                 self.gate.used(stamp_s)
                 self.observations += 1
-                if not self.schedule.due(stamp_s):
-                    self.policy.observe(obs)
+                chunk, inference_s = replan_step(self.policy, self.schedule, obs)  # (n_action_steps, 7) from stamp_s
+                if chunk is None:
                     return
-                with Stopwatch() as sw:
-                    chunk = self.policy.predict_action_chunk(obs)  # (n_action_steps, 7) from stamp_s
                 traj = action_chunk_to_trajectory(chunk, stamp_s=stamp_s)
             except (ValueError, RuntimeError) as e:
                 if isinstance(e, ValueError) and instruction is None:  # conditioned, without saying so
@@ -303,7 +314,7 @@ class PolicyNode(Node):
             if safe_publish(self, self._chunk_pub, traj, "action chunk"):
                 self.chunks_published += 1
                 self.schedule.chunk_sent(chunk, ros_now_s(self) - stamp_s)
-        self._latency.report("policy", sw.elapsed_s, stamp_s)
+        self._latency.report("policy", inference_s, stamp_s)
 
 
 def main(argv: list[str] | None = None) -> int:
