@@ -219,30 +219,37 @@ class _Probe:
         self.joint_states += 1
 
 
-@pytest.mark.slow
-def test_graph_smoke_one_episode(tiny_models, tiny_ensemble, tmp_path, monkeypatch, capsys):
-    """The whole graph for one episode, its policy a checkpoint ensemble (as the shipped one)."""
+def _launch_one_episode(monkeypatch, args: list[str]) -> tuple[int, "_Probe"]:
+    """`dynaflip launch pick_into_sink --sim --episodes 1 ... args` on a fresh domain with a probe
+    node listening; returns (exit code, probe)."""
     from dynaflip_ros.cli import main
-    from dynaflip_ros.encoder.manifest import sha256_file
 
-    enc_dir, _single, sha = tiny_models
-    policy_dir = tiny_ensemble
     domain = _domain_id()
     monkeypatch.setenv("ROS_DOMAIN_ID", domain)
-    results = tmp_path / "results.json"
     rclpy.init(args=["probe"])
     probe = _Probe()
     probe.thread.start()
-    t0 = time.monotonic()
     try:
-        rc = main(["launch", "pick_into_sink", "--sim", "--episodes", "1", "--episode-timeout-s", "6",
-                   "--seed", "0", "--startup-timeout-s", "60", "--encoder", str(enc_dir), "--backend", "onnxruntime",
-                   "--policy", str(policy_dir), "--out", str(results), "--domain-id", domain,
-                   "--timeout-s", "85"])
+        rc = main(["launch", "pick_into_sink", "--sim", "--episodes", "1", "--startup-timeout-s", "60",
+                   "--backend", "onnxruntime", "--domain-id", domain, "--timeout-s", "85", *args])
     finally:
         probe.executor.shutdown(timeout_sec=1.0)
         probe.node.destroy_node()
         rclpy.try_shutdown()
+    return rc, probe
+
+
+@pytest.mark.slow
+def test_graph_smoke_one_episode(tiny_models, tiny_ensemble, tmp_path, monkeypatch, capsys):
+    """The whole graph for one episode, its policy a checkpoint ensemble (as the shipped one)."""
+    from dynaflip_ros.encoder.manifest import sha256_file
+
+    enc_dir, _single, sha = tiny_models
+    policy_dir = tiny_ensemble
+    results = tmp_path / "results.json"
+    t0 = time.monotonic()
+    rc, probe = _launch_one_episode(monkeypatch, ["--seed", "0", "--episode-timeout-s", "6", "--encoder", str(enc_dir),
+                                                  "--policy", str(policy_dir), "--out", str(results)])
     wall_s = time.monotonic() - t0
     out = capsys.readouterr().out
     assert rc == 0, out[-4000:]
@@ -291,24 +298,12 @@ def test_graph_smoke_one_episode(tiny_models, tiny_ensemble, tmp_path, monkeypat
 def test_graph_combined_inference_one_episode(tiny_models, tiny_ensemble, tmp_path, monkeypatch, capsys):
     """The CPU-frugal layout: no encoder process, the policy node embeds the camera images itself
     and publishes encoder_info; the episode runs as in the separate layout."""
-    from dynaflip_ros.cli import main
 
     enc_dir, _single, sha = tiny_models
-    domain = _domain_id()
-    monkeypatch.setenv("ROS_DOMAIN_ID", domain)
     results = tmp_path / "results.json"
-    rclpy.init(args=["probe"])
-    probe = _Probe()
-    probe.thread.start()
-    try:
-        rc = main(["launch", "pick_into_sink", "--sim", "--combined-inference", "--episodes", "1",
-                   "--episode-timeout-s", "5", "--seed", "1", "--startup-timeout-s", "60", "--encoder", str(enc_dir),
-                   "--backend", "onnxruntime", "--policy", str(tiny_ensemble), "--out", str(results),
-                   "--domain-id", domain, "--timeout-s", "85"])
-    finally:
-        probe.executor.shutdown(timeout_sec=1.0)
-        probe.node.destroy_node()
-        rclpy.try_shutdown()
+    rc, probe = _launch_one_episode(monkeypatch, ["--combined-inference", "--seed", "1", "--episode-timeout-s", "5",
+                                                  "--encoder", str(enc_dir), "--policy", str(tiny_ensemble),
+                                                  "--out", str(results)])
     out = capsys.readouterr().out
     assert rc == 0, out[-4000:]
     assert "[encoder" not in out and "[policy" in out  # no encoder process
