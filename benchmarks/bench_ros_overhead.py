@@ -43,6 +43,7 @@ def render_frames(n: int, seed: int = 100_000) -> list[tuple[np.ndarray, np.ndar
     from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv
 
     env = PickIntoSinkEnv(SimConfig())
+    env.arm.connect()
     try:
         out = []
         for i in range(n):
