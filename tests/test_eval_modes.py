@@ -75,6 +75,7 @@ def test_cpu_load_runs_busy_processes_for_the_block():
 @pytest.mark.parametrize("extra, message", [
     (["--modes", "lockstep,gpu"], "unknown mode"),
     (["--modes", "lockstep", "--swap-pairs", "2", "--episodes", "2"], "regular episodes"),
+    (["--modes", "lockstep", "--swap-pairs", "2"], "regular episodes"),
     (["--modes", "ros", "--objects", "1"], "do not reach the ROS graph"),
     (["--modes", "lockstep", "--cpu-load", "-1"], "--cpu-load must be >= 0"),
     (["--cpu-load", "1"], "--cpu-load applies to --modes"),

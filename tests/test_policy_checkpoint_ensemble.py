@@ -185,3 +185,18 @@ def test_init_from_an_ensemble_names_a_member(members, tmp_path):
     runner, _ = load_init(out / "member_0", DiffusionModelConfig(language_conditioning=False), DIM, SHA, None,
                           "recompute")
     assert runner.encoder_sha256 == SHA
+
+
+def test_load_deployed_policy_warms_up_and_wraps_a_temporal_ensemble(members, tmp_path):
+    from dynaflip_ros.policies.checkpoint_ensemble import CheckpointEnsemble, load_deployed_policy, write_ensemble
+    from dynaflip_ros.policies.ensemble import TemporallyEnsembledPolicy
+
+    _, dirs = members
+    out = write_ensemble(dirs, tmp_path / "ens")
+    plain, warm_s = load_deployed_policy(out, encoder_sha256=SHA, samples_per_chunk=2, num_threads=1)
+    assert isinstance(plain, CheckpointEnsemble) and warm_s > 0.0
+    te, _ = load_deployed_policy(out, encoder_sha256=SHA, samples_per_chunk=2, num_threads=1,
+                                 temporal_ensemble_coeff=0.01)
+    assert isinstance(te, TemporallyEnsembledPolicy) and te.weights_sha256 == plain.weights_sha256
+    first, second = te.predict_action_chunk(_obs(0)), te.predict_action_chunk(_obs(1))
+    assert first.actions.shape == second.actions.shape and second.t0_s > first.t0_s

@@ -17,7 +17,9 @@ from dynaflip_ros.configs.realsense import RealSenseConfig
 from dynaflip_ros.configs.robot import URRtdeConfig
 from dynaflip_ros.configs.safety import SafetyConfig
 from dynaflip_ros.configs.sim import SimConfig
-from dynaflip_ros.configs.validate import require_choice, require_int, require_non_empty, require_positive, require_range
+from dynaflip_ros.configs.validate import (
+    require_choice, require_finite, require_int, require_non_empty, require_positive, require_range,
+)
 
 CAMERA_BACKENDS: tuple[str, ...] = ("sim", "realsense")
 ARM_BACKENDS: tuple[str, ...] = ("sim", "ur_rtde")
@@ -160,6 +162,10 @@ class PolicyNodeConfig:
         yet), published latched on /dynaflip/instruction at start-up; a message on that topic
         replaces it at run time. In simulation every episode brings its own (the sim cell's),
         which takes precedence. A language-conditioned policy sends nothing without one.
+    temporal_ensemble_coeff: None (default) executes each chunk as sampled; a number m samples a
+        chunk at every observation and sends the temporal ensemble of the overlapping chunks,
+        weights exp(-m * i), i = 0 the oldest prediction (ACT; `policies.ensemble`; m = 0.01 in
+        the ACT paper); n_action_steps is then 1.
     encoder_in_process: the CPU-frugal layout: this node runs the image encoder itself
         (`encoder`: its settings, as the encoder node's) on /camera/color/image_raw and hands
         each embedding straight to the policy, with no encoder process and no embedding topic;
@@ -173,6 +179,7 @@ class PolicyNodeConfig:
     num_threads: int = 1
     samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK
     instruction: str = ""
+    temporal_ensemble_coeff: float | None = None
     encoder_in_process: bool = False
     encoder: EncoderNodeConfig = field(default_factory=EncoderNodeConfig)
 
@@ -180,6 +187,8 @@ class PolicyNodeConfig:
         if isinstance(self.encoder, dict):
             self.encoder = EncoderNodeConfig(**self.encoder)
         require_choice("PolicyNodeConfig", "encoder_in_process", self.encoder_in_process, (False, True))
+        if self.temporal_ensemble_coeff is not None:
+            require_finite("PolicyNodeConfig", "temporal_ensemble_coeff", self.temporal_ensemble_coeff)
         require_non_empty("PolicyNodeConfig", "model_dir", self.model_dir)
         require_int("PolicyNodeConfig", "samples_per_chunk", self.samples_per_chunk, 1, MAX_SAMPLES_PER_CHUNK)
         require_int("PolicyNodeConfig", "n_action_steps", self.n_action_steps, 0)

@@ -235,9 +235,8 @@ def run_modes(args: argparse.Namespace, episodes: int, sim_config) -> int:
     from dynaflip_ros.eval.realtime import evaluate_realtime, realtime_settings
 
     modes = parse_modes(args.modes)
-    if args.swap_pairs or args.temporal_ensemble_coeff is not None or episodes < 1:
-        raise UserError("--modes runs regular episodes (--episodes N >= 1); drop --swap-pairs / "
-                        "--temporal-ensemble-coeff")
+    if args.swap_pairs or episodes < 1:
+        raise UserError("--modes runs regular episodes (--episodes N >= 1); drop --swap-pairs")
     if {"ros", "ros_combined"} & set(modes) and (args.objects is not None or args.object_pool is not None):
         raise UserError("--objects / --object-pool do not reach the ROS graph (its sim_cell.sim parameters): "
                         "drop them or the ros mode")
@@ -269,7 +268,7 @@ def run_modes(args: argparse.Namespace, episodes: int, sim_config) -> int:
                 evaluate_in_sim(encoder, policy, episodes, seed=args.seed, max_duration_s=args.episode_timeout_s,
                                 replan_steps=replan_steps, sim_config=sim_config, on_episode=on_episode, report=report)
             else:
-                evaluate_realtime(encoder, policy, episodes, settings=realtime_settings(doc, args.n_action_steps),
+                evaluate_realtime(encoder, policy, episodes, settings=realtime_settings(doc, replan_steps or 0),
                                   seed=args.seed, max_duration_s=args.episode_timeout_s, sim_config=sim_config,
                                   report=report, on_episode=on_episode)
             reports[mode] = report.to_dict()
@@ -298,6 +297,8 @@ def run_ros_mode(args: argparse.Namespace, episodes: int, params, doc: dict, res
     overrides.setdefault("encoder", {})["num_threads"] = args.threads
     overrides["policy"].update(num_threads=args.threads, samples_per_chunk=args.samples_per_chunk,
                                n_action_steps=args.n_action_steps)
+    if args.temporal_ensemble_coeff is not None:  # the node then samples a chunk at every observation
+        overrides["policy"]["temporal_ensemble_coeff"] = float(args.temporal_ensemble_coeff)
     if combined_inference:
         overrides["policy"]["encoder.num_threads"] = overrides.pop("encoder")["num_threads"]
     results_path.unlink(missing_ok=True)

@@ -218,14 +218,22 @@ def load_policy(directory: str | Path, *, encoder_sha256: str | None, seed: int 
                                       samples_per_chunk=samples_per_chunk, text_encoder=text_encoder)
 
 
-def load_deployed_policy(directory: str | Path, *, encoder_sha256: str, samples_per_chunk: int, num_threads: int):
-    """`load_policy` for a live graph: torch at `num_threads` intra-op threads, then two
-    throw-away chunks (`policies.base.warm_up`). Returns (policy, warm-up seconds); the
-    loaders' errors propagate (EncoderMismatchError, FileNotFoundError, ValueError)."""
+def load_deployed_policy(directory: str | Path, *, encoder_sha256: str, samples_per_chunk: int, num_threads: int,
+                         temporal_ensemble_coeff: float | None = None):
+    """`load_policy` for a live graph: torch at `num_threads` intra-op threads, two throw-away
+    chunks (`policies.base.warm_up`), and with `temporal_ensemble_coeff` wrapped in a
+    `policies.ensemble.TemporallyEnsembledPolicy` (query it at every observation). Returns
+    (policy, warm-up seconds); the loaders' errors propagate (EncoderMismatchError,
+    FileNotFoundError, ValueError)."""
     import torch
 
     from dynaflip_ros.policies.base import warm_up
 
     torch.set_num_threads(num_threads)
     policy = load_policy(directory, encoder_sha256=encoder_sha256, samples_per_chunk=samples_per_chunk)
-    return policy, warm_up(policy)
+    warm_s = warm_up(policy)
+    if temporal_ensemble_coeff is not None:
+        from dynaflip_ros.policies.ensemble import TemporallyEnsembledPolicy
+
+        policy = TemporallyEnsembledPolicy(policy, temporal_ensemble_coeff)
+    return policy, warm_s

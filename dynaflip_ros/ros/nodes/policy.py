@@ -130,8 +130,7 @@ class PolicyNode(Node):
         self.chunks_published = self.observations = 0
         self.skipped = {"inactive": 0, "stale": 0, "no_joint_state": 0, "no_instruction": 0, "error": 0}
         self.instruction = self.config.instruction.strip() or None  # the topic's (module docstring)
-        self.needs_instruction = False  # set from the loaded policy
-        self._told_no_instruction = False
+        self.needs_instruction = self._told_no_instruction = False  # the former set from the loaded policy
         self._lock = threading.Lock()  # lock order: self._lock, then the gate's (a leaf)
         self.gate = EpisodeGate()
         self._joint_states = JointStateBuffer()
@@ -184,15 +183,16 @@ class PolicyNode(Node):
         from dynaflip_ros.policies.checkpoint_ensemble import load_deployed_policy
 
         try:  # a policy checkpoint or an ensemble of them (policies.checkpoint_ensemble)
-            policy, warm_s = load_deployed_policy(self.model_dir, encoder_sha256=encoder_sha256,
-                                                  num_threads=self.config.num_threads,
-                                                  samples_per_chunk=self.config.samples_per_chunk)
+            policy, warm_s = load_deployed_policy(
+                self.model_dir, encoder_sha256=encoder_sha256, num_threads=self.config.num_threads,
+                samples_per_chunk=self.config.samples_per_chunk, temporal_ensemble_coeff=self.config.temporal_ensemble_coeff)
         except (EncoderMismatchError, FileNotFoundError, ValueError) as e:
             self._refuse(e)
             return
         self.needs_instruction = needs_instruction(policy)
-        self.policy = policy
-        self.schedule = ReplanSchedule(policy.dt_s, self.config.n_action_steps)
+        self.policy = policy  # with temporal ensembling: a chunk at every observation
+        self.schedule = ReplanSchedule(policy.dt_s, 1 if self.config.temporal_ensemble_coeff is not None
+                                       else self.config.n_action_steps)
         self._publish_info(ready=True, error="")
         self.get_logger().info(
             f"policy loaded: encoder sha256 {encoder_sha256[:12]} matches; chunk of "
