@@ -76,8 +76,6 @@ from dynaflip_ros.ros.runtime import (
 )
 
 
-
-
 def needs_instruction(policy) -> bool:
     """Whether `policy` is language-conditioned (its `language_conditioned` attribute)."""
     return bool(getattr(policy, "language_conditioned", False))
@@ -130,7 +128,7 @@ class PolicyNode(Node):
         self.chunks_published = self.observations = 0
         self.skipped = {"inactive": 0, "stale": 0, "no_joint_state": 0, "no_instruction": 0, "error": 0}
         self.instruction = self.config.instruction.strip() or None  # the topic's (module docstring)
-        self.needs_instruction = self._told_no_instruction = False  # the former set from the loaded policy
+        self.needs_instruction = self._told_no_instruction = False  # needs_instruction: from the loaded policy
         self._lock = threading.Lock()  # lock order: self._lock, then the gate's (a leaf)
         self.gate = EpisodeGate()
         self._joint_states = JointStateBuffer()
