@@ -179,14 +179,7 @@ class ArmDriver:
         Runs through `exclusive` (module docstring for the lock order)."""
         with self._stats_lock:
             self._min_chunk_stamp_s = float(min_chunk_stamp_s)
-
-        self.action_age.clear()
-
-        def reanchor() -> None:
-            self.safe.stop()  # SafeArm re-anchors its rate limiter at the measured pose on the next command
-            self.loop.reanchor()  # drop queued actions; anchor at measured joints + gripper command
-
-        self._exclusive(reanchor)
+        self.hold()  # SafeArm re-anchors its rate limiter at the measured pose on the next command
 
     def rearm(self, now_ros_s: float) -> str:
         """Clear a stop on the arm (reconnecting a dead RTDE worker first) and re-anchor SafeArm
