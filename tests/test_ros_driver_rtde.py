@@ -1,4 +1,5 @@
-"""The real-cell `ur3_driver` node (backend ur_rtde) against the loopback UR controller: parameters
+"""The real-cell `ur3_driver` node (backend ur_rtde) against the loopback UR controller, with the
+servo loop in the RTDE worker (the default) and in the node: parameters
 -> URRtdeArm, action chunks on /dynaflip/action_chunk -> servoJ at the controller, a protective
 stop holds the arm until the /ur3_driver/rearm service (std_srvs/Trigger), which refuses while
 the stop is active and re-anchors without a jump afterwards."""
@@ -27,19 +28,21 @@ from dynaflip_ros.ros.qos import ACTION_CHUNK_TOPIC, COMMAND_QOS, EPISODE_STATUS
 from dynaflip_ros.sim.ur_loopback import LoopbackURController  # noqa: E402
 
 _domains = itertools.count()
-HOST = "127.0.1.120"
 
 
 from waiting import wait_until as _wait  # timeout: a hang guard only (tests/waiting.py)
 
 
-def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path):
+@pytest.mark.parametrize("servo_in_worker,host", [(True, "127.0.1.120"), (False, "127.0.1.121")],
+                         ids=["servo_in_worker", "servo_in_node"])
+def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path, servo_in_worker, host):
     monkeypatch.setenv("ROS_DOMAIN_ID", str(101 + (os.getpid() * 7 + next(_domains)) % 100))
-    ctrl = LoopbackURController(host=HOST, ur_version=(5, 11, 1, 108318), with_gripper=True)
+    ctrl = LoopbackURController(host=host, ur_version=(5, 11, 1, 108318), with_gripper=True)
     ctrl.start(timeout_s=30.0)
     params = {"ur3_driver": {"ros__parameters": {
         "backend": "ur_rtde", "servo_rate_hz": 500.0, "joint_state_rate_hz": 50.0, "command_lead_s": 0.1,
-        "ur_rtde": {"robot_ip": HOST, "ur_type": "e-series", "gripper": "robotiq_urcap",
+        "servo_in_worker": servo_in_worker,
+        "ur_rtde": {"robot_ip": host, "ur_type": "e-series", "gripper": "robotiq_urcap",
                     "controller_watchdog_hz": 2.0}}}}  # tolerant of a loaded CI machine
     f = tmp_path / "params.yaml"
     f.write_text(json.dumps(params))
@@ -49,7 +52,8 @@ def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path):
         from dynaflip_ros.ros.nodes.ur3_driver import Ur3DriverNode
 
         driver = Ur3DriverNode()
-        assert type(driver.arm).__name__ == "URRtdeArm" and driver.loop.rate_hz == 500.0
+        assert type(driver.arm).__name__ == "URRtdeArm" and driver.status()["servo"]["rate_hz"] == 500.0
+        assert (driver.loop is None) == servo_in_worker  # in the worker: no servo loop in this process
         probe = Node("probe")
         chunk_pub = probe.create_publisher(cv.JointTrajectory, ACTION_CHUNK_TOPIC, COMMAND_QOS)
         rearm = probe.create_client(Trigger, "/ur3_driver/rearm")

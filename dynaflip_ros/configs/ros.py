@@ -88,6 +88,16 @@ class Ur3DriverNodeConfig:
         the larger of the two). 0: stop as soon as the chunk ends.
     action_ttl_s: an action is executed only while its chunk's observation is at most this old
         (s, on the loop's clock); past it the driver holds position as above (0: no limit).
+    servo_in_worker: backend ur_rtde: run the interpolator, the servo loop and SafeArm inside
+        the RTDE worker process (`robot.ur_rtde_servo.WorkerServoCore`), away from this node's
+        GIL; false: in this node process, as teleop and calibration do (the direct layout).
+    watchdog_missed_ticks, servo_jitter_s: the driver's SafeArm watchdog timeout derives from
+        the servo period: `watchdog_timeout_s` = watchdog_missed_ticks / servo_rate_hz +
+        servo_jitter_s (the worst lateness of a servo tick measured on the machine that runs
+        the loop: benchmarks/bench_servo_layout.py reports it), capped at
+        safety.watchdog_timeout_s (the bound the stale-command stop is specified against).
+        A stream that misses that many ticks beyond the jitter is a fault; shorter gaps are not.
+        watchdog_missed_ticks 0: safety.watchdog_timeout_s as is.
     """
 
     backend: str = "sim"
@@ -100,6 +110,17 @@ class Ur3DriverNodeConfig:
     command_lead_s: float = 0.0
     dry_hold_s: float = 0.5
     action_ttl_s: float = 1.5
+    servo_in_worker: bool = True
+    watchdog_missed_ticks: int = 3
+    servo_jitter_s: float = 0.01
+
+    @property
+    def watchdog_timeout_s(self) -> float:
+        """SafeArm's watchdog timeout in the driver (s): see the class docstring."""
+        if self.watchdog_missed_ticks == 0:
+            return self.safety.watchdog_timeout_s
+        derived = self.watchdog_missed_ticks / self.servo_rate_hz + self.servo_jitter_s
+        return min(derived, self.safety.watchdog_timeout_s)
 
     def __post_init__(self) -> None:
         if isinstance(self.safety, dict):
@@ -119,6 +140,8 @@ class Ur3DriverNodeConfig:
                 f">= safety.watchdog_timeout_s ({self.safety.watchdog_timeout_s} s), so a node resuming after a stall "
                 "re-anchors at the measured pose instead of chasing targets the stopped arm fell behind")
         require_range("Ur3DriverNodeConfig", "command_lead_s", self.command_lead_s, 0, 0.5, kind="", unit="s")
+        require_range("Ur3DriverNodeConfig", "servo_jitter_s", self.servo_jitter_s, 0, 0.1, kind="", unit="s")
+        require_int("Ur3DriverNodeConfig", "watchdog_missed_ticks", self.watchdog_missed_ticks, 0, 100)
 
 
 @dataclass
@@ -166,6 +189,10 @@ class PolicyNodeConfig:
         chunk at every observation and sends the temporal ensemble of the overlapping chunks,
         weights exp(-m * i), i = 0 the oldest prediction (ACT; `policies.ensemble`; m = 0.01 in
         the ACT paper); n_action_steps is then 1.
+    real_time_chunking: each new chunk continues the actions in flight: those due before it can
+        arrive (the measured observation-to-driver latency) are frozen, the rest of the previous
+        chunk guides it with decaying weight (`policies.rtc`); exclusive with
+        temporal_ensemble_coeff. Pays off when chunks overlap (n_action_steps below the chunk).
     encoder_in_process: the CPU-frugal layout: this node runs the image encoder itself
         (`encoder`: its settings, as the encoder node's) on /camera/color/image_raw and hands
         each embedding straight to the policy, with no encoder process and no embedding topic;
@@ -180,6 +207,7 @@ class PolicyNodeConfig:
     samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK
     instruction: str = ""
     temporal_ensemble_coeff: float | None = None
+    real_time_chunking: bool = False
     encoder_in_process: bool = False
     encoder: EncoderNodeConfig = field(default_factory=EncoderNodeConfig)
 
@@ -189,6 +217,10 @@ class PolicyNodeConfig:
         require_choice("PolicyNodeConfig", "encoder_in_process", self.encoder_in_process, (False, True))
         if self.temporal_ensemble_coeff is not None:
             require_finite("PolicyNodeConfig", "temporal_ensemble_coeff", self.temporal_ensemble_coeff)
+        require_choice("PolicyNodeConfig", "real_time_chunking", self.real_time_chunking, (False, True))
+        if self.real_time_chunking and self.temporal_ensemble_coeff is not None:
+            raise ConfigError("PolicyNodeConfig: real_time_chunking and temporal_ensemble_coeff are two ways to "
+                              "switch chunks: choose one")
         require_non_empty("PolicyNodeConfig", "model_dir", self.model_dir)
         require_int("PolicyNodeConfig", "samples_per_chunk", self.samples_per_chunk, 1, MAX_SAMPLES_PER_CHUNK)
         require_int("PolicyNodeConfig", "n_action_steps", self.n_action_steps, 0)

@@ -74,6 +74,10 @@ def register(subparsers) -> None:
                         help="query the policy at every observation and execute the temporal ensemble of the "
                              "overlapping chunks, weights exp(-C * i) with i = 0 the oldest prediction (ACT; "
                              "0.01 in the paper); default: off")
+    models.add_argument("--real-time-chunking", action="store_true",
+                        help="sample each chunk as the continuation of the actions in flight (policies.rtc; "
+                             "the policy node's real_time_chunking parameter); pair it with --n-action-steps "
+                             "below the chunk length so chunks overlap")
     episodes = p.add_argument_group("episodes")
     episodes.add_argument("--episodes", type=int, default=None,
                           help="number of regular episodes (default 20; 0 with --swap-pairs)")
@@ -142,7 +146,8 @@ def sim_config_for(objects: int | None, object_pool: str | None):
 def load_models(args: argparse.Namespace):
     """(encoder, policy, replan_steps) of the flags: the models loaded with --backend / --threads
     / --samples-per-chunk, replan_steps from --n-action-steps (None: the whole chunk), the policy
-    wrapped in a temporal ensemble with --temporal-ensemble-coeff. Raises UserError on bad flags."""
+    wrapped in a temporal ensemble with --temporal-ensemble-coeff, or for real-time chunking with
+    --real-time-chunking. Raises UserError on bad flags."""
     from pathlib import Path
 
     from dynaflip_ros.configs.policy import MAX_SAMPLES_PER_CHUNK
@@ -169,6 +174,13 @@ def load_models(args: argparse.Namespace):
             raise UserError("--temporal-ensemble-coeff must be finite and queries the policy at every step: "
                             "leave --n-action-steps at 0 (or 1)")
         policy, replan_steps = TemporallyEnsembledPolicy(policy, args.temporal_ensemble_coeff), 1
+    if args.real_time_chunking:
+        from dynaflip_ros.policies.rtc import RealTimeChunkingPolicy
+
+        if args.temporal_ensemble_coeff is not None:
+            raise UserError("--real-time-chunking and --temporal-ensemble-coeff are two ways to switch chunks: "
+                            "choose one")
+        policy = RealTimeChunkingPolicy(policy)
     return encoder, policy, replan_steps
 
 
@@ -179,6 +191,7 @@ def run_config(args: argparse.Namespace, episodes: int, replan_steps: int | None
             "objects": args.objects, "object_pool": args.object_pool,
             "n_action_steps": replan_steps or chunk_len,
             "temporal_ensemble_coeff": args.temporal_ensemble_coeff,
+            "real_time_chunking": bool(args.real_time_chunking),
             "samples_per_chunk": args.samples_per_chunk, "threads": args.threads,
             "encoder": str(args.encoder), "policy": str(args.policy)}
 
@@ -299,6 +312,8 @@ def run_ros_mode(args: argparse.Namespace, episodes: int, params, doc: dict, res
                                n_action_steps=args.n_action_steps)
     if args.temporal_ensemble_coeff is not None:  # the node then samples a chunk at every observation
         overrides["policy"]["temporal_ensemble_coeff"] = float(args.temporal_ensemble_coeff)
+    if args.real_time_chunking:
+        overrides["policy"]["real_time_chunking"] = True
     if combined_inference:
         overrides["policy"]["encoder.num_threads"] = overrides.pop("encoder")["num_threads"]
     results_path.unlink(missing_ok=True)

@@ -12,16 +12,32 @@ from dynaflip_ros.errors import UserError
 
 
 @dataclass(frozen=True)
+class CommittedActions:
+    """Actions already sent to the arm that the next chunk should continue (real-time chunking,
+    `policies.rtc`): actions (P, 7) joint targets (rad) + gripper at times_s (P,) increasing
+    (the observations' clock, s). Those due at or before `frozen_until_s` execute before the
+    next chunk can arrive (the inference delay) and are reproduced; later ones are followed with
+    decaying weight."""
+
+    times_s: np.ndarray
+    actions: np.ndarray
+    frozen_until_s: float
+
+
+@dataclass(frozen=True)
 class PolicyObservation:
     """embedding: (D,) float32 image embedding of the frame; state: (7,) float32 joint positions
     (rad) + gripper (0 open..1 closed); stamp_s: capture time of the image (s); instruction: the
     episode's instruction ("put the red cube in the sink"), required by a language-conditioned
-    policy (a ValueError without it), ignored by an image-only one; it may change mid-episode."""
+    policy (a ValueError without it), ignored by an image-only one; it may change mid-episode;
+    committed: the actions in flight the chunk must continue (`CommittedActions`, set by
+    `policies.rtc.RealTimeChunkingPolicy`), None to sample freely."""
 
     embedding: np.ndarray
     state: np.ndarray
     stamp_s: float
     instruction: str | None = None
+    committed: CommittedActions | None = None
 
 
 @dataclass(frozen=True)

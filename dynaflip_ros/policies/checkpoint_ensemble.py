@@ -219,12 +219,12 @@ def load_policy(directory: str | Path, *, encoder_sha256: str | None, seed: int 
 
 
 def load_deployed_policy(directory: str | Path, *, encoder_sha256: str, samples_per_chunk: int, num_threads: int,
-                         temporal_ensemble_coeff: float | None = None):
+                         temporal_ensemble_coeff: float | None = None, real_time_chunking: bool = False):
     """`load_policy` for a live graph: torch at `num_threads` intra-op threads, two throw-away
     chunks (`policies.base.warm_up`), and with `temporal_ensemble_coeff` wrapped in a
-    `policies.ensemble.TemporallyEnsembledPolicy` (query it at every observation). Returns
-    (policy, warm-up seconds); the loaders' errors propagate (EncoderMismatchError,
-    FileNotFoundError, ValueError)."""
+    `policies.ensemble.TemporallyEnsembledPolicy` (query it at every observation), with
+    `real_time_chunking` in a `policies.rtc.RealTimeChunkingPolicy`. Returns (policy, warm-up
+    seconds); the loaders' errors propagate (EncoderMismatchError, FileNotFoundError, ValueError)."""
     import torch
 
     from dynaflip_ros.policies.base import warm_up
@@ -236,4 +236,8 @@ def load_deployed_policy(directory: str | Path, *, encoder_sha256: str, samples_
         from dynaflip_ros.policies.ensemble import TemporallyEnsembledPolicy
 
         policy = TemporallyEnsembledPolicy(policy, temporal_ensemble_coeff)
+    elif real_time_chunking:
+        from dynaflip_ros.policies.rtc import RealTimeChunkingPolicy
+
+        policy = RealTimeChunkingPolicy(policy)
     return policy, warm_s

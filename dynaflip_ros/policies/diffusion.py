@@ -18,15 +18,15 @@ instruction per sample). Normalisation is LeRobot's pre/post processor pipeline
 Samples per chunk (run-time option K, `samples_per_chunk`): each chunk is denoised from K initial
 noises on the same window in one batch and the K chunks are averaged in the normalised action
 space (affine in the action, so the mean commutes with unnormalisation): the sampler's own spread
-removed, for K times the UNet work (docs/method.md §4). K = 1 is the plain sampler.
+removed, for K times the UNet work (docs/method.md §4). K = 1 is the plain sampler. With
+`obs.committed` the chunk continues the actions in flight (real-time chunking, `policies.rtc`).
 
 Action indexing (LeRobot `DiffusionPolicy.select_action`): the denoised horizon starts at the
 OLDEST observation of the window, so horizon index n_obs_steps-1 is the action for the CURRENT
 observation. `predict_action_chunk` returns horizon[n_obs_steps-1 : n_obs_steps-1+n_action_steps],
 i.e. n_action_steps actions. A recorded action is the joint target the arm must reach one period
 after its frame (the expert's target for t + 1/fps; `sim.rollout.SimRunner.run_expert_episode`),
-so action i is due at obs.stamp_s + (i + 1) / fps: the chunk's t0_s is obs.stamp_s + 1/fps. (Set
-n_action_steps = horizon - n_obs_steps + 1 to get every predicted future action.)
+so action i is due at obs.stamp_s + (i + 1) / fps: the chunk's t0_s is obs.stamp_s + 1/fps.
 
 Checkpoint directory (`save` / `load`), safetensors + JSON only:
   model.safetensors, config.json                      LeRobot `save_pretrained` of the policy
@@ -59,6 +59,7 @@ from dynaflip_ros.encoder.manifest import (
     token_layout,
 )
 from dynaflip_ros.policies.action_frame import from_model_frame, model_state
+from dynaflip_ros.policies.rtc import guided_sampler
 from dynaflip_ros.policies.base import (
     ActionChunk,
     EncoderMismatchError,
@@ -336,8 +337,9 @@ class DiffusionPolicyRunner:
                 window[OBS_EMBEDDING] = torch.cat(  # (1, n_obs, D + T)
                     [window[OBS_EMBEDDING], text[:, None, :].expand(1, n_obs, text.shape[-1])], dim=-1
                 )
+            guided = guided_sampler(self, obs)  # real-time chunking: continue the committed actions
             with torch.inference_mode():
-                actions = self._sample(window)  # (1, n_action_steps, 7) normalised
+                actions = self._sample(window, guided)  # (1, n_action_steps, 7) normalised
                 actions = self.postprocessor(actions)  # (1, n_action_steps, 7) rad / gripper
         out = actions[0].detach().cpu().numpy().astype(np.float32)  # (n_action_steps, 7) model frame
         mc = self.model_config
@@ -422,21 +424,23 @@ class DiffusionPolicyRunner:
             stamps.append(stamp_s)
         stamps.append(stamp_s)
 
-    def _sample(self, window: dict):
-        """Denoise one chunk; returns the n_action_steps actions from the current step (normalised),
-        (1, n_action_steps, 7): the mean of `samples_per_chunk` chunks denoised in one batch."""
+    def _sample(self, window: dict, guided=None):
+        """(1, n_action_steps, 7) normalised actions from the current step: the mean of `samples_per_chunk`
+        chunks denoised in one batch; guided: the inpainting sampler of `policies.rtc.guided_sampler`."""
         import torch
 
         k = self._samples_per_chunk
         if k > 1:  # (1, n_obs, F) -> (K, n_obs, F): one window, K initial noises
             window = {name: v.expand(k, *v.shape[1:]) for name, v in window.items()}
+
+        generate = guided or self.policy.diffusion.generate_actions
         if self._generator is None:
-            actions = self.policy.diffusion.generate_actions(window)
+            actions = generate(window)
         else:
             call_seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
             with torch.random.fork_rng(devices=[]):  # reproducible, global RNG untouched
                 torch.manual_seed(call_seed)
-                actions = self.policy.diffusion.generate_actions(window)
+                actions = generate(window)
         return actions.mean(0, keepdim=True) if k > 1 else actions  # (1, n_action_steps, 7)
 
     # ---- persistence --------------------------------------------------------------------------

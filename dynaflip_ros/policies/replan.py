@@ -72,10 +72,13 @@ def step(policy, schedule: ReplanSchedule, obs: PolicyObservation) -> tuple[Acti
     """Feed one observation to `policy`: when `schedule` says a chunk is due, (the new chunk,
     seconds its inference took); otherwise the observation only enters the policy's history:
     (None, 0.0). The caller sends the chunk and reports it with `schedule.chunk_sent`. A
-    policy's errors propagate (ValueError / RuntimeError)."""
+    real-time-chunking policy (`policies.rtc`) first gets the schedule's expected latency as its
+    inference delay. A policy's errors propagate (ValueError / RuntimeError)."""
     if not schedule.due(obs.stamp_s):
         policy.observe(obs)
         return None, 0.0
+    if hasattr(policy, "expected_delay_s"):  # real-time chunking: actions due before the chunk arrives are frozen
+        policy.expected_delay_s = schedule.expected_latency_s
     t0 = time.perf_counter()
     chunk = policy.predict_action_chunk(obs)
     return chunk, time.perf_counter() - t0

@@ -1,7 +1,10 @@
-"""`ArmDriver`: action chunks -> ActionChunkInterpolator -> ServoLoop -> SafeArm -> arm (ROS-free).
+"""`ArmDriver`: action chunks -> `ServoCore` (interpolator -> ServoLoop -> SafeArm) -> arm (ROS-free).
 
 The core of the `ur3_driver` node (ros/nodes/ur3_driver.py is its ROS adapter). Every target
-goes through `robot.safety.SafeArm` (docs/safety.md).
+goes through `robot.safety.SafeArm` (docs/safety.md). The driver owns what is not time-critical
+(chunk intake and filtering, clock offsets, episodes, counters); the servo core
+(`robot.servo_core`) runs in this process, or for the real arm inside the RTDE worker process
+(`robot.ur_rtde_servo.WorkerServoCore`), where the node process's GIL cannot stall it.
 
 Clocks (docs/timing.md): action-chunk times arrive on the ROS clock (the observation's capture
 stamp plus i * dt); `queue_chunk` shifts them onto the servo loop's clock with the offset
@@ -19,7 +22,7 @@ Real-cell episodes: with `operator_episodes=True` the driver owns an `episodes.g
 (the operator starts / stops episodes; a halt of SafeArm ends the running one).
 
 Locks: `_stats_lock` guards the counters and `min_chunk_stamp_s` and is a leaf. The servo loop's
-tick lock and SafeArm's lock are taken inside `loop` / `safe` calls. In simulation the physics
+tick lock and SafeArm's lock are taken inside the servo core's calls. In simulation the physics
 stepper ticks the loop with the world held, so the order is world, then tick lock, then SafeArm,
 then the world again inside the arm (re-entrant): every hold / re-anchor / re-arm here runs
 through `exclusive` (the sim cell passes `PickIntoSinkEnv.exclusive`), which takes the world
@@ -28,7 +31,6 @@ first. On the real cell `exclusive` just calls the function.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import threading
 from typing import Callable, TypeVar
 
@@ -37,11 +39,8 @@ import numpy as np
 from dynaflip_ros.configs.ros import Ur3DriverNodeConfig
 from dynaflip_ros.episodes.gate import EpisodeGate
 from dynaflip_ros.episodes.protocol import EpisodeStatus, Outcome
-from dynaflip_ros.robot.action_age import ActionAgeMonitor
 from dynaflip_ros.robot.arm import Arm
-from dynaflip_ros.robot.interpolation import ActionChunkInterpolator
-from dynaflip_ros.robot.safety import SafeArm
-from dynaflip_ros.robot.servo_loop import ServoLoop
+from dynaflip_ros.robot.servo_core import ServoCore
 
 T = TypeVar("T")
 
@@ -61,63 +60,50 @@ class ChunkStats:
 
 
 class ArmDriver:
-    """Streams the latest action chunk to `arm` through SafeArm at `config.servo_rate_hz`.
+    """Streams the latest action chunk to the arm through SafeArm at `config.servo_rate_hz`.
 
     Args:
-        arm: the Arm to drive (connected here through SafeArm).
+        arm: the Arm to drive (connected here through SafeArm, in a `robot.servo_core.ServoCore`).
         config: the driver's settings (`configs.ros.Ur3DriverNodeConfig`).
         clock: the servo loop's clock in seconds (monotonic for a real arm; the simulation
             clock when an external stepper ticks the loop).
         operator_episodes: the real cell: episodes are started and stopped through this driver.
         exclusive: runs a callable with the arm's world held (simulation: `env.exclusive`);
             default: calls it directly.
+        servo: a servo core that already runs elsewhere (`robot.ur_rtde_servo.WorkerServoCore`:
+            the servo loop inside the RTDE worker process); None -> a `ServoCore` around `arm`
+            in this process. Its clock must be `clock`.
+    Attributes `safe`, `loop`, `interp`, `action_age`: the in-process core's parts (`loop`,
+    `interp` and `action_age` are None when the core runs in the RTDE worker; `safe` is then
+    the worker core's read-only view).
     Raises ArmError / SafetyViolation from connecting the arm.
     """
 
     def __init__(self, arm: Arm, config: Ur3DriverNodeConfig, clock: Callable[[], float],
                  operator_episodes: bool = False,
-                 exclusive: Callable[[Callable[[], T]], T] | None = None) -> None:
+                 exclusive: Callable[[Callable[[], T]], T] | None = None, servo=None) -> None:
         self.arm = arm
         self._exclusive = exclusive or (lambda fn: fn())
         self.config = config
         self.clock = clock
-        self.safe = SafeArm(arm, config.safety, clock=clock)
-        self.safe.connect()
-        self.interp = ActionChunkInterpolator(n_dims=7)
-        # A real controller reports its speed slider / scaling: follow chunks in scaled time.
-        speed_scaling = (lambda: arm.speed_scaling) if hasattr(arm, "speed_scaling") else None
-        # A UR lags its servoj targets by about the lookahead time: hold a finished chunk's last
-        # target that long (plus the lead) so the arm settles on it before the watchdog stops it.
-        # A late chunk (the previous one ended or expired): hold position for dry_hold_s.
-        settle_s = (config.ur_rtde.settle_hold_s(config.command_lead_s) if config.backend == "ur_rtde" else 0.0)
-        self.action_age = ActionAgeMonitor()  # every servo tick: the executed action's age
-        self.loop = ServoLoop(self.safe, self.interp, rate_hz=config.servo_rate_hz, clock=clock,
-                              speed_scaling=speed_scaling, command_lead_s=config.command_lead_s,
-                              end_hold_s=max(settle_s, config.dry_hold_s), on_tick=self.action_age.tick,
-                              expired=self._expired if config.action_ttl_s > 0 else None)
+        self.servo = servo if servo is not None else ServoCore(arm, config, clock)
+        self.safe = self.servo.safe
+        self.loop = getattr(self.servo, "loop", None)
+        self.interp = getattr(self.servo, "interp", None)
+        self.action_age = getattr(self.servo, "action_age", None)
         self.chunk_stats = ChunkStats()
         self._stats_lock = threading.Lock()  # leaf: counters and min_chunk_stamp_s
         self._min_chunk_stamp_s = 0.0  # chunks stamped before the last re-anchor are ignored
         self.gate = EpisodeGate() if operator_episodes else None
-        self.loop.reanchor()
 
-    def _expired(self, now_s: float) -> bool:
-        """The chunk being followed was planned from an observation older than action_ttl_s
-        (then it is not followed any more: the servo loop drops it and holds)."""
-        age_s = self.action_age.age_s(now_s)
-        if age_s is None or age_s <= self.config.action_ttl_s:
-            return False
-        self.action_age.clear()
-        return True
+    @property
+    def operator_episodes(self) -> bool:
+        """The real cell: the operator starts and stops episodes through this driver."""
+        return self.gate is not None
 
     def start_servo_thread(self) -> None:
         """Run the servo loop in its own thread (real arm), at the configured RT priority."""
-        # Everything allocated so far (modules, rclpy, configs) moves to the permanent GC
-        # generation: full collections then stay short and do not stall the servo thread
-        # (measured: ~50-100 ms overrun bursts without it in a process holding large heaps).
-        gc.collect()
-        gc.freeze()
-        self.loop.start(rt_priority=self.config.ur_rtde.rt_priority if self.config.backend == "ur_rtde" else 0)
+        self.servo.start(rt_priority=self.config.ur_rtde.rt_priority if self.config.backend == "ur_rtde" else 0)
 
     # ------------------------------------------------------------------ action chunks
     def _count(self, name: str) -> None:
@@ -153,10 +139,7 @@ class ArmDriver:
             self._count("stale")
             return "too_old"
         offset_s = recv_clock_s - recv_ros_s  # ROS clock -> loop clock
-        times_traj_s = self.loop.to_trajectory_time(np.asarray(times_s) + offset_s)
-        kept = self.interp.add_chunk(times_traj_s, targets, now_s=self.loop.to_trajectory_time(self.clock()))
-        if kept:
-            self.action_age.chunk(stamp_s + offset_s, float(times_traj_s[-1]) + self.loop.trajectory_lag_s)
+        kept = self.servo.add_chunk(np.asarray(times_s) + offset_s, targets, stamp_s + offset_s)
         self._count("queued" if kept else "stale")
         return "queued" if kept else "stale"
 
@@ -164,13 +147,7 @@ class ArmDriver:
     def hold(self) -> None:
         """Stop the arm (an explicit `SafeArm.stop`, not a watchdog trip), drop queued actions
         and anchor at the measured pose: the servo loop holds until the next chunk."""
-        self.action_age.clear()
-
-        def hold() -> None:
-            self.safe.stop()
-            self.loop.reanchor()
-
-        self._exclusive(hold)
+        self._exclusive(self.servo.hold)
 
     def reanchor(self, min_chunk_stamp_s: float) -> None:
         """After the arm was moved outside the driver (sim reset): drop queued actions, anchor the
@@ -192,9 +169,8 @@ class ArmDriver:
             arm.rearm()
         with self._stats_lock:
             self._min_chunk_stamp_s = float(now_ros_s)
-        self.action_age.clear()
-        self._exclusive(self.loop.rearm)
-        return f"re-armed at q={[round(float(v), 4) for v in self.safe.state().q]}"
+        self._exclusive(self.servo.rearm)
+        return f"re-armed at q={[round(float(v), 4) for v in self.servo.state().q]}"
 
     # ------------------------------------------------------------------ episodes (real cell)
     def start_episode(self, now_ros_s: float) -> str:
@@ -202,8 +178,8 @@ class ArmDriver:
         policy act. Raises RuntimeError while SafeArm is halted (re-arm first)."""
         if self.gate is None:
             raise RuntimeError("episodes are run by the sim cell here (operator_episodes=False)")
-        if self.safe.halted:
-            raise RuntimeError(f"arm halted ({self.safe.halt_reason}): call /ur3_driver/rearm first")
+        if self.servo.halted:
+            raise RuntimeError(f"arm halted ({self.servo.halt_reason}): call /ur3_driver/rearm first")
         self.reanchor(min_chunk_stamp_s=now_ros_s)
         episode = self.gate.next_episode()
         self.gate.begin(episode, None, now_ros_s)
@@ -223,36 +199,18 @@ class ArmDriver:
     def episode_status(self, now_ros_s: float) -> tuple[EpisodeStatus, bool]:
         """The real cell's /episode/status; a halt of SafeArm ends the running episode first.
         Returns (status, whether this call ended the episode because of a halt)."""
-        halted = self.safe.halted
-        ended = halted and self.gate.end(Outcome.HALTED, str(self.safe.halt_reason))
+        halted = self.servo.halted
+        ended = halted and self.gate.end(Outcome.HALTED, str(self.servo.halt_reason))
         return self.gate.status("ur3_driver", now_ros_s, halted=halted), ended
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
-        """Counters of SafeArm, the servo loop, the interpolator, the chunk intake and the
-        executed actions' ages (`robot.action_age`, key "action_age")."""
-        loop = self.loop.stats
+        """Counters of SafeArm, the servo loop, the interpolator and the executed actions' ages
+        (`ServoCore.status`) plus the chunk intake (key "chunks")."""
         with self._stats_lock:
             chunks = dataclasses.asdict(self.chunk_stats)
-        return {
-            "safety": dataclasses.asdict(self.safe.stats),
-            "halted": self.safe.halted,
-            "halt_reason": self.safe.halt_reason,
-            "trajectory_lag_s": self.loop.trajectory_lag_s,
-            "servo": {
-                "rate_hz": self.loop.rate_hz, "ticks": loop.ticks, "commands_sent": loop.commands_sent,
-                "holds": loop.holds, "expired_chunks": loop.expired_chunks, "safety_rejections": loop.safety_rejections,
-                "rejections_by_reason": loop.rejections_by_reason, "errors": loop.errors,
-                "overruns": loop.overruns, "period_mean_ms": loop.period_mean_s * 1e3,
-                "jitter_p99_ms": loop.jitter_p99_s * 1e3, "jitter_max_ms": loop.jitter_max_s * 1e3,
-            },
-            "interpolator": {"chunks_added": self.interp.chunks_added, "stale_chunks": self.interp.stale_chunks,
-                             "dropped_actions": self.interp.dropped_actions},
-            "chunks": chunks,
-            "action_age": self.action_age.snapshot(),
-        }
+        return {**self.servo.status(), "chunks": chunks}
 
     def close(self) -> None:
         """Stop the servo loop and the arm (servoStop), then disconnect (idempotent)."""
-        self.loop.stop(stop_arm=True)
-        self.safe.disconnect()
+        self.servo.close()

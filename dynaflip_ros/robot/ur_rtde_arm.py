@@ -3,13 +3,17 @@
 Process layout (why): ur_rtde's constructors block forever, holding the GIL, on a peer that
 accepts TCP but never speaks RTDE (docs/environment.md; docs/ur_rtde_protocol.md §1), and its
 interfaces are not thread-safe. So the ur_rtde client lives in a **worker process** that owns it
-alone (`robot.ur_rtde_worker`: its threads, pipe messages and timing rules):
+alone (`robot.ur_rtde_worker`: its threads, pipe messages and timing rules). Two layouts:
 
-    node process                                   RTDE worker process (spawned)
-    ServoLoop thread (125 / 500 Hz)                main thread: commands -> rtde_c.servoJ(...),
-      -> SafeArm -> URRtdeArm.servo_joint  --pipe->   servoStop, teachMode, re-arm; stale-command
-    URRtdeArm.state()  <-- shared memory (seqlock) --  watchdog; controller watchdog kicks
-                                                   state thread: rtde_r getters at the RTDE rate
+    direct (teleop, calibration, fault bench)      RTDE worker process (spawned)
+    node: ServoLoop thread (125 / 500 Hz)          main thread: commands -> WorkerArm ->
+      -> SafeArm -> URRtdeArm.servo_joint  --pipe->   rtde_c.servoJ, servoStop, re-arm; stale stop
+    URRtdeArm.state()  <-- shared memory (seqlock) --  state thread: rtde_r getters at the RTDE rate
+
+    servo in the worker (`servo=`: the ur3_driver node, `robot.ur_rtde_servo.WorkerServoCore`)
+    node: ArmDriver (chunk intake, episodes)       servo thread: ServoCore = interpolator ->
+      -> servo_call("add_chunk", ...)      --pipe->   ServoLoop -> SafeArm -> WorkerArm -> servoJ
+    URRtdeArm.state()  <-- shared memory (seqlock) --  main thread: requests; state thread as above
 
 Threads in the node process: any thread may call `URRtdeArm`'s methods; `_send_lock` orders
 messages on the pipe, `_req_lock` serialises blocking requests (one reply awaited at a time);
@@ -38,7 +42,6 @@ messages on the pipe, `_req_lock` serialises blocking requests (one reply awaite
 from __future__ import annotations
 
 import logging
-import math
 import multiprocessing as mp
 import os
 import socket
@@ -54,10 +57,8 @@ from dynaflip_ros.configs.robot import URRtdeConfig
 from dynaflip_ros.robot.arm import ArmError, ArmNotConnectedError, ArmState
 from dynaflip_ros.robot.commands import check_servo_period, joint_vector
 from dynaflip_ros.robot.gripper import Gripper, GripperError, RobotiqURCapGripper
-from dynaflip_ros.robot.kinematics import rotvec_to_quat_wxyz
-from dynaflip_ros.robot.ur_rtde_worker import (  # noqa: F401 - RTDE enumerations re-exported
-    QD_SLOT,
-    Q_SLOT,
+from dynaflip_ros.robot.kinematics import rotvec_to_quat_wxyz  # noqa: F401 - re-exported
+from dynaflip_ros.robot.ur_rtde_state import (  # noqa: F401 - RTDE enumerations re-exported
     RECEIVE_VARIABLES,
     ROBOT_MODE_RUNNING,
     RUNTIME_PLAYING,
@@ -67,12 +68,12 @@ from dynaflip_ros.robot.ur_rtde_worker import (  # noqa: F401 - RTDE enumeration
     SAFETY_MODE_NORMAL,
     SAFETY_MODE_REDUCED,
     STATE_SLOTS,
-    TARGET_Q_SLOT,
-    TCP_SLOT,
     SharedState,
+    arm_state_from_slots,
+    fresh_snapshot,
     is_stopped,
-    worker_main,
 )
+from dynaflip_ros.robot.ur_rtde_worker import worker_main
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +140,22 @@ class URRtdeArm:
         gripper: a `robot.gripper.Gripper`; None -> from config.gripper ("robotiq_urcap" ->
             `RobotiqURCapGripper(robot_ip, gripper_port)`, "none" -> no gripper: set_gripper
             raises ArmError).
-    Never command it directly: wrap it in `robot.safety.SafeArm` (docs/safety.md).
+        servo: a `configs.ros.Ur3DriverNodeConfig` -> the servo-in-worker layout: the worker
+            runs the servo core (interpolator, ServoLoop, SafeArm, the gripper) with these
+            settings, reached through `servo_call` (`robot.ur_rtde_servo.WorkerServoCore`);
+            `servo_joint` / `set_gripper` are then refused. None -> the direct layout.
+    Never command it directly: wrap it in `robot.safety.SafeArm` (docs/safety.md), or let the
+    worker's servo core do it.
     Errors: ArmError (connection, worker death, stale state, refused re-arm), ArmNotConnectedError.
     """
 
-    def __init__(self, config: URRtdeConfig, gripper: Gripper | None = None) -> None:
+    def __init__(self, config: URRtdeConfig, gripper: Gripper | None = None, servo: Any = None) -> None:
         if not isinstance(config, URRtdeConfig):
             raise TypeError(f"config must be a URRtdeConfig, got {type(config).__name__}")
+        if servo is not None and gripper is not None:
+            raise ValueError("with the servo core in the worker the worker owns the gripper: pass gripper=None")
         self.config = config
+        self.servo_config = servo
         self._gripper = gripper
         self._ctx = mp.get_context("spawn")
         self._proc = None
@@ -175,7 +184,7 @@ class URRtdeArm:
         probe_controller(cfg.robot_ip, timeout_s=min(cfg.connect_timeout_s, 5.0))
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         shared = SharedState(self._ctx)
-        proc = self._ctx.Process(target=worker_main, args=(asdict(cfg), child_conn, shared, os.getpid()),
+        proc = self._ctx.Process(target=worker_main, args=(asdict(cfg), child_conn, shared, os.getpid(), self.servo_config),
                                  name=f"ur_rtde_worker[{cfg.robot_ip}]", daemon=True)
         proc.start()
         child_conn.close()
@@ -206,7 +215,7 @@ class URRtdeArm:
                 self.disconnect()
                 raise ArmError(f"no RTDE state from {cfg.robot_ip} within {cfg.state_timeout_s + 1.0:.1f} s of connecting")
             time.sleep(0.005)
-        if self._gripper is None and cfg.gripper == "robotiq_urcap":
+        if self._gripper is None and cfg.gripper == "robotiq_urcap" and self.servo_config is None:
             self._gripper = RobotiqURCapGripper(cfg.robot_ip, cfg.gripper_port, speed=cfg.gripper_speed,
                                                 force=cfg.gripper_force)
         if self._gripper is not None:
@@ -256,41 +265,16 @@ class URRtdeArm:
 
     def _snapshot(self) -> np.ndarray:
         self._require()
-        snap = self._shared.read()
-        age_s = time.monotonic() - snap[STATE_SLOTS["host_time_s"]]
-        if age_s > self.config.state_timeout_s:
-            raise ArmError(f"RTDE state is {age_s:.2f} s old (> {self.config.state_timeout_s} s): connection to "
-                           f"{self.config.robot_ip} lost? (rtde_receive connected: {bool(snap[STATE_SLOTS['rtde_receive_connected']])})")
-        return snap
+        return fresh_snapshot(self._shared, self.config.state_timeout_s, self.config.robot_ip)
 
     def state(self) -> ArmState:
-        """Latest RTDE sample: q, dq (6,) rad, rad/s; TCP pose (7,) x, y, z m + quaternion wxyz in
-        the UR base frame (the controller's TCP); gripper closure 0..1 (NaN without a gripper);
-        stamp_s host monotonic time of the sample; protective_stop per `is_stopped`; extra:
-        speed_scaling, safety_mode (name), robot_mode, runtime_state, program_running,
-        freedrive, controller_time_s, counters. Raises ArmError when the sample is stale."""
+        """Latest RTDE sample (`ur_rtde_state.arm_state_from_slots`: q, dq (6,) rad, rad/s; TCP
+        pose (7,) x, y, z m + quaternion wxyz in the UR base frame; gripper closure 0..1, NaN
+        without a gripper; stamp_s host monotonic time; protective_stop; extra: speed_scaling,
+        safety_mode, counters, ...). Raises ArmError when the sample is stale."""
         s = self._snapshot()
-        sm, rm, rs = int(s[STATE_SLOTS["safety_mode"]]), int(s[STATE_SLOTS["robot_mode"]]), int(s[STATE_SLOTS["runtime_state"]])
-        bits = int(s[STATE_SLOTS["safety_status_bits"]])
-        tcp = s[TCP_SLOT:TCP_SLOT + 6]
-        return ArmState(
-            q=s[Q_SLOT:Q_SLOT + 6].copy(), dq=s[QD_SLOT:QD_SLOT + 6].copy(),
-            tcp_pose=np.concatenate([tcp[:3], rotvec_to_quat_wxyz(tcp[3:])]),
-            gripper=self._gripper.position() if self._gripper is not None else math.nan,
-            stamp_s=float(s[STATE_SLOTS["host_time_s"]]),
-            protective_stop=is_stopped(sm, bits, rs, rm),
-            extra={
-                "speed_scaling": float(s[STATE_SLOTS["speed_scaling"]]),
-                "safety_mode": SAFETY_MODE_NAMES.get(sm, str(sm)), "robot_mode": rm, "runtime_state": rs,
-                "program_running": rs == RUNTIME_PLAYING, "freedrive": bool(s[STATE_SLOTS["freedrive"]]),
-                "controller_time_s": float(s[STATE_SLOTS["controller_time_s"]]), "target_q": s[TARGET_Q_SLOT:TARGET_Q_SLOT + 6].copy(),
-                "gripper_command": self._gripper_cmd,
-                "counters": {k: int(s[STATE_SLOTS[k]]) for k in ("servo_sent", "servo_refused", "stale_stops",
-                                                          "watchdog_kicks", "state_errors", "servo_errors")},
-                "servo_call_max_ms": float(s[STATE_SLOTS["servo_call_max_ms"]]),
-                "stop_call_max_ms": float(s[STATE_SLOTS["stop_call_max_ms"]]),
-            },
-        )
+        gripper = self._gripper.position() if self._gripper is not None else s[STATE_SLOTS["gripper_position"]]
+        return arm_state_from_slots(s, gripper, self._gripper_cmd)
 
     @property
     def speed_scaling(self) -> float:
@@ -307,12 +291,14 @@ class URRtdeArm:
         period (`robot.commands`, the conversion SafeArm uses; the worker checks again)."""
         q = joint_vector(q)
         dt_s = check_servo_period(dt_s)
+        self._refuse_if_worker_servo("servo_joint")
         self._send(("servo", q.tolist(), dt_s))
 
     def set_gripper(self, closed_fraction: float) -> None:
         """Gripper closure 0 (open) .. 1 (closed); non-blocking. With gripper "none" the command
         is recorded (extra["gripper_command"]) and ignored (warned once). Raises ArmError after
         a gripper failure (socket lost)."""
+        self._refuse_if_worker_servo("set_gripper")
         if self._gripper is None:
             if self._gripper_cmd is None:
                 log.warning("URRtdeArm: no gripper configured (URRtdeConfig.gripper = 'none'): gripper commands are ignored")
@@ -325,7 +311,8 @@ class URRtdeArm:
         self._gripper_cmd = float(closed_fraction)
 
     def stop(self) -> None:
-        """servoStop (the worker decelerates the arm); non-blocking, ordered after earlier targets."""
+        """servoStop (the worker decelerates the arm; with the servo core there, its `hold`);
+        non-blocking, ordered after earlier targets."""
         if self._proc is not None and self._proc.is_alive():
             self._send(("stop",))
 
@@ -342,7 +329,21 @@ class URRtdeArm:
         refused while it is on. Raises ArmError if the controller refuses."""
         self._request("freedrive", bool(enabled), timeout_s=self.config.command_timeout_s)
 
+    def servo_call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
+        """Call `method(*args)` of the worker's servo core (servo-in-worker layout;
+        `ur_rtde_worker.SERVO_CORE_CALLS`) and return its result. Raises ArmError when the
+        worker is gone, does not answer within timeout_s (default command_timeout_s), or the
+        call fails (the worker's error text)."""
+        if self.servo_config is None:
+            raise ArmError("URRtdeArm was built without a servo core in the worker (servo=None)")
+        return self._request("servo", (method, args), timeout_s=timeout_s or self.config.command_timeout_s)
+
     # ------------------------------------------------------------------ plumbing
+    def _refuse_if_worker_servo(self, what: str) -> None:
+        if self.servo_config is not None:
+            raise ArmError(f"URRtdeArm.{what}: the servo loop runs in the RTDE worker (servo-in-worker layout); "
+                           "send action chunks through robot.ur_rtde_servo.WorkerServoCore")
+
     def _send(self, msg: tuple) -> None:
         self._require()
         try:

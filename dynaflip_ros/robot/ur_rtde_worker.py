@@ -3,35 +3,48 @@
 ur_rtde's constructors can block forever (holding the GIL) on a peer that accepts TCP but never
 speaks RTDE, and its interfaces are not thread-safe (docs/ur_rtde_protocol.md §1), so the node
 process never imports it: `URRtdeArm.connect()` spawns `worker_main` in a child process
-(multiprocessing "spawn") and talks to it over one duplex pipe plus one shared-memory block.
+(multiprocessing "spawn") and talks to it over one duplex pipe plus one shared-memory block
+(`robot.ur_rtde_state.SharedState`).
+
+Two layouts:
+- direct (teleop, calibration, the fault-injection bench): the node process runs interpolator,
+  ServoLoop and SafeArm and sends each servo target here;
+- servo in the worker (the `ur3_driver` node, `Ur3DriverNodeConfig.servo_in_worker`): this
+  process runs a `robot.servo_core.ServoCore` (interpolator -> ServoLoop thread -> SafeArm) over
+  its `WorkerArm`, and the node sends action chunks. The servo loop then shares a GIL only with
+  this process's two other threads, never with rclpy callbacks or inference.
 
 Process / thread ownership:
-- worker main thread: the only user of `RTDEControlInterface` (`rtde_c`) and of the dashboard
-  client; receives pipe messages and calls servoJ / servoStop / teachMode / re-arm, kicks the
-  controller watchdog, and runs the stale-command stop.
+- worker main thread: receives pipe messages; in the direct layout calls servoJ / servoStop
+  through `WorkerArm`; answers requests (re-arm, freedrive, close, the servo core's calls);
+  kicks the controller watchdog and runs the stale-command stop.
+- worker servo thread ("servo_loop", servo-in-worker layout only): `ServoCore`'s loop at the
+  controller rate, SCHED_FIFO at `rt_priority`; servoJ / servoStop through `WorkerArm`.
 - worker state thread ("rtde_state"): polls the `RTDEReceiveInterface` (`rtde_r`) getters at the
-  RTDE rate and is the only writer of the seqlocked state slots of `SharedState` (the main
-  thread reads `rtde_r` too, only while it re-arms). Counter / flag slots have one writer each.
+  RTDE rate and is the only writer of the seqlocked state slots and of `gripper_position`
+  (the main thread reads `rtde_r` too, only while it re-arms).
+- `WorkerArm` is the only user of `RTDEControlInterface` (`rtde_c`), under its leaf lock.
 - node process (URRtdeArm): reads `SharedState` (never blocks the writers) and sends messages.
 
 Pipe messages (node -> worker), all tuples:
-    ("servo", q: list[6] rad, dt_s: float s)   fire-and-forget servoJ target; re-converted and
-                                                checked here (`robot.commands`), refused ones
-                                                are counted and are no sign of life
-    ("stop",)                                   servoStop
-    ("request", req_id: int, what: str, arg)    what in {"rearm", "freedrive", "close"}; answered
+    ("servo", q: list[6] rad, dt_s: float s)   direct layout: fire-and-forget servoJ target;
+                                                re-converted and checked here
+                                                (`robot.commands`), refused ones are counted
+    ("stop",)                                   servoStop (servo in the worker: `ServoCore.hold`)
+    ("request", req_id: int, what: str, arg)    what in {"rearm", "freedrive", "close", "servo"};
+                                                "servo": arg = (method, args) of the worker's
+                                                ServoCore, method in `SERVO_CORE_CALLS`; answered
                                                 with ("reply", req_id, ok: bool, result | error text)
-Worker -> node at start: ("ready", {"rate_hz", "pid"}) or ("error", text).
+Worker -> node at start: ("ready", {"rate_hz", "pid", "servo_in_worker"}) or ("error", text).
 
-Timing rules: servo targets go out at once (the ServoLoop in the node owns the timing); the pipe
-is polled every min(worker_stale_command_s / 4, half the controller-watchdog period, 10 ms);
-no valid servo message for `worker_stale_command_s` while streaming -> servoStop; a dead parent
-(pipe closed or ppid changed) -> servoStop, stopScript, disconnect. All times are
-`time.monotonic()` seconds.
+Timing rules: in the direct layout servo targets go out at once (the node's ServoLoop owns the
+timing); the pipe is polled every min(worker_stale_command_s / 4, half the controller-watchdog
+period, 10 ms); no servoJ written for `worker_stale_command_s` while streaming -> servoStop
+(the node froze, or the worker's servo thread stalled); a dead parent (pipe closed or ppid
+changed) -> servoStop, stopScript, disconnect. All times are `time.monotonic()` seconds.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import os
@@ -39,115 +52,26 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
-
 from dynaflip_ros.configs.robot import URRtdeConfig
-from dynaflip_ros.robot.arm import ArmError
 from dynaflip_ros.robot.commands import SafetyViolation, check_servo_period, joint_vector
+from dynaflip_ros.robot.gripper import RobotiqURCapGripper
+from dynaflip_ros.robot.ur_rtde_state import (  # noqa: F401 - re-exported for URRtdeArm
+    N_SLOTS, QD_SLOT, Q_SLOT, RECEIVE_VARIABLES, ROBOT_MODE_RUNNING, RUNTIME_PLAYING, SAFETY_BIT_EMERGENCY,
+    SAFETY_BIT_PROTECTIVE, SAFETY_MODE_NAMES, SAFETY_MODE_NORMAL, SAFETY_MODE_REDUCED, STATE_SLOTS, TARGET_Q_SLOT,
+    TCP_SLOT, SharedState, arm_state_from_slots, fresh_snapshot, is_stopped,
+)
+from dynaflip_ros.robot.ur_rtde_worker_arm import WorkerArm
 
 # The worker logs under the arm module's name, as it did before the split (same log lines).
 log = logging.getLogger("dynaflip_ros.robot.ur_rtde_arm")
 
-# RTDE enumerations (docs/ur_rtde_protocol.md §4.1; UR client library datatypes.h).
-RUNTIME_PLAYING = 2
-SAFETY_MODE_NORMAL = 1
-SAFETY_MODE_REDUCED = 2
-SAFETY_MODE_NAMES = {
-    1: "NORMAL", 2: "REDUCED", 3: "PROTECTIVE_STOP", 4: "RECOVERY", 5: "SAFEGUARD_STOP",
-    6: "SYSTEM_EMERGENCY_STOP", 7: "ROBOT_EMERGENCY_STOP", 8: "VIOLATION", 9: "FAULT",
-    10: "VALIDATE_JOINT_ID", 11: "UNDEFINED", 12: "AUTOMATIC_MODE_SAFEGUARD_STOP",
-    13: "SYSTEM_THREE_POSITION_ENABLING_STOP",
-}
-ROBOT_MODE_RUNNING = 7
-SAFETY_BIT_PROTECTIVE = 1 << 2
-SAFETY_BIT_EMERGENCY = 1 << 7
-
-# Shared-memory state layout (float64 slots).
-STATE_SLOTS = {name: i for i, name in enumerate((
-    "host_time_s", "controller_time_s", "speed_scaling", "robot_mode", "safety_mode",
-    "safety_status_bits", "runtime_state", "robot_status_bits", "rtde_receive_connected",
-    "rtde_control_connected", "streaming", "freedrive", "servo_sent", "servo_refused",
-    "stale_stops", "watchdog_kicks", "state_errors", "servo_errors", "servo_call_max_ms", "stop_call_max_ms",
-))}
-Q_SLOT, QD_SLOT, TCP_SLOT, TARGET_Q_SLOT = (len(STATE_SLOTS) + 6 * k for k in range(4))
-N_SLOTS = len(STATE_SLOTS) + 24
-
-# Variables the receive interface asks for (docs/ur_rtde_protocol.md §2.3 names).
-RECEIVE_VARIABLES = [
-    "timestamp", "actual_q", "actual_qd", "actual_TCP_pose", "target_q", "robot_mode", "safety_mode",
-    "safety_status_bits", "runtime_state", "robot_status_bits", "speed_scaling", "target_speed_fraction",
-]
+# The ServoCore methods the node may call through ("request", id, "servo", (method, args)).
+SERVO_CORE_CALLS = frozenset({"add_chunk", "hold", "rearm", "status", "halt_state"})
 
 
-def is_stopped(safety_mode: int, safety_status_bits: int, runtime_state: int, robot_mode: int) -> bool:
-    """True when the controller will not execute servo targets until someone intervenes:
-    protective / emergency / safeguard stop, fault, violation (safety_mode not NORMAL or
-    REDUCED), protective or emergency bits set, the control program not PLAYING, or the robot
-    not in RUNNING mode (docs/ur_rtde_protocol.md §4.1, §4.4)."""
-    return (safety_mode not in (SAFETY_MODE_NORMAL, SAFETY_MODE_REDUCED)
-            or bool(safety_status_bits & (SAFETY_BIT_PROTECTIVE | SAFETY_BIT_EMERGENCY))
-            or runtime_state != RUNTIME_PLAYING
-            or robot_mode != ROBOT_MODE_RUNNING)
-
-
-class SharedState:
-    """float64 slots in shared memory. The RTDE state slots (`write`) are seqlock-protected and
-    written by one thread only (the worker's state thread); counter / flag slots (`set`) are
-    single aligned doubles, each with one writer, stored without the lock. Readers never block
-    the writers, and the worker's servo thread never waits for the state thread (no priority
-    inversion)."""
-
-    def __init__(self, ctx: Any) -> None:
-        self.seq = ctx.Value(ctypes.c_uint64, 0, lock=False)
-        self.data = ctx.Array(ctypes.c_double, N_SLOTS, lock=False)
-        self._last_good: np.ndarray | None = None  # per reader process
-
-    def write(self, updates: dict[int, float] | None = None, vectors: dict[int, Any] | None = None) -> None:
-        self.seq.value += 1  # odd: write in progress
-        for i, v in (updates or {}).items():
-            self.data[i] = v
-        for i, vec in (vectors or {}).items():
-            self.data[i:i + len(vec)] = list(vec)
-        self.seq.value += 1
-
-    def set(self, **kv: float) -> None:
-        for k, v in kv.items():
-            self.data[STATE_SLOTS[k]] = float(v)
-
-    def bump(self, name: str) -> None:
-        """Count one event in counter slot `name` (its only writer)."""
-        self.data[STATE_SLOTS[name]] += 1.0
-
-    def raise_to(self, name: str, value: float) -> None:
-        """Keep the maximum of `value` in slot `name` (its only writer)."""
-        if value > self.data[STATE_SLOTS[name]]:
-            self.data[STATE_SLOTS[name]] = float(value)
-
-    def read(self, timeout_s: float = 0.1) -> np.ndarray:
-        """A consistent copy of all slots. While a write is in progress (the writer may be
-        preempted mid-update) it spins briefly, then returns the last consistent copy it read
-        (its host_time_s tells the caller how old it is) rather than blocking the servo loop;
-        without any earlier copy it retries up to timeout_s. Raises ArmError after that."""
-        deadline = time.monotonic() + timeout_s
-        n = 0
-        while True:
-            s1 = self.seq.value
-            if s1 % 2 == 0:
-                snap = np.frombuffer(self.data, dtype=np.float64).copy()
-                if self.seq.value == s1:
-                    self._last_good = snap
-                    return snap
-            n += 1
-            if n >= 200:
-                if self._last_good is not None:
-                    return self._last_good.copy()
-                if time.monotonic() > deadline:
-                    raise ArmError("could not read a consistent RTDE state snapshot (writer stuck mid-update)")
-                time.sleep(0.0002)
-
-
-def worker_main(cfg: dict, conn, shared: SharedState, parent_pid: int) -> None:  # pragma: no cover - runs in a child
-    """Entry point of the RTDE worker process (see the module docstring)."""
+def worker_main(cfg: dict, conn, shared: SharedState, parent_pid: int, driver_config=None) -> None:  # pragma: no cover - runs in a child
+    """Entry point of the RTDE worker process (see the module docstring). `driver_config`: a
+    `configs.ros.Ur3DriverNodeConfig` -> the servo core runs here (servo-in-worker layout)."""
     import signal
 
     import rtde_control
@@ -159,7 +83,7 @@ def worker_main(cfg: dict, conn, shared: SharedState, parent_pid: int) -> None: 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     config = URRtdeConfig(**cfg)
     host, rate_hz = config.robot_ip, config.controller_rate_hz
-    publish = shared.set  # counters and flags: one writer per slot, no lock
+    publish = shared.set  # flags: one writer per slot, no lock
 
     try:
         rtde_r = rtde_receive.RTDEReceiveInterface(host, rate_hz, RECEIVE_VARIABLES, False, False, config.rt_priority)
@@ -175,6 +99,8 @@ def worker_main(cfg: dict, conn, shared: SharedState, parent_pid: int) -> None: 
         return
     stop_event = threading.Event()
     stopped_flag = threading.Event()  # the controller is stopped (protective stop etc.)
+    gripper = None
+    publish(gripper_position=math.nan)
 
     def state_loop() -> None:
         period = 1.0 / rate_hz
@@ -202,6 +128,8 @@ def worker_main(cfg: dict, conn, shared: SharedState, parent_pid: int) -> None: 
                      STATE_SLOTS["rtde_receive_connected"]: float(rtde_r.isConnected())},
                     {Q_SLOT: rtde_r.getActualQ(), QD_SLOT: rtde_r.getActualQd(), TCP_SLOT: rtde_r.getActualTCPPose(),
                      TARGET_Q_SLOT: rtde_r.getTargetQ()})
+                if gripper is not None:
+                    publish(gripper_position=gripper.position())
             except Exception:  # noqa: BLE001 - counted; the parent sees the state age grow
                 shared.bump("state_errors")
             t_next += period
@@ -211,78 +139,83 @@ def worker_main(cfg: dict, conn, shared: SharedState, parent_pid: int) -> None: 
             else:
                 t_next = time.monotonic()
 
-    if config.rt_priority > 0:  # before the state thread starts: it inherits the policy
+    if config.rt_priority > 0:  # before the threads start: they inherit the policy
         try:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(config.rt_priority))
         except (PermissionError, OSError) as e:
             log.warning("RTDE worker: SCHED_FIFO %d refused (%s); running with normal priority", config.rt_priority, e)
     threading.Thread(target=state_loop, name="rtde_state", daemon=True).start()
-    conn.send(("ready", {"rate_hz": rate_hz, "pid": os.getpid()}))
 
-    streaming = False
-    freedrive = False
-    last_msg_s = time.monotonic()
-    last_write_s = time.monotonic()
+    def read_state(gripper_command):
+        snap = fresh_snapshot(shared, config.state_timeout_s, host)
+        return arm_state_from_slots(snap, snap[STATE_SLOTS["gripper_position"]], gripper_command)
+
+    arm = WorkerArm(config, rtde_c, rtde_r, dash, read_state, stopped_flag.is_set, shared)
     kick_period_s = 0.5 / config.controller_watchdog_hz if config.controller_watchdog_hz > 0 else math.inf
     poll_s = min(config.worker_stale_command_s / 4.0, kick_period_s, 0.01)
+    core = None
+    setup_done = threading.Event()
 
-    def servo_stop() -> None:
-        nonlocal streaming, last_write_s
-        if streaming:
-            t_call = time.monotonic()
+    def kick_during_setup() -> None:
+        # Connecting the gripper takes seconds: keep the controller's RTDE watchdog fed meanwhile.
+        while not setup_done.wait(poll_s):
+            arm.kick_if_idle(time.monotonic())
+
+    threading.Thread(target=kick_during_setup, name="rtde_setup_kick", daemon=True).start()
+    try:
+        if driver_config is not None:
+            deadline = time.monotonic() + config.state_timeout_s + 1.0
+            while shared.read()[STATE_SLOTS["host_time_s"]] == 0.0:  # the first state sample
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no RTDE state within {config.state_timeout_s + 1.0:.1f} s of connecting")
+                time.sleep(0.005)
+            # The freshly uploaded control script reports PLAYING a few cycles later: give it until
+            # the deadline, so SafeArm does not latch a halt at connect for a start-up transient (a
+            # real stop still active then is latched, as it must be).
+            while stopped_flag.is_set() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if config.gripper == "robotiq_urcap":
+                gripper = RobotiqURCapGripper(host, config.gripper_port, speed=config.gripper_speed,
+                                              force=config.gripper_force)
+                gripper.connect()
+                arm.gripper = gripper
+            from dynaflip_ros.robot.servo_core import ServoCore
+
+            core = ServoCore(arm, driver_config, time.monotonic)
+            core.start(rt_priority=config.rt_priority)
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which raises ArmError
+        setup_done.set()
+        conn.send(("error", f"servo core: {type(e).__name__}: {e}"))
+        stop_event.set()
+        arm.close()
+        for closer in (rtde_c.disconnect, rtde_r.disconnect, dash.disconnect):
             try:
-                rtde_c.servoStop(10.0)
+                closer()
             except Exception:  # noqa: BLE001
-                shared.bump("servo_errors")
-            last_write_s = time.monotonic()
-            shared.raise_to("stop_call_max_ms", (last_write_s - t_call) * 1e3)
-        streaming = False
-
-    def rearm() -> str:
-        """Clear a protective stop and restart the control script; returns a status text."""
-        sm, bits = rtde_r.getSafetyMode(), rtde_r.getSafetyStatusBits()
-        if bits & SAFETY_BIT_EMERGENCY or sm in (6, 7):
-            raise RuntimeError("emergency stop active: release the e-stop button, then power on and release the "
-                               "brakes on the pendant; re-arm afterwards")
-        deadline = time.monotonic() + config.command_timeout_s
-        if sm == 3 or bits & SAFETY_BIT_PROTECTIVE:
-            # A real controller refuses the unlock for 5 s after the stop: retry until the deadline.
-            while True:
-                try:
-                    reply = dash.unlockProtectiveStop()
-                except Exception as e:  # noqa: BLE001 - ur_rtde raises on an unexpected reply
-                    reply = str(e)
-                time.sleep(0.1)
-                if not (rtde_r.getSafetyStatusBits() & SAFETY_BIT_PROTECTIVE):
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"protective stop not released within {config.command_timeout_s} s "
-                                       f"(dashboard: {reply!r}); a real controller needs 5 s after the stop")
-        sm = rtde_r.getSafetyMode()
-        if sm not in (SAFETY_MODE_NORMAL, SAFETY_MODE_REDUCED):
-            raise RuntimeError(f"safety mode is {SAFETY_MODE_NAMES.get(sm, sm)}: resolve it on the pendant first")
-        if rtde_r.getRuntimeState() != RUNTIME_PLAYING or not rtde_c.isProgramRunning():
-            if not rtde_c.isConnected():
-                rtde_c.reconnect()
-            rtde_c.reuploadScript()
-            while rtde_r.getRuntimeState() != RUNTIME_PLAYING:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"control script not running {config.command_timeout_s} s after re-upload")
-                time.sleep(0.02)
-            if config.controller_watchdog_hz > 0 and not rtde_c.setWatchdog(config.controller_watchdog_hz):
-                raise RuntimeError("setWatchdog failed after the re-upload")
-        time.sleep(2.0 / rate_hz)  # let the state thread publish the cleared state
-        return "re-armed"
-
-    def stop_if_stale(now: float) -> None:
-        """servoStop when no valid command arrived for worker_stale_command_s (node frozen)."""
-        if streaming and now - last_msg_s > config.worker_stale_command_s:
-            servo_stop()
-            shared.bump("stale_stops")
-            publish(streaming=0.0)
+                pass
+        return
+    setup_done.set()
+    conn.send(("ready", {"rate_hz": rate_hz, "pid": os.getpid(), "servo_in_worker": core is not None}))
 
     def parent_alive() -> bool:
         return os.getppid() == parent_pid
+
+    def serve(what: str, arg: Any) -> Any:
+        if what == "rearm":
+            return arm.rearm()
+        if what == "freedrive":
+            if core is not None:
+                raise RuntimeError("the servo loop runs in the RTDE worker (ur3_driver); freedrive is for the "
+                                   "direct layout (teleop)")
+            return arm.set_freedrive(bool(arg))
+        if what == "servo":
+            method, args = arg
+            if core is None or method not in SERVO_CORE_CALLS:
+                raise ValueError(f"no servo core call {method!r} here (servo in worker: {core is not None})")
+            if method == "halt_state":
+                return core.halted, core.halt_reason
+            return getattr(core, method)(*args)
+        raise ValueError(f"unknown request {what!r}")
 
     try:
         while True:
@@ -294,15 +227,9 @@ def worker_main(cfg: dict, conn, shared: SharedState, parent_pid: int) -> None: 
             if not has_msg:
                 if not parent_alive():
                     break
-                publish(rtde_control_connected=float(rtde_c.isConnected()))  # rtde_c: this thread only
-                stop_if_stale(now)
-                if now - last_write_s > kick_period_s and not streaming and not stopped_flag.is_set():
-                    try:
-                        rtde_c.kickWatchdog()
-                        shared.bump("watchdog_kicks")
-                    except Exception:  # noqa: BLE001
-                        shared.bump("servo_errors")
-                    last_write_s = now
+                publish(rtde_control_connected=float(arm.control_connected()))
+                arm.stop_if_stale(now)
+                arm.kick_if_idle(now)
                 continue
             try:
                 msg = conn.recv()
@@ -310,69 +237,34 @@ def worker_main(cfg: dict, conn, shared: SharedState, parent_pid: int) -> None: 
                 break
             kind = msg[0]
             if kind == "servo":
+                if core is not None:
+                    log.error("RTDE worker: direct servo target refused: the servo loop runs in this worker")
+                    continue
                 try:  # defence in depth: the same conversion as SafeArm / URRtdeArm.servo_joint
                     q, dt_s = joint_vector(msg[1]), check_servo_period(msg[2])
                 except (SafetyViolation, IndexError) as e:
                     # Refused, and not a sign of life: garbage must not hold off the stale stop.
                     log.error("RTDE worker: servo message refused: %s", e)
                     shared.bump("servo_refused")
-                    stop_if_stale(now)
+                    arm.stop_if_stale(now)
                     continue
-            last_msg_s = now
-            if kind == "servo":
-                if stopped_flag.is_set() or freedrive:
-                    streaming = False  # the controller stopped the arm; never resume without a re-arm
-                    shared.bump("servo_refused")
-                    publish(streaming=0.0)
-                    continue
-                t_call = time.monotonic()
-                try:
-                    ok = rtde_c.servoJ(q.tolist(), 0.0, 0.0, dt_s, config.servo_lookahead_s, config.servo_gain)
-                except Exception:  # noqa: BLE001
-                    ok = False
-                shared.raise_to("servo_call_max_ms", (time.monotonic() - t_call) * 1e3)
-                last_write_s = now
-                if ok:
-                    streaming = True
-                    shared.bump("servo_sent")
-                else:
-                    shared.bump("servo_errors")
-                publish(streaming=float(streaming))
+                arm.servo_joint(q, dt_s)
             elif kind == "stop":
-                servo_stop()
-                publish(streaming=0.0)
+                core.hold() if core is not None else arm.stop()
             elif kind == "request":
                 _, req_id, what, arg = msg
+                if what == "close":
+                    conn.send(("reply", req_id, True, "closing"))
+                    break
                 try:
-                    if what == "rearm":
-                        servo_stop()
-                        result: Any = rearm()
-                    elif what == "freedrive":
-                        servo_stop()
-                        ok = rtde_c.teachMode() if arg else rtde_c.endTeachMode()
-                        if not ok:
-                            raise RuntimeError(f"{'teachMode' if arg else 'endTeachMode'} returned False "
-                                               "(program not running or a stop is active)")
-                        freedrive = bool(arg)
-                        publish(freedrive=float(freedrive))
-                        result = freedrive
-                    elif what == "close":
-                        servo_stop()
-                        conn.send(("reply", req_id, True, "closing"))
-                        break
-                    else:
-                        raise ValueError(f"unknown request {what!r}")
-                    conn.send(("reply", req_id, True, result))
+                    conn.send(("reply", req_id, True, serve(what, arg)))
                 except Exception as e:  # noqa: BLE001 - reported to the caller
                     conn.send(("reply", req_id, False, f"{type(e).__name__}: {e}"))
-                last_write_s = time.monotonic()
     finally:
         stop_event.set()
-        try:
-            servo_stop()
-            rtde_c.stopScript()
-        except Exception:  # noqa: BLE001
-            pass
+        if core is not None:
+            core.close()  # stops the servo thread, then servoStop
+        arm.close()
         for closer in (rtde_c.disconnect, rtde_r.disconnect, dash.disconnect):
             try:
                 closer()

@@ -58,6 +58,7 @@ from dynaflip_ros.configs.ros import PolicyNodeConfig
 from dynaflip_ros.episodes.gate import EpisodeGate, Transition
 from dynaflip_ros.episodes.protocol import EpisodeCommand, EpisodeStatus, ProtocolError
 from dynaflip_ros.policies.base import EncoderMismatchError, PolicyObservation
+from dynaflip_ros.policies.checkpoint_ensemble import load_deployed_policy  # torch / LeRobot only inside
 from dynaflip_ros.policies.replan import JointStateBuffer, ReplanSchedule
 from dynaflip_ros.policies.replan import step as replan_step
 from dynaflip_ros.resources import resolve_path
@@ -178,12 +179,11 @@ class PolicyNode(Node):
 
     def _load(self, encoder_sha256: str) -> None:
         self._preload.join()  # never import torch / LeRobot from two threads at once
-        from dynaflip_ros.policies.checkpoint_ensemble import load_deployed_policy
-
         try:  # a policy checkpoint or an ensemble of them (policies.checkpoint_ensemble)
             policy, warm_s = load_deployed_policy(
                 self.model_dir, encoder_sha256=encoder_sha256, num_threads=self.config.num_threads,
-                samples_per_chunk=self.config.samples_per_chunk, temporal_ensemble_coeff=self.config.temporal_ensemble_coeff)
+                samples_per_chunk=self.config.samples_per_chunk, temporal_ensemble_coeff=self.config.temporal_ensemble_coeff,
+                real_time_chunking=self.config.real_time_chunking)
         except (EncoderMismatchError, FileNotFoundError, ValueError) as e:
             self._refuse(e)
             return

@@ -55,9 +55,13 @@ from dynaflip_ros.ros.qos import (
 )
 from dynaflip_ros.ros.runtime import LatencyReporter, load_real_backend, ros_now_s, run_node, safe_publish, to_json_msg
 
-# Real-cell arm backends: backend name -> (module, class), imported only when chosen.
+# Real-cell arm backends: backend name -> (module, class), imported only when chosen; the
+# servo core in the backend's own worker process (`servo_in_worker`) likewise.
 REAL_ARM_BACKENDS: dict[str, tuple[str, str]] = {
     "ur_rtde": ("dynaflip_ros.robot.ur_rtde_arm", "URRtdeArm"),
+}
+WORKER_SERVO_BACKENDS: dict[str, tuple[str, str]] = {
+    "ur_rtde": ("dynaflip_ros.robot.ur_rtde_servo", "WorkerServoCore"),
 }
 
 
@@ -88,17 +92,23 @@ class Ur3DriverNode(Node):
                  exclusive: Callable | None = None) -> None:
         super().__init__(node_name, **node_kwargs())
         self.config = cfg = load_node_config(self, Ur3DriverNodeConfig)
+        servo = None
         if arm is None:
-            arm = make_arm(cfg)
+            if cfg.servo_in_worker:  # the servo loop in the backend's worker process
+                servo = load_real_backend("arm", cfg.backend, WORKER_SERVO_BACKENDS, cfg)
+                arm = servo.arm
+            else:
+                arm = make_arm(cfg)
             rate = cfg.ur_rtde.controller_rate_hz
             if abs(rate - cfg.servo_rate_hz) > 1e-6:
                 self.get_logger().warning(
                     f"servo_rate_hz {cfg.servo_rate_hz:g} differs from the {cfg.ur_rtde.ur_type} controller "
                     f"rate {rate:g} Hz: servoJ targets will be {'bunched' if cfg.servo_rate_hz > rate else 'held'}")
         # Real cell: the operator runs episodes (the sim_cell node does it in simulation).
-        self.core = ArmDriver(arm, cfg, clock, operator_episodes=cfg.backend != "sim", exclusive=exclusive)
+        self.core = ArmDriver(arm, cfg, clock, operator_episodes=cfg.backend != "sim", exclusive=exclusive,
+                              servo=servo)
         self.arm, self.safe, self.loop, self.interp = arm, self.core.safe, self.core.loop, self.core.interp
-        self.chunk_stats, self.gate = self.core.chunk_stats, self.core.gate
+        self.chunk_stats = self.core.chunk_stats
         self._latency = LatencyReporter(self)
         self._js_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, STATE_QOS)
         self._status_pub = self.create_publisher(String, DRIVER_STATUS_TOPIC, EVENT_QOS)
@@ -109,7 +119,7 @@ class Ur3DriverNode(Node):
         self._status_timer = self.create_timer(1.0 / cfg.status_rate_hz, self._publish_status)
         self.create_service(Trigger, "~/rearm", self._on_rearm, callback_group=MutuallyExclusiveCallbackGroup())
         self._episode_pub = None
-        if self.gate is not None:
+        if self.core.operator_episodes:
             self._episode_pub = self.create_publisher(String, EPISODE_STATUS_TOPIC, EVENT_QOS)
             group = MutuallyExclusiveCallbackGroup()
             self.create_service(Trigger, "~/start_episode", self._on_start_episode, callback_group=group)
@@ -118,9 +128,10 @@ class Ur3DriverNode(Node):
                                                     callback_group=group)
         if servo_thread:
             self.core.start_servo_thread()
+        where = ("in the RTDE worker process" if servo is not None
+                 else "own thread" if servo_thread else "ticked by the sim stepper")
         self.get_logger().info(
-            f"ur3_driver: {type(arm).__name__} behind SafeArm, servo loop {cfg.servo_rate_hz:g} Hz "
-            f"({'own thread' if servo_thread else 'ticked by the sim stepper'}), "
+            f"ur3_driver: {type(arm).__name__} behind SafeArm, servo loop {cfg.servo_rate_hz:g} Hz ({where}), "
             f"{ACTION_CHUNK_TOPIC} -> arm, {JOINT_STATES_TOPIC} at {cfg.joint_state_rate_hz:g} Hz")
 
     # ------------------------------------------------------------------ commands
@@ -141,7 +152,12 @@ class Ur3DriverNode(Node):
             self.core.chunk_invalid()
             self.get_logger().error(f"invalid action chunk dropped: {e}", throttle_duration_sec=2.0)
             return
-        if self.core.queue_chunk(stamp_s, times_s, targets, recv_ros_s, recv_clock_s) == "too_old":
+        try:
+            queued = self.core.queue_chunk(stamp_s, times_s, targets, recv_ros_s, recv_clock_s)
+        except ArmError as e:  # the RTDE worker (and its servo loop) is gone: the arm is stopped
+            self.get_logger().error(f"action chunk not queued: {e}", throttle_duration_sec=2.0)
+            return
+        if queued == "too_old":
             self.get_logger().warning(
                 f"action chunk {(recv_ros_s - stamp_s) * 1e3:.0f} ms old "
                 f"(> {self.config.max_chunk_age_s * 1e3:.0f} ms): dropped", throttle_duration_sec=2.0)
