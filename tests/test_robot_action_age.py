@@ -83,3 +83,28 @@ def test_the_arm_driver_measures_the_executed_actions_age():
     driver.loop.tick(clock.t)
     assert driver.status()["action_age"]["dry_ticks"] == 1
     driver.close()
+
+
+def test_a_chunk_switch_counts_the_plan_jump():
+    from arm_doubles import FakeClock, RecordingArm
+
+    from dynaflip_ros.configs.ros import Ur3DriverNodeConfig
+    from dynaflip_ros.robot.arm_driver import ArmDriver
+
+    clock = FakeClock(10.0)
+    driver = ArmDriver(RecordingArm(clock=clock), Ur3DriverNodeConfig(), clock=clock)
+    q = np.asarray(driver.safe.state().q)
+    hold = np.tile(np.concatenate([q, [0.0]]), (8, 1))  # (8, 7)
+    times = 100.0 + 0.1 * np.arange(8)
+    assert driver.queue_chunk(100.0, times, hold, recv_ros_s=100.0, recv_clock_s=10.0) == "queued"
+    assert driver.status()["action_age"]["switch_n"] == 0  # the first chunk replaces nothing
+    for _ in range(3):
+        driver.loop.tick(clock.t)
+        clock.t += 0.008
+    moved = hold.copy()
+    moved[:, 2] += 0.01  # the next plan disagrees by 10 mrad on joint 2
+    assert driver.queue_chunk(100.02, times + 0.02, moved, recv_ros_s=100.024, recv_clock_s=clock.t) == "queued"
+    snap = driver.status()["action_age"]
+    assert snap["switch_n"] == 1 and abs(snap["switch_urad"] - 10_000) <= 1
+    assert summarize(snap)["switch_jump_mean_mrad"] == pytest.approx(10.0, abs=1e-3)
+    driver.close()

@@ -281,7 +281,8 @@ class EvalReport:
 def summarize_action_age(snapshot: Mapping[str, Any] | None) -> dict[str, float | int | None] | None:
     """A `robot.action_age.ActionAgeMonitor` snapshot (or the difference of two) ->
     {"n": ticks with an action, "dry_ticks",
-    "dry_share": dry / all ticks, "mean", "p50", "p95", "max_bin"} in ms; percentiles are the
+    "dry_share": dry / all ticks, "mean", "p50", "p95", "max_bin"} in ms, "switches" and
+    "switch_jump_mean_mrad" (the mean plan jump at a chunk switch, mrad); percentiles are the
     upper edge of the bin that holds them (conservative, `bin_ms` resolution; inf in the last
     bin). None for None or a snapshot without bins."""
     if not snapshot or not snapshot.get("bins"):
@@ -297,10 +298,13 @@ def summarize_action_age(snapshot: Mapping[str, Any] | None) -> dict[str, float 
             return None
         return float(edges[int(np.searchsorted(np.cumsum(bins), q * n, side="left"))])
 
+    switches = int(snapshot.get("switch_n", 0))
     return {"n": n, "dry_ticks": dry, "dry_share": dry / (n + dry) if n + dry else None,
             "mean": snapshot.get("sum_us", 0) / 1e3 / n if n else None,
             "p50": percentile(0.5), "p95": percentile(0.95),
-            "max_bin": float(edges[int(np.flatnonzero(bins)[-1])]) if n else None}
+            "max_bin": float(edges[int(np.flatnonzero(bins)[-1])]) if n else None,
+            "switches": switches,
+            "switch_jump_mean_mrad": snapshot.get("switch_urad", 0) / 1e3 / switches if switches else None}
 
 
 def action_age_summary(records: Iterable[EpisodeRecord]) -> dict[str, Any] | None:
@@ -312,12 +316,11 @@ def action_age_summary(records: Iterable[EpisodeRecord]) -> dict[str, Any] | Non
         if not h or not h.get("bins"):
             continue
         if total is None:
-            total = {"bin_ms": h.get("bin_ms"), "bins": list(h["bins"]), "sum_us": h.get("sum_us", 0),
-                     "dry_ticks": h.get("dry_ticks", 0)}
+            total = {"bin_ms": h.get("bin_ms"), "bins": list(h["bins"])}
         else:
             total["bins"] = [a + b for a, b in zip(total["bins"], h["bins"])]
-            total["sum_us"] += h.get("sum_us", 0)
-            total["dry_ticks"] += h.get("dry_ticks", 0)
+        for key in ("sum_us", "dry_ticks", "switch_n", "switch_urad"):
+            total[key] = total.get(key, 0) + h.get(key, 0)
     return summarize_action_age(total)
 
 

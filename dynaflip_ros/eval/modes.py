@@ -98,12 +98,17 @@ def _ms(latency: Mapping[str, Any] | None, stage: str) -> str:
     return f"{s['p50']:.0f}/{s['p95']:.0f}" if s else "-"
 
 
+def _switch(age: Mapping[str, Any]) -> str:
+    mean = age.get("switch_jump_mean_mrad")
+    return "-" if mean is None else f"{mean:.1f}"
+
+
 def format_modes(record: Mapping[str, Any], modes: Sequence[str] | None = None) -> str:
     """A table of the modes (success with its interval, watchdog trips, action age p50/p95 and
-    the share of servo ticks with nothing to follow, policy and command latency p50/p95) and
-    the paired comparisons, for the terminal."""
+    the share of servo ticks with nothing to follow, policy and command latency p50/p95, the
+    mean plan jump at a chunk switch) and the paired comparisons, for the terminal."""
     lines = [f"{'mode':9s} {'success':>22s} {'watchdog':>8s} {'age p50/p95 ms':>14s} {'dry':>5s} "
-             f"{'policy ms':>10s} {'command ms':>10s}"]
+             f"{'policy ms':>10s} {'command ms':>10s} {'switch mrad':>11s}"]
     for m in modes or list(record["modes"]):
         e = record["modes"][m]
         lo, hi = e["success_ci95"] or (float("nan"), float("nan"))
@@ -112,7 +117,8 @@ def format_modes(record: Mapping[str, Any], modes: Sequence[str] | None = None) 
         dry = f"{age['dry_share']:.0%}" if age.get("dry_share") is not None else "-"
         lines.append(f"{m:9s} {e['successes']:>3d}/{e['episodes']:<3d} {e['success_rate']:4.0%} "
                      f"({lo:.0%}-{hi:.0%}) {e['watchdog_trips']:>8d} {age_text:>14s} {dry:>5s} "
-                     f"{_ms(e['latency_ms'], 'policy'):>10s} {_ms(e['latency_ms'], 'command'):>10s}")
+                     f"{_ms(e['latency_ms'], 'policy'):>10s} {_ms(e['latency_ms'], 'command'):>10s} "
+                     f"{_switch(age):>11s}")
     for name, p in record.get("paired", {}).items():
         a, b = name.split("_vs_")
         lines.append(f"{name}: {p['n']} seeds, both {p['both']}, only {a} {p['only_a']}, only {b} {p['only_b']}, "

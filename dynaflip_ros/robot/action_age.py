@@ -13,6 +13,11 @@ Per servo tick `tick(now_s)` counts one of:
 - otherwise the age now - stamp of the latest queued chunk into a histogram of `BIN_MS` wide
   bins (the last bin collects everything older), plus the sum in whole microseconds.
 
+At every chunk switch (`switch`: a chunk arrives while another is being followed) the jump
+between the target being commanded and the new chunk's plan for the same instant (max over the
+joints) is counted, in whole microradians (`switch_n`, `switch_urad`): how much the new plan
+disagrees with the one in flight, which the interpolator then absorbs over one segment.
+
 Counters are integers only, so per-episode shares of a cumulative snapshot are differences
 (`episodes.record.counter_delta`); `episodes.record.summarize_action_age` turns a snapshot (or
 a difference) into percentiles. Times are seconds on the servo loop's clock (the simulation clock in the sim cell,
@@ -40,6 +45,8 @@ class ActionAgeMonitor:
         self._bins = [0] * N_BINS
         self._sum_us = 0
         self._dry = 0
+        self._switch_n = 0
+        self._switch_urad = 0
 
     def chunk(self, stamp_s: float, end_s: float) -> None:
         """The latest queued chunk: planned from the observation stamped `stamp_s`, last action
@@ -72,7 +79,17 @@ class ActionAgeMonitor:
             self._bins[min(int(age_ms // BIN_MS), N_BINS - 1)] += 1
             self._sum_us += int(round(age_ms * 1e3))
 
-    def snapshot(self) -> dict[str, Any]:
-        """Cumulative counters: {"bin_ms", "bins" (N_BINS ints), "sum_us", "dry_ticks"}."""
+    def switch(self, jump_rad: float) -> None:
+        """Count one chunk switch whose plan jumped by `jump_rad` (>= 0, max over the joints)."""
+        if not math.isfinite(jump_rad):
+            return
         with self._lock:
-            return {"bin_ms": BIN_MS, "bins": list(self._bins), "sum_us": self._sum_us, "dry_ticks": self._dry}
+            self._switch_n += 1
+            self._switch_urad += int(round(abs(jump_rad) * 1e6))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Cumulative counters: {"bin_ms", "bins" (N_BINS ints), "sum_us", "dry_ticks",
+        "switch_n", "switch_urad"}."""
+        with self._lock:
+            return {"bin_ms": BIN_MS, "bins": list(self._bins), "sum_us": self._sum_us, "dry_ticks": self._dry,
+                    "switch_n": self._switch_n, "switch_urad": self._switch_urad}

@@ -96,8 +96,15 @@ class ServoCore:
         gripper 0..1), planned from an observation taken at stamp_s (same clock). Returns
         whether at least one action lies in the future (else nothing changes)."""
         times_traj_s = self.loop.to_trajectory_time(np.asarray(times_s, dtype=float))
-        kept = self.interp.add_chunk(times_traj_s, targets, now_s=self.loop.to_trajectory_time(self.clock()))
+        now_s = self.clock()
+        now_traj_s = self.loop.to_trajectory_time(now_s)
+        following = self.action_age.age_s(now_s) is not None
+        commanded = self.interp.last_target  # (7,) or None
+        kept = self.interp.add_chunk(times_traj_s, targets, now_s=now_traj_s)
         if kept:
+            if following and commanded is not None:  # the plan's jump at the switch (`robot.action_age`)
+                plan = [np.interp(now_traj_s, times_traj_s, np.asarray(targets)[:, j]) for j in range(6)]
+                self.action_age.switch(float(np.max(np.abs(np.asarray(plan) - commanded[:6]))))
             self.action_age.chunk(float(stamp_s), float(times_traj_s[-1]) + self.loop.trajectory_lag_s)
         return bool(kept)
 
