@@ -148,9 +148,11 @@ class RealTimeChunkingPolicy:
     """A policy whose every chunk continues the previous one (module docstring).
 
     Each `predict_action_chunk(obs)` passes the wrapped policy `obs` with `committed` = the
-    previous chunk of this episode, frozen up to obs.stamp_s + `expected_delay_s` (the
-    observation-to-driver latency; `policies.replan.step` sets it from the replan schedule's
-    estimate before every call; 0 in lock-step simulation, where inference takes no time).
+    previous chunk of this episode, frozen up to obs.stamp_s + `expected_delay_s` + one action
+    period (the observation-to-driver latency, rounded up to whole actions as RTC's d: the
+    segment being executed when the chunk arrives is committed too; `policies.replan.step` sets
+    the delay from the replan schedule's estimate before every call; 0 in lock-step simulation,
+    where inference takes no time).
     `reset`, `observe` and unknown attributes pass through.
     """
 
@@ -169,7 +171,9 @@ class RealTimeChunkingPolicy:
     def predict_action_chunk(self, obs: PolicyObservation) -> ActionChunk:
         last = self._last
         if last is not None and last.times_s()[-1] > obs.stamp_s:
-            committed = CommittedActions(last.times_s(), last.actions, obs.stamp_s + max(0.0, self.expected_delay_s))
+            # d = ceil(delay / dt) actions (RTC): the segment the arm is on when the chunk arrives is committed too
+            frozen_until_s = obs.stamp_s + max(0.0, self.expected_delay_s) + last.dt_s
+            committed = CommittedActions(last.times_s(), last.actions, frozen_until_s)
             obs = dataclasses.replace(obs, committed=committed)
         chunk = self.policy.predict_action_chunk(obs)
         self._last = chunk

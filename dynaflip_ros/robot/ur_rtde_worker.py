@@ -151,9 +151,22 @@ def worker_main(cfg: dict, conn, shared: SharedState, parent_pid: int, driver_co
         return arm_state_from_slots(snap, snap[STATE_SLOTS["gripper_position"]], gripper_command)
 
     arm = WorkerArm(config, rtde_c, rtde_r, dash, read_state, stopped_flag.is_set, shared)
+    core = None
+
+    def shut_down() -> None:
+        """Stop the threads and the arm (servo core first, then servoStop / stopScript), disconnect."""
+        stop_event.set()
+        if core is not None:
+            core.close()  # stops the servo thread, then servoStop
+        arm.close()
+        for closer in (rtde_c.disconnect, rtde_r.disconnect, dash.disconnect):
+            try:
+                closer()
+            except Exception:  # noqa: BLE001
+                pass
+
     kick_period_s = 0.5 / config.controller_watchdog_hz if config.controller_watchdog_hz > 0 else math.inf
     poll_s = min(config.worker_stale_command_s / 4.0, kick_period_s, 0.01)
-    core = None
     setup_done = threading.Event()
 
     def kick_during_setup() -> None:
@@ -186,13 +199,7 @@ def worker_main(cfg: dict, conn, shared: SharedState, parent_pid: int, driver_co
     except Exception as e:  # noqa: BLE001 - reported to the parent, which raises ArmError
         setup_done.set()
         conn.send(("error", f"servo core: {type(e).__name__}: {e}"))
-        stop_event.set()
-        arm.close()
-        for closer in (rtde_c.disconnect, rtde_r.disconnect, dash.disconnect):
-            try:
-                closer()
-            except Exception:  # noqa: BLE001
-                pass
+        shut_down()
         return
     setup_done.set()
     conn.send(("ready", {"rate_hz": rate_hz, "pid": os.getpid(), "servo_in_worker": core is not None}))
@@ -261,12 +268,4 @@ def worker_main(cfg: dict, conn, shared: SharedState, parent_pid: int, driver_co
                 except Exception as e:  # noqa: BLE001 - reported to the caller
                     conn.send(("reply", req_id, False, f"{type(e).__name__}: {e}"))
     finally:
-        stop_event.set()
-        if core is not None:
-            core.close()  # stops the servo thread, then servoStop
-        arm.close()
-        for closer in (rtde_c.disconnect, rtde_r.disconnect, dash.disconnect):
-            try:
-                closer()
-            except Exception:  # noqa: BLE001
-                pass
+        shut_down()
