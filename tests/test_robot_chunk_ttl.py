@@ -87,3 +87,25 @@ def test_an_action_older_than_the_ttl_is_not_executed():
 def test_bad_values_are_refused(field, value):
     with pytest.raises(ConfigError, match=field):
         Ur3DriverNodeConfig(**{field: value})
+
+
+def test_the_watchdog_timeout_derives_from_the_servo_period_and_jitter():
+    assert Ur3DriverNodeConfig().watchdog_timeout_s == pytest.approx(3 / 125 + 0.01)  # 34 ms
+    assert Ur3DriverNodeConfig(servo_rate_hz=500.0).watchdog_timeout_s == pytest.approx(3 / 500 + 0.01)  # 16 ms
+    assert Ur3DriverNodeConfig(servo_rate_hz=10.0).watchdog_timeout_s == 0.05  # capped by SafetyConfig
+    assert Ur3DriverNodeConfig(watchdog_missed_ticks=0).watchdog_timeout_s == 0.05
+    for bad in ({"watchdog_missed_ticks": -1}, {"watchdog_missed_ticks": 1.5}, {"servo_jitter_s": -0.001}):
+        with pytest.raises(ConfigError):
+            Ur3DriverNodeConfig(**bad)
+    # In the driver (injected clock): 4 quiet ticks (32 ms) are tolerated, the 5th (40 ms > 34 ms) stops the arm.
+    driver, arm, clock = _driver(dry_hold_s=0.0)
+    assert driver.status()["watchdog_timeout_ms"] == pytest.approx(34.0)
+    _chunk(driver, clock, 0.05, n=1)  # one action, due at +0.1 s: the last target is sent then
+    sent = -1
+    while len(arm.commands) != sent:  # until the first tick that sends nothing (8 ms after the last command)
+        sent = len(arm.commands)
+        _run(driver, clock, PERIOD_S)
+    _run(driver, clock, 3 * PERIOD_S)  # 32 ms without a command: tolerated
+    assert driver.safe.stats.watchdog_stops == 0
+    _run(driver, clock, PERIOD_S)  # 40 ms > 34 ms: stopped
+    assert driver.safe.stats.watchdog_stops == 1
