@@ -3,7 +3,9 @@ ActionChunkInterpolator -> ServoLoop (125 Hz) -> SafeArm -> arm; chunk timing an
 rules are in that module). Every target goes through `robot.safety.SafeArm` (docs/safety.md).
 
 Real cell (`ur3_driver_node`, backend `ur_rtde`, `robot.ur_rtde_arm.URRtdeArm`): the servo loop runs in its own thread
-on the monotonic clock. Simulation (inside `sim_cell_node` with `PickIntoSinkEnv.arm`): the
+on the monotonic clock, inside the RTDE worker process with SafeArm and the interpolator
+(`servo_in_worker`, default; `robot.ur_rtde_servo.WorkerServoCore`: this node sends it the
+chunks), or in this process (`servo_in_worker: false`). Simulation (inside `sim_cell_node` with `PickIntoSinkEnv.arm`): the
 servo loop has no thread of its own; `sim.realtime.RealtimeSimStepper` calls `loop.tick` every
 1/125 s of simulation time, in lockstep with physics (4 physics steps per tick, exactly the
 pipeline of `sim.rollout.SimRunner` that recorded the demonstrations), and the loop, SafeArm's
