@@ -205,7 +205,7 @@ def test_fault_inject_cli_all_figures(tmp_path, capsys):
     # The RTDE stops run on the wall clock across three processes: the tight bounds (2x the
     # CLI's) are the `timing` test below; here a loose bound (about 10x the 60-100 ms watchdogs)
     # that only a missing stop, not a busy machine, can break.
-    for name in ("stale-command stop", "frozen-node stop", "dead-driver stop"):
+    for name in ("stale-command stop", "frozen-node stop", "dead-driver stop", "worker-layout stale-command stop"):
         assert figures[("rtde", name)]["value"] <= 1000.0, figures[("rtde", name)]
     assert figures[("rtde", "silent-peer connect")]["ok"]
     assert figures[("rtde", "speed slider 0 %: motion")]["ok"]
@@ -223,3 +223,4 @@ def test_fault_inject_cli_rtde_stop_latencies(tmp_path, capsys):
     assert figures[("rtde", "stale-command stop")]["value"] <= 200.0
     assert figures[("rtde", "frozen-node stop")]["value"] <= 200.0
     assert figures[("rtde", "dead-driver stop")]["value"] <= 260.0
+    assert figures[("rtde", "worker-layout stale-command stop")]["value"] <= 200.0

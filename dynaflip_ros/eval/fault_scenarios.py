@@ -27,4 +27,5 @@ RTDE_SCENARIOS: dict[str, Callable[..., list[Figure]]] = {
     "protective_stop": fr.rtde_protective_stop,
     "silent_peer": fr.rtde_silent_peer,
     "speed_slider": fr.rtde_speed_slider,
+    "worker_stale": fr.rtde_worker_stale,
 }
