@@ -190,7 +190,8 @@ class PolicyNodeConfig:
         weights exp(-m * i), i = 0 the oldest prediction (ACT; `policies.ensemble`; m = 0.01 in
         the ACT paper); n_action_steps is then 1.
     real_time_chunking: each new chunk continues the actions in flight: those due before it can
-        arrive (the measured observation-to-driver latency) are frozen, the rest of the previous
+        arrive (the measured observation-to-driver latency, rounded up to whole actions) are
+        frozen, the rest of the previous
         chunk guides it with decaying weight (`policies.rtc`); exclusive with
         temporal_ensemble_coeff. Pays off when chunks overlap (n_action_steps below the chunk).
     encoder_in_process: the CPU-frugal layout: this node runs the image encoder itself

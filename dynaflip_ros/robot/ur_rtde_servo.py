@@ -13,7 +13,8 @@ Clock: the worker's servo loop runs on `time.monotonic()` (CLOCK_MONOTONIC, one 
 processes of the machine), so chunk times computed in the node are valid in the worker.
 
 When the worker has died (the controller's RTDE watchdog has then stopped the arm): `halted`
-is True with the reason, `status()` says so, `add_chunk` / `hold` raise ArmError, and
+is True with the reason, `status()` says so, `add_chunk` raises ArmError, `hold` has nothing
+to hold, and
 `ArmDriver.rearm` reconnects (a new worker with a new servo core, anchored at the measured pose).
 """
 from __future__ import annotations
