@@ -69,17 +69,15 @@ def committed_targets(times_s: np.ndarray, committed: CommittedActions) -> np.nd
 def action_affine(runner):
     """(scale (A,), offset (A,)) torch tensors of a `DiffusionPolicyRunner`'s action
     unnormalisation (affine in LeRobot: min-max or mean-std), read by passing 0 and 1 through its
-    postprocessor; cached on the runner (`runner.action_affine`)."""
-    if getattr(runner, "action_affine", None) is None:
-        import torch
+    postprocessor (two tiny calls per guided chunk, nothing cached)."""
+    import torch
 
-        a_dim = runner.policy.config.action_feature.shape[0]
-        with torch.inference_mode():
-            zero = runner.postprocessor(torch.zeros(1, 1, a_dim))[0, 0].float()
-            one = runner.postprocessor(torch.ones(1, 1, a_dim))[0, 0].float()
-        scale = one - zero
-        runner.action_affine = (torch.where(scale.abs() > 1e-12, scale, torch.ones_like(scale)), zero)
-    return runner.action_affine
+    a_dim = runner.policy.config.action_feature.shape[0]
+    with torch.inference_mode():
+        zero = runner.postprocessor(torch.zeros(1, 1, a_dim))[0, 0].float()
+        one = runner.postprocessor(torch.ones(1, 1, a_dim))[0, 0].float()
+    scale = one - zero
+    return torch.where(scale.abs() > 1e-12, scale, torch.ones_like(scale)), zero
 
 
 def inpaint_guide(runner, obs: PolicyObservation):

@@ -87,10 +87,8 @@ class ArmDriver:
         self.config = config
         self.clock = clock
         self.servo = servo if servo is not None else ServoCore(arm, config, clock)
-        self.safe = self.servo.safe
-        self.loop = getattr(self.servo, "loop", None)
-        self.interp = getattr(self.servo, "interp", None)
-        self.action_age = getattr(self.servo, "action_age", None)
+        self.safe, self.loop, self.interp, self.action_age = (
+            self.servo.safe, self.servo.loop, self.servo.interp, self.servo.action_age)
         self.chunk_stats = ChunkStats()
         self._stats_lock = threading.Lock()  # leaf: counters and min_chunk_stamp_s
         self._min_chunk_stamp_s = 0.0  # chunks stamped before the last re-anchor are ignored
@@ -178,8 +176,9 @@ class ArmDriver:
         policy act. Raises RuntimeError while SafeArm is halted (re-arm first)."""
         if self.gate is None:
             raise RuntimeError("episodes are run by the sim cell here (operator_episodes=False)")
-        if self.servo.halted:
-            raise RuntimeError(f"arm halted ({self.servo.halt_reason}): call /ur3_driver/rearm first")
+        halted, reason = self.servo.halt_state()
+        if halted:
+            raise RuntimeError(f"arm halted ({reason}): call /ur3_driver/rearm first")
         self.reanchor(min_chunk_stamp_s=now_ros_s)
         episode = self.gate.next_episode()
         self.gate.begin(episode, None, now_ros_s)
@@ -199,8 +198,8 @@ class ArmDriver:
     def episode_status(self, now_ros_s: float) -> tuple[EpisodeStatus, bool]:
         """The real cell's /episode/status; a halt of SafeArm ends the running episode first.
         Returns (status, whether this call ended the episode because of a halt)."""
-        halted = self.servo.halted
-        ended = halted and self.gate.end(Outcome.HALTED, str(self.servo.halt_reason))
+        halted, reason = self.servo.halt_state()
+        ended = halted and self.gate.end(Outcome.HALTED, str(reason))
         return self.gate.status("ur3_driver", now_ros_s, halted=halted), ended
 
     # ------------------------------------------------------------------ status

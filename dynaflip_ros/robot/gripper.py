@@ -19,6 +19,7 @@ import time
 from typing import Protocol, runtime_checkable
 
 from dynaflip_ros.errors import UserError
+from dynaflip_ros.robot.arm import ArmError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,24 @@ class Gripper(Protocol):
 
     def close(self) -> None:
         """Stop the worker and close the connection; idempotent."""
+
+
+def gripper_from_config(config) -> "RobotiqURCapGripper | None":
+    """The gripper a `configs.robot.URRtdeConfig` names, not yet connected: "robotiq_urcap" ->
+    `RobotiqURCapGripper(robot_ip, gripper_port, gripper_speed, gripper_force)`, "none" -> None."""
+    if config.gripper != "robotiq_urcap":
+        return None
+    return RobotiqURCapGripper(config.robot_ip, config.gripper_port, speed=config.gripper_speed,
+                               force=config.gripper_force)
+
+
+def command_gripper(gripper: Gripper, closed_fraction: float) -> None:
+    """`gripper.command(closed_fraction)` for an `Arm`: a GripperError becomes
+    `robot.arm.ArmError("gripper: ...")` (the arm's error type)."""
+    try:
+        gripper.command(closed_fraction)
+    except GripperError as e:
+        raise ArmError(f"gripper: {e}") from e
 
 
 class RobotiqURCapGripper:

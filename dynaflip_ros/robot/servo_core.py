@@ -14,7 +14,7 @@ episodes, counters) drives one through the small API below, wherever the core li
   which has the same methods.
 
 API (both implementations): `add_chunk(times_s, targets, stamp_s) -> bool`, `hold()`,
-`rearm()`, `status() -> dict`, `halted`, `halt_reason`, `state()`, `start(rt_priority)`,
+`rearm()`, `status() -> dict`, `halted`, `halt_reason`, `halt_state()`, `state()`, `start(rt_priority)`,
 `close()`; times are on the core's clock (monotonic on the real arm; the simulation clock in
 the sim cell).
 
@@ -96,6 +96,7 @@ class ServoCore:
         gripper 0..1), planned from an observation taken at stamp_s (same clock). Returns
         whether at least one action lies in the future (else nothing changes)."""
         times_traj_s = self.loop.to_trajectory_time(np.asarray(times_s, dtype=float))
+        targets = np.asarray(targets, dtype=float)
         now_s = self.clock()
         now_traj_s = self.loop.to_trajectory_time(now_s)
         following = self.action_age.age_s(now_s) is not None
@@ -103,8 +104,8 @@ class ServoCore:
         kept = self.interp.add_chunk(times_traj_s, targets, now_s=now_traj_s)
         if kept:
             if following and commanded is not None:  # the plan's jump at the switch (`robot.action_age`)
-                plan = [np.interp(now_traj_s, times_traj_s, np.asarray(targets)[:, j]) for j in range(6)]
-                self.action_age.switch(float(np.max(np.abs(np.asarray(plan) - commanded[:6]))))
+                plan = np.array([np.interp(now_traj_s, times_traj_s, targets[:, j]) for j in range(6)])
+                self.action_age.switch(float(np.max(np.abs(plan - commanded[:6]))))
             self.action_age.chunk(float(stamp_s), float(times_traj_s[-1]) + self.loop.trajectory_lag_s)
         return bool(kept)
 
@@ -128,6 +129,10 @@ class ServoCore:
     @property
     def halt_reason(self) -> str:
         return self.safe.halt_reason
+
+    def halt_state(self) -> tuple[bool, str]:
+        """(halted, halt_reason) read together (one pipe round trip from the node side)."""
+        return self.safe.halted, self.safe.halt_reason
 
     def state(self) -> ArmState:
         return self.safe.state()

@@ -56,7 +56,7 @@ import numpy as np
 from dynaflip_ros.configs.robot import URRtdeConfig
 from dynaflip_ros.robot.arm import ArmError, ArmNotConnectedError, ArmState
 from dynaflip_ros.robot.commands import check_servo_period, joint_vector
-from dynaflip_ros.robot.gripper import Gripper, GripperError, RobotiqURCapGripper
+from dynaflip_ros.robot.gripper import Gripper, GripperError, command_gripper, gripper_from_config
 from dynaflip_ros.robot.kinematics import rotvec_to_quat_wxyz  # noqa: F401 - re-exported
 from dynaflip_ros.robot.ur_rtde_state import (  # noqa: F401 - RTDE enumerations re-exported
     RECEIVE_VARIABLES,
@@ -215,9 +215,8 @@ class URRtdeArm:
                 self.disconnect()
                 raise ArmError(f"no RTDE state from {cfg.robot_ip} within {cfg.state_timeout_s + 1.0:.1f} s of connecting")
             time.sleep(0.005)
-        if self._gripper is None and cfg.gripper == "robotiq_urcap" and self.servo_config is None:
-            self._gripper = RobotiqURCapGripper(cfg.robot_ip, cfg.gripper_port, speed=cfg.gripper_speed,
-                                                force=cfg.gripper_force)
+        if self._gripper is None and self.servo_config is None:  # with the servo core the worker owns it
+            self._gripper = gripper_from_config(cfg)
         if self._gripper is not None:
             try:
                 self._gripper.connect()
@@ -304,10 +303,7 @@ class URRtdeArm:
                 log.warning("URRtdeArm: no gripper configured (URRtdeConfig.gripper = 'none'): gripper commands are ignored")
             self._gripper_cmd = float(closed_fraction)
             return
-        try:
-            self._gripper.command(closed_fraction)
-        except GripperError as e:
-            raise ArmError(f"gripper: {e}") from e
+        command_gripper(self._gripper, closed_fraction)
         self._gripper_cmd = float(closed_fraction)
 
     def stop(self) -> None:

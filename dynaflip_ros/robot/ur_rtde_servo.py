@@ -103,7 +103,8 @@ class WorkerServoCore:
         Raises ArmError with the worker's reason when SafeArm refuses."""
         self.arm.servo_call("rearm")
 
-    def _halt_state(self) -> tuple[bool, str]:
+    def halt_state(self) -> tuple[bool, str]:
+        """(halted, halt_reason); a missing or unanswering worker counts as halted."""
         dead = self._dead_reason()
         if dead:
             return True, dead
@@ -115,11 +116,11 @@ class WorkerServoCore:
 
     @property
     def halted(self) -> bool:
-        return self._halt_state()[0]
+        return self.halt_state()[0]
 
     @property
     def halt_reason(self) -> str:
-        return self._halt_state()[1]
+        return self.halt_state()[1]
 
     def state(self) -> ArmState:
         """The latest RTDE sample from shared memory. Raises ArmError when stale or disconnected."""

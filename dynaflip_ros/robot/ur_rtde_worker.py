@@ -54,7 +54,7 @@ from typing import Any
 
 from dynaflip_ros.configs.robot import URRtdeConfig
 from dynaflip_ros.robot.commands import SafetyViolation, check_servo_period, joint_vector
-from dynaflip_ros.robot.gripper import RobotiqURCapGripper
+from dynaflip_ros.robot.gripper import gripper_from_config
 from dynaflip_ros.robot.ur_rtde_state import (  # noqa: F401 - re-exported for URRtdeArm
     N_SLOTS, QD_SLOT, Q_SLOT, RECEIVE_VARIABLES, ROBOT_MODE_RUNNING, RUNTIME_PLAYING, SAFETY_BIT_EMERGENCY,
     SAFETY_BIT_PROTECTIVE, SAFETY_MODE_NAMES, SAFETY_MODE_NORMAL, SAFETY_MODE_REDUCED, STATE_SLOTS, TARGET_Q_SLOT,
@@ -187,9 +187,8 @@ def worker_main(cfg: dict, conn, shared: SharedState, parent_pid: int, driver_co
             # real stop still active then is latched, as it must be).
             while stopped_flag.is_set() and time.monotonic() < deadline:
                 time.sleep(0.005)
-            if config.gripper == "robotiq_urcap":
-                gripper = RobotiqURCapGripper(host, config.gripper_port, speed=config.gripper_speed,
-                                              force=config.gripper_force)
+            gripper = gripper_from_config(config)
+            if gripper is not None:
                 gripper.connect()
                 arm.gripper = gripper
             from dynaflip_ros.robot.servo_core import ServoCore
@@ -219,8 +218,6 @@ def worker_main(cfg: dict, conn, shared: SharedState, parent_pid: int, driver_co
             method, args = arg
             if core is None or method not in SERVO_CORE_CALLS:
                 raise ValueError(f"no servo core call {method!r} here (servo in worker: {core is not None})")
-            if method == "halt_state":
-                return core.halted, core.halt_reason
             return getattr(core, method)(*args)
         raise ValueError(f"unknown request {what!r}")
 

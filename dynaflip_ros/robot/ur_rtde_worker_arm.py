@@ -34,7 +34,7 @@ import numpy as np
 from dynaflip_ros.configs.robot import URRtdeConfig
 from dynaflip_ros.robot.arm import ArmError, ArmState
 from dynaflip_ros.robot.commands import check_servo_period, joint_vector
-from dynaflip_ros.robot.gripper import GripperError
+from dynaflip_ros.robot.gripper import command_gripper
 from dynaflip_ros.robot.ur_rtde_state import (
     RUNTIME_PLAYING, SAFETY_BIT_EMERGENCY, SAFETY_BIT_PROTECTIVE, SAFETY_MODE_NAMES, SAFETY_MODE_NORMAL,
     SAFETY_MODE_REDUCED,
@@ -121,10 +121,7 @@ class WorkerArm:
         """Gripper closure 0..1 (non-blocking); without a gripper the command is only recorded.
         Raises ArmError after a gripper failure."""
         if self.gripper is not None:
-            try:
-                self.gripper.command(closed_fraction)
-            except GripperError as e:
-                raise ArmError(f"gripper: {e}") from e
+            command_gripper(self.gripper, closed_fraction)
         self._gripper_cmd = float(closed_fraction)
 
     def stop(self) -> None:
