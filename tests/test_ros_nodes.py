@@ -296,3 +296,33 @@ def test_arm_driver_holds_the_world_for_every_reanchor():
     assert len(calls) - n0 == 3 and not inside
     with pytest.raises(RuntimeError, match="sim cell"):
         core.start_episode(3.0)  # no operator episodes here
+
+
+def test_latency_reports_wait_for_the_outermost_deferred_block(ros_context):
+    """A callback's latency reports go out after the data they describe (its embedding / chunk),
+    also when the callback fails; outside deferred() they go out at once; unknown stages refused."""
+    from types import SimpleNamespace
+
+    from dynaflip_ros.ros.runtime import LatencyReporter
+
+    ros_context()
+    n = Node("latency_test", **node_kwargs())
+    rep = LatencyReporter(n)
+    sent = []
+    rep._pub = SimpleNamespace(publish=lambda m: sent.append(json.loads(m.data)["stage"]))
+    with rep.deferred():
+        rep.report("image_transport", 0.001, 1.0)
+        with rep.deferred():  # the combined layout: the policy's block inside the encoder's
+            rep.report("policy", 0.05, 1.0)
+        sent.append("chunk")
+    assert sent == ["chunk", "image_transport", "policy"]
+    sent.clear()
+    with pytest.raises(RuntimeError):
+        with rep.deferred():
+            rep.report("encode", 0.005, 2.0)
+            raise RuntimeError("inference failed")
+    rep.report("encode", 0.004, 3.0)
+    assert sent == ["encode", "encode"]
+    with pytest.raises(ValueError, match="unknown latency stage"):
+        rep.report("decode", 0.001)
+    n.destroy_node()

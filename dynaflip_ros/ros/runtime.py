@@ -7,10 +7,12 @@ every node's `close()` runs (servo loop stopped, arm stopped, renderer closed).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 
 import json
 import sys
+import threading
 import time
 from typing import Any, Callable, Iterable
 
@@ -93,19 +95,42 @@ class LatencyReporter:
     """Publishes per-stage latency records on /dynaflip/latency (std_msgs/String JSON).
 
     Record: {"node": name, "stage": one of LATENCY_STAGES, "ms": float, "stamp_s": image stamp}.
+    Inside `with reporter.deferred():` a thread's reports wait until its outermost such block ends,
+    so that publishing them (~0.5-1 ms each in rclpy) never delays the data they describe: a
+    callback measures on the way and reports after it has published its embedding / chunk.
     """
 
     def __init__(self, node: Node) -> None:
         self._node = node
         self._pub = node.create_publisher(String, LATENCY_TOPIC, EVENT_QOS)
+        self._pending = threading.local()  # .records: list while inside deferred() in that thread, else None
 
     def report(self, stage: str, seconds: float, stamp_s: float | None = None) -> None:
+        """Raises ValueError for a stage not in LATENCY_STAGES."""
         if stage not in LATENCY_STAGES:
             raise ValueError(f"unknown latency stage {stage!r}; one of {LATENCY_STAGES}")
         rec = {"node": self._node.get_name(), "stage": stage, "ms": round(seconds * 1e3, 3)}
         if stamp_s is not None:
             rec["stamp_s"] = stamp_s
-        safe_publish(self._node, self._pub, to_json_msg(rec), "latency")
+        pending = getattr(self._pending, "records", None)
+        if pending is not None:
+            pending.append(rec)
+        else:
+            safe_publish(self._node, self._pub, to_json_msg(rec), "latency")
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """Hold this thread's reports until the outermost `deferred()` block ends (also on an error)."""
+        outermost = getattr(self._pending, "records", None) is None
+        if outermost:
+            self._pending.records = []
+        try:
+            yield
+        finally:
+            if outermost:
+                records, self._pending.records = self._pending.records, None
+                for rec in records:
+                    safe_publish(self._node, self._pub, to_json_msg(rec), "latency")
 
 
 class Stopwatch:

@@ -76,34 +76,41 @@ def embed_image(backend: EncoderBackend, msg: Image):
 
 
 class InProcessEncoder:
-    """The encoder run inside another node's process (the policy node's CPU-frugal layout):
-    publishes /dynaflip/encoder_info from `node`, subscribes `node` to the camera images, embeds
-    each image it is allowed to (`wanted(stamp_s)`) and hands (embedding (D,), stamp s) to
-    `on_embedding` in the same callback, reporting "image_transport" and "encode" latency.
+    """The encoder's work inside a node: publishes /dynaflip/encoder_info from `node`, subscribes
+    `node` to the camera images, embeds each image it is allowed to (`wanted(stamp_s)`; None:
+    every image) and hands (embedding (D,) float32, the image's std_msgs/Header) to `on_embedding`
+    in the same callback; then reports the "image_transport" and "encode" latency (deferred, so
+    that publishing the reports delays neither the embedding nor what is planned from it).
 
-    Raises FileNotFoundError / the factory's errors from loading (`load_encoder`)."""
+    Serves EncoderNode (on_embedding publishes the embedding) and the policy node's CPU-frugal
+    layout (on_embedding plans a chunk in the same process).
+    """
 
-    def __init__(self, node: Node, config: EncoderNodeConfig, on_embedding, wanted, latency: LatencyReporter) -> None:
-        self.node, self.on_embedding, self.wanted, self._latency = node, on_embedding, wanted, latency
-        self.backend, model_dir = load_encoder(config)
+    def __init__(self, node: Node, backend: EncoderBackend, model_dir: str, on_embedding,
+                 latency: LatencyReporter, wanted=None) -> None:
+        self.node, self.backend, self.on_embedding, self.wanted = node, backend, on_embedding, wanted
+        self._latency = latency
+        self.info = encoder_info(backend, str(model_dir))
         self.errors = 0
         self._info_pub = node.create_publisher(String, ENCODER_INFO_TOPIC, LATCHED_QOS)
-        safe_publish(node, self._info_pub, to_json_msg(encoder_info(self.backend, model_dir)), "encoder_info")
+        safe_publish(node, self._info_pub, to_json_msg(self.info), "encoder_info")
         node.create_subscription(Image, IMAGE_TOPIC, self._on_image, IMAGE_QOS)
 
     def _on_image(self, msg: Image) -> None:
         stamp_s = stamp_to_s(msg.header.stamp)
-        self._latency.report("image_transport", ros_now_s(self.node) - stamp_s, stamp_s)
-        if not self.wanted(stamp_s):  # nothing would act on it: no encoding either
-            return
-        try:
-            embedding, encode_s = embed_image(self.backend, msg)
-        except (ValueError, RuntimeError) as e:
-            self.errors += 1
-            self.node.get_logger().error(f"embedding failed ({self.errors} so far): {e}", throttle_duration_sec=2.0)
-            return
-        self._latency.report("encode", encode_s, stamp_s)
-        self.on_embedding(embedding, stamp_s)
+        with self._latency.deferred():
+            self._latency.report("image_transport", ros_now_s(self.node) - stamp_s, stamp_s)
+            if self.wanted is not None and not self.wanted(stamp_s):  # nothing would act on it: no encoding
+                return
+            try:
+                embedding, encode_s = embed_image(self.backend, msg)
+            except (ValueError, RuntimeError) as e:
+                self.errors += 1
+                self.node.get_logger().error(f"embedding failed ({self.errors} so far): {e}",
+                                             throttle_duration_sec=2.0)
+                return
+            self._latency.report("encode", encode_s, stamp_s)
+            self.on_embedding(embedding, msg.header)
 
 
 class EncoderNode(Node):
@@ -122,32 +129,21 @@ class EncoderNode(Node):
             backend, model_dir = load_encoder(self.config)
         else:
             model_dir = resolve_path(self.config.model_dir)
-        self.backend = backend
-        self.info = encoder_info(backend, str(model_dir))
         self.embeddings_published = 0
-        self.errors = 0
-        self._latency = LatencyReporter(self)
         self._emb_pub = self.create_publisher(Image, EMBEDDING_TOPIC, IMAGE_QOS)
-        self._info_pub = self.create_publisher(String, ENCODER_INFO_TOPIC, LATCHED_QOS)
-        safe_publish(self, self._info_pub, to_json_msg(self.info), "encoder_info")
-        self.create_subscription(Image, IMAGE_TOPIC, self._on_image, IMAGE_QOS)
+        self.core = InProcessEncoder(self, backend, model_dir, self._publish, LatencyReporter(self))
+        self.backend, self.info = backend, self.core.info
         self.get_logger().info(
             f"encoder: {self.info['backend']} {self.info['architecture']} D={self.info['embedding_dim']} "
             f"sha256 {self.info['weights_sha256'][:12]} from {model_dir}; {IMAGE_TOPIC} -> {EMBEDDING_TOPIC}")
 
-    def _on_image(self, msg: Image) -> None:
-        stamp_s = stamp_to_s(msg.header.stamp)
-        self._latency.report("image_transport", ros_now_s(self) - stamp_s, stamp_s)
-        try:
-            emb, encode_s = embed_image(self.backend, msg)
-            out = embedding_to_image(emb, msg.header)
-        except (ValueError, RuntimeError) as e:
-            self.errors += 1
-            self.get_logger().error(f"embedding failed ({self.errors} so far): {e}", throttle_duration_sec=2.0)
-            return
-        if safe_publish(self, self._emb_pub, out, "embedding"):
+    @property
+    def errors(self) -> int:
+        return self.core.errors
+
+    def _publish(self, embedding, header) -> None:
+        if safe_publish(self, self._emb_pub, embedding_to_image(embedding, header), "embedding"):
             self.embeddings_published += 1
-        self._latency.report("encode", encode_s, stamp_s)
 
 
 def main(argv: list[str] | None = None) -> int:

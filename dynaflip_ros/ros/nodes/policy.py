@@ -146,9 +146,10 @@ class PolicyNode(Node):
         self.create_subscription(String, EPISODE_COMMAND_TOPIC, self._on_episode_command, EVENT_QOS)
         self.create_subscription(String, EPISODE_STATUS_TOPIC, self._on_episode_status, EVENT_QOS)
         if self.config.encoder_in_process:  # the image encoder runs here (module docstring)
-            from dynaflip_ros.ros.nodes.encoder import InProcessEncoder
+            from dynaflip_ros.ros.nodes.encoder import InProcessEncoder, load_encoder
 
-            self.encoder = InProcessEncoder(self, self.config.encoder, self._act, self._active, self._latency)
+            self.encoder = InProcessEncoder(self, *load_encoder(self.config.encoder), self._act, self._latency,
+                                            wanted=self._active)
         else:
             self.create_subscription(Image, EMBEDDING_TOPIC, self._on_embedding, IMAGE_QOS)
         self._preload = _start_preimport()
@@ -272,13 +273,13 @@ class PolicyNode(Node):
                 self.skipped["error"] += 1
             self.get_logger().error(f"bad {EMBEDDING_TOPIC}: {e}", throttle_duration_sec=2.0)
             return
-        self._act(embedding, stamp_to_s(msg.header.stamp))
+        self._act(embedding, msg.header)
 
-    def _act(self, embedding: np.ndarray, stamp_s: float) -> None:
-        """One observation: the (D,) embedding of the image stamped `stamp_s` (ROS s)."""
-        now_s = ros_now_s(self)
-        self._latency.report("embedding_transport", now_s - stamp_s, stamp_s)
-        with self._lock:
+    def _act(self, embedding: np.ndarray, header) -> None:
+        """One observation: the (D,) embedding of the image with `header`; latency reported after the chunk."""
+        stamp_s, now_s = stamp_to_s(header.stamp), ros_now_s(self)
+        with self._latency.deferred(), self._lock:
+            self._latency.report("embedding_transport", now_s - stamp_s, stamp_s)
             if not self._admits(stamp_s):
                 return
             if now_s - stamp_s > self.config.max_observation_age_s:
@@ -312,7 +313,7 @@ class PolicyNode(Node):
             if safe_publish(self, self._chunk_pub, traj, "action chunk"):
                 self.chunks_published += 1
                 self.schedule.chunk_sent(chunk, ros_now_s(self) - stamp_s)
-        self._latency.report("policy", inference_s, stamp_s)
+            self._latency.report("policy", inference_s, stamp_s)
 
 
 def main(argv: list[str] | None = None) -> int:
