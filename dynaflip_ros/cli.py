@@ -32,6 +32,8 @@ VERBS: dict[str, str] = {
     "train-policy": "dynaflip_ros.policies.cli",
     "ensemble-policy": "dynaflip_ros.policies.ensemble_cli",
     "eval": "dynaflip_ros.eval.cli",
+    "eval-ood": "dynaflip_ros.eval.ood_cli",
+    "report": "dynaflip_ros.eval.report_cli",
     "probe": "dynaflip_ros.eval.probe_cli",
     "privileged": "dynaflip_ros.eval.privileged_cli",
     "launch": "dynaflip_ros.ros.launch_cli",
@@ -46,6 +48,8 @@ EPILOG = """examples:
   dynaflip export --encoder outputs/encoder --out models/encoder
   dynaflip train-policy --dataset outputs/demos --encoder models/encoder --out models/policy
   dynaflip eval --sim --encoder models/encoder --policy models/policy --episodes 20
+  dynaflip eval-ood --model shipped=models/encoder,models/policy --conditions distractors:1,lighting:1 --out outputs/ood/s
+  dynaflip report outputs/ood/s
   dynaflip probe --dataset outputs/demos --encoder models/encoder
   dynaflip privileged --dataset outputs/demos --policy outputs/policy_privileged --episodes 20
   dynaflip launch pick_into_sink --sim --episodes 20

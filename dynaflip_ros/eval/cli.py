@@ -50,8 +50,6 @@ simulated seconds in lock-step and realtime, wall seconds in the graph (its epis
 
 
 def register(subparsers) -> None:
-    from dynaflip_ros.configs.policy import DEFAULT_SAMPLES_PER_CHUNK
-
     p = subparsers.add_parser(
         "eval", help="closed-loop success rate of encoder + policy in sim (no ROS)",
         description=__doc__.splitlines()[0], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -60,24 +58,7 @@ def register(subparsers) -> None:
     models = p.add_argument_group("models")
     models.add_argument("--encoder", required=True, help="encoder artifact dir (manifest.json, encoder.onnx)")
     models.add_argument("--policy", required=True, help="policy checkpoint dir (policy.json)")
-    models.add_argument("--backend", default="onnxruntime", choices=["auto", "onnxruntime", "tensorrt", "torch"],
-                        help="encoder backend (default onnxruntime)")
-    models.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (default 1)")
-    models.add_argument("--n-action-steps", type=int, default=0, metavar="N",
-                        help="replan after N actions of each chunk (0, default: the policy's whole chunk; "
-                             "the policy node's n_action_steps parameter)")
-    models.add_argument("--samples-per-chunk", type=int, default=DEFAULT_SAMPLES_PER_CHUNK, metavar="K",
-                        help="denoise K chunks from K initial noises in one batch and execute their mean "
-                             f"(1: the plain sampler; default {DEFAULT_SAMPLES_PER_CHUNK}, the policy node's "
-                             "samples_per_chunk parameter)")
-    models.add_argument("--temporal-ensemble-coeff", type=float, default=None, metavar="C",
-                        help="query the policy at every observation and execute the temporal ensemble of the "
-                             "overlapping chunks, weights exp(-C * i) with i = 0 the oldest prediction (ACT; "
-                             "0.01 in the paper); default: off")
-    models.add_argument("--real-time-chunking", action="store_true",
-                        help="sample each chunk as the continuation of the actions in flight (policies.rtc; "
-                             "the policy node's real_time_chunking parameter); pair it with --n-action-steps "
-                             "below the chunk length so chunks overlap")
+    add_inference_flags(models)
     episodes = p.add_argument_group("episodes")
     episodes.add_argument("--episodes", type=int, default=None,
                           help="number of regular episodes (default 20; 0 with --swap-pairs)")
@@ -104,6 +85,32 @@ def register(subparsers) -> None:
     output.add_argument("--out", metavar="PATH",
                         help="write the evaluation record (JSON) here (default outputs/eval/lockstep_<UTC time>.json)")
     p.set_defaults(func=run)
+
+
+def add_inference_flags(group) -> None:
+    """The flags that say how the models run (`load_models`): --backend, --threads,
+    --n-action-steps, --samples-per-chunk, --temporal-ensemble-coeff, --real-time-chunking;
+    shared by `dynaflip eval` and `dynaflip eval-ood`."""
+    from dynaflip_ros.configs.policy import DEFAULT_SAMPLES_PER_CHUNK
+
+    group.add_argument("--backend", default="onnxruntime", choices=["auto", "onnxruntime", "tensorrt", "torch"],
+                       help="encoder backend (default onnxruntime)")
+    group.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (default 1)")
+    group.add_argument("--n-action-steps", type=int, default=0, metavar="N",
+                       help="replan after N actions of each chunk (0, default: the policy's whole chunk; "
+                            "the policy node's n_action_steps parameter)")
+    group.add_argument("--samples-per-chunk", type=int, default=DEFAULT_SAMPLES_PER_CHUNK, metavar="K",
+                       help="denoise K chunks from K initial noises in one batch and execute their mean "
+                            f"(1: the plain sampler; default {DEFAULT_SAMPLES_PER_CHUNK}, the policy node's "
+                            "samples_per_chunk parameter)")
+    group.add_argument("--temporal-ensemble-coeff", type=float, default=None, metavar="C",
+                       help="query the policy at every observation and execute the temporal ensemble of the "
+                            "overlapping chunks, weights exp(-C * i) with i = 0 the oldest prediction (ACT; "
+                            "0.01 in the paper); default: off")
+    group.add_argument("--real-time-chunking", action="store_true",
+                       help="sample each chunk as the continuation of the actions in flight (policies.rtc; "
+                            "the policy node's real_time_chunking parameter); pair it with --n-action-steps "
+                            "below the chunk length so chunks overlap")
 
 
 def episode_count(episodes: int | None, swap_pairs: int) -> int:

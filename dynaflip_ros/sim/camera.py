@@ -92,7 +92,9 @@ class SimCamera:
             with scene.lock:
                 r.update_scene(scene.data, camera=self.camera_name)
                 stamp_s = float(scene.data.time)
-            rgb, depth = self._worker.submit(self._render, r).result()
+                # shadows when configured, or while a light casts one (an OOD lighting condition)
+                shadows = bool(scene.config.shadows or scene.model.light_castshadow.any())
+            rgb, depth = self._worker.submit(self._render, r, shadows).result()
             self._sequence += 1
             return Frame(rgb=rgb, depth=depth, intrinsics=self.intrinsics, stamp_s=stamp_s,
                          frame_id=OPTICAL_FRAME_ID, sequence=self._sequence)
@@ -119,7 +121,10 @@ class SimCamera:
         flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = False
         return r
 
-    def _render(self, r) -> tuple[np.ndarray, np.ndarray | None]:
+    def _render(self, r, shadows: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        import mujoco
+
+        r.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = shadows
         rgb = r.render()  # (H, W, 3) uint8
         depth = None
         if self.depth_enabled:

@@ -262,6 +262,33 @@ def _add_scene(spec, cfg: SimConfig) -> None:
     cam.alt.xyaxes = round_sig_vec(cam_r[:, 0]) + round_sig_vec(cam_r[:, 1])
 
 
+SHADOW_MAP_SIZE = 2048
+OOD_TEXTURE_LEVELS = 4
+OOD_TEXTURE_KINDS = ("checker", "speckle")
+
+
+def ood_texture_name(kind: str, level: int) -> str:
+    """Name of a surface texture the `texture` condition puts on the table / floor
+    (`sim.perturbations`): kind in OOD_TEXTURE_KINDS, level 1..OOD_TEXTURE_LEVELS (contrast
+    level/OOD_TEXTURE_LEVELS)."""
+    return f"ood_{kind}_{level}"
+
+
+def _add_ood_textures(spec) -> None:
+    """Grey surface textures of rising contrast for the `texture` condition (unused by the
+    nominal scene; a material's rgba tints them): a checkerboard and a speckle pattern per level."""
+    import mujoco
+
+    for level in range(1, OOD_TEXTURE_LEVELS + 1):
+        k = 0.45 * level / OOD_TEXTURE_LEVELS
+        light, dark = [round(0.5 + k, 4)] * 3, [round(0.5 - k, 4)] * 3
+        spec.add_texture(name=ood_texture_name("checker", level), type=mujoco.mjtTexture.mjTEXTURE_2D,
+                         builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER, width=128, height=128, rgb1=light, rgb2=dark)
+        spec.add_texture(name=ood_texture_name("speckle", level), type=mujoco.mjtTexture.mjTEXTURE_2D,
+                         builtin=mujoco.mjtBuiltin.mjBUILTIN_FLAT, width=128, height=128, rgb1=light, rgb2=light,
+                         mark=mujoco.mjtMark.mjMARK_RANDOM, markrgb=dark, random=round(0.1 + 0.1 * level, 3))
+
+
 def _add_actuators(spec, cfg: SimConfig, arm_only: bool) -> None:
     """Per arm joint a position (kp) then, after all of them, a velocity (kv) actuator, both
     torque-clamped; finger position actuators in the full cell."""
@@ -304,7 +331,7 @@ def build_cell_spec(cfg: SimConfig, arm_only: bool = False):
     spec.visual.global_.offheight = max(h, 480)
     spec.visual.map.znear = cfg.camera_znear_m
     spec.visual.map.zfar = cfg.camera_zfar_m
-    spec.visual.quality.shadowsize = 0
+    spec.visual.quality.shadowsize = SHADOW_MAP_SIZE  # shadows are drawn only when a condition turns them on
     spec.visual.headlight.ambient = [0.35] * 3
     spec.visual.headlight.diffuse = [0.35] * 3
     spec.visual.headlight.specular = [0.1] * 3
@@ -316,6 +343,8 @@ def build_cell_spec(cfg: SimConfig, arm_only: bool = False):
     floor.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "grid"
     for name, rgba, extra in _MATERIALS:
         spec.add_material(name=name, rgba=list(rgba), **extra)
+    if not arm_only:
+        _add_ood_textures(spec)
     _add_arm(spec, cfg, gripper_joints=not arm_only)
     if not arm_only:
         _add_scene(spec, cfg)

@@ -134,7 +134,11 @@ class PickIntoSinkEnv:
         pad_rng = np.random.default_rng(2)
         self._pad_points = pad_rng.uniform(-1, 1, size=(schema.POINTS_PER_FINGER, 3)) * np.asarray(cell.FINGER_PAD_HALF_M)
         self._nominal = {"light_diffuse": m.light_diffuse.copy(), "light_dir": m.light_dir.copy(),
-                         "mat_rgba": m.mat_rgba.copy(), "cam_pos": m.cam_pos.copy(), "cam_quat": m.cam_quat.copy()}
+                         "light_castshadow": m.light_castshadow.copy(), "mat_rgba": m.mat_rgba.copy(),
+                         "mat_texid": m.mat_texid.copy(), "mat_texrepeat": m.mat_texrepeat.copy(),
+                         "cam_pos": m.cam_pos.copy(), "cam_quat": m.cam_quat.copy(),
+                         "headlight_ambient": m.vis.headlight.ambient.copy(),
+                         "headlight_diffuse": m.vis.headlight.diffuse.copy()}
         self._home_q = np.asarray(self.config.home_q_rad, dtype=float)
         self.arm = SimArm(self)
         self.camera = SimCamera(self, cell.CAMERA_NAME)
@@ -149,7 +153,8 @@ class PickIntoSinkEnv:
 
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int | None = None, object_name: str | None = None,
-              objects: int | Sequence[str] | None = None, instruction: str | None = None) -> EpisodeInfo:
+              objects: int | Sequence[str] | None = None, instruction: str | None = None,
+              perturbation=None) -> EpisodeInfo:
         """Start an episode: arm at home, gripper open, objects placed by the seed.
 
         Args:
@@ -160,8 +165,11 @@ class PickIntoSinkEnv:
                 sequence of names = exactly these (the target among them, or added when it is not).
             instruction: the sentence naming the target (default: `sample_instruction` by the
                 seed, unambiguous in this scene). Given, it is used as is.
-        Returns the `EpisodeInfo`. Raises ValueError on an unknown object, a bad count, or a
-        layout that does not fit the object region.
+            perturbation: a `sim.perturbations.Perturbation` (OOD condition) applied to the
+                seed's scene (layout first, then lights / textures / camera); None = nominal.
+                What it drew is in `EpisodeInfo.scene["perturbation"]`.
+        Returns the `EpisodeInfo`. Raises ValueError on an unknown object, a bad count, a
+        layout that does not fit the object region, or a condition the cell cannot show.
         """
         seed = self.config.seed if seed is None else int(seed)
         if seed < 0:
@@ -198,6 +206,12 @@ class PickIntoSinkEnv:
             else:
                 raise ValueError(f"cannot place {[target, *others]} without overlap in the object region")
             scene = self._apply_scene(np.random.default_rng([seed, 0x5CE7E]))
+            if perturbation is not None and perturbation.active:
+                from dynaflip_ros.sim import perturbations as pt
+
+                target, others, text, drawn = pt.apply_layout(self, perturbation, seed, target, others, text)
+                drawn.update(pt.apply_visual(self, perturbation, seed))
+                scene = {**scene, "perturbation": {"condition": perturbation.name, **drawn}}
             self._mj.mj_forward(m, d)
             self.step(cfg.settle_s)
             self.episode = EpisodeInfo(
@@ -240,11 +254,11 @@ class PickIntoSinkEnv:
         draw new ones (`configs.sim.SceneRandomization`). Returns what was drawn ({} when off).
         Call with the world held."""
         m, nominal, r = self.model, self._nominal, self.config.randomization
-        m.light_diffuse[:] = nominal["light_diffuse"]
-        m.light_dir[:] = nominal["light_dir"]
-        m.mat_rgba[:] = nominal["mat_rgba"]
-        m.cam_pos[:] = nominal["cam_pos"]
-        m.cam_quat[:] = nominal["cam_quat"]
+        for key in ("light_diffuse", "light_dir", "light_castshadow", "mat_rgba", "mat_texid", "mat_texrepeat",
+                    "cam_pos", "cam_quat"):
+            getattr(m, key)[:] = nominal[key]
+        m.vis.headlight.ambient[:] = nominal["headlight_ambient"]
+        m.vis.headlight.diffuse[:] = nominal["headlight_diffuse"]
         if not r.enabled:
             return {}
         out: dict = {"lights": []}

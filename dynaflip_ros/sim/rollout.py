@@ -95,16 +95,19 @@ class SimRunner:
 
     # ------------------------------------------------------------------ episode control
     def reset(self, seed: int | None = None, object_name: str | None = None,
-              objects: int | Sequence[str] | None = None, instruction: str | None = None) -> EpisodeInfo:
+              objects: int | Sequence[str] | None = None, instruction: str | None = None,
+              perturbation=None) -> EpisodeInfo:
         """Reset the env (`PickIntoSinkEnv.reset`: seed, target, objects on the table,
-        instruction) and build a fresh SafeArm (sim clock) + interpolator + servo loop."""
+        instruction, OOD perturbation) and build a fresh SafeArm (sim clock) + interpolator +
+        servo loop."""
         from dynaflip_ros.robot.action_age import ActionAgeMonitor
         from dynaflip_ros.robot.interpolation import ActionChunkInterpolator
         from dynaflip_ros.robot.safety import SafeArm
         from dynaflip_ros.robot.servo_loop import ServoLoop
 
         env = self.env
-        self.info = env.reset(seed=seed, object_name=object_name, objects=objects, instruction=instruction)
+        self.info = env.reset(seed=seed, object_name=object_name, objects=objects, instruction=instruction,
+                              perturbation=perturbation)
 
         def clock() -> float:
             return env.sim_time_s

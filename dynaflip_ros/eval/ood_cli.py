@@ -1,0 +1,149 @@
+"""`dynaflip eval-ood`: an OOD evaluation session in the simulated cell (eval/ood.py).
+
+Command-line adapter; module level imports only argparse and `dynaflip_ros.cli`.
+"""
+from __future__ import annotations
+
+import argparse
+
+from dynaflip_ros.cli import exit_codes_epilog
+
+EPILOG = """examples:
+  dynaflip eval-ood --model shipped=models/encoder,models/policy \\
+      --conditions distractors:1,novel_object:1,lighting:1,texture:1,camera_pose:1 --episodes 20 \\
+      --out outputs/ood/shipped
+  dynaflip eval-ood --model shipped=models/encoder,models/policy \\
+      --conditions lighting:0.25,lighting:0.5,lighting:0.75,lighting:1 --episodes 20 --out outputs/ood/light_sweep
+  dynaflip eval-ood --model a=enc_a,pol_a --model b=enc_b,pol_b --conditions "distractors@novel:1+lighting:0.5" \\
+      --seeds 100000-100009 --out outputs/ood/ab
+  dynaflip report outputs/ood/shipped
+
+Conditions (sim/perturbations.py): FAMILY[:SEVERITY] with severity in [0, 1] (default 1), `+`
+composes families, `distractors@novel` draws distractors from the novel split. Families:
+distractors (ceil(4 s) more objects near the target), novel_object (the target becomes a novel
+object: a new colour for s <= 0.5, a new shape and colour above), lighting (intensity, direction,
+colour; shadows from s = 0.5), texture (table and floor), camera_pose (up to 8 cm and 8 deg),
+placement (the target up to 6 cm outside the training region). Every session also runs the
+nominal scene on the same seeds (the matched control); a seed gives the same layout under every
+condition. Lock-step simulation (deterministic per seed).
+
+The session directory (--out) holds session.json, episodes.jsonl (one line per finished
+episode, appended as it runs), frames/ and, at the end, the report (summary.json, report.html,
+plots/). Run the same command again to resume an interrupted session: finished episodes are not
+redone; a directory holding another session (other models, conditions, seeds or options) or
+another format version is refused before any episode runs.
+""" + exit_codes_epilog()
+
+
+def register(subparsers) -> None:
+    from dynaflip_ros.eval.cli import add_inference_flags
+
+    p = subparsers.add_parser(
+        "eval-ood", help="OOD session: conditions x seeds x models with a matched nominal control, report",
+        description=__doc__.splitlines()[0], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    models = p.add_argument_group("models")
+    models.add_argument("--model", action="append", required=True, metavar="NAME=ENCODER_DIR,POLICY_DIR",
+                        help="an encoder / policy pair to evaluate under a name (repeatable)")
+    add_inference_flags(models)
+    episodes = p.add_argument_group("episodes")
+    episodes.add_argument("--conditions", required=True, metavar="LIST",
+                          help="comma-separated condition specs, e.g. distractors:1,lighting:0.5 (nominal is always run)")
+    episodes.add_argument("--episodes", type=int, default=20, help="episodes per model and condition (default 20)")
+    episodes.add_argument("--seed", type=int, default=100_000, help="seed of episode 0 (default 100000)")
+    episodes.add_argument("--seeds", default=None, metavar="LIST",
+                          help="explicit episode seeds instead of --episodes / --seed: 'A-B' (inclusive) or 'A,B,C'")
+    episodes.add_argument("--episode-timeout-s", type=float, default=15.0, help="sim seconds per episode (default 15)")
+    p.add_argument("--out", required=True, metavar="DIR", help="session directory (created; resumed when it exists)")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end (dynaflip report DIR)")
+    p.set_defaults(func=run)
+
+
+def parse_models(items: list[str]) -> dict[str, tuple[str, str]]:
+    """["name=enc,pol", ...] -> {name: (enc, pol)}. Raises UserError on a malformed item, a
+    duplicate name or a directory that does not exist."""
+    import re
+    from pathlib import Path
+
+    from dynaflip_ros.errors import UserError
+
+    out: dict[str, tuple[str, str]] = {}
+    for item in items:
+        name, sep, dirs = item.partition("=")
+        parts = [d.strip() for d in dirs.split(",")]
+        if not sep or len(parts) != 2 or not all(parts) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name.strip()):
+            raise UserError(f"--model {item!r}: expected NAME=ENCODER_DIR,POLICY_DIR (NAME: letters, digits, _ . -)")
+        if name in out:
+            raise UserError(f"--model: the name {name!r} is given twice")
+        for what, d in zip(("encoder", "policy"), parts):
+            if not Path(d).is_dir():
+                raise UserError(f"--model {name}: {what} directory {d!r} does not exist")
+        out[name.strip()] = (parts[0], parts[1])
+    return out
+
+
+def parse_seeds(seeds: str | None, episodes: int, first: int) -> list[int]:
+    """The session's seeds: --seeds 'A-B' / 'A,B,C', else --episodes from --seed. Raises UserError."""
+    from dynaflip_ros.errors import UserError
+
+    if seeds is None:
+        if episodes < 1 or first < 0:
+            raise UserError(f"--episodes must be >= 1 and --seed >= 0, got {episodes}, {first}")
+        return list(range(first, first + episodes))
+    try:
+        if "-" in seeds.strip().lstrip("-"):
+            a, b = (int(v) for v in seeds.split("-"))
+            out = list(range(a, b + 1))
+        else:
+            out = [int(v) for v in seeds.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {seeds!r}: expected 'A-B' or 'A,B,C' (integers)") from None
+    if not out or min(out) < 0 or len(set(out)) != len(out):
+        raise UserError(f"--seeds {seeds!r}: need one or more distinct seeds >= 0")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dynaflip_ros.errors import UserError
+    from dynaflip_ros.eval.cli import load_models
+    from dynaflip_ros.eval.ood import model_entry, run_session, with_nominal
+    from dynaflip_ros.eval.ood_records import SESSION_FILE, SessionFileError, read_episodes, read_session
+    from dynaflip_ros.sim.perturbations import parse_conditions
+
+    try:  # everything that can be wrong is checked before the first episode
+        conditions = [c.name for c in with_nominal(parse_conditions(args.conditions))]
+    except ValueError as e:
+        raise UserError(f"--conditions: {e}") from None
+    seeds = parse_seeds(args.seeds, args.episodes, args.seed)
+    if not args.episode_timeout_s > 0:
+        raise UserError(f"--episode-timeout-s must be > 0, got {args.episode_timeout_s}")
+    pairs = parse_models(args.model)
+    out = Path(args.out)
+    if (out / SESSION_FILE).exists():
+        try:
+            read_session(out), read_episodes(out)
+        except SessionFileError as e:
+            raise UserError(str(e)) from None
+    models = {}
+    for name, (enc_dir, pol_dir) in pairs.items():
+        try:
+            encoder, policy, replan_steps = load_models(argparse.Namespace(**{**vars(args), "encoder": enc_dir,
+                                                                              "policy": pol_dir}))
+        except (ValueError, FileNotFoundError, UserError) as e:  # EncoderMismatchError: the pair fails the guard
+            raise UserError(f"--model {name}: {type(e).__name__}: {e}") from None
+        models[name] = (encoder, policy, model_entry(encoder, policy, enc_dir, pol_dir))
+    options = {"backend": args.backend, "threads": args.threads, "samples_per_chunk": args.samples_per_chunk,
+               "n_action_steps": args.n_action_steps, "temporal_ensemble_coeff": args.temporal_ensemble_coeff,
+               "real_time_chunking": bool(args.real_time_chunking)}
+    try:
+        run_session(out, models, conditions, seeds, max_duration_s=args.episode_timeout_s, replan_steps=replan_steps,
+                    options=options, progress=lambda line: print(line, flush=True))
+    except SessionFileError as e:
+        raise UserError(str(e)) from None
+    if not args.no_report:
+        from dynaflip_ros.eval.ood_report import write_report
+
+        write_report(out)
+        print(f"[eval-ood] report: {out / 'report.html'}", flush=True)
+    return 0
