@@ -326,3 +326,33 @@ def test_latency_reports_wait_for_the_outermost_deferred_block(ros_context):
     with pytest.raises(ValueError, match="unknown latency stage"):
         rep.report("decode", 0.001)
     n.destroy_node()
+
+
+def test_sim_cell_applies_the_ood_condition_of_a_reset(ros_context):
+    """A reset's condition (sim/perturbations.py) changes the sim cell's scene; an unknown one is
+    refused before anything changes; the episode manager checks its condition and seeds at start-up."""
+    from dynaflip_ros.ros.nodes.episode_manager import EpisodeManagerNode
+    from dynaflip_ros.ros.nodes.sim_cell import SimCellNode
+    from dynaflip_ros.ros.nodes.ur3_driver import Ur3DriverNode
+
+    ros_context({"sim_cell": {"sim": {"image_hw": [32, 32]}}, "episode_manager": {"condition": "fog:1"}})
+    sim = SimCellNode()
+    env = sim.env
+    driver = Ur3DriverNode(arm=env.arm, clock=lambda: env.sim_time_s, servo_thread=False, exclusive=env.exclusive)
+    sim.attach(driver)
+    try:
+        sim.reset_episode(0, 100000, condition="lighting:1+distractors@novel:0.5")
+        drawn = env.episode.scene["perturbation"]
+        assert drawn["condition"] == "distractors@novel:0.5+lighting:1" and env.model.light_castshadow[0]
+        assert set(drawn["distractors"]["added"]) <= {"cyan cube", "brown T-block", "grey capsule"}
+        with pytest.raises(ValueError, match="unknown condition"):
+            sim.reset_episode(1, 100001, condition="fog")
+        assert env.episode.seed == 100000 and sim.gate.state().episode == 0
+        sim.reset_episode(2, 100000)  # nominal again: the scene is restored
+        assert "perturbation" not in env.episode.scene and not env.model.light_castshadow.any()
+        with pytest.raises(ConfigError, match="unknown condition 'fog'"):
+            EpisodeManagerNode()
+    finally:
+        driver.destroy_node()
+        sim.destroy_node()
+        env.close()

@@ -241,6 +241,11 @@ class EpisodeManagerNodeConfig:
     wall-clock limit per episode (an episode without a decided outcome by then is a
     `timeout`); startup_timeout_s: how long to wait for the graph (sim cell, encoder, policy);
     results_path: the evaluation record, JSON ("" = outputs/eval/ros_<UTC time>.json).
+    seeds: explicit episode seeds (non-empty: one episode per seed, instead of `episodes` from
+    `seed`); condition: the OOD condition of every reset (`sim.perturbations` spec, "" =
+    nominal; checked by the node); episodes_path: JSON lines, one `EpisodeRecord` per finished
+    episode, appended as each ends ("" = none; `dynaflip eval-ood --ros` reads it, so an
+    interrupted run keeps its finished episodes).
     """
 
     episodes: int = 20
@@ -250,6 +255,9 @@ class EpisodeManagerNodeConfig:
     episode_timeout_s: float = 20.0
     startup_timeout_s: float = 120.0
     results_path: str = ""
+    seeds: tuple[int, ...] = ()
+    condition: str = ""
+    episodes_path: str = ""
 
     def __post_init__(self) -> None:
         if self.instruction.strip() and not self.object_name.strip():
@@ -257,5 +265,15 @@ class EpisodeManagerNodeConfig:
                               "the sim cell uses the instruction as given)")
         require_int("EpisodeManagerNodeConfig", "episodes", self.episodes, 1)
         require_int("EpisodeManagerNodeConfig", "seed", self.seed, 0)
+        for s in self.seeds:
+            require_int("EpisodeManagerNodeConfig", "seeds[]", s, 0)
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"EpisodeManagerNodeConfig.seeds must be distinct, got {list(self.seeds)}")
+        self.seeds = tuple(int(s) for s in self.seeds)
         require_positive("EpisodeManagerNodeConfig", "episode_timeout_s", self.episode_timeout_s, 3600.0)
         require_positive("EpisodeManagerNodeConfig", "startup_timeout_s", self.startup_timeout_s, 3600.0)
+
+    @property
+    def episode_seeds(self) -> list[int]:
+        """The seed of each episode: `seeds`, or `episodes` seeds from `seed`."""
+        return list(self.seeds) or [self.seed + i for i in range(self.episodes)]

@@ -301,10 +301,11 @@ def run_modes(args: argparse.Namespace, episodes: int, sim_config) -> int:
 
 
 def run_ros_mode(args: argparse.Namespace, episodes: int, params, doc: dict, results_path,
-                 combined_inference: bool = False) -> dict:
+                 combined_inference: bool = False, episode_manager: dict | None = None) -> dict:
     """The episodes through the ROS 2 graph (`dynaflip launch pick_into_sink --sim` with the
     models, seeds and inference settings of the flags; `--combined-inference` layout when
-    asked); returns the episode manager's record. Raises UserError when the graph fails."""
+    asked; `episode_manager`: further episode-manager parameters, e.g. seeds, condition,
+    episodes_path); returns the episode manager's record. Raises UserError when the graph fails."""
     import json
 
     from dynaflip_ros.errors import UserError
@@ -323,6 +324,7 @@ def run_ros_mode(args: argparse.Namespace, episodes: int, params, doc: dict, res
         overrides["policy"]["real_time_chunking"] = True
     if combined_inference:
         overrides["policy"]["encoder.num_threads"] = overrides.pop("encoder")["num_threads"]
+    overrides.setdefault("episode_manager", {}).update(episode_manager or {})
     results_path.unlink(missing_ok=True)
     result = launch_graph("pick_into_sink", True, params, overrides, combined_inference=combined_inference)
     if result.exit_code != 0 or not results_path.is_file():

@@ -53,6 +53,9 @@ def register(subparsers) -> None:
     episodes.add_argument("--seeds", default=None, metavar="LIST",
                           help="explicit episode seeds instead of --episodes / --seed: 'A-B' (inclusive) or 'A,B,C'")
     episodes.add_argument("--episode-timeout-s", type=float, default=15.0, help="sim seconds per episode (default 15)")
+    p.add_argument("--ros", action="store_true",
+                   help="run the episodes through the ROS 2 graph (`dynaflip launch pick_into_sink --sim`, one launch "
+                        "per model and condition, real time; time-outs in wall seconds) instead of lock-step")
     p.add_argument("--out", required=True, metavar="DIR", help="session directory (created; resumed when it exists)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end (dynaflip report DIR)")
     p.set_defaults(func=run)
@@ -102,13 +105,36 @@ def parse_seeds(seeds: str | None, episodes: int, first: int) -> list[int]:
     return out
 
 
+def ros_launcher(args: argparse.Namespace, pairs: dict[str, tuple[str, str]]):
+    """The `eval.ood.Launch` of --ros: `dynaflip launch pick_into_sink --sim` with the model's
+    directories, the inference flags, and the episode manager on the given seeds and condition
+    (`eval.cli.run_ros_mode`)."""
+    from dynaflip_ros import resources
+    from dynaflip_ros.configs.params_file import read_params_file
+    from dynaflip_ros.eval.cli import run_ros_mode
+    from dynaflip_ros.eval.ood_records import NOMINAL
+
+    params = resources.params_file("pick_into_sink")
+    doc = read_params_file(params)
+
+    def launch(model: str, condition: str, seeds: list, episodes_path, results_path) -> None:
+        enc, pol = pairs[model]
+        ns = argparse.Namespace(**{**vars(args), "encoder": enc, "policy": pol, "seed": seeds[0]})
+        print(f"[eval-ood] ROS graph: {model} under {condition}, {len(seeds)} episodes", flush=True)
+        run_ros_mode(ns, len(seeds), params, doc, results_path,
+                     episode_manager={"seeds": list(seeds), "condition": "" if condition == NOMINAL else condition,
+                                      "episodes_path": str(episodes_path)})
+
+    return launch
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dynaflip_ros.errors import UserError
     from dynaflip_ros.eval.cli import load_models
-    from dynaflip_ros.eval.ood import model_entry, run_session, with_nominal
-    from dynaflip_ros.eval.ood_records import SESSION_FILE, SessionFileError, read_episodes, read_session
+    from dynaflip_ros.eval.ood import model_entry, run_session, run_session_ros, with_nominal
+    from dynaflip_ros.eval.ood_records import SESSION_FILE, read_episodes, read_session
     from dynaflip_ros.sim.perturbations import parse_conditions
 
     try:  # everything that can be wrong is checked before the first episode
@@ -120,11 +146,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--episode-timeout-s must be > 0, got {args.episode_timeout_s}")
     pairs = parse_models(args.model)
     out = Path(args.out)
-    if (out / SESSION_FILE).exists():
-        try:
-            read_session(out), read_episodes(out)
-        except SessionFileError as e:
-            raise UserError(str(e)) from None
+    if (out / SESSION_FILE).exists():  # SessionFileError (a UserError) before any model loads
+        read_session(out), read_episodes(out)
     models = {}
     for name, (enc_dir, pol_dir) in pairs.items():
         try:
@@ -136,11 +159,13 @@ def run(args: argparse.Namespace) -> int:
     options = {"backend": args.backend, "threads": args.threads, "samples_per_chunk": args.samples_per_chunk,
                "n_action_steps": args.n_action_steps, "temporal_ensemble_coeff": args.temporal_ensemble_coeff,
                "real_time_chunking": bool(args.real_time_chunking)}
-    try:
+    progress = lambda line: print(line, flush=True)  # noqa: E731
+    if args.ros:
+        run_session_ros(out, {k: v[2] for k, v in models.items()}, conditions, seeds, ros_launcher(args, pairs),
+                        max_duration_s=args.episode_timeout_s, options=options, progress=progress)
+    else:
         run_session(out, models, conditions, seeds, max_duration_s=args.episode_timeout_s, replan_steps=replan_steps,
-                    options=options, progress=lambda line: print(line, flush=True))
-    except SessionFileError as e:
-        raise UserError(str(e)) from None
+                    options=options, progress=progress)
     if not args.no_report:
         from dynaflip_ros.eval.ood_report import write_report
 

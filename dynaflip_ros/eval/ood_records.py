@@ -167,11 +167,11 @@ def now_utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def read_episodes(session_dir: str | os.PathLike) -> list[OodEpisode]:
-    """Every finished episode of a session, in file order. A last line cut short by a crash
-    (no newline, not JSON) is ignored; any other bad line raises SessionFileError with its
-    line number."""
-    path = Path(session_dir) / EPISODES_FILE
+def read_json_lines(path: str | os.PathLike) -> list[tuple[int, dict]]:
+    """(line number, object) of every JSON line of `path` ([] when it does not exist). A last
+    line cut short by a crash (no newline, not JSON) is ignored; any other bad line raises
+    SessionFileError with its line number."""
+    path = Path(path)
     if not path.exists():
         return []
     lines = path.read_text().split("\n")
@@ -180,13 +180,19 @@ def read_episodes(session_dir: str | os.PathLike) -> list[OodEpisode]:
         if not line.strip():
             continue
         try:
-            d = json.loads(line)
+            out.append((i, json.loads(line)))
         except json.JSONDecodeError:
             if i == len(lines):  # the unterminated last line of an interrupted write
                 continue
             raise SessionFileError(f"{path}:{i}: not JSON") from None
-        out.append(OodEpisode.from_dict(d, where=f"{path}:{i}"))
     return out
+
+
+def read_episodes(session_dir: str | os.PathLike) -> list[OodEpisode]:
+    """Every finished episode of a session, in file order (`read_json_lines`). Raises
+    SessionFileError for a bad line or an episode of another format version."""
+    path = Path(session_dir) / EPISODES_FILE
+    return [OodEpisode.from_dict(d, where=f"{path}:{i}") for i, d in read_json_lines(path)]
 
 
 def read_session(session_dir: str | os.PathLike) -> OodSession:

@@ -13,12 +13,13 @@ from typing import Callable
 
 
 def reset_cell_episode(env, driver, *, seed: int, object_name: str | None, instruction: str | None,
-                       now_s: Callable[[], float]):
+                       now_s: Callable[[], float], perturbation=None):
     """Reset `env` (a `sim.pick_into_sink.PickIntoSinkEnv` stepped in real time) driven by
     `driver` (a `robot.arm_driver.ArmDriver`; the `ur3_driver` node's is its `core`).
 
     now_s: the clock of the action chunks' stamps (ROS clock in the graph, the simulation clock
-    in one process); chunks stamped before the reset are ignored.
+    in one process); chunks stamped before the reset are ignored. perturbation: an OOD
+    condition (`sim.perturbations.Perturbation`) applied to the seed's scene; None = nominal.
     Returns (EpisodeInfo, reset stamp s, the halt reason re-armed or ""). Raises ValueError from
     `env.reset` (unknown object, negative seed, blank instruction).
     """
@@ -27,7 +28,7 @@ def reset_cell_episode(env, driver, *, seed: int, object_name: str | None, instr
 
     def reset_world():
         driver.hold()
-        info = env.reset(seed=seed, object_name=object_name or None, instruction=instruction)
+        info = env.reset(seed=seed, object_name=object_name or None, instruction=instruction, perturbation=perturbation)
         rearmed = driver.safe.halt_reason if driver.safe.halted else ""
         if rearmed:  # a new world: its arm starts without the old protective stop
             driver.rearm(now_s())

@@ -2,14 +2,16 @@
 
 Sequence: wait for the graph (a /episode/status from the sim cell, /dynaflip/encoder_info,
 /dynaflip/policy_info with ready=true; a policy that refuses its encoder ends the run at once),
-then for each episode i: publish `EpisodeCommand.reset(i, seed + i, object_name, instruction)`
+then for each episode i: publish `EpisodeCommand.reset(i, seed_i, object_name, instruction,
+condition)` (seed_i: `seeds[i]`, or seed + i; condition: the OOD condition the sim cell applies)
 on /episode/command (repeated until the sim cell reports that episode running; without
 object_name / instruction the seed draws the objects on the table, the target and the
 instruction naming it), wait until /episode/status reports a decided outcome (`success`,
 `wrong_object`, `safety_stop`; `EpisodeStatus.decided`) or `episode_timeout_s` passes
 (`timeout`), record the episode (`episodes.record.EpisodeRecord`: instruction, target, objects
 on the table, outcome, time to success, per-stage latency from /dynaflip/latency, model
-sha256s, this episode's safety counters); finally publish a stop, print
+sha256s, this episode's safety counters; appended to `episodes_path` as one JSON line when
+set); finally publish a stop, print
 the summary (`episodes.record.format_summary`, the same as `dynaflip eval`), write the results
 JSON and exit (0 = run completed, whatever the success rate; 2 = the graph never came up / a
 node refused to run). Malformed or other-version statuses are logged and ignored.
@@ -32,9 +34,9 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from dynaflip_ros.configs.io import to_dict
+from dynaflip_ros.configs.io import ConfigError, to_dict
 from dynaflip_ros.configs.ros import EpisodeManagerNodeConfig
-from dynaflip_ros.episodes.protocol import EpisodeCommand, EpisodeStatus, Outcome, ProtocolError
+from dynaflip_ros.episodes.protocol import EpisodeCommand, EpisodeStatus, Outcome, ProtocolError, json_safe
 from dynaflip_ros.episodes.record import (
     EpisodeRecord, EvalReport, counter_delta, default_results_path, format_episode, format_summary,
 )
@@ -43,6 +45,7 @@ from dynaflip_ros.ros.qos import (
     ENCODER_INFO_TOPIC, EPISODE_COMMAND_TOPIC, EPISODE_STATUS_TOPIC, EVENT_QOS, LATCHED_QOS, LATENCY_TOPIC,
     POLICY_INFO_TOPIC,
 )
+from dynaflip_ros.sim.perturbations import parse_condition
 from dynaflip_ros.ros.runtime import fail_startup, from_json_msg, ros_now_s, safe_publish, spin_until_shutdown
 
 
@@ -60,6 +63,10 @@ class EpisodeManagerNode(Node):
     def __init__(self, node_name: str = "episode_manager", echo: Callable[[str], None] | None = None) -> None:
         super().__init__(node_name, **node_kwargs())
         self.config = load_node_config(self, EpisodeManagerNodeConfig)
+        try:
+            parse_condition(self.config.condition)
+        except ValueError as e:
+            raise ConfigError(f"episode_manager.condition: {e}") from None
         self._echo = echo or (lambda line: print(line, flush=True))
         self._cond = threading.Condition()
         self._status: EpisodeStatus | None = None
@@ -150,12 +157,14 @@ class EpisodeManagerNode(Node):
             raise GraphNotReadyError(f"graph not ready after {self.config.startup_timeout_s:g} s: no {missing}")
 
     def run_episode(self, i: int) -> tuple[EpisodeRecord, dict[str, list[float]]]:
-        """Reset into episode i, wait for success or timeout; returns the episode record and
-        its latency samples ({stage: [ms]}). Raises GraphNotReadyError when the sim cell does
-        not acknowledge the reset."""
+        """Reset into episode i (seed `config.episode_seeds[i]`, the configured condition), wait
+        for success or timeout; returns the episode record and its latency samples ({stage:
+        [ms]}). Raises GraphNotReadyError when the sim cell does not acknowledge the reset."""
         cfg = self.config
-        cmd = EpisodeCommand.reset(i, cfg.seed + i, object_name=cfg.object_name or None,
-                                   instruction=cfg.instruction.strip() or None, stamp_s=ros_now_s(self))
+        seed = cfg.episode_seeds[i]
+        cmd = EpisodeCommand.reset(i, seed, object_name=cfg.object_name or None,
+                                   instruction=cfg.instruction.strip() or None,
+                                   condition=cfg.condition.strip() or None, stamp_s=ros_now_s(self))
 
         def started() -> EpisodeStatus | None:
             st = self._status
@@ -187,7 +196,7 @@ class EpisodeManagerNode(Node):
         driver = counter_delta(status.driver, last.driver)
         action_age = driver.pop("action_age", None) if isinstance(driver, dict) else None
         record = EpisodeRecord(
-            episode=i, seed=cfg.seed + i, outcome=outcome, target=status.object_name,
+            episode=i, seed=seed, outcome=outcome, target=status.object_name,
             objects=list(status.objects) if status.objects else None, instruction=status.instruction,
             condition=status.condition,
             time_to_success_s=last.success_time_s if outcome is Outcome.SUCCESS else None,
@@ -211,16 +220,31 @@ class EpisodeManagerNode(Node):
             models={"encoder": encoder_info.get("weights_sha256"), "policy": policy_info.get("weights_sha256")},
             provenance={"encoder": encoder_info, "policy": policy_info})
         wall0 = time.monotonic()
-        for i in range(cfg.episodes):
+        n = len(cfg.episode_seeds)
+        for i in range(n):
             record, latency = self.run_episode(i)
             report.add(record, latency)
-            self._echo("[episode_manager] " + format_episode(record, i, cfg.episodes, report.successes))
+            if cfg.episodes_path:
+                append_json_line(cfg.episodes_path, report.episodes[-1])
+            self._echo("[episode_manager] " + format_episode(record, i, n, report.successes))
         self._send(EpisodeCommand.stop(ros_now_s(self)))
         report.wall_time_s = time.monotonic() - wall0
         path = Path(cfg.results_path) if cfg.results_path else default_results_path("ros")
         report.write_json(path)
         self.results_path = path
         return report
+
+
+def append_json_line(path: str, record: EpisodeRecord) -> None:
+    """Append `record` (`EpisodeRecord.to_dict`) as one JSON line to `path`, flushed and fsync'ed."""
+    import json
+    import os
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(json_safe(record.to_dict()), allow_nan=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,9 @@ the status (idempotent). The episode state lives in `episodes.gate.EpisodeGate`;
 outcome is `env.task_state()`: `success` (the named object rests in the basin) or
 `wrong_object` (another object reached it), the first decided one stays (the episode runs on
 until the next command); SafeArm halting the arm ends the episode as `safety_stop`.
-`condition` is a label carried into the statuses and the evaluation record; this cell does not
-change the scene for it.
+`condition` is an OOD condition spec (`sim.perturbations`: "lighting:0.5", "distractors:1+texture";
+None / "nominal" = the nominal scene): the cell applies it to the seed's scene and carries it into
+the statuses and the evaluation record; an unknown condition refuses the command.
 Parameters: configs.ros.SimCellNodeConfig (section `sim_cell:`), plus the `camera:` and
 `ur3_driver:` sections for the other two nodes.
 """
@@ -124,14 +125,19 @@ class SimCellNode(Node):
     def reset_episode(self, episode: int, seed: int | None = None, object_name: str | None = None,
                       instruction: str | None = None, condition: str | None = None) -> None:
         """Start `episode` with `seed` (default: the episode id; idempotent for the running
-        episode), target `object_name` and `instruction` (None: drawn by the seed). Raises
-        ValueError on an unknown object, a negative seed or a blank instruction."""
+        episode), target `object_name` and `instruction` (None: drawn by the seed), under the OOD
+        `condition` (a `sim.perturbations` spec; None / "nominal": the nominal scene). Raises
+        ValueError on an unknown object or condition, a negative seed or a blank instruction."""
+        from dynaflip_ros.sim.perturbations import parse_condition
+
         seed = episode if seed is None else seed
         if self.gate.is_running(episode, seed):
             return
+        perturbation = parse_condition(condition or "nominal")  # a bad condition is refused before the arm is held
         core = self.driver.core if self.driver is not None else None  # bad commands are refused before it is used
         info, reset_stamp_s, rearmed = reset_cell_episode(self.env, core, seed=seed, object_name=object_name,
-                                                          instruction=instruction, now_s=lambda: ros_now_s(self))
+                                                          instruction=instruction, now_s=lambda: ros_now_s(self),
+                                                          perturbation=perturbation)
         self.gate.begin(episode, seed, reset_stamp_s, object_name=info.object_name, objects=info.objects,
                         instruction=info.instruction, condition=condition)
         safe_publish(self, self._instruction_pub, String(data=info.instruction), "instruction")
