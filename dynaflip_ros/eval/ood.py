@@ -107,17 +107,17 @@ class SessionLog:
         iio.imwrite(self.out / path, env.camera.read().rgb)
         return path
 
-    def add(self, model: str, condition: str, pert: Perturbation, seed: int, info, env, record: Mapping,
+    def add(self, model: str, condition: str, pert: Perturbation, seed: int, info, camera: Mapping, record: Mapping,
             frame: str | None) -> None:
-        """Append the episode: `info` the env's EpisodeInfo of its scene, `record` its
-        `EpisodeRecord.to_dict()` (outcome, times, latency_ms, safety)."""
+        """Append the episode: `info` the EpisodeInfo of its scene, `camera` the camera's settings
+        (`camera_settings`), `record` its `EpisodeRecord.to_dict()` (outcome, times, latency_ms, safety)."""
         m = self.session.models[model]
         ep = OodEpisode(
             model=model, condition=condition, families=pert.families, severity=pert.severity, seed=seed,
             index=self.session.seeds.index(seed), instruction=info.instruction, target=info.object_name,
             objects=list(info.objects), outcome=str(record["outcome"]), time_to_success_s=record.get("time_to_success_s"),
             episode_sim_time_s=float(record.get("episode_sim_time_s") or 0.0), latency_ms=record.get("latency_ms") or {},
-            models={"encoder": m.encoder_sha256, "policy": m.policy_sha256}, camera=camera_settings(env),
+            models={"encoder": m.encoder_sha256, "policy": m.policy_sha256}, camera=dict(camera),
             scene=info.scene.get("perturbation", {}), safety=record.get("safety") or {}, mode=self.session.mode,
             commit=self.commit, frame=frame, finished_utc=now_utc())
         self.log.append(ep)
@@ -171,8 +171,8 @@ def run_session(out_dir: str | Path, models: Mapping[str, tuple[object, object, 
                     frame = log.example_frame(name, cond, seed, env)
                     record, samples = run_episode(runner, encoder, policy, episode=index,
                                                   max_duration_s=max_duration_s, replan_steps=replan_steps)
-                    log.add(name, cond, pert, seed, info, env, {**record.to_dict(), "latency_ms": latency_summary(samples)},
-                            frame)
+                    log.add(name, cond, pert, seed, info, camera_settings(env),
+                            {**record.to_dict(), "latency_ms": latency_summary(samples)}, frame)
     finally:
         if own_env:
             env.close()
@@ -216,7 +216,8 @@ def run_session_ros(out_dir: str | Path, models: Mapping[str, OodModel], conditi
                         if (name, cond, seed) in log.done or seed not in log.session.seeds:
                             continue
                         info = env.reset(seed=seed, perturbation=pert)
-                        log.add(name, cond, pert, seed, info, env, rec, log.example_frame(name, cond, seed, env))
+                        log.add(name, cond, pert, seed, info, camera_settings(env), rec,
+                                log.example_frame(name, cond, seed, env))
 
                 take()
                 todo = [s for s in log.session.seeds if (name, cond, s) not in log.done]
