@@ -62,6 +62,7 @@ setup(
             "ur3_driver_node = dynaflip_ros.ros.nodes.ur3_driver:main",
             "episode_manager_node = dynaflip_ros.ros.nodes.episode_manager:main",
             "teleop_recorder_node = dynaflip_ros.ros.nodes.teleop_recorder:main",
+            "ood_session_node = dynaflip_ros.ros.nodes.ood_session:main",
         ],
     },
 )

@@ -196,3 +196,36 @@ def test_cli_refuses_a_pair_that_fails_the_encoder_guard(tmp_path, capsys, monke
                "--out", str(out)])
     assert rc == 2 and not out.exists()
     assert "--model a: EncoderMismatchError" in capsys.readouterr().err
+
+
+def test_cli_real_brings_up_the_cell_and_the_operator_node(tmp_path, monkeypatch):
+    """--real: the real cell's processes plus ood_session_node reading this terminal, with the
+    session's parameters in the overrides file; no hardware here (run_graph is replaced)."""
+    import yaml
+
+    from dynaflip_ros.cli import main
+    from dynaflip_ros.eval import cli as eval_cli
+    from dynaflip_ros.ros import bringup
+
+    monkeypatch.setattr(eval_cli, "load_models", lambda args: (FakeEncoder(), FakePolicy(None), None))
+    seen = {}
+
+    def fake_run_graph(specs, params_files, main=None, interactive=None, **kw):
+        seen.update(names=[s.name for s in specs], main=main, interactive=interactive,
+                    overrides=yaml.safe_load(open(params_files[1])))
+        return bringup.GraphResult(exit_code=0)
+
+    monkeypatch.setattr(bringup, "run_graph", fake_run_graph)
+    out = tmp_path / "real"
+    rc = main(["eval-ood", "--real", "--model", "cell=models/encoder,models/policy", "--conditions", "lighting:0.5",
+               "--seeds", "100000-100001", "--robot-ip", "192.168.1.102", "--out", str(out)])
+    assert rc == 0
+    assert seen["names"] == ["camera", "ur3_driver", "encoder", "policy", "ood_session"]
+    assert seen["main"] == seen["interactive"] == "ood_session"
+    session = seen["overrides"]["ood_session"]["ros__parameters"]
+    assert session["session_dir"] == str(out) and session["seeds"] == [100000, 100001]
+    assert session["conditions"] == "nominal,lighting:0.5" and session["keyboard"] is True and session["model"] == "cell"
+    assert seen["overrides"]["encoder"]["ros__parameters"]["model_dir"] == "models/encoder"
+    rc = main(["eval-ood", "--real", "--model", "a=models/encoder,models/policy", "--model",
+               "b=models/encoder,models/policy", "--conditions", "lighting", "--out", str(out)])
+    assert rc == 2

@@ -131,11 +131,25 @@ def test_teleop_overrides():
         la.teleop_overrides(doc(), robot_ip=IP, out="o", device="joystick")
 
 
+def test_ood_session_overrides_are_checked_before_the_launch():
+    o = la.ood_session_overrides(doc(), out="outputs/ood/s1", conditions="distractors:1,lighting:0.5",
+                                 seeds="100000-100002", model="shipped", episode_timeout_s="45")
+    assert o == {"session_dir": "outputs/ood/s1", "conditions": "distractors:1,lighting:0.5",
+                 "seeds": [100000, 100001, 100002], "model": "shipped", "episode_timeout_s": 45.0}
+    assert la.ood_session_overrides(doc(), out="o") == {"session_dir": "o"}  # the rest from the params file
+    for kwargs, match in (({}, "out:="), ({"conditions": "fog"}, "unknown condition"),
+                          ({"conditions": "lighting:2"}, r"\[0, 1\]"), ({"seeds": "1-x"}, "seeds"),
+                          ({"model": "a b"}, "model"), ({"episode_timeout_s": "-1"}, "episode_timeout_s")):
+        with pytest.raises(la.LaunchArgumentError, match=match):
+            la.ood_session_overrides(doc(), **{"out": "o" if kwargs else "", **kwargs})
+
+
 # ----------------------------------------------------------------------------- params file
 def test_real_cell_params_file_sections():
     d = yaml.safe_load(REAL.read_text())
-    started = {n.name for _, n in ls.graph("real_cell.launch.py")} | {n.name for _, n in ls.graph("record_teleop.launch.py")}
-    assert set(d) == started == {"camera", "ur3_driver", "encoder", "policy", "teleop_recorder"}
+    started = {n.name for f in ("real_cell.launch.py", "record_teleop.launch.py", "ood_session.launch.py")
+               for _, n in ls.graph(f)}
+    assert set(d) == started == {"camera", "ur3_driver", "encoder", "policy", "teleop_recorder", "ood_session"}
     for name, section in d.items():
         assert set(section) == {"ros__parameters"}, name
     assert d["camera"]["ros__parameters"]["backend"] == "realsense"

@@ -231,6 +231,56 @@ class PolicyNodeConfig:
 
 
 @dataclass
+class OodSessionNodeConfig:
+    """Node `ood_session`: an OOD evaluation session on the real cell, with an operator
+    (eval/ood_operator.py, `dynaflip eval-ood --real`).
+
+    session_dir: the session directory (results, bags, report; resumed when it exists; required:
+    "" is refused by the node);
+    model: the name the deployed encoder / policy pair gets in the session; conditions:
+    comma-separated condition specs (`sim.perturbations`; nominal is always run, checked by the
+    node); episodes / seed / seeds: the episode seeds (as the episode manager); episode_timeout_s:
+    wall seconds after which a running episode ends as a timeout; record_topics: topics recorded
+    per episode into `bags/<model>/<condition>_seed<seed>` (MCAP); keyboard: read the operator's
+    keys from the terminal (Enter confirms, s / w / f mark); startup_timeout_s: how long to wait
+    for /dynaflip/encoder_info and a ready /dynaflip/policy_info.
+    """
+
+    session_dir: str = ""
+    model: str = "deployed"
+    conditions: str = "distractors:1,lighting:0.5"
+    episodes: int = 10
+    seed: int = 100_000
+    seeds: tuple[int, ...] = ()
+    episode_timeout_s: float = 60.0
+    record_topics: tuple[str, ...] = ("/camera/color/image_raw", "/camera/color/camera_info", "/joint_states",
+                                      "/dynaflip/action_chunk", "/dynaflip/instruction", "/episode/status",
+                                      "/ur3_driver/status")
+    keyboard: bool = False
+    startup_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        owner = "OodSessionNodeConfig"
+        if not self.model.strip() or not all(c.isalnum() or c in "_.-" for c in self.model):
+            raise ConfigError(f"{owner}.model must be a name of letters, digits, _ . -; got {self.model!r}")
+        require_int(owner, "episodes", self.episodes, 1)
+        require_int(owner, "seed", self.seed, 0)
+        for s in self.seeds:
+            require_int(owner, "seeds[]", s, 0)
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"{owner}.seeds must be distinct, got {list(self.seeds)}")
+        self.seeds = tuple(int(s) for s in self.seeds)
+        self.record_topics = tuple(self.record_topics)
+        require_positive(owner, "episode_timeout_s", self.episode_timeout_s, 3600.0)
+        require_positive(owner, "startup_timeout_s", self.startup_timeout_s, 3600.0)
+
+    @property
+    def episode_seeds(self) -> list[int]:
+        """The seed of each episode: `seeds`, or `episodes` seeds from `seed`."""
+        return list(self.seeds) or [self.seed + i for i in range(self.episodes)]
+
+
+@dataclass
 class EpisodeManagerNodeConfig:
     """Node `episode_manager`: runs `episodes` episodes and reports success and latency.
 

@@ -129,7 +129,8 @@ class SessionLog:
                       f"({sum(w)}/{len(w)} so far; {per_episode_s:.0f} s/episode)")
 
 
-def _asked(models: Mapping[str, OodModel], conditions, seeds, mode: str, options: Mapping) -> OodSession:
+def requested_session(models: Mapping[str, OodModel], conditions, seeds, mode: str, options: Mapping) -> OodSession:
+    """The session a run asks for (checked against a stored one on resume), with this checkout's commit."""
     return OodSession(models=dict(models), conditions=list(conditions), seeds=[int(s) for s in seeds], mode=mode,
                       options=dict(options), commit=repo_commit(), created_utc=now_utc())
 
@@ -153,9 +154,9 @@ def run_session(out_dir: str | Path, models: Mapping[str, tuple[object, object, 
     from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv
     from dynaflip_ros.sim.rollout import SimRunner
 
-    log = SessionLog(Path(out_dir), _asked({k: v[2] for k, v in models.items()}, conditions, seeds, "lockstep",
-                                           {"max_duration_s": max_duration_s, "replan_steps": replan_steps,
-                                            **(options or {})}), progress)
+    asked = requested_session({k: v[2] for k, v in models.items()}, conditions, seeds, "lockstep",
+                              {"max_duration_s": max_duration_s, "replan_steps": replan_steps, **(options or {})})
+    log = SessionLog(Path(out_dir), asked, progress)
     perts = {c: parse_condition(c) for c in log.session.conditions}
     own_env = env is None
     if own_env:
@@ -201,7 +202,7 @@ def run_session_ros(out_dir: str | Path, models: Mapping[str, OodModel], conditi
     from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv
 
     out = Path(out_dir)
-    log = SessionLog(out, _asked(models, conditions, seeds, "ros",
+    log = SessionLog(out, requested_session(models, conditions, seeds, "ros",
                                  {"max_duration_s": max_duration_s, **(options or {})}), progress)
     env = PickIntoSinkEnv(sim_config or SimConfig())
     try:

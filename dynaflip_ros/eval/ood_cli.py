@@ -56,7 +56,18 @@ def register(subparsers) -> None:
     p.add_argument("--ros", action="store_true",
                    help="run the episodes through the ROS 2 graph (`dynaflip launch pick_into_sink --sim`, one launch "
                         "per model and condition, real time; time-outs in wall seconds) instead of lock-step")
+    p.add_argument("--real", action="store_true",
+                   help="the real cell with an operator: brings up the real cell's graph with the first --model and "
+                        "the ood_session node (setup sheets, Enter / s / w / f from this terminal, the "
+                        "/ood_session/* services, a bag per episode); one --model only")
     p.add_argument("--out", required=True, metavar="DIR", help="session directory (created; resumed when it exists)")
+    robot = p.add_argument_group("robot (--real; default: the params file)")
+    robot.add_argument("--params-file", help="ROS 2 params file (default: config/real_cell.yaml of the package)")
+    robot.add_argument("--robot-ip", default="", help="UR controller address")
+    robot.add_argument("--ur-type", default="", choices=["", "cb3", "e-series"],
+                       help="controller generation, sets the 125 / 500 Hz servo rate")
+    robot.add_argument("--camera-serial", default="", help="RealSense serial (params file, else the only one)")
+    robot.add_argument("--gripper", default="", choices=["", "robotiq_urcap", "none"], help="gripper backend")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end (dynaflip report DIR)")
     p.set_defaults(func=run)
 
@@ -128,6 +139,45 @@ def ros_launcher(args: argparse.Namespace, pairs: dict[str, tuple[str, str]]):
     return launch
 
 
+def run_real(args: argparse.Namespace, pairs: dict[str, tuple[str, str]], conditions: list[str],
+             seeds: list[int]) -> int:
+    """--real: the real cell's processes (camera, ur3_driver, encoder, policy) with the model's
+    directories and the hardware flags, plus ood_session_node reading this terminal; ends when
+    the session does (its exit code). Raises UserError on bad flags or a failed graph."""
+    from dynaflip_ros import resources
+    from dynaflip_ros.errors import UserError
+    from dynaflip_ros.ros import bringup, graph
+    from dynaflip_ros.ros.launch_args import (
+        LaunchArgumentError, graph_overrides, ood_session_overrides, read_params_file, write_overrides_file,
+    )
+
+    if len(pairs) != 1:
+        raise UserError("--real runs one encoder / policy pair (the one the cell deploys): give one --model")
+    (name, (enc, pol)), = pairs.items()
+    params = args.params_file or str(resources.params_file("real_cell"))
+    doc = read_params_file(params)
+    try:
+        overrides = graph_overrides(doc, use_sim=False, results_path="", encoder=enc, backend=args.backend, policy=pol,
+                                    robot_ip=args.robot_ip, ur_type=args.ur_type, gripper=args.gripper,
+                                    camera_serial=args.camera_serial)
+        overrides["ood_session"] = {**ood_session_overrides(doc, out=str(args.out), model=name,
+                                                            episode_timeout_s=str(args.episode_timeout_s)),
+                                    "conditions": ",".join(conditions), "seeds": list(seeds), "keyboard": True}
+    except LaunchArgumentError as e:
+        raise UserError(str(e)) from None
+    specs = [bringup.ProcessSpec.of(n) for n in graph.PICK_INTO_SINK.processes(graph.REAL)]
+    specs.append(bringup.ProcessSpec.of(graph.OOD_SESSION))
+    path = write_overrides_file(overrides)
+    try:
+        result = bringup.run_graph(specs, [params, path], main="ood_session", interactive="ood_session")
+    finally:
+        path.unlink(missing_ok=True)
+    if result.exit_code not in (0, 130):
+        raise UserError(f"the OOD session ended with exit code {result.exit_code} "
+                        f"({result.failure_reason or 'see the log above'}); finished episodes are in {args.out}")
+    return result.exit_code
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -145,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.episode_timeout_s > 0:
         raise UserError(f"--episode-timeout-s must be > 0, got {args.episode_timeout_s}")
     pairs = parse_models(args.model)
+    if args.real and args.ros:
+        raise UserError("--real and --ros are two different cells: choose one")
     out = Path(args.out)
     if (out / SESSION_FILE).exists():  # SessionFileError (a UserError) before any model loads
         read_session(out), read_episodes(out)
@@ -156,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, FileNotFoundError, UserError) as e:  # EncoderMismatchError: the pair fails the guard
             raise UserError(f"--model {name}: {type(e).__name__}: {e}") from None
         models[name] = (encoder, policy, model_entry(encoder, policy, enc_dir, pol_dir))
+    if args.real:  # the pair passed the encoder guard here; the cell's nodes load it again
+        return run_real(args, pairs, conditions, seeds)
     options = {"backend": args.backend, "threads": args.threads, "samples_per_chunk": args.samples_per_chunk,
                "n_action_steps": args.n_action_steps, "temporal_ensemble_coeff": args.temporal_ensemble_coeff,
                "real_time_chunking": bool(args.real_time_chunking)}

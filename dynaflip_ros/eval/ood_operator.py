@@ -123,6 +123,28 @@ class PlannedEpisode:
     sheet: SetupSheet
 
 
+def plan_episodes(log, model: str, env) -> list[PlannedEpisode]:
+    """The pending episodes of session `log` (an `eval.ood.SessionLog`) for `model`, seed-major:
+    each scene reset in `env` (a PickIntoSinkEnv), its render saved as the sheet's reference
+    picture (setup/<model>/<condition>_seed<seed>.png in the session directory)."""
+    import imageio.v3 as iio
+
+    from dynaflip_ros.eval.ood import condition_slug
+    from dynaflip_ros.sim.perturbations import parse_condition
+
+    queue = []
+    for seed in log.session.seeds:
+        for cond in log.session.conditions:
+            if (model, cond, seed) in log.done:
+                continue
+            info = env.reset(seed=seed, perturbation=parse_condition(cond))
+            ref = log.out / "setup" / model / f"{condition_slug(cond)}_seed{seed}.png"
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            iio.imwrite(ref, env.camera.read().rgb)
+            queue.append(PlannedEpisode(model, cond, seed, info, setup_sheet(env, info, str(ref))))
+    return queue
+
+
 class OperatorCell(Protocol):
     """What the session drives on the cell (the ROS adapter implements it)."""
 

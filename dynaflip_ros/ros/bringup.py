@@ -205,6 +205,7 @@ def run_graph(
     start_delay_s: float = 0.0,
     poll_s: float = 0.1,
     on_started: Callable[[dict[str, int]], None] | None = None,
+    interactive: str | None = None,
 ) -> GraphResult:
     """Start `specs`, stream their logs, wait for process `main`, tear everything down.
 
@@ -218,6 +219,8 @@ def run_graph(
         timeout_s: wall-clock limit of the whole run (None: none) -> exit code 124.
         start_delay_s: pause between process starts.
         on_started: callback with {name: pid} once every process is started.
+        interactive: the process that reads this terminal's stdin (an operator's keys); the
+            others get /dev/null.
     Returns GraphResult (exit_code: main's code; 1 if another process died first, with the
     reason; 124 on timeout; 130 on KeyboardInterrupt / SIGTERM, 0 when there is no main process:
     interrupting the real cell is how it ends). At teardown the process hosting the arm driver
@@ -239,7 +242,7 @@ def run_graph(
         for spec in specs:
             proc = subprocess.Popen(
                 node_command(spec, params_files), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env=child_env, start_new_session=True, preexec_fn=_die_with_parent,
+                stdin=None if spec.name == interactive else subprocess.DEVNULL, env=child_env, start_new_session=True, preexec_fn=_die_with_parent,
             )
             reader = threading.Thread(target=_pump, args=(proc.stdout, sink, spec.name), daemon=True)
             reader.start()

@@ -29,6 +29,9 @@ Graph `pick_into_sink` (launch/pick_into_sink.launch.py, `use_sim` true|false):
 Graph `record_teleop` (launch/record_teleop.launch.py): teleop_recorder_node (teleop_recorder);
 `use_sim` there is a node parameter, not a branch.
 
+Graph `ood_session` (launch/ood_session.launch.py): ood_session_node (ood_session), the operator
+side of a real-cell OOD session; it runs beside real_cell.launch.py (the cell's graph), not in it.
+
 Parameters: every node reads the graph's params file (`params_file` launch argument; default
 config/<default params>.yaml of the package share) with one section per hosted node; some
 parameters are overridden from launch arguments (`LaunchParameter`) or by a per-launch overrides
@@ -149,6 +152,8 @@ EPISODE_MANAGER = GraphNode("episode_manager_node", _NODES + "episode_manager", 
                                                LaunchParameter("seed", "seed", "int"),
                                                LaunchParameter("episode_timeout_s", "episode_timeout_s", "float")),
                             ends_launch=True)
+OOD_SESSION = GraphNode("ood_session_node", _NODES + "ood_session", "ood_session", ("ood_session",),
+                        "ood_session.launch.py", overrides_file=True, ends_launch=True)
 TELEOP_RECORDER = GraphNode("teleop_recorder_node", _NODES + "teleop_recorder", "teleop_recorder",
                             ("teleop_recorder",), "record_teleop.launch.py", overrides_file=True, ends_launch=True)
 
@@ -166,7 +171,14 @@ RECORD_TELEOP = Graph(
     default_params={SIM: "real_cell", REAL: "real_cell"},
     main={SIM: "teleop_recorder", REAL: "teleop_recorder"},
 )
-GRAPHS: tuple[Graph, ...] = (PICK_INTO_SINK, RECORD_TELEOP)
+OOD_SESSION_GRAPH = Graph(
+    name="ood_session",
+    launch_file="ood_session.launch.py",
+    nodes=(OOD_SESSION,),
+    default_params={SIM: "real_cell", REAL: "real_cell"},
+    main={SIM: "ood_session", REAL: "ood_session"},
+)
+GRAPHS: tuple[Graph, ...] = (PICK_INTO_SINK, RECORD_TELEOP, OOD_SESSION_GRAPH)
 
 
 def mode(use_sim: bool) -> str:
@@ -180,6 +192,8 @@ __all__ = [
     "EPISODE_MANAGER",
     "GRAPHS",
     "MODES",
+    "OOD_SESSION",
+    "OOD_SESSION_GRAPH",
     "PACKAGE",
     "PICK_INTO_SINK",
     "POLICY",

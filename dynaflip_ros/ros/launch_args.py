@@ -277,3 +277,41 @@ __all__ = [
     "teleop_overrides",
     "write_overrides_file",
 ]
+
+
+def ood_session_overrides(params_doc: dict[str, Any], *, out: str, conditions: str = "", seeds: str = "",
+                          model: str = "", episode_timeout_s: str = "", node_name: str = "ood_session") -> dict[str, Any]:
+    """Parameter overrides of the `ood_session` node (launch/ood_session.launch.py, `dynaflip
+    eval-ood --real`) from its launch arguments over `params_doc` ("" = keep the params file's
+    value): out -> session_dir (required), conditions (checked with `sim.perturbations`), seeds
+    ("A-B" or "A,B,C"), model, episode_timeout_s. The effective `OodSessionNodeConfig` is built,
+    so its checks run. Raises LaunchArgumentError on a missing out or any invalid value."""
+    from dynaflip_ros.configs.ros import OodSessionNodeConfig
+    from dynaflip_ros.sim.perturbations import parse_conditions
+
+    given: dict[str, Any] = {}
+    if not out.strip():
+        raise LaunchArgumentError("no session directory: pass out:=<dir> (e.g. outputs/ood/real_session)")
+    given["session_dir"] = out.strip()
+    if conditions.strip():
+        try:
+            parse_conditions(conditions)
+        except ValueError as e:
+            raise LaunchArgumentError(f"conditions: {e}") from None
+        given["conditions"] = conditions.strip()
+    if seeds.strip():
+        try:
+            a, sep, b = seeds.strip().partition("-")
+            given["seeds"] = list(range(int(a), int(b) + 1)) if sep else [int(v) for v in seeds.split(",") if v.strip()]
+        except ValueError:
+            raise LaunchArgumentError(f"seeds {seeds!r}: expected 'A-B' or 'A,B,C'") from None
+    if model.strip():
+        given["model"] = model.strip()
+    if episode_timeout_s.strip():
+        try:
+            given["episode_timeout_s"] = float(episode_timeout_s)
+        except ValueError:
+            raise LaunchArgumentError(f"episode_timeout_s {episode_timeout_s!r} is not a number") from None
+    effective_config(OodSessionNodeConfig, node_parameters(params_doc, node_name), given, node_name)
+    return given
+
