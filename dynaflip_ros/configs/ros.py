@@ -230,6 +230,18 @@ class PolicyNodeConfig:
         require_int("PolicyNodeConfig", "num_threads", self.num_threads, 1, 64)
 
 
+def check_episode_seeds(owner: str, episodes: int, seed: int, seeds) -> tuple[int, ...]:
+    """Validate a node's episode seeds (episodes >= 1, seed >= 0, explicit seeds distinct and
+    >= 0); returns the explicit seeds as a tuple of ints. Raises ConfigError."""
+    require_int(owner, "episodes", episodes, 1)
+    require_int(owner, "seed", seed, 0)
+    for s in seeds:
+        require_int(owner, "seeds[]", s, 0)
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{owner}.seeds must be distinct, got {list(seeds)}")
+    return tuple(int(s) for s in seeds)
+
+
 @dataclass
 class OodSessionNodeConfig:
     """Node `ood_session`: an OOD evaluation session on the real cell, with an operator
@@ -263,13 +275,7 @@ class OodSessionNodeConfig:
         owner = "OodSessionNodeConfig"
         if not self.model.strip() or not all(c.isalnum() or c in "_.-" for c in self.model):
             raise ConfigError(f"{owner}.model must be a name of letters, digits, _ . -; got {self.model!r}")
-        require_int(owner, "episodes", self.episodes, 1)
-        require_int(owner, "seed", self.seed, 0)
-        for s in self.seeds:
-            require_int(owner, "seeds[]", s, 0)
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"{owner}.seeds must be distinct, got {list(self.seeds)}")
-        self.seeds = tuple(int(s) for s in self.seeds)
+        self.seeds = check_episode_seeds(owner, self.episodes, self.seed, self.seeds)
         self.record_topics = tuple(self.record_topics)
         require_positive(owner, "episode_timeout_s", self.episode_timeout_s, 3600.0)
         require_positive(owner, "startup_timeout_s", self.startup_timeout_s, 3600.0)
@@ -277,7 +283,7 @@ class OodSessionNodeConfig:
     @property
     def episode_seeds(self) -> list[int]:
         """The seed of each episode: `seeds`, or `episodes` seeds from `seed`."""
-        return list(self.seeds) or [self.seed + i for i in range(self.episodes)]
+        return list(self.seeds) or list(range(self.seed, self.seed + self.episodes))
 
 
 @dataclass
@@ -313,17 +319,11 @@ class EpisodeManagerNodeConfig:
         if self.instruction.strip() and not self.object_name.strip():
             raise ConfigError("EpisodeManagerNodeConfig: instruction needs object_name (the object it names; "
                               "the sim cell uses the instruction as given)")
-        require_int("EpisodeManagerNodeConfig", "episodes", self.episodes, 1)
-        require_int("EpisodeManagerNodeConfig", "seed", self.seed, 0)
-        for s in self.seeds:
-            require_int("EpisodeManagerNodeConfig", "seeds[]", s, 0)
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"EpisodeManagerNodeConfig.seeds must be distinct, got {list(self.seeds)}")
-        self.seeds = tuple(int(s) for s in self.seeds)
+        self.seeds = check_episode_seeds("EpisodeManagerNodeConfig", self.episodes, self.seed, self.seeds)
         require_positive("EpisodeManagerNodeConfig", "episode_timeout_s", self.episode_timeout_s, 3600.0)
         require_positive("EpisodeManagerNodeConfig", "startup_timeout_s", self.startup_timeout_s, 3600.0)
 
     @property
     def episode_seeds(self) -> list[int]:
         """The seed of each episode: `seeds`, or `episodes` seeds from `seed`."""
-        return list(self.seeds) or [self.seed + i for i in range(self.episodes)]
+        return list(self.seeds) or list(range(self.seed, self.seed + self.episodes))

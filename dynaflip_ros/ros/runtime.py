@@ -133,6 +133,15 @@ class LatencyReporter:
                     safe_publish(self._node, self._pub, to_json_msg(rec), "latency")
 
 
+def parse_latency_report(msg: String) -> tuple[str, float] | None:
+    """(stage, ms) of a /dynaflip/latency record (`LatencyReporter`), None when malformed."""
+    try:
+        rec = from_json_msg(msg)
+        return str(rec["stage"]), float(rec["ms"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class Stopwatch:
     """`with Stopwatch() as sw: ...; sw.elapsed_s` (perf_counter)."""
 

@@ -46,7 +46,9 @@ from dynaflip_ros.ros.qos import (
     POLICY_INFO_TOPIC,
 )
 from dynaflip_ros.sim.perturbations import parse_condition
-from dynaflip_ros.ros.runtime import fail_startup, from_json_msg, ros_now_s, safe_publish, spin_until_shutdown
+from dynaflip_ros.ros.runtime import (
+    fail_startup, from_json_msg, parse_latency_report, ros_now_s, safe_publish, spin_until_shutdown,
+)
 
 
 class GraphNotReadyError(RuntimeError):
@@ -91,13 +93,10 @@ class EpisodeManagerNode(Node):
             self._cond.notify_all()
 
     def _on_latency(self, msg: String) -> None:
-        try:
-            rec = from_json_msg(msg)
-            stage, ms = str(rec["stage"]), float(rec["ms"])
-        except (ValueError, KeyError, TypeError):
-            return
-        with self._cond:
-            self._latency[stage].append(ms)
+        report = parse_latency_report(msg)
+        if report is not None:
+            with self._cond:
+                self._latency[report[0]].append(report[1])
 
     def _on_encoder_info(self, msg: String) -> None:
         try:

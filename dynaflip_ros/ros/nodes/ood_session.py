@@ -58,7 +58,7 @@ from dynaflip_ros.ros.qos import (
     CAMERA_INFO_TOPIC, ENCODER_INFO_TOPIC, EPISODE_STATUS_TOPIC, EVENT_QOS, IMAGE_QOS, IMAGE_TOPIC,
     INSTRUCTION_TOPIC, LATCHED_QOS, LATENCY_TOPIC, POLICY_INFO_TOPIC, STATE_QOS,
 )
-from dynaflip_ros.ros.runtime import from_json_msg, safe_publish, to_json_msg
+from dynaflip_ros.ros.runtime import from_json_msg, parse_latency_report, safe_publish, to_json_msg
 
 TOPIC_TYPES = {
     "/camera/color/image_raw": "sensor_msgs/msg/Image", "/camera/color/camera_info": "sensor_msgs/msg/CameraInfo",
@@ -143,14 +143,10 @@ class EpisodeCapture:
                 self._bag.write(topic, time.time_ns(), data)
 
     def latency(self, msg: String) -> None:
-        try:
-            rec = from_json_msg(msg)
-            stage, ms = str(rec["stage"]), float(rec["ms"])
-        except (ValueError, KeyError, TypeError):
-            return
+        report = parse_latency_report(msg)
         with self._lock:
-            if self._bag is not None:
-                self._latency[stage].append(ms)
+            if report is not None and self._bag is not None:
+                self._latency[report[0]].append(report[1])
 
     def camera_info(self, msg: CameraInfo) -> None:
         self.camera = {"image_hw": [int(msg.height), int(msg.width)], "k": [float(v) for v in msg.k],
