@@ -5,7 +5,12 @@ tests/data/sim_cell_model.json.gz, for several configs built with the original f
 in tests/test_sim_cell.py). That file was written from the cell's
 earlier MJCF text builder (`sim/cell_mjcf.py`, deleted since) when both builders compiled to the
 same model, so the MjSpec cell is pinned to the model the text described. tex_data (the 256x256
-checker) is pinned by its sha256. A few numbers are also pinned by hand below."""
+checker) is pinned by its sha256. A few numbers are also pinned by hand below.
+
+Since issue 12 the cell also carries the OOD surface textures (`cell.ood_texture_name`, unused by
+the nominal scene) and a shadow map (`cell.SHADOW_MAP_SIZE`, drawn only while a light casts a
+shadow): the pinned comparison removes exactly these two additions from the spec (`_without_ood`),
+so everything else is still bit for bit the pinned model, and the additions are pinned by hand."""
 from __future__ import annotations
 
 import gzip
@@ -65,10 +70,19 @@ def pinned() -> dict:
     return json.loads(gzip.decompress(PINNED.read_bytes()))
 
 
+def _without_ood(spec):
+    """The spec minus the OOD additions (module docstring)."""
+    for t in list(spec.textures):
+        if t.name.startswith("ood_"):
+            spec.delete(t)
+    spec.visual.quality.shadowsize = 0
+    return spec
+
+
 @pytest.mark.parametrize("key", sorted(CONFIGS))
 def test_spec_compiles_to_the_pinned_model(key, pinned):
     cfg, arm_only = CONFIGS[key]
-    m = cell.build_model(cfg, arm_only=arm_only)
+    m = _without_ood(cell.build_cell_spec(cfg, arm_only=arm_only)).compile()
     arrays = _arrays(m)
     arrays["names"] = np.frombuffer(m.names, dtype=np.uint8)
     want = {k.split("/", 1)[1]: v for k, v in pinned.items() if k.startswith(key + "/")}
@@ -86,7 +100,11 @@ def test_spec_compiles_to_the_pinned_model(key, pinned):
 def test_pinned_cell_numbers():
     m = cell.build_model(SimConfig(objects=ORIGINAL_OBJECT_NAMES))
     assert (m.nbody, m.njnt, m.ngeom, m.nu, m.nsite, m.ncam, m.nlight, m.nmat, m.ntex) == (
-        16, 12, 29, 14, 2, 1, 2, 9, 1)
+        16, 12, 29, 14, 2, 1, 2, 9, 1 + 2 * cell.OOD_TEXTURE_LEVELS)
+    assert m.vis.quality.shadowsize == cell.SHADOW_MAP_SIZE and not m.light_castshadow.any()
+    assert [m.texture(i).name for i in range(1, m.ntex)] == [cell.ood_texture_name(k, lv) for lv in range(1, 5)
+                                                             for k in cell.OOD_TEXTURE_KINDS]
+    assert (m.mat_texid[:, mujoco.mjtTextureRole.mjTEXROLE_RGB] >= 0).sum() == 1  # only the floor's grid is used
     np.testing.assert_allclose(m.cam_pos[0], [0.6288611491, 0.0, 0.6953216354], rtol=0, atol=1e-15)
     np.testing.assert_allclose(m.cam_quat[0], [0.6743797232030359, 0.2126311099829864, 0.2126311099829864,
                                                0.6743797232030357], rtol=0, atol=1e-15)

@@ -1,7 +1,10 @@
 """An OOD evaluation session in the sim cell: models x conditions x seeds, each perturbed
-episode with its matched nominal twin, results appended episode by episode, resumable.
+episode with its matched nominal twin, results appended episode by episode, resumable
+(docs/ood.md). `run_session`: lock-step in this process; `run_session_ros`: through the ROS 2
+graph, one launch per model and condition; `SessionLog`: the bookkeeping both (and the real
+cell's `ood_session` node) share.
 
-Order: seed-major (every model and condition of a seed before the next seed), so an interrupted
+Lock-step order: seed-major (every model and condition of a seed before the next seed), so an interrupted
 session holds complete matched sets. Each episode: `SimRunner.reset(seed, perturbation)`
 (`sim.perturbations`), then the closed loop of `eval.closed_loop.run_episode` (lock-step: render
 -> encoder -> policy every 0.1 s, chunks through the interpolator, servo loop and SafeArm to the
