@@ -52,7 +52,9 @@ def register(subparsers) -> None:
     episodes.add_argument("--seed", type=int, default=100_000, help="seed of episode 0 (default 100000)")
     episodes.add_argument("--seeds", default=None, metavar="LIST",
                           help="explicit episode seeds instead of --episodes / --seed: 'A-B' (inclusive) or 'A,B,C'")
-    episodes.add_argument("--episode-timeout-s", type=float, default=15.0, help="sim seconds per episode (default 15)")
+    episodes.add_argument("--episode-timeout-s", type=float, default=None,
+                          help="longest episode: sim seconds in lock-step (default 15), wall seconds with --ros "
+                               "(default 20) and --real (default: the params file's ood_session.episode_timeout_s, 60)")
     p.add_argument("--ros", action="store_true",
                    help="run the episodes through the ROS 2 graph (`dynaflip launch pick_into_sink --sim`, one launch "
                         "per model and condition, real time; time-outs in wall seconds) instead of lock-step")
@@ -161,7 +163,7 @@ def run_real(args: argparse.Namespace, pairs: dict[str, tuple[str, str]], condit
                                     robot_ip=args.robot_ip, ur_type=args.ur_type, gripper=args.gripper,
                                     camera_serial=args.camera_serial)
         overrides["ood_session"] = {**ood_session_overrides(doc, out=str(args.out), model=name,
-                                                            episode_timeout_s=str(args.episode_timeout_s)),
+                                                            episode_timeout_s=str(args.episode_timeout_s or "")),
                                     "conditions": ",".join(conditions), "seeds": list(seeds), "keyboard": True}
     except LaunchArgumentError as e:
         raise UserError(str(e)) from None
@@ -192,8 +194,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(f"--conditions: {e}") from None
     seeds = parse_seeds(args.seeds, args.episodes, args.seed)
-    if not args.episode_timeout_s > 0:
+    if args.episode_timeout_s is not None and not args.episode_timeout_s > 0:
         raise UserError(f"--episode-timeout-s must be > 0, got {args.episode_timeout_s}")
+    timeout_s = args.episode_timeout_s or (20.0 if args.ros else 15.0)
     pairs = parse_models(args.model)
     if args.real and args.ros:
         raise UserError("--real and --ros are two different cells: choose one")
@@ -215,10 +218,11 @@ def run(args: argparse.Namespace) -> int:
                "real_time_chunking": bool(args.real_time_chunking)}
     progress = lambda line: print(line, flush=True)  # noqa: E731
     if args.ros:
+        args.episode_timeout_s = timeout_s  # the episode manager's, through run_ros_mode
         run_session_ros(out, {k: v[2] for k, v in models.items()}, conditions, seeds, ros_launcher(args, pairs),
-                        max_duration_s=args.episode_timeout_s, options=options, progress=progress)
+                        max_duration_s=timeout_s, options=options, progress=progress)
     else:
-        run_session(out, models, conditions, seeds, max_duration_s=args.episode_timeout_s, replan_steps=replan_steps,
+        run_session(out, models, conditions, seeds, max_duration_s=timeout_s, replan_steps=replan_steps,
                     options=options, progress=progress)
     if not args.no_report:
         from dynaflip_ros.eval.ood_report import write_report

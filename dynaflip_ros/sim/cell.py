@@ -275,13 +275,14 @@ def ood_texture_name(kind: str, level: int) -> str:
 
 
 def _add_ood_textures(spec) -> None:
-    """Grey surface textures of rising contrast for the `texture` condition (unused by the
-    nominal scene; a material's rgba tints them): a checkerboard and a speckle pattern per level."""
+    """Surface textures of rising contrast for the `texture` condition (unused by the nominal
+    scene; a material's rgba multiplies them): a checkerboard and a speckle pattern per level,
+    white and a grey of 1 - 0.225 level, so the lowest level keeps most of the surface's brightness."""
     import mujoco
 
-    for level in range(1, OOD_TEXTURE_LEVELS + 1):
+    for level in range(1, OOD_TEXTURE_LEVELS + 1):  # white and a grey: level 1 keeps 89 % of the brightness
         k = 0.45 * level / OOD_TEXTURE_LEVELS
-        light, dark = [round(0.5 + k, 4)] * 3, [round(0.5 - k, 4)] * 3
+        light, dark = [1.0] * 3, [round(1.0 - 2 * k, 4)] * 3
         spec.add_texture(name=ood_texture_name("checker", level), type=mujoco.mjtTexture.mjTEXTURE_2D,
                          builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER, width=128, height=128, rgb1=light, rgb2=dark)
         spec.add_texture(name=ood_texture_name("speckle", level), type=mujoco.mjtTexture.mjTEXTURE_2D,
