@@ -69,6 +69,18 @@ def latency_summary(samples_ms: Mapping[str, Iterable[float]]) -> dict[str, dict
     return out
 
 
+def append_json_line(path: str | Path, line: str) -> None:
+    """Append `line` (one JSON document, no newline) and a newline to `path` (parents created),
+    flushed and fsync'ed: a crash afterwards loses nothing of it."""
+    import os
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a success rate (scipy.stats.binomtest). (0, 1) for n == 0.
     Raises ValueError unless 0 <= successes <= n."""

@@ -216,7 +216,6 @@ class EpisodeLog:
                     f.truncate(data.rfind(b"\n") + 1)
 
     def append(self, episode: OodEpisode) -> None:
-        with open(self.path, "a") as f:
-            f.write(episode.to_json() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        from dynaflip_ros.episodes.record import append_json_line
+
+        append_json_line(self.path, episode.to_json())

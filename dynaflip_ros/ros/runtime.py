@@ -203,6 +203,25 @@ def run_node(name: str, make_node: Callable[[], Node], argv: list[str] | None = 
     return spin_nodes([node], closers=[node.close] if close else [], num_threads=num_threads)
 
 
+def start_in_background(name: str, make_node: Callable[[], Node], argv: list[str] | None = None,
+                        num_threads: int = 2):
+    """For a `main` whose own thread does the work: rclpy.init, build the node, spin it on a
+    MultiThreadedExecutor in a daemon thread. Returns (node, executor, spinner thread), or the
+    exit code of `fail_startup` (an int) when building the node failed."""
+    import threading
+
+    rclpy.init(args=sys.argv if argv is None else argv)
+    try:
+        node = make_node()
+    except Exception as e:  # noqa: BLE001 - config, model or device errors end the process clearly
+        return fail_startup(name, e)
+    executor = MultiThreadedExecutor(num_threads=num_threads)
+    executor.add_node(node)
+    spinner = threading.Thread(target=spin_until_shutdown, args=(executor,), name=f"{name}_spin", daemon=True)
+    spinner.start()
+    return node, executor, spinner
+
+
 def fail_startup(what: str, err: BaseException) -> int:
     """Print a startup failure (config error, missing model/backend) and shut rclpy down; 2."""
     print(f"[{what}] startup failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)

@@ -22,6 +22,7 @@ Parameters: configs.ros.EpisodeManagerNodeConfig (section `episode_manager:`).
 """
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import String
 
@@ -38,17 +38,17 @@ from dynaflip_ros.configs.io import ConfigError, to_dict
 from dynaflip_ros.configs.ros import EpisodeManagerNodeConfig
 from dynaflip_ros.episodes.protocol import EpisodeCommand, EpisodeStatus, Outcome, ProtocolError, json_safe
 from dynaflip_ros.episodes.record import (
-    EpisodeRecord, EvalReport, counter_delta, default_results_path, format_episode, format_summary,
+    EpisodeRecord, EvalReport, append_json_line, counter_delta, default_results_path, format_episode, format_summary,
 )
 from dynaflip_ros.ros.params import load_node_config, node_kwargs
 from dynaflip_ros.ros.qos import (
     ENCODER_INFO_TOPIC, EPISODE_COMMAND_TOPIC, EPISODE_STATUS_TOPIC, EVENT_QOS, LATCHED_QOS, LATENCY_TOPIC,
     POLICY_INFO_TOPIC,
 )
-from dynaflip_ros.sim.perturbations import parse_condition
 from dynaflip_ros.ros.runtime import (
-    fail_startup, from_json_msg, parse_latency_report, ros_now_s, safe_publish, spin_until_shutdown,
+    from_json_msg, parse_latency_report, ros_now_s, safe_publish, start_in_background,
 )
+from dynaflip_ros.sim.perturbations import parse_condition
 
 
 class GraphNotReadyError(RuntimeError):
@@ -224,7 +224,8 @@ class EpisodeManagerNode(Node):
             record, latency = self.run_episode(i)
             report.add(record, latency)
             if cfg.episodes_path:
-                append_json_line(cfg.episodes_path, report.episodes[-1])
+                record = json_safe(report.episodes[-1].to_dict())
+                append_json_line(cfg.episodes_path, json.dumps(record, allow_nan=False))
             self._echo("[episode_manager] " + format_episode(record, i, n, report.successes))
         self._send(EpisodeCommand.stop(ros_now_s(self)))
         report.wall_time_s = time.monotonic() - wall0
@@ -234,30 +235,12 @@ class EpisodeManagerNode(Node):
         return report
 
 
-def append_json_line(path: str, record: EpisodeRecord) -> None:
-    """Append `record` (`EpisodeRecord.to_dict`) as one JSON line to `path`, flushed and fsync'ed."""
-    import json
-    import os
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(json_safe(record.to_dict()), allow_nan=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def main(argv: list[str] | None = None) -> int:
     """`episode_manager_node`: spins in a thread, runs the episodes in the main thread."""
-    rclpy.init(args=sys.argv if argv is None else argv)
-    try:
-        node = EpisodeManagerNode()
-    except Exception as e:  # noqa: BLE001
-        return fail_startup("episode_manager", e)
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-
-    spinner = threading.Thread(target=spin_until_shutdown, args=(executor,), name="episode_manager_spin", daemon=True)
-    spinner.start()
+    started = start_in_background("episode_manager", EpisodeManagerNode, argv)
+    if isinstance(started, int):
+        return started
+    node, executor, spinner = started
     rc = 0
     try:
         report = node.run()

@@ -354,18 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     """`ood_session_node`: start-up in the main thread while the executor spins, then wait for
     the last episode; writes the report. 0 = session complete, 2 = start-up failed, 130 = interrupted."""
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
 
-    from dynaflip_ros.ros.runtime import fail_startup, spin_until_shutdown
+    from dynaflip_ros.ros.runtime import fail_startup, start_in_background
 
-    rclpy.init(args=sys.argv if argv is None else argv)
-    try:
-        node = OodSessionNode()
-    except Exception as e:  # noqa: BLE001
-        return fail_startup("ood_session", e)
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    threading.Thread(target=spin_until_shutdown, args=(executor,), name="ood_session_spin", daemon=True).start()
+    started = start_in_background("ood_session", OodSessionNode, argv, num_threads=4)
+    if isinstance(started, int):
+        return started
+    node, executor, _spinner = started
     try:
         node.start()
         while not node.done.wait(0.5):
