@@ -153,8 +153,6 @@ def run_real(args: argparse.Namespace, pairs: dict[str, tuple[str, str]], condit
         LaunchArgumentError, graph_overrides, ood_session_overrides, read_params_file, write_overrides_file,
     )
 
-    if len(pairs) != 1:
-        raise UserError("--real runs one encoder / policy pair (the one the cell deploys): give one --model")
     (name, (enc, pol)), = pairs.items()
     params = args.params_file or str(resources.params_file("real_cell"))
     doc = read_params_file(params)
@@ -200,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
     pairs = parse_models(args.model)
     if args.real and args.ros:
         raise UserError("--real and --ros are two different cells: choose one")
+    if args.real and len(pairs) != 1:
+        raise UserError("--real runs one encoder / policy pair (the one the cell deploys): give one --model")
     out = Path(args.out)
     if (out / SESSION_FILE).exists():  # SessionFileError (a UserError) before any model loads
         read_session(out), read_episodes(out)
