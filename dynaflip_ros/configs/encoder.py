@@ -23,6 +23,12 @@ from dynaflip_ros.configs.validate import require_choice, require_finite, requir
 #   image          (I_j, L_i, F_i)      language       (I_i, L_j, F_i)      flow (I_i, L_i, F_j)
 #   language_flow  (I_i, L_j, F_j)      image_flow     (I_j, L_i, F_j)      image_language (I_j, L_j, F_i)
 NEGATIVE_SETS: tuple[str, ...] = ("image", "language", "flow", "language_flow", "image_flow", "image_language")
+# Not a mismatched-modality set: (I_j, L_j, F_j), another sample's whole matched tuple. Only the
+# ablation without mismatched-modality negatives uses it (encoder/recipes.py).
+WHOLE_TUPLE = "whole_tuple"
+# What L_align aligns: the three modalities by the triangle energy (DynaFLIP), or two of them by
+# CLIP's pairwise InfoNCE (ablations / baselines), or nothing (temporal-contrastive baseline).
+ALIGNMENTS = ("triangle", "image_language", "image_flow", "none")
 AREA_MODES = ("sqrt", "squared")
 POSITIVE_ENERGY_FORMS = ("difference", "closed_form")
 MOTION_SOURCES = ("tracks", "state", "either", "none")
@@ -166,12 +172,17 @@ class EncoderModelConfig:
 class AlignmentLossConfig:
     """Loss numerics (docs/method.md §1 "Alignment energy", "Contrastive framing", "Auxiliary losses").
 
+    alignment: what L_align aligns (ALIGNMENTS): "triangle" (DynaFLIP: image transition, language
+        and flow by the triangle energy; the fields below), "image_language" / "image_flow" (CLIP's
+        symmetric pairwise InfoNCE between the image transition and one other modality), "none"
+        (no alignment term: the auxiliary losses alone).
     lambda_cos: weight of the language-flow cosine regulariser in E = Area + lambda_cos (1 - <y, z>).
     area_mode: "sqrt": Area = 1/2 sqrt(max(4 Area^2, 0) + area_eps); "squared": Area^2 (ours).
     area_eps: the epsilon under the square root (keeps the gradient finite at zero area).
     positive_energy: "difference" (difference-vector form |u|^2|v|^2 - (u.v)^2 on the float64
         embeddings, accurate for near-identical points) or "closed_form" (float64 cosines).
-    negative_sets: which swapped tuples serve as negatives (subset of NEGATIVE_SETS).
+    negative_sets: which swapped tuples serve as negatives (subset of NEGATIVE_SETS, or
+        (WHOLE_TUPLE,): other samples' whole tuples, no mismatched modality).
     mask_same_language: drop language-swapped negatives whose language means the same as the
         anchor's (same language group: the paraphrases of one phase + target, or the identical
         sentence); they are false negatives (docs/method.md §1 "Contrastive framing").
@@ -183,6 +194,7 @@ class AlignmentLossConfig:
     tcn_temperature: divides the negative distances of the TCN logits (ours).
     """
 
+    alignment: str = "triangle"
     lambda_cos: float = 1.0
     area_mode: str = "sqrt"
     area_eps: float = 1e-8
@@ -199,13 +211,15 @@ class AlignmentLossConfig:
 
     def __post_init__(self) -> None:
         self.negative_sets = tuple(self.negative_sets)
+        require_choice("", "alignment", self.alignment, ALIGNMENTS)
         require_choice("", "area_mode", self.area_mode, AREA_MODES)
         require_choice("", "positive_energy", self.positive_energy, POSITIVE_ENERGY_FORMS)
         if not self.negative_sets:
             raise ValueError("negative_sets must not be empty")
-        bad = [s for s in self.negative_sets if s not in NEGATIVE_SETS]
+        bad = [s for s in self.negative_sets if s not in (*NEGATIVE_SETS, WHOLE_TUPLE)]
         if bad or len(set(self.negative_sets)) != len(self.negative_sets):
-            raise ValueError(f"negative_sets must be distinct names from {NEGATIVE_SETS}, got {self.negative_sets}")
+            raise ValueError(f"negative_sets must be distinct names from {NEGATIVE_SETS + (WHOLE_TUPLE,)}, "
+                             f"got {self.negative_sets}")
         if not self.area_eps >= 0.0:
             raise ValueError(f"area_eps must be >= 0, got {self.area_eps}")
         for name in ("lambda_cos", "lambda_tcn", "lambda_act"):

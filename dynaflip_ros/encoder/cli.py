@@ -16,6 +16,8 @@ EPILOG = """examples:
   dynaflip train-encoder --dataset outputs/demos --out /tmp/enc_smoke --steps 20 --batch-size 8
   dynaflip train-encoder --dataset outputs/demos --out outputs/encoder --resume     # continue a stopped run
   dynaflip train-encoder --dataset outputs/more_demos --out outputs/encoder2 --init outputs/encoder
+  dynaflip train-encoder --dataset outputs/pretrain --out outputs/enc_clip --recipe clip   # a baseline
+  dynaflip train-encoder --out outputs/enc_imagenet --recipe imagenet                     # untrained, frozen
 
 The output directory holds image_encoder.safetensors (the network that runs at inference),
 heads.safetensors (training-only heads), manifest.json (input size, mean/std, embedding dim,
@@ -38,7 +40,12 @@ def register(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--dataset", required=True, help="LeRobotDataset v3 root directory (from `dynaflip record`)")
+    p.add_argument("--dataset", help="LeRobotDataset v3 root directory (from `dynaflip record`); "
+                                     "not needed by the untrained recipes (imagenet, random)")
+    p.add_argument("--recipe", default="dynaflip",
+                   help="objective: dynaflip (default), an ablation (area_only, no_flow, no_language, no_aux, "
+                        "no_mismatched_negatives) or a baseline (tcn, clip; imagenet and random: saved untrained); "
+                        "applied over --config (encoder/recipes.py)")
     p.add_argument("--config", default=None, help="YAML with sections model/loss/data/train (default: built-in defaults, see config/encoder.yaml)")
     t = p.add_argument_group("training (override the config's train section)")
     t.add_argument("--steps", type=int, default=None, help="override train.steps")
@@ -67,7 +74,14 @@ def run(args: argparse.Namespace) -> int:
     from dynaflip_ros.errors import UserError
 
     # A bad or missing config file: ConfigError / OSError, one line from dynaflip_ros.cli.main (exit 2).
+    from dynaflip_ros.encoder.recipes import apply_recipe, get_recipe, save_untrained
+
     cfg = load_yaml(EncoderConfig, args.config) if args.config else EncoderConfig()
+    try:
+        recipe = get_recipe(args.recipe)
+        cfg = apply_recipe(cfg, recipe.name)
+    except ValueError as e:
+        raise UserError(f"--recipe: {e}") from e
     overrides = {k: v for k, v in (
         ("steps", args.steps), ("batch_size", args.batch_size), ("seed", args.seed), ("num_threads", args.threads))
         if v is not None}
@@ -76,15 +90,20 @@ def run(args: argparse.Namespace) -> int:
             cfg.train = dataclasses.replace(cfg.train, **overrides)
         except ValueError as e:  # the train config's own range checks on the flag values
             raise UserError(f"bad config: {e}") from e
-    if not Path(args.dataset).is_dir():
-        raise UserError(f"--dataset {args.dataset} is not a directory")
+    if not recipe.trained:
+        manifest = save_untrained(args.out, cfg, recipe.name, seed=cfg.train.seed)
+        print(f"encoder ({recipe.name}, untrained) written to {args.out}: embedding_dim {manifest.embedding_dim}, "
+              f"sha256 {manifest.weights_sha256}")
+        return 0
+    if args.dataset is None or not Path(args.dataset).is_dir():
+        raise UserError(f"--dataset {args.dataset} is not a directory (recipe {recipe.name} trains on it)")
     if args.init is not None and not Path(args.init).is_dir():
         raise UserError(f"--init {args.init} is not a directory")
 
     from dynaflip_ros.encoder.train import train_encoder
 
     result = train_encoder(args.dataset, args.out, cfg, device=args.device, progress=not args.no_progress,
-                           init=args.init, resume=args.resume)
+                           init=args.init, resume=args.resume, recipe=recipe.name)
     print(
         f"encoder written to {result.out_dir}: embedding_dim {result.manifest.embedding_dim}, "
         f"input {tuple(result.manifest.input_hw)}, sha256 {result.manifest.weights_sha256}, "

@@ -48,10 +48,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from dynaflip_ros.configs.encoder import NEGATIVE_SETS, AlignmentLossConfig
+from dynaflip_ros.configs.encoder import NEGATIVE_SETS, WHOLE_TUPLE, AlignmentLossConfig
 
 # Negative sets that take the language from sample j (subject to the same-language mask).
-LANGUAGE_SWAPPED_SETS = frozenset({"language", "language_flow", "image_language"})
+LANGUAGE_SWAPPED_SETS = frozenset({"language", "language_flow", "image_language", WHOLE_TUPLE})
 
 
 # ------------------------------------------------------------------------------ triangle area
@@ -161,7 +161,9 @@ def negative_cosines(
         return s_il.T, d_if[None, :], s_lf
     if negative_set == "image_language":  # (I_j, L_j, F_i)
         return d_il[None, :], s_if.T, s_lf.T
-    raise ValueError(f"unknown negative set {negative_set!r}; valid: {NEGATIVE_SETS}")
+    if negative_set == WHOLE_TUPLE:  # (I_j, L_j, F_j): another sample's matched tuple
+        return d_il[None, :], d_if[None, :], d_lf[None, :]
+    raise ValueError(f"unknown negative set {negative_set!r}; valid: {NEGATIVE_SETS + (WHOLE_TUPLE,)}")
 
 
 def inverse_temperature(logit_scale: torch.Tensor, cfg: AlignmentLossConfig) -> torch.Tensor:
@@ -229,12 +231,7 @@ def alignment_infonce(
         e_pos = energy_from_area_sq(area_sq_pos, torch.diagonal(s_lf), cfg)  # (B,)
 
         eye = torch.eye(b, dtype=torch.bool, device=x.device)
-        same_text = None
-        if cfg.mask_same_language:
-            for ids in (text_ids, language_ids):
-                if ids is not None:
-                    same = ids[:, None] == ids[None, :]  # (B, B)
-                    same_text = same if same_text is None else same_text | same
+        same_text = _same_language(text_ids, language_ids) if cfg.mask_same_language else None
         energies, valids = [], []
         for name in cfg.negative_sets:
             a_, b_, c_ = negative_cosines(s_il, s_if, s_lf, name)
@@ -264,6 +261,77 @@ def alignment_infonce(
         accuracy=accuracy,
         temperature=float(1.0 / scale.detach()),
     )
+
+
+def pairwise_infonce(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    logit_scale: torch.Tensor,
+    cfg: AlignmentLossConfig,
+    same: torch.Tensor | None = None,
+) -> AlignmentResult:
+    """CLIP's symmetric InfoNCE between matched rows of a and b (Radford et al. 2021, "Learning
+    Transferable Visual Models From Natural Language Supervision", Fig. 3): logits = cos(a_i, b_j)
+    / tau over the B x B pairs, loss = mean of the cross-entropies over rows (a -> b) and columns
+    (b -> a) with the matched pair as the target.
+
+    a, b: (B, D) embeddings (normalised here in float64); logit_scale: scalar (log 1/tau, clamped
+    as in `inverse_temperature`); same: optional (B, B) bool, pairs that are not negatives (e.g.
+    the same language: false negatives), removed except the diagonal. The result's energies are
+    1 - cos. Raises ValueError on mismatched shapes or B < 2.
+    """
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(f"a and b must both be (B, D), got {tuple(a.shape)} and {tuple(b.shape)}")
+    n = a.shape[0]
+    if n < 2:
+        raise ValueError(f"InfoNCE needs a batch of >= 2 samples, got {n}")
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        s = _unit64(a) @ _unit64(b).T  # (B, B) float64 cosines
+        eye = torch.eye(n, dtype=torch.bool, device=a.device)
+        valid = ~(same & ~eye) if same is not None else torch.ones_like(eye)
+        scale = inverse_temperature(logit_scale, cfg)
+        logits = (s * scale).masked_fill(~valid, float("-inf"))  # (B, B)
+        target = torch.arange(n, device=a.device)
+        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        with torch.no_grad():
+            off = s.masked_fill(~valid | eye, float("-inf"))
+            accuracy = float((torch.diagonal(s) > off.max(dim=1).values).double().mean())
+            neg = (1.0 - s)[valid & ~eye]
+    return AlignmentResult(loss=loss, logits=logits, valid=valid, positive_energy=1.0 - torch.diagonal(s),
+                           negative_energy_mean=float(neg.mean()) if neg.numel() else float("nan"),
+                           accuracy=accuracy, temperature=float(1.0 / scale.detach()))
+
+
+def _same_language(text_ids: torch.Tensor | None, language_ids: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, B) bool: same sentence or same language group (None: no ids given)."""
+    same = None
+    for ids in (text_ids, language_ids):
+        if ids is not None:
+            m = ids[:, None] == ids[None, :]
+            same = m if same is None else same | m
+    return same
+
+
+def alignment_term(
+    z_image: torch.Tensor,
+    z_language: torch.Tensor,
+    z_flow: torch.Tensor,
+    logit_scale: torch.Tensor,
+    cfg: AlignmentLossConfig,
+    text_ids: torch.Tensor | None = None,
+    language_ids: torch.Tensor | None = None,
+) -> AlignmentResult | None:
+    """L_align of `cfg.alignment`: the triangle InfoNCE (`alignment_infonce`), a pairwise InfoNCE
+    of the image transition with language (same-language pairs masked when
+    `cfg.mask_same_language`) or with flow (`pairwise_infonce`), or None ("none")."""
+    if cfg.alignment == "triangle":
+        return alignment_infonce(z_image, z_language, z_flow, logit_scale, cfg, text_ids, language_ids)
+    if cfg.alignment == "image_language":
+        same = _same_language(text_ids, language_ids) if cfg.mask_same_language else None
+        return pairwise_infonce(z_image, z_language, logit_scale, cfg, same)
+    if cfg.alignment == "image_flow":
+        return pairwise_infonce(z_image, z_flow, logit_scale, cfg)
+    return None
 
 
 # ------------------------------------------------------------------------------ auxiliary losses
@@ -358,7 +426,8 @@ def dynaflip_loss(
     language_ids: torch.Tensor | None = None,
     flow_valid: torch.Tensor | None = None,
 ) -> LossTerms:
-    """Full objective L = L_align + lambda_tcn L_tcn + lambda_act L_actor (DynaFLIP paper §2.2).
+    """Full objective L = L_align + lambda_tcn L_tcn + lambda_act L_actor (DynaFLIP paper §2.2);
+    L_align as `cfg.alignment` says (`alignment_term`; 0 for "none").
 
     z_image, z_language, z_flow: (B, J); logit_scale: scalar; tcn_embeddings: (B, 3, D) image
     embeddings f(o) of frames s0 < s1 < s2; episode_ids, text_ids, language_ids: (B,);
@@ -367,8 +436,8 @@ def dynaflip_loss(
     """
     if tcn_embeddings.ndim != 3 or tcn_embeddings.shape[1] != 3:
         raise ValueError(f"tcn_embeddings must be (B, 3, D), got {tuple(tcn_embeddings.shape)}")
-    align = alignment_infonce(z_image, z_language, z_flow, logit_scale, cfg, text_ids, language_ids)
-    l_align = align.loss.to(torch.float32)
+    align = alignment_term(z_image, z_language, z_flow, logit_scale, cfg, text_ids, language_ids)
+    l_align = align.loss.to(torch.float32) if align is not None else z_image.new_zeros(())
     l_tcn, tcn_acc = tcn_loss(
         tcn_embeddings[:, 0], tcn_embeddings[:, 1], tcn_embeddings[:, 2], episode_ids,
         temperature=cfg.tcn_temperature, normalize=cfg.tcn_normalize,
@@ -380,10 +449,9 @@ def dynaflip_loss(
         "loss_align": float(l_align.detach()),
         "loss_tcn": float(l_tcn.detach()),
         "loss_actor": float(l_act.detach()),
-        "align_acc": align.accuracy,
         "tcn_acc": tcn_acc,
-        "energy_pos": float(align.positive_energy.detach().mean()),
-        "energy_neg": align.negative_energy_mean,
-        "temperature": align.temperature,
     }
+    if align is not None:  # without an alignment term (cfg.alignment "none") these do not exist
+        stats.update(align_acc=align.accuracy, energy_pos=float(align.positive_energy.detach().mean()),
+                     energy_neg=align.negative_energy_mean, temperature=align.temperature)
     return LossTerms(total=total, align=l_align, tcn=l_tcn, actor=l_act, stats=stats)

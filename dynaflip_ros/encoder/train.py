@@ -83,11 +83,12 @@ class TrainResult:
 
 
 def _say_step(record: dict[str, Any]) -> str:
+    nan = float("nan")  # the alignment figures are absent without an alignment term
     return (
         f"[train-encoder] step {record['step']:>6d} loss {record['loss']:.4f} align {record['loss_align']:.4f} "
-        f"tcn {record['loss_tcn']:.4f} actor {record['loss_actor']:.4f} | acc align {record['align_acc']:.2f} "
-        f"tcn {record['tcn_acc']:.2f} | E+ {record['energy_pos']:.3f} E- {record['energy_neg']:.3f} "
-        f"tau {record['temperature']:.4f} lr {record['lr']:.2e} {record['step_time_s']:.2f} s/step"
+        f"tcn {record['loss_tcn']:.4f} actor {record['loss_actor']:.4f} | acc align {record.get('align_acc', nan):.2f} "
+        f"tcn {record['tcn_acc']:.2f} | E+ {record.get('energy_pos', nan):.3f} E- {record.get('energy_neg', nan):.3f} "
+        f"tau {record.get('temperature', nan):.4f} lr {record['lr']:.2e} {record['step_time_s']:.2f} s/step"
     )
 
 
@@ -102,6 +103,7 @@ def train_encoder(
     verbose: bool = True,
     init: str | Path | None = None,
     resume: bool = False,
+    recipe: str = "dynaflip",
 ) -> TrainResult:
     """Pre-train the DynaFLIP encoder on the dataset at `dataset_root`; write the artifact to `out_dir`.
 
@@ -110,7 +112,8 @@ def train_encoder(
     device: torch device string ("cpu", "cuda"). progress: tqdm bars; verbose: print the data
     summary and one line per logged step to stdout. init: an encoder artifact directory to start
     from (`encoder.checkpoint.init_from_artifact`; the ImageNet init is skipped). resume:
-    continue from the checkpoint in `out_dir/checkpoints` (same config, dataset and init, else
+    recipe: the `encoder.recipes` name `cfg` was built with (recorded in the manifest's run info).
+    resume: continue from the checkpoint in `out_dir/checkpoints` (same config, dataset and init, else
     EncoderCheckpointError; a complete run: nothing left to do, the artifact is rewritten); with
     no checkpoint there, a fresh run (said on stdout). Without `resume` a fresh run deletes any
     checkpoint there. Returns TrainResult. Raises FileNotFoundError / TripletDataError from
@@ -191,6 +194,7 @@ def train_encoder(
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
     run_info: dict[str, Any] = {
+        "recipe": recipe,
         "dataset": str(Path(dataset_root).resolve()),
         "steps": tc.steps,
         "data": summary,
