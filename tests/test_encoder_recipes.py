@@ -60,6 +60,29 @@ def test_pairwise_infonce_is_clips_symmetric_loss():
         pairwise_infonce(a[:1], b[:1], scale, cfg)
 
 
+def test_dynamo_loss_terms():
+    from dynaflip_ros.encoder.losses import covariance_loss, dynamics_loss
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(400, 4, generator=g, dtype=torch.float64)
+    import numpy as np
+
+    c = np.cov(x.numpy(), rowvar=False)  # (4, 4), ddof 1
+    assert float(covariance_loss(x)) == pytest.approx(float((c ** 2).sum() - (np.diag(c) ** 2).sum()) / 4, rel=1e-9)
+    y = torch.cat([x[:, :1], x[:, :1]], dim=1)  # two identical columns: cov 1 off the diagonal, twice
+    assert float(covariance_loss(y)) == pytest.approx(2 * float(x[:, 0].var()) ** 2 / 2, rel=1e-9)
+    target = torch.randn(8, 4, generator=g)
+    loss, cos = dynamics_loss(target.clone(), target, x.float(), cov_weight=0.0)
+    assert float(loss) == pytest.approx(0.0, abs=1e-6) and cos == pytest.approx(1.0, abs=1e-6)
+    pred = torch.randn(8, 4, generator=g, requires_grad=True)
+    tgt = target.clone().requires_grad_(True)
+    loss, _ = dynamics_loss(pred, tgt, x.float(), cov_weight=0.04)
+    loss.backward()
+    assert pred.grad.abs().sum() > 0 and tgt.grad is None  # the target is a stop-gradient
+    with pytest.raises(ValueError, match="must be equal"):
+        dynamics_loss(pred, target[:, :3], x.float(), 0.04)
+
+
 def test_whole_tuple_negatives_are_the_other_samples_matched_energies():
     cfg = AlignmentLossConfig(negative_sets=(WHOLE_TUPLE,), mask_same_language=False, positive_energy="closed_form")
     (x, y, z), *_ = _inputs(requires_grad=False)
@@ -78,19 +101,25 @@ def test_whole_tuple_negatives_are_the_other_samples_matched_energies():
 def test_each_trained_recipes_loss_on_small_inputs(name):
     cfg = apply_recipe(EncoderConfig(), name).loss
     (zi, zl, zf), tcn, flow_pred, flow_target = _inputs()
+    nxt = torch.randn(B, 8, requires_grad=True)  # the dynamics heads' prediction of the next embedding
+    dynamics = (nxt, tcn[:, 1], tcn[:, :2].flatten(0, 1))
     terms = dynaflip_loss(zi, zl, zf, torch.tensor(math.log(1 / 0.07)), tcn, torch.arange(B) % 3, flow_pred,
-                          flow_target, cfg, text_ids=torch.arange(B), language_ids=torch.arange(B))
+                          flow_target, cfg, text_ids=torch.arange(B), language_ids=torch.arange(B),
+                          dynamics=dynamics if cfg.lambda_dyn > 0 else None)
     assert torch.isfinite(terms.total)
+    dyn = cfg.lambda_dyn * float(terms.dyn) if terms.dyn is not None else 0.0
     assert float(terms.total) == pytest.approx(float(terms.align + cfg.lambda_tcn * terms.tcn
-                                                     + cfg.lambda_act * terms.actor), rel=1e-6)
+                                                     + cfg.lambda_act * terms.actor) + dyn, rel=1e-6)
     terms.total.backward()
     grads = {n: float(t.grad.abs().sum()) if t.grad is not None else 0.0
-             for n, t in (("image", zi), ("language", zl), ("flow", zf), ("tcn", tcn), ("actor", flow_pred))}
+             for n, t in (("image", zi), ("language", zl), ("flow", zf), ("tcn", tcn), ("actor", flow_pred),
+                          ("dynamics", nxt))}
     aligned = {"triangle": {"image", "language", "flow"}, "image_language": {"image", "language"},
                "image_flow": {"image", "flow"}, "none": set()}[cfg.alignment]
     for modality in ("image", "language", "flow"):
         assert (grads[modality] > 0) == (modality in aligned), (name, grads)
-    assert (grads["tcn"] > 0) == (cfg.lambda_tcn > 0) and (grads["actor"] > 0) == (cfg.lambda_act > 0), (name, grads)
+    assert (grads["tcn"] > 0) == (cfg.lambda_tcn > 0 or cfg.lambda_dyn > 0), (name, grads)  # dynamo: covariance
+    assert (grads["actor"] > 0) == (cfg.lambda_act > 0) and (grads["dynamics"] > 0) == (cfg.lambda_dyn > 0), (name, grads)
     assert ("align_acc" in terms.stats) == (cfg.alignment != "none")
 
 
@@ -155,4 +184,6 @@ def test_each_trained_recipe_runs_through_the_trainer(name, tiny_dataset, tmp_pa
     log = [json.loads(line) for line in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "loss_align" in r]
     assert steps and all(math.isfinite(r["loss"]) for r in steps)
-    assert all((r["loss_align"] == 0.0) == (name == "tcn") for r in steps)
+    no_alignment = apply_recipe(cfg, name).loss.alignment == "none"
+    assert all((r["loss_align"] == 0.0) == no_alignment for r in steps)
+    assert all(("loss_dyn" in r) == (name == "dynamo") for r in steps)

@@ -82,6 +82,8 @@ class EncoderModelConfig:
     flow_point_hidden_dim: width of the per-point MLP of h_F (over each point's trajectory).
     flow_hidden_dim: hidden width of h_F after pooling + the detached image feature.
     actor_hidden_dim: hidden width of the actor head f(o_t) -> (T, N, 3) flow.
+    dynamics_latent_dim: width of the latent transition of the DynaMo heads (only built when
+        loss.lambda_dyn > 0; inverse model (f(o_t), f(o_t+k)) -> z, forward model (f(o_t), z) -> f(o_t+k)).
     bn_mode: "train" (BatchNorm statistics update during training) or "frozen" (ImageNet
         statistics kept, affine parameters still trained).
     channels_last: run the trunk in channels-last memory format (about 2x faster on CPU).
@@ -111,6 +113,7 @@ class EncoderModelConfig:
     flow_point_hidden_dim: int = 128
     flow_hidden_dim: int = 256
     actor_hidden_dim: int = 256
+    dynamics_latent_dim: int = 16
     bn_mode: str = "train"
     channels_last: bool = True
     output_tokens: bool = False
@@ -128,7 +131,7 @@ class EncoderModelConfig:
             raise ValueError(f"input_hw {self.input_hw} too small: need >= {2 * stride} px for stride {stride}")
         for name in (
             "num_keypoints", "embedding_dim", "joint_dim", "projection_hidden_dim", "text_dim",
-            "text_hidden_dim", "flow_point_hidden_dim", "flow_hidden_dim", "actor_hidden_dim",
+            "text_hidden_dim", "flow_point_hidden_dim", "flow_hidden_dim", "actor_hidden_dim", "dynamics_latent_dim",
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -190,6 +193,8 @@ class AlignmentLossConfig:
         clamped to [0, logit_scale_max = log(100)] as in CLIP (Radford et al. 2021) (ours).
     learn_temperature: False keeps logit_scale fixed at its init.
     lambda_tcn / lambda_act: weights of the temporal-contrastive and actor losses.
+    lambda_dyn: weight of the DynaMo dynamics loss (0: off, and the model has no dynamics heads;
+        the `dynamo` recipe); dyn_cov_weight: weight of its VICReg covariance term (DynaMo: 0.04).
     tcn_normalize: L2-normalise f(o) before the TCN distances (bounds them in [0, 2], ours).
     tcn_temperature: divides the negative distances of the TCN logits (ours).
     """
@@ -206,6 +211,8 @@ class AlignmentLossConfig:
     learn_temperature: bool = True
     lambda_tcn: float = 0.5
     lambda_act: float = 0.5
+    lambda_dyn: float = 0.0
+    dyn_cov_weight: float = 0.04
     tcn_normalize: bool = True
     tcn_temperature: float = 0.1
 
@@ -222,7 +229,7 @@ class AlignmentLossConfig:
                              f"got {self.negative_sets}")
         if not self.area_eps >= 0.0:
             raise ValueError(f"area_eps must be >= 0, got {self.area_eps}")
-        for name in ("lambda_cos", "lambda_tcn", "lambda_act"):
+        for name in ("lambda_cos", "lambda_tcn", "lambda_act", "lambda_dyn", "dyn_cov_weight"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0.0):
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
         if not 0.0 < self.logit_scale_max < 20.0:

@@ -399,17 +399,46 @@ def actor_loss(flow_pred: torch.Tensor, flow_target: torch.Tensor, valid: torch.
     return sq.sum() / w.sum().clamp_min(1).to(flow_pred.dtype)
 
 
+def covariance_loss(x: torch.Tensor) -> torch.Tensor:
+    """VICReg's covariance term (Bardes et al. 2022, "VICReg", eq. 4): with C the (D, D)
+    covariance of the rows of x (N, D) over the batch, sum of the squared off-diagonal entries / D.
+    Raises ValueError for fewer than 2 rows."""
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"x must be (N >= 2, D), got {tuple(x.shape)}")
+    xc = x - x.mean(dim=0)
+    c = xc.T @ xc / (x.shape[0] - 1)  # (D, D)
+    off = c - torch.diag(torch.diagonal(c))
+    return (off ** 2).sum() / x.shape[1]
+
+
+def dynamics_loss(next_pred: torch.Tensor, next_target: torch.Tensor, embeddings: torch.Tensor,
+                  cov_weight: float) -> tuple[torch.Tensor, float]:
+    """DynaMo's objective (Cui et al. 2024, "DynaMo: In-Domain Dynamics Pretraining for Visuo-Motor
+    Control", §3): 1 - cos(s_hat_{t+1}, sg(s_{t+1})) averaged over the batch, + cov_weight *
+    `covariance_loss(embeddings)`. next_pred / next_target: (B, D) predicted and actual next
+    embeddings (the target is detached here); embeddings: (N, D) the encoder outputs the
+    covariance term sees. Returns (loss, mean cosine). Raises ValueError on mismatched shapes."""
+    if next_pred.shape != next_target.shape or next_pred.ndim != 2:
+        raise ValueError(f"next_pred {tuple(next_pred.shape)} and next_target {tuple(next_target.shape)} must be "
+                         "equal (B, D)")
+    cos = F.cosine_similarity(next_pred, next_target.detach(), dim=-1)  # (B,)
+    loss = (1.0 - cos).mean() + cov_weight * covariance_loss(embeddings)
+    return loss, float(cos.detach().mean())
+
+
 # ------------------------------------------------------------------------------ total
 @dataclass
 class LossTerms:
-    """total = align + lambda_tcn * tcn + lambda_act * actor (float32 scalars with grad) and
-    `stats`: floats for logging (loss terms, accuracies, energies, temperature)."""
+    """total = align + lambda_tcn * tcn + lambda_act * actor + lambda_dyn * dyn (float32 scalars
+    with grad; dyn 0 without dynamics) and `stats`: floats for logging (loss terms, accuracies,
+    energies, temperature)."""
 
     total: torch.Tensor
     align: torch.Tensor
     tcn: torch.Tensor
     actor: torch.Tensor
     stats: dict[str, float] = field(default_factory=dict)
+    dyn: torch.Tensor | None = None
 
 
 def dynaflip_loss(
@@ -425,6 +454,7 @@ def dynaflip_loss(
     text_ids: torch.Tensor | None = None,
     language_ids: torch.Tensor | None = None,
     flow_valid: torch.Tensor | None = None,
+    dynamics: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> LossTerms:
     """Full objective L = L_align + lambda_tcn L_tcn + lambda_act L_actor (DynaFLIP paper §2.2);
     L_align as `cfg.alignment` says (`alignment_term`; 0 for "none").
@@ -432,7 +462,9 @@ def dynaflip_loss(
     z_image, z_language, z_flow: (B, J); logit_scale: scalar; tcn_embeddings: (B, 3, D) image
     embeddings f(o) of frames s0 < s1 < s2; episode_ids, text_ids, language_ids: (B,);
     flow_pred / flow_target: (B, N, 3T) (normalised flow representation); flow_valid: (B, N)
-    bool, the points the actor loss counts (default all).
+    bool, the points the actor loss counts (default all); dynamics: (next_pred (B, D), next_target
+    (B, D), embeddings (N, D)) for `dynamics_loss`, required when cfg.lambda_dyn > 0.
+    Raises ValueError on bad shapes or missing dynamics.
     """
     if tcn_embeddings.ndim != 3 or tcn_embeddings.shape[1] != 3:
         raise ValueError(f"tcn_embeddings must be (B, 3, D), got {tuple(tcn_embeddings.shape)}")
@@ -444,6 +476,12 @@ def dynaflip_loss(
     )
     l_act = actor_loss(flow_pred, flow_target, flow_valid)
     total = l_align + cfg.lambda_tcn * l_tcn + cfg.lambda_act * l_act
+    l_dyn, dyn_cos = None, None
+    if cfg.lambda_dyn > 0:
+        if dynamics is None:
+            raise ValueError("lambda_dyn > 0 needs the dynamics predictions (the model's dynamics heads)")
+        l_dyn, dyn_cos = dynamics_loss(*dynamics, cfg.dyn_cov_weight)
+        total = total + cfg.lambda_dyn * l_dyn
     stats = {
         "loss": float(total.detach()),
         "loss_align": float(l_align.detach()),
@@ -451,7 +489,9 @@ def dynaflip_loss(
         "loss_actor": float(l_act.detach()),
         "tcn_acc": tcn_acc,
     }
+    if l_dyn is not None:
+        stats.update(loss_dyn=float(l_dyn.detach()), dyn_cos=dyn_cos)
     if align is not None:  # without an alignment term (cfg.alignment "none") these do not exist
         stats.update(align_acc=align.accuracy, energy_pos=float(align.positive_energy.detach().mean()),
                      energy_neg=align.negative_energy_mean, temperature=align.temperature)
-    return LossTerms(total=total, align=l_align, tcn=l_tcn, actor=l_act, stats=stats)
+    return LossTerms(total=total, align=l_align, tcn=l_tcn, actor=l_act, stats=stats, dyn=l_dyn)

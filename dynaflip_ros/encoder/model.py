@@ -279,7 +279,8 @@ class ActorHead(nn.Module):
 class DynaFlipOutputs:
     """Embeddings of one batch. image_features (B, V, D): f of every view; z_* (B, J) unit
     vectors; flow_target / flow_pred (B, N, 3T) normalised flow (ground truth, invalid points
-    zeroed / actor); flow_valid (B, N) bool."""
+    zeroed / actor); flow_valid (B, N) bool; next_pred (B, D): the DynaMo heads' prediction of
+    f(o_t+k) from f(o_t) and the inferred latent transition (None without the heads)."""
 
     image_features: torch.Tensor
     z_image: torch.Tensor
@@ -288,6 +289,7 @@ class DynaFlipOutputs:
     flow_target: torch.Tensor
     flow_pred: torch.Tensor
     flow_valid: torch.Tensor
+    next_pred: torch.Tensor | None = None
 
 
 class DynaFlipModel(nn.Module):
@@ -304,6 +306,10 @@ class DynaFlipModel(nn.Module):
         self.flow_encoder = FlowEncoder(d.flow_window, m.embedding_dim, m.flow_point_hidden_dim, m.flow_hidden_dim, m.joint_dim)
         self.actor = ActorHead(m.embedding_dim, m.actor_hidden_dim, d.flow_window, flow_points(d))
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.loss.logit_scale_init)), requires_grad=cfg.loss.learn_temperature)
+        if cfg.loss.lambda_dyn > 0:  # DynaMo (encoder/recipes.py "dynamo"): one transition (o_t, o_t+k)
+            self.inverse_dynamics = _mlp(2 * m.embedding_dim, m.projection_hidden_dim, m.dynamics_latent_dim)
+            self.forward_dynamics = _mlp(m.embedding_dim + m.dynamics_latent_dim, m.projection_hidden_dim,
+                                         m.embedding_dim)
 
     def transition_embedding(self, f_t: torch.Tensor, f_tk: torch.Tensor) -> torch.Tensor:
         """z_I (B, J) from f(o_t), f(o_t+k) (B, D)."""
@@ -347,7 +353,16 @@ class DynaFlipModel(nn.Module):
             flow_target=flow_feats,
             flow_pred=self.actor(f_t),
             flow_valid=flow_valid,
+            next_pred=self._next_embedding(f_t, f_tk),
         )
+
+    def _next_embedding(self, f_t: torch.Tensor, f_tk: torch.Tensor) -> torch.Tensor | None:
+        """DynaMo heads: latent z = inverse([f_t, f_tk]) (B, dynamics_latent_dim), then
+        forward([f_t, z]) (B, D); None without the heads."""
+        if not hasattr(self, "inverse_dynamics"):
+            return None
+        z = self.inverse_dynamics(torch.cat([f_t, f_tk], dim=-1))
+        return self.forward_dynamics(torch.cat([f_t, z], dim=-1))
 
     def heads_state_dict(self) -> dict[str, torch.Tensor]:
         """State of everything but the image encoder (heads.safetensors)."""

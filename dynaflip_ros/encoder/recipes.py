@@ -15,10 +15,9 @@ at all. What each one tests:
 | no_mismatched_negatives | triangle InfoNCE whose negatives are only other samples' whole tuples (I_j, L_j, F_j) | DynaFLIP ablation "no mismatched-modality negatives" (our reading: no tuple mixes modalities of two samples) |
 | tcn | the time-contrastive loss alone (lambda_tcn 1, no alignment, no actor) | R3M / TCN (Nair et al. 2022; Sermanet et al. 2018) |
 | clip | image transition - language pairwise InfoNCE alone (no TCN, no actor) | CLIP-style (Radford et al. 2021) |
+| dynamo | DynaMo's dynamics loss alone: an inverse model infers a latent transition z from (f(o_t), f(o_t+k)), a forward model predicts f(o_t+k) from (f(o_t), z); 1 - cos to the stop-gradient target + 0.04 VICReg covariance | DynaMo (Cui et al. 2024), on one transition instead of its causal window of frames |
 | imagenet | not trained: the ImageNet EfficientNet-Lite0 trunk + the keypoint head at its seeded initialisation, frozen | ImageNet baseline |
 | random | not trained: the whole image encoder at its seeded random initialisation, frozen | random-init baseline |
-
-Not here yet: DynaMo (inverse + forward dynamics with covariance regularisation; issue 13).
 """
 from __future__ import annotations
 
@@ -54,6 +53,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("tcn", "time-contrastive loss alone", loss={"alignment": "none", "lambda_tcn": 1.0, "lambda_act": 0.0}),
     Recipe("clip", "image transition - language pairwise InfoNCE alone",
            loss={"alignment": "image_language", "lambda_tcn": 0.0, "lambda_act": 0.0}),
+    Recipe("dynamo", "DynaMo: inverse + forward dynamics in embedding space, covariance-regularised",
+           loss={"alignment": "none", "lambda_tcn": 0.0, "lambda_act": 0.0, "lambda_dyn": 1.0}),
     Recipe("imagenet", "ImageNet EfficientNet-Lite0 trunk + keypoint head at init, frozen", model={"pretrained": True},
            trained=False),
     Recipe("random", "random initialisation, frozen", model={"pretrained": False}, trained=False),

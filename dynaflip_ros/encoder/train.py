@@ -228,6 +228,8 @@ def train_encoder(
             outputs.image_features[:, list(batch.tcn_views)], torch.from_numpy(batch.episode_ids).to(device),
             outputs.flow_pred, outputs.flow_target, cfg.loss, text_ids,
             torch.from_numpy(batch.language_ids).to(device), flow_valid,
+            dynamics=None if outputs.next_pred is None else (
+                outputs.next_pred, outputs.image_features[:, 1], outputs.image_features[:, :2].flatten(0, 1)),
         )
         if not torch.isfinite(terms.total):
             raise FloatingPointError(f"step {step}: non-finite loss {terms.stats}")
