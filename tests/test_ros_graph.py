@@ -299,11 +299,22 @@ def test_graph_combined_inference_one_episode(tiny_models, tiny_ensemble, tmp_pa
     """The CPU-frugal layout: no encoder process, the policy node embeds the camera images itself
     and publishes encoder_info; the episode runs as in the separate layout."""
 
+    import yaml
+
+    from dynaflip_ros import resources
+
     enc_dir, _single, sha = tiny_models
     results = tmp_path / "results.json"
+    # the episode manager also appends each episode as a JSON line and resets under an OOD
+    # condition (what `dynaflip eval-ood --ros` sets; params file copy with those two values)
+    params = yaml.safe_load(resources.params_file("pick_into_sink").read_text())
+    lines = tmp_path / "episodes.jsonl"
+    params["episode_manager"]["ros__parameters"].update(episodes_path=str(lines), condition="lighting:0.5")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
     rc, probe = _launch_one_episode(monkeypatch, ["--combined-inference", "--seed", "1", "--episode-timeout-s", "5",
                                                   "--encoder", str(enc_dir), "--policy", str(tiny_ensemble),
-                                                  "--out", str(results)])
+                                                  "--out", str(results), "--params-file", str(params_file)])
     out = capsys.readouterr().out
     assert rc == 0, out[-4000:]
     assert "[encoder" not in out and "[policy" in out  # no encoder process
@@ -316,3 +327,6 @@ def test_graph_combined_inference_one_episode(tiny_models, tiny_ensemble, tmp_pa
     assert ep["driver"]["chunks"]["queued"] > 0 and ep["action_age_ms"]["n"] > 0
     chunk_stamps = [cv.stamp_to_s(c.header.stamp) for c in probe.chunks]
     assert chunk_stamps and np.mean([s in probe.image_stamps for s in chunk_stamps]) >= 0.5
+    appended = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert len(appended) == 1 and appended[0]["seed"] == ep["seed"] and appended[0]["outcome"] == ep["outcome"]
+    assert ep["condition"] == "lighting:0.5" and any(st.condition == "lighting:0.5" for st in probe.statuses)

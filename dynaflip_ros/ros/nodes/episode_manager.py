@@ -224,8 +224,7 @@ class EpisodeManagerNode(Node):
             record, latency = self.run_episode(i)
             report.add(record, latency)
             if cfg.episodes_path:
-                record = json_safe(report.episodes[-1].to_dict())
-                append_json_line(cfg.episodes_path, json.dumps(record, allow_nan=False))
+                append_json_line(cfg.episodes_path, json.dumps(json_safe(record.to_dict()), allow_nan=False))
             self._echo("[episode_manager] " + format_episode(record, i, n, report.successes))
         self._send(EpisodeCommand.stop(ros_now_s(self)))
         report.wall_time_s = time.monotonic() - wall0
