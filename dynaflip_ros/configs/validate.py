@@ -137,3 +137,17 @@ def require_non_empty(owner: str, name: str, value: Any) -> Any:
     if not value:
         raise ConfigError(f"{where(owner, name)} must not be empty")
     return value
+
+
+def parse_seed_list(text: str) -> list[int]:
+    """Episode seeds written "A-B" (inclusive) or "A,B,C" (the --seeds flag, the seeds:= launch
+    argument). Raises ValueError for anything else, no seed, a negative or a repeated seed."""
+    try:
+        a, sep, b = text.strip().partition("-")
+        out = list(range(int(a), int(b) + 1)) if sep and a.strip() else [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"seeds {text!r}: expected 'A-B' or 'A,B,C' (integers)") from None
+    if not out or min(out) < 0 or len(set(out)) != len(out):
+        raise ValueError(f"seeds {text!r}: need one or more distinct seeds >= 0")
+    return out
+

@@ -81,6 +81,17 @@ def append_json_line(path: str | Path, line: str) -> None:
         os.fsync(f.fileno())
 
 
+def mcnemar_exact_p(only_first: int, only_second: int) -> float:
+    """Two-sided exact McNemar p-value of paired binary outcomes: the binomial test of only_first
+    successes in the only_first + only_second discordant pairs at probability 1/2
+    (scipy.stats.binomtest). 1.0 without discordant pairs."""
+    if only_first + only_second == 0:
+        return 1.0
+    from scipy.stats import binomtest
+
+    return float(binomtest(only_first, only_first + only_second, 0.5).pvalue)
+
+
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a success rate (scipy.stats.binomtest). (0, 1) for n == 0.
     Raises ValueError unless 0 <= successes <= n."""

@@ -67,7 +67,7 @@ def paired(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     """Seed-by-seed comparison of two evaluation records over the seeds both ran: n, both
     (succeeded in both), only_a, only_b, neither, and the exact two-sided McNemar p-value of the
     discordant pairs (binomial test, p = 0.5; 1.0 without discordant pairs)."""
-    from scipy.stats import binomtest
+    from dynaflip_ros.episodes.record import mcnemar_exact_p
 
     sa = {e["seed"]: e["outcome"] == "success" for e in a.get("episodes", [])}
     sb = {e["seed"]: e["outcome"] == "success" for e in b.get("episodes", [])}
@@ -75,7 +75,7 @@ def paired(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     only_a = sum(sa[s] and not sb[s] for s in seeds)
     only_b = sum(sb[s] and not sa[s] for s in seeds)
     both = sum(sa[s] and sb[s] for s in seeds)
-    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    p = mcnemar_exact_p(only_a, only_b)
     return {"n": len(seeds), "both": both, "only_a": only_a, "only_b": only_b,
             "neither": len(seeds) - both - only_a - only_b, "mcnemar_p": float(p)}
 

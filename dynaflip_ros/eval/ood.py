@@ -67,18 +67,17 @@ def camera_settings(env) -> dict:
             "rotation": [[round(float(v), 5) for v in row] for row in t[:3, :3]]}
 
 
-def open_session(out_dir: Path, asked: OodSession) -> tuple[OodSession, set]:
+def open_session(out_dir: Path, asked: OodSession) -> tuple[OodSession, list[OodEpisode]]:
     """Create the session directory and its session.json, or resume the one there (same
-    identity, `OodSession.check_resume`). Returns (session, keys of finished episodes). Raises
+    identity, `OodSession.check_resume`). Returns (session, its finished episodes). Raises
     SessionFileError for a session of another version or identity."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / "session.json").exists():
         stored = read_session(out_dir)
         stored.check_resume(asked)
-        done = {ep.key for ep in read_episodes(out_dir)}
-        return stored, done
+        return stored, read_episodes(out_dir)
     (out_dir / "session.json").write_text(asked.to_json() + "\n")
-    return asked, set()
+    return asked, []
 
 
 class SessionLog:
@@ -87,10 +86,11 @@ class SessionLog:
 
     def __init__(self, out: Path, asked: OodSession, progress: Callable[[str], None]) -> None:
         self.out, self.progress, self.commit = out, progress, asked.commit
-        self.session, self.done = open_session(out, asked)
+        self.session, finished = open_session(out, asked)
+        self.done = {ep.key for ep in finished}
         self.log = EpisodeLog(out)
         self.wins: dict[tuple[str, str], list[bool]] = {}
-        for ep in read_episodes(out):
+        for ep in finished:
             self.wins.setdefault((ep.model, ep.condition), []).append(ep.outcome == "success")
         s = self.session
         self.total = len(s.seeds) * len(s.models) * len(s.conditions)
@@ -99,13 +99,18 @@ class SessionLog:
                  f"seeds = {self.total} episodes ({s.mode}); {len(self.done)} already done"
                  + (" (resuming)" if self.done else ""))
 
+    def wants_frame(self, model: str, condition: str, seed: int) -> str | None:
+        """The example-frame path (relative to the session dir) of this episode when (model,
+        condition) has no episode yet, else None."""
+        return None if self.wins.get((model, condition)) else frame_path(model, condition, seed)
+
     def example_frame(self, model: str, condition: str, seed: int, env) -> str | None:
         """Save the current frame of `env` when (model, condition) has no episode yet; its path."""
-        if self.wins.get((model, condition)):
+        path = self.wants_frame(model, condition, seed)
+        if path is None:
             return None
         import imageio.v3 as iio
 
-        path = frame_path(model, condition, seed)
         (self.out / path).parent.mkdir(parents=True, exist_ok=True)
         iio.imwrite(self.out / path, env.camera.read().rgb)
         return path

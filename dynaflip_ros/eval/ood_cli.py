@@ -105,17 +105,12 @@ def parse_seeds(seeds: str | None, episodes: int, first: int) -> list[int]:
         if episodes < 1 or first < 0:
             raise UserError(f"--episodes must be >= 1 and --seed >= 0, got {episodes}, {first}")
         return list(range(first, first + episodes))
+    from dynaflip_ros.configs.validate import parse_seed_list
+
     try:
-        if "-" in seeds.strip().lstrip("-"):
-            a, b = (int(v) for v in seeds.split("-"))
-            out = list(range(a, b + 1))
-        else:
-            out = [int(v) for v in seeds.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"--seeds {seeds!r}: expected 'A-B' or 'A,B,C' (integers)") from None
-    if not out or min(out) < 0 or len(set(out)) != len(out):
-        raise UserError(f"--seeds {seeds!r}: need one or more distinct seeds >= 0")
-    return out
+        return parse_seed_list(seeds)
+    except ValueError as e:
+        raise UserError(f"--seeds: {e}") from None
 
 
 def ros_launcher(args: argparse.Namespace, pairs: dict[str, tuple[str, str]]):

@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 from dynaflip_ros.data.dataset_io import atomic_write_bytes, atomic_write_json
-from dynaflip_ros.episodes.record import wilson_interval
+from dynaflip_ros.episodes.record import mcnemar_exact_p, wilson_interval
 from dynaflip_ros.eval.ood_records import (
     NOMINAL, OUTCOMES, OodEpisode, OodSession, SessionFileError, read_episodes, read_session,
 )
@@ -80,17 +80,6 @@ def paired_difference_interval(both: int, only_first: int, only_second: int, nei
     low = p1 - p2 - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
     high = p1 - p2 + math.sqrt(max(0.0, (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2))
     return max(-1.0, low), min(1.0, high)  # the bounds stay in [-1, 1]; this only absorbs rounding
-
-
-def mcnemar_exact_p(only_first: int, only_second: int) -> float:
-    """Two-sided exact McNemar p-value: the binomial test of only_first successes in the
-    only_first + only_second discordant pairs at probability 1/2 (scipy.stats.binomtest).
-    1.0 without discordant pairs."""
-    if only_first + only_second == 0:
-        return 1.0
-    from scipy.stats import binomtest
-
-    return float(binomtest(only_first, only_first + only_second, 0.5).pvalue)
 
 
 def paired_drop(nominal: dict[int, bool], condition: dict[int, bool]) -> dict[str, Any]:

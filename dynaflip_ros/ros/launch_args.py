@@ -300,11 +300,12 @@ def ood_session_overrides(params_doc: dict[str, Any], *, out: str, conditions: s
             raise LaunchArgumentError(f"conditions: {e}") from None
         given["conditions"] = conditions.strip()
     if seeds.strip():
+        from dynaflip_ros.configs.validate import parse_seed_list
+
         try:
-            a, sep, b = seeds.strip().partition("-")
-            given["seeds"] = list(range(int(a), int(b) + 1)) if sep else [int(v) for v in seeds.split(",") if v.strip()]
-        except ValueError:
-            raise LaunchArgumentError(f"seeds {seeds!r}: expected 'A-B' or 'A,B,C'") from None
+            given["seeds"] = parse_seed_list(seeds)
+        except ValueError as e:
+            raise LaunchArgumentError(str(e)) from None
     if model.strip():
         given["model"] = model.strip()
     if episode_timeout_s.strip():

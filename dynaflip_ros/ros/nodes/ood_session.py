@@ -20,7 +20,8 @@ encoder, policy) and drives it the way an operator does:
   end        writes the report and exits 0. ~/abort stops a running episode without recording it.
 
 Subscribed: /dynaflip/encoder_info, /dynaflip/policy_info (LATCHED_QOS), /episode/status,
-            /dynaflip/latency (EVENT_QOS), /camera/color/camera_info, the record_topics (raw).
+            /dynaflip/latency (EVENT_QOS), /camera/color/camera_info, the record_topics and the
+            camera image (raw: recorded as received; one image deserialised per (model, condition) for the example frame).
 Published:  /dynaflip/instruction (LATCHED_QOS), ~/status std_msgs/String JSON: phase, episode
             index / total, the sheet (LATCHED_QOS).
 Services:   ~/confirm, ~/mark_success, ~/mark_wrong_object, ~/mark_failure, ~/abort (std_srvs/Trigger);
@@ -138,9 +139,16 @@ class EpisodeCapture:
         return {"safety": safety, "latency_ms": latency_summary(latency), "frame": self._frame, "camera": dict(self.camera)}
 
     def record(self, topic: str, data: bytes) -> None:
+        """A raw (CDR) message of `topic`: into the bag when recorded; a camera image is
+        deserialised only when the episode's example frame is still wanted."""
         with self._lock:
-            if self._bag is not None:
+            if self._bag is not None and topic in self.topics:
                 self._bag.write(topic, time.time_ns(), data)
+            want = topic == IMAGE_TOPIC and self._want_frame is not None
+        if want:
+            from rclpy.serialization import deserialize_message
+
+            self.image(deserialize_message(data, Image))
 
     def latency(self, msg: String) -> None:
         report = parse_latency_report(msg)
@@ -210,8 +218,7 @@ class OodSessionNode(Node):
         self.create_subscription(String, LATENCY_TOPIC, self.capture.latency, EVENT_QOS, callback_group=recording)
         self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC, self.capture.camera_info, STATE_QOS,
                                  callback_group=recording)
-        self.create_subscription(Image, IMAGE_TOPIC, self.capture.image, IMAGE_QOS, callback_group=recording)
-        for topic in cfg.record_topics:
+        for topic in dict.fromkeys((*cfg.record_topics, IMAGE_TOPIC)):  # one raw subscription per topic
             qos = IMAGE_QOS if topic == IMAGE_TOPIC else LATCHED_QOS if topic == INSTRUCTION_TOPIC else EVENT_QOS
             self.create_subscription(message_class(topic), topic, lambda data, t=topic: self.capture.record(t, data),
                                      qos, raw=True, callback_group=recording)
@@ -321,13 +328,12 @@ class OodSessionNode(Node):
     # ------------------------------------------------------------------ the cell (eval.ood_operator.OperatorCell)
     def start_episode(self, planned) -> None:
         """Instruction, bag, /ur3_driver/start_episode (call with the lock held). Raises RuntimeError."""
-        from dynaflip_ros.eval.ood import condition_slug, frame_path
+        from dynaflip_ros.eval.ood import condition_slug
 
         safe_publish(self, self._instruction_pub, String(data=planned.info.instruction), "instruction")
-        first = not self.log.wins.get((planned.model, planned.condition))
         self.capture.begin(Path(self.config.session_dir) / "bags" / planned.model
                            / f"{condition_slug(planned.condition)}_seed{planned.seed}",
-                           frame_path(planned.model, planned.condition, planned.seed) if first else None)
+                           self.log.wants_frame(planned.model, planned.condition, planned.seed))
         try:
             call_trigger(self._start_cli, "start the episode")
         except RuntimeError:
