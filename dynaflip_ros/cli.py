@@ -34,6 +34,7 @@ VERBS: dict[str, str] = {
     "eval": "dynaflip_ros.eval.cli",
     "eval-ood": "dynaflip_ros.eval.ood_cli",
     "report": "dynaflip_ros.eval.report_cli",
+    "results": "dynaflip_ros.eval.results_cli",
     "probe": "dynaflip_ros.eval.probe_cli",
     "privileged": "dynaflip_ros.eval.privileged_cli",
     "launch": "dynaflip_ros.ros.launch_cli",

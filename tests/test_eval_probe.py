@@ -83,6 +83,10 @@ def test_probe_scores_decodable_and_undecodable_embeddings():
     noise = np.random.default_rng(2).normal(size=(len(tracks), 16))
     bad = probe(noise, state, tracks, valid, episode_index, starts, lengths, objects, seed=0)
     assert bad.groups["objects"].r2 < 0.2 and bad.groups["joints"].r2 < 0.2
+    assert bad.groups["tcp_position"].r2 < 0.2 and bad.groups["tcp_orientation"].r2 < 0.2
+    # the end-effector pose is a non-linear function of the joints (here spread over +-1 rad): a
+    # linear read-out of the joints gets part of it, noise none
+    assert good.groups["tcp_position"].r2 > 0.3
     # the split is by episode: no held-out episode is fitted
     assert len(good.test_episodes) == 30 and good.test_episodes == bad.test_episodes
     assert json.loads(json.dumps(good.to_dict()))["groups"]["objects"]["n_test"] > 0

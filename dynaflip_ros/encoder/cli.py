@@ -18,6 +18,8 @@ EPILOG = """examples:
   dynaflip train-encoder --dataset outputs/more_demos --out outputs/encoder2 --init outputs/encoder
   dynaflip train-encoder --dataset outputs/pretrain --out outputs/enc_clip --recipe clip   # a baseline
   dynaflip train-encoder --out outputs/enc_imagenet --recipe imagenet                     # untrained, frozen
+  torchrun --nproc_per_node 4 "$(which dynaflip)" train-encoder --dataset outputs/pretrain --out outputs/enc \
+      --device cuda --mixed-precision bf16 --config config/encoder_vit_b14.yaml --resume  # 4 GPUs, data parallel
 
 The output directory holds image_encoder.safetensors (the network that runs at inference),
 heads.safetensors (training-only heads), manifest.json (input size, mean/std, embedding dim,
@@ -53,6 +55,8 @@ def register(subparsers) -> None:
     t.add_argument("--seed", type=int, default=None, help="override train.seed")
     t.add_argument("--threads", type=int, default=None, help="override train.num_threads (torch CPU threads)")
     t.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0); default cpu")
+    t.add_argument("--mixed-precision", default="no", choices=("no", "bf16", "fp16"),
+                   help="autocast the forward pass (CUDA only; fp16 with a gradient scaler); default no")
     s = p.add_argument_group("start")
     s.add_argument("--init", metavar="DIR", default=None,
                    help="start from an existing encoder artifact (image encoder + heads; same architecture)")
@@ -102,8 +106,12 @@ def run(args: argparse.Namespace) -> int:
 
     from dynaflip_ros.encoder.train import train_encoder
 
+    if args.mixed_precision != "no" and not args.device.startswith("cuda"):
+        raise UserError(f"--mixed-precision {args.mixed_precision} needs --device cuda")
     result = train_encoder(args.dataset, args.out, cfg, device=args.device, progress=not args.no_progress,
-                           init=args.init, resume=args.resume, recipe=recipe.name)
+                           init=args.init, resume=args.resume, recipe=recipe.name, mixed_precision=args.mixed_precision)
+    if not result.is_main:  # another process of a data-parallel run: rank 0 reports
+        return 0
     print(
         f"encoder written to {result.out_dir}: embedding_dim {result.manifest.embedding_dim}, "
         f"input {tuple(result.manifest.input_hw)}, sha256 {result.manifest.weights_sha256}, "

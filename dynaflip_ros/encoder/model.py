@@ -78,6 +78,16 @@ def load_imagenet_lite0(model: nn.Module) -> None:
     model.load_state_dict(mapped, strict=True)
 
 
+def load_backbone_weights(model: nn.Module, path: str) -> None:
+    """Load a safetensors state dict into a timm backbone, strictly (every tensor, same shapes).
+    Raises FileNotFoundError for a missing file, RuntimeError for tensors that do not fit."""
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"backbone_weights {path}: no such file")
+    model.load_state_dict(load_file(str(path), device="cpu"), strict=True)
+
+
 def keypoint_grid(h: int, w: int) -> torch.Tensor:
     """(h*w, 2) float32 cell-centre coordinates (x, y) in [-1, 1] (x right, y down), row-major
     cells: what a spatial softmax's expectation is taken over."""
@@ -120,10 +130,15 @@ class ImageEncoder(nn.Module):
         self.cfg = cfg
         self.input_hw = tuple(cfg.input_hw)
         timm = _import_timm()
-        net = timm.create_model(cfg.backbone, pretrained=False)
-        if imagenet_init:
-            load_imagenet_lite0(net)
-        self.trunk = nn.Sequential(net.conv_stem, net.bn1, *net.blocks[: cfg.trunk_stages])
+        if cfg.is_vit:  # every block; the patch tokens of the last one are the feature map
+            self.trunk = timm.create_model(cfg.backbone, pretrained=False, img_size=tuple(cfg.input_hw), num_classes=0)
+            if imagenet_init:  # pretrained: the lab's weights file (configs.encoder.EncoderModelConfig)
+                load_backbone_weights(self.trunk, cfg.backbone_weights)
+        else:
+            net = timm.create_model(cfg.backbone, pretrained=False)
+            if imagenet_init:
+                load_imagenet_lite0(net)
+            self.trunk = nn.Sequential(net.conv_stem, net.bn1, *net.blocks[: cfg.trunk_stages])
         channels = cfg.trunk_channels
         self.keypoints = SpatialSoftmax(channels, cfg.num_keypoints, cfg.feature_grid)
         self._token_split = 2 + cfg.token_source_stages  # trunk[:split] ends at the token feature map
@@ -132,8 +147,13 @@ class ImageEncoder(nn.Module):
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != self.input_hw:
             raise ValueError(f"expected (B, 3, {self.input_hw[0]}, {self.input_hw[1]}) input, got {tuple(x.shape)}")
-        early = self.trunk[: self._token_split](x)  # (B, C_tok, h_tok, w_tok)
-        feats = self.trunk[self._token_split :](early)  # (B, C, h, w); the same tensor when token_stages is 0
+        if self.cfg.is_vit:
+            tokens = self.trunk.forward_features(x)[:, self.trunk.num_prefix_tokens:]  # (B, h*w, C), row-major
+            h, w = self.cfg.feature_grid
+            feats = early = tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w)  # (B, C, h, w)
+        else:
+            early = self.trunk[: self._token_split](x)  # (B, C_tok, h_tok, w_tok)
+            feats = self.trunk[self._token_split :](early)  # (B, C, h, w); the same tensor when token_stages is 0
         kp = self.keypoints(feats).flatten(1)  # (B, 2K)
         pooled = feats.mean(dim=(2, 3))  # (B, C)
         return self.fc(torch.cat([kp, pooled], dim=1)), early  # (B, D), token feature map
@@ -162,8 +182,10 @@ class ImageEncoder(nn.Module):
 
 def architecture_name(cfg: EncoderModelConfig) -> str:
     """Short human-readable description stored in the manifest."""
-    name = (
+    trunk = f"{cfg.backbone}[{cfg.trunk_channels}ch]" if cfg.is_vit else \
         f"{cfg.backbone}[stages:{cfg.trunk_stages},{cfg.trunk_channels}ch]"
+    name = (
+        f"{trunk}"
         f"+spatial_softmax(K={cfg.num_keypoints})+gap->linear({cfg.embedding_dim})"
     )
     if cfg.output_tokens:
@@ -280,7 +302,9 @@ class DynaFlipOutputs:
     """Embeddings of one batch. image_features (B, V, D): f of every view; z_* (B, J) unit
     vectors; flow_target / flow_pred (B, N, 3T) normalised flow (ground truth, invalid points
     zeroed / actor); flow_valid (B, N) bool; next_pred (B, D): the DynaMo heads' prediction of
-    f(o_t+k) from f(o_t) and the inferred latent transition (None without the heads)."""
+    f(o_t+k) from f(o_t) and the inferred latent transition (None without the heads);
+    logit_scale (): the model's logit_scale as this forward pass used it (a view, so that a
+    DistributedDataParallel wrapper sees the parameter used inside forward)."""
 
     image_features: torch.Tensor
     z_image: torch.Tensor
@@ -290,6 +314,7 @@ class DynaFlipOutputs:
     flow_pred: torch.Tensor
     flow_valid: torch.Tensor
     next_pred: torch.Tensor | None = None
+    logit_scale: torch.Tensor | None = None
 
 
 class DynaFlipModel(nn.Module):
@@ -354,6 +379,7 @@ class DynaFlipModel(nn.Module):
             flow_pred=self.actor(f_t),
             flow_valid=flow_valid,
             next_pred=self._next_embedding(f_t, f_tk),
+            logit_scale=self.logit_scale.view(()),
         )
 
     def _next_embedding(self, f_t: torch.Tensor, f_tk: torch.Tensor) -> torch.Tensor | None:
@@ -449,6 +475,9 @@ def write_runtime_view(enc_dir: str | Path, out_dir: str | Path, *, input_hw: tu
         view = from_dict(EncoderModelConfig, model, "runtime view")
     except (TypeError, ValueError) as e:
         raise EncoderArtifactError(f"{enc_dir}: {e}") from e
+    if view.is_vit and tuple(view.input_hw) != tuple(cfg.model.input_hw):
+        raise EncoderArtifactError(f"{enc_dir}: {view.backbone} runs at its training input {tuple(cfg.model.input_hw)} "
+                                   "(its position embedding is sized for it); leave --input-hw out")
     config = dict(manifest.config)
     config["model"] = to_dict(view)
     new = dataclasses.replace(manifest, input_hw=tuple(view.input_hw), embedding_dim=int(view.output_dim),

@@ -14,6 +14,18 @@ image_encoder.safetensors, heads.safetensors, manifest.json) and the final check
 resuming a complete run is a no-op).
 Deterministic for a given seed on one machine (torch seed + numpy Generator for sampling,
 paraphrases and augmentation), resumed or not.
+
+Data parallel (docs/method.md §1 "Training at scale"): the loop runs through Hugging Face
+Accelerate (https://huggingface.co/docs/accelerate), so the same command started by `torchrun
+--nproc_per_node N` (or `accelerate launch`) trains on N processes: gloo on CPU, NCCL on GPUs,
+DistributedDataParallel averaging the gradients. Every process samples its own batch of
+`batch_size` clips (rank 0 with the single-process Generator, rank r with seed [seed, r]), so the
+global batch is N x batch_size while the InfoNCE negatives stay those of the process's own batch
+(no cross-process gather). Rank 0 alone logs, evaluates and writes artifacts and checkpoints; the
+checkpoint holds every process's sampling state and the world size, so a run resumes on the same
+number of processes. `mixed_precision` ("bf16" / "fp16") runs the forward pass under autocast
+(fp16 with a gradient scaler), GPU only. One process without mixed precision is the plain loop
+(the same weights as before Accelerate was added).
 """
 from __future__ import annotations
 
@@ -28,7 +40,7 @@ import numpy as np
 
 from dynaflip_ros.configs.encoder import EncoderConfig, EncoderTrainConfig
 from dynaflip_ros.encoder.manifest import EncoderManifest
-from dynaflip_ros.encoder.model import IMAGE_MEAN, IMAGE_STD, TRAIN_LOG_FILE
+from dynaflip_ros.encoder.model import IMAGE_MEAN, IMAGE_STD, MANIFEST_FILE, TRAIN_LOG_FILE
 
 
 def images_to_tensor(images: np.ndarray):
@@ -72,7 +84,8 @@ def _param_groups(model, cfg: EncoderTrainConfig) -> list[dict]:
 class TrainResult:
     """manifest of the artifact; log: the logged records (train and retrieval events);
     seconds_per_step: median wall time of a training step after the first (s); data: the sampler
-    summary; retrieval: the last held-out retrieval (None without held-out episodes)."""
+    summary; retrieval: the last held-out retrieval (None without held-out episodes; rank 0's in a
+    data-parallel run); is_main: False on the other processes of a data-parallel run."""
 
     manifest: EncoderManifest
     out_dir: Path
@@ -80,6 +93,7 @@ class TrainResult:
     seconds_per_step: float = float("nan")
     data: dict[str, Any] = field(default_factory=dict)
     retrieval: dict[str, Any] | None = None
+    is_main: bool = True
 
 
 def _say_step(record: dict[str, Any]) -> str:
@@ -104,6 +118,7 @@ def train_encoder(
     init: str | Path | None = None,
     resume: bool = False,
     recipe: str = "dynaflip",
+    mixed_precision: str = "no",
 ) -> TrainResult:
     """Pre-train the DynaFLIP encoder on the dataset at `dataset_root`; write the artifact to `out_dir`.
 
@@ -116,11 +131,15 @@ def train_encoder(
     resume: continue from the checkpoint in `out_dir/checkpoints` (same config, dataset and init, else
     EncoderCheckpointError; a complete run: nothing left to do, the artifact is rewritten); with
     no checkpoint there, a fresh run (said on stdout). Without `resume` a fresh run deletes any
-    checkpoint there. Returns TrainResult. Raises FileNotFoundError / TripletDataError from
-    the data loader, EncoderInitError, EncoderCheckpointError, FloatingPointError when a loss
-    becomes NaN/inf.
+    checkpoint there. mixed_precision: "no", "bf16" or "fp16" (module doc; CUDA only).
+    Under torchrun / accelerate launch every process calls this; rank 0's TrainResult has
+    is_main True. Returns TrainResult. Raises FileNotFoundError / TripletDataError from the data
+    loader, EncoderInitError, EncoderCheckpointError, FloatingPointError when a loss becomes
+    NaN/inf, ValueError for mixed precision on CPU.
     """
     import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
     from dynaflip_ros.data.triplets import TripletSampler, augment_images, load_episode_frames
     from dynaflip_ros.encoder import checkpoint as ckpt
@@ -129,21 +148,29 @@ def train_encoder(
     from dynaflip_ros.encoder.retrieval import heldout_retrieval
 
     tc = cfg.train
+    if mixed_precision != "no" and not str(device).startswith("cuda"):
+        raise ValueError(f"mixed precision {mixed_precision!r} needs a CUDA device, got {device!r}")
+    accelerator = Accelerator(cpu=not str(device).startswith("cuda"), mixed_precision=mixed_precision,
+                              device_placement=False,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    if world > 1:
+        device = str(accelerator.device)
     torch.set_num_threads(tc.num_threads)
     torch.manual_seed(tc.seed)
-    rng = np.random.default_rng(tc.seed)
+    rng = np.random.default_rng(tc.seed if rank == 0 else [tc.seed, rank])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / TRAIN_LOG_FILE
 
     def say(msg: str) -> None:
-        if verbose:
+        if verbose and is_main:
             print(msg, flush=True)
 
     if resume and not ckpt.has_checkpoint(out):
         say(f"[train-encoder] --resume: no checkpoint in {out / ckpt.CHECKPOINT_DIR}; starting a fresh run")
         resume = False
-    frames = load_episode_frames(dataset_root, cfg.model.input_hw, progress=progress)
+    frames = load_episode_frames(dataset_root, cfg.model.input_hw, progress=progress and is_main)
     sampler = TripletSampler(frames, cfg.data)
     summary = sampler.summary()
     say(f"[train-encoder] data: {json.dumps(summary)}")
@@ -152,7 +179,8 @@ def train_encoder(
         from dynaflip_ros.encoder.text import TextEmbedder
 
         text_embedder = TextEmbedder(cache_path=out / "text_embeddings.safetensors")
-    text_np = np.asarray(text_embedder.embed(sampler.texts), np.float32)  # (U, text_dim)
+    with accelerator.main_process_first():  # rank 0 fills the text-embedding cache file first
+        text_np = np.asarray(text_embedder.embed(sampler.texts), np.float32)  # (U, text_dim)
     if text_np.shape != (len(sampler.texts), cfg.model.text_dim):
         raise ValueError(f"text embedder returned {text_np.shape}, expected ({len(sampler.texts)}, {cfg.model.text_dim})")
     text_emb = torch.from_numpy(text_np).to(device)
@@ -168,6 +196,7 @@ def train_encoder(
     model.train()
     n_params = {"image_encoder": count_parameters(model.image_encoder), "total": count_parameters(model)}
     say(f"[train-encoder] parameters: {n_params}; device {device}; {tc.steps} steps of batch {tc.batch_size}"
+        + (f" per process x {world} processes" if world > 1 else "") + (f"; {mixed_precision}" if mixed_precision != "no" else "")
         + (f"; init from {init_info['dir']} (heads: {init_info['heads']})" if init_info else ""))
     opt = torch.optim.AdamW(_param_groups(model, tc), lr=tc.lr, weight_decay=tc.weight_decay)
 
@@ -178,20 +207,32 @@ def train_encoder(
         ho_valid = torch.from_numpy(heldout.flow_valid).to(device)
         ho_groups = {int(g): text_emb[torch.from_numpy(sampler.group_text_ids(int(g)))] for g in np.unique(heldout.language_ids)}
 
-    fingerprint = ckpt.run_fingerprint(cfg, summary, init_info["weights_sha256"] if init_info else None)
+    fingerprint = ckpt.run_fingerprint(cfg, summary, init_info["weights_sha256"] if init_info else None, world)
     start, log = 0, []
     if resume:
-        state = ckpt.load_checkpoint(out, model, opt, rng, fingerprint)
+        state = ckpt.load_checkpoint(out, model, opt, rng, fingerprint, rank=rank)
         start, log = state.step, state.log
         say(f"[train-encoder] resumed from {out / ckpt.CHECKPOINT_DIR} at step {start}")
-    else:
+    elif is_main:
         ckpt.remove_checkpoint(out)
-    log_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in log))
+    if is_main:
+        log_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in log))
+    core = model  # the module itself: artifacts, checkpoints and retrieval
+    model, opt = accelerator.prepare(model, opt)  # DDP across processes; autocast with mixed precision
 
     def append(record: dict[str, Any]) -> None:
         log.append(record)
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        if is_main:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def checkpoint(step_done: int) -> None:
+        states = None
+        if world > 1:  # every process's sampling state, in rank order (a collective: all ranks call it)
+            states = [None] * world
+            torch.distributed.all_gather_object(states, rng.bit_generator.state)
+        if is_main:
+            ckpt.save_checkpoint(out, step_done, core, opt, rng, log, fingerprint, states)
 
     run_info: dict[str, Any] = {
         "recipe": recipe,
@@ -211,7 +252,8 @@ def train_encoder(
     t_start = time.monotonic()
     from tqdm import tqdm
 
-    bar = tqdm(range(start, tc.steps), desc="train-encoder", unit="step", disable=not progress, initial=start, total=tc.steps)
+    bar = tqdm(range(start, tc.steps), desc="train-encoder", unit="step", disable=not (progress and is_main),
+               initial=start, total=tc.steps)
     for step in bar:
         t0 = time.monotonic()
         mult = lr_multiplier(step, tc)
@@ -224,7 +266,7 @@ def train_encoder(
         flow_valid = torch.from_numpy(batch.flow_valid).to(device)
         outputs = model(x, text_emb[text_ids], torch.from_numpy(batch.flow).to(device), flow_valid)
         terms = dynaflip_loss(
-            outputs.z_image, outputs.z_language, outputs.z_flow, model.logit_scale,
+            outputs.z_image, outputs.z_language, outputs.z_flow, outputs.logit_scale,
             outputs.image_features[:, list(batch.tcn_views)], torch.from_numpy(batch.episode_ids).to(device),
             outputs.flow_pred, outputs.flow_target, cfg.loss, text_ids,
             torch.from_numpy(batch.language_ids).to(device), flow_valid,
@@ -234,8 +276,8 @@ def train_encoder(
         if not torch.isfinite(terms.total):
             raise FloatingPointError(f"step {step}: non-finite loss {terms.stats}")
         opt.zero_grad(set_to_none=True)
-        terms.total.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip_norm))
+        accelerator.backward(terms.total)
+        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip_norm))
         opt.step()
         dt = time.monotonic() - t0
         if step > start:
@@ -247,25 +289,30 @@ def train_encoder(
             append({"event": "train", "step": step, "lr": tc.lr * mult, "grad_norm": grad_norm, "step_time_s": dt,
                     "elapsed_s": time.monotonic() - t_start, **terms.stats})
             say(_say_step(log[-1]))
-        if heldout is not None and ((tc.eval_every and (step + 1) % tc.eval_every == 0) or last):
-            retrieval = {"step": step, **heldout_retrieval(model, ho_images, ho_flow, ho_valid, heldout.language_ids, ho_groups)}
+        if is_main and heldout is not None and ((tc.eval_every and (step + 1) % tc.eval_every == 0) or last):
+            retrieval = {"step": step, **heldout_retrieval(core, ho_images, ho_flow, ho_valid, heldout.language_ids, ho_groups)}
             append({"event": "retrieval", **retrieval})
             say(f"[train-encoder] held-out retrieval at step {step}: transition->language top-1 "
                 f"{retrieval['transition_to_language_top1']:.3f} (chance {retrieval['chance_language']:.3f}), "
                 f"transition->flow top-1 {retrieval['transition_to_flow_top1']:.3f} (chance {retrieval['chance_flow']:.3f}), "
                 f"{retrieval['clips']} clips")
         if tc.save_every and (step + 1) % tc.save_every == 0 and not last:
-            save_encoder(out, model, cfg, {**run_info, "retrieval": retrieval, "step": step + 1, "complete": False})
-            ckpt.save_checkpoint(out, step + 1, model, opt, rng, log, fingerprint)
+            if is_main:
+                save_encoder(out, core, cfg, {**run_info, "retrieval": retrieval, "step": step + 1, "complete": False})
+            checkpoint(step + 1)
     bar.close()
     if not step_times:  # resumed a complete run (or one step): the logged step times
         step_times = [r["step_time_s"] for r in log if r.get("event") == "train" and r["step"] > 0]
     sec_per_step = float(np.median(step_times)) if step_times else float("nan")
     final = next((r for r in reversed(log) if r.get("event") == "train"), {})
     run_info.update(step=tc.steps, complete=True, seconds_per_step=sec_per_step, retrieval=retrieval,
-                    wall_time_s=time.monotonic() - t_start, final=final)
-    manifest = save_encoder(out, model, cfg, run_info)
-    ckpt.save_checkpoint(out, tc.steps, model, opt, rng, log, fingerprint)
+                    wall_time_s=time.monotonic() - t_start, final=final, processes=world,
+                    mixed_precision=mixed_precision)
+    if is_main:
+        save_encoder(out, core, cfg, run_info)
+    checkpoint(tc.steps)
+    accelerator.wait_for_everyone()  # the artifact is on disk for every process
+    manifest = EncoderManifest.from_json(out / MANIFEST_FILE)
     say(f"[train-encoder] saved {out} (sha256 {manifest.weights_sha256[:12]}..., {sec_per_step:.2f} s/step)")
     return TrainResult(manifest=manifest, out_dir=out, log=log, seconds_per_step=sec_per_step, data=summary,
-                       retrieval=retrieval)
+                       retrieval=retrieval, is_main=is_main)

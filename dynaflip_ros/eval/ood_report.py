@@ -82,26 +82,42 @@ def paired_difference_interval(both: int, only_first: int, only_second: int, nei
     return max(-1.0, low), min(1.0, high)  # the bounds stay in [-1, 1]; this only absorbs rounding
 
 
+def paired_comparison(first: dict, second: dict) -> dict[str, Any]:
+    """Paired success rates of two arms over the keys both ran.
+
+    first, second: {key: succeeded} (key: an episode seed, or (training seed, episode seed)).
+    Returns {"n_pairs", "rate_first", "rate_second", "difference" (rate_first - rate_second),
+    "ci_low", "ci_high" (`paired_difference_interval`, 95 %), "both", "only_first", "only_second",
+    "neither", "mcnemar_p" (`mcnemar_exact_p`)}; rates, difference and interval are None without
+    common keys.
+    """
+    keys = sorted(set(first) & set(second))
+    pairs = Counter((bool(first[k]), bool(second[k])) for k in keys)
+    both, only_1, only_2, neither = pairs[True, True], pairs[True, False], pairs[False, True], pairs[False, False]
+    out: dict[str, Any] = {"n_pairs": len(keys), "rate_first": None, "rate_second": None, "difference": None,
+                           "ci_low": None, "ci_high": None, "both": both, "only_first": only_1,
+                           "only_second": only_2, "neither": neither, "mcnemar_p": mcnemar_exact_p(only_1, only_2)}
+    if keys:
+        n = len(keys)
+        out["rate_first"], out["rate_second"] = (both + only_1) / n, (both + only_2) / n
+        out["difference"] = out["rate_first"] - out["rate_second"]
+        out["ci_low"], out["ci_high"] = paired_difference_interval(both, only_1, only_2, neither)
+    return out
+
+
 def paired_drop(nominal: dict[int, bool], condition: dict[int, bool]) -> dict[str, Any]:
-    """The drop of a condition against its nominal control over the seeds both ran.
+    """The drop of a condition against its nominal control over the seeds both ran
+    (`paired_comparison` with the nominal arm first).
 
     nominal, condition: {seed: succeeded}. Returns {"n_pairs", "nominal_rate", "condition_rate",
     "drop" (nominal_rate - condition_rate), "ci_low", "ci_high" (`paired_difference_interval`, 95 %),
     "both", "only_nominal", "only_condition", "neither", "mcnemar_p" (`mcnemar_exact_p`)};
     rates, drop and interval are None without common seeds.
     """
-    seeds = sorted(set(nominal) & set(condition))
-    pairs = Counter((nominal[s], condition[s]) for s in seeds)
-    both, only_n, only_c, neither = pairs[True, True], pairs[True, False], pairs[False, True], pairs[False, False]
-    out: dict[str, Any] = {"n_pairs": len(seeds), "nominal_rate": None, "condition_rate": None, "drop": None,
-                           "ci_low": None, "ci_high": None, "both": both, "only_nominal": only_n,
-                           "only_condition": only_c, "neither": neither, "mcnemar_p": mcnemar_exact_p(only_n, only_c)}
-    if seeds:
-        n = len(seeds)
-        out["nominal_rate"], out["condition_rate"] = (both + only_n) / n, (both + only_c) / n
-        out["drop"] = out["nominal_rate"] - out["condition_rate"]
-        out["ci_low"], out["ci_high"] = paired_difference_interval(both, only_n, only_c, neither)
-    return out
+    c = paired_comparison(nominal, condition)
+    names = {"rate_first": "nominal_rate", "rate_second": "condition_rate", "difference": "drop",
+             "only_first": "only_nominal", "only_second": "only_condition"}
+    return {names.get(k, k): v for k, v in c.items()}
 
 
 def _condition_stats(episodes: list[OodEpisode], families: list[str], severity: float | None) -> dict[str, Any]:

@@ -7,6 +7,10 @@ so a probe cannot pass by remembering neighbouring frames of one trajectory):
 
 - `joints`: the six joint positions (rad), `observation.state[:, :6]`;
 - `gripper`: the gripper opening, `observation.state[:, 6]`;
+- `tcp_position`, `tcp_orientation`: the end-effector (flange) pose in the UR base frame from the
+  recorded joints by forward kinematics (`robot.kinematics`, UR3 CB3 DH): position (m) and
+  orientation as the first two columns of its rotation matrix (the continuous 6-D rotation
+  representation of Zhou et al., CVPR 2019; unitless, no wrap-around);
 - `fingers`: the centre of the finger-pad points (m, camera optical frame);
 - `target`: the centre of the instructed object's points (m, camera frame);
 - `objects`: the centre of every catalogue object on the table, one regressor per object (each
@@ -32,9 +36,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from dynaflip_ros.data import schema
+from dynaflip_ros.robot.kinematics import forward_kinematics_batch
 from dynaflip_ros.task.catalogue import CATALOGUE
 
-GROUPS = ("joints", "gripper", "fingers", "target", "objects")
+GROUPS = ("joints", "gripper", "tcp_position", "tcp_orientation", "fingers", "target", "objects")
 
 
 @dataclass
@@ -163,7 +168,9 @@ def probe(embedding: np.ndarray, state: np.ndarray, tracks: np.ndarray, valid: n
     fw = valid[:, fingers].astype(np.float64)
     finger_centre = (tracks[:, fingers] * fw[..., None]).sum(1) / np.maximum(fw.sum(1), 1.0)[:, None]
     finger_centre[fw.sum(1) == 0] = np.nan
+    tcp_position, tcp_rotation = forward_kinematics_batch(np.asarray(state[:, :6], np.float64))  # (M, 3), (M, 3, 3)
     outputs = {"joints": np.asarray(state[:, :6], np.float64), "gripper": np.asarray(state[:, 6:7], np.float64),
+               "tcp_position": tcp_position, "tcp_orientation": tcp_rotation[:, :, :2].transpose(0, 2, 1).reshape(m, 6),
                "fingers": finger_centre, "target": target}
     groups = {}
     for name, y in outputs.items():

@@ -55,6 +55,7 @@ def register(subparsers) -> None:
     t.add_argument("--steps", type=int, default=None, help="training steps (overrides the config)")
     t.add_argument("--batch-size", type=int, default=None, help="batch size (overrides the config)")
     t.add_argument("--seed", type=int, default=None, help="random seed (overrides the config)")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (overrides train.num_threads)")
     t.add_argument(
         "--init", default=None, metavar="DIR",
         help="start from this policy checkpoint's weights (same architecture and embedding widths)",
@@ -86,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_yaml(PolicyConfig, args.config) if args.config else PolicyConfig()
     overrides = {
         k: v
-        for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("seed", args.seed))
+        for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("seed", args.seed),
+                     ("num_threads", args.threads))
         if v is not None
     }
     try:

@@ -1,0 +1,144 @@
+"""`dynaflip results` (eval/results.py): the encoder comparison from result files on disk, built
+here from hand-written sessions whose counts are known."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from dynaflip_ros.cli import main
+from dynaflip_ros.eval.ood_records import NOMINAL, OodEpisode, OodModel, OodSession
+from dynaflip_ros.eval.results import (
+    BEGIN_MARKER, END_MARKER, ResultsError, parse_model_name, render_markdown, replace_section, seed_mean_interval,
+    summarize_our_task,
+)
+
+SEEDS = [100000, 100001, 100002, 100003]
+CONDITIONS = [NOMINAL, "lighting:0.1"]
+
+
+def _episode(model: str, condition: str, index: int, success: bool) -> OodEpisode:
+    return OodEpisode(
+        model=model, condition=condition, families=[] if condition == NOMINAL else ["lighting"],
+        severity=0.0 if condition == NOMINAL else 0.1, seed=SEEDS[index], index=index,
+        instruction="drop the red cube into the basin", target="red_cube", objects=["red_cube"],
+        outcome="success" if success else "timeout", time_to_success_s=3.0 if success else None,
+        episode_sim_time_s=15.0, latency_ms={}, models={}, camera={}, scene={}, safety={}, mode="lockstep",
+        commit="abc")
+
+
+def _write_recipe(root, recipe: str, outcomes: dict[tuple[int, str], list[bool]], complete: bool = True,
+                  seeds=SEEDS, fingerprint: str = "f" * 64, policy_steps: int = 5000):
+    """outcomes: {(training seed, condition): [success per episode seed]} (shorter lists = missing episodes)."""
+    d = root / "our_task" / recipe
+    d.mkdir(parents=True)
+    train_seeds = sorted({s for s, _ in outcomes})
+    models = {f"{recipe}_s{s}": OodModel("enc", f"pol{s}") for s in train_seeds}
+    session = OodSession(models=models, conditions=CONDITIONS, seeds=list(seeds), commit="c0ffee", created_utc="t")
+    (d / "session.json").write_text(session.to_json())
+    lines = [_episode(f"{recipe}_s{s}", c, i, ok).to_json() for (s, c), oks in outcomes.items() for i, ok in enumerate(oks)]
+    (d / "episodes.jsonl").write_text("".join(line + "\n" for line in lines))
+    run = {"recipe": recipe, "steps": 150, "retrieval": {"transition_to_language_top1": 0.1, "transition_to_flow_top1": 0.5}}
+    (d / "encoder.json").write_text(json.dumps({"weights_sha256": "e" * 64, "config": {"run": run}}))
+    for s in train_seeds:
+        (d / f"policy_s{s}.json").write_text(json.dumps({"train": {
+            "total_steps": policy_steps, "dataset_fingerprint": fingerprint,
+            "final_eval": {"val_joint_rmse_rad": 0.05, "val_tcp_rmse_m": 0.015}}}))
+    (d / "probe.json").write_text(json.dumps({"groups": {"joints": {"r2": 0.9}, "objects": {"r2": 0.4}}}))
+    if complete:
+        (d / "complete").write_text("2026-12-05T22:00:00Z\n")
+
+
+T, F = True, False
+CONTROL = {(0, NOMINAL): [T, T, T, F], (0, "lighting:0.1"): [T, F, F, F],
+           (1, NOMINAL): [T, T, T, T], (1, "lighting:0.1"): [T, T, F, F]}
+OTHER = {(0, NOMINAL): [T, F, F, F], (0, "lighting:0.1"): [F, F, F, F],
+         (1, NOMINAL): [T, T, F, F], (1, "lighting:0.1"): [T, F, F, F]}
+
+
+def test_seed_mean_interval_is_the_student_t_interval():
+    mean, low, high = seed_mean_interval([0.5, 0.7, 0.6])
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t_{0.975, 2} * s / sqrt(k)
+    assert mean == pytest.approx(0.6) and low == pytest.approx(0.6 - half) and high == pytest.approx(0.6 + half)
+    assert seed_mean_interval([0.9, 1.0])[2] == 1.0  # clipped
+    assert seed_mean_interval([0.4]) == (0.4, None, None)
+    assert seed_mean_interval([]) == (None, None, None)
+
+
+def test_model_names_carry_recipe_and_training_seed():
+    assert parse_model_name("no_mismatched_negatives_s2") == ("no_mismatched_negatives", 2)
+    with pytest.raises(ResultsError, match="not <recipe>_s<training seed>"):
+        parse_model_name("dynaflip")
+
+
+def test_summary_pools_seeds_and_pairs_with_the_control(tmp_path):
+    _write_recipe(tmp_path, "dynaflip", CONTROL)
+    _write_recipe(tmp_path, "tcn", OTHER)
+    s = summarize_our_task(tmp_path / "our_task", recipes=["dynaflip", "tcn", "clip"])
+    ctl, tcn = s["recipes"]["dynaflip"]["conditions"], s["recipes"]["tcn"]["conditions"]
+    assert (ctl[NOMINAL]["successes"], ctl[NOMINAL]["n"]) == (7, 8)
+    assert ctl["lighting:0.1"]["seed_rates"] == {0: 0.25, 1: 0.5}
+    assert ctl["lighting:0.1"]["seed_mean"] == pytest.approx(0.375)
+    assert (tcn[NOMINAL]["successes"], tcn[NOMINAL]["n"]) == (3, 8)
+    v = tcn[NOMINAL]["vs_control"]  # tcn first: 3/8 - 7/8, pairs (seed, episode) matched
+    assert v["n_pairs"] == 8 and v["difference"] == pytest.approx(-0.5)
+    assert (v["both"], v["only_first"], v["only_second"], v["neither"]) == (3, 0, 4, 1)
+    assert v["ci_low"] < -0.5 < v["ci_high"] < 0
+    assert "vs_control" not in ctl[NOMINAL]
+    assert s["missing"] == ["clip: no results (run `scripts/bench_encoders.sh clip`)"]
+    assert s["warnings"] == [] and s["conditions"] == CONDITIONS
+
+
+def test_unfinished_runs_and_protocol_mismatches_are_listed(tmp_path):
+    _write_recipe(tmp_path, "dynaflip", CONTROL)
+    short = dict(OTHER)
+    short[1, "lighting:0.1"] = [T, F]  # two episodes not run yet
+    _write_recipe(tmp_path, "tcn", short, complete=False, fingerprint="0" * 64, policy_steps=3000)
+    s = summarize_our_task(tmp_path / "our_task", recipes=["dynaflip", "tcn"])
+    assert "tcn: not complete (no complete file)" in s["missing"]
+    assert "tcn: tcn_s1 lighting:0.1 episode seed 100002" in s["missing"]
+    assert "tcn: tcn_s1 lighting:0.1 episode seed 100003" in s["missing"]
+    assert s["recipes"]["tcn"]["conditions"]["lighting:0.1"]["vs_control"]["n_pairs"] == 6
+    text = " ".join(s["warnings"])
+    assert "demo data fingerprint" in text and "policy steps" in text
+
+
+def test_markdown_has_the_three_tables_and_regenerates_identically(tmp_path):
+    _write_recipe(tmp_path, "dynaflip", CONTROL)
+    _write_recipe(tmp_path, "tcn", OTHER)
+    s = summarize_our_task(tmp_path / "our_task", recipes=["dynaflip", "tcn"])
+    md = render_markdown(s, "dynaflip results", "img/results_our_task.png")
+    assert "| dynaflip | 7/8 (88 %, 53–98) | 3/8 (38 %, 14–69) |" in md
+    assert "| tcn | -50 (" in md and "p = 0.12" in md  # exact McNemar on 0 vs 4 discordant pairs: 0.125
+    assert "Missing runs: none." in md
+    assert "| tcn | 0.90 | – |" in md  # probe R² of joints; the gripper group absent from the file
+    doc = "# Results\n\nhand-written text\n"
+    once = replace_section(doc, md)
+    assert once.startswith(doc.rstrip("\n")) and BEGIN_MARKER in once and END_MARKER in once
+    twice = replace_section(once + "\nmore hand-written text\n", md)
+    assert twice == once + "\nmore hand-written text\n"
+    with pytest.raises(ResultsError, match="one results marker"):
+        replace_section(f"x\n{BEGIN_MARKER}\n", md)
+
+
+def test_cli_writes_the_section_and_check_detects_stale_files(tmp_path, capsys):
+    _write_recipe(tmp_path, "dynaflip", CONTROL)
+    doc, img = tmp_path / "docs" / "results.md", tmp_path / "docs" / "img"
+    doc.parent.mkdir()
+    doc.write_text("# Results\n")
+    args = ["results", "--results-dir", str(tmp_path), "--doc", str(doc), "--img-dir", str(img)]
+    assert main(args) == 0
+    assert "![success by recipe and condition](img/results_our_task.png)" in doc.read_text()
+    assert (img / "results_our_task.png").stat().st_size > 1000
+    assert main(args + ["--check"]) == 0
+    _write_recipe(tmp_path, "tcn", OTHER)
+    assert main(args + ["--check"]) == 1
+    assert "out of date" in capsys.readouterr().out
+
+
+def test_a_model_of_another_recipe_is_refused(tmp_path):
+    _write_recipe(tmp_path, "tcn", OTHER)
+    (tmp_path / "our_task" / "tcn").rename(tmp_path / "our_task" / "clip")
+    with pytest.raises(ResultsError, match="belongs to recipe 'tcn'"):
+        summarize_our_task(tmp_path / "our_task", recipes=["clip"])
