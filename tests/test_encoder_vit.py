@@ -80,3 +80,11 @@ def test_vit_trains_through_the_encoder_loop(tmp_path):
                                                       save_every=0, eval_every=0))
     assert result.manifest.architecture.startswith(VIT) and tuple(result.manifest.input_hw) == (28, 28)
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in result.log if r["event"] == "train")
+
+
+def test_runs_without_backbone_weights_keep_the_fingerprint_of_older_checkpoints():
+    from dynaflip_ros.encoder.checkpoint import run_fingerprint
+
+    assert "backbone_weights" not in run_fingerprint(EncoderConfig(), {}, None)["config"]["model"]
+    vit = EncoderConfig(model=_cfg(pretrained=True, backbone_weights="/w.safetensors"))
+    assert run_fingerprint(vit, {}, None)["config"]["model"]["backbone_weights"] == "/w.safetensors"

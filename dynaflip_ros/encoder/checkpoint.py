@@ -78,6 +78,8 @@ def run_fingerprint(cfg: EncoderConfig, data_summary: dict, init_sha256: str | N
     config = to_dict(cfg)
     for name in RESUME_FREE_TRAIN_FIELDS:
         config["train"].pop(name, None)
+    if not config["model"].get("backbone_weights"):  # a field added later: "" is how every older run was
+        config["model"].pop("backbone_weights", None)
     out = {"config": config, "data": data_summary, "init_weights_sha256": init_sha256}
     if world_size > 1:
         out["world_size"] = int(world_size)

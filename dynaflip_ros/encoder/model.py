@@ -162,6 +162,11 @@ class ImageEncoder(nn.Module):
         """f(o_t): (B, 3, H, W) -> (B, D)."""
         return self._encode(x)[0]
 
+    def features_and_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f(o_t) (B, D), the token feature map (B, C, h, w)) of one forward pass: the map the
+        patch tokens are (cfg.token_stages), whether or not this view outputs them (eval/visualize.py)."""
+        return self._encode(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The run-time output: (B, 3, H, W) -> (B, cfg.output_dim) (class docstring)."""
         emb, token_map = self._encode(x)
