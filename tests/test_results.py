@@ -142,3 +142,9 @@ def test_a_model_of_another_recipe_is_refused(tmp_path):
     (tmp_path / "our_task" / "tcn").rename(tmp_path / "our_task" / "clip")
     with pytest.raises(ResultsError, match="belongs to recipe 'tcn'"):
         summarize_our_task(tmp_path / "our_task", recipes=["clip"])
+
+
+def test_the_committed_results_document_matches_the_committed_result_files():
+    # docs/results.md's generated section is what `dynaflip results` makes of results/ (regenerate it
+    # with `dynaflip results` after adding result files)
+    assert main(["results", "--check"]) == 0
