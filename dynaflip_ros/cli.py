@@ -36,6 +36,7 @@ VERBS: dict[str, str] = {
     "report": "dynaflip_ros.eval.report_cli",
     "results": "dynaflip_ros.eval.results_cli",
     "visualize": "dynaflip_ros.eval.visualize_cli",
+    "metaworld": "dynaflip_ros.metaworld.cli",
     "probe": "dynaflip_ros.eval.probe_cli",
     "privileged": "dynaflip_ros.eval.privileged_cli",
     "launch": "dynaflip_ros.ros.launch_cli",
