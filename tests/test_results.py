@@ -148,3 +148,34 @@ def test_the_committed_results_document_matches_the_committed_result_files():
     # docs/results.md's generated section is what `dynaflip results` makes of results/ (regenerate it
     # with `dynaflip results` after adding result files)
     assert main(["results", "--check"]) == 0
+
+
+def _write_metaworld(root, recipe: str, outcomes: dict[tuple[str, int], list[bool]], episodes: int = 3):
+    d = root / "metaworld" / recipe
+    d.mkdir(parents=True)
+    tasks = sorted({t for t, _ in outcomes})
+    seeds = [100000 + k for k in range(episodes)]
+    (d / "run.json").write_text(json.dumps({
+        "tasks": tasks, "n_demos": 25, "episode_seeds": seeds, "training_seeds": sorted({s for _, s in outcomes}),
+        "mlp": {"steps": 3000}, "image_hw": [128, 128], "max_steps": 500, "encoder_sha256": "a" * 64}))
+    lines = [json.dumps({"task": t, "training_seed": s, "seed": seeds[i], "success": ok, "steps": 10})
+             for (t, s), oks in outcomes.items() for i, ok in enumerate(oks)]
+    (d / "episodes.jsonl").write_text("".join(x + "\n" for x in lines))
+
+
+def test_metaworld_runs_are_compared_task_by_task(tmp_path):
+    from dynaflip_ros.eval.results import summarize_metaworld
+
+    _write_metaworld(tmp_path, "dynaflip", {("reach-v3", 0): [T, T, T], ("reach-v3", 1): [T, T, F]})
+    _write_metaworld(tmp_path, "random", {("reach-v3", 0): [F, F, T], ("reach-v3", 1): [F]})
+    s = summarize_metaworld(tmp_path / "metaworld", recipes=["dynaflip", "random", "tcn"])
+    reach = s["recipes"]["random"]["conditions"]["reach-v3"]
+    assert (reach["successes"], reach["n"]) == (1, 4) and reach["seed_rates"] == {0: 1 / 3, 1: 0.0}
+    assert reach["vs_control"]["n_pairs"] == 4 and reach["vs_control"]["difference"] == pytest.approx(-0.75)
+    assert "random: reach-v3 training seed 1 episode seed 100002" in s["missing"]
+    assert any(m.startswith("tcn: no MetaWorld run") for m in s["missing"])
+    doc = tmp_path / "results.md"
+    assert main(["results", "--results-dir", str(tmp_path), "--doc", str(doc), "--img-dir", str(tmp_path / "img")]) == 0
+    text = doc.read_text()
+    assert "### Frozen-encoder MetaWorld benchmark" in text and "| random | 1/4 (25 %" in text
+    assert (tmp_path / "img" / "results_metaworld.png").exists()

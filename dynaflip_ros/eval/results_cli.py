@@ -1,11 +1,12 @@
 """`dynaflip results`: the encoder comparison tables of docs/results.md from the result files.
 
 Reads RESULTS_DIR/our_task/<recipe>/ (written by scripts/bench_encoders.sh: each recipe's OOD
-session, encoder and policy manifests), compares every recipe with DynaFLIP per condition
-(pooled Wilson intervals, the mean over training seeds with a t interval, the paired difference
-to DynaFLIP on matched training and episode seeds) and rewrites the generated section of the
-results document and its plot. Recipes without results, unfinished sessions and protocol
-mismatches are listed in the section (eval/results.py).
+session, encoder and policy manifests, probe) and RESULTS_DIR/metaworld/<recipe>/ (`dynaflip
+metaworld` runs), compares every recipe with DynaFLIP per condition or task (pooled Wilson
+intervals, the mean over training seeds with a t interval, the paired difference to DynaFLIP on
+matched training and episode seeds) and rewrites the generated section of the results document
+and its plots. Recipes without results, unfinished runs and protocol mismatches are listed in
+the section (eval/results.py).
 """
 from __future__ import annotations
 
@@ -37,29 +38,26 @@ def run(args: argparse.Namespace) -> int:
 
     from dynaflip_ros.errors import UserError
     from dynaflip_ros.eval.ood_records import SessionFileError
-    from dynaflip_ros.eval.results import (
-        OUR_TASK, plot_link, plotted_recipes, render_markdown, replace_section, summarize_our_task, write_results,
-    )
+    from dynaflip_ros.eval.results import build_section, replace_section, write_results
 
     try:
         if args.check:
-            summary = summarize_our_task(Path(args.results_dir) / OUR_TASK)
+            text, _, _ = build_section(args.results_dir, args.doc, args.img_dir)
             doc = Path(args.doc).read_text()
-            link = plot_link(args.doc, args.img_dir) if plotted_recipes(summary) else None
-            expected = replace_section(doc, render_markdown(summary, "dynaflip results", link))
-            if expected != doc:
+            if replace_section(doc, text) != doc:
                 print(f"{args.doc}: the generated section is out of date; run `dynaflip results`")
                 return 1
             print(f"{args.doc}: up to date")
             return 0
-        summary = write_results(args.results_dir, args.doc, args.img_dir)
+        summaries = write_results(args.results_dir, args.doc, args.img_dir)
     except SessionFileError as e:
         raise UserError(str(e)) from e
-    done = [r for r, rec in summary["recipes"].items() if rec["complete"]]
-    print(f"{args.doc}: {len(done)} recipe(s) complete ({', '.join(done) or 'none'}); "
-          f"{len(summary['missing'])} missing run(s), {len(summary['warnings'])} warning(s)")
-    for m in summary["missing"]:
-        print(f"  missing: {m}")
-    for w in summary["warnings"]:
-        print(f"  warning: {w}")
+    for name, summary in summaries.items():
+        done = list(summary["recipes"])
+        print(f"{name}: {len(done)} recipe(s) with results ({', '.join(done) or 'none'}); "
+              f"{len(summary['missing'])} missing run(s), {len(summary['warnings'])} warning(s)")
+        for m in summary["missing"]:
+            print(f"  missing: {m}")
+        for w in summary["warnings"]:
+            print(f"  warning: {w}")
     return 0
