@@ -28,6 +28,27 @@ def test_an_episode_seed_names_one_scene_and_the_welds_are_metaworlds():
     assert env_a.render().shape == (64, 64, 3)
 
 
+def test_every_environment_renders_its_own_scene():
+    # two live environments moved apart, then a third after closing them: each image shows its own
+    # state (a shared renderer once returned the same or stale frames)
+    envs = [make_env("reach-v3", s, (64, 64))[0] for s in (1, 2)]
+    first = [e.render() for e in envs]
+    for e, direction in zip(envs, (1.0, -1.0)):
+        for _ in range(10):
+            e.step(np.array([direction, 0, 0, 0], np.float32))
+    moved = [e.render() for e in envs]
+    assert all(np.abs(a.astype(int) - b.astype(int)).mean() > 0.5 for a, b in zip(first, moved))
+    assert np.abs(moved[0].astype(int) - moved[1].astype(int)).mean() > 0.5
+    for e in envs:
+        e.close()
+    env, _ = make_env("reach-v3", 3, (64, 64))
+    before = env.render()
+    for _ in range(10):
+        env.step(np.array([1.0, 0, 0, 0], np.float32))
+    assert np.abs(env.render().astype(int) - before.astype(int)).mean() > 0.5
+    env.close()
+
+
 def test_task_names_and_expert_demos():
     assert task_name("reach") == "reach-v3"
     with pytest.raises(UserError, match="unknown MetaWorld task"):

@@ -107,7 +107,7 @@ def _say_step(record: dict[str, Any]) -> str:
 
 
 def train_encoder(
-    dataset_root: str | Path,
+    dataset_root,  # str | Path | EpisodeFrames
     out_dir: str | Path,
     cfg: EncoderConfig,
     *,
@@ -120,7 +120,8 @@ def train_encoder(
     recipe: str = "dynaflip",
     mixed_precision: str = "no",
 ) -> TrainResult:
-    """Pre-train the DynaFLIP encoder on the dataset at `dataset_root`; write the artifact to `out_dir`.
+    """Pre-train the DynaFLIP encoder on the dataset at `dataset_root` (or on frames already in
+    memory: a `data.triplets.EpisodeFrames` at cfg.model.input_hw); write the artifact to `out_dir`.
 
     text_embedder: object with `embed(list[str]) -> float32 (n, cfg.model.text_dim)` (default:
     `encoder.text.TextEmbedder` with its cache at out_dir/text_embeddings.safetensors).
@@ -141,7 +142,7 @@ def train_encoder(
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    from dynaflip_ros.data.triplets import TripletSampler, augment_images, load_episode_frames
+    from dynaflip_ros.data.triplets import EpisodeFrames, TripletSampler, augment_images, load_episode_frames
     from dynaflip_ros.encoder import checkpoint as ckpt
     from dynaflip_ros.encoder.losses import dynaflip_loss
     from dynaflip_ros.encoder.model import DynaFlipModel, count_parameters, save_encoder
@@ -170,7 +171,8 @@ def train_encoder(
     if resume and not ckpt.has_checkpoint(out):
         say(f"[train-encoder] --resume: no checkpoint in {out / ckpt.CHECKPOINT_DIR}; starting a fresh run")
         resume = False
-    frames = load_episode_frames(dataset_root, cfg.model.input_hw, progress=progress and is_main)
+    frames = dataset_root if isinstance(dataset_root, EpisodeFrames) else \
+        load_episode_frames(dataset_root, cfg.model.input_hw, progress=progress and is_main)
     sampler = TripletSampler(frames, cfg.data)
     summary = sampler.summary()
     say(f"[train-encoder] data: {json.dumps(summary)}")
@@ -236,7 +238,7 @@ def train_encoder(
 
     run_info: dict[str, Any] = {
         "recipe": recipe,
-        "dataset": str(Path(dataset_root).resolve()),
+        "dataset": frames.root if isinstance(dataset_root, EpisodeFrames) else str(Path(dataset_root).resolve()),
         "steps": tc.steps,
         "data": summary,
         "texts": list(sampler.texts),

@@ -391,11 +391,12 @@ def render_metaworld_markdown(summary: dict[str, Any], plot_path: str | None = N
     """The MetaWorld part of the generated section (`summarize_metaworld`)."""
     out = [f"\n### Frozen-encoder MetaWorld benchmark\n\nFrom `results/{METAWORLD}/<recipe>/` (`dynaflip metaworld`)."]
     if summary["recipes"]:
-        runs = [[r, rec["run"].get("encoder_sha256", "?")[:12], str(rec["run"].get("n_demos")),
+        runs = [[r, rec["run"].get("encoder_sha256", "?")[:12], str(rec["run"].get("encoder_steps") or "untrained"),
+                 str(rec["run"].get("n_demos")),
                  ", ".join(map(str, rec["training_seeds"])), str(len(rec["episode_seeds"])),
                  "x".join(map(str, rec["run"].get("image_hw", [])))] for r, rec in summary["recipes"].items()]
-        out += ["\nRuns (demos per task; rollouts per task and training seed):\n",
-                _table(["recipe", "encoder sha256", "demos", "training seeds", "rollouts", "image"], runs)]
+        out += ["\nRuns (encoder pre-training steps on the demos; demos per task; rollouts per task and training seed):\n",
+                _table(["recipe", "encoder sha256", "encoder steps", "demos", "training seeds", "rollouts", "image"], runs)]
         out += success_tables(summary, "task")
         if plot_path:
             out.append(f"\n![MetaWorld success by recipe and task]({plot_path})")

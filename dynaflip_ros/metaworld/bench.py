@@ -13,6 +13,10 @@ The protocol of frozen-representation evaluations on MetaWorld (R3M, Nair et al.
 demos, frozen encoder, MLP policy with proprioception; the DynaFLIP paper's MetaWorld setup:
 25 demos per task, a 3-layer MLP).
 
+With a recipe instead of an encoder (`pretrain_encoder`), the encoder is first pre-trained on
+the demos of all tasks (the issue's protocol: pre-training on the benchmark's demos, never on
+its test rollouts) into `<out>/encoder`.
+
 Files in the output directory: `run.json` (encoder, protocol, demo seeds per task), written
 first (a resumed run must ask for the same protocol), and `episodes.jsonl`, one line per
 finished rollout {"task", "training_seed", "seed", "success", "steps"}, appended as it ends so
@@ -59,12 +63,13 @@ def load_or_record_demos(cache_dir: str | Path, task: str, n_demos: int, image_h
     path = Path(cache_dir) / f"{task}_{n_demos}_{image_hw[0]}x{image_hw[1]}_{RENDER}.npz"
     if path.exists():
         z = np.load(path, allow_pickle=False)
-        return TaskDemos(task=task, images=z["images"], proprio=z["proprio"], actions=z["actions"],
+        return TaskDemos(task=task, images=z["images"], observations=z["observations"], actions=z["actions"],
                          episode=z["episode"], seeds=[int(s) for s in z["seeds"]], attempts=int(z["attempts"]))
     demos = record_demos(task, n_demos, image_hw)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, images=demos.images, proprio=demos.proprio, actions=demos.actions, episode=demos.episode,
+    np.savez_compressed(tmp, images=demos.images, observations=demos.observations, actions=demos.actions,
+                        episode=demos.episode,
                         seeds=np.asarray(demos.seeds), attempts=np.asarray(demos.attempts))
     tmp.replace(path)
     return demos
@@ -152,6 +157,30 @@ def rollouts(task: str, seeds: list[int], encoder: PooledEncoder, policy, max_st
             env.close()
 
 
+def pretrain_encoder(demos: list[TaskDemos], recipe: str, out_dir: str | Path, steps: int, threads: int = 1,
+                     seed: int = 0, progress: bool = False) -> Path:
+    """An encoder of `recipe` (encoder/recipes.py) pre-trained on the demos of every task
+    (metaworld/frames.py; `track_layout: recorded`, the rest the recipe's defaults at 128 x 128)
+    for `steps` steps, resumable; the untrained recipes are saved at their initialisation. Returns
+    out_dir. Raises ValueError for an unknown recipe or demos at another image size."""
+    from dynaflip_ros.configs.encoder import EncoderConfig
+    from dynaflip_ros.encoder.recipes import apply_recipe, get_recipe, save_untrained
+    from dynaflip_ros.encoder.train import train_encoder
+    from dynaflip_ros.metaworld.frames import demos_to_frames
+
+    cfg = apply_recipe(EncoderConfig(), recipe)
+    cfg.data = dataclasses.replace(cfg.data, track_layout="recorded")
+    cfg.train = dataclasses.replace(cfg.train, steps=steps, num_threads=threads, seed=seed)
+    if not get_recipe(recipe).trained:
+        save_untrained(out_dir, cfg, recipe, seed=seed)
+        return Path(out_dir)
+    hw = tuple(cfg.model.input_hw)
+    if any(d.images.shape[1:3] != hw for d in demos):
+        raise ValueError(f"demos must be rendered at the encoder's input {hw}")
+    train_encoder(demos_to_frames(demos), out_dir, cfg, resume=True, recipe=recipe, progress=progress)
+    return Path(out_dir)
+
+
 def run_metaworld(encoder_dir: str | Path, out_dir: str | Path, tasks: list[str], *, n_demos: int = 25,
                   episodes: int = 20, training_seeds: tuple[int, ...] = (0, 1, 2), mlp: MlpConfig = MlpConfig(),
                   demo_cache_dir: str | Path = "outputs/metaworld/demos", backend: str = "torch", threads: int = 1,
@@ -161,7 +190,8 @@ def run_metaworld(encoder_dir: str | Path, out_dir: str | Path, tasks: list[str]
     encoder = PooledEncoder(encoder_dir, backend, threads)
     out = Path(out_dir)
     run = {"format": FORMAT, "encoder_dir": str(encoder_dir), "encoder_sha256": encoder.manifest.weights_sha256,
-           "recipe": (encoder.manifest.config.get("run") or {}).get("recipe"), "tasks": list(tasks),
+           "recipe": (encoder.manifest.config.get("run") or {}).get("recipe"),
+           "encoder_steps": (encoder.manifest.config.get("run") or {}).get("steps"), "tasks": list(tasks),
            "n_demos": n_demos, "episode_seeds": [EPISODE_SEED0 + k for k in range(episodes)],
            "training_seeds": list(training_seeds), "image_hw": list(encoder.image_hw), "embedding_dim": encoder.dim,
            "proprio_dim": PROPRIO_DIM, "action_dim": ACTION_DIM, "mlp": dataclasses.asdict(mlp), "max_steps": max_steps}

@@ -11,7 +11,9 @@ import argparse
 from dynaflip_ros.cli import exit_codes_epilog
 
 EPILOG = """examples:
-  dynaflip metaworld --encoder outputs/bench/dynaflip/encoder --out outputs/metaworld/dynaflip
+  dynaflip metaworld --recipe dynaflip --steps 500 --out results/metaworld/dynaflip   # pre-train on the demos, then test
+  dynaflip metaworld --recipe imagenet --out results/metaworld/imagenet                 # untrained baseline
+  dynaflip metaworld --encoder outputs/bench/dynaflip/encoder --out outputs/metaworld/ours   # any encoder, frozen
   dynaflip metaworld --encoder models/encoder --tasks reach,drawer-open --demos 10 --episodes 5 \\
       --training-seeds 0 --out /tmp/mw_smoke
 
@@ -26,7 +28,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "metaworld", help="frozen-encoder MetaWorld benchmark: expert demos, MLP policy, seeded rollouts",
         description=__doc__.split("\n\n")[1], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--encoder", required=True, help="encoder directory (a train-encoder artifact or an export)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--encoder", help="an existing encoder directory (a train-encoder artifact or an export), frozen")
+    src.add_argument("--recipe", help="pre-train an encoder of this recipe (train-encoder --recipe) on the demos of "
+                                      "all --tasks first, into OUT/encoder (resumable)")
+    p.add_argument("--steps", type=int, default=500, help="--recipe: encoder pre-training steps (default 500)")
     p.add_argument("--tasks", default=None, metavar="LIST", help="comma-separated task names (default: the eight above)")
     p.add_argument("--demos", type=int, default=25, help="successful expert demos per task (default 25)")
     p.add_argument("--episodes", type=int, default=20, help="rollouts per task and training seed (default 20)")
@@ -50,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
     from dynaflip_ros.metaworld.bench import MlpConfig, run_metaworld
     from dynaflip_ros.metaworld.env import DEFAULT_TASKS, task_name
 
-    if not Path(args.encoder).is_dir():
+    if args.encoder is not None and not Path(args.encoder).is_dir():
         raise UserError(f"--encoder {args.encoder} is not a directory")
-    if min(args.demos, args.episodes, args.mlp_steps, args.max_steps) < 1:
-        raise UserError("--demos, --episodes, --mlp-steps and --max-steps must be >= 1")
+    if min(args.demos, args.episodes, args.mlp_steps, args.max_steps, args.steps) < 1:
+        raise UserError("--demos, --episodes, --mlp-steps, --max-steps and --steps must be >= 1")
     try:
         seeds = tuple(parse_seed_list(args.training_seeds))
     except ValueError as e:
@@ -62,7 +68,20 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    results = run_metaworld(args.encoder, args.out, tasks, n_demos=args.demos, episodes=args.episodes,
+    encoder = args.encoder
+    if args.recipe is not None:
+        from dynaflip_ros.configs.encoder import EncoderConfig
+        from dynaflip_ros.encoder.recipes import get_recipe
+        from dynaflip_ros.metaworld.bench import load_or_record_demos, pretrain_encoder
+
+        try:
+            get_recipe(args.recipe)
+        except ValueError as e:
+            raise UserError(f"--recipe: {e}") from e
+        hw = tuple(EncoderConfig().model.input_hw)
+        demos = [load_or_record_demos(args.demo_cache, t, args.demos, hw) for t in tasks]
+        encoder = pretrain_encoder(demos, args.recipe, Path(args.out) / "encoder", args.steps, threads=args.threads)
+    results = run_metaworld(encoder, args.out, tasks, n_demos=args.demos, episodes=args.episodes,
                             training_seeds=seeds, mlp=MlpConfig(steps=args.mlp_steps), demo_cache_dir=args.demo_cache,
                             backend=args.backend, threads=args.threads, max_steps=args.max_steps)
     total = sum(sum(v.values()) for v in results.values())

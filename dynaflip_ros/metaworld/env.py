@@ -10,9 +10,9 @@ episode; `info["success"]` says whether the task is solved.
 Seeding: a task environment built with seed s and reset with seed s always starts from the same
 object and goal placement (`make_env`), so an episode seed names one initial scene whatever ran
 before it. Images come from the task's `corner2` camera rendered offscreen (MUJOCO_GL=egl or
-osmesa) at the encoder's input size, as MuJoCo renders it (no flip), without multisampling,
-shadows and reflections (RENDER: 8x faster on a CPU renderer: 14 ms instead of 111 ms a frame at
-128 x 128, measured while two other jobs ran).
+osmesa) at the encoder's input size by a `mujoco.Renderer` per environment, as MuJoCo renders it
+(no flip), without multisampling, shadows and reflections (RENDER; on this CPU renderer about
+7 ms a frame at 64 x 64 instead of 111 ms at 128 x 128 with them, measured while two other jobs ran).
 
 Compatibility: metaworld 3.1.1 pins mujoco 3.3.0 and writes an 11-float weld-equality record,
 while MuJoCo 4 stores more floats per equality; `import_metaworld` replaces that one method
@@ -35,7 +35,7 @@ DEFAULT_TASKS = ("reach-v3", "button-press-topdown-v3", "drawer-open-v3", "door-
                  "assembly-v3", "bin-picking-v3", "peg-insert-side-v3")
 MAX_STEPS = 500  # MetaWorld's max_path_length
 CAMERA = "corner2"
-RENDER = "noaa_noshadow"  # the render settings (make_env); part of the demo cache's file names
+RENDER = "own_noaa_noshadow"  # the render settings (TaskEnv); part of the demo cache's file names
 PROPRIO_DIM = 4  # hand position (3, m) + gripper opening (1)
 ACTION_DIM = 4
 _WELD = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0)  # metaworld's weld record (anchor, relpose, torquescale)
@@ -75,22 +75,48 @@ def task_name(name: str) -> str:
     return full
 
 
-def make_env(task: str, seed: int, image_hw: tuple[int, int]):
-    """A gymnasium environment of `task` built and reset with `seed` (module doc). Returns (env,
-    first observation (39,))."""
+class TaskEnv:
+    """One MetaWorld environment with its own offscreen camera (`mujoco.Renderer` on the task's
+    model: every environment renders its own scene, several at once included; gymnasium's
+    shared-context renderer returned stale frames once a second environment existed). `step`,
+    `close` and `unwrapped` are the gymnasium environment's; `render()` -> (H, W, 3) uint8."""
+
+    def __init__(self, env, image_hw: tuple[int, int]):
+        import mujoco
+
+        self.env = env
+        model = env.unwrapped.model
+        model.vis.quality.offsamples = 0  # before the context exists: no multisampling
+        self._renderer = mujoco.Renderer(model, height=int(image_hw[0]), width=int(image_hw[1]))
+        self._flags = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION)
+
+    @property
+    def unwrapped(self):
+        return self.env.unwrapped
+
+    def render(self) -> np.ndarray:
+        self._renderer.update_scene(self.env.unwrapped.data, camera=CAMERA)
+        for flag in self._flags:
+            self._renderer.scene.flags[flag] = 0
+        return self._renderer.render().copy()
+
+    def step(self, action: np.ndarray):
+        return self.env.step(action)
+
+    def close(self) -> None:
+        self._renderer.close()
+        self.env.close()
+
+
+def make_env(task: str, seed: int, image_hw: tuple[int, int]) -> tuple[TaskEnv, np.ndarray]:
+    """A `TaskEnv` of `task` built and reset with `seed` (module doc), rendering (H, W) =
+    image_hw. Returns (env, first observation (39,))."""
     import gymnasium as gym
 
     import_metaworld()
-    import mujoco
-
-    env = gym.make("Meta-World/MT1", env_name=task, render_mode="rgb_array", camera_name=CAMERA,
-                   width=int(image_hw[1]), height=int(image_hw[0]), seed=int(seed))
+    env = gym.make("Meta-World/MT1", env_name=task, seed=int(seed))
     obs, _ = env.reset(seed=int(seed))
-    env.unwrapped.model.vis.quality.offsamples = 0  # before the offscreen context exists: no multisampling
-    viewer = env.unwrapped.mujoco_renderer._get_viewer("rgb_array")  # gymnasium's OffScreenViewer, created here
-    viewer.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-    viewer.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-    return env, obs
+    return TaskEnv(env, image_hw), obs
 
 
 def expert(task: str):
@@ -109,27 +135,32 @@ def proprio(obs: np.ndarray) -> np.ndarray:
 @dataclass
 class TaskDemos:
     """Successful expert demos of one task, frames in episode order. images (N, H, W, 3) uint8;
-    proprio (N, 4) float32; actions (N, 4) float32 in [-1, 1]; episode (N,) int64 demo index;
-    seeds: the episode seed of each demo; attempts: episodes run to get them."""
+    observations (N, 39) float32 (module doc); actions (N, 4) float32 in [-1, 1]; episode (N,)
+    int64 demo index; seeds: the episode seed of each demo; attempts: episodes run to get them."""
 
     task: str
     images: np.ndarray
-    proprio: np.ndarray
+    observations: np.ndarray
     actions: np.ndarray
     episode: np.ndarray
     seeds: list[int]
     attempts: int
 
+    @property
+    def proprio(self) -> np.ndarray:
+        """(N, 4) hand position (m) and gripper opening."""
+        return np.asarray(self.observations[:, :PROPRIO_DIM], np.float32)
+
 
 def record_demos(task: str, n_demos: int, image_hw: tuple[int, int], seed: int = 0,
                  max_attempts: int | None = None) -> TaskDemos:
     """`n_demos` successful episodes of the task's expert from episode seeds seed, seed + 1, ...
-    (a failed episode is dropped); each frame: the rendered image before the step, the proprio
+    (a failed episode is dropped); each frame: the rendered image before the step, the observation
     and the expert's action, until success (that step included) or MAX_STEPS. Raises
     RuntimeError when max_attempts (default 3 * n_demos) episodes give fewer successes."""
     max_attempts = 3 * n_demos if max_attempts is None else max_attempts
     policy = expert(task)
-    images, props, actions, episode, seeds = [], [], [], [], []
+    images, observations, actions, episode, seeds = [], [], [], [], []
     attempts = 0
     while len(seeds) < n_demos:
         if attempts >= max_attempts:
@@ -137,20 +168,20 @@ def record_demos(task: str, n_demos: int, image_hw: tuple[int, int], seed: int =
         s = seed + attempts
         attempts += 1
         env, obs = make_env(task, s, image_hw)
-        ep_img, ep_prop, ep_act = [], [], []
+        ep_img, ep_obs, ep_act = [], [], []
         for _ in range(MAX_STEPS):
             action = np.clip(policy.get_action(obs), -1.0, 1.0).astype(np.float32)
             ep_img.append(env.render())
-            ep_prop.append(proprio(obs))
+            ep_obs.append(np.asarray(obs, np.float32))
             ep_act.append(action)
             obs, _, _, _, info = env.step(action)
             if info["success"]:
                 images += ep_img
-                props += ep_prop
+                observations += ep_obs
                 actions += ep_act
                 episode += [len(seeds)] * len(ep_img)
                 seeds.append(s)
                 break
         env.close()
-    return TaskDemos(task=task, images=np.stack(images), proprio=np.stack(props), actions=np.stack(actions),
+    return TaskDemos(task=task, images=np.stack(images), observations=np.stack(observations), actions=np.stack(actions),
                      episode=np.asarray(episode, np.int64), seeds=seeds, attempts=attempts)
