@@ -346,12 +346,15 @@ def render_markdown(summary: dict[str, Any], command: str, plot_path: str | None
                               [[r] + [f"{p[g]:.2f}" if g in p else "–" for g in GROUPS] for r, p in probed.items()]))
         if plot_path:
             out.append(f"\n![success by recipe and condition]({plot_path})")
-    out.append("\nMissing runs: " + ("none." if not summary["missing"] else ""))
-    out += [f"- {m}" for m in summary["missing"]]
+    return "\n".join(out + _missing_and_warnings(summary, "Missing runs")) + "\n"
+
+
+def _missing_and_warnings(summary: dict[str, Any], title: str) -> list[str]:
+    """The missing-runs list (never empty: "none.") and the protocol warnings, as Markdown lines."""
+    out = [f"\n{title}: " + ("none." if not summary["missing"] else "")] + [f"- {m}" for m in summary["missing"]]
     if summary["warnings"]:
-        out.append("\nProtocol warnings:")
-        out += [f"- {w}" for w in summary["warnings"]]
-    return "\n".join(out) + "\n"
+        out += ["\nProtocol warnings:"] + [f"- {w}" for w in summary["warnings"]]
+    return out
 
 
 def success_tables(summary: dict[str, Any], column: str) -> list[str]:
@@ -402,12 +405,7 @@ def render_metaworld_markdown(summary: dict[str, Any], plot_path: str | None = N
             out.append(f"\n![MetaWorld success by recipe and task]({plot_path})")
     else:
         out.append("\nNo MetaWorld results yet.")
-    out.append("\nMissing MetaWorld runs: " + ("none." if not summary["missing"] else ""))
-    out += [f"- {m}" for m in summary["missing"]]
-    if summary["warnings"]:
-        out.append("\nProtocol warnings:")
-        out += [f"- {w}" for w in summary["warnings"]]
-    return "\n".join(out) + "\n"
+    return "\n".join(out + _missing_and_warnings(summary, "Missing MetaWorld runs")) + "\n"
 
 
 def plotted_recipes(summary: dict[str, Any]) -> list[str]:
