@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from dynaflip_ros.cli import main
 from dynaflip_ros.eval.visualize import grad_cam, pca_rgb
 from synthetic_dataset import write_synthetic_dataset
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def test_pca_separates_two_kinds_of_cells_and_is_deterministic():
@@ -38,7 +41,7 @@ def test_grad_cam_weights_channels_by_their_mean_gradient():
 
 def test_visualize_with_the_shipped_encoder_and_policy(tmp_path):
     ds = write_synthetic_dataset(tmp_path / "ds", n_episodes=2, length=16, idle_tail=2)
-    args = ["visualize", "--dataset", str(ds), "--encoder", "models/encoder", "--policy", "models/policy",
+    args = ["visualize", "--dataset", str(ds), "--encoder", str(MODELS / "encoder"), "--policy", str(MODELS / "policy"),
             "--episodes", "0,1", "--frame-index", "3", "--noise-samples", "2", "--threads", "1"]
     assert main(args + ["--out", str(tmp_path / "a")]) == 0
     report = json.loads((tmp_path / "a" / "analysis.json").read_text())
@@ -51,5 +54,5 @@ def test_visualize_with_the_shipped_encoder_and_policy(tmp_path):
     assert main(args + ["--out", str(tmp_path / "b")]) == 0  # seeded: the same scalar again
     again = json.loads((tmp_path / "b" / "analysis.json").read_text())["frames"]
     assert [f["saliency_s"] for f in again] == pytest.approx([f["saliency_s"] for f in frames], rel=1e-6)
-    assert main(["visualize", "--dataset", str(ds), "--encoder", "models/encoder", "--episodes", "5",
+    assert main(["visualize", "--dataset", str(ds), "--encoder", str(MODELS / "encoder"), "--episodes", "5",
                  "--out", str(tmp_path / "c")]) == 2  # no such episode row: one line, exit 2
