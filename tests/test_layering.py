@@ -34,6 +34,8 @@ ALLOWED: dict[str, set[str]] = {
     "teleop": {"configs", "robot", "cameras", "sim", "data", "task", "resources", "episodes"},
     "eval": {"configs", "robot", "cameras", "sim", "data", "encoder", "export", "inference", "policies",
              "episodes", "task", "resources", "_compat"},
+    # the MetaWorld benchmark: its own simulator, our encoder / policy loaders and the eval record helpers
+    "metaworld": {"configs", "sim", "data", "encoder", "inference", "policies", "episodes", "eval", "_compat"},
 }
 UNIVERSAL = {"errors"}  # the UserError base and exit codes: importable from every layer
 CORE = set(ALLOWED)  # every package except ros/ (the ROS adapters may import anything)
