@@ -169,7 +169,11 @@ class ImageEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The run-time output: (B, 3, H, W) -> (B, cfg.output_dim) (class docstring)."""
-        emb, token_map = self._encode(x)
+        return self.run_time_output(*self._encode(x))
+
+    def run_time_output(self, emb: torch.Tensor, token_map: torch.Tensor) -> torch.Tensor:
+        """`forward`'s output from `features_and_map`'s pair: f(o_t) (B, D), followed with
+        cfg.output_tokens by the token map flattened cell-major (B, h*w*C)."""
         if not self.cfg.output_tokens:
             return emb  # (B, D)
         tokens = token_map.permute(0, 2, 3, 1).flatten(1)  # (B, h*w*C), cell-major

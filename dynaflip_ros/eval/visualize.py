@@ -88,8 +88,7 @@ def policy_saliency(runner, encoder, image, state: np.ndarray, instruction: str,
 
     emb, fmap = encoder.features_and_map(image)  # (1, D), (1, C, h, w)
     fmap.retain_grad()
-    out = torch.cat([emb, fmap.permute(0, 2, 3, 1).flatten(1)], dim=1) if encoder.cfg.output_tokens else emb
-    env = out[0]
+    env = encoder.run_time_output(emb, fmap)[0]  # what the policy was trained on: (D,) or (D + h*w*C,)
     if runner.language_conditioned:
         env = torch.cat([env, torch.from_numpy(runner.embed_instruction(instruction))])
     raw = {OBS_STATE: torch.from_numpy(model_state(np.asarray(state, np.float32), runner.model_config)),

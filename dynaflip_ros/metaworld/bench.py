@@ -209,11 +209,13 @@ def run_metaworld(encoder_dir: str | Path, out_dir: str | Path, tasks: list[str]
         demo_seeds[task] = demos.seeds
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**run, "demo_seeds": demo_seeds}, indent=1) + "\n")
-        features = np.concatenate([encoder.embed(demos.images), demos.proprio], axis=1)
+        features = None  # embedded once per task, and only when a rollout of it is still to run
         results[task] = {}
         for ts in training_seeds:
             todo = [s for s in run["episode_seeds"] if (task, ts, s) not in done]
             if todo:
+                if features is None:
+                    features = np.concatenate([encoder.embed(demos.images), demos.proprio], axis=1)
                 policy = train_mlp(features, demos.actions, mlp, seed=ts)
                 for seed, (ok, steps) in zip(todo, rollouts(task, todo, encoder, policy, max_steps)):
                     done[task, ts, seed] = {"task": task, "training_seed": ts, "seed": seed, "success": ok, "steps": steps}

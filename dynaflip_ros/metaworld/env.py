@@ -128,8 +128,8 @@ def expert(task: str):
 
 
 def proprio(obs: np.ndarray) -> np.ndarray:
-    """(39,) observation -> (4,) float32 hand position (m) and gripper opening."""
-    return np.asarray(obs[:PROPRIO_DIM], np.float32)
+    """(..., 39) observations -> (..., 4) float32 hand position (m) and gripper opening."""
+    return np.asarray(np.asarray(obs)[..., :PROPRIO_DIM], np.float32)
 
 
 @dataclass
@@ -149,7 +149,7 @@ class TaskDemos:
     @property
     def proprio(self) -> np.ndarray:
         """(N, 4) hand position (m) and gripper opening."""
-        return np.asarray(self.observations[:, :PROPRIO_DIM], np.float32)
+        return proprio(self.observations)
 
 
 def record_demos(task: str, n_demos: int, image_hw: tuple[int, int], seed: int = 0,
