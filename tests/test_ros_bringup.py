@@ -115,7 +115,8 @@ def test_unknown_main_is_rejected():
 
 def test_node_command_and_overrides_file(tmp_path):
     cmd = bringup.node_command(bringup.ENCODER, ["a.yaml", tmp_path / "b.yaml"], python="py")
-    assert cmd == ["py", "-m", "dynaflip_ros.ros.nodes.encoder", "--ros-args", "--params-file", "a.yaml",
+    assert cmd == ["py", "-m", "dynaflip_ros.ros.child_process", "dynaflip_ros.ros.nodes.encoder", "--ros-args",
+                   "--params-file", "a.yaml",
                    "--params-file", str(tmp_path / "b.yaml")]
     f = bringup.write_overrides({"encoder": {"backend": "onnxruntime"}, "policy": {}}, tmp_path / "o.yaml")
     assert yaml.safe_load(f.read_text()) == {"encoder": {"ros__parameters": {"backend": "onnxruntime"}}}
@@ -237,3 +238,65 @@ def test_combined_inference_moves_the_encoder_into_the_policy_process():
 
     cfg = from_dict(PolicyNodeConfig, nest_parameters(PolicyNodeConfig, ov["policy"], "policy"))
     assert cfg.encoder_in_process and cfg.encoder.model_dir == "/m/enc"  # what the node will read
+
+
+LAUNCHER = """
+import sys
+from dynaflip_ros.ros import bringup
+spec = bringup.ProcessSpec("standin_server", "standin_server", "standin_server", ("standin_server",))
+bringup.run_graph([spec], [], main=None, on_started=lambda pids: print("started", pids["standin_server"], flush=True))
+"""
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie nobody reaps counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_a_node_process_dies_with_a_killed_launcher(standin_env):
+    import signal
+    import subprocess
+    import time
+
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER], env=standin_env, stdout=subprocess.PIPE, text=True)
+    node_pid = None
+    try:
+        for line in launcher.stdout:
+            if line.startswith("started"):
+                node_pid = int(line.split()[1])
+            if "server up" in line:  # the node runs its module: the guard is armed
+                break
+        assert node_pid is not None and not _gone(node_pid)
+        launcher.kill()  # SIGKILL: no teardown runs in the launcher
+        launcher.wait()
+        deadline = time.monotonic() + 10.0  # the kernel signals at once; this bounds a failure
+        while not _gone(node_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(node_pid), "the node process outlived its SIGKILLed launcher"
+    finally:
+        launcher.kill()
+        if node_pid is not None and not _gone(node_pid):
+            os.kill(node_pid, signal.SIGKILL)
+
+
+def test_a_node_process_whose_launcher_is_gone_does_not_start(standin_env):
+    import subprocess
+
+    from dynaflip_ros.ros import child_process
+
+    env = dict(standin_env, **{child_process.LAUNCHER_PID_ENV: str(os.getpid() + 10**6)})  # not our parent
+    r = subprocess.run([sys.executable, "-m", "dynaflip_ros.ros.child_process", "standin_main"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    if sys.platform.startswith("linux"):
+        assert r.returncode == 1 and "exited before this process started" in r.stderr
+        assert "summary" not in r.stdout  # the module never ran
+    env.pop(child_process.LAUNCHER_PID_ENV)
+    env["STANDIN_RC"] = "4"
+    r = subprocess.run([sys.executable, "-m", "dynaflip_ros.ros.child_process", "standin_main", "x"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 4 and "summary: success 1/1" in r.stdout  # run as -m runs it, its exit code kept

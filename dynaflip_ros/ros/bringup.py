@@ -3,8 +3,10 @@
 This starts the processes of `launch/pick_into_sink.launch.py` (same executables, same node
 names, same params file: both follow the one description in `ros/graph.py`, and
 tests/test_ros_launch_graph.py pins the launch files to it) for machines without a ROS 2
-install (rclpy from PyPI has no `ros2 launch`). Every node process runs `python -m dynaflip_ros.ros.nodes.<module> --ros-args --params-file <file>
-[--params-file <overrides>]`; overrides are written to a temporary params file with one section
+install (rclpy from PyPI has no `ros2 launch`). Every node process runs `python -m
+dynaflip_ros.ros.child_process dynaflip_ros.ros.nodes.<module> --ros-args --params-file <file>
+[--params-file <overrides>]` (child_process: the module as `python -m` runs it, terminated by the
+kernel when this launcher dies); overrides are written to a temporary params file with one section
 per node (a plain `-p name:=value` would reach every node of a multi-node process).
 
 `run_graph` starts the processes, streams their merged stdout/stderr line by line with a
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from dynaflip_ros.ros import graph
+from dynaflip_ros.ros import child_process, graph
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,10 @@ def write_overrides(overrides: dict[str, dict[str, Any]], path: str | Path) -> P
 
 def node_command(spec: ProcessSpec, params_files: list[str | Path], python: str = sys.executable,
                  extra_ros_args: list[str] | None = None) -> list[str]:
-    """argv of one node process: python -m <module> --ros-args --params-file F ... [extra]."""
-    cmd = [python, "-m", spec.module, "--ros-args"]
+    """argv of one node process: python -m dynaflip_ros.ros.child_process <module> --ros-args
+    --params-file F ... [extra] (`child_process`: <module> run as `python -m` runs it, SIGTERM when
+    the launcher dies)."""
+    cmd = [python, "-m", child_process.__name__, spec.module, "--ros-args"]
     for f in params_files:
         cmd += ["--params-file", str(f)]
     return cmd + list(extra_ros_args or [])
@@ -173,17 +177,6 @@ def _sigterm_as_interrupt():
     return signal.signal(signal.SIGTERM, handler)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Node processes get SIGTERM when the launcher dies, even by SIGKILL (Linux
-    prctl(PR_SET_PDEATHSIG)); elsewhere nothing happens."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def _signal_group(r: _Running, sig: int) -> None:
     """Send `sig` to the process group of a process we started (it leads its own session)."""
     if r.proc.poll() is not None:
@@ -233,6 +226,7 @@ def run_graph(
     sink.width = max(len(s.name) for s in specs)
     child_env = dict(os.environ if env is None else env)
     child_env["PYTHONUNBUFFERED"] = "1"
+    child_env[child_process.LAUNCHER_PID_ENV] = str(os.getpid())
     child_env.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
     running: dict[str, _Running] = {}
     result = GraphResult(exit_code=0)
@@ -242,7 +236,7 @@ def run_graph(
         for spec in specs:
             proc = subprocess.Popen(
                 node_command(spec, params_files), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                stdin=None if spec.name == interactive else subprocess.DEVNULL, env=child_env, start_new_session=True, preexec_fn=_die_with_parent,
+                stdin=None if spec.name == interactive else subprocess.DEVNULL, env=child_env, start_new_session=True,
             )
             reader = threading.Thread(target=_pump, args=(proc.stdout, sink, spec.name), daemon=True)
             reader.start()
