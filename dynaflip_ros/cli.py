@@ -38,6 +38,7 @@ VERBS: dict[str, str] = {
     "visualize": "dynaflip_ros.eval.visualize_cli",
     "metaworld": "dynaflip_ros.metaworld.cli",
     "probe": "dynaflip_ros.eval.probe_cli",
+    "embedding-shift": "dynaflip_ros.eval.embedding_shift_cli",
     "privileged": "dynaflip_ros.eval.privileged_cli",
     "launch": "dynaflip_ros.ros.launch_cli",
     "fault-inject": "dynaflip_ros.eval.fault_cli",

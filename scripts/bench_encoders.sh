@@ -15,18 +15,21 @@
 #                   policies: config/policy_token_readout.yaml, POLICY_STEPS, one per POLICY_SEEDS
 #                   probe: ridge read-out of joints, TCP pose, fingers and objects from the
 #                   frozen embedding, held-out episodes (`dynaflip probe`)
+#                   embedding shift: how far each of CONDITIONS moves the frozen encoder's output
+#                   on the first frame of SHIFT_EPISODES seeds from 100000 (`dynaflip embedding-shift`)
 #                   OOD session: nominal + CONDITIONS, EVAL_EPISODES seeds from 100000, every
 #                   policy seed on the same episode seeds (`dynaflip eval-ood`)
 #   3. per recipe, into RESULTS_DIR/<recipe>/: session.json + episodes.jsonl of the session,
 #      encoder.json and encoder_pre.json (the encoder manifests of the fine-tune and the
-#      pre-training: recipe, data summary, steps, held-out retrieval), probe.json and
+#      pre-training: recipe, data summary, steps, held-out retrieval), probe.json, shift.json and
 #      policy_s<seed>.json (the policy's policy.json: data fingerprint, training summary, held-out errors).
 #
 # Usage: scripts/bench_encoders.sh [RECIPE ...]   (default: every recipe, in RECIPES order)
 # Two invocations on disjoint recipe lists share the data (record it first: RECIPES="" runs
 # step 1 only; a marker file in BENCH_DIR says it is complete). Every stage resumes (recordings keep their seeds, training --resume, eval-ood
 # keeps finished episodes), so re-running after an interruption loses at most one checkpoint
-# interval; a recipe whose results are complete is skipped. Sizes come from the environment;
+# interval; a recipe whose results are complete is skipped (only its shift.json is added when it
+# lacks one and its encoder is still in BENCH_DIR). Sizes come from the environment;
 # the defaults are the protocol of docs/results.md "Issue 13".
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,12 +45,20 @@ FINETUNE_STEPS="${FINETUNE_STEPS:-150}"
 POLICY_STEPS="${POLICY_STEPS:-5000}"
 POLICY_SEEDS="${POLICY_SEEDS:-0 1 2}"
 EVAL_EPISODES="${EVAL_EPISODES:-10}"
+SHIFT_EPISODES="${SHIFT_EPISODES:-50}"
 CONDITIONS="${CONDITIONS:-distractors:0.5,novel_object:0.5,lighting:0.1,texture:0.1,camera_pose:0.1,placement:0.25}"
 THREADS="${THREADS:-2}"
 ALL_RECIPES="dynaflip imagenet random tcn clip dynamo area_only no_flow no_language no_aux no_mismatched_negatives"
 if [ "$#" -gt 0 ]; then recipes="$*"; else recipes="${RECIPES-$ALL_RECIPES}"; fi
 
 stage() { printf '\n[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
+embedding_shift() {  # recipe, exported encoder -> BENCH_DIR/recipe/shift.json (kept when there)
+  if [ ! -f "$BENCH_DIR/$1/shift.json" ]; then
+    stage "$1: embedding shift under $CONDITIONS, $SHIFT_EPISODES seeds"
+    dynaflip embedding-shift --encoder "$2" --conditions "$CONDITIONS" --episodes "$SHIFT_EPISODES" --seed 100000 \
+      --threads "$THREADS" --out "$BENCH_DIR/$1/shift.json" > "$BENCH_DIR/logs/shift_$1.log"
+  fi
+}
 mkdir -p "$BENCH_DIR/logs"
 
 data_done="$BENCH_DIR/data_${DEMO_EPISODES}_${PRETRAIN_EPISODES}.done"
@@ -64,8 +75,14 @@ fi
 
 for recipe in $recipes; do
   out="$RESULTS_DIR/$recipe"
-  if [ -f "$out/complete" ]; then stage "$recipe: complete in $out, skipped"; continue; fi
   enc="$BENCH_DIR/$recipe/encoder"
+  if [ -f "$out/complete" ]; then
+    if [ ! -f "$out/shift.json" ] && [ -f "$enc/export/manifest.json" ]; then
+      embedding_shift "$recipe" "$enc/export"
+      cp "$BENCH_DIR/$recipe/shift.json" "$out/shift.json"
+    fi
+    stage "$recipe: complete in $out, skipped"; continue
+  fi
   case "$recipe" in
     imagenet|random)
       stage "$recipe: untrained encoder"
@@ -96,13 +113,14 @@ for recipe in $recipes; do
       --threads "$THREADS" --out "$BENCH_DIR/$recipe/probe.json" --no-progress
   fi
   rm -rf "$BENCH_DIR/$recipe/cache"  # this encoder's embeddings of the demos (GBs), not needed again
+  embedding_shift "$recipe" "$enc/export"
   stage "$recipe: OOD session, nominal + $CONDITIONS, $EVAL_EPISODES episodes per condition and seed"
   dynaflip eval-ood "${models[@]}" --conditions "$CONDITIONS" --episodes "$EVAL_EPISODES" --seed 100000 \
     --threads 1 --out "$BENCH_DIR/$recipe/ood" --no-report
   mkdir -p "$out"
   cp "$BENCH_DIR/$recipe/ood/session.json" "$BENCH_DIR/$recipe/ood/episodes.jsonl" "$out/"
   cp "$enc/manifest.json" "$out/encoder.json"
-  cp "$BENCH_DIR/$recipe/probe.json" "$out/probe.json"
+  cp "$BENCH_DIR/$recipe/probe.json" "$BENCH_DIR/$recipe/shift.json" "$out/"
   if [ -f "$BENCH_DIR/$recipe/encoder_pre/manifest.json" ]; then cp "$BENCH_DIR/$recipe/encoder_pre/manifest.json" "$out/encoder_pre.json"; fi
   for seed in $POLICY_SEEDS; do cp "$BENCH_DIR/$recipe/policy_s$seed/policy.json" "$out/policy_s$seed.json"; done
   date -u +%Y-%m-%dT%H:%M:%SZ > "$out/complete"

@@ -6,9 +6,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dynaflip_ros.cli import main
+from dynaflip_ros.eval.embedding_shift import ShiftReport, shift_stats
 from dynaflip_ros.eval.ood_records import NOMINAL, OodEpisode, OodModel, OodSession
 from dynaflip_ros.eval.results import (
     BEGIN_MARKER, END_MARKER, ResultsError, parse_model_name, render_markdown, replace_section, seed_mean_interval,
@@ -29,13 +31,22 @@ def _episode(model: str, condition: str, index: int, success: bool) -> OodEpisod
         commit="abc")
 
 
+def _shift_report(shift_seeds) -> ShiftReport:
+    """A report whose lighting:0.1 output shifts are 0.25 / 0.5 / 0.0 (mean 0.25), all retrieved."""
+    nominal = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    stats = shift_stats(nominal, nominal + np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]]))
+    return ShiftReport(encoder={"weights_sha256": "e" * 64}, seeds=list(shift_seeds), conditions=["lighting:0.1"],
+                       stats={"output": {"lighting:0.1": stats}})
+
+
 def _write_recipe(root, recipe: str, outcomes: dict[tuple[int, str], list[bool]], complete: bool = True,
-                  seeds=SEEDS, fingerprint: str = "f" * 64, policy_steps: int = 5000):
-    """outcomes: {(training seed, condition): [success per episode seed]} (shorter lists = missing episodes)."""
+                  seeds=SEEDS, fingerprint: str = "f" * 64, policy_steps: int = 5000, shift_seeds=(7, 8, 9)):
+    """outcomes: {(training seed, condition): [success per episode seed]} (shorter lists = missing episodes);
+    shift_seeds: the embedding-shift report's seeds (None: no shift.json)."""
     d = root / "our_task" / recipe
     d.mkdir(parents=True)
     train_seeds = sorted({s for s, _ in outcomes})
-    models = {f"{recipe}_s{s}": OodModel("enc", f"pol{s}") for s in train_seeds}
+    models = {f"{recipe}_s{s}": OodModel("enc", f"pol{s}", encoder_sha256="e" * 64) for s in train_seeds}
     session = OodSession(models=models, conditions=CONDITIONS, seeds=list(seeds), commit="c0ffee", created_utc="t")
     (d / "session.json").write_text(session.to_json())
     lines = [_episode(f"{recipe}_s{s}", c, i, ok).to_json() for (s, c), oks in outcomes.items() for i, ok in enumerate(oks)]
@@ -47,6 +58,8 @@ def _write_recipe(root, recipe: str, outcomes: dict[tuple[int, str], list[bool]]
             "total_steps": policy_steps, "dataset_fingerprint": fingerprint,
             "final_eval": {"val_joint_rmse_rad": 0.05, "val_tcp_rmse_m": 0.015}}}))
     (d / "probe.json").write_text(json.dumps({"groups": {"joints": {"r2": 0.9}, "objects": {"r2": 0.4}}}))
+    if shift_seeds is not None:
+        (d / "shift.json").write_text(json.dumps(_shift_report(shift_seeds).to_dict()))
     if complete:
         (d / "complete").write_text("2026-12-05T22:00:00Z\n")
 
@@ -182,3 +195,22 @@ def test_metaworld_runs_are_compared_task_by_task(tmp_path):
     text = doc.read_text()
     assert "### Frozen-encoder MetaWorld benchmark" in text and "| random | 1/4 (25 %" in text
     assert (tmp_path / "img" / "results_metaworld.png").exists()
+
+
+def test_embedding_shift_table_and_its_missing_runs(tmp_path):
+    _write_recipe(tmp_path, "dynaflip", CONTROL)
+    _write_recipe(tmp_path, "tcn", OTHER, shift_seeds=None)
+    _write_recipe(tmp_path, "clip", OTHER, shift_seeds=(7, 8, 10))
+    _write_recipe(tmp_path, "dynamo", OTHER)
+    shift = json.loads((tmp_path / "our_task" / "dynamo" / "shift.json").read_text())
+    shift["encoder"]["weights_sha256"] = "d" * 64  # not the encoder the policies ran on
+    (tmp_path / "our_task" / "dynamo" / "shift.json").write_text(json.dumps(shift))
+    s = summarize_our_task(tmp_path / "our_task", recipes=["dynaflip", "tcn", "clip", "dynamo"])
+    assert any(w.startswith("dynamo: shift.json measured encoder dddddddddddd, not the one") for w in s["warnings"])
+    assert s["recipes"]["dynaflip"]["shift"]["output"]["lighting:0.1"]["mean"] == pytest.approx(0.25)
+    assert "tcn: no shift.json (run `scripts/bench_encoders.sh tcn`)" in s["missing"]
+    assert any(w.startswith("clip: shift seeds [7, 10, 3]") for w in s["warnings"])  # another seed list
+    md = render_markdown(s, "dynaflip results")
+    assert "| recipe | view | lighting:0.1 |" in md
+    assert "| dynaflip | output | 0.25 (" in md and "; 3/3 |" in md
+    assert "| tcn | output |" not in md

@@ -9,6 +9,7 @@ writes it):
                              /encoder_pre.json  manifest of its pre-training stage (trained recipes)
                              /policy_s<k>.json  policy.json of training seed k
                              /probe.json        `dynaflip probe` of the frozen embedding on the demos
+                             /shift.json        `dynaflip embedding-shift` of the encoder (eval/embedding_shift.py)
                              /complete          written last: every run of the recipe finished
 
     results/metaworld/<recipe>/run.json         a `dynaflip metaworld` run of the recipe's encoder
@@ -23,7 +24,9 @@ recipe with the control recipe (DynaFLIP) condition by condition:
 - the paired difference recipe - control over (training seed, episode seed) keys both ran: the
   same episode seed gives the same scene, the same training seed the same policy initialisation
   and batch order (`eval.ood_report.paired_comparison`: Newcombe's interval, exact McNemar p);
-- the control-relevant probe: held-out R^2 per group (eval/probe.py).
+- the control-relevant probe: held-out R^2 per group (eval/probe.py);
+- the embedding shift per condition (eval/embedding_shift.py): how far each condition moves the
+  encoder's output on the first frame, relative to the distance between two nominal scenes.
 
 Missing runs are listed, never skipped silently: a recipe of `encoder.recipes.RECIPES` without a
 directory, a directory without `complete`, episodes a session asked for that are not in its log,
@@ -38,7 +41,6 @@ same text (no clock is read).
 from __future__ import annotations
 
 import json
-import math
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ from typing import Any
 
 from dynaflip_ros.data.dataset_io import atomic_write_bytes
 from dynaflip_ros.episodes.record import wilson_interval
+from dynaflip_ros.eval.embedding_shift import ShiftReport, t_interval
 from dynaflip_ros.eval.ood_records import NOMINAL, OodEpisode, OodSession, SessionFileError, read_episodes, read_session
 from dynaflip_ros.eval.ood_report import paired_comparison
 
@@ -79,6 +82,7 @@ class RecipeRun:
     complete: str | None
     models_by_seed: dict[int, str] = field(default_factory=dict)
     probe: dict[str, Any] | None = None
+    shift: ShiftReport | None = None
 
 
 def parse_model_name(name: str) -> tuple[str, int]:
@@ -113,28 +117,28 @@ def load_recipe_run(recipe_dir: str | Path) -> RecipeRun:
         p = d / f"policy_s{seed}.json"
         if p.exists():
             policies[seed] = _read_json(p)
-    pre, probe = d / "encoder_pre.json", d / "probe.json"
+    pre, probe, shift = d / "encoder_pre.json", d / "probe.json", d / "shift.json"
     done = d / COMPLETE_FILE
     return RecipeRun(recipe=recipe, session=session, episodes=read_episodes(d), encoder=_read_json(d / "encoder.json"),
                      encoder_pre=_read_json(pre) if pre.exists() else None, policies=policies,
                      complete=done.read_text().strip() if done.exists() else None,
                      models_by_seed=dict(sorted(models_by_seed.items())),
-                     probe=_read_json(probe) if probe.exists() else None)
+                     probe=_read_json(probe) if probe.exists() else None,
+                     shift=_read_shift(shift) if shift.exists() else None)
+
+
+def _read_shift(path: Path) -> ShiftReport:
+    try:
+        return ShiftReport.from_dict(_read_json(path))
+    except (KeyError, TypeError) as e:
+        raise ResultsError(f"{path}: not an embedding-shift report ({type(e).__name__}: {e})") from None
 
 
 def seed_mean_interval(rates: list[float], confidence: float = 0.95) -> tuple[float | None, float | None, float | None]:
-    """(mean, low, high) of per-seed success rates: mean +- t_{(1+c)/2, k-1} s / sqrt(k) (Student t,
-    s the sample standard deviation), clipped to [0, 1]. (None, None, None) without rates; the
-    interval is None for one rate."""
-    if not rates:
-        return None, None, None
-    mean = statistics.fmean(rates)
-    if len(rates) < 2:
-        return mean, None, None
-    from scipy.stats import t
-
-    half = float(t.ppf((1 + confidence) / 2, len(rates) - 1)) * statistics.stdev(rates) / math.sqrt(len(rates))
-    return mean, max(0.0, mean - half), min(1.0, mean + half)
+    """(mean, low, high) of per-seed success rates: `embedding_shift.t_interval` clipped to
+    [0, 1]. (None, None, None) without rates; the interval is None for one rate."""
+    mean, low, high = t_interval(rates, confidence)
+    return mean, None if low is None else max(0.0, low), None if high is None else min(1.0, high)
 
 
 def _encoder_facts(run: RecipeRun) -> dict[str, Any]:
@@ -192,7 +196,20 @@ def summarize_recipe(run: RecipeRun) -> dict[str, Any]:
             "commit": run.session.commit, "created_utc": run.session.created_utc, "mode": run.session.mode,
             "options": dict(run.session.options), "encoder": _encoder_facts(run),
             "probe": {g: v["r2"] for g, v in run.probe["groups"].items()} if run.probe else None,
+            "shift": _shift_facts(run.shift) if run.shift else None,
+            "session_encoders": sorted({m.encoder_sha256 for m in run.session.models.values()}),
             "policies": {s: _policy_facts(p) for s, p in sorted(run.policies.items())}}
+
+
+def _shift_facts(report: ShiftReport) -> dict[str, Any]:
+    """{"seeds": [first, last, count], "encoder": weights sha256, view: {condition: {mean, ci_low,
+    ci_high, retrieved, n}}}."""
+    out: dict[str, Any] = {"seeds": [report.seeds[0], report.seeds[-1], len(report.seeds)],
+                           "encoder": report.encoder.get("weights_sha256", "")}
+    for view, per in report.stats.items():
+        out[view] = {c: {"mean": s.mean, "ci_low": s.ci_low, "ci_high": s.ci_high, "retrieved": s.retrieved, "n": s.n}
+                     for c, s in per.items()}
+    return out
 
 
 def _protocol(rec: dict[str, Any]) -> dict[str, Any]:
@@ -200,7 +217,7 @@ def _protocol(rec: dict[str, Any]) -> dict[str, Any]:
     fingerprints = sorted({p["dataset_fingerprint"] for p in rec["policies"].values() if p["dataset_fingerprint"]})
     return {"conditions": list(rec["conditions"]), "episode seeds": rec["episode_seeds"],
             "demo data fingerprint": fingerprints, "policy steps": sorted({p["steps"] for p in rec["policies"].values()}),
-            "session options": rec["options"]}
+            "session options": rec["options"], **({"shift seeds": rec["shift"]["seeds"]} if rec["shift"] else {})}
 
 
 def summarize_our_task(bench_dir: str | Path, recipes: list[str] | None = None,
@@ -229,6 +246,11 @@ def summarize_our_task(bench_dir: str | Path, recipes: list[str] | None = None,
             summary["missing"].append(f"{r}: not complete (no {COMPLETE_FILE} file)")
         if rec["probe"] is None:
             summary["missing"].append(f"{r}: no probe.json")
+        if rec["shift"] is None:
+            summary["missing"].append(f"{r}: no shift.json (run `scripts/bench_encoders.sh {r}`)")
+        elif rec["shift"]["encoder"] not in rec["session_encoders"]:
+            summary["warnings"].append(f"{r}: shift.json measured encoder {rec['shift']['encoder'][:12]}, not the "
+                                       f"one its policies ran on ({', '.join(e[:12] for e in rec['session_encoders'])})")
         summary["missing"] += rec.pop("missing")
         summary["recipes"][r] = rec
     return compare_to_control(summary, _protocol)
@@ -244,7 +266,7 @@ def compare_to_control(summary: dict[str, Any], protocol) -> dict[str, Any]:
             continue
         mine, theirs = protocol(rec), protocol(ctl)
         summary["warnings"] += [f"{r}: {k} {mine[k]!r} differ from the control's {theirs[k]!r}"
-                                for k in mine if mine[k] != theirs[k]]
+                                for k in mine if k in theirs and mine[k] != theirs[k]]
         for c, stats in rec["conditions"].items():
             if c in ctl["conditions"]:
                 stats["vs_control"] = paired_comparison(stats["_success"], ctl["conditions"][c]["_success"])
@@ -344,9 +366,36 @@ def render_markdown(summary: dict[str, Any], command: str, plot_path: str | None
                        "R² per group, 1 = exact, 0 = the training mean; `dynaflip probe`):\n")
             out.append(_table(["recipe"] + list(GROUPS),
                               [[r] + [f"{p[g]:.2f}" if g in p else "–" for g in GROUPS] for r, p in probed.items()]))
+        out += shift_table(recipes)
         if plot_path:
             out.append(f"\n![success by recipe and condition]({plot_path})")
     return "\n".join(out + _missing_and_warnings(summary, "Missing runs")) + "\n"
+
+
+def shift_table(recipes: dict[str, Any]) -> list[str]:
+    """The embedding-shift table (Markdown lines; none without shift reports): per recipe and view,
+    per condition the mean relative shift (Student-t 95 % over seeds) and scene retrieval k/n."""
+    shifted = {r: rec["shift"] for r, rec in recipes.items() if rec["shift"]}
+    if not shifted:
+        return []
+    conds = list(dict.fromkeys(c for sh in shifted.values() for v in ("output", "embedding") for c in sh.get(v) or {}))
+    rows = []
+    for r, sh in shifted.items():
+        for view, label in (("output", "output"), ("embedding", "f(o_t)")):
+            if sh.get(view):
+                cells = sh[view]
+                rows.append([r, label] + [
+                    "–" if c not in cells else
+                    f"{cells[c]['mean']:.2f} ({cells[c]['ci_low']:.2f}–{cells[c]['ci_high']:.2f}); "
+                    f"{cells[c]['retrieved']}/{cells[c]['n']}" for c in conds])
+    first, last, count = next(iter(shifted.values()))["seeds"]
+    return ["\nEmbedding shift of the frozen encoder under each condition, first frame of episode seeds "
+            f"{first}–{last} ({count}; `dynaflip embedding-shift`): ‖e(perturbed) − e(nominal)‖ of a seed over the "
+            "mean distance between two nominal scenes, mean (Student-t 95 % over seeds); then scene retrieval, "
+            "seeds whose perturbed output is nearest to their own nominal output (chance 1/seeds). "
+            "Output: everything the policy reads (f(o_t) and the patch tokens); f(o_t): the pooled embedding alone. "
+            "No policy is involved: this measures the representation, not success.\n",
+            _table(["recipe", "view"] + conds, rows)]
 
 
 def _missing_and_warnings(summary: dict[str, Any], title: str) -> list[str]:
