@@ -13,7 +13,7 @@ from dynaflip_ros.cli import exit_codes_epilog
 
 EPILOG = """examples:
   dynaflip embedding-shift --encoder models/encoder --conditions lighting:0.1,texture:0.1,camera_pose:0.1
-  dynaflip embedding-shift --encoder outputs/bench/tcn/encoder/export --episodes 30 \\
+  dynaflip embedding-shift --encoder outputs/bench/tcn/encoder/export --episodes 50 \\
       --conditions distractors:0.5,novel_object:0.5,lighting:0.1,texture:0.1,camera_pose:0.1,placement:0.25 \\
       --threads 1 --out outputs/bench/tcn/shift.json
 
@@ -24,6 +24,8 @@ seeds whose perturbed output is nearest to their own nominal output (chance 1/se
 
 
 def register(subparsers) -> None:
+    from dynaflip_ros.eval.ood_cli import add_scene_flags
+
     p = subparsers.add_parser(
         "embedding-shift", help="how far OOD conditions move a frozen encoder's output (no policy)",
         description=__doc__.split("\n\n")[1], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,12 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("--backend", default="onnxruntime", choices=["auto", "onnxruntime", "tensorrt", "torch"],
                    help="encoder backend (default onnxruntime)")
     p.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads (default 2)")
-    p.add_argument("--conditions", required=True, metavar="LIST",
-                   help="comma-separated condition specs, as `dynaflip eval-ood --conditions` (nominal is the reference)")
-    p.add_argument("--episodes", type=int, default=30, help="episode seeds (default 30)")
-    p.add_argument("--seed", type=int, default=100_000, help="first episode seed (default 100000)")
-    p.add_argument("--seeds", default=None, metavar="LIST",
-                   help="explicit episode seeds instead of --episodes / --seed: 'A-B' (inclusive) or 'A,B,C'")
+    add_scene_flags(p, 50, "episode seeds, one first frame each per condition")
     p.add_argument("--out", metavar="PATH", help="also write the report as JSON here")
     p.set_defaults(func=run)
 

@@ -46,12 +46,7 @@ def register(subparsers) -> None:
                         help="an encoder / policy pair to evaluate under a name (repeatable)")
     add_inference_flags(models)
     episodes = p.add_argument_group("episodes")
-    episodes.add_argument("--conditions", required=True, metavar="LIST",
-                          help="comma-separated condition specs, e.g. distractors:1,lighting:0.5 (nominal is always run)")
-    episodes.add_argument("--episodes", type=int, default=20, help="episodes per model and condition (default 20)")
-    episodes.add_argument("--seed", type=int, default=100_000, help="seed of episode 0 (default 100000)")
-    episodes.add_argument("--seeds", default=None, metavar="LIST",
-                          help="explicit episode seeds instead of --episodes / --seed: 'A-B' (inclusive) or 'A,B,C'")
+    add_scene_flags(episodes, 20, "episodes per model and condition")
     episodes.add_argument("--episode-timeout-s", type=float, default=None,
                           help="longest episode: sim seconds in lock-step (default 15), wall seconds with --ros "
                                "(default 20) and --real (default: the params file's ood_session.episode_timeout_s, 60)")
@@ -95,6 +90,18 @@ def parse_models(items: list[str]) -> dict[str, tuple[str, str]]:
                 raise UserError(f"--model {name}: {what} directory {d!r} does not exist")
         out[name.strip()] = (parts[0], parts[1])
     return out
+
+
+def add_scene_flags(group, episodes_default: int, episodes_help: str) -> None:
+    """--conditions, --episodes, --seed, --seeds: which perturbed scenes a session visits (the
+    episode seeds fix layout, instruction and the perturbation's draw; `parse_seeds`)."""
+    group.add_argument("--conditions", required=True, metavar="LIST",
+                       help="comma-separated condition specs, e.g. distractors:1,lighting:0.5 (nominal is always run)")
+    group.add_argument("--episodes", type=int, default=episodes_default,
+                       help=f"{episodes_help} (default {episodes_default})")
+    group.add_argument("--seed", type=int, default=100_000, help="seed of episode 0 (default 100000)")
+    group.add_argument("--seeds", default=None, metavar="LIST",
+                       help="explicit episode seeds instead of --episodes / --seed: 'A-B' (inclusive) or 'A,B,C'")
 
 
 def parse_seeds(seeds: str | None, episodes: int, first: int) -> list[int]:
