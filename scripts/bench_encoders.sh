@@ -77,9 +77,13 @@ for recipe in $recipes; do
   out="$RESULTS_DIR/$recipe"
   enc="$BENCH_DIR/$recipe/encoder"
   if [ -f "$out/complete" ]; then
-    if [ ! -f "$out/shift.json" ] && [ -f "$enc/export/manifest.json" ]; then
-      embedding_shift "$recipe" "$enc/export"
-      cp "$BENCH_DIR/$recipe/shift.json" "$out/shift.json"
+    if [ ! -f "$out/shift.json" ]; then
+      if [ -f "$enc/export/manifest.json" ]; then
+        embedding_shift "$recipe" "$enc/export"
+        cp "$BENCH_DIR/$recipe/shift.json" "$out/shift.json"
+      else
+        stage "$recipe: $out has no shift.json and $enc/export is gone: rebuild the encoder (move $out aside and rerun) to measure it"
+      fi
     fi
     stage "$recipe: complete in $out, skipped"; continue
   fi

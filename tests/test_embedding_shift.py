@@ -90,3 +90,5 @@ def test_command_with_the_shipped_encoder(tmp_path, capsys):
     assert "relative shift" in capsys.readouterr().out
     assert main(["embedding-shift", "--encoder", str(ROOT / "models" / "encoder"), "--seeds", "100000",
                  "--conditions", "lighting:0.1"]) == 2  # one seed: no distance between scenes
+    assert main(["embedding-shift", "--encoder", str(ROOT / "models" / "encoder"), "--conditions", "nominal"]) == 2
+    assert "besides nominal" in capsys.readouterr().err

@@ -263,8 +263,12 @@ def test_a_node_process_dies_with_a_killed_launcher(standin_env):
     import subprocess
     import time
 
+    import threading
+
     launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER], env=standin_env, stdout=subprocess.PIPE, text=True)
     node_pid = None
+    guard = threading.Timer(120.0, launcher.kill)  # a launcher that never starts the node ends the read below
+    guard.start()
     try:
         for line in launcher.stdout:
             if line.startswith("started"):
@@ -279,6 +283,7 @@ def test_a_node_process_dies_with_a_killed_launcher(standin_env):
             time.sleep(0.05)
         assert _gone(node_pid), "the node process outlived its SIGKILLed launcher"
     finally:
+        guard.cancel()
         launcher.kill()
         if node_pid is not None and not _gone(node_pid):
             os.kill(node_pid, signal.SIGKILL)

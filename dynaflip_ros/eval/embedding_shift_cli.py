@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from dynaflip_ros.errors import UserError
     from dynaflip_ros.eval.embedding_shift import embedding_shift
     from dynaflip_ros.eval.ood_cli import parse_seeds
+    from dynaflip_ros.eval.ood_records import NOMINAL
     from dynaflip_ros.policies.train import load_encoder_backend
     from dynaflip_ros.sim.perturbations import parse_conditions
     from dynaflip_ros.sim.pick_into_sink import PickIntoSinkEnv
@@ -67,9 +68,11 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.encoder).is_dir():
         raise UserError(f"--encoder {args.encoder} is not a directory")
     try:
-        conditions = [c.name for c in parse_conditions(args.conditions)]
+        conditions = [c.name for c in parse_conditions(args.conditions) if c.name != NOMINAL]
     except ValueError as e:
         raise UserError(f"--conditions: {e}") from None
+    if not conditions:
+        raise UserError("--conditions: give at least one condition besides nominal (nominal is the reference)")
     seeds = parse_seeds(args.seeds, args.episodes, args.seed)
     if len(seeds) < 2:
         raise UserError(f"need at least 2 episode seeds, got {len(seeds)}")

@@ -130,7 +130,7 @@ def load_recipe_run(recipe_dir: str | Path) -> RecipeRun:
 def _read_shift(path: Path) -> ShiftReport:
     try:
         return ShiftReport.from_dict(_read_json(path))
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise ResultsError(f"{path}: not an embedding-shift report ({type(e).__name__}: {e})") from None
 
 
@@ -202,9 +202,10 @@ def summarize_recipe(run: RecipeRun) -> dict[str, Any]:
 
 
 def _shift_facts(report: ShiftReport) -> dict[str, Any]:
-    """{"seeds": [first, last, count], "encoder": weights sha256, view: {condition: {mean, ci_low,
-    ci_high, retrieved, n}}}."""
+    """{"seeds": [first, last, count], "seed_list", "conditions", "encoder": weights sha256, view:
+    {condition: {mean, ci_low, ci_high, retrieved, n}}}."""
     out: dict[str, Any] = {"seeds": [report.seeds[0], report.seeds[-1], len(report.seeds)],
+                           "seed_list": list(report.seeds), "conditions": list(report.conditions),
                            "encoder": report.encoder.get("weights_sha256", "")}
     for view, per in report.stats.items():
         out[view] = {c: {"mean": s.mean, "ci_low": s.ci_low, "ci_high": s.ci_high, "retrieved": s.retrieved, "n": s.n}
@@ -217,7 +218,9 @@ def _protocol(rec: dict[str, Any]) -> dict[str, Any]:
     fingerprints = sorted({p["dataset_fingerprint"] for p in rec["policies"].values() if p["dataset_fingerprint"]})
     return {"conditions": list(rec["conditions"]), "episode seeds": rec["episode_seeds"],
             "demo data fingerprint": fingerprints, "policy steps": sorted({p["steps"] for p in rec["policies"].values()}),
-            "session options": rec["options"], **({"shift seeds": rec["shift"]["seeds"]} if rec["shift"] else {})}
+            "session options": rec["options"],
+            **({"shift seeds": rec["shift"]["seed_list"], "shift conditions": rec["shift"]["conditions"]}
+               if rec["shift"] else {})}
 
 
 def summarize_our_task(bench_dir: str | Path, recipes: list[str] | None = None,
@@ -380,14 +383,14 @@ def shift_table(recipes: dict[str, Any]) -> list[str]:
         return []
     conds = list(dict.fromkeys(c for sh in shifted.values() for v in ("output", "embedding") for c in sh.get(v) or {}))
     rows = []
+    def cell(x: dict[str, Any]) -> str:
+        ci = "" if x["ci_low"] is None else f" ({x['ci_low']:.2f}–{x['ci_high']:.2f})"
+        return f"{x['mean']:.2f}{ci}; {x['retrieved']}/{x['n']}"
+
     for r, sh in shifted.items():
         for view, label in (("output", "output"), ("embedding", "f(o_t)")):
             if sh.get(view):
-                cells = sh[view]
-                rows.append([r, label] + [
-                    "–" if c not in cells else
-                    f"{cells[c]['mean']:.2f} ({cells[c]['ci_low']:.2f}–{cells[c]['ci_high']:.2f}); "
-                    f"{cells[c]['retrieved']}/{cells[c]['n']}" for c in conds])
+                rows.append([r, label] + ["–" if c not in sh[view] else cell(sh[view][c]) for c in conds])
     first, last, count = next(iter(shifted.values()))["seeds"]
     return ["\nEmbedding shift of the frozen encoder under each condition, first frame of episode seeds "
             f"{first}–{last} ({count}; `dynaflip embedding-shift`): ‖e(perturbed) − e(nominal)‖ of a seed over the "

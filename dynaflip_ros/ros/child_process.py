@@ -46,7 +46,7 @@ def die_with_launcher(environ: Mapping[str, str] = os.environ) -> bool:
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
             return False
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return False
     if os.getppid() != launcher_pid:
         raise SystemExit(f"the launcher (pid {launcher_pid}) exited before this process started; not starting")
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     if not argv:
         raise SystemExit("usage: python -m dynaflip_ros.ros.child_process MODULE [ARGS ...]")
     die_with_launcher()
+    os.environ.pop(LAUNCHER_PID_ENV, None)  # the node's own children are not the launcher's
     sys.argv = list(argv)  # run_module(alter_sys=True) replaces argv[0] with the module's path, as -m does
     runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
 
