@@ -214,3 +214,16 @@ def test_embedding_shift_table_and_its_missing_runs(tmp_path):
     assert "| recipe | view | lighting:0.1 |" in md
     assert "| dynaflip | output | 0.25 (" in md and "; 3/3 |" in md
     assert "| tcn | output |" not in md
+    # paired differences to the control: dynamo's shifts are the control's (same seeds) -> 0; clip's seeds differ
+    assert "Embedding shift minus dynaflip's" in md and "| dynamo | output | +0.00 (+0.00 to +0.00) |" in md
+    assert "| clip | output | +" not in md
+
+
+def test_shift_difference_is_paired_over_seeds():
+    from dynaflip_ros.eval.results import shift_difference
+
+    mean, low, high = shift_difference({"per_seed": [1.0, 2.0, 3.0]}, {"per_seed": [0.5, 1.5, 2.0]})
+    half = 4.302652729911275 * (1 / 12) ** 0.5 / 3 ** 0.5  # differences 0.5, 0.5, 1.0: s = sqrt(1/12)
+    assert mean == pytest.approx(2 / 3) and (low, high) == pytest.approx((2 / 3 - half, 2 / 3 + half))
+    with pytest.raises(ValueError):
+        shift_difference({"per_seed": [1.0]}, {"per_seed": [1.0, 2.0]})

@@ -208,8 +208,8 @@ def _shift_facts(report: ShiftReport) -> dict[str, Any]:
                            "seed_list": list(report.seeds), "conditions": list(report.conditions),
                            "encoder": report.encoder.get("weights_sha256", "")}
     for view, per in report.stats.items():
-        out[view] = {c: {"mean": s.mean, "ci_low": s.ci_low, "ci_high": s.ci_high, "retrieved": s.retrieved, "n": s.n}
-                     for c, s in per.items()}
+        out[view] = {c: {"mean": s.mean, "ci_low": s.ci_low, "ci_high": s.ci_high, "retrieved": s.retrieved, "n": s.n,
+                         "per_seed": list(s.relative_shift)} for c, s in per.items()}
     return out
 
 
@@ -375,14 +375,30 @@ def render_markdown(summary: dict[str, Any], command: str, plot_path: str | None
     return "\n".join(out + _missing_and_warnings(summary, "Missing runs")) + "\n"
 
 
-def shift_table(recipes: dict[str, Any]) -> list[str]:
-    """The embedding-shift table (Markdown lines; none without shift reports): per recipe and view,
-    per condition the mean relative shift (Student-t 95 % over seeds) and scene retrieval k/n."""
+def shift_difference(mine: dict[str, Any], control: dict[str, Any]) -> tuple[float, float | None, float | None]:
+    """Paired over seeds: (mean, low, high) of mine["per_seed"][s] - control["per_seed"][s]
+    (`embedding_shift.t_interval`; both cells measured on the same seed list)."""
+    return t_interval([a - b for a, b in zip(mine["per_seed"], control["per_seed"], strict=True)])
+
+
+def shift_table(recipes: dict[str, Any], control: str = CONTROL_RECIPE) -> list[str]:
+    """The embedding-shift tables (Markdown lines; none without shift reports): per recipe and view,
+    per condition the mean relative shift (Student-t 95 % over seeds) and scene retrieval k/n; then
+    each recipe's difference to `control`, paired over seeds (`shift_difference`) where both were
+    measured on the same seed list."""
     shifted = {r: rec["shift"] for r, rec in recipes.items() if rec["shift"]}
     if not shifted:
         return []
     conds = list(dict.fromkeys(c for sh in shifted.values() for v in ("output", "embedding") for c in sh.get(v) or {}))
-    rows = []
+    rows, diffs = [], []
+    ctl = shifted.get(control)
+
+    def diff(mine: dict[str, Any] | None, theirs: dict[str, Any] | None) -> str:
+        if mine is None or theirs is None:
+            return "–"
+        mean, low, high = shift_difference(mine, theirs)
+        return f"{mean:+.2f}" + ("" if low is None else f" ({low:+.2f} to {high:+.2f})")
+
     def cell(x: dict[str, Any]) -> str:
         ci = "" if x["ci_low"] is None else f" ({x['ci_low']:.2f}–{x['ci_high']:.2f})"
         return f"{x['mean']:.2f}{ci}; {x['retrieved']}/{x['n']}"
@@ -391,6 +407,8 @@ def shift_table(recipes: dict[str, Any]) -> list[str]:
         for view, label in (("output", "output"), ("embedding", "f(o_t)")):
             if sh.get(view):
                 rows.append([r, label] + ["–" if c not in sh[view] else cell(sh[view][c]) for c in conds])
+                if ctl is not None and r != control and sh["seed_list"] == ctl["seed_list"] and ctl.get(view):
+                    diffs.append([r, label] + [diff(sh[view].get(c), ctl[view].get(c)) for c in conds])
     first, last, count = next(iter(shifted.values()))["seeds"]
     return ["\nEmbedding shift of the frozen encoder under each condition, first frame of episode seeds "
             f"{first}–{last} ({count}; `dynaflip embedding-shift`): ‖e(perturbed) − e(nominal)‖ of a seed over the "
@@ -398,7 +416,9 @@ def shift_table(recipes: dict[str, Any]) -> list[str]:
             "seeds whose perturbed output is nearest to their own nominal output (chance 1/seeds). "
             "Output: everything the policy reads (f(o_t) and the patch tokens); f(o_t): the pooled embedding alone. "
             "No policy is involved: this measures the representation, not success.\n",
-            _table(["recipe", "view"] + conds, rows)]
+            _table(["recipe", "view"] + conds, rows)] + ([
+        f"\nEmbedding shift minus {control}'s, paired over the same seeds (mean, Student-t 95 %; negative = the "
+        "condition moves this encoder's output less):\n", _table(["recipe", "view"] + conds, diffs)] if diffs else [])
 
 
 def _missing_and_warnings(summary: dict[str, Any], title: str) -> list[str]:
