@@ -227,3 +227,20 @@ def test_shift_difference_is_paired_over_seeds():
     assert mean == pytest.approx(2 / 3) and (low, high) == pytest.approx((2 / 3 - half, 2 / 3 + half))
     with pytest.raises(ValueError):
         shift_difference({"per_seed": [1.0]}, {"per_seed": [1.0, 2.0]})
+
+
+def test_metaworld_pools_every_task_only_for_complete_runs(tmp_path):
+    from dynaflip_ros.eval.results import ALL_TASKS, summarize_metaworld
+
+    _write_metaworld(tmp_path, "dynaflip", {("reach-v3", 0): [T, T, T], ("drawer-open-v3", 0): [T, F, F],
+                                            ("reach-v3", 1): [T, F, F], ("drawer-open-v3", 1): [F, F, F]})
+    _write_metaworld(tmp_path, "imagenet", {("reach-v3", 0): [T, F, F], ("drawer-open-v3", 0): [T, T, T],
+                                            ("reach-v3", 1): [F, F, F], ("drawer-open-v3", 1): [F, F, F]})
+    _write_metaworld(tmp_path, "random", {("reach-v3", 0): [T, T, T], ("drawer-open-v3", 0): [T]})  # unfinished
+    s = summarize_metaworld(tmp_path / "metaworld", recipes=["dynaflip", "imagenet", "random"])
+    ctl, img = s["recipes"]["dynaflip"]["conditions"][ALL_TASKS], s["recipes"]["imagenet"]["conditions"][ALL_TASKS]
+    assert (ctl["successes"], ctl["n"]) == (5, 12) and ctl["seed_rates"] == {0: 4 / 6, 1: 1 / 6}
+    assert (img["successes"], img["n"]) == (4, 12)
+    v = img["vs_control"]  # paired over (training seed, task, episode seed)
+    assert v["n_pairs"] == 12 and (v["only_first"], v["only_second"]) == (2, 3)
+    assert ALL_TASKS not in s["recipes"]["random"]["conditions"]
