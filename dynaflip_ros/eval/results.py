@@ -149,6 +149,7 @@ def _encoder_facts(run: RecipeRun) -> dict[str, Any]:
             return None
         rec = manifest.get("config", {}).get("run", {})
         return {"recipe": rec.get("recipe"), "steps": rec.get("steps"), "trained": rec.get("trained", True),
+                "alignment": manifest.get("config", {}).get("loss", {}).get("alignment"),
                 "retrieval": rec.get("retrieval"), "wall_time_s": rec.get("wall_time_s"),
                 "episodes": (rec.get("data") or {}).get("episodes")}
     return {"sha256": run.encoder.get("weights_sha256"), "pre": stage(run.encoder_pre), "final": stage(run.encoder)}
@@ -353,16 +354,19 @@ def render_markdown(summary: dict[str, Any], command: str, plot_path: str | None
             enc = rec["encoder"]
             steps = " + ".join(str(s["steps"]) for s in (enc["pre"], enc["final"]) if s and s.get("trained", True)
                                and s.get("steps") is not None) or "untrained"
-            retr = (enc["final"] or {}).get("retrieval") or {}
-            retr_text = (f"{retr['transition_to_language_top1']:.3f} / {retr['transition_to_flow_top1']:.3f}"
-                         if retr else "–")
+            final = enc["final"] or {}
+            retr, aligned = final.get("retrieval") or {}, final.get("alignment")
+            retr_text = " / ".join(  # only what the recipe trains: its other heads stay at their initialisation
+                f"{retr[key]:.3f}" if retr and aligned in modes else "–" for key, modes in (
+                    ("transition_to_language_top1", ("triangle", "image_language")),
+                    ("transition_to_flow_top1", ("triangle", "image_flow"))))
             pol = rec["policies"]
             rmse = [p["val_tcp_rmse_m"] for p in pol.values() if p["val_tcp_rmse_m"] is not None]
             runs.append([r, steps, retr_text, ", ".join(map(str, rec["training_seeds"])),
                          f"{100 * statistics.fmean(rmse):.2f}" if rmse else "–",
                          str(len(rec["episode_seeds"])), (rec["commit"] or "?")[:12], (rec["complete"] or "incomplete")[:10]])
         out.append("\nRuns (encoder steps: pre-training + fine-tune; held-out retrieval top-1 of the final encoder, "
-                   "transition → language / → flow; policy held-out chunk TCP RMSE, mean over training seeds; "
+                   "transition → language / → flow, – where the recipe does not train that pair; policy held-out chunk TCP RMSE, mean over training seeds; "
                    "episode seeds per condition and training seed):\n")
         out.append(_table(["recipe", "encoder steps", "retrieval L / F", "training seeds", "policy TCP RMSE (cm)",
                            "episode seeds", "commit", "finished"], runs))
