@@ -197,12 +197,16 @@ def test_without_a_main_process_an_interrupt_is_the_normal_end(standin_env):
     import threading
 
     out = io.StringIO()
+    # Python's Ctrl-C handler, explicitly: a test run started in the background by a non-interactive
+    # shell (`nohup ... &`) inherits SIGINT ignored, and the interrupt below would never arrive.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     try:
         res = bringup.run_graph([spec("standin_server")], [], main=None, env=standin_env, out=out, grace_s=2.0)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert res.exit_code == 0 and "interrupted" in out.getvalue() and res.exit_codes["standin_server"] == 0
 
 
