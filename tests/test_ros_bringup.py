@@ -265,9 +265,8 @@ def _gone(pid: int) -> bool:
 def test_a_node_process_dies_with_a_killed_launcher(standin_env):
     import signal
     import subprocess
-    import time
-
     import threading
+    import time
 
     launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER], env=standin_env, stdout=subprocess.PIPE, text=True)
     node_pid = None
