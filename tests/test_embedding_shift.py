@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from dynaflip_ros.cli import main
-from dynaflip_ros.eval.embedding_shift import ShiftReport, embedding_shift, shift_stats, start_frames, t_interval
+from dynaflip_ros.episodes.record import t_interval
+from dynaflip_ros.eval.embedding_shift import ShiftReport, embedding_shift, shift_stats, start_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 

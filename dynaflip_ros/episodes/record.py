@@ -35,10 +35,11 @@ import dataclasses
 import datetime as _dt
 import json
 import math
+import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -103,6 +104,21 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
     ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
     return float(ci.low), float(ci.high)
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float | None, float | None, float | None]:
+    """(mean, low, high): mean +- t_{(1+c)/2, k-1} s / sqrt(k) of k values (Student t, s the sample
+    standard deviation; scipy.stats.t). (None, None, None) without values; the interval is None
+    for one value."""
+    if not values:
+        return None, None, None
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None, None
+    from scipy.stats import t
+
+    half = float(t.ppf((1 + confidence) / 2, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
 
 
 def counter_delta(start: Any, end: Any) -> Any:

@@ -24,31 +24,14 @@ to transfer, not a guarantee that it does.
 """
 from __future__ import annotations
 
-import math
-import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from dynaflip_ros.episodes.record import wilson_interval
+from dynaflip_ros.episodes.record import t_interval, wilson_interval
 
 VIEWS = ("output", "embedding")
-
-
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float | None, float | None, float | None]:
-    """(mean, low, high): mean +- t_{(1+c)/2, k-1} s / sqrt(k) of k values (Student t, s the sample
-    standard deviation; scipy.stats.t). (None, None, None) without values; the interval is None
-    for one value."""
-    if not values:
-        return None, None, None
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, None, None
-    from scipy.stats import t
-
-    half = float(t.ppf((1 + confidence) / 2, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean, mean - half, mean + half
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from dynaflip_ros.data.dataset_io import atomic_write_bytes
-from dynaflip_ros.episodes.record import wilson_interval
-from dynaflip_ros.eval.embedding_shift import ShiftReport, t_interval
+from dynaflip_ros.episodes.record import t_interval, wilson_interval
+from dynaflip_ros.eval.embedding_shift import ShiftReport
 from dynaflip_ros.eval.ood_records import NOMINAL, OodEpisode, OodSession, SessionFileError, read_episodes, read_session
 from dynaflip_ros.eval.ood_report import paired_comparison
 
@@ -136,7 +136,7 @@ def _read_shift(path: Path) -> ShiftReport:
 
 
 def seed_mean_interval(rates: list[float], confidence: float = 0.95) -> tuple[float | None, float | None, float | None]:
-    """(mean, low, high) of per-seed success rates: `embedding_shift.t_interval` clipped to
+    """(mean, low, high) of per-seed success rates: `episodes.record.t_interval` clipped to
     [0, 1]. (None, None, None) without rates; the interval is None for one rate."""
     mean, low, high = t_interval(rates, confidence)
     return mean, None if low is None else max(0.0, low), None if high is None else min(1.0, high)
@@ -204,10 +204,9 @@ def summarize_recipe(run: RecipeRun) -> dict[str, Any]:
 
 
 def _shift_facts(report: ShiftReport) -> dict[str, Any]:
-    """{"seeds": [first, last, count], "seed_list", "conditions", "encoder": weights sha256, view:
-    {condition: {mean, ci_low, ci_high, retrieved, n}}}."""
-    out: dict[str, Any] = {"seeds": [report.seeds[0], report.seeds[-1], len(report.seeds)],
-                           "seed_list": list(report.seeds), "conditions": list(report.conditions),
+    """{"seed_list", "conditions", "encoder": weights sha256, view: {condition: {mean, ci_low,
+    ci_high, retrieved, n, per_seed}}}."""
+    out: dict[str, Any] = {"seed_list": list(report.seeds), "conditions": list(report.conditions),
                            "encoder": report.encoder.get("weights_sha256", "")}
     for view, per in report.stats.items():
         out[view] = {c: {"mean": s.mean, "ci_low": s.ci_low, "ci_high": s.ci_high, "retrieved": s.retrieved, "n": s.n,
@@ -387,7 +386,7 @@ def render_markdown(summary: dict[str, Any], command: str, plot_path: str | None
 
 def shift_difference(mine: dict[str, Any], control: dict[str, Any]) -> tuple[float, float | None, float | None]:
     """Paired over seeds: (mean, low, high) of mine["per_seed"][s] - control["per_seed"][s]
-    (`embedding_shift.t_interval`; both cells measured on the same seed list)."""
+    (`episodes.record.t_interval`; both cells measured on the same seed list)."""
     return t_interval([a - b for a, b in zip(mine["per_seed"], control["per_seed"], strict=True)])
 
 
@@ -419,7 +418,8 @@ def shift_table(recipes: dict[str, Any], control: str = CONTROL_RECIPE) -> list[
                 rows.append([r, label] + ["–" if c not in sh[view] else cell(sh[view][c]) for c in conds])
                 if ctl is not None and r != control and sh["seed_list"] == ctl["seed_list"] and ctl.get(view):
                     diffs.append([r, label] + [diff(sh[view].get(c), ctl[view].get(c)) for c in conds])
-    first, last, count = next(iter(shifted.values()))["seeds"]
+    seeds = next(iter(shifted.values()))["seed_list"]
+    first, last, count = seeds[0], seeds[-1], len(seeds)
     return ["\nEmbedding shift of the frozen encoder under each condition, first frame of episode seeds "
             f"{first}–{last} ({count}; `dynaflip embedding-shift`): ‖e(perturbed) − e(nominal)‖ of a seed over the "
             "mean distance between two nominal scenes, mean (Student-t 95 % over seeds); then scene retrieval, "
