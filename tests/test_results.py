@@ -136,6 +136,21 @@ def test_markdown_has_the_three_tables_and_regenerates_identically(tmp_path):
         replace_section(f"x\n{BEGIN_MARKER}\n", md)
 
 
+def test_safety_refusals_are_counted_per_episode_and_condition(tmp_path):
+    _write_recipe(tmp_path, "dynaflip", CONTROL)
+    d = tmp_path / "our_task" / "dynaflip"
+    lines = d.joinpath("episodes.jsonl").read_text().splitlines()
+    episodes = [json.loads(line) for line in lines]
+    for e, count in zip(episodes, [0, 0, 0, 0, 5, 1, 0, 0]):  # dynaflip_s0: 4 nominal, then 4 lighting episodes
+        e["safety"] = {"rejected": count}
+    d.joinpath("episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
+    s = summarize_our_task(tmp_path / "our_task", recipes=["dynaflip"])
+    cs = s["recipes"]["dynaflip"]["conditions"]
+    assert (cs[NOMINAL]["refused"], cs["lighting:0.1"]["refused"]) == (0, 2)  # episodes, not refused commands
+    md = render_markdown(s, "dynaflip results")
+    assert "| dynaflip | 0/8 (0 %, 0–32) | 2/8 (25 %, 7–59) |" in md
+
+
 def test_cli_writes_the_section_and_check_detects_stale_files(tmp_path, capsys):
     _write_recipe(tmp_path, "dynaflip", CONTROL)
     doc, img = tmp_path / "docs" / "results.md", tmp_path / "docs" / "img"

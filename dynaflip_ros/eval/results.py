@@ -25,6 +25,8 @@ recipe with the control recipe (DynaFLIP) condition by condition:
   same episode seed gives the same scene, the same training seed the same policy initialisation
   and batch order (`eval.ood_report.paired_comparison`: Newcombe's interval, exact McNemar p);
 - the control-relevant probe: held-out R^2 per group (eval/probe.py);
+- the episodes in which SafeArm refused at least one of the policy's commands (the episode log's
+  safety counters; how often a condition drives the policy into the safety envelope);
 - the embedding shift per condition (eval/embedding_shift.py): how far each condition moves the
   encoder's output on the first frame, relative to the distance between two nominal scenes.
 
@@ -180,19 +182,22 @@ def cell_stats(success: dict[tuple[int, int], bool]) -> dict[str, Any]:
 
 
 def summarize_recipe(run: RecipeRun) -> dict[str, Any]:
-    """Per condition of the run's session: `cell_stats` of its episodes, plus the run's facts."""
+    """Per condition of the run's session: `cell_stats` of its episodes and "refused" (how many of
+    them had a command refused by SafeArm: workspace, joint limit, ...), plus the run's facts."""
     by_key = {(e.model, e.condition, e.seed): e for e in run.episodes}
     conditions: dict[str, Any] = {}
     missing = []
     for c in run.session.conditions:
         success: dict[tuple[int, int], bool] = {}
+        refused = 0  # episodes in which SafeArm refused at least one command (any reason)
         for train_seed, model in run.models_by_seed.items():
             for s in run.session.seeds:
                 if (model, c, s) in by_key:
                     success[train_seed, s] = by_key[model, c, s].outcome == "success"
+                    refused += (by_key[model, c, s].safety or {}).get("rejected", 0) > 0
                 else:
                     missing.append(f"{run.recipe}: {model} {c} episode seed {s}")
-        conditions[c] = cell_stats(success)
+        conditions[c] = {**cell_stats(success), "refused": refused}
     return {"conditions": conditions, "missing": missing, "complete": run.complete,
             "training_seeds": list(run.models_by_seed), "episode_seeds": list(run.session.seeds),
             "commit": run.session.commit, "created_utc": run.session.created_utc, "mode": run.session.mode,
@@ -333,6 +338,12 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.0f}"
 
 
+def _count_cell(k: int, n: int) -> str:
+    """"k/n (rate %, Wilson 95 % low–high)" for n > 0."""
+    low, high = wilson_interval(k, n)
+    return f"{k}/{n} ({_pct(k / n)} %, {_pct(low)}–{_pct(high)})"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -378,6 +389,12 @@ def render_markdown(summary: dict[str, Any], command: str, plot_path: str | None
                        "R² per group, 1 = exact, 0 = the training mean; `dynaflip probe`):\n")
             out.append(_table(["recipe"] + list(GROUPS),
                               [[r] + [f"{p[g]:.2f}" if g in p else "–" for g in GROUPS] for r, p in probed.items()]))
+        out.append("\nEpisodes in which the safety layer refused at least one of the policy's commands (SafeArm: "
+                   "workspace box, joint limits, ...; the arm holds, and stops after the watchdog timeout), k/n "
+                   "(%, Wilson 95 %):\n")
+        out.append(_table(["recipe"] + conditions, [[r] + [_count_cell(s["refused"], s["n"]) if (s := rec["conditions"].get(c))
+                                                           and s["n"] else "–" for c in conditions]
+                                                     for r, rec in recipes.items()]))
         out += shift_table(recipes)
         if plot_path:
             out.append(f"\n![success by recipe and condition]({plot_path})")
@@ -447,8 +464,7 @@ def success_tables(summary: dict[str, Any], column: str) -> list[str]:
     rows1, rows2, rows3 = [], [], []
     for r, rec in summary["recipes"].items():
         cs = rec["conditions"]
-        rows1.append([r] + [(f"{s['successes']}/{s['n']} ({_pct(s['success_rate'])} %, {_pct(s['ci_low'])}–"
-                             f"{_pct(s['ci_high'])})" if s["n"] else "–") if (s := cs.get(c)) else "–"
+        rows1.append([r] + [_count_cell(s["successes"], s["n"]) if (s := cs.get(c)) and s["n"] else "–"
                             for c in conditions])
         rows2.append([r] + [(f"{_pct(s['seed_mean'])} ({_pct(s['seed_ci_low'])}–{_pct(s['seed_ci_high'])}); "
                              + " / ".join(_pct(v) for v in s["seed_rates"].values()) if s["seed_rates"] else "–")
