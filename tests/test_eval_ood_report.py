@@ -63,7 +63,8 @@ def _episode(model: str, condition: str, index: int, outcome: str, frame: str | 
         model=model, condition=condition, families=families, severity=severity, seed=SEEDS[index], index=index,
         instruction="put the apple in the sink", target="apple", objects=["apple", "banana"], outcome=outcome,
         time_to_success_s=2.0 + 0.5 * index if outcome == "success" else None, episode_sim_time_s=20.0,
-        latency_ms={}, models={"encoder": "ab" * 32, "policy": "cd" * 32}, camera={}, scene={}, safety={},
+        latency_ms={}, models={"encoder": "ab" * 32, "policy": "cd" * 32}, camera={}, scene={},
+        safety={"rejected": 3, "rejected_workspace": 3} if outcome == S else {"rejected": 0},
         mode="lockstep", commit="0123abc", frame=frame)
 
 
@@ -106,6 +107,7 @@ def test_counts_rates_wilson_bounds_and_outcomes():
             assert s["success_rate"] == pytest.approx(k / len(ran))
             assert (s["ci_low"], s["ci_high"]) == wilson_interval(k, len(ran))
             assert {o: n for o, n in s["outcomes"].items() if n} == {o: ran.count(o) for o in set(ran)}
+            assert s["refused"] == ran.count(S)  # episodes with a refused command, not the commands
             assert (s["families"], s["severity"]) == FAMILY[c]
     base = summary["models"]["base"]
     assert base[NOMINAL]["time_to_success_s_median"] == pytest.approx(4.0)  # indices 0..8: 2.0 + 0.5 * 4

@@ -145,6 +145,12 @@ class OodEpisode:
     def key(self) -> tuple[str, str, int]:
         return self.model, self.condition, self.seed
 
+    @property
+    def refused(self) -> bool:
+        """SafeArm refused at least one command of the episode (its "rejected" counter > 0: workspace,
+        joint limit, invalid, ...; the arm held, and stopped after the watchdog timeout)."""
+        return (self.safety or {}).get("rejected", 0) > 0
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
 

@@ -121,7 +121,8 @@ def paired_drop(nominal: dict[int, bool], condition: dict[int, bool]) -> dict[st
 
 
 def _condition_stats(episodes: list[OodEpisode], families: list[str], severity: float | None) -> dict[str, Any]:
-    """Counts, Wilson interval, outcomes and median time to success of one model's episodes of one condition."""
+    """Counts, Wilson interval, outcomes, safety refusals and median time to success of one model's
+    episodes of one condition."""
     n = len(episodes)
     successes = sum(e.outcome == "success" for e in episodes)
     ci = wilson_interval(successes, n) if n else (None, None)
@@ -129,7 +130,7 @@ def _condition_stats(episodes: list[OodEpisode], families: list[str], severity: 
     counts = Counter(e.outcome for e in episodes)
     return {"n": n, "successes": successes, "success_rate": successes / n if n else None,
             "ci_low": ci[0], "ci_high": ci[1], "families": list(families), "severity": severity,
-            "outcomes": {o: counts.get(o, 0) for o in OUTCOMES},
+            "outcomes": {o: counts.get(o, 0) for o in OUTCOMES}, "refused": sum(e.refused for e in episodes),
             "time_to_success_s_median": float(statistics.median(times)) if times else None}
 
 
@@ -141,7 +142,8 @@ def summarize(session: OodSession, episodes: list[OodEpisode]) -> dict[str, Any]
     {"n", "successes", "success_rate" (None when n is 0), "ci_low", "ci_high" (Wilson 95 %),
     "families", "severity" (from the condition's episodes; [] / 0 for nominal, None when no model
     ran it yet), "outcomes" ({outcome: count} for every OUTCOMES), "time_to_success_s_median"
-    (s, None without successes)} plus "drop" (`paired_drop` against the same model's nominal
+    (s, None without successes), "refused" (episodes in which SafeArm refused a command,
+    `OodEpisode.refused`)} plus "drop" (`paired_drop` against the same model's nominal
     episodes) for every condition but NOMINAL. "missing": [{"model", "condition", "seed"}, ...],
     each combination of the session without an episode, in session order.
     Raises SessionFileError for an episode outside the session or one logged twice.
@@ -290,14 +292,16 @@ def drop_text(stats: dict[str, Any]) -> str:
 
 
 def format_tables(summary: dict[str, Any]) -> str:
-    """Plain-text tables of a summary, one per model: condition, n, success rate (95 % Wilson), drop vs nominal."""
+    """Plain-text tables of a summary, one per model: condition, n, success rate (95 % Wilson), episodes
+    with a safety refusal, drop vs nominal."""
     conditions = _ordered_conditions(summary)
     width = max([len("condition")] + [len(c) for c in conditions])
     lines = []
     for model, rows in summary["models"].items():
-        lines += [f"model {model}", f"  {'condition':<{width}}  {'n':>4}  {'success % [95 % CI]':<28}  drop vs nominal"]
-        lines += [f"  {c:<{width}}  {rows[c]['n']:>4}  {rate_text(rows[c]):<28}  {drop_text(rows[c])}"
-                  for c in conditions]
+        lines += [f"model {model}", f"  {'condition':<{width}}  {'n':>4}  {'success % [95 % CI]':<28}  refused  "
+                                    "drop vs nominal"]
+        lines += [f"  {c:<{width}}  {rows[c]['n']:>4}  {rate_text(rows[c]):<28}  {rows[c]['refused']:>7}  "
+                  f"{drop_text(rows[c])}" for c in conditions]
     if summary["missing"]:
         lines.append(f"missing: {len(summary['missing'])} episodes not run yet (an interrupted session: "
                      f"resume it to complete the report)")
@@ -310,7 +314,8 @@ def _cell(text: Any) -> str:
 
 def _model_table(model: str, rows: dict[str, Any], conditions: list[str]) -> str:
     head = ["condition", "n", "successes", "success rate % (Wilson 95 %)",
-            "drop vs nominal, pp (95 % paired interval, McNemar p)", "outcomes", "median time to success (s)"]
+            "drop vs nominal, pp (95 % paired interval, McNemar p)", "outcomes",
+            "episodes with a safety refusal", "median time to success (s)"]
     out = [f"<h3>{html.escape(model)}</h3>", "<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
            + "</tr>"]
     for c in conditions:
@@ -319,7 +324,7 @@ def _model_table(model: str, rows: dict[str, Any], conditions: list[str]) -> str
         outcomes = ", ".join(f"{o} {k}" for o, k in s["outcomes"].items() if k) or "-"
         t = s["time_to_success_s_median"]
         out.append("<tr>" + "".join(_cell(v) for v in (c, s["n"], s["successes"], rate, drop_text(s), outcomes,
-                                                         "-" if t is None else f"{t:.2f}")) + "</tr>")
+                                                         s["refused"], "-" if t is None else f"{t:.2f}")) + "</tr>")
     return "\n".join(out + ["</table>"])
 
 

@@ -194,7 +194,7 @@ def summarize_recipe(run: RecipeRun) -> dict[str, Any]:
             for s in run.session.seeds:
                 if (model, c, s) in by_key:
                     success[train_seed, s] = by_key[model, c, s].outcome == "success"
-                    refused += (by_key[model, c, s].safety or {}).get("rejected", 0) > 0
+                    refused += by_key[model, c, s].refused
                 else:
                     missing.append(f"{run.recipe}: {model} {c} episode seed {s}")
         conditions[c] = {**cell_stats(success), "refused": refused}
