@@ -29,6 +29,9 @@ WHOLE_TUPLE = "whole_tuple"
 # What L_align aligns: the three modalities by the triangle energy (DynaFLIP), or two of them by
 # CLIP's pairwise InfoNCE (ablations / baselines), or nothing (temporal-contrastive baseline).
 ALIGNMENTS = ("triangle", "image_language", "image_flow", "none")
+# The modalities each alignment ties to the image transition (whose retrieval means something).
+ALIGNED_MODALITIES = {"triangle": ("language", "flow"), "image_language": ("language",), "image_flow": ("flow",),
+                      "none": ()}
 AREA_MODES = ("sqrt", "squared")
 POSITIVE_ENERGY_FORMS = ("difference", "closed_form")
 MOTION_SOURCES = ("tracks", "state", "either", "none")

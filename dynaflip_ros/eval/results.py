@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dynaflip_ros.configs.encoder import ALIGNED_MODALITIES
 from dynaflip_ros.data.dataset_io import atomic_write_bytes
 from dynaflip_ros.episodes.record import t_interval, wilson_interval
 from dynaflip_ros.eval.embedding_shift import ShiftReport
@@ -149,9 +150,10 @@ def _encoder_facts(run: RecipeRun) -> dict[str, Any]:
     def stage(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
         if manifest is None:
             return None
-        rec = manifest.get("config", {}).get("run", {})
+        config = manifest.get("config", {})
+        rec = config.get("run", {})
         return {"recipe": rec.get("recipe"), "steps": rec.get("steps"), "trained": rec.get("trained", True),
-                "alignment": manifest.get("config", {}).get("loss", {}).get("alignment"),
+                "alignment": config.get("loss", {}).get("alignment"),
                 "retrieval": rec.get("retrieval"), "wall_time_s": rec.get("wall_time_s"),
                 "episodes": (rec.get("data") or {}).get("episodes")}
     return {"sha256": run.encoder.get("weights_sha256"), "pre": stage(run.encoder_pre), "final": stage(run.encoder)}
@@ -365,11 +367,9 @@ def render_markdown(summary: dict[str, Any], command: str, plot_path: str | None
             steps = " + ".join(str(s["steps"]) for s in (enc["pre"], enc["final"]) if s and s.get("trained", True)
                                and s.get("steps") is not None) or "untrained"
             final = enc["final"] or {}
-            retr, aligned = final.get("retrieval") or {}, final.get("alignment")
+            retr, aligned = final.get("retrieval") or {}, ALIGNED_MODALITIES.get(final.get("alignment"), ())
             retr_text = " / ".join(  # only what the recipe trains: its other heads stay at their initialisation
-                f"{retr[key]:.3f}" if retr and aligned in modes else "–" for key, modes in (
-                    ("transition_to_language_top1", ("triangle", "image_language")),
-                    ("transition_to_flow_top1", ("triangle", "image_flow"))))
+                f"{retr[f'transition_to_{m}_top1']:.3f}" if retr and m in aligned else "–" for m in ("language", "flow"))
             pol = rec["policies"]
             rmse = [p["val_tcp_rmse_m"] for p in pol.values() if p["val_tcp_rmse_m"] is not None]
             runs.append([r, steps, retr_text, ", ".join(map(str, rec["training_seeds"])),
