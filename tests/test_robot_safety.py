@@ -233,6 +233,32 @@ def test_watchdog_stops_once_after_timeout():
     assert arm.stops == 1
 
 
+def test_watchdog_warning_names_the_refusals_since_the_last_forwarded_command(caplog):
+    safe, arm, clock = make()
+    timeout = safe.config.watchdog_timeout_s
+    safe.servo_joint(Q_READY + 0.001, 0.008)
+    for k in (1, 2):  # a stream whose commands all leave the workspace box goes stale
+        clock.t = k * 0.008
+        with pytest.raises(SafetyViolation):
+            safe.servo_joint(Q_UP, 0.008)
+    clock.t = timeout + 1e-6
+    with caplog.at_level("WARNING", logger="dynaflip_ros.robot.safety"):
+        assert safe.check_watchdog()
+    (record,) = [r for r in caplog.records if "watchdog" in r.getMessage()]
+    assert "2 command(s) refused since the last forwarded one, the last: [workspace]" in record.getMessage()
+
+    # A forwarded command clears the count: a silent stream's warning mentions no refusal.
+    caplog.clear()
+    clock.t = 1.0
+    safe.servo_joint(Q_READY + 0.002, 0.008)  # re-anchors after the stop, forwarded
+    clock.t = 1.0 + timeout + 1e-6
+    with caplog.at_level("WARNING", logger="dynaflip_ros.robot.safety"):
+        assert safe.check_watchdog()
+    (record,) = [r for r in caplog.records if "watchdog" in r.getMessage()]
+    assert "refused" not in record.getMessage()
+    assert arm.stops == 2
+
+
 def test_fresh_commands_keep_the_watchdog_quiet():
     safe, arm, clock = make()
     for k in range(100):

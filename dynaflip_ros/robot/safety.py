@@ -155,6 +155,11 @@ class SafeArm:
         self._halted = False
         self._halt_reason = ""
         self._last_gripper: float | None = None  # last gripper command forwarded
+        # Joint commands refused since the last forwarded one, and the last refusal's message:
+        # the watchdog names them, since a stream that stops because every command is refused
+        # (e.g. a policy driving below the workspace floor) looks like a silent one otherwise.
+        self._refused_since_forward = 0
+        self._last_refusal = ""
 
     # ------------------------------------------------------------------ properties
     @property
@@ -259,11 +264,15 @@ class SafeArm:
                 raise ArmNotConnectedError("SafeArm.servo_joint before a successful connect()")
             self._stats.commands += 1
             try:
-                return self._servo_joint_locked(q, dt_s)
+                q_out = self._servo_joint_locked(q, dt_s)
             except SafetyViolation as e:
                 counter = _REJECT_COUNTER.get(e.reason, "rejected_invalid")
                 setattr(self._stats, counter, getattr(self._stats, counter) + 1)
+                self._refused_since_forward += 1
+                self._last_refusal = str(e)
                 raise
+            self._refused_since_forward = 0
+            return q_out
 
     def _servo_joint_locked(self, q: np.ndarray, dt_s: float) -> np.ndarray:
         if self._halted:
@@ -363,7 +372,9 @@ class SafeArm:
         Call every servo tick. Fires exactly when the elapsed time (re-based clock) exceeds the
         timeout; an unusable clock reading stops a live stream at once (fail safe). Stops once
         per stream: returns True only on the call that stopped the arm, False otherwise (also
-        when idle or already stopped).
+        when idle or already stopped). The warning it logs names the joint commands refused
+        since the last forwarded one (count and the last refusal), when there were any: a stream
+        whose every command is refused stops the same way as a silent one.
         """
         with self._lock:
             last_s = self._limiter.last_command_s
@@ -377,13 +388,20 @@ class SafeArm:
                 if age_s <= self.config.watchdog_timeout_s:
                     return False
                 log.warning(
-                    "watchdog: no command for %.3f s (> %.3f s), stopping the arm",
+                    "watchdog: no command forwarded for %.3f s (> %.3f s)%s, stopping the arm",
                     age_s,
                     self.config.watchdog_timeout_s,
+                    self._refusal_summary_locked(),
                 )
             self._stats.watchdog_stops += 1
             self._stop_locked()
             return True
+
+    def _refusal_summary_locked(self) -> str:
+        """'; N command(s) refused since the last forwarded one, the last: [reason] ...' or ''."""
+        if self._refused_since_forward == 0:
+            return ""
+        return f"; {self._refused_since_forward} command(s) refused since the last forwarded one, the last: {self._last_refusal}"
 
     def check_protective_stop(self) -> bool:
         """Read the measured state; on a protective/emergency stop halt SafeArm.
