@@ -259,3 +259,19 @@ def test_metaworld_pools_every_task_only_for_complete_runs(tmp_path):
     v = img["vs_control"]  # paired over (training seed, task, episode seed)
     assert v["n_pairs"] == 12 and (v["only_first"], v["only_second"]) == (2, 3)
     assert ALL_TASKS not in s["recipes"]["random"]["conditions"]
+
+
+def test_the_plot_splits_baselines_and_ablations_into_panels_led_by_the_control():
+    from dynaflip_ros.encoder.recipes import RECIPES
+    from dynaflip_ros.eval.results_plot import plot_panels
+
+    assert [r.name for r in RECIPES.values() if r.kind == "method"] == ["dynaflip"]
+    everything = list(RECIPES)
+    panels = plot_panels(everything, "dynaflip")
+    assert [kind for kind, _ in panels] == ["baseline", "ablation"]
+    assert panels[0][1] == ["dynaflip", "tcn", "clip", "dynamo", "imagenet", "random"]
+    assert panels[1][1] == ["dynaflip", "area_only", "no_flow", "no_language", "no_aux", "no_mismatched_negatives"]
+    assert plot_panels(["dynaflip", "random", "new_recipe"], "dynaflip") == [("baseline", ["dynaflip", "random", "new_recipe"])]
+    assert plot_panels(["dynaflip", "no_aux"], "dynaflip") == [("ablation", ["dynaflip", "no_aux"])]
+    assert plot_panels(["dynaflip"], "dynaflip") == [("baseline", ["dynaflip"])]
+    assert plot_panels(["tcn", "no_aux"], "dynaflip") == [("baseline", ["tcn"]), ("ablation", ["no_aux"])]

@@ -29,35 +29,47 @@ from typing import Any
 from dynaflip_ros.configs.encoder import WHOLE_TUPLE, EncoderConfig
 
 
+RECIPE_KINDS = ("method", "ablation", "baseline")
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """name; summary (one line); loss / model: field overrides of AlignmentLossConfig /
-    EncoderModelConfig; trained: False = the encoder is saved at its initialisation (a frozen
-    baseline; no data needed)."""
+    """name; summary (one line); kind: one of RECIPE_KINDS ("method": DynaFLIP itself,
+    "ablation": DynaFLIP less one part, "baseline": another method); loss / model: field
+    overrides of AlignmentLossConfig / EncoderModelConfig; trained: False = the encoder is saved
+    at its initialisation (a frozen baseline; no data needed)."""
 
     name: str
     summary: str
+    kind: str
     loss: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     trained: bool = True
 
+    def __post_init__(self) -> None:
+        if self.kind not in RECIPE_KINDS:
+            raise ValueError(f"recipe {self.name!r}: kind {self.kind!r} is not one of {RECIPE_KINDS}")
+
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    Recipe("dynaflip", "DynaFLIP: triangle InfoNCE (image transition, language, flow) + TCN + actor"),
-    Recipe("area_only", "DynaFLIP without the cosine regulariser", loss={"lambda_cos": 0.0}),
-    Recipe("no_flow", "image transition - language pairwise InfoNCE + TCN + actor", loss={"alignment": "image_language"}),
-    Recipe("no_language", "image transition - flow pairwise InfoNCE + TCN + actor", loss={"alignment": "image_flow"}),
-    Recipe("no_aux", "DynaFLIP alignment without TCN and actor", loss={"lambda_tcn": 0.0, "lambda_act": 0.0}),
+    Recipe("dynaflip", "DynaFLIP: triangle InfoNCE (image transition, language, flow) + TCN + actor", "method"),
+    Recipe("area_only", "DynaFLIP without the cosine regulariser", "ablation", loss={"lambda_cos": 0.0}),
+    Recipe("no_flow", "image transition - language pairwise InfoNCE + TCN + actor", "ablation",
+           loss={"alignment": "image_language"}),
+    Recipe("no_language", "image transition - flow pairwise InfoNCE + TCN + actor", "ablation",
+           loss={"alignment": "image_flow"}),
+    Recipe("no_aux", "DynaFLIP alignment without TCN and actor", "ablation", loss={"lambda_tcn": 0.0, "lambda_act": 0.0}),
     Recipe("no_mismatched_negatives", "triangle InfoNCE with other samples' whole tuples as the only negatives",
-           loss={"negative_sets": (WHOLE_TUPLE,)}),
-    Recipe("tcn", "time-contrastive loss alone", loss={"alignment": "none", "lambda_tcn": 1.0, "lambda_act": 0.0}),
-    Recipe("clip", "image transition - language pairwise InfoNCE alone",
+           "ablation", loss={"negative_sets": (WHOLE_TUPLE,)}),
+    Recipe("tcn", "time-contrastive loss alone", "baseline",
+           loss={"alignment": "none", "lambda_tcn": 1.0, "lambda_act": 0.0}),
+    Recipe("clip", "image transition - language pairwise InfoNCE alone", "baseline",
            loss={"alignment": "image_language", "lambda_tcn": 0.0, "lambda_act": 0.0}),
-    Recipe("dynamo", "DynaMo: inverse + forward dynamics in embedding space, covariance-regularised",
+    Recipe("dynamo", "DynaMo: inverse + forward dynamics in embedding space, covariance-regularised", "baseline",
            loss={"alignment": "none", "lambda_tcn": 0.0, "lambda_act": 0.0, "lambda_dyn": 1.0}),
-    Recipe("imagenet", "ImageNet EfficientNet-Lite0 trunk + keypoint head at init, frozen", model={"pretrained": True},
-           trained=False),
-    Recipe("random", "random initialisation, frozen", model={"pretrained": False}, trained=False),
+    Recipe("imagenet", "ImageNet EfficientNet-Lite0 trunk + keypoint head at init, frozen", "baseline",
+           model={"pretrained": True}, trained=False),
+    Recipe("random", "random initialisation, frozen", "baseline", model={"pretrained": False}, trained=False),
 )}
 
 

@@ -36,7 +36,8 @@ and protocol mismatches (another condition list, episode seeds, demo data finger
 step count than the control) are reported as warnings next to the tables.
 
 `build_section` renders both benchmarks' tables; `write_results` replaces the generated section
-of docs/results.md (between BEGIN_MARKER and END_MARKER, appended when absent) and writes the plots.
+of docs/results.md (between BEGIN_MARKER and END_MARKER, appended when absent) and writes the plots
+(eval/results_plot.py).
 Everything in the section comes from the files, so regenerating it from the same files gives the
 same text (no clock is read).
 """
@@ -55,6 +56,7 @@ from dynaflip_ros.episodes.record import t_interval, wilson_interval
 from dynaflip_ros.eval.embedding_shift import ShiftReport
 from dynaflip_ros.eval.ood_records import NOMINAL, OodEpisode, OodSession, SessionFileError, read_episodes, read_session
 from dynaflip_ros.eval.ood_report import paired_comparison
+from dynaflip_ros.eval.results_plot import plot_link, plotted_recipes, write_plot
 
 OUR_TASK = "our_task"
 METAWORLD = "metaworld"
@@ -506,53 +508,6 @@ def render_metaworld_markdown(summary: dict[str, Any], plot_path: str | None = N
     return "\n".join(out + _missing_and_warnings(summary, "Missing MetaWorld runs")) + "\n"
 
 
-def plotted_recipes(summary: dict[str, Any]) -> list[str]:
-    """The recipes with at least one episode (the plot's bars)."""
-    return [r for r, rec in summary["recipes"].items() if any(s["n"] for s in rec["conditions"].values())]
-
-
-def plot_link(doc_path: str | Path, img_dir: str | Path, name: str = PLOT_FILE) -> str:
-    """The plot's path relative to the document's folder (the Markdown image link)."""
-    import os
-
-    return os.path.relpath(Path(img_dir) / name, Path(doc_path).parent)
-
-
-def write_plot(summary: dict[str, Any], path: str | Path,
-               title: str = "our task: success by encoder recipe and condition") -> bool:
-    """Grouped bars: pooled success per condition (task), one bar per recipe, Wilson error bars.
-    Returns False (nothing written) without any episode."""
-    recipes = plotted_recipes(summary)
-    if not recipes:
-        return False
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    conditions = summary["conditions"]
-    width = 0.8 / len(recipes)
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(conditions) + 0.25 * len(recipes) * len(conditions) ** 0.5), 4.5))
-    for k, r in enumerate(recipes):
-        rows = [(i, s) for i, c in enumerate(conditions) if (s := summary["recipes"][r]["conditions"].get(c)) and s["n"]]
-        ax.bar([i + (k - (len(recipes) - 1) / 2) * width for i, _ in rows], [s["success_rate"] for _, s in rows], width,
-               yerr=[[s["success_rate"] - s["ci_low"] for _, s in rows], [s["ci_high"] - s["success_rate"] for _, s in rows]],
-               capsize=2, label=r)
-    ax.set_xticks(range(len(conditions)), conditions, rotation=30, ha="right")
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("success (pooled, Wilson 95 %)")
-    ax.set_title(title)
-    ax.legend(fontsize="small", ncol=2)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return True
-
-
 def replace_section(doc: str, section: str) -> str:
     """`doc` with the text between BEGIN_MARKER and END_MARKER replaced by `section` (the markers
     kept), or the markers and section appended when absent. Raises ResultsError for a marker
@@ -589,7 +544,7 @@ def write_results(results_dir: str | Path, doc_path: str | Path, img_dir: str | 
     doc_path (created when absent). Returns {benchmark: summary}."""
     text, summaries, plots = build_section(results_dir, doc_path, img_dir, command)
     for summary, path, title in plots:
-        write_plot(summary, path, title)
+        write_plot(summary, path, title, CONTROL_RECIPE)
     doc = Path(doc_path).read_text() if Path(doc_path).exists() else ""
     atomic_write_bytes(Path(doc_path), replace_section(doc, text).encode())
     return summaries
