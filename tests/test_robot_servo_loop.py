@@ -110,7 +110,7 @@ def test_refused_targets_are_held_counted_and_logged_once(caplog):
         run_ticks(loop, clock, 0.8)
     s = loop.stats
     assert s.safety_rejections > 0 and s.rejections_by_reason.get("joint_limit", 0) > 0
-    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    refused = [r for r in caplog.records if r.name == "dynaflip_ros.robot.servo_loop" and "refused" in r.getMessage()]
     assert len(refused) == len(s.rejections_by_reason)  # once per reason
     for q, _ in arm.commands:
         assert q[2] <= np.pi
