@@ -52,9 +52,11 @@ from typing import Any
 
 from dynaflip_ros.configs.encoder import ALIGNED_MODALITIES
 from dynaflip_ros.data.dataset_io import atomic_write_bytes
+from dynaflip_ros.encoder.recipes import RECIPES
 from dynaflip_ros.episodes.record import t_interval, wilson_interval
 from dynaflip_ros.eval.embedding_shift import ShiftReport
-from dynaflip_ros.eval.ood_records import NOMINAL, OodEpisode, OodSession, SessionFileError, read_episodes, read_session
+from dynaflip_ros.eval.ood_records import (NOMINAL, OodEpisode, OodSession, SessionFileError, read_episodes, read_json_lines,
+                                           read_session)
 from dynaflip_ros.eval.ood_report import paired_comparison
 from dynaflip_ros.eval.results_plot import plot_link, plotted_recipes, write_plot
 
@@ -239,8 +241,6 @@ def summarize_our_task(bench_dir: str | Path, recipes: list[str] | None = None,
     condition ("vs_control", `paired_comparison` with the recipe first), the recipes expected
     (default: encoder.recipes.RECIPES in order), and "missing" / "warnings" (module doc).
     Raises ResultsError / SessionFileError for a malformed file."""
-    from dynaflip_ros.encoder.recipes import RECIPES
-
     bench_dir = Path(bench_dir)
     expected = list(recipes) if recipes is not None else list(RECIPES)
     present = sorted(p.name for p in bench_dir.iterdir() if p.is_dir()) if bench_dir.is_dir() else []
@@ -299,9 +299,6 @@ def summarize_metaworld(bench_dir: str | Path, recipes: list[str] | None = None,
     paired difference to `control`, the
     rollouts a run asked for but has not logged, and protocol mismatches (tasks, demos, episode
     seeds, MLP, image size) as warnings. Raises ResultsError for a malformed file."""
-    from dynaflip_ros.encoder.recipes import RECIPES
-    from dynaflip_ros.eval.ood_records import read_json_lines
-
     bench_dir = Path(bench_dir)
     expected = list(recipes) if recipes is not None else list(RECIPES)
     present = sorted(p.name for p in bench_dir.iterdir() if (p / "run.json").is_file()) if bench_dir.is_dir() else []
