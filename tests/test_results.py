@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dynaflip_ros.cli import main
+from dynaflip_ros.episodes.record import holm_adjusted
 from dynaflip_ros.eval.embedding_shift import ShiftReport, shift_stats
 from dynaflip_ros.eval.ood_records import NOMINAL, OodEpisode, OodModel, OodSession
 from dynaflip_ros.eval.results import (
@@ -102,6 +103,30 @@ def test_summary_pools_seeds_and_pairs_with_the_control(tmp_path):
     assert "vs_control" not in ctl[NOMINAL]
     assert s["missing"] == ["clip: no results (run `scripts/bench_encoders.sh clip`)"]
     assert s["warnings"] == [] and s["conditions"] == CONDITIONS
+
+
+def test_holm_adjustment_is_the_step_down_procedure():
+    # sorted p 0.01 < 0.03 < 0.04, family of 3: 3 * 0.01, max(0.03, 2 * 0.03), max(0.06, 1 * 0.04)
+    adj = holm_adjusted({"a": 0.04, "b": 0.01, "c": 0.03})
+    assert adj == pytest.approx({"a": 0.06, "b": 0.03, "c": 0.06})
+    assert holm_adjusted({"a": 0.6, "b": 0.5}) == pytest.approx({"a": 1.0, "b": 1.0})  # capped at 1
+    assert holm_adjusted({"a": 0.2}) == {"a": 0.2} and holm_adjusted({}) == {}
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        holm_adjusted({"a": 1.5})
+
+
+def test_mcnemar_p_is_holm_adjusted_over_the_recipes_in_a_condition(tmp_path):
+    _write_recipe(tmp_path, "dynaflip", CONTROL)
+    _write_recipe(tmp_path, "tcn", OTHER)
+    _write_recipe(tmp_path, "clip", CONTROL)  # identical to the control: p = 1
+    s = summarize_our_task(tmp_path / "our_task", recipes=["dynaflip", "tcn", "clip"])
+    for c in CONDITIONS:
+        tcn, clip = (s["recipes"][r]["conditions"][c]["vs_control"] for r in ("tcn", "clip"))
+        assert clip["mcnemar_p"] == 1.0 and clip["holm_p"] == 1.0
+        assert tcn["holm_p"] == pytest.approx(min(1.0, 2 * tcn["mcnemar_p"]))  # the smaller of two p
+    assert tcn["mcnemar_p"] < 1.0  # lighting: 2 discordant pairs, both the control's
+    md = render_markdown(s, "dynaflip results")
+    assert f"p = {tcn['mcnemar_p']:.2g} (Holm {tcn['holm_p']:.2g})" in md
 
 
 def test_unfinished_runs_and_protocol_mismatches_are_listed(tmp_path):

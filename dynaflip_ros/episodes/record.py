@@ -93,6 +93,25 @@ def mcnemar_exact_p(only_first: int, only_second: int) -> float:
     return float(binomtest(only_first, only_first + only_second, 0.5).pvalue)
 
 
+def holm_adjusted(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm-adjusted p-values of a family of tests (Holm 1979, "A simple sequentially rejective
+    multiple test procedure"; statsmodels.stats.multitest.multipletests, method "holm"): rejecting
+    where the adjusted p < alpha keeps the chance of any false rejection in the family at most alpha.
+
+    p_values: {name: p} of the family, each in [0, 1]. Returns {name: adjusted p}, each >= its p,
+    same keys; {} for an empty family. Raises ValueError for a p outside [0, 1]."""
+    bad = {k: v for k, v in p_values.items() if not 0.0 <= v <= 1.0}
+    if bad:
+        raise ValueError(f"p-values must lie in [0, 1], got {bad}")
+    if not p_values:
+        return {}
+    from statsmodels.stats.multitest import multipletests
+
+    names = list(p_values)
+    adjusted = multipletests([p_values[k] for k in names], method="holm")[1]
+    return {k: float(a) for k, a in zip(names, adjusted)}
+
+
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a success rate (scipy.stats.binomtest). (0, 1) for n == 0.
     Raises ValueError unless 0 <= successes <= n."""

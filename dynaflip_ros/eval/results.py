@@ -24,6 +24,8 @@ recipe with the control recipe (DynaFLIP) condition by condition:
 - the paired difference recipe - control over (training seed, episode seed) keys both ran: the
   same episode seed gives the same scene, the same training seed the same policy initialisation
   and batch order (`eval.ood_report.paired_comparison`: Newcombe's interval, exact McNemar p);
+  the McNemar p also Holm-adjusted over the recipes compared with the control in the same
+  condition (`episodes.record.holm_adjusted`), since a table tests every recipe against one control;
 - the control-relevant probe: held-out R^2 per group (eval/probe.py);
 - the episodes in which SafeArm refused at least one of the policy's commands (the episode log's
   safety counters; how often a condition drives the policy into the safety envelope);
@@ -53,7 +55,7 @@ from typing import Any
 from dynaflip_ros.configs.encoder import ALIGNED_MODALITIES
 from dynaflip_ros.data.dataset_io import atomic_write_bytes
 from dynaflip_ros.encoder.recipes import RECIPES
-from dynaflip_ros.episodes.record import t_interval, wilson_interval
+from dynaflip_ros.episodes.record import holm_adjusted, t_interval, wilson_interval
 from dynaflip_ros.eval.embedding_shift import ShiftReport
 from dynaflip_ros.eval.ood_records import (NOMINAL, OodEpisode, OodSession, SessionFileError, read_episodes, read_json_lines,
                                            read_session)
@@ -270,8 +272,9 @@ def summarize_our_task(bench_dir: str | Path, recipes: list[str] | None = None,
 
 
 def compare_to_control(summary: dict[str, Any], protocol) -> dict[str, Any]:
-    """Add "vs_control" (`paired_comparison`, the recipe first) to every condition a recipe shares
-    with summary["control"], a warning for every field of protocol(rec) that differs from the
+    """Add "vs_control" (`paired_comparison`, the recipe first; with "holm_p", its McNemar p
+    Holm-adjusted over every recipe compared with the control in that condition) to every condition
+    a recipe shares with summary["control"], a warning for every field of protocol(rec) that differs from the
     control's, "conditions" (every condition, nominal first); drop the raw outcomes. Returns summary."""
     ctl = summary["recipes"].get(summary["control"])
     for r, rec in summary["recipes"].items():
@@ -283,6 +286,11 @@ def compare_to_control(summary: dict[str, Any], protocol) -> dict[str, Any]:
         for c, stats in rec["conditions"].items():
             if c in ctl["conditions"]:
                 stats["vs_control"] = paired_comparison(stats["_success"], ctl["conditions"][c]["_success"])
+    for c in {c for rec in summary["recipes"].values() for c in rec["conditions"]}:
+        family = {r: v for r, rec in summary["recipes"].items()
+                  if (v := rec["conditions"].get(c, {}).get("vs_control")) and v["n_pairs"]}
+        for r, p in holm_adjusted({r: v["mcnemar_p"] for r, v in family.items()}).items():
+            family[r]["holm_p"] = p
     for rec in summary["recipes"].values():
         for stats in rec["conditions"].values():
             stats.pop("_success")
@@ -474,7 +482,7 @@ def success_tables(summary: dict[str, Any], column: str) -> list[str]:
                 v = (cs.get(c) or {}).get("vs_control")
                 cells.append("–" if not v or v["difference"] is None else
                              f"{100 * v['difference']:+.0f} ({100 * v['ci_low']:+.0f} to {100 * v['ci_high']:+.0f}), "
-                             f"p = {v['mcnemar_p']:.2g}")
+                             f"p = {v['mcnemar_p']:.2g} (Holm {v['holm_p']:.2g})")
             rows3.append([r] + cells)
     out = [f"\nSuccess pooled over training seeds and episode seeds per {column}, k/n (%, Wilson 95 %):\n",
            _table(["recipe"] + conditions, rows1),
@@ -482,7 +490,8 @@ def success_tables(summary: dict[str, Any], column: str) -> list[str]:
            _table(["recipe"] + conditions, rows2)]
     if rows3:
         out += [f"\nDifference to {control}, percentage points, paired on (training seed, episode seed) "
-                "(Newcombe 95 %, exact McNemar p; positive = better than the control):\n",
+                "(Newcombe 95 %, exact McNemar p and, in brackets, the p Holm-adjusted over the recipes in the "
+                "column; positive = better than the control):\n",
                 _table(["recipe"] + conditions, rows3)]
     return out
 
