@@ -19,17 +19,21 @@
 #                   on the first frame of SHIFT_EPISODES seeds from 100000 (`dynaflip embedding-shift`)
 #                   OOD session: nominal + CONDITIONS, EVAL_EPISODES seeds from 100000, every
 #                   policy seed on the same episode seeds (`dynaflip eval-ood`)
+#                   nominal extension: a second eval-ood session of the same policies on nominal
+#                   scenes only, episode seeds NOMINAL_EXTENSION_SEEDS (more pairs where the
+#                   policies succeed at all; the visual conditions sit at 0 %)
 #   3. per recipe, into RESULTS_DIR/<recipe>/: session.json + episodes.jsonl of the session,
 #      encoder.json and encoder_pre.json (the encoder manifests of the fine-tune and the
 #      pre-training: recipe, data summary, steps, held-out retrieval), probe.json, shift.json and
-#      policy_s<seed>.json (the policy's policy.json: data fingerprint, training summary, held-out errors).
+#      policy_s<seed>.json (the policy's policy.json: data fingerprint, training summary, held-out errors),
+#      nominal_extension/ (session.json + episodes.jsonl of the nominal extension).
 #
 # Usage: scripts/bench_encoders.sh [RECIPE ...]   (default: every recipe, in RECIPES order)
 # Two invocations on disjoint recipe lists share the data (record it first: RECIPES="" runs
 # step 1 only; a marker file in BENCH_DIR says it is complete). Every stage resumes (recordings keep their seeds, training --resume, eval-ood
 # keeps finished episodes), so re-running after an interruption loses at most one checkpoint
-# interval; a recipe whose results are complete is skipped (only its shift.json is added when it
-# lacks one and its encoder is still in BENCH_DIR). Sizes come from the environment;
+# interval; a recipe whose results are complete is skipped (only its shift.json and its nominal
+# extension are added when it lacks them and its encoder and policies are still in BENCH_DIR). Sizes come from the environment;
 # the defaults are the protocol of docs/results.md "Issue 13".
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,6 +49,7 @@ FINETUNE_STEPS="${FINETUNE_STEPS:-150}"
 POLICY_STEPS="${POLICY_STEPS:-5000}"
 POLICY_SEEDS="${POLICY_SEEDS:-0 1 2}"
 EVAL_EPISODES="${EVAL_EPISODES:-10}"
+NOMINAL_EXTENSION_SEEDS="${NOMINAL_EXTENSION_SEEDS:-100010-100029}"
 SHIFT_EPISODES="${SHIFT_EPISODES:-50}"
 CONDITIONS="${CONDITIONS:-distractors:0.5,novel_object:0.5,lighting:0.1,texture:0.1,camera_pose:0.1,placement:0.25}"
 THREADS="${THREADS:-2}"
@@ -58,6 +63,25 @@ embedding_shift() {  # recipe, exported encoder -> BENCH_DIR/recipe/shift.json (
     dynaflip embedding-shift --encoder "$2" --conditions "$CONDITIONS" --episodes "$SHIFT_EPISODES" --seed 100000 \
       --threads "$THREADS" --out "$BENCH_DIR/$1/shift.json" > "$BENCH_DIR/logs/shift_$1.log"
   fi
+}
+nominal_extension() {  # recipe, --model args... -> RESULTS_DIR/recipe/nominal_extension (kept when there)
+  local recipe="$1"; shift
+  if [ ! -f "$RESULTS_DIR/$recipe/nominal_extension/session.json" ]; then
+    stage "$recipe: nominal extension, episode seeds $NOMINAL_EXTENSION_SEEDS"
+    dynaflip eval-ood "$@" --conditions nominal --seeds "$NOMINAL_EXTENSION_SEEDS" \
+      --threads 1 --out "$BENCH_DIR/$recipe/ood_nominal_extension" --no-report
+    mkdir -p "$RESULTS_DIR/$recipe/nominal_extension"  # session.json last: its presence means the copy is whole
+    cp "$BENCH_DIR/$recipe/ood_nominal_extension/episodes.jsonl" "$RESULTS_DIR/$recipe/nominal_extension/"
+    cp "$BENCH_DIR/$recipe/ood_nominal_extension/session.json" "$RESULTS_DIR/$recipe/nominal_extension/"
+  fi
+}
+policies_present() {  # recipe: every POLICY_SEEDS policy is still in BENCH_DIR
+  for seed in $POLICY_SEEDS; do [ -f "$BENCH_DIR/$1/policy_s$seed/policy.json" ] || return 1; done
+}
+model_args() {  # recipe -> the --model arguments of its policies (one per POLICY_SEEDS), one per line
+  for seed in $POLICY_SEEDS; do
+    printf '%s\n' --model "${1}_s$seed=$BENCH_DIR/$1/encoder/export,$BENCH_DIR/$1/policy_s$seed"
+  done
 }
 mkdir -p "$BENCH_DIR/logs"
 
@@ -85,6 +109,14 @@ for recipe in $recipes; do
         stage "$recipe: $out has no shift.json and $enc/export is gone: rebuild the encoder (move $out aside and rerun) to measure it"
       fi
     fi
+    if [ ! -f "$out/nominal_extension/session.json" ]; then
+      mapfile -t models < <(model_args "$recipe")
+      if [ -f "$enc/export/manifest.json" ] && policies_present "$recipe"; then
+        nominal_extension "$recipe" "${models[@]}"
+      else
+        stage "$recipe: $out has no nominal extension and its encoder or policies are gone from $BENCH_DIR: rebuild them (move $out aside and rerun) to run it"
+      fi
+    fi
     stage "$recipe: complete in $out, skipped"; continue
   fi
   case "$recipe" in
@@ -103,14 +135,13 @@ for recipe in $recipes; do
     dynaflip export --encoder "$enc" --out "$enc/export" --input-hw 192 192 --token-stages 3 \
       --tolerance 5e-4 --tensorrt off --precision fp32 --threads "$THREADS"
   fi
-  models=()
   for seed in $POLICY_SEEDS; do
     stage "$recipe: policy, training seed $seed, $POLICY_STEPS steps"
     dynaflip train-policy --dataset "$BENCH_DIR/demos" --encoder "$enc/export" --out "$BENCH_DIR/$recipe/policy_s$seed" \
       --config config/policy_token_readout.yaml --steps "$POLICY_STEPS" --seed "$seed" \
       --threads "$THREADS" --cache-dir "$BENCH_DIR/$recipe/cache" --resume --no-progress
-    models+=(--model "${recipe}_s$seed=$enc/export,$BENCH_DIR/$recipe/policy_s$seed")
   done
+  mapfile -t models < <(model_args "$recipe")
   if [ ! -f "$BENCH_DIR/$recipe/probe.json" ]; then
     stage "$recipe: control-relevant probe of the frozen embedding"
     dynaflip probe --dataset "$BENCH_DIR/demos" --encoder "$enc/export" --cache-dir "$BENCH_DIR/$recipe/cache" \
@@ -123,6 +154,7 @@ for recipe in $recipes; do
     --threads 1 --out "$BENCH_DIR/$recipe/ood" --no-report
   mkdir -p "$out"
   cp "$BENCH_DIR/$recipe/ood/session.json" "$BENCH_DIR/$recipe/ood/episodes.jsonl" "$out/"
+  nominal_extension "$recipe" "${models[@]}"
   cp "$enc/manifest.json" "$out/encoder.json"
   cp "$BENCH_DIR/$recipe/probe.json" "$BENCH_DIR/$recipe/shift.json" "$out/"
   if [ -f "$BENCH_DIR/$recipe/encoder_pre/manifest.json" ]; then cp "$BENCH_DIR/$recipe/encoder_pre/manifest.json" "$out/encoder_pre.json"; fi

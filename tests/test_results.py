@@ -2,6 +2,7 @@
 here from hand-written sessions whose counts are known."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -12,13 +13,14 @@ import pytest
 from dynaflip_ros.cli import main
 from dynaflip_ros.episodes.record import holm_adjusted
 from dynaflip_ros.eval.embedding_shift import ShiftReport, shift_stats
-from dynaflip_ros.eval.ood_records import NOMINAL, OodEpisode, OodModel, OodSession
+from dynaflip_ros.eval.ood_records import NOMINAL, OodEpisode, OodModel, OodSession, read_session
 from dynaflip_ros.eval.results import (
-    BEGIN_MARKER, END_MARKER, ResultsError, parse_model_name, render_markdown, replace_section, seed_mean_interval,
-    summarize_our_task,
+    BEGIN_MARKER, END_MARKER, render_markdown, replace_section, seed_mean_interval, summarize_our_task,
 )
+from dynaflip_ros.eval.results_files import EXTENSION_DIR, ResultsError, parse_model_name
 
 SEEDS = [100000, 100001, 100002, 100003]
+EXTENSION_SEEDS = [100010, 100011]
 CONDITIONS = [NOMINAL, "lighting:0.1"]
 
 
@@ -41,9 +43,11 @@ def _shift_report(shift_seeds) -> ShiftReport:
 
 
 def _write_recipe(root, recipe: str, outcomes: dict[tuple[int, str], list[bool]], complete: bool = True,
-                  seeds=SEEDS, fingerprint: str = "f" * 64, policy_steps: int = 5000, shift_seeds=(7, 8, 9)):
+                  seeds=SEEDS, fingerprint: str = "f" * 64, policy_steps: int = 5000, shift_seeds=(7, 8, 9),
+                  extension: dict[int, list[bool]] | None = None):
     """outcomes: {(training seed, condition): [success per episode seed]} (shorter lists = missing episodes);
-    shift_seeds: the embedding-shift report's seeds (None: no shift.json)."""
+    shift_seeds: the embedding-shift report's seeds (None: no shift.json); extension: {training seed:
+    [success per EXTENSION_SEEDS seed]} of a nominal extension session (None: none)."""
     d = root / "our_task" / recipe
     d.mkdir(parents=True)
     train_seeds = sorted({s for s, _ in outcomes})
@@ -52,6 +56,13 @@ def _write_recipe(root, recipe: str, outcomes: dict[tuple[int, str], list[bool]]
     (d / "session.json").write_text(session.to_json())
     lines = [_episode(f"{recipe}_s{s}", c, i, ok).to_json() for (s, c), oks in outcomes.items() for i, ok in enumerate(oks)]
     (d / "episodes.jsonl").write_text("".join(line + "\n" for line in lines))
+    if extension is not None:
+        (d / EXTENSION_DIR).mkdir()
+        ext = OodSession(models=models, conditions=[NOMINAL], seeds=EXTENSION_SEEDS, commit="c0ffee", created_utc="t")
+        (d / EXTENSION_DIR / "session.json").write_text(ext.to_json())
+        lines = [dataclasses.replace(_episode(f"{recipe}_s{s}", NOMINAL, 0, ok), seed=EXTENSION_SEEDS[i], index=i).to_json()
+                 for s, oks in extension.items() for i, ok in enumerate(oks)]
+        (d / EXTENSION_DIR / "episodes.jsonl").write_text("".join(line + "\n" for line in lines))
     run = {"recipe": recipe, "steps": 150, "retrieval": {"transition_to_language_top1": 0.1, "transition_to_flow_top1": 0.5}}
     (d / "encoder.json").write_text(json.dumps({"weights_sha256": "e" * 64, "config": {"run": run}}))
     for s in train_seeds:
@@ -101,7 +112,8 @@ def test_summary_pools_seeds_and_pairs_with_the_control(tmp_path):
     assert (v["both"], v["only_first"], v["only_second"], v["neither"]) == (3, 0, 4, 1)
     assert v["ci_low"] < -0.5 < v["ci_high"] < 0
     assert "vs_control" not in ctl[NOMINAL]
-    assert s["missing"] == ["clip: no results (run `scripts/bench_encoders.sh clip`)"]
+    assert s["missing"] == ["clip: no results (run `scripts/bench_encoders.sh clip`)"] + [
+        f"{r}: no nominal_extension/ (more nominal episodes; run `scripts/bench_encoders.sh {r}`)" for r in ("dynaflip", "tcn")]
     assert s["warnings"] == [] and s["conditions"] == CONDITIONS
 
 
@@ -129,6 +141,47 @@ def test_mcnemar_p_is_holm_adjusted_over_the_recipes_in_a_condition(tmp_path):
     assert f"p = {tcn['mcnemar_p']:.2g} (Holm {tcn['holm_p']:.2g})" in md
 
 
+def test_nominal_extension_pools_with_the_session_and_keeps_its_stages(tmp_path):
+    _write_recipe(tmp_path, "dynaflip", CONTROL, extension={0: [T, T], 1: [T, F]})
+    _write_recipe(tmp_path, "tcn", OTHER, extension={0: [F, F], 1: [T]})  # tcn_s1's second episode not run
+    s = summarize_our_task(tmp_path / "our_task", recipes=["dynaflip", "tcn"])
+    ctl, tcn = (s["recipes"][r]["conditions"] for r in ("dynaflip", "tcn"))
+    assert (ctl[NOMINAL]["successes"], ctl[NOMINAL]["n"]) == (10, 12)
+    assert ctl[NOMINAL]["stages"] == {"session": {"successes": 7, "n": 8}, "extension": {"successes": 3, "n": 4}}
+    assert ctl["lighting:0.1"]["stages"] == {"session": {"successes": 3, "n": 8}}  # only nominal is extended
+    assert ctl[NOMINAL]["seed_rates"] == {0: 5 / 6, 1: 5 / 6}
+    v = tcn[NOMINAL]["vs_control"]  # 11 pairs: the session's 8 + the extension's 3 both ran
+    assert v["n_pairs"] == 11 and (v["only_first"], v["only_second"]) == (0, 6)
+    assert s["missing"] == ["tcn: tcn_s1 nominal episode seed 100011"]
+    assert s["recipes"]["tcn"]["extension_seeds"] == EXTENSION_SEEDS
+    md = render_markdown(s, "x")
+    assert "| tcn | 3/8 (38 %, 14–69) | 1/3 (33 %, 6–79) | 4/11 (36 %, 15–65) |" in md  # session, extension, pooled
+    assert "| 4 (nominal +2) |" in md  # episode seeds of the runs table
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(conditions=[NOMINAL, "lighting:0.1"]), "conditions"),
+    (dict(seeds=[100003, 100010]), r"episode seeds \[100003\] are the session's too"),
+    (dict(options={"samples_per_chunk": 4}), "mode / options"),
+])
+def test_an_extension_that_does_not_extend_the_session_is_refused(tmp_path, change, message):
+    _write_recipe(tmp_path, "dynaflip", CONTROL, extension={0: [T, T], 1: [T, F]})
+    d = tmp_path / "our_task" / "dynaflip" / EXTENSION_DIR
+    (d / "session.json").write_text(dataclasses.replace(read_session(d), **change).to_json())
+    with pytest.raises(ResultsError, match=message):
+        summarize_our_task(tmp_path / "our_task", recipes=["dynaflip"])
+
+
+def test_an_extension_of_other_weights_is_refused(tmp_path):
+    _write_recipe(tmp_path, "dynaflip", CONTROL, extension={0: [T, T], 1: [T, F]})
+    d = tmp_path / "our_task" / "dynaflip" / EXTENSION_DIR
+    session = read_session(d)
+    session.models["dynaflip_s1"] = dataclasses.replace(session.models["dynaflip_s1"], policy_sha256="0" * 64)
+    (d / "session.json").write_text(session.to_json())
+    with pytest.raises(ResultsError, match="weights sha256"):
+        summarize_our_task(tmp_path / "our_task", recipes=["dynaflip"])
+
+
 def test_unfinished_runs_and_protocol_mismatches_are_listed(tmp_path):
     _write_recipe(tmp_path, "dynaflip", CONTROL)
     short = dict(OTHER)
@@ -144,12 +197,13 @@ def test_unfinished_runs_and_protocol_mismatches_are_listed(tmp_path):
 
 
 def test_markdown_has_the_three_tables_and_regenerates_identically(tmp_path):
-    _write_recipe(tmp_path, "dynaflip", CONTROL)
-    _write_recipe(tmp_path, "tcn", OTHER)
+    _write_recipe(tmp_path, "dynaflip", CONTROL, extension={0: [T, T], 1: [T, T]})
+    _write_recipe(tmp_path, "tcn", OTHER, extension={0: [T, T], 1: [T, T]})  # the same as the control
     s = summarize_our_task(tmp_path / "our_task", recipes=["dynaflip", "tcn"])
     md = render_markdown(s, "dynaflip results", "img/results_our_task.png")
-    assert "| dynaflip | 7/8 (88 %, 53–98) | 3/8 (38 %, 14–69) |" in md
-    assert "| tcn | -50 (" in md and "p = 0.12" in md  # exact McNemar on 0 vs 4 discordant pairs: 0.125
+    assert "| dynaflip | 11/12 (92 %, 65–99) | 3/8 (38 %, 14–69) |" in md  # nominal: 7/8 + 4/4
+    assert "| tcn | -33 (" in md and "p = 0.12" in md  # exact McNemar on 0 vs 4 discordant pairs: 0.125
+    assert "| dynaflip | 7/8 (88 %, 53–98) | 4/4 (100 %, 51–100) | 11/12 (92 %, 65–99) |" in md  # by stage
     assert "Missing runs: none." in md
     assert "| tcn | 0.90 | – |" in md  # probe R² of joints; the gripper group absent from the file
     doc = "# Results\n\nhand-written text\n"
