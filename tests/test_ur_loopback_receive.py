@@ -77,15 +77,8 @@ def test_receive_getters_and_rate(request, which, rate_hz):
     finally:
         r.disconnect()
     snap = ctrl.snapshot()
-    st = snap["stats"]
-    stream = st["closed_streams"][-1]            # the connection just closed
-    sent_rate = stream["rate_hz"]
-    assert stream["frequency_hz"] == rate_hz
-    print(f"{which}: {stream['n_variables']} variables, sent {sent_rate:.1f} pkg/s "
-          f"(nominal {rate_hz}) over {stream['duration_s']:.1f} s, lateness p50 "
-          f"{st['lateness_p50_ms']:.2f} ms p99 {st['lateness_p99_ms']:.2f} ms, "
-          f"late cycles {st['late_cycles']}, cpu {st['cpu_fraction'] * 100:.0f}%")
-    assert sent_rate > 0.8 * rate_hz      # loose: the machine is shared; the figure is printed
+    stream = snap["stats"]["closed_streams"][-1]            # the connection just closed
+    assert stream["frequency_hz"] == rate_hz     # the rate sent is wall-clock: test_controller_sends_at_the_nominal_rate
     assert snap["errors"] == []
 
 
@@ -141,6 +134,24 @@ def test_controller_time_follows_the_wall_clock(request, which):
         assert abs((r.getTimestamp() - c0) - (time.monotonic() - host_t0)) < 0.05
     finally:
         r.disconnect()
+
+
+@pytest.mark.timing  # packages per second of wall time: a loaded machine sends fewer without a bug
+@pytest.mark.parametrize("which,rate_hz", [("eseries", 500.0), ("cb3", 125.0)])
+def test_controller_sends_at_the_nominal_rate(request, which, rate_hz):
+    ctrl = request.getfixturevalue(which)
+    r = rtde_receive.RTDEReceiveInterface(ctrl.host)
+    try:
+        _timestamps(r, 1.5)
+    finally:
+        r.disconnect()
+    st = ctrl.snapshot()["stats"]
+    stream = st["closed_streams"][-1]
+    print(f"{which}: {stream['n_variables']} variables, sent {stream['rate_hz']:.1f} pkg/s "
+          f"(nominal {rate_hz}) over {stream['duration_s']:.1f} s, lateness p50 "
+          f"{st['lateness_p50_ms']:.2f} ms p99 {st['lateness_p99_ms']:.2f} ms, "
+          f"late cycles {st['late_cycles']}, cpu {st['cpu_fraction'] * 100:.0f}%")
+    assert stream["rate_hz"] > 0.8 * rate_hz
 
 
 def test_io_interface_speed_slider_and_outputs(eseries):
