@@ -92,7 +92,9 @@ def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path, 
 
         goal = send_ramp(0.15, 1.0)
         assert _wait(lambda: abs(ctrl.snapshot()["actual_q"][0] - goal[0]) < 0.01), ctrl.snapshot()["actual_q"]
-        assert driver.safe.stats.rejected == 0 and ctrl.snapshot()["n_servoj"] > 300
+        # a stream of servoJ commands followed the ramp (hundreds at the 500 Hz servo rate; how many
+        # is wall-clock, fewer on a loaded one: a fresh-clone CI beside three jobs saw exactly 300)
+        assert driver.safe.stats.rejected == 0 and ctrl.snapshot()["n_servoj"] > 50
         assert _wait(lambda: ctrl.snapshot()["gripper"]["pos"] > 100)  # closed over the URCap socket
 
         # Protective stop mid-motion: chunks keep coming, the arm does not move.
