@@ -64,11 +64,12 @@ embedding_shift() {  # recipe, exported encoder -> BENCH_DIR/recipe/shift.json (
       --threads "$THREADS" --out "$BENCH_DIR/$1/shift.json" > "$BENCH_DIR/logs/shift_$1.log"
   fi
 }
-nominal_extension() {  # recipe, --model args... -> RESULTS_DIR/recipe/nominal_extension (kept when there)
-  local recipe="$1"; shift
+nominal_extension() {  # recipe -> RESULTS_DIR/recipe/nominal_extension (kept when there), its POLICY_SEEDS policies
+  local recipe="$1" ext_models
   if [ ! -f "$RESULTS_DIR/$recipe/nominal_extension/session.json" ]; then
     stage "$recipe: nominal extension, episode seeds $NOMINAL_EXTENSION_SEEDS"
-    dynaflip eval-ood "$@" --conditions nominal --seeds "$NOMINAL_EXTENSION_SEEDS" \
+    mapfile -t ext_models < <(model_args "$recipe")
+    dynaflip eval-ood "${ext_models[@]}" --conditions nominal --seeds "$NOMINAL_EXTENSION_SEEDS" \
       --threads 1 --out "$BENCH_DIR/$recipe/ood_nominal_extension" --no-report
     mkdir -p "$RESULTS_DIR/$recipe/nominal_extension"  # session.json last: its presence means the copy is whole
     cp "$BENCH_DIR/$recipe/ood_nominal_extension/episodes.jsonl" "$RESULTS_DIR/$recipe/nominal_extension/"
@@ -110,9 +111,8 @@ for recipe in $recipes; do
       fi
     fi
     if [ ! -f "$out/nominal_extension/session.json" ]; then
-      mapfile -t models < <(model_args "$recipe")
       if [ -f "$enc/export/manifest.json" ] && policies_present "$recipe"; then
-        nominal_extension "$recipe" "${models[@]}"
+        nominal_extension "$recipe"
       else
         stage "$recipe: $out has no nominal extension and its encoder or policies are gone from $BENCH_DIR: rebuild them (move $out aside and rerun) to run it"
       fi
@@ -154,7 +154,7 @@ for recipe in $recipes; do
     --threads 1 --out "$BENCH_DIR/$recipe/ood" --no-report
   mkdir -p "$out"
   cp "$BENCH_DIR/$recipe/ood/session.json" "$BENCH_DIR/$recipe/ood/episodes.jsonl" "$out/"
-  nominal_extension "$recipe" "${models[@]}"
+  nominal_extension "$recipe"
   cp "$enc/manifest.json" "$out/encoder.json"
   cp "$BENCH_DIR/$recipe/probe.json" "$BENCH_DIR/$recipe/shift.json" "$out/"
   if [ -f "$BENCH_DIR/$recipe/encoder_pre/manifest.json" ]; then cp "$BENCH_DIR/$recipe/encoder_pre/manifest.json" "$out/encoder_pre.json"; fi
