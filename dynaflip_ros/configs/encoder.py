@@ -377,7 +377,7 @@ class EncoderTrainConfig:
     log_every: int = 10
     eval_every: int = 500
     retrieval_clips: int = 256
-    save_every: int = 500
+    save_every: int = 100
     num_threads: int = 2
 
     def __post_init__(self) -> None:
