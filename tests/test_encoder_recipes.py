@@ -97,6 +97,26 @@ def test_whole_tuple_negatives_are_the_other_samples_matched_energies():
     assert torch.isinf(torch.diagonal(res.logits[:, 1:])).all()  # a sample is not its own negative
 
 
+
+def test_whole_tuple_negatives_reward_equal_energies_not_alignment():
+    """With other samples' whole tuples as the only negatives (no_mismatched_negatives) every
+    tuple energy E_k is the positive of its own row and a negative of every other row, so the
+    mean InfoNCE is s mean(E) + logsumexp(-s E) >= ln B (Jensen), equal exactly when all energies
+    are equal, however badly aligned: the term equalises energies and does not reward alignment
+    (the benchmark's pre-training log: align loss at ln 32, E+ = E-; docs/method.md §7)."""
+    cfg = AlignmentLossConfig(negative_sets=(WHOLE_TUPLE,), mask_same_language=False)
+    (x, y, z), *_ = _inputs(requires_grad=False)
+    res = alignment_infonce(x, y, z, torch.tensor(0.0), cfg)
+    s = float(res.logits[0, 0] / -res.positive_energy[0])
+    e = res.positive_energy
+    assert float(res.loss) == pytest.approx(float(s * e.mean() + torch.logsumexp(-s * e, 0)), rel=1e-9)
+    assert float(res.loss) > math.log(B)
+    # Every sample the same tuple of three orthogonal unit vectors (no alignment at all): the
+    # loss sits at its lower bound ln B.
+    eye = torch.eye(D)
+    res = alignment_infonce(eye[0].expand(B, D), eye[1].expand(B, D), eye[2].expand(B, D), torch.tensor(0.0), cfg)
+    assert float(res.loss) == pytest.approx(math.log(B), rel=1e-9) and float(res.positive_energy.min()) > 1.0
+
 @pytest.mark.parametrize("name", [n for n, r in RECIPES.items() if r.trained])
 def test_each_trained_recipes_loss_on_small_inputs(name):
     cfg = apply_recipe(EncoderConfig(), name).loss
