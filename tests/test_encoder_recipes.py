@@ -97,7 +97,6 @@ def test_whole_tuple_negatives_are_the_other_samples_matched_energies():
     assert torch.isinf(torch.diagonal(res.logits[:, 1:])).all()  # a sample is not its own negative
 
 
-
 def test_whole_tuple_negatives_reward_equal_energies_not_alignment():
     """With other samples' whole tuples as the only negatives (no_mismatched_negatives) every
     tuple energy E_k is the positive of its own row and a negative of every other row, so the
@@ -116,6 +115,7 @@ def test_whole_tuple_negatives_reward_equal_energies_not_alignment():
     eye = torch.eye(D)
     res = alignment_infonce(eye[0].expand(B, D), eye[1].expand(B, D), eye[2].expand(B, D), torch.tensor(0.0), cfg)
     assert float(res.loss) == pytest.approx(math.log(B), rel=1e-9) and float(res.positive_energy.min()) > 1.0
+
 
 @pytest.mark.parametrize("name", [n for n, r in RECIPES.items() if r.trained])
 def test_each_trained_recipes_loss_on_small_inputs(name):

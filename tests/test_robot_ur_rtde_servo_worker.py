@@ -39,9 +39,9 @@ def _ramp(driver: ArmDriver, dq0: float, gripper: float, duration_s: float = 1.0
 def test_servo_core_in_worker_follows_stops_rearms_and_reconnects():
     ctrl = LoopbackURController(host=HOST, ur_version=(5, 11, 1, 108318), with_gripper=True)
     ctrl.start(timeout_s=30.0)
-    # servo_jitter_s 0.044: a 50 ms SafeArm watchdog (the SafetyConfig bound) instead of 16 ms, which
-    # a loaded 2-core CI machine overruns (tests/test_ros_driver_rtde.py says more)
-    cfg = Ur3DriverNodeConfig(backend="ur_rtde", servo_rate_hz=500.0, command_lead_s=0.1, servo_jitter_s=0.044, ur_rtde={
+    # watchdog_missed_ticks 0: the SafetyConfig bound (50 ms), not the derived 16 ms, which a loaded
+    # 2-core CI machine overruns (tests/test_ros_driver_rtde.py says more)
+    cfg = Ur3DriverNodeConfig(backend="ur_rtde", servo_rate_hz=500.0, command_lead_s=0.1, watchdog_missed_ticks=0, ur_rtde={
         "robot_ip": HOST, "ur_type": "e-series", "gripper": "robotiq_urcap",
         "controller_watchdog_hz": 2.0})  # tolerant of a loaded CI machine
     core = driver = None

@@ -42,10 +42,10 @@ def test_driver_node_follows_chunks_and_rearms_over_rtde(monkeypatch, tmp_path, 
     params = {"ur3_driver": {"ros__parameters": {
         "backend": "ur_rtde", "servo_rate_hz": 500.0, "joint_state_rate_hz": 50.0, "command_lead_s": 0.1,
         "servo_in_worker": servo_in_worker,
-        # servo_jitter_s: the worst servo-tick lateness of the machine that runs it; a loaded 2-core
-        # CI machine misses 17 ms (the default 0.01 s gives a 16 ms watchdog, whose stop then drops
-        # the chunk being followed); 0.044 s gives the SafetyConfig bound, 50 ms
-        "servo_jitter_s": 0.044,
+        # watchdog_missed_ticks 0: SafeArm's watchdog at the SafetyConfig bound (50 ms), not the
+        # derived 16 ms (3 ticks + servo_jitter_s 0.01), which a loaded 2-core CI machine overruns
+        # (17 ms stalls seen); a watchdog stop drops the chunk being followed
+        "watchdog_missed_ticks": 0,
         "ur_rtde": {"robot_ip": host, "ur_type": "e-series", "gripper": "robotiq_urcap",
                     "controller_watchdog_hz": 2.0}}}}  # tolerant of a loaded CI machine
     f = tmp_path / "params.yaml"
