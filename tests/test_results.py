@@ -215,6 +215,30 @@ def test_markdown_has_the_three_tables_and_regenerates_identically(tmp_path):
         replace_section(f"x\n{BEGIN_MARKER}\n", md)
 
 
+def test_training_compute_is_read_from_the_manifests(tmp_path):
+    def write(recipe, runs, policy_times):
+        d = tmp_path / "our_task" / recipe
+        for name, run in runs.items():
+            d.joinpath(name).write_text(json.dumps({"weights_sha256": "e" * 64, "config": {"run": run}}))
+        for seed, (train_s, embed_s) in enumerate(policy_times):
+            policy = json.loads(d.joinpath(f"policy_s{seed}.json").read_text())
+            policy["train"] |= {"train_time_s": train_s, "embedding_time_s": embed_s}
+            d.joinpath(f"policy_s{seed}.json").write_text(json.dumps(policy))
+
+    for recipe in ("dynaflip", "imagenet", "tcn"):
+        _write_recipe(tmp_path, recipe, CONTROL)
+    write("dynaflip", {"encoder_pre.json": {"recipe": "dynaflip", "steps": 500, "seconds_per_step": 1.8},
+                       "encoder.json": {"recipe": "dynaflip", "steps": 150, "seconds_per_step": 2.0}},
+          [(1200.0, 240.0), (1260.0, 60.0)])
+    write("imagenet", {"encoder.json": {"recipe": "imagenet", "steps": 0, "trained": False}}, [(600.0, 0.0), (600.0, 0.0)])
+    md = render_markdown(summarize_our_task(tmp_path / "our_task", recipes=["dynaflip", "imagenet", "tcn"]),
+                         "dynaflip results")
+    # 500 x 1.8 s = 15 min, 150 x 2 s = 5 min, (1200 + 240 + 1260 + 60) s = 46 min over 2 seeds
+    assert "| dynaflip | 15 | 5 | 46 (2) | 66 |" in md
+    assert "| imagenet | – | – | 20 (2) | 20 |" in md  # an untrained encoder costs nothing
+    assert "| tcn | – | – | – (2) | – |" in md  # its files lack the times: no total is made up
+
+
 def test_safety_refusals_are_counted_per_episode_and_condition(tmp_path):
     _write_recipe(tmp_path, "dynaflip", CONTROL)
     d = tmp_path / "our_task" / "dynaflip"
