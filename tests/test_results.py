@@ -231,12 +231,13 @@ def test_training_compute_is_read_from_the_manifests(tmp_path):
                        "encoder.json": {"recipe": "dynaflip", "steps": 150, "seconds_per_step": 2.0}},
           [(1200.0, 240.0), (1260.0, 60.0)])
     write("imagenet", {"encoder.json": {"recipe": "imagenet", "steps": 0, "trained": False}}, [(600.0, 0.0), (600.0, 0.0)])
+    write("tcn", {"encoder.json": {"recipe": "tcn", "steps": 150, "seconds_per_step": math.nan}}, [])  # no step timed
     md = render_markdown(summarize_our_task(tmp_path / "our_task", recipes=["dynaflip", "imagenet", "tcn"]),
                          "dynaflip results")
     # 500 x 1.8 s = 15 min, 150 x 2 s = 5 min, (1200 + 240 + 1260 + 60) s = 46 min over 2 seeds
     assert "| dynaflip | 15 | 5 | 46 (2) | 66 |" in md
     assert "| imagenet | – | – | 20 (2) | 20 |" in md  # an untrained encoder costs nothing
-    assert "| tcn | – | – | – (2) | – |" in md  # its files lack the times: no total is made up
+    assert "| tcn | – | – | – (2) | – |" in md  # its files lack the times (NaN, absent): no total is made up
 
 
 def test_safety_refusals_are_counted_per_episode_and_condition(tmp_path):

@@ -37,6 +37,7 @@ same text (no clock is read).
 """
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -437,8 +438,10 @@ def _minutes(seconds: float | None) -> str:
 
 def compute_table(recipes: dict[str, Any]) -> list[str]:
     """Training compute per recipe from its manifests, as Markdown lines ([] without recipes):
-    encoder pre-training and fine-tune (steps x the run's mean seconds per step, manifest
-    config.run), the policies (train_time_s + embedding_time_s of each training seed's policy.json,
+    encoder pre-training and fine-tune (steps x the median step time the manifest records,
+    config.run.seconds_per_step: the median over the steps its last process ran, so data loading,
+    held-out retrieval and export are not in it, and a resumed run counts at its last piece's
+    rate), the policies (train_time_s + embedding_time_s of each training seed's policy.json,
     summed) and the sum, in minutes of wall time. "–" for a stage the recipe does not train and
     where a file lacks the figure; the sum is "–" when a figure it needs is missing. These are the
     runs' own clocks on whatever machine ran them, beside whatever else ran there: a record of the
@@ -447,7 +450,8 @@ def compute_table(recipes: dict[str, Any]) -> list[str]:
     for r, rec in recipes.items():
         enc = rec["encoder"]
         trained = [s for s in (enc["pre"], enc["final"]) if s and s.get("trained", True)]
-        stages = [s["steps"] * s["seconds_per_step"] if s in trained and s.get("steps") and s.get("seconds_per_step")
+        stages = [s["steps"] * s["seconds_per_step"]
+                  if s in trained and s.get("steps") and math.isfinite(s.get("seconds_per_step") or math.nan)
                   else None for s in (enc["pre"], enc["final"])]
         pol = rec["policies"].values()
         policy_s = (sum(p["train_time_s"] + (p["embedding_time_s"] or 0.0) for p in pol)
@@ -457,9 +461,9 @@ def compute_table(recipes: dict[str, Any]) -> list[str]:
         rows.append([r, *map(_minutes, stages), f"{_minutes(policy_s)} ({len(pol)})", _minutes(total)])
     if not rows:
         return []
-    return ["\nTraining compute, minutes of wall time at the runs' thread count (encoder: steps × the run's mean "
-            "s/step; policies: training + embedding the demos, summed over training seeds, their number in "
-            "brackets; evaluation not included):\n",
+    return ["\nTraining compute, minutes of wall time at the runs' thread count (encoder: steps × the median "
+            "step time its manifest records, without data loading and export; policies: training + embedding "
+            "the demos, summed over training seeds, their number in brackets; evaluation not included):\n",
             _table(["recipe", "encoder pre-training", "encoder fine-tune", "policies", "total"], rows)]
 
 
