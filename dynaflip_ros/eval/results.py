@@ -448,16 +448,16 @@ def compute_table(recipes: dict[str, Any]) -> list[str]:
     budget, not a benchmark."""
     rows = []
     for r, rec in recipes.items():
-        enc = rec["encoder"]
-        trained = [s for s in (enc["pre"], enc["final"]) if s and s.get("trained", True)]
-        stages = [s["steps"] * s["seconds_per_step"]
-                  if s in trained and s.get("steps") and math.isfinite(s.get("seconds_per_step") or math.nan)
-                  else None for s in (enc["pre"], enc["final"])]
+        stages, untimed = [], False  # untimed: a stage that trained but whose manifest lacks its time
+        for s in (rec["encoder"]["pre"], rec["encoder"]["final"]):
+            ran = bool(s and s.get("trained", True))
+            timed = ran and s.get("steps") and math.isfinite(s.get("seconds_per_step") or math.nan)
+            stages.append(s["steps"] * s["seconds_per_step"] if timed else None)
+            untimed |= ran and not timed
         pol = rec["policies"].values()
         policy_s = (sum(p["train_time_s"] + (p["embedding_time_s"] or 0.0) for p in pol)
                     if pol and all(p["train_time_s"] is not None for p in pol) else None)
-        known = policy_s is not None and sum(x is not None for x in stages) == len(trained)
-        total = sum(x for x in (*stages, policy_s) if x is not None) if known else None
+        total = None if untimed or policy_s is None else sum(x for x in (*stages, policy_s) if x is not None)
         rows.append([r, *map(_minutes, stages), f"{_minutes(policy_s)} ({len(pol)})", _minutes(total)])
     if not rows:
         return []
